@@ -1,0 +1,45 @@
+"""The `interp` command. Each subcommand lives in interp/commands/<name>.py and exposes
+`add_parser(subparsers)` (which sets `func`) ; `main(argv) -> int` is what tests call.
+
+Exit codes: 0 success, 2 bad input (a one-line message on stderr, never a traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from interp.errors import WorkbenchError
+
+COMMANDS = ["models", "heads", "ioi", "memories", "train"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interp", description="Mechanistic-interpretability workbench")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"interp.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse already printed its usage message
+        return int(e.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except WorkbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

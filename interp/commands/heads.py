@@ -1,0 +1,14 @@
+"""`interp heads` (not implemented yet)."""
+
+from __future__ import annotations
+
+from interp.errors import WorkbenchError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("heads", help="(coming soon)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    raise WorkbenchError("'interp heads' is not implemented yet")

