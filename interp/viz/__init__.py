@@ -1,0 +1,1 @@
+"""Plotly figure builders: pure functions returning go.Figure (one module per area)."""
