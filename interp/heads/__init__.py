@@ -1,0 +1,6 @@
+"""Head detectors (previous-token, duplicate-token, induction) with copying and causal checks."""
+
+from interp.heads.detect import KINDS, head_scores, top_heads
+from interp.heads.patterns import PATTERNS, register_pattern
+
+__all__ = ["KINDS", "PATTERNS", "head_scores", "register_pattern", "top_heads"]
