@@ -206,3 +206,11 @@ def test_cli_bad_input_exit_code(capsys):
 
     assert main(["no-such-command"]) == 2
     assert main(["models", "--format", "yaml"]) == 2
+
+
+@pytest.mark.network
+def test_gpt2_from_the_hub_predicts_paris_like_gpt2():
+    model = load("gpt2", device="cpu")
+    assert (model.info.n_layers, model.info.n_heads, model.info.d_vocab) == (12, 12, 50257)
+    top = [t for t, _ in model.top_predictions("The Eiffel Tower is located in the city of", 5)]
+    assert " Paris" in top
