@@ -1,0 +1,1 @@
+"""Circuits: IOI metrics, activation and path patching, circuit discovery and evaluation."""

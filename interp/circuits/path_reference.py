@@ -1,0 +1,98 @@
+"""Path patching written plainly: one hooked forward pass per sender (plus one per receiver
+head), nothing batched, nothing cached beyond the clean and corrupted runs. It is the
+obviously-correct reference that tests hold the fast `interp.circuits.path` against.
+
+GQA: `hook_k`/`hook_v` hold one key/value per KV head, shared by several query heads. To
+patch the key/value input of ONE receiver query head, the receiver's output is computed in
+its own run (its KV head patched, which also disturbs its siblings), and only that head's
+`hook_z` is carried into the final run.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from interp.circuits.metrics import logit_diff
+from interp.circuits.path import Head, PathResult, Receivers, all_heads
+from interp.data.ioi import IOIDataset, positions_at
+
+
+def _set_z(value: torch.Tensor):
+    def hook(z, hook):
+        return value
+
+    return hook
+
+
+@torch.no_grad()
+def path_patch_reference(
+    model, ds: IOIDataset, senders: list[Head] | None = None, receivers: Receivers | None = None
+) -> PathResult:
+    senders = list(senders) if senders is not None else all_heads(model)
+    L = model.info.n_layers
+    z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
+    clean_logits, clean = model.run_with_cache(ds.tokens, names_filter=lambda n: n in z_names)
+    corr_logits, corr = model.run_with_cache(ds.corrupted_tokens, names_filter=lambda n: n in z_names)
+    B, T = ds.tokens.shape
+    rows = torch.arange(B)
+    if receivers is not None:
+        pos = positions_at(ds, receivers.position)
+        mask = torch.ones(B, T, dtype=torch.bool) if pos is None else torch.zeros(B, T, dtype=torch.bool)
+        if pos is not None:
+            mask[rows, pos] = True
+        mask = mask.to(ds.tokens.device)
+    out = []
+    for layer_s, head_s in senders:
+        # step 1: every head frozen at its clean output, except the sender (corrupted)
+        frozen = {layer: clean[f"blocks.{layer}.attn.hook_z"].clone() for layer in range(L)}
+        frozen[layer_s][:, :, head_s] = corr[f"blocks.{layer_s}.attn.hook_z"][:, :, head_s]
+        hooks = [(f"blocks.{layer}.attn.hook_z", _set_z(frozen[layer])) for layer in range(L)]
+        if receivers is None:
+            logits = model.run_with_hooks(ds.tokens, fwd_hooks=hooks)
+            out.append(logit_diff(logits, ds))
+            continue
+        seen = {}
+
+        def keeper(name: str):  # hook.name may be an alias (e.g. "attn.q.hook_out"), so key by our name
+            def keep(x, hook):
+                seen[name] = x.clone()
+
+            return keep
+
+        for layer, _ in receivers.heads:
+            hooks += [(f"blocks.{layer}.attn.hook_{c}", keeper(f"blocks.{layer}.attn.hook_{c}")) for c in "qkv"]
+        model.run_with_hooks(ds.tokens, fwd_hooks=hooks)
+        # step 2a: each receiver's own output with its q/k/v inputs from step 1 at the chosen positions
+        new_z = {}
+        for layer, head in receivers.heads:
+            group = head // (model.info.n_heads // model.info.n_kv_heads)
+            patch = []
+            for c in receivers.components:
+                index = head if c == "q" else group
+                patched = seen[f"blocks.{layer}.attn.hook_{c}"]
+
+                def put(x, hook, patched=patched, index=index):
+                    x = x.clone()
+                    x[:, :, index] = torch.where(mask[:, :, None], patched[:, :, index], x[:, :, index])
+                    return x
+
+                patch.append((f"blocks.{layer}.attn.hook_{c}", put))
+            got = {}
+
+            def grab(z, hook, head=head):
+                got["z"] = z[:, :, head].clone()
+
+            model.run_with_hooks(ds.tokens, fwd_hooks=patch + [(f"blocks.{layer}.attn.hook_z", grab)])
+            new_z[(layer, head)] = got["z"]
+        # step 2b: clean run with only the receivers' outputs replaced; everything else recomputed
+        final = []
+        for (layer, head), z_h in new_z.items():
+
+            def set_head(z, hook, head=head, z_h=z_h):
+                z = z.clone()
+                z[:, :, head] = z_h
+                return z
+
+            final.append((f"blocks.{layer}.attn.hook_z", set_head))
+        out.append(logit_diff(model.run_with_hooks(ds.tokens, fwd_hooks=final), ds))
+    return PathResult(senders, torch.stack(out).cpu(), logit_diff(clean_logits, ds).cpu(), logit_diff(corr_logits, ds).cpu())

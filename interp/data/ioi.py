@@ -1,0 +1,246 @@
+"""Indirect Object Identification prompts (Wang et al. 2022), for any tokenizer.
+
+A prompt names two people, repeats one of them (the subject S) and asks the model to complete
+with the other (the indirect object IO): "Then, Mary and John went to the store. John gave a
+drink to" -> " Mary". Each template comes in both orders (ABBA: IO first, BABA: S first).
+The corrupted distribution (ABC) fills the same template with three unrelated names.
+
+Positions are found in each tokenized prompt (never assumed from the template), prompts are
+right-padded, and `positions["END"]` holds each prompt's own last index. Right padding is
+safe for a causal model: no real position ever attends to a pad.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from interp.errors import WorkbenchError
+
+# [X] and [Y] are the two names introduced; [S] repeats the subject. ABBA: X=IO, Y=S; BABA: X=S, Y=IO.
+BASE_TEMPLATES: list[str] = [
+    "Then, [X] and [Y] went to the [PLACE]. [S] gave a [OBJECT] to",
+    "Then, [X] and [Y] had a lot of fun at the [PLACE]. [S] gave a [OBJECT] to",
+    "Then, [X] and [Y] were working at the [PLACE]. [S] decided to give a [OBJECT] to",
+    "Then, [X] and [Y] were thinking about going to the [PLACE]. [S] wanted to give a [OBJECT] to",
+    "Then, [X] and [Y] had a long argument, and afterwards [S] said to",
+    "After [X] and [Y] went to the [PLACE], [S] gave a [OBJECT] to",
+    "When [X] and [Y] got a [OBJECT] at the [PLACE], [S] decided to give it to",
+    "When [X] and [Y] got a [OBJECT] at the [PLACE], [S] decided to give the [OBJECT] to",
+    "While [X] and [Y] were working at the [PLACE], [S] gave a [OBJECT] to",
+    "While [X] and [Y] were commuting to the [PLACE], [S] gave a [OBJECT] to",
+    "After the lunch, [X] and [Y] went to the [PLACE]. [S] gave a [OBJECT] to",
+    "Afterwards, [X] and [Y] went to the [PLACE]. [S] gave a [OBJECT] to",
+    "Then, [X] and [Y] had a long argument. Afterwards [S] said to",
+    "The [PLACE] [X] and [Y] went to had a [OBJECT]. [S] gave it to",
+    "Friends [X] and [Y] found a [OBJECT] at the [PLACE]. [S] gave it to",
+    "Yesterday, [X] and [Y] walked to the [PLACE]. [S] handed a [OBJECT] to",
+]
+
+NAMES: list[str] = (
+    "Mary John Tom James Dan Sid Martin Amy Paul Kate Sarah Mike Lisa Anna David Laura Mark Emma Chris Jane "
+    "Peter Susan Jack Alice Brian Helen Kevin Ruth George Rose Adam Grace Frank Nancy Steve Linda Robert Karen "
+    "Eric Diana Joe Julia Ben Anne Sam Claire Tim Lucy Max Jessica Ryan Emily Andrew Rachel Jason Victoria"
+).split()
+PLACES: list[str] = (
+    "store garden restaurant school hospital office house station park market beach library church museum "
+    "cafe bank farm hotel lake river"
+).split()
+OBJECTS: list[str] = (
+    "ring kiss bone basketball computer necklace drink snack apple book letter key ball gift pen cake hat "
+    "box card flower"
+).split()
+
+POSITION_NAMES = ("IO", "S1", "S1+1", "S2", "END")
+
+
+@dataclass
+class IOIDataset:
+    """Clean IOI prompts, their ABC corruptions and per-prompt positions (all right-padded)."""
+
+    prompts: list[str]  # clean texts
+    corrupted_prompts: list[str]  # ABC texts, same template/place/object
+    tokens: Int[Tensor, "batch pos"]  # clean tokens (BOS first), right-padded
+    corrupted_tokens: Int[Tensor, "batch pos"]  # ABC tokens, same lengths as the clean ones
+    io_ids: Int[Tensor, "batch"]  # token id of the indirect object (" Mary")
+    s_ids: Int[Tensor, "batch"]  # token id of the subject (" John")
+    positions: dict[str, Int[Tensor, "batch"]]  # IO, S1, S1+1, S2, END -> index per prompt
+    template_ids: Int[Tensor, "batch"]  # index into `templates` of each prompt
+    templates: list[str] = field(default_factory=list)  # expanded templates (ABBA and BABA)
+    seed: int = 0  # the seed that drew the prompts
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def lengths(self) -> Int[Tensor, "batch"]:
+        return self.positions["END"] + 1
+
+    def subset(self, idx: list[int] | Tensor) -> IOIDataset:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        keep = int(self.lengths[idx].max())
+        return IOIDataset(
+            [self.prompts[i] for i in idx.tolist()],
+            [self.corrupted_prompts[i] for i in idx.tolist()],
+            self.tokens[idx, :keep],
+            self.corrupted_tokens[idx, :keep],
+            self.io_ids[idx],
+            self.s_ids[idx],
+            {k: v[idx] for k, v in self.positions.items()},
+            self.template_ids[idx],
+            self.templates,
+            self.seed,
+        )
+
+    def split(self, n_first: int) -> tuple[IOIDataset, IOIDataset]:
+        """The first `n_first` prompts and the rest (e.g. discovery and held-out evaluation)."""
+        return self.subset(list(range(n_first))), self.subset(list(range(n_first, len(self))))
+
+    def to(self, device) -> IOIDataset:
+        self.tokens, self.corrupted_tokens = self.tokens.to(device), self.corrupted_tokens.to(device)
+        return self
+
+
+def expand_templates(base: list[str]) -> list[str]:
+    """Each base template in ABBA order ([A]=IO first) and BABA order ([B]=S first)."""
+    out = []
+    for t in base:
+        for tag in ("[X]", "[Y]", "[S]"):
+            if t.count(tag) != 1:
+                raise WorkbenchError(f"IOI template {t!r} must contain {tag} exactly once")
+        if t.startswith("[X]"):
+            raise WorkbenchError(f"IOI template {t!r} starts with a name; start with a word so names carry a space")
+        out.append(t.replace("[X]", "[A]").replace("[Y]", "[B]").replace("[S]", "[B]"))  # ABBA
+        out.append(t.replace("[X]", "[B]").replace("[Y]", "[A]").replace("[S]", "[B]"))  # BABA
+    return out
+
+
+def single_token_words(tokenizer, words: list[str], strict: bool, what: str) -> list[str]:
+    """Words that are one token with a leading space; with strict=True any other word is an error."""
+    keep = []
+    for w in words:
+        ids = tokenizer.encode(" " + w, add_special_tokens=False)
+        if len(ids) == 1:
+            keep.append(w)
+        elif strict:
+            raise WorkbenchError(
+                f"IOI {what} {w!r} is {len(ids)} tokens in this tokenizer; use {what}s that are one token (' {w}')"
+            )
+    return keep
+
+
+def _fill(template: str, a: str, b: str, place: str, obj: str) -> str:
+    return template.replace("[A]", a).replace("[B]", b).replace("[PLACE]", place).replace("[OBJECT]", obj)
+
+
+def _find(ids: list[int], token: int, count: int, prompt: str) -> list[int]:
+    where = [i for i, t in enumerate(ids) if t == token]
+    if len(where) != count:
+        raise WorkbenchError(f"IOI prompt {prompt!r}: a name tokenizes differently in context; drop that template")
+    return where
+
+
+def make_ioi(
+    model,
+    n_prompts: int,
+    seed: int = 0,
+    templates: list[str] | None = None,
+    names: list[str] | None = None,
+    places: list[str] | None = None,
+    objects: list[str] | None = None,
+) -> IOIDataset:
+    """`n_prompts` IOI prompts (half ABBA, half BABA, templates cycled) with ABC corruptions.
+
+    Default names/places/objects are filtered to those that are one token in `model`'s
+    tokenizer; lists you pass must be one token each (else a WorkbenchError names the word)."""
+    if n_prompts < 1:
+        raise WorkbenchError(f"n_prompts must be at least 1 (got {n_prompts})")
+    tok = model.tokenizer
+    names = single_token_words(tok, names or NAMES, strict=names is not None, what="name")
+    places = single_token_words(tok, places or PLACES, strict=places is not None, what="place")
+    objects = single_token_words(tok, objects or OBJECTS, strict=objects is not None, what="object")
+    if len(names) < 5 or not places or not objects:
+        raise WorkbenchError(
+            f"only {len(names)} names, {len(places)} places, {len(objects)} objects are single tokens in this "
+            "tokenizer; pass lists of one-token words (at least 5 names)"
+        )
+    expanded = expand_templates(templates or BASE_TEMPLATES)
+    rng = random.Random(seed)
+    order = list(range(len(expanded)))
+    rng.shuffle(order)
+    rows = []
+    for i in range(n_prompts):
+        t = order[i % len(order)]
+        io, s, c1, c2, c3 = rng.sample(names, 5)
+        place, obj = rng.choice(places), rng.choice(objects)
+        rows.append((t, io, s, (c1, c2, c3), place, obj))
+    return _tokenize(model, expanded, rows, seed)
+
+
+def _tokenize(model, expanded: list[str], rows, seed: int) -> IOIDataset:
+    tok = model.tokenizer
+    clean_ids, corr_ids, prompts, corr_prompts = [], [], [], []
+    pos = {k: [] for k in POSITION_NAMES}
+    io_ids, s_ids, tids = [], [], []
+    for t, io, s, (c1, c2, c3), place, obj in rows:
+        template = expanded[t]
+        text = _fill(template, io, s, place, obj)
+        # ABC: IO -> c1, S1 -> c2, S2 -> c3 (three unrelated names)
+        abc = _fill_abc(template, c1, c2, c3, place, obj)
+        ids = model.to_tokens(text)[0].tolist()
+        cids = model.to_tokens(abc)[0].tolist()
+        io_id = tok.encode(" " + io, add_special_tokens=False)[0]
+        s_id = tok.encode(" " + s, add_special_tokens=False)[0]
+        (io_pos,) = _find(ids, io_id, 1, text)
+        s1, s2 = _find(ids, s_id, 2, text)
+        if len(cids) != len(ids):
+            raise WorkbenchError(f"IOI prompt {abc!r} tokenizes to a different length than {text!r}; drop that template")
+        for k, v in zip(POSITION_NAMES, (io_pos, s1, s1 + 1, s2, len(ids) - 1)):
+            pos[k].append(v)
+        clean_ids.append(ids)
+        corr_ids.append(cids)
+        prompts.append(text)
+        corr_prompts.append(abc)
+        io_ids.append(io_id)
+        s_ids.append(s_id)
+        tids.append(t)
+    width = max(len(x) for x in clean_ids)
+    # pad by repeating each prompt's last token: any ordinary token works after END, and this
+    # never collides with BOS/pad ids that a bridge might turn into an attention mask
+    pad = lambda x: x + [x[-1]] * (width - len(x))  # noqa: E731
+    device = model.device
+    return IOIDataset(
+        prompts,
+        corr_prompts,
+        torch.tensor([pad(x) for x in clean_ids], device=device),
+        torch.tensor([pad(x) for x in corr_ids], device=device),
+        torch.tensor(io_ids),
+        torch.tensor(s_ids),
+        {k: torch.tensor(v) for k, v in pos.items()},
+        torch.tensor(tids),
+        expanded,
+        seed,
+    )
+
+
+def _fill_abc(template: str, c1: str, c2: str, c3: str, place: str, obj: str) -> str:
+    """The template with its three name slots (two [B]s and one [A]) filled by c1, c2, c3 in order."""
+    out, names = template, [c1, c2, c3]
+    for name in names:
+        a, b = out.find("[A]"), out.find("[B]")
+        first = min(x for x in (a, b) if x >= 0)
+        out = out[:first] + name + out[first + 3 :]
+    return out.replace("[PLACE]", place).replace("[OBJECT]", obj)
+
+
+def positions_at(ds: IOIDataset, name: str | None) -> Int[Tensor, "batch"] | None:
+    """A named position's per-prompt index, or None for "all positions"."""
+    if name is None or name == "all":
+        return None
+    if name not in ds.positions:
+        raise WorkbenchError(f"unknown IOI position {name!r}; choose one of {list(ds.positions)} or 'all'")
+    return ds.positions[name]
