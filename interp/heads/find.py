@@ -1,0 +1,116 @@
+"""`find_heads`: the detector the CLI and the dashboard call. Scores every head, keeps the top
+ones per kind, adds the copying score of induction candidates and, with validate=True, the
+causal effect of ablating each one, flagging heads whose pattern is there but whose ablation
+changes nothing."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from interp.data.synthetic import repeated_tokens
+from interp.errors import WorkbenchError
+from interp.heads.copying import copying_scores
+from interp.heads.detect import KINDS, Progress, as_bridge, check_kinds, head_scores, top_heads
+from interp.heads.validate import ablation_effects
+
+
+@dataclass
+class FindConfig:
+    n_seqs: int = 16  # repeated-token probe sequences
+    seg_len: int = 50  # tokens per segment (each sequence is BOS + 2 x seg_len)
+    seed: int = 0  # seed of the probe tokens
+    exclude_bos: bool = False  # as TL detect_head: ignore attention to BOS
+    exclude_current_token: bool = False  # as TL detect_head: ignore attention to the current token
+    error_measure: str = "mul"  # "mul" (fraction of attention) or "abs" (1 - distance), as TL
+    min_score: float = 0.3  # a pattern score at least this high counts as "high"
+    min_effect: float = 0.02  # nats: an ablation that raises the repeated-half loss less "changes nothing"
+    min_copying: float = 0.5  # an induction head must also copy: its OV lifts the read token this many std devs
+    validate_seqs: int = 8  # probe sequences for the causal checks
+    batch_size: int = 32  # sequences per forward pass when scoring
+
+
+@dataclass
+class HeadFinding:
+    layer: int
+    head: int  # query head (GQA models report per query head)
+    kind: str  # "previous-token" | "duplicate-token" | "induction"
+    score: float  # pattern score (see interp.heads.scores)
+    copying: float | None = None  # induction candidates: OV copying score (interp.heads.copying)
+    causal_effect: float | None = None  # validated: repeated-half loss increase under mean-ablation (nats)
+    zero_effect: float | None = None  # validated: the same under zero-ablation
+    flagged: bool = False  # validated: high pattern score but ablation changes nothing
+    confirmed: bool | None = None  # validated: high score, real effect (and copying, for induction)
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("extra")
+        if self.causal_effect is None:
+            for k in ("causal_effect", "zero_effect", "flagged", "confirmed"):
+                d.pop(k)
+        if self.copying is None:
+            d.pop("copying")
+        return d
+
+
+def probe_tokens(model, text: str | None, cfg: FindConfig):
+    """The user's text as one sequence (BOS first), or the repeated-token probes."""
+    if text is None:
+        return repeated_tokens(model, cfg.n_seqs, cfg.seg_len, seed=cfg.seed)
+    if not hasattr(model, "to_tokens") or getattr(model, "tokenizer", None) is None:
+        raise WorkbenchError("text mode needs a model with a tokenizer; load it with interp.load(spec)")
+    if not text.strip():
+        raise WorkbenchError("the text is empty; give a file with some text in it")
+    tokens = model.to_tokens(text)
+    if tokens.shape[1] < 3:
+        raise WorkbenchError("the text is too short to score heads on; give at least a sentence")
+    return tokens
+
+
+def find_heads(
+    model,
+    kinds=KINDS,
+    top: int = 5,
+    text: str | None = None,
+    validate: bool = False,
+    progress: Progress | None = None,
+    config: FindConfig | None = None,
+) -> list[HeadFinding]:
+    """The `top` heads of each kind, best first. Scores come from `text` (one sequence) or from
+    repeated-token probes; copying for induction candidates; with `validate`, causal checks by
+    mean- and zero-ablation on repeated-token probes (the task these heads serve)."""
+    cfg = config or FindConfig()
+    kinds = check_kinds(kinds)
+    if top < 1:
+        raise WorkbenchError(f"--top must be at least 1, got {top}")
+    tokens = probe_tokens(model, text, cfg)
+    scores = head_scores(
+        model, tokens, kinds, exclude_bos=cfg.exclude_bos, exclude_current_token=cfg.exclude_current_token,
+        error_measure=cfg.error_measure, batch_size=cfg.batch_size, progress=progress,
+    )
+    findings = [HeadFinding(layer, head, kind, score) for kind in kinds for layer, head, score in top_heads(scores[kind], top)]
+    induction = [f for f in findings if f.kind == "induction"]
+    if induction:
+        probes = tokens if text is not None else tokens[: cfg.validate_seqs]
+        for f, c in zip(induction, copying_scores(model, probes, [(f.layer, f.head) for f in induction])):
+            f.copying = c
+    if validate:
+        _validate(model, findings, cfg, progress)
+    return findings
+
+
+def _validate(model, findings: list[HeadFinding], cfg: FindConfig, progress: Progress | None) -> None:
+    bridge = as_bridge(model)
+    seg_len = min(cfg.seg_len, (bridge.cfg.n_ctx - 1) // 2)
+    probes = repeated_tokens(model, cfg.validate_seqs, seg_len, seed=cfg.seed + 1)
+    heads = sorted({(f.layer, f.head) for f in findings})
+    effects = ablation_effects(model, probes, heads, progress=progress)
+    index = {h: i for i, h in enumerate(heads)}
+    for f in findings:
+        i = index[(f.layer, f.head)]
+        f.causal_effect, f.zero_effect = float(effects["mean"][i]), float(effects["zero"][i])
+        high = f.score >= cfg.min_score
+        matters = max(f.causal_effect, f.zero_effect) >= cfg.min_effect
+        copies = f.kind != "induction" or (f.copying or 0.0) >= cfg.min_copying
+        f.flagged = high and not matters
+        f.confirmed = high and matters and copies

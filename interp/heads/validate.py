@@ -1,0 +1,119 @@
+"""Causal checks: ablate a head and measure the loss it should matter for.
+
+Ablation goes through `blocks.{l}.attn.hook_z` [batch pos head d_head], which holds one
+vector per *query* head (GQA included) before W_O, so one query head is removed without
+touching the others that share its KV head. Zero-ablation sets the head's z to 0;
+mean-ablation to its mean over all sequences and positions of the same probe data.
+
+The loss is the repeated-half loss of repeated-token probes (BOS + segment + segment): the
+mean cross-entropy of predicting tokens seg_len+2 .. 2*seg_len, the ones only induction can
+predict (the first token of the second half cannot be). It is the task all three kinds serve:
+induction heads do it, previous-token heads feed their keys, duplicate-token heads mark repeats.
+
+To run many ablations at once the batch is replicated, one block of rows per ablated head,
+and each layer's hook edits only its heads' rows.
+"""
+
+from __future__ import annotations
+
+import random
+from functools import partial
+from typing import Callable
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import WorkbenchError
+from interp.heads.detect import as_bridge
+
+MODES = ("mean", "zero")
+Head = tuple[int, int]
+
+
+def repeated_half_loss(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch"]:
+    """Mean next-token loss on the second half of BOS + segment + segment, its first token excluded."""
+    seg_len = (tokens.shape[1] - 1) // 2
+    if seg_len < 2 or tokens.shape[1] != 1 + 2 * seg_len:
+        raise WorkbenchError(f"repeated-half loss needs BOS + 2 x segment (segment >= 2), got {tokens.shape[1]} tokens")
+    logp = logits[:, seg_len + 1 : -1].float().log_softmax(-1)
+    target = tokens[:, seg_len + 2 :].to(logp.device)
+    return -logp.gather(-1, target[..., None]).squeeze(-1).mean(-1)
+
+
+@torch.no_grad()
+def head_means(model, tokens: Int[Tensor, "batch pos"], layers: list[int]) -> dict[int, Float[Tensor, "head d_head"]]:
+    """Each head's z averaged over sequences and positions, for the given layers."""
+    bridge = as_bridge(model)
+    names = {f"blocks.{layer}.attn.hook_z" for layer in layers}
+    device = next(bridge.parameters()).device
+    _, cache = bridge.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
+    return {layer: cache[f"blocks.{layer}.attn.hook_z"].float().mean((0, 1)) for layer in layers}
+
+
+def _ablation_hooks(groups: list[list[Head]], n_rows: int, mode: str, means) -> list:
+    """Hooks for a batch of len(groups) blocks of n_rows rows; block j ablates every head in groups[j]."""
+    by_layer: dict[int, list[tuple[int, int]]] = {}
+    for j, group in enumerate(groups):
+        for layer, head in group:
+            by_layer.setdefault(layer, []).append((j, head))
+
+    def hook(z: Tensor, hook, layer: int) -> Tensor:
+        for j, head in by_layer[layer]:
+            rows = slice(j * n_rows, (j + 1) * n_rows)
+            z[rows, :, head] = 0.0 if mode == "zero" else means[layer][head].to(z.dtype)
+        return z
+
+    return [(f"blocks.{layer}.attn.hook_z", partial(hook, layer=layer)) for layer in by_layer]
+
+
+@torch.no_grad()
+def ablated_losses(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    groups: list[list[Head]],
+    mode: str = "mean",
+    max_rows: int = 64,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> Float[Tensor, "group"]:
+    """Repeated-half loss (mean over sequences) with each group of heads ablated together."""
+    if mode not in MODES:
+        raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
+    bridge = as_bridge(model)
+    device = next(bridge.parameters()).device
+    tokens = tokens.to(device)
+    n = tokens.shape[0]
+    layers = sorted({layer for g in groups for layer, _ in g})
+    means = head_means(bridge, tokens, layers) if mode == "mean" and layers else {}
+    per_call = max(1, max_rows // n)
+    out = []
+    for start in range(0, len(groups), per_call):
+        chunk = groups[start : start + per_call]
+        batch = tokens.repeat(len(chunk), 1)
+        logits = bridge.run_with_hooks(batch, fwd_hooks=_ablation_hooks(chunk, n, mode, means))
+        loss = repeated_half_loss(logits, batch)
+        out.extend(loss.view(len(chunk), n).mean(1).tolist())
+        if progress is not None:
+            progress(min(start + per_call, len(groups)), len(groups), f"{mode}-ablation")
+    return torch.tensor(out)
+
+
+@torch.no_grad()
+def clean_loss(model, tokens: Int[Tensor, "batch pos"]) -> float:
+    bridge = as_bridge(model)
+    logits = bridge(tokens.to(next(bridge.parameters()).device))
+    return float(repeated_half_loss(logits, tokens).mean())
+
+
+def ablation_effects(
+    model, tokens: Int[Tensor, "batch pos"], heads: list[Head], modes=MODES, progress=None
+) -> dict[str, Float[Tensor, "head"]]:
+    """Loss increase (nats) on the repeated half when each head alone is ablated, per mode."""
+    base = clean_loss(model, tokens)
+    return {m: ablated_losses(model, tokens, [[h] for h in heads], m, progress=progress) - base for m in modes}
+
+
+def random_heads(n_layers: int, n_heads: int, count: int, seed: int = 0, exclude=()) -> list[Head]:
+    """`count` distinct random heads, none of them in `exclude`."""
+    pool = [(layer, head) for layer in range(n_layers) for head in range(n_heads) if (layer, head) not in set(exclude)]
+    return random.Random(seed).sample(pool, min(count, len(pool)))
