@@ -139,3 +139,42 @@ _READERS = {
     "hf": _read_hf,
     "synthetic": _read_synthetic,
 }
+
+
+# -- prefixes (FFN memories) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Window:
+    """A run of consecutive tokens of one document. Every position t is the last token of the
+    prefix window.tokens[: t + 1] (a causal model reads nothing after t), so one forward pass
+    over a window scores all its prefixes at once -- Geva et al. (2021) score sentence prefixes."""
+
+    doc_id: int  # index of the document in `documents(seed)` order
+    start: int  # offset of the window's first text token within the document's tokens
+    tokens: list[int]  # BOS (when the tokenizer has one) followed by the document's tokens
+    next_token: int  # the document's token right after the window, or -1 at its end
+
+
+def windows(
+    corpus: Corpus, tokenizer, seq_len: int, seed: int = 0, n_tokens: int | None = None, bos_id: int | None = None
+) -> Iterator[Window]:
+    """Cut documents into windows of at most `seq_len` tokens (BOS first when `bos_id` is given),
+    in a deterministic order, until `n_tokens` text tokens (BOS not counted) have been yielded;
+    the last window is cut short so the total is exactly `n_tokens`."""
+    room = seq_len - (bos_id is not None)
+    if room < 1:
+        raise WorkbenchError(f"seq_len {seq_len} leaves no room for text; use a larger --seq-len")
+    left = n_tokens if n_tokens is not None else float("inf")
+    for doc_id, text in enumerate(corpus.documents(seed)):
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        for start in range(0, len(ids), room):
+            if left <= 0:
+                return
+            chunk = ids[start : start + min(room, left)]
+            end = start + len(chunk)
+            head = [bos_id] if bos_id is not None else []
+            yield Window(doc_id, start, head + chunk, ids[end] if end < len(ids) else -1)
+            left -= len(chunk)
+        if left <= 0:
+            return

@@ -1,0 +1,213 @@
+"""Building a memory index: stream a corpus through the model, keep every neuron's top-k trigger
+prefixes on the device, project the values, measure agreement, write the index.
+
+Resumable: the corpus' windows are cut in a fixed order and grouped into shards of
+`shard_tokens // seq_len` windows. After each shard, work/ gets that shard's token windows and
+the running top-k state, then the manifest records the shard as done (each file replaced
+atomically, the manifest last). A rerun with the same settings reloads the state, skips the done
+shards' windows and carries on: no shard is lost (an unrecorded shard is redone) and none is
+counted twice (the state always matches the manifest's shard count).
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+
+import torch
+
+from interp.data.corpus import open_corpus, windows
+from interp.errors import WorkbenchError
+from interp.memories.agreement import layer_agreement
+from interp.memories.index import (
+    FORMAT,
+    MemoryIndex,
+    load_tensors,
+    open_index,
+    read_manifest,
+    save_tensors_atomically,
+    write_json_atomically,
+)
+from interp.memories.keys import KeyCollector, coefficient_hook
+from interp.memories.values import project_values
+
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass
+class IndexSettings:
+    corpus: str = "kjv"  # corpus spec (interp.data.corpus.open_corpus)
+    layers: list[int] | None = None  # layers to index; None = all
+    n_tokens: int = 100_000  # text tokens (prefixes) to index
+    top_k: int = 25  # trigger examples kept per neuron
+    seq_len: int = 64  # window length in tokens (BOS included)
+    seed: int = 0  # corpus document order
+    shard_tokens: int = 16_384  # tokens per resumable shard
+    top_n: int = 20  # value tokens kept per neuron
+
+
+class _StopForward(Exception):
+    """Raised after the last indexed layer: nothing later in the model is needed."""
+
+
+def _check(model, s: IndexSettings) -> None:
+    info = model.info
+    if info.attn_only or not info.d_mlp:
+        raise WorkbenchError(f"{info.name} is attention-only: it has no FFN memories to index")
+    bad = [layer for layer in s.layers if not 0 <= layer < info.n_layers]
+    if bad or not s.layers:
+        raise WorkbenchError(f"layers {bad or s.layers} out of range: {info.name} has layers 0..{info.n_layers - 1}")
+    for name in ("n_tokens", "top_k", "seq_len", "shard_tokens", "top_n"):
+        if getattr(s, name) < 1:
+            raise WorkbenchError(f"{name} must be positive, got {getattr(s, name)}")
+    if s.seq_len > info.n_ctx:
+        raise WorkbenchError(f"seq_len {s.seq_len} exceeds {info.name}'s context of {info.n_ctx}; use a smaller one")
+    if s.top_n > info.d_vocab:
+        raise WorkbenchError(f"top_n {s.top_n} exceeds the vocabulary ({info.d_vocab})")
+
+
+def _start(out: Path, manifest_new: dict) -> dict:
+    """The manifest to continue from: a fresh one, or the one of a matching unfinished build."""
+    if not out.exists() or not any(out.iterdir()):
+        return manifest_new
+    old = read_manifest(out)
+    if old.get("settings") != manifest_new["settings"] or old.get("model_info") != manifest_new["model_info"]:
+        raise WorkbenchError(
+            f"{str(out)!r} holds an index built with other settings or another model; "
+            "choose a new --out folder or delete this one"
+        )
+    return old
+
+
+@torch.no_grad()
+def build_index(
+    model,
+    corpus_spec: str | None = None,
+    layers: list[int] | None = None,
+    n_tokens: int = 100_000,
+    out_dir: str | Path = "memories-index",
+    top_k: int = 25,
+    batch_size: int = 16,
+    seq_len: int = 64,
+    seed: int = 0,
+    shard_tokens: int = 16_384,
+    top_n: int = 20,
+    progress: Progress | None = None,
+) -> MemoryIndex:
+    """Index the FFN memories of `layers` (default all) over `n_tokens` corpus tokens into
+    `out_dir`; resumes an interrupted build with the same settings. Returns the open index."""
+    s = IndexSettings(
+        corpus=open_corpus(corpus_spec).name,
+        layers=sorted(set(range(model.info.n_layers) if layers is None else layers)),
+        n_tokens=n_tokens, top_k=top_k, seq_len=seq_len, seed=seed, shard_tokens=shard_tokens, top_n=top_n,
+    )  # fmt: skip
+    _check(model, s)
+    if batch_size < 1:
+        raise WorkbenchError(f"batch_size must be positive, got {batch_size}")
+    out = Path(out_dir).expanduser()
+    bos = model.bos_token_id
+    info = {k: v for k, v in model.info.to_dict().items()}
+    manifest = _start(out, {
+        "format": FORMAT, "status": "building", "settings": asdict(s), "model_info": info,
+        "has_bos": bos is not None, "shards_done": 0, "n_windows": 0, "n_positions": 0,
+    })  # fmt: skip
+    if manifest["status"] == "complete":
+        return open_index(out)
+    work = out / "work"
+    collector = KeyCollector(s.layers, model.info.d_mlp, s.top_k, device=model.device)
+    done = int(manifest["shards_done"])
+    if done:
+        collector.load_state_dict(load_tensors(work / f"state-{done - 1:05d}.safetensors"))
+        if collector.n_positions != manifest["n_positions"]:
+            raise WorkbenchError(f"the unfinished index in {str(out)!r} is inconsistent; delete it and rebuild")
+    report = progress or (lambda done, total, message: None)
+    report(collector.n_positions, s.n_tokens, "indexing keys")
+
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    per_shard = max(1, s.shard_tokens // s.seq_len)
+    stream = windows(open_corpus(s.corpus), model.tokenizer, s.seq_len, s.seed, s.n_tokens, bos)
+    hooks = collector.hooks()
+
+    def stop(act, hook=None):
+        raise _StopForward
+
+    last_hook = coefficient_hook(max(s.layers))
+    with model.hooks(fwd_hooks=hooks + [(last_hook, stop)]):
+        shard = 0
+        while True:
+            chunk = list(islice(stream, per_shard))
+            if not chunk:
+                break
+            if shard < done:
+                shard += 1
+                continue
+            first_window = shard * per_shard
+            table = torch.full((len(chunk), s.seq_len), -1, dtype=torch.int32)
+            for i, w in enumerate(chunk):
+                table[i, : len(w.tokens)] = torch.tensor(w.tokens, dtype=torch.int32)
+            for lo in range(0, len(chunk), batch_size):
+                batch = table[lo : lo + batch_size]
+                valid = batch >= 0
+                if bos is not None:
+                    valid[:, 0] = False
+                ids = batch.long().masked_fill(batch < 0, pad).to(model.device)
+                refs = torch.arange(batch.numel()) + (first_window + lo) * s.seq_len
+                collector.set_batch(refs.to(model.device), valid.flatten().to(model.device))
+                try:
+                    model.bridge(ids)
+                except _StopForward:
+                    pass
+                report(collector.n_positions, s.n_tokens, "indexing keys")
+            save_tensors_atomically(work / f"tokens-{shard:05d}.safetensors", {
+                "windows": table,
+                "doc_id": torch.tensor([w.doc_id for w in chunk], dtype=torch.long),
+                "doc_start": torch.tensor([w.start for w in chunk], dtype=torch.long),
+                "next_token": torch.tensor([w.next_token for w in chunk], dtype=torch.int32),
+            })  # fmt: skip
+            save_tensors_atomically(work / f"state-{shard:05d}.safetensors", collector.state_dict())
+            manifest.update(shards_done=shard + 1, n_windows=first_window + len(chunk), n_positions=collector.n_positions)
+            write_json_atomically(out / "manifest.json", manifest)
+            (work / f"state-{shard - 1:05d}.safetensors").unlink(missing_ok=True)
+            shard += 1
+    if collector.n_positions == 0:
+        raise WorkbenchError(f"corpus {s.corpus!r} yielded no tokens; choose another --corpus")
+    _finish(model, out, manifest, collector, s, report)
+    return open_index(out)
+
+
+def _finish(model, out: Path, manifest: dict, collector: KeyCollector, s: IndexSettings, report: Progress) -> None:
+    work = out / "work"
+    shards = [load_tensors(work / f"tokens-{i:05d}.safetensors") for i in range(manifest["shards_done"])]
+    tokens = {k: torch.cat([sh[k] for sh in shards]) for k in shards[0]}
+    keys, values, rows = {}, {}, []
+    for n, layer in enumerate(s.layers):
+        report(n, len(s.layers), f"projecting values of layer {layer}")
+        st = collector.state[layer]
+        keys[f"{layer}.coef"] = st.coef.T.float().cpu()
+        keys[f"{layer}.ref"] = st.ref.T.cpu()
+        keys[f"{layer}.active"] = st.active.cpu()
+        ids, probs = project_values(model, layer, s.top_n)
+        values[f"{layer}.ids"], values[f"{layer}.probs"] = ids, probs
+        row = layer_agreement(tokens["windows"], tokens["next_token"], keys[f"{layer}.ref"], ids, manifest["has_bos"])
+        active = float(st.active.sum()) / max(collector.n_positions * st.active.numel(), 1)
+        rows.append({"layer": layer, "active_fraction": active, **row})
+    report(len(s.layers), len(s.layers), "writing the index")
+    vocab = [_decode(model.tokenizer, i) for i in range(model.info.d_vocab)]
+    save_tensors_atomically(out / "keys.safetensors", keys)
+    save_tensors_atomically(out / "values.safetensors", values)
+    save_tensors_atomically(out / "tokens.safetensors", tokens)
+    write_json_atomically(out / "vocab.json", vocab)
+    write_json_atomically(out / "agreement.json", rows)
+    manifest["status"] = "complete"
+    write_json_atomically(out / "manifest.json", manifest)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _decode(tokenizer, i: int) -> str:
+    try:
+        return tokenizer.decode([i])
+    except (IndexError, KeyError, OverflowError, TypeError, ValueError):  # padded vocab rows
+        return ""

@@ -1,0 +1,282 @@
+"""The on-disk memory index and its reader.
+
+A finished index folder holds (every file written atomically: temp file + rename):
+  manifest.json       format, status "complete", settings, model info, counts
+  keys.safetensors    "{l}.coef" [neuron, k] float32 trigger coefficients (largest first),
+                      "{l}.ref" [neuron, k] int64 global positions (window * seq_len + pos; -1 empty),
+                      "{l}.active" [neuron] int64 positions with coefficient > 0
+  values.safetensors  "{l}.ids" [neuron, top_n] int32 and "{l}.probs" [neuron, top_n] float32
+  tokens.safetensors  "windows" [window, seq_len] int32 (-1 = padding), "doc_id", "doc_start",
+                      "next_token" [window] (the token after the window, -1 = none)
+  vocab.json          every token id's string, so the index reads without the model
+  agreement.json      the per-layer numbers of interp.memories.agreement
+While building, manifest status is "building" and work/ holds the finished shards (see build.py).
+`open_index` reads only the manifest, the token windows and the small JSON files; keys and
+values of a layer are read on first use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from interp.errors import WorkbenchError
+
+FORMAT = "interp-memories/1"
+FILES = ("keys.safetensors", "values.safetensors", "tokens.safetensors")
+
+
+# -- atomic writes ----------------------------------------------------------------------------
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomically(path: Path, data) -> None:
+    write_bytes_atomically(path, json.dumps(data, indent=1).encode())
+
+
+def save_tensors_atomically(path: Path, tensors: dict[str, Tensor]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WorkbenchError(f"{what} {str(path)!r} is corrupt ({type(e).__name__}); delete the folder and rebuild it") from e
+
+
+def load_tensors(path: Path, keys: list[str] | None = None) -> dict[str, Tensor]:
+    """Tensors of a safetensors file (all, or `keys`), any damage as a WorkbenchError."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = f.keys() if keys is None else keys
+            return {k: f.get_tensor(k) for k in names}
+    except (SafetensorError, OSError, ValueError, KeyError, RuntimeError) as e:
+        raise WorkbenchError(
+            f"memory index file {str(path)!r} is corrupt or truncated ({type(e).__name__}); "
+            "delete the index folder and rebuild it with `interp memories index`"
+        ) from e
+
+
+def check_tensors(path: Path, prefixes: list[str]) -> None:
+    """Parse a safetensors header and check that every prefix names some tensor."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            names = list(f.keys())
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise WorkbenchError(
+            f"memory index file {str(path)!r} is corrupt or truncated ({type(e).__name__}); "
+            "delete the index folder and rebuild it with `interp memories index`"
+        ) from e
+    missing = [p for p in prefixes if not any(n.startswith(p) for n in names)]
+    if missing:
+        raise WorkbenchError(f"memory index file {str(path)!r} lacks layers {missing}; delete the folder and rebuild it")
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / "manifest.json"
+    if not folder.is_dir():
+        raise WorkbenchError(f"no memory index at {str(folder)!r}; build one with `interp memories index --out DIR`")
+    try:
+        manifest = read_json(path, "memory index manifest")
+    except FileNotFoundError:
+        raise WorkbenchError(
+            f"{str(folder)!r} is not a memory index (no manifest.json); build one with `interp memories index --out DIR`"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise WorkbenchError(f"{str(path)!r} is not a {FORMAT} manifest; delete the folder and rebuild the index")
+    return manifest
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Trigger:
+    coefficient: float  # the memory coefficient at the trigger position
+    doc_id: int  # document index in the corpus' order for the index's seed
+    position: int  # token offset of the trigger within its document
+    before: list[str]  # context tokens before the trigger (within the window)
+    token: str  # the trigger token (the prefix's last token)
+    next: str | None  # the token that followed in the corpus
+
+
+@dataclass
+class MemoryView:
+    layer: int
+    neuron: int
+    triggers: list[Trigger]  # top trigger examples, strongest first
+    value_tokens: list[tuple[str, float]]  # the value's top tokens with probabilities
+    active_fraction: float  # share of indexed tokens where the coefficient was > 0
+    value_token_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class SearchHit:
+    layer: int
+    neuron: int
+    token: str  # the matching token
+    prob: float  # its probability in the value's projection
+    rank: int  # its rank among the value's top tokens (0 = top)
+
+
+class MemoryIndex:
+    """A finished index folder, opened for reading."""
+
+    def __init__(self, folder: Path, manifest: dict):
+        self.folder = folder
+        self.manifest = manifest
+        self.settings: dict = manifest["settings"]
+        self.model_info: dict = manifest.get("model_info", {})
+        self.layers: list[int] = list(self.settings["layers"])
+        self.top_k: int = int(self.settings["top_k"])
+        self.n_tokens: int = int(manifest["n_positions"])
+        self.has_bos: bool = bool(manifest.get("has_bos", True))
+        tokens = load_tensors(folder / "tokens.safetensors")
+        self.windows: Tensor = tokens["windows"]
+        self.doc_id: Tensor = tokens["doc_id"]
+        self.doc_start: Tensor = tokens["doc_start"]
+        self.next_after: Tensor = tokens["next_token"]
+        self.vocab: list[str] = read_json(folder / "vocab.json", "memory index vocabulary")
+        self._agreement = read_json(folder / "agreement.json", "memory index agreement")
+        self._cache: dict[tuple[str, int], dict[str, Tensor]] = {}
+        for name in ("keys", "values"):  # headers only: catches truncation without reading data
+            check_tensors(folder / f"{name}.safetensors", [f"{layer}." for layer in self.layers])
+
+    def __repr__(self) -> str:
+        return f"MemoryIndex({str(self.folder)!r}, model={self.model_info.get('name')}, layers={self.layers}, tokens={self.n_tokens})"
+
+    def _check(self, layer: int, neuron: int | None = None) -> None:
+        if layer not in self.layers:
+            raise WorkbenchError(f"layer {layer} is not in this index; indexed layers: {self.layers}")
+        d_mlp = int(self.model_info.get("d_mlp") or 0)
+        if neuron is not None and not 0 <= neuron < d_mlp:
+            raise WorkbenchError(f"neuron {neuron} is out of range: layers have neurons 0..{d_mlp - 1}")
+
+    def _layer(self, kind: str, layer: int) -> dict[str, Tensor]:
+        if (kind, layer) not in self._cache:
+            names = ["coef", "ref", "active"] if kind == "keys" else ["ids", "probs"]
+            got = load_tensors(self.folder / f"{kind}.safetensors", [f"{layer}.{n}" for n in names])
+            self._cache[kind, layer] = {n: got[f"{layer}.{n}"] for n in names}
+        return self._cache[kind, layer]
+
+    def keys(self, layer: int) -> dict[str, Tensor]:
+        """{"coef": [neuron, k], "ref": [neuron, k], "active": [neuron]} of one layer."""
+        self._check(layer)
+        return self._layer("keys", layer)
+
+    def values(self, layer: int) -> dict[str, Tensor]:
+        """{"ids": [neuron, top_n], "probs": [neuron, top_n]} of one layer."""
+        self._check(layer)
+        return self._layer("values", layer)
+
+    def decode(self, ids) -> list[str]:
+        return [self.vocab[int(i)] if 0 <= int(i) < len(self.vocab) else "" for i in ids]
+
+    def show(self, layer: int, neuron: int, context: int = 12, n_triggers: int | None = None) -> MemoryView:
+        """One memory: its trigger examples (strongest first) and its value's top tokens."""
+        self._check(layer, neuron)
+        keys, values = self.keys(layer), self.values(layer)
+        seq = self.windows.shape[1]
+        triggers = []
+        for coef, ref in zip(keys["coef"][neuron].tolist(), keys["ref"][neuron].tolist()):
+            if ref < 0 or len(triggers) == (n_triggers or self.top_k):
+                continue
+            w, p = divmod(ref, seq)
+            row = self.windows[w].tolist()
+            start = max(1 if self.has_bos else 0, p - context)
+            nxt = row[p + 1] if p + 1 < seq and row[p + 1] >= 0 else (int(self.next_after[w]) if p + 1 == seq else -1)
+            triggers.append(
+                Trigger(
+                    coefficient=coef,
+                    doc_id=int(self.doc_id[w]),
+                    position=int(self.doc_start[w]) + p - (1 if self.has_bos else 0),
+                    before=self.decode(row[start:p]),
+                    token=self.decode([row[p]])[0],
+                    next=self.decode([nxt])[0] if nxt >= 0 else None,
+                )
+            )
+        ids, probs = values["ids"][neuron].tolist(), values["probs"][neuron].tolist()
+        return MemoryView(
+            layer=layer,
+            neuron=neuron,
+            triggers=triggers,
+            value_tokens=list(zip(self.decode(ids), probs)),
+            active_fraction=float(keys["active"][neuron]) / max(self.n_tokens, 1),
+            value_token_ids=ids,
+        )
+
+    def agreement(self) -> list[dict]:
+        """One row per indexed layer: agreement vs its random baseline, shallowness, activity."""
+        return [dict(row) for row in self._agreement]
+
+    def token_ids(self, token: str) -> list[int]:
+        """Ids whose string is `token`, or `token` with a leading space (' ' / 'Ġ' / '▁')."""
+        wanted = {token, " " + token.lstrip(), "Ġ" + token.lstrip(), "▁" + token.lstrip()}
+        return [i for i, s in enumerate(self.vocab) if s in wanted]
+
+    def search(self, token: str, top: int = 20) -> list[SearchHit]:
+        """Neurons whose values promote `token` (it is among the value's stored top tokens),
+        highest probability first."""
+        ids = self.token_ids(token)
+        if not ids:
+            raise WorkbenchError(f"no token {token!r} in {self.model_info.get('name', 'the model')}'s vocabulary")
+        wanted = torch.tensor(ids, dtype=torch.int32)
+        hits = []
+        for layer in self.layers:
+            v = self.values(layer)
+            match = torch.isin(v["ids"], wanted)
+            for n, r in match.nonzero().tolist():
+                hits.append(SearchHit(layer, n, self.vocab[int(v["ids"][n, r])], float(v["probs"][n, r]), r))
+        hits.sort(key=lambda h: -h.prob)
+        return hits[:top]
+
+
+def open_index(folder: str | Path) -> MemoryIndex:
+    """Open a finished index; a missing, unfinished or corrupt one raises a clear WorkbenchError."""
+    folder = Path(folder).expanduser()
+    manifest = read_manifest(folder)
+    if manifest.get("status") != "complete":
+        raise WorkbenchError(
+            f"the memory index in {str(folder)!r} is unfinished ({manifest.get('n_positions', 0)} of "
+            f"{manifest.get('settings', {}).get('n_tokens', '?')} tokens); rerun `interp memories index` "
+            "with the same settings to resume it"
+        )
+    for name in FILES + ("vocab.json", "agreement.json"):
+        if not (folder / name).is_file():
+            raise WorkbenchError(f"memory index {str(folder)!r} lacks {name}; delete the folder and rebuild it")
+    try:
+        return MemoryIndex(folder, manifest)
+    except KeyError as e:
+        raise WorkbenchError(f"memory index {str(folder)!r} is corrupt (missing {e}); delete it and rebuild") from e

@@ -1,0 +1,112 @@
+"""Keys: the prefixes that make each FFN neuron fire hardest (its trigger examples).
+
+The memory coefficient of neuron i at a position is the MLP's post-activation there
+(`blocks.{l}.mlp.hook_post`): GELU(x·k_i) for GELU MLPs, act(x·g_i)·(x·u_i) for gated MLPs
+(checked against the HF weights in tests/memories/test_coefficients.py).
+
+`merge_topk` is the pure streaming step: it folds one batch of coefficients into a running
+top-k kept on the model's device, so memory is O(layers · d_mlp · k) whatever the corpus size.
+`KeyCollector` owns that state for several layers and hands out the forward hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+
+def coefficient_hook(layer: int) -> str:
+    """The hook whose activation is the memory coefficient of every neuron of `layer`."""
+    return f"blocks.{layer}.mlp.hook_post"
+
+
+def merge_topk(
+    top_coef: Float[Tensor, "k neuron"],
+    top_ref: Int[Tensor, "k neuron"],
+    coef: Float[Tensor, "pos neuron"],
+    refs: Int[Tensor, " pos"],
+    valid: Bool[Tensor, " pos"] | None = None,
+) -> tuple[Float[Tensor, "k neuron"], Int[Tensor, "k neuron"]]:
+    """The running top-k (per neuron, largest first) after seeing `coef` at positions `refs`.
+
+    Invalid positions (padding, BOS) never enter; unfilled slots hold -inf and ref -1."""
+    k = top_coef.shape[0]
+    coef = coef.to(top_coef.dtype)
+    if valid is not None:
+        coef = coef.masked_fill(~valid[:, None], float("-inf"))
+    values, where = torch.cat([top_coef, coef], dim=0).topk(k, dim=0)
+    from_old = where < k
+    old = top_ref.gather(0, where.clamp(max=k - 1))
+    new = refs[(where - k).clamp(min=0)]
+    ref = torch.where(from_old, old, new)
+    ref = torch.where(torch.isfinite(values), ref, torch.full_like(ref, -1))
+    return values, ref
+
+
+def empty_topk(k: int, d_mlp: int, device=None) -> tuple[Tensor, Tensor]:
+    return (
+        torch.full((k, d_mlp), float("-inf"), device=device),
+        torch.full((k, d_mlp), -1, dtype=torch.long, device=device),
+    )
+
+
+@dataclass
+class LayerKeys:
+    coef: Float[Tensor, "k neuron"]  # the k largest coefficients seen, per neuron
+    ref: Int[Tensor, "k neuron"]  # their global positions (window * seq_len + pos), -1 = empty
+    active: Int[Tensor, " neuron"]  # how many valid positions had coefficient > 0
+
+
+class KeyCollector:
+    """Running top-k trigger positions and activity counts for the chosen layers, on `device`.
+
+    Call `set_batch(refs, valid)` before each forward pass over a batch, with the global
+    position of every token of the batch (flattened batch-major) and which ones count."""
+
+    def __init__(self, layers: list[int], d_mlp: int, k: int, device=None):
+        self.layers = list(layers)
+        self.state = {}
+        for layer in self.layers:
+            coef, ref = empty_topk(k, d_mlp, device)
+            self.state[layer] = LayerKeys(coef, ref, torch.zeros(d_mlp, dtype=torch.long, device=device))
+        self.n_positions = 0  # valid positions seen so far
+        self._refs: Tensor | None = None
+        self._valid: Tensor | None = None
+
+    def set_batch(self, refs: Int[Tensor, " pos"], valid: Bool[Tensor, " pos"]) -> None:
+        self._refs, self._valid = refs, valid
+        self.n_positions += int(valid.sum())
+
+    def observe(self, layer: int, coef: Float[Tensor, "batch pos neuron"]) -> None:
+        s = self.state[layer]
+        flat = coef.detach().reshape(-1, coef.shape[-1])
+        s.coef, s.ref = merge_topk(s.coef, s.ref, flat, self._refs, self._valid)
+        s.active += ((flat > 0) & self._valid[:, None]).sum(0)
+
+    def hooks(self) -> list[tuple[str, object]]:
+        def make(layer: int):
+            def hook(activation: Tensor, hook=None) -> Tensor:
+                self.observe(layer, activation)
+                return activation
+
+            return hook
+
+        return [(coefficient_hook(layer), make(layer)) for layer in self.layers]
+
+    # -- checkpointing (plain tensors, so a safetensors file holds the whole state) ----------
+    def state_dict(self) -> dict[str, Tensor]:
+        out = {"n_positions": torch.tensor([self.n_positions])}
+        for layer, s in self.state.items():
+            out[f"{layer}.coef"], out[f"{layer}.ref"], out[f"{layer}.active"] = s.coef, s.ref, s.active
+        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
+
+    def load_state_dict(self, tensors: dict[str, Tensor]) -> None:
+        self.n_positions = int(tensors["n_positions"][0])
+        for layer, s in self.state.items():
+            dev = s.coef.device
+            s.coef = tensors[f"{layer}.coef"].to(dev)
+            s.ref = tensors[f"{layer}.ref"].to(dev)
+            s.active = tensors[f"{layer}.active"].to(dev)
