@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 # Command 1: the dashboard on SmolLM2-135M, offline.
 dashboard: $(STAMP)
 	$(PY) -m streamlit run apps/dashboard.py --server.headless true --server.port $(PORT) \
-		--browser.gatherUsageStats false
+		--browser.gatherUsageStats false --client.toolbarMode viewer
 
 # Command 2: the whole test suite (installs Debian's Chromium for the browser test if missing).
 test: $(STAMP) browser

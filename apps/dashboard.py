@@ -1,33 +1,29 @@
-"""The workbench dashboard (Streamlit). Run with `make dashboard`."""
+"""The workbench dashboard: one `st.navigation` entry point over thin views (apps/views/*.py).
+Run with `make dashboard` (streamlit run apps/dashboard.py)."""
 
 from __future__ import annotations
 
-import streamlit as st
+import sys
+from pathlib import Path
 
-from interp import WorkbenchError, load
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # `streamlit run apps/dashboard.py` puts only apps/ on the path
+    sys.path.insert(0, str(ROOT))
 
-DEFAULT_MODEL = "smollm2-135m"
-DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
+import streamlit as st  # noqa: E402
 
+from apps import state  # noqa: E402
 
-@st.cache_resource(show_spinner="Loading model...")
-def get_model(spec: str):
-    return load(spec)
+VIEWS = [  # (file under apps/, title, icon)
+    ("views/model.py", "Model", ":material/psychology:"),
+    ("views/attention.py", "Attention", ":material/grid_on:"),
+    ("views/heads.py", "Heads", ":material/hub:"),
+    ("views/ioi.py", "IOI circuit", ":material/account_tree:"),
+    ("views/memories.py", "FFN memories", ":material/memory:"),
+    ("views/training.py", "Training runs", ":material/monitoring:"),
+]
 
-
-def main() -> None:
-    st.set_page_config(page_title="interp-workbench", layout="wide")
-    st.title("interp-workbench")
-    spec = st.sidebar.text_input("Model", DEFAULT_MODEL)
-    prompt = st.text_area("Prompt", DEFAULT_PROMPT)
-    try:
-        model = get_model(spec)
-        preds = model.top_predictions(prompt, 10)
-    except WorkbenchError as e:
-        st.error(str(e))
-        return
-    st.caption(repr(model))
-    st.table({"token": [repr(t) for t, _ in preds], "probability": [round(p, 4) for _, p in preds]})
-
-
-main()
+st.set_page_config(page_title="interp-workbench", page_icon=":material/biotech:", layout="wide")
+page = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in VIEWS])
+state.sidebar()
+page.run()

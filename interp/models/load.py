@@ -84,7 +84,7 @@ class Model:
         texts = [text] if isinstance(text, str) else list(text)
         if not texts or any(not t for t in texts):
             raise WorkbenchError("empty prompt: type some text to run the model on")
-        tokens = self.bridge.to_tokens(texts, prepend_bos=prepend_bos)
+        tokens = self.bridge.to_tokens(texts, prepend_bos=prepend_bos, truncate=False)  # refuse, never truncate silently
         if tokens.shape[-1] > self.info.n_ctx:
             raise WorkbenchError(
                 f"text is {tokens.shape[-1]} tokens but {self.info.name} reads at most {self.info.n_ctx}; shorten it"

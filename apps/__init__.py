@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (`make dashboard`): apps/dashboard.py is the entry point."""

@@ -1,0 +1,152 @@
+"""The dashboard's shared state: the sidebar's model and prompt, the model cache, and results
+cached per (model, parameters). Views call these and draw; analysis lives in interp.*."""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+
+from interp import Model, WorkbenchError, load
+from interp.models.sources import is_inhouse_dir, registered
+
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
+OTHER = "other (type below)"
+RUNS_DIR = Path(os.environ.get("INTERP_RUNS_DIR", "runs"))  # where in-house training runs are found
+DEVICE = os.environ.get("INTERP_DEVICE") or None  # None = cuda when present, else cpu
+
+
+# -- the sidebar ---------------------------------------------------------------------------------
+
+
+def discover_checkpoints(root: Path = RUNS_DIR) -> list[str]:
+    """In-house checkpoints on disk: root/*/checkpoint-* folders and root/* folders that are
+    themselves checkpoints, newest step last within a run."""
+    if not root.is_dir():
+        return []
+
+    def step(path: Path) -> int:
+        tail = path.name.rsplit("-", 1)[-1]
+        return int(tail) if tail.isdigit() else -1
+
+    found = []
+    for run in sorted(p for p in root.iterdir() if p.is_dir()):
+        if is_inhouse_dir(run):
+            found.append(str(run))
+        found += [str(c) for c in sorted(run.glob("checkpoint-*"), key=step) if is_inhouse_dir(c)]
+    return found
+
+
+def discover_runs(root: Path = RUNS_DIR) -> list[str]:
+    """Training-run folders (they hold metrics.jsonl or checkpoint-* folders)."""
+    if not root.is_dir():
+        return []
+    return [
+        str(p) for p in sorted(root.iterdir())
+        if p.is_dir() and ((p / "metrics.jsonl").is_file() or any(p.glob("checkpoint-*")))
+    ]
+
+
+def model_choices() -> list[str]:
+    names = list(registered())
+    names.remove(DEFAULT_MODEL)
+    return [DEFAULT_MODEL, *names, *discover_checkpoints(), OTHER]
+
+
+def sidebar() -> None:
+    """The model picker and the prompt, shared by every view through session_state."""
+    with st.sidebar:
+        st.header("interp-workbench")
+        choice = st.selectbox("Model", model_choices(), key="model_choice",
+                              help="Registered names, in-house checkpoints under ./runs, or type your own")
+        st.text_input("…or a hub id, local folder or .gguf path", key="model_custom",
+                      placeholder="e.g. ./runs/tiny/checkpoint-500 or org/name",
+                      help="Overrides the list above when not empty")
+        st.text_area("Prompt", DEFAULT_PROMPT, key="prompt", height=110)
+        if choice == OTHER and not st.session_state.get("model_custom", "").strip():
+            st.info("Type a model path or hub id above.")
+
+
+def current_spec() -> str:
+    custom = (st.session_state.get("model_custom") or "").strip()
+    if custom:
+        return custom
+    choice = st.session_state.get("model_choice", DEFAULT_MODEL)
+    return "" if choice == OTHER else choice
+
+
+def current_prompt() -> str:
+    return st.session_state.get("prompt", DEFAULT_PROMPT)
+
+
+@contextmanager
+def shows_errors():
+    """Inside this block a WorkbenchError becomes an st.error message; the page keeps working."""
+    try:
+        yield
+    except WorkbenchError as e:
+        st.error(str(e))
+
+
+def progress_bar(text: str):
+    """An st.progress bar and a `progress(done, total, message)` callback that drives it."""
+    bar = st.progress(0.0, text=text)
+
+    def progress(done: int, total: int, message: str = "") -> None:
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{text} {message} ({done}/{total})".strip())
+
+    return bar, progress
+
+
+# -- models --------------------------------------------------------------------------------------
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+def _load(spec: str) -> Model:
+    try:
+        return load(spec, device=DEVICE)
+    except WorkbenchError:
+        raise
+    except Exception as e:  # a loader bug or an exotic checkpoint must not take the page down
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise WorkbenchError(f"could not load model {spec!r} ({type(e).__name__}: {first}); pick another model") from e
+
+
+def get_model(spec: str | None = None) -> Model:
+    spec = current_spec() if spec is None else spec
+    if not spec:
+        raise WorkbenchError("no model chosen: pick one in the sidebar or type a hub id / folder / .gguf path")
+    return _load(spec)
+
+
+# -- results cached per (model, parameters) ------------------------------------------------------
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def prompt_analysis(spec: str, prompt: str, k: int = 10) -> dict:
+    """Top-k next tokens and the logit lens for one prompt (one forward pass)."""
+    from interp.lens import logit_lens
+
+    model = get_model(spec)
+    lens = logit_lens(model, prompt, k=k)
+    final = lens.top_tokens[-1][-1], lens.top_probs[-1, -1].tolist()
+    return {"predictions": list(zip(*final)), "lens": lens, "str_tokens": lens.str_tokens}
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def layer_patterns(spec: str, prompt: str, layer: int) -> tuple[np.ndarray, list[str]]:
+    """Attention patterns [head, dest, src] of one layer for the prompt, and its tokens."""
+    import torch
+
+    model = get_model(spec)
+    if not 0 <= layer < model.info.n_layers:
+        raise WorkbenchError(f"layer {layer} does not exist; {model.info.name} has layers 0..{model.info.n_layers - 1}")
+    tokens = model.to_tokens(prompt)
+    name = f"blocks.{layer}.attn.hook_pattern"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
+    return cache[name][0].float().cpu().numpy(), model.to_str_tokens(tokens[0])

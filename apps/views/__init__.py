@@ -1,0 +1,1 @@
+"""One Streamlit page per file; each is thin: read the sidebar's state, call interp.*, draw."""

@@ -1,0 +1,46 @@
+"""Model view: the next-token predictions for the prompt, and the logit lens."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from apps import state
+from interp.viz.attention import logit_lens_figure, predictions_figure, token_labels
+
+st.title("Model")
+spec, prompt = state.current_spec(), state.current_prompt()
+with state.shows_errors():
+    model = state.get_model(spec)
+    st.caption(repr(model))
+    result = state.prompt_analysis(spec, prompt)
+    preds = result["predictions"]
+    top_tok, top_p = preds[0]
+    st.markdown(f"Top prediction: **`{token_labels([top_tok])[0]}`** (p = {top_p:.3f}) after "
+                f"{len(result['str_tokens'])} tokens")
+    left, right = st.columns([2, 3])
+    with left:
+        st.plotly_chart(predictions_figure([t for t, _ in preds], [p for _, p in preds]), key="predictions")
+    with right:
+        st.dataframe(
+            {"token": [repr(t) for t, _ in preds], "probability": [p for _, p in preds]},
+            column_config={"probability": st.column_config.ProgressColumn(
+                "probability", min_value=0.0, max_value=1.0, format="%.4f")},
+            hide_index=True, key="predictions_table",
+        )
+    lens = result["lens"]
+    n_pos = len(lens.str_tokens)
+    st.subheader("Logit lens")
+    st.caption("The top next token if the model stopped after each layer (rows: embedding at the bottom, "
+               "last block on top; colour = its probability). Hover for the rank of the final prediction.")
+    shown = n_pos
+    if n_pos > 24:
+        shown = st.slider("Positions shown (the last ones)", 4, n_pos, 24, key="lens_positions")
+    if shown < n_pos:
+        from dataclasses import replace
+
+        lens = replace(
+            lens, str_tokens=lens.str_tokens[-shown:], top_ids=lens.top_ids[:, -shown:],
+            top_probs=lens.top_probs[:, -shown:], top_tokens=[row[-shown:] for row in lens.top_tokens],
+            final_rank=lens.final_rank[:, -shown:],
+        )
+    st.plotly_chart(logit_lens_figure(lens), key="logit_lens")

@@ -1,0 +1,77 @@
+"""The logit lens: read the residual stream after every layer through the final norm and the
+unembedding, and see which token each position would predict if the model stopped there
+(nostalgebraist 2020).
+
+Row 0 is the embedding (before any block), row l+1 is the residual stream after block l; the last
+row is exactly the model's own next-token distribution. `project` is the pure tensor step
+(residuals -> logits); `logit_lens` runs the model once, keeping only the residual hooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import WorkbenchError
+
+
+@dataclass
+class LensResult:
+    str_tokens: list[str]  # the prompt's tokens as strings (BOS included when prepended)
+    layer_names: list[str]  # one per row: "embed", "L0", "L1", ... (row l+1 = after block l)
+    top_ids: Int[Tensor, "layer pos k"]  # the k most likely next tokens per layer and position
+    top_probs: Float[Tensor, "layer pos k"]  # their probabilities (softmax over the vocabulary)
+    top_tokens: list[list[list[str]]]  # top_ids decoded: [layer][pos][k]
+    final_rank: Int[Tensor, "layer pos"]  # rank, at each layer, of the token the model finally predicts
+
+
+def residual_hook_names(n_layers: int) -> list[str]:
+    """The hooks whose values the lens reads: the embedding stream, then each block's output."""
+    return ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+
+
+def project(
+    resid: Float[Tensor, "layer pos d_model"], ln_final, unembed
+) -> Float[Tensor, "layer pos d_vocab"]:
+    """Residual streams -> logits through the model's final norm and unembedding (pure: any
+    callables, so it can be checked on hand-made modules)."""
+    return unembed(ln_final(resid))
+
+
+@torch.no_grad()
+def logit_lens(model, prompt: str | Tensor, k: int = 1, chunk: int = 8) -> LensResult:
+    """The top-k tokens and probabilities at every layer and position of `prompt` (text, or a
+    [pos] / [1, pos] token tensor). Layers are projected `chunk` at a time to bound memory."""
+    if k < 1:
+        raise WorkbenchError(f"k must be at least 1, got {k}")
+    tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt.reshape(1, -1).to(model.device)
+    names = residual_hook_names(model.info.n_layers)
+    keep = set(names)
+    _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in keep)
+    resid = torch.stack([cache[name][0] for name in names])  # [layer, pos, d_model]
+    bridge = model.bridge
+    ln_final = getattr(bridge, "ln_final", None) or (lambda x: x)
+    ids, probs, ranks = [], [], []
+    final_pred = project(resid[-1:], ln_final, bridge.unembed)[0].argmax(-1)  # [pos]
+    for start in range(0, resid.shape[0], chunk):
+        logits = project(resid[start : start + chunk], ln_final, bridge.unembed).float()
+        p = logits.softmax(-1)
+        top = p.topk(min(k, p.shape[-1]), dim=-1)
+        ids.append(top.indices)
+        probs.append(top.values)
+        target = logits.gather(-1, final_pred.expand(logits.shape[0], -1).unsqueeze(-1))
+        ranks.append((logits > target).sum(-1))
+    top_ids = torch.cat(ids).cpu()
+    decode = model.tokenizer.decode
+    vocab = {int(i): decode([int(i)]) for i in top_ids.unique()}
+    return LensResult(
+        str_tokens=model.to_str_tokens(tokens[0]),
+        layer_names=["embed"] + [f"L{layer}" for layer in range(model.info.n_layers)],
+        top_ids=top_ids,
+        top_probs=torch.cat(probs).cpu(),
+        top_tokens=[[[vocab[int(i)] for i in pos] for pos in layer] for layer in top_ids],
+        final_rank=torch.cat(ranks).cpu(),
+    )

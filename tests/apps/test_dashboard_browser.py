@@ -1,0 +1,98 @@
+"""A real browser against a real server: `streamlit run` on a free port, Debian's Chromium driven
+headless by Playwright, over Streamlit's websocket. Types a prompt, checks the predictions
+update, and saves a screenshot of every view under test-artifacts/."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from apps import server  # noqa: E402
+
+ARTIFACTS = ROOT / "test-artifacts"
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def dashboard():
+    if not Path(server.CHROMIUM).exists() and not shutil.which("chromium"):
+        pytest.fail("Chromium is missing: run `make browser` (apt-get install -y chromium)")
+    ARTIFACTS.mkdir(exist_ok=True)
+    proc, url = server.start(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
+                             log=ARTIFACTS / "dashboard-server.log", timeout=120)
+    yield url
+    server.stop(proc)
+
+
+@pytest.fixture(scope="module")
+def page(dashboard):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=server.CHROMIUM, args=server.CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 2200})
+        page.set_default_timeout(120_000)
+        yield page
+        browser.close()
+
+
+def wait_idle(page) -> None:
+    """Until the script run is over and every plotly chart has drawn (call it once the new
+    content has started to appear, so the run has begun)."""
+    page.wait_for_function(
+        """() => document.querySelector('[data-testid="stApp"]').dataset.testScriptState === 'notRunning'
+                 && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+                      .every(c => c.querySelector('.main-svg'))""",
+        polling=200,
+    )
+    page.wait_for_timeout(300)
+
+
+def top_prediction(page) -> str:
+    return page.get_by_text(re.compile("^Top prediction")).inner_text()
+
+
+def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboard):
+    page.goto(dashboard)
+    page.get_by_text(re.compile("^Top prediction")).wait_for()
+    wait_idle(page)
+    first = top_prediction(page)
+    assert "Mary" in first  # SmolLM2 on the default IOI prompt
+    assert page.locator('[data-testid="stException"]').count() == 0
+
+    prompt = page.get_by_label("Prompt")
+    prompt.fill("The capital of France is the city of")
+    prompt.press("Control+Enter")
+    page.wait_for_function(
+        "old => [...document.querySelectorAll('p')].some(p => p.innerText.startsWith('Top prediction') && p.innerText !== old)",
+        arg=first,
+    )
+    wait_idle(page)
+    assert "Paris" in top_prediction(page)
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 2  # predictions + logit lens
+    page.screenshot(path=str(ARTIFACTS / "dashboard-model.png"))
+
+    for title, slug in [("Attention", "attention"), ("Heads", "heads"), ("IOI circuit", "ioi"),
+                        ("FFN memories", "memories"), ("Training runs", "training")]:
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
+        page.get_by_role("heading", name=title, level=1).wait_for()
+        wait_idle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0, title
+        page.screenshot(path=str(ARTIFACTS / f"dashboard-{slug}.png"))
+        if slug == "attention":  # the prompt carried over; hover shows tokens and weight
+            assert page.locator('[data-testid="stPlotlyChart"]').count() == 2
+            assert "France" in page.locator('[data-testid="stPlotlyChart"]').first.inner_text()
+            box = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first.bounding_box()
+            page.mouse.move(box["x"] + box["width"] * 0.9, box["y"] + box["height"] * 0.95)
+            hover = page.locator(".hoverlayer .hovertext").first
+            hover.wait_for()
+            text = hover.text_content()
+            assert "destination" in text and "source" in text and "weight" in text, text
+            page.screenshot(path=str(ARTIFACTS / "dashboard-attention-hover.png"))
