@@ -1,0 +1,13 @@
+"""In-house training of small hooked models, with checkpoints to watch circuits form."""
+
+from interp.train.args import SCHEDULERS, TrainingArguments, lr_lambda
+from interp.train.checkpoints import latest_checkpoint, list_checkpoints
+from interp.train.data import DataMix
+from interp.train.loop import TrainResult, train, training_arguments
+from interp.train.metrics import read_metrics
+from interp.train.presets import PRESETS, Preset, get_preset
+
+__all__ = [
+    "PRESETS", "SCHEDULERS", "DataMix", "Preset", "TrainResult", "TrainingArguments", "get_preset",
+    "latest_checkpoint", "list_checkpoints", "lr_lambda", "read_metrics", "train", "training_arguments",
+]
