@@ -78,10 +78,13 @@ def run_index(args) -> int:
     from tqdm import tqdm
 
     from interp import load
+    from interp.data.corpus import open_corpus
     from interp.memories import build_index
 
     if args.tokens < 1:
         raise WorkbenchError(f"--tokens must be positive, got {args.tokens}")
+    layers = _layers(args.layers)  # bad input fails before the model loads
+    corpus = open_corpus(args.corpus).name
     model = load(args.model, device=args.device)
     bars: dict[str, tqdm] = {}
 
@@ -95,7 +98,7 @@ def run_index(args) -> int:
         bar.refresh()
 
     index = build_index(
-        model, args.corpus, _layers(args.layers), args.tokens, args.out,
+        model, corpus, layers, args.tokens, args.out,
         top_k=args.top_k, batch_size=args.batch_size, seq_len=args.seq_len, progress=progress,
     )  # fmt: skip
     for bar in bars.values():

@@ -18,6 +18,8 @@ from itertools import islice
 from pathlib import Path
 
 import torch
+from jaxtyping import Int
+from torch import Tensor
 
 from interp.data.corpus import open_corpus, windows
 from interp.errors import WorkbenchError
@@ -51,6 +53,49 @@ class IndexSettings:
 
 class _StopForward(Exception):
     """Raised after the last indexed layer: nothing later in the model is needed."""
+
+
+def window_table(chunk: list, seq_len: int) -> Tensor:
+    """Windows as one [window, seq_len] int32 table, -1 = padding."""
+    table = torch.full((len(chunk), seq_len), -1, dtype=torch.int32)
+    for i, w in enumerate(chunk):
+        table[i, : len(w.tokens)] = torch.tensor(w.tokens, dtype=torch.int32)
+    return table
+
+
+@torch.no_grad()
+def stream_keys(
+    model,
+    collector: KeyCollector,
+    table: Int[Tensor, "window seq"],
+    first_window: int,
+    batch_size: int,
+    has_bos: bool,
+    after_batch: Callable[[], None] | None = None,
+) -> None:
+    """Run the windows of `table` (global numbers from `first_window`) through the model in
+    batches, folding every indexed layer's coefficients into `collector`. The forward pass stops
+    right after the last indexed layer (later blocks and the unembedding are never computed)."""
+    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
+    seq = table.shape[1]
+
+    def stop(act, hook=None):
+        raise _StopForward
+
+    with model.hooks(fwd_hooks=collector.hooks() + [(coefficient_hook(max(collector.layers)), stop)]):
+        for lo in range(0, len(table), batch_size):
+            batch = table[lo : lo + batch_size]
+            valid = batch >= 0
+            if has_bos:
+                valid[:, 0] = False
+            refs = torch.arange(batch.numel()) + (first_window + lo) * seq
+            collector.set_batch(refs, valid.flatten())
+            try:
+                model.bridge(batch.long().masked_fill(batch < 0, pad).to(model.device))
+            except _StopForward:
+                pass
+            if after_batch is not None:
+                after_batch()
 
 
 def _check(model, s: IndexSettings) -> None:
@@ -126,52 +171,31 @@ def build_index(
     report = progress or (lambda done, total, message: None)
     report(collector.n_positions, s.n_tokens, "indexing keys")
 
-    pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     per_shard = max(1, s.shard_tokens // s.seq_len)
     stream = windows(open_corpus(s.corpus), model.tokenizer, s.seq_len, s.seed, s.n_tokens, bos)
-    hooks = collector.hooks()
-
-    def stop(act, hook=None):
-        raise _StopForward
-
-    last_hook = coefficient_hook(max(s.layers))
-    with model.hooks(fwd_hooks=hooks + [(last_hook, stop)]):
-        shard = 0
-        while True:
-            chunk = list(islice(stream, per_shard))
-            if not chunk:
-                break
-            if shard < done:
-                shard += 1
-                continue
-            first_window = shard * per_shard
-            table = torch.full((len(chunk), s.seq_len), -1, dtype=torch.int32)
-            for i, w in enumerate(chunk):
-                table[i, : len(w.tokens)] = torch.tensor(w.tokens, dtype=torch.int32)
-            for lo in range(0, len(chunk), batch_size):
-                batch = table[lo : lo + batch_size]
-                valid = batch >= 0
-                if bos is not None:
-                    valid[:, 0] = False
-                ids = batch.long().masked_fill(batch < 0, pad).to(model.device)
-                refs = torch.arange(batch.numel()) + (first_window + lo) * s.seq_len
-                collector.set_batch(refs.to(model.device), valid.flatten().to(model.device))
-                try:
-                    model.bridge(ids)
-                except _StopForward:
-                    pass
-                report(collector.n_positions, s.n_tokens, "indexing keys")
-            save_tensors_atomically(work / f"tokens-{shard:05d}.safetensors", {
-                "windows": table,
-                "doc_id": torch.tensor([w.doc_id for w in chunk], dtype=torch.long),
-                "doc_start": torch.tensor([w.start for w in chunk], dtype=torch.long),
-                "next_token": torch.tensor([w.next_token for w in chunk], dtype=torch.int32),
-            })  # fmt: skip
-            save_tensors_atomically(work / f"state-{shard:05d}.safetensors", collector.state_dict())
-            manifest.update(shards_done=shard + 1, n_windows=first_window + len(chunk), n_positions=collector.n_positions)
-            write_json_atomically(out / "manifest.json", manifest)
-            (work / f"state-{shard - 1:05d}.safetensors").unlink(missing_ok=True)
+    shard = 0
+    while True:
+        chunk = list(islice(stream, per_shard))
+        if not chunk:
+            break
+        if shard < done:
             shard += 1
+            continue
+        first_window = shard * per_shard
+        table = window_table(chunk, s.seq_len)
+        stream_keys(model, collector, table, first_window, batch_size, bos is not None,
+                    lambda: report(collector.n_positions, s.n_tokens, "indexing keys"))  # fmt: skip
+        save_tensors_atomically(work / f"tokens-{shard:05d}.safetensors", {
+            "windows": table,
+            "doc_id": torch.tensor([w.doc_id for w in chunk], dtype=torch.long),
+            "doc_start": torch.tensor([w.start for w in chunk], dtype=torch.long),
+            "next_token": torch.tensor([w.next_token for w in chunk], dtype=torch.int32),
+        })  # fmt: skip
+        save_tensors_atomically(work / f"state-{shard:05d}.safetensors", collector.state_dict())
+        manifest.update(shards_done=shard + 1, n_windows=first_window + len(chunk), n_positions=collector.n_positions)
+        write_json_atomically(out / "manifest.json", manifest)
+        (work / f"state-{shard - 1:05d}.safetensors").unlink(missing_ok=True)
+        shard += 1
     if collector.n_positions == 0:
         raise WorkbenchError(f"corpus {s.corpus!r} yielded no tokens; choose another --corpus")
     _finish(model, out, manifest, collector, s, report)

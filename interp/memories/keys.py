@@ -68,6 +68,7 @@ class KeyCollector:
 
     def __init__(self, layers: list[int], d_mlp: int, k: int, device=None):
         self.layers = list(layers)
+        self.device = device
         self.state = {}
         for layer in self.layers:
             coef, ref = empty_topk(k, d_mlp, device)
@@ -77,8 +78,9 @@ class KeyCollector:
         self._valid: Tensor | None = None
 
     def set_batch(self, refs: Int[Tensor, " pos"], valid: Bool[Tensor, " pos"]) -> None:
-        self._refs, self._valid = refs, valid
-        self.n_positions += int(valid.sum())
+        self.n_positions += int(valid.sum())  # counted before the move: no device sync
+        self._refs = refs.to(self.device, non_blocking=True)
+        self._valid = valid.to(self.device, non_blocking=True)
 
     def observe(self, layer: int, coef: Float[Tensor, "batch pos neuron"]) -> None:
         s = self.state[layer]

@@ -1,0 +1,121 @@
+"""The on-disk index: resumable builds, clear errors on corrupt or unfinished indexes, the CLI."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from interp.cli import main
+from interp.errors import WorkbenchError
+from interp.memories import build_index, open_index
+
+SETTINGS = dict(top_k=4, batch_size=2, seq_len=32, shard_tokens=128)  # 4 windows per shard
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_build_resumes_without_losing_or_duplicating_work(tiny_gpt2, tmp_path):
+    full = build_index(tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "full", **SETTINGS)
+
+    def stop_midway(done, total, message):
+        if done >= 300:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        build_index(tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "part", progress=stop_midway, **SETTINGS)
+    manifest = json.loads((tmp_path / "part" / "manifest.json").read_text())
+    assert manifest["status"] == "building" and 0 < manifest["shards_done"] < 5
+    with pytest.raises(WorkbenchError, match="unfinished"):
+        open_index(tmp_path / "part")
+    with pytest.raises(WorkbenchError, match="other settings"):
+        build_index(tiny_gpt2, "kjv", [0, 1], 700, tmp_path / "part", **SETTINGS)
+
+    calls = []
+    resumed = build_index(tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "part", progress=lambda *a: calls.append(a), **SETTINGS)
+    key_calls = [c for c in calls if c[2] == "indexing keys"]
+    assert key_calls[0][0] == manifest["n_positions"]  # starts where the finished shards ended
+    batches_left = (len(full.windows) - manifest["n_windows"] + 1) // 2
+    assert len(key_calls) == 1 + batches_left  # only the unfinished shards are run again
+    assert resumed.n_tokens == full.n_tokens == 600
+    assert torch.equal(resumed.windows, full.windows)
+    for layer in (0, 1):
+        a, b = resumed.keys(layer), full.keys(layer)
+        torch.testing.assert_close(a["coef"], b["coef"])
+        assert torch.equal(a["ref"], b["ref"]) and torch.equal(a["active"], b["active"])
+    assert resumed.agreement() == full.agreement()
+    assert not (tmp_path / "part" / "work").exists()
+    # a finished index with the same settings is just opened again
+    again = build_index(tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "part", progress=lambda *a: 1 / 0, **SETTINGS)
+    assert again.n_tokens == 600
+
+
+def test_corrupt_index_gives_a_clear_error(tiny_gpt2, tmp_path, capsys):
+    out = tmp_path / "idx"
+    build_index(tiny_gpt2, "synthetic", [1], 200, out, **SETTINGS)
+    assert open_index(out).show(1, 0).triggers
+    keys = out / "keys.safetensors"
+    keys.write_bytes(keys.read_bytes()[:-100])  # truncated
+    with pytest.raises(WorkbenchError, match="corrupt or truncated"):
+        open_index(out).show(1, 0)
+    keys.write_bytes(b"garbage")
+    with pytest.raises(WorkbenchError, match="corrupt"):
+        open_index(out)
+    assert main(["memories", "show", "--index", str(out), "--layer", "1", "--neuron", "0"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(WorkbenchError, match="manifest .* is corrupt"):
+        open_index(out)
+    with pytest.raises(WorkbenchError, match="not a memory index"):
+        open_index(tmp_path)
+    with pytest.raises(WorkbenchError, match="no memory index"):
+        open_index(tmp_path / "missing")
+
+
+def test_cli_index_show_agreement_search(tiny_gpt2_dir, tmp_path, capsys):
+    out = tmp_path / "idx"
+    args = ["memories", "index", "--model", str(tiny_gpt2_dir), "--corpus", "synthetic", "--layers", "0-1",
+            "--tokens", "300", "--seq-len", "32", "--batch-size", "4", "--top-k", "5", "--out", str(out), "--device", "cpu"]  # fmt: skip
+    assert main(args) == 0
+    assert "indexed 300 tokens" in capsys.readouterr().out
+    assert main(["memories", "show", "--index", str(out), "--layer", "1", "--neuron", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert "[[" in shown and "]]" in shown and "value's top tokens" in shown
+    assert main(["memories", "agreement", "--index", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert "random" in table and (out / "agreement.html").is_file()
+    index = open_index(out)
+    token = index.show(0, 0).value_tokens[0][0]
+    assert main(["memories", "search", "--index", str(out), "--token", token.strip() or token]) == 0
+    assert "neuron" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["memories", "index", "--model", "{model}", "--layers", "7", "--tokens", "10", "--out", "{out}"], "out of range"),
+        (["memories", "index", "--model", "{model}", "--layers", "x", "--out", "{out}"], "bad --layers"),
+        (["memories", "index", "--model", "{model}", "--tokens", "0", "--out", "{out}"], "must be positive"),
+        (["memories", "index", "--model", "{model}", "--corpus", "nope", "--tokens", "5", "--out", "{out}"], "unknown corpus"),
+        (["memories", "show", "--index", "{out}", "--layer", "0", "--neuron", "0"], "no memory index"),
+        (["memories", "search", "--index", "{out}", "--token", "x"], "no memory index"),
+    ],
+)
+def test_cli_bad_input_exits_2(argv, message, tiny_gpt2_dir, tmp_path, capsys):
+    argv = [a.format(model=tiny_gpt2_dir, out=tmp_path / "none") for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_show_and_search_refuse_bad_requests(tiny_gpt2, tmp_path):
+    index = build_index(tiny_gpt2, "synthetic", [1], 100, tmp_path / "idx", **SETTINGS)
+    with pytest.raises(WorkbenchError, match="not in this index"):
+        index.show(0, 0)
+    with pytest.raises(WorkbenchError, match="out of range"):
+        index.show(1, 10_000)
+    with pytest.raises(WorkbenchError, match="vocabulary"):
+        index.search("qqqqzzzzxxxx")
