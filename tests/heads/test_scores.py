@@ -1,0 +1,72 @@
+"""Pattern scores on hand-made attention patterns, and the fast path against the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from interp.heads.patterns import PATTERNS, expected_patterns, register_pattern
+from interp.heads.scores import fast_scores, reference_scores
+
+KINDS = ("previous-token", "duplicate-token", "induction")
+
+
+def test_expected_patterns_on_a_known_sequence():
+    tokens = torch.tensor([[9, 1, 2, 1, 2]])  # BOS, a b a b
+    prev = PATTERNS["previous-token"](tokens)[0]
+    dup = PATTERNS["duplicate-token"](tokens)[0]
+    ind = PATTERNS["induction"](tokens)[0]
+    assert prev.nonzero().tolist() == [[1, 0], [2, 1], [3, 2], [4, 3]]
+    assert dup.nonzero().tolist() == [[3, 1], [4, 2]]  # second a -> first a, second b -> first b
+    assert ind.nonzero().tolist() == [[3, 2], [4, 3]]  # the token after each earlier copy
+
+
+def test_registry_refuses_duplicates():
+    with pytest.raises(ValueError, match="already registered"):
+        register_pattern("induction")(lambda tokens: tokens)
+
+
+def _one_hot_rows(targets: list[int], pos: int) -> torch.Tensor:
+    a = torch.zeros(pos, pos)
+    for i, j in enumerate(targets):
+        a[i, j] = 1.0
+    return a
+
+
+def test_hand_made_patterns_give_exact_scores():
+    tokens = torch.tensor([[9, 1, 2, 1, 2]])
+    exp = expected_patterns(tokens, KINDS)
+    perfect_prev = _one_hot_rows([0, 0, 1, 2, 3], 5)  # row 0 must attend to BOS itself
+    perfect_ind = _one_hot_rows([0, 0, 0, 2, 3], 5)
+    bos_only = _one_hot_rows([0, 0, 0, 0, 0], 5)
+    half = 0.5 * perfect_ind + 0.5 * bos_only  # half on the induction target in rows 3, 4
+    pattern = torch.stack([perfect_prev, perfect_ind, bos_only, half])[None]  # [1 head=4 5 5]
+    s = fast_scores(pattern, exp)[0]  # [kind head]
+    # mul: attention mass on expected cells / total mass (= 5 rows)
+    assert s[0].tolist() == pytest.approx([4 / 5, 3 / 5, 1 / 5, 2 / 5], abs=1e-7)
+    assert s[2].tolist() == pytest.approx([2 / 5, 2 / 5, 0, 1 / 5], abs=1e-7)
+    # exclude BOS: rows 0..2 of perfect_ind attend only to BOS, so 2 of the 2 remaining units match
+    s = fast_scores(pattern, exp, exclude_bos=True)[0]
+    assert s[2, 1].item() == pytest.approx(1.0, abs=1e-7)
+    assert s[2, 3].item() == pytest.approx(1.0, abs=1e-7)
+    # abs: 1 - sum|A - D| / pos; perfect_prev vs previous-token: only row 0 differs (|1 - 0|)
+    s = fast_scores(pattern, exp, error_measure="abs")[0]
+    assert s[0, 0].item() == pytest.approx(1 - 1 / 5, abs=1e-7)
+    # bos_only vs induction: 5 ones off target + 2 missed targets
+    assert s[2, 2].item() == pytest.approx(1 - 7 / 5, abs=1e-7)
+
+
+@pytest.mark.parametrize("measure", ["mul", "abs"])
+@pytest.mark.parametrize("exclude_bos", [False, True])
+@pytest.mark.parametrize("exclude_current", [False, True])
+def test_fast_scores_match_the_reference(measure, exclude_bos, exclude_current):
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 6, (3, 12), generator=gen)  # small vocabulary: many repeats
+    logits = torch.randn(3, 4, 12, 12, generator=gen) * 3
+    pattern = logits.masked_fill(torch.ones(12, 12).triu(1).bool(), float("-inf")).softmax(-1)
+    exp = expected_patterns(tokens, KINDS)
+    opts = dict(exclude_bos=exclude_bos, exclude_current_token=exclude_current, error_measure=measure)
+    fast = fast_scores(pattern, exp, **opts).mean(0)
+    for k in range(len(KINDS)):
+        ref = reference_scores(pattern, exp[:, k], **opts).float()
+        torch.testing.assert_close(fast[k], ref, atol=1e-6, rtol=0)
