@@ -5,7 +5,9 @@ changes nothing."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+
+from torch import Tensor
 
 from interp.data.synthetic import repeated_tokens
 from interp.errors import WorkbenchError
@@ -40,11 +42,9 @@ class HeadFinding:
     zero_effect: float | None = None  # validated: the same under zero-ablation
     flagged: bool = False  # validated: high pattern score but ablation changes nothing
     confirmed: bool | None = None  # validated: high score, real effect (and copying, for induction)
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d.pop("extra")
         if self.causal_effect is None:
             for k in ("causal_effect", "zero_effect", "flagged", "confirmed"):
                 d.pop(k)
@@ -67,6 +67,13 @@ def probe_tokens(model, text: str | None, cfg: FindConfig):
     return tokens
 
 
+@dataclass
+class HeadsReport:
+    scores: dict[str, Tensor]  # kind -> Float[Tensor, "layer head"], every head's pattern score
+    findings: list[HeadFinding]  # the top heads of each kind, best first within a kind
+    n_tokens: int  # tokens scored (all sequences together)
+
+
 def find_heads(
     model,
     kinds=KINDS,
@@ -79,6 +86,19 @@ def find_heads(
     """The `top` heads of each kind, best first. Scores come from `text` (one sequence) or from
     repeated-token probes; copying for induction candidates; with `validate`, causal checks by
     mean- and zero-ablation on repeated-token probes (the task these heads serve)."""
+    return heads_report(model, kinds, top, text, validate, progress, config).findings
+
+
+def heads_report(
+    model,
+    kinds=KINDS,
+    top: int = 5,
+    text: str | None = None,
+    validate: bool = False,
+    progress: Progress | None = None,
+    config: FindConfig | None = None,
+) -> HeadsReport:
+    """`find_heads` plus every head's score (for heatmaps)."""
     cfg = config or FindConfig()
     kinds = check_kinds(kinds)
     if top < 1:
@@ -96,7 +116,7 @@ def find_heads(
             f.copying = c
     if validate:
         _validate(model, findings, cfg, progress)
-    return findings
+    return HeadsReport(scores, findings, int(tokens.numel()))
 
 
 def _validate(model, findings: list[HeadFinding], cfg: FindConfig, progress: Progress | None) -> None:

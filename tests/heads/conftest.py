@@ -82,11 +82,16 @@ def one_layer_trained():
                       attn_only=True, normalization="LN", positional="standard", seed=1)
     bridge = build_native(spec, None)
     opt = torch.optim.Adam(bridge.original_model.parameters(), lr=1e-2)
-    for step in range(80):
-        tokens = repeated_tokens(bridge, 32, 4 + step % 11, seed=step)
-        loss = repeated_half_loss(bridge.original_model(tokens), tokens).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: threads only add overhead (10x on a busy machine)
+    try:
+        for step in range(80):
+            tokens = repeated_tokens(bridge, 32, 4 + step % 11, seed=step)
+            loss = repeated_half_loss(bridge.original_model(tokens), tokens).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
     bridge.eval()
     return bridge

@@ -1,0 +1,72 @@
+"""Head-detector figures: a layer x head heatmap of pattern scores per kind, with the reported
+heads marked (confirmed by the causal check, flagged as pattern-without-effect, or unvalidated)."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+from jaxtyping import Float
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+SCORE_SCALE = "Viridis"
+MARKS = {  # verdict -> (marker symbol, colour, legend name)
+    "confirmed": ("circle-open", "white", "confirmed (pattern + causal effect)"),
+    "flagged": ("x", "red", "flagged: pattern but no effect"),
+    "reported": ("square-open", "orange", "reported (not confirmed)"),
+}
+
+
+def _verdict(finding) -> str:
+    if finding.flagged:
+        return "flagged"
+    return "confirmed" if finding.confirmed else "reported"
+
+
+def score_heatmaps(
+    scores: dict[str, Float[Tensor, "layer head"]],
+    findings=(),
+    title: str = "Head pattern scores",
+) -> go.Figure:
+    """One heatmap per kind: x = head (query head), y = layer (0 at the bottom)."""
+    kinds = list(scores)
+    fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=kinds, horizontal_spacing=0.06)
+    zmin = min(float(s.min()) for s in scores.values())
+    zmax = max(float(s.max()) for s in scores.values())
+    shown: set[str] = set()
+    for col, kind in enumerate(kinds, start=1):
+        z = scores[kind].float().cpu().numpy()
+        fig.add_trace(
+            go.Heatmap(
+                z=z, zmin=zmin, zmax=zmax, colorscale=SCORE_SCALE, showscale=col == len(kinds),
+                hovertemplate=f"{kind}<br>layer %{{y}}, head %{{x}}<br>score %{{z:.3f}}<extra></extra>",
+            ),
+            row=1, col=col,
+        )
+        for verdict, (symbol, colour, name) in MARKS.items():
+            mine = [f for f in findings if f.kind == kind and _verdict(f) == verdict]
+            if not mine:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=[f.head for f in mine], y=[f.layer for f in mine], mode="markers", name=name,
+                    marker=dict(symbol=symbol, size=12, color=colour, line=dict(width=2, color=colour)),
+                    showlegend=verdict not in shown, legendgroup=verdict,
+                    hovertemplate=[_hover(f) for f in mine],
+                ),
+                row=1, col=col,
+            )
+            shown.add(verdict)
+        fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
+        fig.update_yaxes(title_text="layer" if col == 1 else None, row=1, col=col)
+    fig.update_layout(title=title, height=max(350, 18 * next(iter(scores.values())).shape[0] + 150),
+                      legend=dict(orientation="h", y=-0.15))
+    return fig
+
+
+def _hover(f) -> str:
+    parts = [f"{f.kind} L{f.layer}H{f.head}", f"score {f.score:.3f}"]
+    if f.copying is not None:
+        parts.append(f"copying {f.copying:.2f}")
+    if f.causal_effect is not None:
+        parts.append(f"Δloss mean-abl {f.causal_effect:+.3f}, zero-abl {f.zero_effect:+.3f}")
+    return "<br>".join(parts) + "<extra></extra>"
