@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.circuits.metrics import logit_diff
-from interp.circuits.replay import Replay, gather_pos, scatter_pos, window
+from interp.circuits.replay import Replay, gather_pos, window
 from interp.data.ioi import IOIDataset, positions_at
 from interp.errors import WorkbenchError
 
@@ -174,27 +174,33 @@ def _cos_sin(rp: Replay, clean, layer: int, idx: Tensor):
     return (gather_pos(clean[f"blocks.{layer}.attn.hook_{x}"].expand(idx.shape[0], -1, -1), idx) for x in ("cos", "sin"))
 
 
-def _receiver_z(rp: Replay, clean, layer: int, head: int, comps: str, P, resid, win) -> Tensor:
-    """The receiver head's output on the window, with its q/k/v inputs at P from `resid`."""
-    pos, pos_g, pos_s = win
+def _into_window(base: Tensor, new: Tensor, every: bool) -> Tensor:
+    """The window's values with the patched position(s) replaced: the first window entry
+    (a named position starts the window) or, when every position is patched, all of them."""
+    if every:
+        return new[:, :, : base.shape[2]]
+    out = base.expand(new.shape[0], *base.shape[1:]).clone()
+    out[:, :, :1] = new
+    return out
+
+
+def _receiver_z(rp: Replay, clean, layer: int, head: int, comps: str, P, resid, pos, every: bool) -> Tensor:
+    """The receiver head's output on the window `pos`, its q/k/v inputs at P taken from `resid`."""
     g = rp.kv_of(head)
+    start = pos[:, 0]
     cos, sin = _cos_sin(rp, clean, layer, P)
-    S = resid.shape[0]
-    q = gather_pos(_rot(rp, clean, layer, "q")[:, :, head], pos_g).expand(S, -1, -1, -1).clone()
-    kv = {}
-    for c in "kv":
-        full = _rot(rp, clean, layer, c)[:, :, g][None]  # [1 batch pos e]
+    one = {"q": slice(head, head + 1), "k": slice(g, g + 1), "v": slice(g, g + 1)}
+    x = {}
+    for c in "qkv":
+        full = _rot(rp, clean, layer, c)[:, :, one[c]]  # clean [batch pos 1 e]
+        x[c] = (full, gather_pos(full, pos)[None])  # (prefix source, window)
         if c in comps:
-            new = rp.project(layer, resid, c)[..., g : g + 1, :]
-            new = (rp.rotate(new, cos, sin) if c == "k" else new)[..., 0, :]
-            full = scatter_pos(full, P, new)
-        else:  # the same dummy slot scatter_pos adds, so k and v keep one length
-            full = torch.cat([full, torch.zeros_like(full[:, :, :1])], dim=2)
-        kv[c] = full.expand(S, *full.shape[1:])
-    if "q" in comps:
-        newq = rp.rotate(rp.project(layer, resid, "q")[..., head : head + 1, :], cos, sin)[..., 0, :]
-        q = scatter_pos(q, P - pos[:, :1], newq)[:, :, : q.shape[2]]  # P sits inside the window
-    z = rp.attend(q[..., None, :], kv["k"][..., None, :], kv["v"][..., None, :], pos)
+            new = rp.project(layer, resid, c)[..., one[c], :]
+            new = new if c == "v" else rp.rotate(new, cos, sin)
+            x[c] = (full, _into_window(x[c][1], new, every))
+    q = x["q"][1].expand(resid.shape[0], *x["q"][1].shape[1:])
+    k_win, v_win = (x[c][1].expand(resid.shape[0], *x[c][1].shape[1:]) for c in "kv")
+    z = rp.attend(q, x["k"][0], x["v"][0], k_win, v_win, start)
     return z[..., 0, :]
 
 
@@ -203,25 +209,27 @@ def _receiver_pass(rp: Replay, clean, receivers: Receivers, P, resid: dict[int, 
     dev = P.device
     end = ds.positions["END"].to(dev)
     T = clean["blocks.0.hook_resid_pre"].shape[1]
-    win = window(P[:, 0], end, T)
-    pos, pos_g, pos_s = win
-    zs = {(layer, h): _receiver_z(rp, clean, layer, h, receivers.components, P, resid[layer], win) for layer, h in receivers.heads}
+    every = receivers.position is None
+    pos = window(P[:, 0], end, T)
+    start = pos[:, 0]
+    zs = {(layer, h): _receiver_z(rp, clean, layer, h, receivers.components, P, resid[layer], pos, every)
+          for layer, h in receivers.heads}  # fmt: skip
     first = min(layer for layer, _ in receivers.heads)
     S = next(iter(resid.values())).shape[0]
-    X = gather_pos(clean[f"blocks.{first}.hook_resid_pre"], pos_g).expand(S, -1, -1, -1)
+    X = gather_pos(clean[f"blocks.{first}.hook_resid_pre"], pos).expand(S, -1, -1, -1)
     for layer in range(first, rp.n_layers):
-        cos, sin = _cos_sin(rp, clean, layer, pos_g)
+        cos, sin = _cos_sin(rp, clean, layer, pos)
         q = rp.rotate(rp.project(layer, X, "q"), cos, sin)
-        k = scatter_pos(_rot(rp, clean, layer, "k")[None], pos_s, rp.rotate(rp.project(layer, X, "k"), cos, sin))
-        v = scatter_pos(clean[f"blocks.{layer}.attn.hook_v"][None], pos_s, rp.project(layer, X, "v"))
-        z = rp.attend(q, k, v, pos)
+        k = rp.rotate(rp.project(layer, X, "k"), cos, sin)
+        v = rp.project(layer, X, "v")
+        z = rp.attend(q, _rot(rp, clean, layer, "k"), clean[f"blocks.{layer}.attn.hook_v"], k, v, start)
         for (rl, h), zh in zs.items():
             if rl == layer:
                 z[:, :, :, h] = zh
         a = rp.attn(layer)
         X = X + torch.einsum("sbwhe,hed->sbwd", z, a.W_O) + (0 if a.b_O is None else a.b_O)
         X = X + rp.mlp(layer, X)
-    at_end = (end - P[:, 0])[None, :, None, None].expand(S, -1, 1, X.shape[-1])
+    at_end = (end - start)[None, :, None, None].expand(S, -1, 1, X.shape[-1])
     final = X.gather(2, at_end)[:, :, 0]
     return rp.logit_diff(final, ds.io_ids.to(dev), ds.s_ids.to(dev))
 

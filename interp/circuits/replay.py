@@ -88,20 +88,28 @@ class Replay:
     def attend(
         self,
         q: Float[Tensor, "s batch win head d_head"],
-        k: Float[Tensor, "s batch key kv d_head"],
-        v: Float[Tensor, "s batch key kv d_head"],
-        q_pos: Int[Tensor, "batch win"],
+        k_pre: Float[Tensor, "batch pos kv d_head"],
+        v_pre: Float[Tensor, "batch pos kv d_head"],
+        k_win: Float[Tensor, "s batch win kv d_head"],
+        v_win: Float[Tensor, "s batch win kv d_head"],
+        start: Int[Tensor, "batch"],
     ) -> Float[Tensor, "s batch win head d_head"]:
-        """Causal attention of window queries at absolute positions `q_pos` over keys 0..key-1."""
-        rep = q.shape[-2] // k.shape[-2]
-        k = k.repeat_interleave(rep, dim=-2)
-        v = v.repeat_interleave(rep, dim=-2)
-        scores = torch.einsum("sbwhe,sbkhe->sbhwk", q, k) * self.scale
-        key_pos = torch.arange(k.shape[2], device=q.device)
-        allowed = key_pos[None, None, :] <= q_pos[:, :, None]  # [batch win key]
-        scores = scores.masked_fill(~allowed[None, :, None], float("-inf"))
-        pattern = scores.softmax(-1)
-        return torch.einsum("sbhwk,sbkhe->sbwhe", pattern, v)
+        """Causal attention for a window of consecutive query positions start..start+win-1:
+        keys before `start` come from the clean run (shared by every variant s), keys in the
+        window from the variant itself. No key tensor is copied per variant."""
+        S, B, W, H, E = q.shape
+        G = k_pre.shape[-2]
+        qg = q.view(S, B, W, G, H // G, E)
+        pre = torch.einsum("sbwgre,btge->sbgrwt", qg, k_pre) * self.scale
+        before = torch.arange(k_pre.shape[1], device=q.device)[None, :] < start[:, None]  # [batch pos]
+        pre = pre.masked_fill(~before[None, :, None, None, None, :], float("-inf"))
+        win = torch.einsum("sbwgre,sbvge->sbgrwv", qg, k_win) * self.scale
+        causal = torch.ones(W, W, dtype=torch.bool, device=q.device).tril()
+        win = win.masked_fill(~causal, float("-inf"))
+        pattern = torch.cat([pre, win], dim=-1).softmax(-1)
+        p_pre, p_win = pattern.split([pre.shape[-1], W], dim=-1)
+        z = torch.einsum("sbgrwt,btge->sbwgre", p_pre, v_pre) + torch.einsum("sbgrwv,sbvge->sbwgre", p_win, v_win)
+        return z.reshape(S, B, W, H, E)
 
     def logit_diff(self, resid_final: Float[Tensor, "... d_model"], io: Int[Tensor, "..."], s: Int[Tensor, "..."]) -> Tensor:
         """logit(io) - logit(s) from the final residual stream (final norm recomputed)."""
@@ -119,22 +127,11 @@ def gather_pos(x: Float[Tensor, "batch pos ..."], idx: Int[Tensor, "batch win"])
     return x.gather(1, view)
 
 
-def scatter_pos(full: Float[Tensor, "one batch pos ..."], idx: Int[Tensor, "batch win"], values: Tensor) -> Tensor:
-    """[s, batch, pos+1, ...]: `full` with out[:, b, idx[b, w]] = values[:, b, w]. The extra last
-    position is a dummy slot that invalid window entries point at; no real query attends to it."""
-    S, B, T = values.shape[0], full.shape[1], full.shape[2]
-    out = full.new_zeros(S, B, T + 1, *full.shape[3:])
-    out[:, :, :T] = full
-    view = idx.view(1, *idx.shape, *([1] * (values.dim() - 3))).expand(S, *idx.shape, *values.shape[3:])
-    return out.scatter_(2, view, values)
-
-
-def window(start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-prompt absolute positions start..end padded to a common width: (positions, the same
-    clamped for gathers, the same with invalid entries sent to the dummy slot n_pos for scatters)."""
+def window(start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int) -> Int[Tensor, "batch win"]:
+    """Per-prompt positions start..end padded to a common width (clamped to the sequence; the
+    entries past a prompt's END are never read by its real positions)."""
     width = int((end - start).max()) + 1
     pos = start[:, None] + torch.arange(width, device=start.device)[None]
-    valid = pos <= end[:, None]
-    return pos, pos.clamp(max=n_pos - 1), torch.where(valid, pos, torch.full_like(pos, n_pos))
+    return pos.clamp(max=n_pos - 1)
 
 

@@ -72,6 +72,7 @@ class IOIDataset:
     template_ids: Int[Tensor, "batch"]  # index into `templates` of each prompt
     templates: list[str] = field(default_factory=list)  # expanded templates (ABBA and BABA)
     seed: int = 0  # the seed that drew the prompts
+    base_templates: list[str] = field(default_factory=list)  # the templates before expansion
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -94,6 +95,7 @@ class IOIDataset:
             self.template_ids[idx],
             self.templates,
             self.seed,
+            self.base_templates,
         )
 
     def split(self, n_first: int) -> tuple[IOIDataset, IOIDataset]:
@@ -152,11 +154,13 @@ def make_ioi(
     names: list[str] | None = None,
     places: list[str] | None = None,
     objects: list[str] | None = None,
+    template_ids: list[int] | None = None,
 ) -> IOIDataset:
     """`n_prompts` IOI prompts (half ABBA, half BABA, templates cycled) with ABC corruptions.
 
     Default names/places/objects are filtered to those that are one token in `model`'s
-    tokenizer; lists you pass must be one token each (else a WorkbenchError names the word)."""
+    tokenizer; lists you pass must be one token each (else a WorkbenchError names the word).
+    `template_ids` (one per prompt) picks the expanded template of each prompt instead."""
     if n_prompts < 1:
         raise WorkbenchError(f"n_prompts must be at least 1 (got {n_prompts})")
     tok = model.tokenizer
@@ -173,12 +177,16 @@ def make_ioi(
     order = list(range(len(expanded)))
     rng.shuffle(order)
     rows = []
+    if template_ids is not None and (len(template_ids) != n_prompts or not all(0 <= t < len(expanded) for t in template_ids)):
+        raise WorkbenchError(f"template_ids needs {n_prompts} indices in 0..{len(expanded) - 1}")
     for i in range(n_prompts):
-        t = order[i % len(order)]
+        t = order[i % len(order)] if template_ids is None else template_ids[i]
         io, s, c1, c2, c3 = rng.sample(names, 5)
         place, obj = rng.choice(places), rng.choice(objects)
         rows.append((t, io, s, (c1, c2, c3), place, obj))
-    return _tokenize(model, expanded, rows, seed)
+    ds = _tokenize(model, expanded, rows, seed)
+    ds.base_templates = list(templates or BASE_TEMPLATES)
+    return ds
 
 
 def _tokenize(model, expanded: list[str], rows, seed: int) -> IOIDataset:

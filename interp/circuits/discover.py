@@ -1,0 +1,145 @@
+"""Automatic IOI circuit discovery: the paper's path-patching procedure with explicit thresholds.
+
+1. Path-patch every head to the logits. Heads whose path lowers the logit diff and that attend
+   from END to IO are *name movers*; those whose path raises it and attend to IO are *negative
+   name movers*; weaker IO-attending heads with a negative path are *backup name movers*.
+2. Path-patch every head to the name movers' queries at END: *S-inhibition* heads.
+3. Path-patch every head to the S-inhibition heads' keys and values at S2: heads attending from
+   S2 to S1+1 are *induction* heads, to S1 *duplicate-token* heads.
+4. Path-patch every head to the induction heads' keys at S1+1: heads attending from S1+1 to S1
+   are *previous-token* heads.
+
+Effects are normalized logit-diff changes (0 = none, -1 = the whole clean-to-corrupted gap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.circuits.path import Head, PathResult, Receivers, all_heads, caches, path_patch
+from interp.circuits.replay import Replay
+from interp.data.ioi import IOIDataset
+from interp.errors import WorkbenchError
+
+Progress = Callable[[int, int, str], None]
+CLASSES = (
+    "name mover", "negative name mover", "backup name mover", "s-inhibition", "induction", "duplicate token",
+    "previous token",
+)  # fmt: skip
+
+
+@dataclass
+class DiscoveryConfig:
+    """Thresholds of the automated procedure (normalized effects are fractions of the IOI gap)."""
+
+    name_mover_effect: float = 0.05  # path to logits at most -this (and attends to IO) -> name mover
+    backup_effect: float = 0.005  # path to logits in (-name_mover_effect, -this] and attends to IO -> backup
+    negative_effect: float = 0.05  # path to logits at least +this (and attends to IO) -> negative name mover
+    io_attention: float = 0.2  # mean END->IO attention a name-mover-like head needs
+    s_inhibition_effect: float = 0.03  # path to name movers' queries at most -this -> S-inhibition
+    induction_effect: float = 0.02  # path to S-inhibition keys/values at most -this -> induction/duplicate
+    previous_effect: float = 0.01  # path to induction keys at S1+1 at most -this -> previous token
+    pattern_attention: float = 0.1  # attention an induction/duplicate/previous-token head needs
+    max_per_class: int = 8  # keep at most this many heads per class (strongest effect first)
+    chunk: int = 64  # senders per batch in path patching
+
+
+@dataclass
+class Discovery:
+    """What discovery found, and the evidence behind it."""
+
+    classes: dict[str, list[Head]]  # class name -> heads (only non-empty classes)
+    effects: dict[str, Float[Tensor, "layer head"]]  # step name -> normalized path-patching effect per sender
+    attention: dict[str, Float[Tensor, "layer head"]]  # e.g. "END->IO" -> mean attention per head
+    clean_logit_diff: float  # mean clean logit diff on the discovery prompts
+    corrupted_logit_diff: float  # mean ABC logit diff on the discovery prompts
+    config: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+
+    def heads(self) -> list[Head]:
+        return sorted({h for hs in self.classes.values() for h in hs})
+
+
+def attention_between(pattern: dict[int, Tensor], ds: IOIDataset, dest: str, src: str) -> Float[Tensor, "layer head"]:
+    """Mean attention from each prompt's `dest` position to its `src` position, per head."""
+    rows = torch.arange(len(ds))
+    d, s = ds.positions[dest], ds.positions[src]
+    return torch.stack([p[rows, :, d, s].mean(0) for _, p in sorted(pattern.items())]).cpu()
+
+
+def _pick(effect: Tensor, keep: Tensor, limit: int, sign: float = -1.0) -> list[Head]:
+    """Heads where `keep`, strongest (most negative, or most positive for sign=+1) first."""
+    cand = [(float(effect[layer, h]) * sign, (layer, h)) for layer, h in keep.nonzero().tolist()]
+    return [head for _, head in sorted(cand, reverse=True)[:limit]]
+
+
+@torch.no_grad()
+def discover(model, ds: IOIDataset, config: DiscoveryConfig | None = None, progress: Progress | None = None) -> Discovery:
+    """Run the four path-patching steps on `ds` and classify heads (see the module docstring)."""
+    cfg = config or DiscoveryConfig()
+    L, H = model.info.n_layers, model.info.n_heads
+    if L < 4:
+        raise WorkbenchError(f"{model.info.name} has {L} layers; the IOI circuit needs at least 4 (use a deeper model)")
+    rp = Replay.of(model)
+    names = [n for layer in range(L) for n in rp.cache_names(layer)] + [f"blocks.{L - 1}.hook_resid_post"]
+    names += [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
+    if progress:
+        progress(0, 5, "running clean and corrupted prompts")
+    cached = caches(model, ds, names)
+    clean = cached[0]
+    pattern = {layer: clean[f"blocks.{layer}.attn.hook_pattern"] for layer in range(L)}
+    att = {f"{d}->{s}": attention_between(pattern, ds, d, s) for d, s in
+           [("END", "IO"), ("END", "S2"), ("END", "S1"), ("S2", "S1+1"), ("S2", "S1"), ("S1+1", "S1")]}  # fmt: skip
+    senders = all_heads(model)
+    effects: dict[str, Tensor] = {}
+    classes: dict[str, list[Head]] = {c: [] for c in CLASSES}
+
+    def step(i: int, name: str, receivers: Receivers | None) -> Tensor:
+        if progress:
+            progress(i, 5, f"path patching to {name}")
+        res: PathResult = path_patch(model, ds, senders, receivers, chunk=cfg.chunk, _caches=cached)
+        effects[name] = res.grid(L, H)
+        return effects[name]
+
+    e = step(1, "logits", None)
+    io_att = att["END->IO"] >= cfg.io_attention
+    classes["name mover"] = _pick(e, (e <= -cfg.name_mover_effect) & io_att, cfg.max_per_class)
+    classes["negative name mover"] = _pick(e, (e >= cfg.negative_effect) & io_att, cfg.max_per_class, +1.0)
+    if classes["name mover"]:
+        first = min(layer for layer, _ in classes["name mover"])
+        backup = (e <= -cfg.backup_effect) & (e > -cfg.name_mover_effect) & io_att
+        backup[:first] = False
+        classes["backup name mover"] = _pick(e, backup, cfg.max_per_class)
+        e = step(2, "name mover queries", Receivers(classes["name mover"], "q", "END"))
+        si = e <= -cfg.s_inhibition_effect
+        classes["s-inhibition"] = [h for h in _pick(e, si, cfg.max_per_class) if h not in classes["name mover"]]
+    if classes["s-inhibition"]:
+        e = step(3, "s-inhibition keys/values", Receivers(classes["s-inhibition"], "kv", "S2"))
+        strong = e <= -cfg.induction_effect
+        ind, dup = att["S2->S1+1"], att["S2->S1"]
+        is_ind = strong & (ind >= dup) & (ind >= cfg.pattern_attention)
+        is_dup = strong & (dup > ind) & (dup >= cfg.pattern_attention)
+        classes["induction"] = _pick(e, is_ind, cfg.max_per_class)
+        classes["duplicate token"] = _pick(e, is_dup, cfg.max_per_class)
+    if classes["induction"]:
+        e = step(4, "induction keys", Receivers(classes["induction"], "k", "S1+1"))
+        prev = (e <= -cfg.previous_effect) & (att["S1+1->S1"] >= cfg.pattern_attention)
+        classes["previous token"] = _pick(e, prev, cfg.max_per_class)
+    if progress:
+        progress(5, 5, "discovery done")
+    taken: set[Head] = set()  # a head belongs to the first class that claims it
+    for c in CLASSES:
+        classes[c] = [h for h in classes[c] if h not in taken]
+        taken.update(classes[c])
+    return Discovery(
+        {c: hs for c, hs in classes.items() if hs},
+        effects,
+        att,
+        float(cached[2].mean()),
+        float(cached[3].mean()),
+        cfg,
+    )
