@@ -97,9 +97,34 @@ def progress_bar(text: str):
     bar = st.progress(0.0, text=text)
 
     def progress(done: int, total: int, message: str = "") -> None:
-        bar.progress(min(1.0, done / max(total, 1)), text=f"{text} {message} ({done}/{total})".strip())
+        bar.progress(min(1.0, done / max(total, 1)), text=f"{text}: {message} ({done}/{total})")
 
     return bar, progress
+
+
+MAX_REMEMBERED = 32  # long results kept per browser session
+
+
+def remembered(key: tuple):
+    """A long result computed earlier in this session for `key`, or None."""
+    return st.session_state.setdefault("_results", {}).get(key)
+
+
+def remember(key: tuple, label: str, compute):
+    """Long work, once per (model, parameters) `key` in this session: `compute(progress)` runs
+    under an st.progress bar (removed when done) and its result is kept for later reruns."""
+    store = st.session_state.setdefault("_results", {})
+    if key in store:
+        return store[key]
+    bar, progress = progress_bar(label)
+    try:
+        result = compute(progress)
+    finally:
+        bar.empty()
+    if len(store) >= MAX_REMEMBERED:
+        store.pop(next(iter(store)))
+    store[key] = result
+    return result
 
 
 # -- models --------------------------------------------------------------------------------------
@@ -150,3 +175,34 @@ def layer_patterns(spec: str, prompt: str, layer: int) -> tuple[np.ndarray, list
     with torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
     return cache[name][0].float().cpu().numpy(), model.to_str_tokens(tokens[0])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def probe_patterns(spec: str, layer: int, seg_len: int = 20, seed: int = 0) -> tuple[np.ndarray, list[str]]:
+    """Attention patterns [head, dest, src] of one layer on a repeated random-token sequence
+    (BOS + segment + the same segment), where induction and previous-token heads show stripes."""
+    import torch
+
+    from interp.data.synthetic import repeated_tokens
+
+    model = get_model(spec)
+    seg_len = max(1, min(seg_len, (model.info.n_ctx - 1) // 2))
+    tokens = repeated_tokens(model, 1, seg_len, seed=seed)
+    name = f"blocks.{layer}.attn.hook_pattern"
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
+    return cache[name][0].float().cpu().numpy(), model.to_str_tokens(tokens[0])
+
+
+def pick_head(model, prefix: str, default: tuple[int, int] = (0, 0)) -> tuple[int, int]:
+    """Layer and head number inputs (keys `{prefix}_layer`, `{prefix}_head`), kept inside the
+    model's range when another model is picked; set those keys before the call to pick a head."""
+    info = model.info
+    bounds = {f"{prefix}_layer": (info.n_layers - 1, default[0]), f"{prefix}_head": (info.n_heads - 1, default[1])}
+    for key, (top, value) in bounds.items():
+        current = st.session_state.get(key, value)
+        st.session_state[key] = int(min(max(0, current), top))
+    left, right = st.columns(2)
+    layer = left.number_input("Layer", 0, info.n_layers - 1, key=f"{prefix}_layer")
+    head = right.number_input("Head", 0, info.n_heads - 1, key=f"{prefix}_head")
+    return int(layer), int(head)

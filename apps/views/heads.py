@@ -1,8 +1,61 @@
-"""Heads view (waiting for interp.heads)."""
+"""Heads view: detector scores of every head (layer x head heatmap per kind), then one head --
+clicked on the heatmap's markers or picked -- with its pattern and its causal effect."""
 
 from __future__ import annotations
 
 import streamlit as st
 
+from apps import state
+from interp.heads import KINDS, FindConfig, heads_report
+from interp.heads.validate import ablation_effects
+from interp.viz.attention import attention_figure
+from interp.viz.heads import score_heatmaps
+
 st.title("Heads")
-st.info("Heads: not available yet (interp.heads is still being written).")
+spec, prompt = state.current_spec(), state.current_prompt()
+with state.shows_errors():
+    model = state.get_model(spec)
+    c1, c2, c3, c4 = st.columns([3, 2, 1, 2])
+    kinds = c1.multiselect("Kinds", KINDS, default=list(KINDS), key="heads_kinds")
+    source = c2.radio("Score on", ["repeated random tokens", "the prompt"], key="heads_source", horizontal=True)
+    top = int(c3.number_input("Top", 1, 20, 3, key="heads_top", help="heads reported per kind"))
+    validate = c4.checkbox("Causal check", key="heads_validate",
+                           help="mean- and zero-ablate each reported head on repeated tokens (slower)")
+    seg_len = max(2, min(32, (model.info.n_ctx - 1) // 2))
+    cfg = FindConfig(n_seqs=8, seg_len=seg_len, validate_seqs=4)
+    text = prompt if source == "the prompt" else None
+    key = ("heads", spec, tuple(kinds), top, text, validate, cfg.n_seqs, cfg.seg_len)
+    report = state.remember(key, "Scoring heads", lambda progress: heads_report(
+        model, kinds, top, text=text, validate=validate, progress=progress, config=cfg))
+    st.caption(f"Pattern scores on {report.n_tokens} tokens ({'the prompt' if text else f'{cfg.n_seqs} repeated random sequences'}). "
+               "Markers are the reported heads: click one to inspect it.")
+    event = st.plotly_chart(score_heatmaps(report.scores, report.findings), key="heads_heatmap",
+                            on_select="rerun", selection_mode="points")
+    points = (event.selection or {}).get("points", []) if event else []
+    if points and "x" in points[0] and "y" in points[0]:
+        st.session_state["heads_layer"], st.session_state["heads_head"] = int(points[0]["y"]), int(points[0]["x"])
+    rows = [f.to_dict() for f in report.findings]
+    st.dataframe(rows, hide_index=True, key="heads_table")
+
+    best = report.findings[0] if report.findings else None
+    st.subheader("One head")
+    layer, head = state.pick_head(model, "heads", (best.layer, best.head) if best else (0, 0))
+    scores = ", ".join(f"{k} {float(report.scores[k][layer, head]):.3f}" for k in report.scores)
+    st.markdown(f"**L{layer}H{head}** pattern scores: {scores}")
+    left, right = st.columns(2)
+    with left:
+        patterns, tokens = state.layer_patterns(spec, prompt, layer)
+        st.plotly_chart(attention_figure(patterns[head], tokens, title=f"L{layer}H{head} on the prompt"), key="heads_on_prompt")
+    with right:
+        patterns, tokens = state.probe_patterns(spec, layer, seg_len=min(12, seg_len))
+        st.plotly_chart(attention_figure(patterns[head], tokens, title=f"L{layer}H{head} on repeated random tokens"),
+                        key="heads_on_probe")
+    from interp.data.synthetic import repeated_tokens
+
+    effect = state.remember(("head-effect", spec, layer, head), f"Ablating L{layer}H{head}", lambda progress: ablation_effects(
+        model, repeated_tokens(model, 4, seg_len, seed=1), [(layer, head)], progress=progress))
+    m1, m2 = st.columns(2)
+    m1.metric("Δ loss on the repeated half, mean-ablated", f"{float(effect['mean'][0]):+.3f} nats")
+    m2.metric("Δ loss on the repeated half, zero-ablated", f"{float(effect['zero'][0]):+.3f} nats")
+    st.caption("Causal effect: how much worse the model predicts the second copy of a repeated random "
+               "sequence when this head alone is ablated (induction heads matter here).")

@@ -1,8 +1,106 @@
-"""IOI circuit view (waiting for interp.circuits)."""
+"""IOI circuit view: discover the circuit (with a progress bar) or open a circuit.json; show it as a
+graph by class, the path-patching heatmaps, the faithfulness, and the prompt through its heads."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
 import streamlit as st
 
+from apps import state
+from interp import WorkbenchError
+from interp.viz.attention import attention_rows_figure
+from interp.viz.circuits import FLOW, circuit_graph, patching_heatmap
+
+DISCOVER, OPEN = "discover on this model", "open a circuit.json"
+
+
+def read_circuit(path: str, model) -> dict:
+    """circuit.json (written by `interp ioi`) as a dict, its heads checked against the model."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / "circuit.json"
+    try:
+        data = json.loads(file.read_text())
+        classes = {c: [(int(h[0]), int(h[1])) for h in hs] for c, hs in data["classes"].items()}
+    except FileNotFoundError:
+        raise WorkbenchError(f"no circuit file at {str(file)!r}; run `interp ioi --out DIR` or discover it here") from None
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise WorkbenchError(f"{str(file)!r} is not a readable circuit.json ({type(e).__name__}: {e})") from e
+    info = model.info
+    bad = [h for hs in classes.values() for h in hs if not (0 <= h[0] < info.n_layers and 0 <= h[1] < info.n_heads)]
+    if bad:
+        raise WorkbenchError(f"{str(file)!r} names heads {bad[:3]} that {info.name} does not have; pick the model it was made for")
+    return {**data, "classes": classes}
+
+
 st.title("IOI circuit")
-st.info("IOI circuit: not available yet (interp.circuits is still being written).")
+spec, prompt = state.current_spec(), state.current_prompt()
+with state.shows_errors():
+    model = state.get_model(spec)
+    st.caption("Indirect-object identification (Wang et al. 2022): in “When Mary and John went to the store, John "
+               "gave a drink to”, the model should say “Mary”. Discovery path-patches every head on IOI prompts "
+               "against their ABC corruptions and sorts the heads that matter into classes.")
+    mode = st.radio("Circuit", [DISCOVER, OPEN], key="ioi_mode", horizontal=True)
+    circuit: dict | None = None
+    if mode == DISCOVER:
+        c1, c2, c3 = st.columns(3)
+        n_prompts = int(c1.number_input("Prompts", 2, 256, 16, key="ioi_prompts", help="discovery prompts (as many held out)"))
+        seed = int(c2.number_input("Seed", 0, 1_000_000, 0, key="ioi_seed"))
+        checks = c3.checkbox("Completeness and minimality checks", key="ioi_checks", help="many more ablations (slower)")
+        key = ("ioi", spec, n_prompts, seed, checks)
+        report = state.remembered(key)
+        if report is None and st.button("Run discovery", type="primary", key="ioi_run"):
+            from interp.circuits.pipeline import run_ioi
+
+            report = state.remember(key, "Discovering the IOI circuit", lambda progress: run_ioi(
+                model, n_prompts, seed=seed, checks=checks, progress=progress))
+        if report is None:
+            st.info("Press **Run discovery** to find the circuit on this model (on CPU, SmolLM2 takes a while).")
+        else:
+            d, e = report.discovery, report.evaluation
+            circuit = {"classes": d.classes, "faithfulness": e.faithfulness, "clean_logit_diff": d.clean_logit_diff,
+                       "corrupted_logit_diff": d.corrupted_logit_diff, "heldout_circuit_logit_diff": e.circuit_logit_diff,
+                       "heldout_model_logit_diff": e.model_logit_diff}
+    else:
+        found = sorted(str(p) for root in ("out", "runs") if Path(root).is_dir() for p in Path(root).rglob("circuit.json"))
+        path = st.selectbox("circuit.json", found, key="ioi_found") if found else None
+        typed = st.text_input("…or a path to circuit.json (or its folder)", key="ioi_json").strip()
+        if typed or path:
+            circuit = read_circuit(typed or path, model)
+        else:
+            st.info("No circuit.json under ./out or ./runs; type a path, or discover the circuit here.")
+        report = None
+
+    if circuit is not None:
+        classes = circuit["classes"]
+        m = st.columns(4)
+        m[0].metric("Heads in the circuit", sum(len(h) for h in classes.values()))
+        if circuit.get("faithfulness") is not None:
+            m[1].metric("Faithfulness F(C)/F(M)", f"{circuit['faithfulness']:.2f}")
+        if circuit.get("clean_logit_diff") is not None:
+            m[2].metric("Clean logit diff", f"{circuit['clean_logit_diff']:.2f}")
+            m[3].metric("Corrupted (ABC) logit diff", f"{circuit['corrupted_logit_diff']:.2f}")
+        st.plotly_chart(circuit_graph(classes, model.info.n_layers, f"IOI circuit in {model.info.name}"), key="ioi_graph")
+        if report is not None:
+            st.subheader("Path patching")
+            names = list(report.discovery.effects)
+            for tab, name in zip(st.tabs(names), names):
+                with tab:
+                    effect = report.discovery.effects[name].nan_to_num(0.0)
+                    st.plotly_chart(patching_heatmap(effect, f"Path patching to {name}"), key=f"ioi_path_{name}")
+            if report.evaluation.completeness:
+                st.dataframe(report.evaluation.completeness, hide_index=True, key="ioi_completeness")
+
+        st.subheader("The prompt through the circuit")
+        heads = [(c, h) for c in FLOW + [c for c in classes if c not in FLOW] for h in sorted(classes.get(c, []))]
+        rows, tokens = [], []
+        for _, (layer, head) in heads:
+            patterns, tokens = state.layer_patterns(spec, prompt, layer)
+            rows.append(patterns[head, -1])
+        if rows:
+            st.plotly_chart(attention_rows_figure(np.stack(rows), tokens, [f"{c} L{l}H{h}" for c, (l, h) in heads],
+                                                  "Attention from the last token, head by head"), key="ioi_prompt")
+            st.caption("Name movers should attend to the indirect object; S-inhibition heads to the repeated name.")

@@ -1,8 +1,73 @@
-"""Training runs view (waiting for interp.train)."""
+"""Training runs view: a run folder's curves (loss, in-context-learning score, head scores against
+step), and a step slider showing the best induction head's attention at that checkpoint."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import streamlit as st
 
+from apps import state
+from interp import WorkbenchError
+from interp.heads import head_scores
+from interp.train import list_checkpoints, read_metrics
+from interp.viz.attention import attention_figure
+from interp.viz.train import training_curves
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def best_induction_head(checkpoint: str) -> tuple[int, int, float]:
+    """(layer, head, score) of the checkpoint's best induction head on repeated random tokens."""
+    from interp.data.synthetic import repeated_tokens
+
+    model = state.get_model(checkpoint)
+    seg = max(2, min(50, (model.info.n_ctx - 1) // 2))
+    scores = head_scores(model, repeated_tokens(model, 8, seg, seed=0), kinds=("induction",))["induction"]
+    best = int(scores.flatten().argmax())
+    return best // scores.shape[1], best % scores.shape[1], float(scores.flatten()[best])
+
+
 st.title("Training runs")
-st.info("Training runs: not available yet (interp.train is still being written).")
+spec, prompt = state.current_spec(), state.current_prompt()
+with state.shows_errors():
+    runs = state.discover_runs()
+    c1, c2 = st.columns(2)
+    choice = c1.selectbox("Run", runs, key="train_run") if runs else None
+    typed = c2.text_input("…or a run folder", key="train_dir", placeholder="e.g. runs/attn-only-2l").strip()
+    run = typed or choice
+    if not run:
+        st.info(f"No training runs under {state.RUNS_DIR}/ yet: train one with `interp train --output-dir runs/NAME`, "
+                "or type a run folder.")
+    else:
+        folder = Path(run).expanduser()
+        if not folder.is_dir():
+            raise WorkbenchError(f"run folder {run!r} does not exist; pick a folder written by `interp train`")
+        checkpoints = list_checkpoints(folder)
+        records = read_metrics(folder) if (folder / "metrics.jsonl").is_file() else []
+        if not records and not checkpoints:
+            raise WorkbenchError(f"{run!r} has neither metrics.jsonl nor checkpoint-* folders; is it a training run?")
+        if records:
+            st.plotly_chart(training_curves(records, f"{folder.name}"), key="train_curves")
+        else:
+            st.info("This run has no metrics.jsonl yet.")
+        if checkpoints:
+            steps = [int(p.name.rsplit("-", 1)[1]) for p in checkpoints]
+            step = st.select_slider("Checkpoint step", steps, value=steps[-1], key="train_step") if len(steps) > 1 else steps[0]
+            checkpoint = str(checkpoints[steps.index(step)])
+            model = state.get_model(checkpoint)
+            layer, head, score = best_induction_head(checkpoint)
+            st.markdown(f"Step **{step}**: best induction head **L{layer}H{head}** (induction score {score:.3f}); "
+                        f"model {model.info.n_layers} layers × {model.info.n_heads} heads, "
+                        f"{'attention-only' if model.info.attn_only else 'with MLPs'}.")
+            left, right = st.columns(2)
+            with left:
+                patterns, tokens = state.probe_patterns(checkpoint, layer, seg_len=12)
+                st.plotly_chart(attention_figure(patterns[head], tokens, f"L{layer}H{head} on repeated random tokens"),
+                                key="train_probe")
+            with right:
+                patterns, tokens = state.layer_patterns(checkpoint, prompt, layer)
+                st.plotly_chart(attention_figure(patterns[head], tokens, f"L{layer}H{head} on the prompt"), key="train_prompt")
+            st.caption("An induction head attends from each token of the second copy to the token after its first "
+                       "occurrence: a stripe one step right of the diagonal's offset.")
+        else:
+            st.info("This run has no checkpoint-* folders to inspect yet.")

@@ -152,3 +152,28 @@ def predictions_figure(tokens: list[str], probs: list[float], title: str = "Next
         yaxis=dict(autorange="reversed"), xaxis=dict(title="probability", range=[0, max(probs + [1e-6]) * 1.1]),
     )
     return fig
+
+
+def attention_rows_figure(
+    weights: Float[Tensor, "row src"], str_tokens: list[str], row_labels: list[str], title: str = ""
+) -> go.Figure:
+    """Several heads' attention from one destination (e.g. the last token) over the source tokens:
+    one row per head, hover with the head, the source token and the weight."""
+    z = _as_array(weights)
+    labels = token_labels(str_tokens)
+    custom = np.empty(z.shape + (2,), dtype=object)
+    for r in range(z.shape[0]):
+        for s in range(z.shape[1]):
+            custom[r, s] = (row_labels[r], f"{s}: {labels[s]}")
+    fig = go.Figure(
+        go.Heatmap(
+            z=z, customdata=custom, colorscale=ATTN_SCALE, zmin=0.0, zmax=1.0,
+            hovertemplate="%{customdata[0]}<br>source %{customdata[1]}<br>weight %{z:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        title=title, height=min(900, 22 * z.shape[0] + 160), margin=dict(l=10, r=10, t=70 if title else 10, b=10),
+        xaxis=dict(tickvals=list(range(z.shape[1])), ticktext=labels[: z.shape[1]], side="top"),
+        yaxis=dict(tickvals=list(range(z.shape[0])), ticktext=row_labels, autorange="reversed"),
+    )
+    return fig

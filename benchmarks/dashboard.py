@@ -1,0 +1,170 @@
+"""Dashboard latency: from a prompt edit to the rendered predictions (Model view) and attention
+(Attention view), with SmolLM2 after warm-up, p50/p95 over N edits (each a new prompt, so no
+cache hits). Goal: p95 < 1.5 s on CPU.
+
+Two measurements of the same edits, plus the baseline they are compared with:
+  floor    the bare library work for one edit: top predictions + logit lens + one layer's patterns
+  apptest  Streamlit's AppTest: the edit's script run, server side (model + Python + figures)
+  browser  a real `streamlit run` server and headless Chromium: Ctrl+Enter in the prompt box until the
+           new figures are drawn (the user's latency; skipped with --no-browser or without Chromium)
+
+    python benchmarks/dashboard.py [--device cpu] [--edits 20] [--no-browser]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+NAMES = ["Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "James", "Karen", "Louis",
+         "Maria", "Nathan", "Olivia", "Peter", "Quinn", "Rachel", "Steven", "Thomas", "Ursula", "Victor"]
+
+
+def prompts(n: int, offset: int = 0) -> list[str]:
+    return [f"{NAMES[(i + offset) % len(NAMES)]} and her friend {i + offset} visited the capital of France, the city of"
+            for i in range(n)]
+
+
+def pct(xs: list[float], q: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, max(0, round(q / 100 * (len(xs) - 1))))]
+
+
+def summary(name: str, xs: list[float]) -> str:
+    return f"{name:<22} p50 {statistics.median(xs) * 1000:7.0f} ms   p95 {pct(xs, 95) * 1000:7.0f} ms   (n={len(xs)})"
+
+
+def floor(model, edits: list[str], layer: int) -> list[float]:
+    import torch
+
+    from interp.lens import logit_lens
+
+    name = f"blocks.{layer}.attn.hook_pattern"
+    out = []
+    for prompt in edits:
+        t = time.perf_counter()
+        logit_lens(model, prompt, k=10)
+        with torch.no_grad():
+            model.run_with_cache(model.to_tokens(prompt), names_filter=lambda n: n == name)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def apptest(spec: str, edits: list[str], layer: int) -> tuple[list[float], list[float]]:
+    from streamlit.testing.v1 import AppTest
+
+    def run(at):
+        t = time.perf_counter()
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        return time.perf_counter() - t
+
+    model_page, attn_page = AppTest.from_file(str(ROOT / "apps/dashboard.py"), default_timeout=300), None
+    attn_page = AppTest.from_file(str(ROOT / "apps/dashboard.py"), default_timeout=300)
+    for at in (model_page, attn_page):
+        at.session_state["model_custom"] = spec
+        at.session_state["prompt"] = "warm-up prompt for the dashboard"
+        at.run()
+    attn_page.switch_page("views/attention.py").run()
+    attn_page.number_input(key="attn_layer").set_value(layer).run()
+    run(model_page), run(attn_page)  # warm
+    m, a = [], []
+    for prompt in edits:
+        model_page.sidebar.text_area(key="prompt").set_value(prompt)
+        m.append(run(model_page))
+        assert any(x.value.startswith("Top prediction") for x in model_page.markdown)
+        attn_page.sidebar.text_area(key="prompt").set_value(prompt)
+        a.append(run(attn_page))
+    return m, a
+
+
+def browser(spec: str, edits: list[str], env: dict) -> tuple[list[float], list[float]] | None:
+    from apps import server
+
+    if not Path(server.CHROMIUM).exists():
+        print("browser: skipped (no /usr/bin/chromium; run `make browser`)")
+        return None
+    from playwright.sync_api import sync_playwright
+
+    proc, url = server.start(env=env, timeout=180)
+    drawn = """word => document.querySelector('[data-testid="stApp"]').dataset.testScriptState === 'notRunning'
+        && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].length > 0
+        && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].every(c => c.querySelector('.main-svg'))
+        && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')].some(c => c.textContent.includes(word))"""
+    try:
+        with sync_playwright() as p:
+            b = p.chromium.launch(executable_path=server.CHROMIUM, args=server.CHROMIUM_ARGS)
+            page = b.new_page(viewport={"width": 1400, "height": 1600})
+            page.set_default_timeout(300_000)
+            page.goto(url)
+            page.get_by_label("Prompt").wait_for()
+            if spec != "smollm2-135m":
+                page.get_by_label("…or a hub id, local folder or .gguf path").fill(spec)
+                page.get_by_label("…or a hub id, local folder or .gguf path").press("Enter")
+            results = []
+            for view in ("Model", "Attention"):
+                page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=view).click()
+                page.get_by_role("heading", name=view, level=1).wait_for()
+                times = []
+                for i, prompt in enumerate(prompts(2, offset=40) + edits):  # two warm-up edits
+                    box = page.get_by_label("Prompt")
+                    box.fill(prompt)
+                    t = time.perf_counter()
+                    box.press("Control+Enter")
+                    page.wait_for_function(drawn, arg=prompt.split()[0], polling=20)
+                    if i >= 2:
+                        times.append(time.perf_counter() - t)
+                results.append(times)
+            b.close()
+    finally:
+        server.stop(proc)
+    return results[0], results[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--edits", type=int, default=20)
+    ap.add_argument("--layer", type=int, default=9, help="attention layer shown")
+    ap.add_argument("--no-browser", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ["INTERP_DEVICE"] = args.device  # read by apps/state.py
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from interp import load
+
+    model = load(args.model, device=args.device)
+    edits = prompts(args.edits)
+    floor(model, prompts(2, offset=30), args.layer)  # warm-up
+    base = floor(model, edits, args.layer)
+    del model
+    print(f"dashboard latency, {args.model} on {args.device}, {args.edits} prompt edits after warm-up")
+    print(summary("floor (library only)", base))
+    m, a = apptest(args.model, edits, args.layer)
+    both = [x + y for x, y in zip(m, a)]
+    print(summary("apptest model view", m))
+    print(summary("apptest attention", a))
+    print(summary("apptest both views", both))
+    result = f"RESULT dashboard apptest p95(model+attention) {pct(both, 95):.3f} s, {pct(both, 95) / pct(base, 95):.2f}x the library floor"
+    if not args.no_browser:
+        env = {"INTERP_DEVICE": args.device, "HF_HUB_OFFLINE": "1"}
+        got = browser(args.model, edits, env)
+        if got:
+            bm, ba = got
+            print(summary("browser model view", bm))
+            print(summary("browser attention", ba))
+            result += (f"; browser p95 model view {pct(bm, 95):.3f} s, attention view {pct(ba, 95):.3f} s "
+                       f"(goal < 1.5 s: {'met' if max(pct(bm, 95), pct(ba, 95)) < 1.5 else 'NOT met'})")
+    print(result)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
