@@ -118,6 +118,8 @@ def _start(out: Path, manifest_new: dict) -> dict:
     """The manifest to continue from: a fresh one, or the one of a matching unfinished build."""
     if not out.exists() or not any(out.iterdir()):
         return manifest_new
+    if not (out / "manifest.json").is_file():
+        raise WorkbenchError(f"{str(out)!r} is not empty and holds no memory index; choose an empty --out folder")
     old = read_manifest(out)
     if old.get("settings") != manifest_new["settings"] or old.get("model_info") != manifest_new["model_info"]:
         raise WorkbenchError(
@@ -143,7 +145,13 @@ def build_index(
     progress: Progress | None = None,
 ) -> MemoryIndex:
     """Index the FFN memories of `layers` (default all) over `n_tokens` corpus tokens into
-    `out_dir`; resumes an interrupted build with the same settings. Returns the open index."""
+    `out_dir`; resumes an interrupted build with the same settings. Returns the open index.
+    `model` is a loaded Model or a model spec; `progress(done, total, message)` is called after
+    every batch ("indexing keys", tokens) and every layer ("projecting values of layer L")."""
+    if isinstance(model, str):
+        from interp import load
+
+        model = load(model)
     s = IndexSettings(
         corpus=open_corpus(corpus_spec).name,
         layers=sorted(set(range(model.info.n_layers) if layers is None else layers)),

@@ -29,21 +29,24 @@ def merge_topk(
     coef: Float[Tensor, "pos neuron"],
     refs: Int[Tensor, " pos"],
     valid: Bool[Tensor, " pos"] | None = None,
-) -> tuple[Float[Tensor, "k neuron"], Int[Tensor, "k neuron"]]:
-    """The running top-k (per neuron, largest first) after seeing `coef` at positions `refs`.
+) -> tuple[Float[Tensor, "k neuron"], Int[Tensor, "k neuron"], Int[Tensor, " neuron"]]:
+    """The running top-k (per neuron, largest first) after seeing `coef` at positions `refs`,
+    and how many valid positions of this batch had a positive coefficient, per neuron.
 
-    Invalid positions (padding, BOS) never enter; unfilled slots hold -inf and ref -1."""
+    Invalid positions (padding, BOS) never enter; unfilled slots hold -inf and ref -1.
+    One copy of the batch (the concatenation), masked in place, serves both results."""
     k = top_coef.shape[0]
-    coef = coef.to(top_coef.dtype)
+    cand = torch.cat([top_coef, coef.to(top_coef.dtype)], dim=0)
+    new_rows = cand[k:]
     if valid is not None:
-        coef = coef.masked_fill(~valid[:, None], float("-inf"))
-    values, where = torch.cat([top_coef, coef], dim=0).topk(k, dim=0)
-    from_old = where < k
+        new_rows.masked_fill_(~valid[:, None], float("-inf"))
+    positive = new_rows.gt(0).sum(0)
+    values, where = cand.topk(k, dim=0)
     old = top_ref.gather(0, where.clamp(max=k - 1))
     new = refs[(where - k).clamp(min=0)]
-    ref = torch.where(from_old, old, new)
+    ref = torch.where(where < k, old, new)
     ref = torch.where(torch.isfinite(values), ref, torch.full_like(ref, -1))
-    return values, ref
+    return values, ref, positive
 
 
 def empty_topk(k: int, d_mlp: int, device=None) -> tuple[Tensor, Tensor]:
@@ -85,8 +88,8 @@ class KeyCollector:
     def observe(self, layer: int, coef: Float[Tensor, "batch pos neuron"]) -> None:
         s = self.state[layer]
         flat = coef.detach().reshape(-1, coef.shape[-1])
-        s.coef, s.ref = merge_topk(s.coef, s.ref, flat, self._refs, self._valid)
-        s.active += ((flat > 0) & self._valid[:, None]).sum(0)
+        s.coef, s.ref, positive = merge_topk(s.coef, s.ref, flat, self._refs, self._valid)
+        s.active += positive
 
     def hooks(self) -> list[tuple[str, object]]:
         def make(layer: int):

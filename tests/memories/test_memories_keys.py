@@ -13,16 +13,19 @@ def test_merge_topk_matches_topk_over_everything():
     coef = torch.randn(300, 12, generator=gen)
     valid = torch.rand(300, generator=gen) > 0.2
     top, ref = empty_topk(7, 12)
+    positive = torch.zeros(12, dtype=torch.long)
     for lo in range(0, 300, 37):  # uneven batches, the first smaller than k is fine too
-        top, ref = merge_topk(top, ref, coef[lo : lo + 37], torch.arange(lo, min(lo + 37, 300)), valid[lo : lo + 37])
+        top, ref, pos = merge_topk(top, ref, coef[lo : lo + 37], torch.arange(lo, min(lo + 37, 300)), valid[lo : lo + 37])
+        positive += pos
     want = coef.masked_fill(~valid[:, None], float("-inf")).topk(7, dim=0)
     assert torch.equal(top, want.values)
     assert torch.equal(ref, want.indices)
+    assert torch.equal(positive, ((coef > 0) & valid[:, None]).sum(0))
 
 
 def test_unfilled_slots_stay_empty():
     top, ref = empty_topk(5, 3)
-    top, ref = merge_topk(top, ref, torch.ones(2, 3), torch.tensor([10, 11]), torch.tensor([True, False]))
+    top, ref, _ = merge_topk(top, ref, torch.ones(2, 3), torch.tensor([10, 11]), torch.tensor([True, False]))
     assert ref[:, 0].tolist() == [10, -1, -1, -1, -1]
     assert torch.isinf(top[1:]).all()
 
