@@ -86,23 +86,27 @@ def run_index(args) -> int:
     layers = _layers(args.layers)  # bad input fails before the model loads
     corpus = open_corpus(args.corpus).name
     model = load(args.model, device=args.device)
-    bars: dict[str, tqdm] = {}
+    bar: dict[str, tqdm] = {}  # the current stage's bar: "keys" (tokens), then "values" (layers)
 
     def progress(done: int, total: int, message: str) -> None:
-        key = "keys" if message.startswith("indexing") else "values"
-        bar = bars.get(key)
-        if bar is None:
-            bar = bars[key] = tqdm(total=total, desc=message if key == "keys" else "values", unit="tok" if key == "keys" else "layer")
-        bar.n = done
-        bar.set_postfix_str("" if key == "keys" else message)
-        bar.refresh()
+        stage = "keys" if message.startswith("indexing") else "values"
+        if stage not in bar:
+            for old in bar.values():
+                old.close()
+            bar.clear()
+            unit = "tok" if stage == "keys" else "layer"
+            bar[stage] = tqdm(total=total, desc="indexing keys" if stage == "keys" else "projecting values", unit=unit)
+        bar[stage].n = done
+        if stage == "values":
+            bar[stage].set_postfix_str(message)
+        bar[stage].refresh()
 
     index = build_index(
         model, corpus, layers, args.tokens, args.out,
         top_k=args.top_k, batch_size=args.batch_size, seq_len=args.seq_len, progress=progress,
     )  # fmt: skip
-    for bar in bars.values():
-        bar.close()
+    for b in bar.values():
+        b.close()
     print(f"indexed {index.n_tokens} tokens, layers {index.layers[0]}..{index.layers[-1]} -> {args.out}")
     _print_agreement(index.agreement())
     return 0
@@ -118,7 +122,7 @@ def run_show(args) -> int:
         nxt = f"  -> {t.next!r}" if t.next is not None else ""
         print(f"  {t.coefficient:8.3f}  {t.doc_id}:{t.position:<6} ...{''.join(t.before)}[[{t.token}]]{nxt}")
     print("value's top tokens:")
-    print("  " + "  ".join(f"{tok!r} {p:.3f}" for tok, p in view.value_tokens[:10]))
+    print("  " + "  ".join(f"{tok!r} {p:.3g}" for tok, p in view.value_tokens[:10]))
     return 0
 
 
@@ -168,9 +172,9 @@ def run_intervene(args) -> int:
 
     r = intervene(load(args.model, device=args.device), args.prompt, args.layer, args.neuron, args.mode, args.value)
     print(f"L{r.layer} N{r.neuron} {r.mode} (coefficient {r.original_coefficient:.3f} -> {r.coefficient:.3f}); "
-          f"value promotes {r.value_token!r}: p {r.value_token_prob[0]:.4f} -> {r.value_token_prob[1]:.4f}; KL {r.kl:.4f}")  # fmt: skip
-    print("before: " + "  ".join(f"{t!r} {p:.3f}" for t, p in r.top_before[:5]))
-    print("after:  " + "  ".join(f"{t!r} {p:.3f}" for t, p in r.top_after[:5]))
+          f"value promotes {r.value_token!r}: p {r.value_token_prob[0]:.3g} -> {r.value_token_prob[1]:.3g}; KL {r.kl:.4f}")  # fmt: skip
+    print("before: " + "  ".join(f"{t!r} {p:.3g}" for t, p in r.top_before[:5]))
+    print("after:  " + "  ".join(f"{t!r} {p:.3g}" for t, p in r.top_after[:5]))
     print(f"generation before: {r.generation_before!r}")
     print(f"generation after:  {r.generation_after!r}")
     return 0

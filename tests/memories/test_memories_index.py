@@ -91,6 +91,11 @@ def test_cli_index_show_agreement_search(tiny_gpt2_dir, tmp_path, capsys):
     token = index.show(0, 0).value_tokens[0][0]
     assert main(["memories", "search", "--index", str(out), "--token", token.strip() or token]) == 0
     assert "neuron" in capsys.readouterr().out
+    argv = ["memories", "intervene", "--model", str(tiny_gpt2_dir), "--prompt", "And God said", "--layer", "1",
+            "--neuron", "3", "--mode", "on", "--value", "100", "--device", "cpu"]  # fmt: skip
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "coefficient" in said and "generation after" in said
 
 
 @pytest.mark.parametrize(
