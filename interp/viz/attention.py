@@ -58,17 +58,18 @@ def _heatmap(pattern: np.ndarray, custom: np.ndarray, showscale: bool = True) ->
 def attention_figure(
     pattern: Float[Tensor, "dest src"], str_tokens: list[str], title: str = "", height: int | None = None
 ) -> go.Figure:
-    """One head's attention pattern: rows are destination (query) tokens, columns source (key) tokens."""
+    """One head's attention pattern: rows are destination (query) tokens, columns source (key)
+    tokens (labelled along the top)."""
     z = _as_array(pattern)
     n_dest, n_src = z.shape
     labels = token_labels(str_tokens)
     fig = go.Figure(_heatmap(z, _hover_grid(str_tokens, n_dest, n_src)))
-    side = height or min(900, max(320, 24 * n_dest + 140))
+    side = height or min(900, max(340, 24 * n_dest + 190))
     fig.update_layout(
-        title=title,
+        title=dict(text=title, y=0.99, yanchor="top"),
         height=side,
-        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
-        xaxis=dict(title="source token", tickvals=list(range(n_src)), ticktext=labels[:n_src], side="top"),
+        margin=dict(l=10, r=10, t=110 if title else 80, b=10),  # room for the source tokens on top
+        xaxis=dict(tickvals=list(range(n_src)), ticktext=labels[:n_src], side="top"),
         yaxis=dict(title="destination token", tickvals=list(range(n_dest)), ticktext=labels[:n_dest], autorange="reversed"),
     )
     return fig

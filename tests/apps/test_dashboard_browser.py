@@ -21,12 +21,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
-def dashboard():
+def dashboard(tiny_run):
     if not Path(server.CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.fail("Chromium is missing: run `make browser` (apt-get install -y chromium)")
     ARTIFACTS.mkdir(exist_ok=True)
-    proc, url = server.start(env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")},
-                             log=ARTIFACTS / "dashboard-server.log", timeout=120)
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"),
+           "INTERP_RUNS_DIR": str(tiny_run.parent)}  # the training view finds the tiny run on its own
+    proc, url = server.start(env=env, log=ARTIFACTS / "dashboard-server.log", timeout=120)
     yield url
     server.stop(proc)
 
@@ -59,7 +60,13 @@ def top_prediction(page) -> str:
     return page.get_by_text(re.compile("^Top prediction")).inner_text()
 
 
-def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboard):
+def fill(page, label: str, text: str) -> None:
+    box = page.get_by_label(label)
+    box.fill(text)
+    box.press("Enter")
+
+
+def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboard, tiny_index, tiny_circuit):
     page.goto(dashboard)
     page.get_by_text(re.compile("^Top prediction")).wait_for()
     wait_idle(page)
@@ -84,7 +91,18 @@ def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboa
         page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title).click()
         page.get_by_role("heading", name=title, level=1).wait_for()
         wait_idle(page)
+        if slug == "ioi":
+            page.get_by_text("open a circuit.json").click()
+            fill(page, "…or a path to circuit.json (or its folder)", str(tiny_circuit))
+            page.get_by_text("The prompt through the circuit").wait_for()
+        elif slug == "memories":
+            fill(page, "…or an index folder", str(tiny_index))
+            page.get_by_text("Trigger examples").wait_for()
+        elif slug == "training":
+            page.get_by_text(re.compile("^Step .*best induction head")).wait_for()
+        wait_idle(page)
         assert page.locator('[data-testid="stException"]').count() == 0, title
+        assert page.locator('[data-testid="stAlertContentError"]').count() == 0, title
         page.screenshot(path=str(ARTIFACTS / f"dashboard-{slug}.png"))
         if slug == "attention":  # the prompt carried over; hover shows tokens and weight
             assert page.locator('[data-testid="stPlotlyChart"]').count() == 2

@@ -35,7 +35,7 @@ def _follows_prompt(at) -> None:
     """The page renders without error, and a new prompt changes what it shows."""
     assert not at.exception and not errors(at), errors(at)
     before = shown(at)
-    set_prompt(at, PROMPT_B if PROMPT_B not in before else PROMPT_A)
+    set_prompt(at, PROMPT_A if at.session_state["prompt"] == PROMPT_B else PROMPT_B)
     assert not errors(at), errors(at)
     assert shown(at) != before
 
@@ -144,3 +144,47 @@ def test_bad_input_shows_error_and_app_recovers(tiny_llama_dir, tmp_path):
     at.sidebar.text_input(key="model_custom").input(str(tiny_llama_dir)).run()
     set_prompt(at, PROMPT_B)
     assert not errors(at) and "Top prediction" in _top_prediction(at)
+
+
+@pytest.mark.slow
+def test_every_view_on_smollm2(tiny_run, tmp_path):
+    """SmolLM2 (the default model) through every view, one AppTest session; each view follows the prompt."""
+    circuit = tmp_path / "circuit.json"
+    circuit.write_text('{"classes": {"name mover": [[9, 6], [10, 7]], "s-inhibition": [[7, 3]]}, "faithfulness": 0.5}')
+    at = open_app("", PROMPT_A)  # the default model
+    assert "smollm2-135m" in shown(at) and "Mary" in _top_prediction(at)
+    set_prompt(at, PROMPT_B)
+    assert "Paris" in _top_prediction(at)
+    lens = figures(at)[1]["data"][0]
+    assert len(lens["z"]) == 31 and lens["text"][-1][-1] == "·Paris"
+
+    at.switch_page("views/attention.py").run()
+    at.number_input(key="attn_layer").set_value(9).run()
+    single, grid = figures(at)
+    assert single["layout"]["title"]["text"] == "L9H0" and len(grid["data"]) == 9
+    _follows_prompt(at)
+
+    at.switch_page("views/heads.py").run()
+    assert not errors(at) and figures(at)[0]["layout"]["title"]["text"] == "Head pattern scores"
+    _follows_prompt(at)
+
+    at.switch_page("views/ioi.py").run()
+    at.radio(key="ioi_mode").set_value("open a circuit.json").run()
+    at.text_input(key="ioi_json").input(str(circuit)).run()
+    assert len(figures(at)) == 2
+    _follows_prompt(at)
+
+    at.switch_page("views/memories.py").run()
+    assert not errors(at)
+    at.text_input(key="mem_out").input(str(tmp_path / "index")).run()
+    at.number_input(key="mem_tokens").set_value(256).run()
+    at.text_input(key="mem_layers").input("0").run()
+    at.button(key="mem_build").click().run()  # builds with a progress bar, then opens it
+    assert not errors(at), errors(at)
+    assert at.text_input(key="mem_dir").value == str(tmp_path / "index")
+    assert any("Trigger examples" in m.value for m in at.markdown)
+    _follows_prompt(at)
+
+    at.switch_page("views/training.py").run()
+    at.text_input(key="train_dir").input(str(tiny_run)).run()
+    _follows_prompt(at)
