@@ -68,13 +68,12 @@ def planted():
     return build_planted()
 
 
-@pytest.fixture(scope="session")
-def one_layer_trained():
+def train_one_layer(vary_segment: bool):
     """1-layer attention-only model trained 80 steps on repeated tokens: it can copy tokens
-    it has seen but cannot prefix-match (no earlier layer to write previous-token info).
-    The segment length varies from step to step: with one fixed length a 1-layer model with
-    learned positions learns a positional shortcut (attend to i - seg_len + 1) that is an
-    induction pattern in all but name and reaches ~0 loss."""
+    it has seen but cannot prefix-match (no earlier layer writes previous-token information).
+    With one fixed segment length it learns a positional shortcut instead (attend to
+    i - seg_len + 1), an induction pattern in all but name that reaches ~0 loss at that length
+    only; with a varying length it learns to copy seen tokens."""
     from interp.data.synthetic import repeated_tokens
     from interp.heads.validate import repeated_half_loss
 
@@ -86,7 +85,7 @@ def one_layer_trained():
     torch.set_num_threads(1)  # tiny matrices: threads only add overhead (10x on a busy machine)
     try:
         for step in range(80):
-            tokens = repeated_tokens(bridge, 32, 4 + step % 11, seed=step)
+            tokens = repeated_tokens(bridge, 32, 4 + step % 11 if vary_segment else 10, seed=step)
             loss = repeated_half_loss(bridge.original_model(tokens), tokens).mean()
             opt.zero_grad()
             loss.backward()
@@ -95,3 +94,13 @@ def one_layer_trained():
         torch.set_num_threads(threads)
     bridge.eval()
     return bridge
+
+
+@pytest.fixture(scope="session")
+def one_layer_copier():
+    return train_one_layer(vary_segment=True)
+
+
+@pytest.fixture(scope="session")
+def one_layer_shortcut():
+    return train_one_layer(vary_segment=False)

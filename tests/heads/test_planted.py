@@ -70,16 +70,28 @@ def test_gqa_query_head_reads_kv_head_h_over_group(tiny_llama):
         torch.testing.assert_close(z[:, :, h], p[:, h] @ v[:, :, h // group], atol=1e-5, rtol=1e-4)
 
 
-def test_one_layer_model_has_no_confirmed_induction_heads(one_layer_trained):
-    model = one_layer_trained
+def test_one_layer_model_has_no_confirmed_induction_heads(one_layer_copier):
+    model = one_layer_copier
     tokens = repeated_tokens(model, 16, 10, seed=999)
-    loss = repeated_half_loss(model(tokens), tokens).mean()
-    assert loss > 1.0  # it cannot predict the repeated half (the planted 2-layer model gets ~0)
-    found = find_heads(model, kinds=("induction", "duplicate-token"), top=4, validate=True,
+    assert repeated_half_loss(model(tokens), tokens).mean() > 1.0  # it cannot do induction
+    found = find_heads(model, kinds=("induction",), top=4, validate=True,
                        config=FindConfig(n_seqs=16, seg_len=10, validate_seqs=16))
-    induction = [f for f in found if f.kind == "induction"]
-    assert induction and not any(f.confirmed for f in induction)
-    assert max(f.score for f in induction) < CFG.min_score
+    assert not any(f.confirmed for f in found)
+    assert max(f.score for f in found) < CFG.min_score
     # its heads copy and matter (it learned to copy tokens it has seen): only the missing prefix
     # matching keeps them from being confirmed, so the check is not vacuous
-    assert any(f.copying >= CFG.min_copying and f.causal_effect >= CFG.min_effect for f in induction)
+    assert any(f.copying >= CFG.min_copying and f.causal_effect >= CFG.min_effect for f in found)
+
+
+def test_one_layer_positional_shortcut_is_flagged_not_confirmed(one_layer_shortcut):
+    """Trained on one segment length, a 1-layer model fakes induction by position: high
+    induction scores and ~0 loss at that length. The causal check runs on a shorter segment,
+    where the shortcut points at the wrong token, so it is flagged, never confirmed."""
+    model = one_layer_shortcut
+    tokens = repeated_tokens(model, 16, 10, seed=999)
+    assert repeated_half_loss(model(tokens), tokens).mean() < 0.1  # the shortcut works at length 10
+    found = find_heads(model, kinds=("induction",), top=4, validate=True,
+                       config=FindConfig(n_seqs=16, seg_len=10, validate_seqs=16))
+    assert max(f.score for f in found) >= CFG.min_score  # the pattern looks like induction
+    assert not any(f.confirmed for f in found)
+    assert any(f.flagged for f in found)
