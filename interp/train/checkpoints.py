@@ -12,7 +12,6 @@ import io
 import json
 import re
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +126,3 @@ def resolve_resume(resume: str | None, output_dir: str | None) -> Path | None:
             raise WorkbenchError(f"no checkpoint-* folder in {output_dir!r} to resume from")
         return found
     return Path(resume)
-
-
-def spec_dict(spec: NativeSpec) -> dict[str, Any]:
-    return asdict(spec)

@@ -126,6 +126,7 @@ class TokenStream:
         weights = mix.weights()
         self.sources = [name for name, w in weights.items() if w > 0]
         self.probs = np.array([weights[s] for s in self.sources]) / sum(weights[s] for s in self.sources)
+        self.cumulative = np.cumsum(self.probs)
         self.corpus, self.ioi, self.mix = corpus_tokens, ioi, mix
         self.n_ctx, self.d_vocab, self.bos, self.seed = n_ctx, d_vocab, bos, seed
         for name, arr in (("corpus", corpus_tokens), ("ioi", ioi)):
@@ -134,7 +135,8 @@ class TokenStream:
 
     def sequence(self, index: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, index])
-        source = self.sources[int(rng.choice(len(self.sources), p=self.probs))]
+        pick = int(np.searchsorted(self.cumulative, rng.random() * self.cumulative[-1], side="right"))
+        source = self.sources[min(pick, len(self.sources) - 1)]
         body = self.n_ctx - 1
         if source == "repeated":
             length = int(rng.integers(self.mix.min_segment, min(self.mix.max_segment, body) + 1))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -194,57 +195,77 @@ def train(
     t_start = time.perf_counter()
     tokens_done = 0
     latest: dict[str, Any] = {}
-    while step < args.max_steps:
-        lr = optimizer.param_groups[0]["lr"]
-        step_loss = 0.0
-        for _ in range(accum):
-            tokens = stream.batch(position, batch).to(device, non_blocking=True)
-            position += batch
-            with _autocast(args, device):
-                loss = lm_loss(train_forward(tokens), tokens) / accum
-            (scaler.scale(loss) if scaler is not None else loss).backward()
-            step_loss += float(loss.detach())
-            tokens_done += tokens.numel()
-        if scaler is not None:
-            scaler.unscale_(optimizer)
-        max_norm = args.max_grad_norm if args.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        if scaler is not None:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        step += 1
-        losses_since_log.append(step_loss)
+    # The next micro-batch is built in a background thread while the current one trains.
+    prefetch = ThreadPoolExecutor(max_workers=1)
+    upcoming = prefetch.submit(stream.batch, position, batch)
+    try:
+        while step < args.max_steps:
+            lr = optimizer.param_groups[0]["lr"]
+            step_loss = torch.zeros((), device=device)
+            for _ in range(accum):
+                tokens = upcoming.result().to(device, non_blocking=True)
+                position += batch
+                upcoming = prefetch.submit(stream.batch, position, batch)
+                step_loss += _backward(train_forward, tokens, accum, args, device, scaler)
+                tokens_done += tokens.numel()
+            grad_norm = _optimizer_step(params, optimizer, scheduler, scaler, args.max_grad_norm)
+            step += 1
+            losses_since_log.append(step_loss)
 
-        now = elapsed + time.perf_counter() - t_start
-        record: dict[str, Any] = {}
-        if step % args.logging_steps == 0 or step == args.max_steps:
-            record.update(loss=sum(losses_since_log) / len(losses_since_log), learning_rate=lr, grad_norm=grad_norm,
-                          tokens_per_s=tokens_done / max(time.perf_counter() - t_start, 1e-9))
-            losses_since_log = []
-        if eval_data is not None and (step % args.eval_steps == 0 or step == args.max_steps):
-            run_eval(record)
-        if record:
-            record = {"step": step, "elapsed_s": round(now, 3), **record}
-            log(record)
-            latest.update(record)
-        if output_dir is not None and ((args.save_steps and step % args.save_steps == 0) or step == args.max_steps):
-            state = {**run_state, "global_step": step, "data_position": position, "elapsed_s": now}
-            save_checkpoint(output_dir, step, bridge, tokenizer, spec, state, optimizer, scheduler, scaler)
-            rotate_checkpoints(output_dir, args.save_total_limit)
-        message = _summary(latest)
+            now = elapsed + time.perf_counter() - t_start
+            record: dict[str, Any] = {}
+            if step % args.logging_steps == 0 or step == args.max_steps:
+                record.update(loss=float(torch.stack(losses_since_log).mean()), learning_rate=lr,
+                              grad_norm=float(grad_norm),
+                              tokens_per_s=tokens_done / max(time.perf_counter() - t_start, 1e-9))
+                losses_since_log = []
+            if eval_data is not None and (step % args.eval_steps == 0 or step == args.max_steps):
+                run_eval(record)
+            if record:
+                record = {"step": step, "elapsed_s": round(now, 3), **record}
+                log(record)
+                latest.update(record)
+            if output_dir is not None and ((args.save_steps and step % args.save_steps == 0) or step == args.max_steps):
+                state = {**run_state, "global_step": step, "data_position": position, "elapsed_s": now}
+                save_checkpoint(output_dir, step, bridge, tokenizer, spec, state, optimizer, scheduler, scaler)
+                rotate_checkpoints(output_dir, args.save_total_limit)
+            message = _summary(latest)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(message, refresh=False)
+            if progress is not None:
+                progress(step, args.max_steps, message)
+    finally:
+        prefetch.shutdown(cancel_futures=True)
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(message, refresh=False)
-        if progress is not None:
-            progress(step, args.max_steps, message)
-    if bar is not None:
-        bar.close()
+            bar.close()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     bridge.eval()
     return TrainResult(bridge, tokenizer, spec, args, step, records, output_dir, time.perf_counter() - t_start)
+
+
+def _backward(forward, tokens, accum: int, args: TrainingArguments, device: torch.device, scaler) -> torch.Tensor:
+    """Forward and backward of one micro-batch; returns its (detached) share of the step's loss."""
+    with _autocast(args, device):
+        loss = lm_loss(forward(tokens), tokens) / accum
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return loss.detach()
+
+
+def _optimizer_step(params, optimizer, scheduler, scaler, max_grad_norm: float) -> torch.Tensor:
+    """Unscale (fp16), clip, step, schedule, zero; returns the gradient norm before clipping."""
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm if max_grad_norm > 0 else float("inf"))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
 
 
 def _summary(latest: dict[str, Any]) -> str:

@@ -86,3 +86,20 @@ def read_metrics(path: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
+
+
+def jump_window(steps: list[int], values: list[float], lo: float = 0.1, hi: float = 0.9) -> tuple[int, int] | None:
+    """The steps where `values` first covers `lo` and then `hi` of its total change from the first
+    value to its extreme (max if it rises, min if it falls): where a phase change happens.
+    None when there is no change at all."""
+    if len(values) < 2:
+        return None
+    start = values[0]
+    end = max(values) if abs(max(values) - start) >= abs(min(values) - start) else min(values)
+    total = end - start
+    if total == 0:
+        return None
+    fractions = [(v - start) / total for v in values]
+    first = next(s for s, f in zip(steps, fractions) if f >= lo)
+    last = next(s for s, f in zip(steps, fractions) if f >= hi)
+    return first, last
