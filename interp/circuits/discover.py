@@ -3,7 +3,12 @@
 1. Path-patch every head to the logits. Heads whose path lowers the logit diff and that attend
    from END to IO are *name movers*; those whose path raises it and attend to IO are *negative
    name movers*; weaker IO-attending heads with a negative path are *backup name movers*.
-2. Path-patch every head to the name movers' queries at END: *S-inhibition* heads.
+   Two classes the paper does not name, because GPT-2 small lacks them and SmolLM2 has them:
+   strong heads that attend from END to S rather than IO are *S suppression* heads (they write
+   against S, e.g. SmolLM2 23.3), and strong heads that attend to no name at all (e.g. SmolLM2's
+   last-layer heads reading END itself) are *other direct* heads.
+2. Path-patch every head to the queries at END of the name movers and S suppression heads:
+   *S-inhibition* heads (which also attend from END to S).
 3. Path-patch every head to the S-inhibition heads' keys and values at S2: heads attending from
    S2 to S1+1 are *induction* heads, to S1 *duplicate-token* heads.
 4. Path-patch every head to the induction heads' keys at S1+1: heads attending from S1+1 to S1
@@ -28,8 +33,8 @@ from interp.errors import WorkbenchError
 
 Progress = Callable[[int, int, str], None]
 CLASSES = (
-    "name mover", "negative name mover", "backup name mover", "s-inhibition", "induction", "duplicate token",
-    "previous token",
+    "name mover", "s suppression", "negative name mover", "backup name mover", "other direct", "s-inhibition",
+    "induction", "duplicate token", "previous token",
 )  # fmt: skip
 
 
@@ -37,15 +42,17 @@ CLASSES = (
 class DiscoveryConfig:
     """Thresholds of the automated procedure (normalized effects are fractions of the IOI gap)."""
 
-    name_mover_effect: float = 0.05  # path to logits at most -this (and attends to IO) -> name mover
+    name_mover_effect: float = 0.08  # path to logits at most -this (and attends to IO) -> name mover
     backup_effect: float = 0.005  # path to logits in (-name_mover_effect, -this] and attends to IO -> backup
-    negative_effect: float = 0.05  # path to logits at least +this (and attends to IO) -> negative name mover
+    negative_effect: float = 0.08  # path to logits at least +this (and attends to IO) -> negative name mover
     io_attention: float = 0.2  # mean END->IO attention a name-mover-like head needs
     s_inhibition_effect: float = 0.03  # path to name movers' queries at most -this -> S-inhibition
     induction_effect: float = 0.02  # path to S-inhibition keys/values at most -this -> induction/duplicate
     previous_effect: float = 0.01  # path to induction keys at S1+1 at most -this -> previous token
     pattern_attention: float = 0.1  # attention an induction/duplicate/previous-token head needs
     max_per_class: int = 8  # keep at most this many heads per class (strongest effect first)
+    prefilter: bool = True  # steps 3-4 path-patch only heads passing their class's attention test
+    # (the classification is the same; False path-patches every head for full heatmaps, slower)
     chunk: int = 64  # senders per batch in path patching
 
 
@@ -98,35 +105,48 @@ def discover(model, ds: IOIDataset, config: DiscoveryConfig | None = None, progr
     effects: dict[str, Tensor] = {}
     classes: dict[str, list[Head]] = {c: [] for c in CLASSES}
 
-    def step(i: int, name: str, receivers: Receivers | None) -> Tensor:
+    def step(i: int, name: str, receivers: Receivers | None, keep: Tensor | None = None) -> Tensor:
         if progress:
             progress(i, 5, f"path patching to {name}")
-        res: PathResult = path_patch(model, ds, senders, receivers, chunk=cfg.chunk, _caches=cached)
+        below = max(layer for layer, _ in receivers.heads) if receivers else L
+        chosen = [(layer, h) for layer, h in senders if layer < below and (keep is None or bool(keep[layer, h]))]
+        if not chosen:
+            effects[name] = torch.full((L, H), float("nan"))
+            return effects[name]
+        res: PathResult = path_patch(model, ds, chosen, receivers, chunk=cfg.chunk, _caches=cached)
         effects[name] = res.grid(L, H)
         return effects[name]
 
     e = step(1, "logits", None)
-    io_att = att["END->IO"] >= cfg.io_attention
-    classes["name mover"] = _pick(e, (e <= -cfg.name_mover_effect) & io_att, cfg.max_per_class)
+    to_io, to_s = att["END->IO"], torch.maximum(att["END->S1"], att["END->S2"])
+    io_att = (to_io >= cfg.io_attention) & (to_io >= to_s)
+    s_att = (to_s >= cfg.io_attention) & (to_s > to_io)
+    strong = e <= -cfg.name_mover_effect
+    classes["name mover"] = _pick(e, strong & io_att, cfg.max_per_class)
+    classes["s suppression"] = _pick(e, strong & s_att, cfg.max_per_class)
     classes["negative name mover"] = _pick(e, (e >= cfg.negative_effect) & io_att, cfg.max_per_class, +1.0)
-    if classes["name mover"]:
-        first = min(layer for layer, _ in classes["name mover"])
-        backup = (e <= -cfg.backup_effect) & (e > -cfg.name_mover_effect) & io_att
+    classes["other direct"] = _pick(e.abs(), (e.abs() >= cfg.name_mover_effect) & ~io_att & ~s_att, cfg.max_per_class, +1.0)
+    movers = classes["name mover"] + classes["s suppression"]
+    if movers:
+        first = min(layer for layer, _ in movers)
+        backup = (e <= -cfg.backup_effect) & ~strong & io_att
         backup[:first] = False
         classes["backup name mover"] = _pick(e, backup, cfg.max_per_class)
-        e = step(2, "name mover queries", Receivers(classes["name mover"], "q", "END"))
-        si = e <= -cfg.s_inhibition_effect
-        classes["s-inhibition"] = [h for h in _pick(e, si, cfg.max_per_class) if h not in classes["name mover"]]
+        e = step(2, "mover queries", Receivers(movers, "q", "END"))
+        si = (e <= -cfg.s_inhibition_effect) & (to_s >= cfg.pattern_attention)
+        classes["s-inhibition"] = [h for h in _pick(e, si, cfg.max_per_class) if h not in movers]
     if classes["s-inhibition"]:
-        e = step(3, "s-inhibition keys/values", Receivers(classes["s-inhibition"], "kv", "S2"))
-        strong = e <= -cfg.induction_effect
         ind, dup = att["S2->S1+1"], att["S2->S1"]
+        keep = (torch.maximum(ind, dup) >= cfg.pattern_attention) if cfg.prefilter else None
+        e = step(3, "s-inhibition keys/values", Receivers(classes["s-inhibition"], "kv", "S2"), keep)
+        strong = e <= -cfg.induction_effect
         is_ind = strong & (ind >= dup) & (ind >= cfg.pattern_attention)
         is_dup = strong & (dup > ind) & (dup >= cfg.pattern_attention)
         classes["induction"] = _pick(e, is_ind, cfg.max_per_class)
         classes["duplicate token"] = _pick(e, is_dup, cfg.max_per_class)
     if classes["induction"]:
-        e = step(4, "induction keys", Receivers(classes["induction"], "k", "S1+1"))
+        keep = (att["S1+1->S1"] >= cfg.pattern_attention) if cfg.prefilter else None
+        e = step(4, "induction keys", Receivers(classes["induction"], "k", "S1+1"), keep)
         prev = (e <= -cfg.previous_effect) & (att["S1+1->S1"] >= cfg.pattern_attention)
         classes["previous token"] = _pick(e, prev, cfg.max_per_class)
     if progress:

@@ -219,9 +219,10 @@ def _receiver_pass(rp: Replay, clean, receivers: Receivers, P, resid: dict[int, 
     X = gather_pos(clean[f"blocks.{first}.hook_resid_pre"], pos).expand(S, -1, -1, -1)
     for layer in range(first, rp.n_layers):
         cos, sin = _cos_sin(rp, clean, layer, pos)
-        q = rp.rotate(rp.project(layer, X, "q"), cos, sin)
-        k = rp.rotate(rp.project(layer, X, "k"), cos, sin)
-        v = rp.project(layer, X, "v")
+        x = rp.ln1(layer, X)
+        q = rp.rotate(rp.project(layer, x, "q", normed=True), cos, sin)
+        k = rp.rotate(rp.project(layer, x, "k", normed=True), cos, sin)
+        v = rp.project(layer, x, "v", normed=True)
         z = rp.attend(q, _rot(rp, clean, layer, "k"), clean[f"blocks.{layer}.attn.hook_v"], k, v, start)
         for (rl, h), zh in zs.items():
             if rl == layer:

@@ -72,13 +72,19 @@ class Replay:
         block = self.bridge.blocks[layer]
         return block.mlp(block.ln2(resid_mid))
 
-    def project(self, layer: int, resid_pre: Float[Tensor, "... pos d_model"], which: str) -> Float[Tensor, "... pos head d_head"]:
-        """Un-rotated q (all query heads) or k/v (all kv heads) of a residual stream input."""
+    def project(
+        self, layer: int, resid_pre: Float[Tensor, "... pos d_model"], which: str, normed: bool = False
+    ) -> Float[Tensor, "... pos head d_head"]:
+        """Un-rotated q (all query heads) or k/v (all kv heads) of a residual stream input
+        (or of its ln1 output already, with normed=True)."""
         a = self.attn(layer)
         W, b = {"q": (a.W_Q, a.b_Q), "k": (a.W_K, a.b_K), "v": (a.W_V, a.b_V)}[which]
-        x = self.bridge.blocks[layer].ln1(resid_pre)
+        x = resid_pre if normed else self.bridge.blocks[layer].ln1(resid_pre)
         out = torch.einsum("...pd,hde->...phe", x, W)
         return out if b is None else out + b
+
+    def ln1(self, layer: int, resid_pre: Tensor) -> Tensor:
+        return self.bridge.blocks[layer].ln1(resid_pre)
 
     def rotate(self, x: Float[Tensor, "... pos head d_head"], cos: Float[Tensor, "... pos d_head"], sin) -> Tensor:
         if not self.rotary:

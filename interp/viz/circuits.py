@@ -9,16 +9,18 @@ from torch import Tensor
 # the order information flows through the IOI circuit, and which class feeds which
 FLOW: list[str] = [
     "previous token", "duplicate token", "induction", "s-inhibition",
-    "name mover", "backup name mover", "negative name mover",
+    "name mover", "s suppression", "backup name mover", "negative name mover", "other direct",
 ]  # fmt: skip
 EDGES: list[tuple[str, str]] = [
     ("previous token", "induction"), ("induction", "s-inhibition"), ("duplicate token", "s-inhibition"),
-    ("s-inhibition", "name mover"), ("s-inhibition", "backup name mover"), ("s-inhibition", "negative name mover"),
-    ("name mover", "logits"), ("backup name mover", "logits"), ("negative name mover", "logits"),
+    ("s-inhibition", "name mover"), ("s-inhibition", "s suppression"), ("s-inhibition", "backup name mover"),
+    ("s-inhibition", "negative name mover"), ("name mover", "logits"), ("s suppression", "logits"),
+    ("backup name mover", "logits"), ("negative name mover", "logits"), ("other direct", "logits"),
 ]  # fmt: skip
 COLORS = {
     "previous token": "#8c564b", "duplicate token": "#9467bd", "induction": "#2ca02c", "s-inhibition": "#ff7f0e",
     "name mover": "#1f77b4", "backup name mover": "#17becf", "negative name mover": "#d62728", "logits": "#333333",
+    "s suppression": "#e377c2", "other direct": "#bcbd22",
 }  # fmt: skip
 
 
