@@ -4,6 +4,7 @@ cached per (model, parameters). Views call these and draw; analysis lives in int
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +19,10 @@ DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
 OTHER = "other (type below)"
 RUNS_DIR = Path(os.environ.get("INTERP_RUNS_DIR", "runs"))  # where in-house training runs are found
 DEVICE = os.environ.get("INTERP_DEVICE") or None  # None = cuda when present, else cpu
+# Hooks live on the shared model object, so two forward passes at once (two browser tabs, or a
+# rerun that starts while an interrupted run is still inside torch) would write into each
+# other's caches. Every model computation of the dashboard runs under this lock.
+RUN_LOCK = threading.RLock()
 
 
 # -- the sidebar ---------------------------------------------------------------------------------
@@ -118,7 +123,8 @@ def remember(key: tuple, label: str, compute):
         return store[key]
     bar, progress = progress_bar(label)
     try:
-        result = compute(progress)
+        with RUN_LOCK:
+            result = compute(progress)
     finally:
         bar.empty()
     if len(store) >= MAX_REMEMBERED:
@@ -157,7 +163,8 @@ def prompt_analysis(spec: str, prompt: str, k: int = 10) -> dict:
     from interp.lens import logit_lens
 
     model = get_model(spec)
-    lens = logit_lens(model, prompt, k=k)
+    with RUN_LOCK:
+        lens = logit_lens(model, prompt, k=k)
     final = lens.top_tokens[-1][-1], lens.top_probs[-1, -1].tolist()
     return {"predictions": list(zip(*final)), "lens": lens, "str_tokens": lens.str_tokens}
 
@@ -172,7 +179,7 @@ def layer_patterns(spec: str, prompt: str, layer: int) -> tuple[np.ndarray, list
         raise WorkbenchError(f"layer {layer} does not exist; {model.info.name} has layers 0..{model.info.n_layers - 1}")
     tokens = model.to_tokens(prompt)
     name = f"blocks.{layer}.attn.hook_pattern"
-    with torch.no_grad():
+    with RUN_LOCK, torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
     return cache[name][0].float().cpu().numpy(), model.to_str_tokens(tokens[0])
 
@@ -189,7 +196,7 @@ def probe_patterns(spec: str, layer: int, seg_len: int = 20, seed: int = 0) -> t
     seg_len = max(1, min(seg_len, (model.info.n_ctx - 1) // 2))
     tokens = repeated_tokens(model, 1, seg_len, seed=seed)
     name = f"blocks.{layer}.attn.hook_pattern"
-    with torch.no_grad():
+    with RUN_LOCK, torch.no_grad():
         _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
     return cache[name][0].float().cpu().numpy(), model.to_str_tokens(tokens[0])
 

@@ -102,7 +102,7 @@ def browser(spec: str, edits: list[str], env: dict) -> tuple[list[float], list[f
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=server.CHROMIUM, args=server.CHROMIUM_ARGS)
             page = b.new_page(viewport={"width": 1400, "height": 1600})
-            page.set_default_timeout(300_000)
+            page.set_default_timeout(float(os.environ.get("BENCH_TIMEOUT_MS", 300_000)))
             page.goto(url)
             page.get_by_label("Prompt").wait_for()
             if spec != "smollm2-135m":
@@ -118,7 +118,11 @@ def browser(spec: str, edits: list[str], env: dict) -> tuple[list[float], list[f
                     box.fill(prompt)
                     t = time.perf_counter()
                     box.press("Control+Enter")
-                    page.wait_for_function(drawn, arg=prompt.split()[0], polling=20)
+                    try:
+                        page.wait_for_function(drawn, arg=prompt.split()[0], polling=20)
+                    except Exception:
+                        page.screenshot(path="/tmp/bench-fail.png", full_page=True)
+                        raise
                     if i >= 2:
                         times.append(time.perf_counter() - t)
                 results.append(times)

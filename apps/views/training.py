@@ -22,7 +22,8 @@ def best_induction_head(checkpoint: str) -> tuple[int, int, float]:
 
     model = state.get_model(checkpoint)
     seg = max(2, min(50, (model.info.n_ctx - 1) // 2))
-    scores = head_scores(model, repeated_tokens(model, 8, seg, seed=0), kinds=("induction",))["induction"]
+    with state.RUN_LOCK:
+        scores = head_scores(model, repeated_tokens(model, 8, seg, seed=0), kinds=("induction",))["induction"]
     best = int(scores.flatten().argmax())
     return best // scores.shape[1], best % scores.shape[1], float(scores.flatten()[best])
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # dashboard_helpers
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the apps package
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,29 @@
+"""apps/state.py outside the page: concurrent sessions share one model safely; checkpoint discovery."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from apps import state
+
+
+def test_concurrent_forward_passes_do_not_mix(tiny_llama_dir):
+    """Hooks live on the shared model: without the run lock, threads read each other's patterns
+    (tried: most of these mismatch); with it every result matches its own prompt."""
+    spec = str(tiny_llama_dir)
+    state.get_model(spec)
+    prompts = [" ".join(["word"] * n) + f" {n}" for n in range(2, 26)]
+
+    def work(prompt: str) -> bool:
+        patterns, tokens = state.layer_patterns(spec, prompt, 1)
+        return patterns.shape[-1] == patterns.shape[-2] == len(tokens)
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(work, prompts))
+
+
+def test_discovers_inhouse_checkpoints_and_runs(tiny_run):
+    found = state.discover_checkpoints(tiny_run.parent)
+    assert found == [str(tiny_run / "checkpoint-10"), str(tiny_run / "checkpoint-20")]
+    assert state.discover_runs(tiny_run.parent) == [str(tiny_run)]
+    assert state.discover_checkpoints(tiny_run / "missing") == []
