@@ -62,7 +62,7 @@ def main() -> None:
         def run_with_cache(self, *a, **kw):
             return bridge.run_with_cache(*a, **kw)
 
-    names = lambda n: n.endswith("attn.hook_pattern")  # noqa: E731
+    names = lambda n: n.endswith("attn.hook_pattern")
 
     @torch.no_grad()
     def cached_pass():

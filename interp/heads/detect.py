@@ -8,8 +8,8 @@ head: `hook_pattern` has one pattern per query head.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from jaxtyping import Float, Int
@@ -17,7 +17,7 @@ from torch import Tensor
 
 from interp.errors import WorkbenchError
 from interp.heads.patterns import PATTERNS, expected_patterns
-from interp.heads.scores import ERROR_MEASURES, score_weights, fast_score_parts, scores_from_parts
+from interp.heads.scores import ERROR_MEASURES, fast_score_parts, score_weights, scores_from_parts
 
 KINDS = ("previous-token", "duplicate-token", "induction")
 Progress = Callable[[int, int, str], None]
@@ -82,7 +82,7 @@ def head_scores(
         expected = expected_patterns(chunk, kinds)
         weights = score_weights(expected, exclude_bos, exclude_current_token)
 
-        def score(pattern: Tensor, hook, layer: int) -> None:
+        def score(pattern: Tensor, hook, layer: int, expected=expected, weights=weights) -> None:
             per_seq = scores_from_parts(fast_score_parts(pattern, weights), expected, weights, error_measure)
             total[:, layer] += per_seq.sum(0).double().cpu()
             if layer == n_layers - 1:

@@ -12,7 +12,7 @@ perfect head of that kind attends. They match TransformerLens's `get_*_detection
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from jaxtyping import Float, Int

@@ -41,7 +41,7 @@ def reference_scores(
     exclude_bos: bool = False,
     exclude_current_token: bool = False,
     error_measure: str = "mul",
-) -> Float[Tensor, "head"]:
+) -> Float[Tensor, " head"]:
     """Slow and obvious: loop over sequences and heads, TL's formulas without rounding."""
     batch, n_heads, pos, _ = pattern.shape
     mask = keep_mask(pos, exclude_bos, exclude_current_token, pattern.device)

@@ -17,8 +17,8 @@ and each layer's hook edits only its heads' rows.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from jaxtyping import Float, Int
@@ -31,7 +31,7 @@ MODES = ("mean", "zero")
 Head = tuple[int, int]
 
 
-def repeated_half_loss(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch"]:
+def repeated_half_loss(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, " batch"]:
     """Mean next-token loss on the second half of BOS + segment + segment, its first token excluded."""
     seg_len = (tokens.shape[1] - 1) // 2
     if seg_len < 2 or tokens.shape[1] != 1 + 2 * seg_len:
@@ -75,7 +75,7 @@ def ablated_losses(
     mode: str = "mean",
     max_rows: int = 64,
     progress: Callable[[int, int, str], None] | None = None,
-) -> Float[Tensor, "group"]:
+) -> Float[Tensor, " group"]:
     """Repeated-half loss (mean over sequences) with each group of heads ablated together."""
     if mode not in MODES:
         raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
@@ -107,7 +107,7 @@ def clean_loss(model, tokens: Int[Tensor, "batch pos"]) -> float:
 
 def ablation_effects(
     model, tokens: Int[Tensor, "batch pos"], heads: list[Head], modes=MODES, progress=None
-) -> dict[str, Float[Tensor, "head"]]:
+) -> dict[str, Float[Tensor, " head"]]:
     """Loss increase (nats) on the repeated half when each head alone is ablated, per mode."""
     base = clean_loss(model, tokens)
     return {m: ablated_losses(model, tokens, [[h] for h in heads], m, progress=progress) - base for m in modes}

@@ -49,7 +49,7 @@ def score_heatmaps(
             fig.add_trace(
                 go.Scatter(
                     x=[f.head for f in mine], y=[f.layer for f in mine], mode="markers", name=name,
-                    marker=dict(symbol=symbol, size=12, color=colour, line=dict(width=2, color=colour)),
+                    marker={"symbol": symbol, "size": 12, "color": colour, "line": {"width": 2, "color": colour}},
                     showlegend=verdict not in shown, legendgroup=verdict,
                     hovertemplate=[_hover(f) for f in mine],
                 ),
@@ -59,7 +59,7 @@ def score_heatmaps(
         fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
         fig.update_yaxes(title_text="layer" if col == 1 else None, row=1, col=col)
     fig.update_layout(title=title, height=max(350, 18 * next(iter(scores.values())).shape[0] + 150),
-                      legend=dict(orientation="h", y=-0.15))
+                      legend={"orientation": "h", "y": -0.15})
     return fig
 
 

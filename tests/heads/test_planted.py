@@ -4,8 +4,8 @@ attention-only model that cannot do induction (negative control)."""
 from __future__ import annotations
 
 import torch
-
 from conftest import INDUCTION, PREV
+
 from interp.data.synthetic import repeated_tokens
 from interp.heads import FindConfig, find_heads, head_scores, top_heads
 from interp.heads.copying import copying_scores

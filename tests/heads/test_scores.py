@@ -65,7 +65,7 @@ def test_fast_scores_match_the_reference(measure, exclude_bos, exclude_current):
     logits = torch.randn(3, 4, 12, 12, generator=gen) * 3
     pattern = logits.masked_fill(torch.ones(12, 12).triu(1).bool(), float("-inf")).softmax(-1)
     exp = expected_patterns(tokens, KINDS)
-    opts = dict(exclude_bos=exclude_bos, exclude_current_token=exclude_current, error_measure=measure)
+    opts = {"exclude_bos": exclude_bos, "exclude_current_token": exclude_current, "error_measure": measure}
     fast = fast_scores(pattern, exp, **opts).mean(0)
     for k in range(len(KINDS)):
         ref = reference_scores(pattern, exp[:, k], **opts).float()

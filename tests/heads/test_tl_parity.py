@@ -22,7 +22,7 @@ def test_parity_with_detect_head(fixture, measure, request, monkeypatch):
     tokens = model.to_tokens(TEXT)
     assert torch.equal(tokens.cpu(), model.bridge.to_tokens(TEXT).cpu())
     for exclude_bos, exclude_current in [(False, False), (True, False), (False, True), (True, True)]:
-        opts = dict(exclude_bos=exclude_bos, exclude_current_token=exclude_current, error_measure=measure)
+        opts = {"exclude_bos": exclude_bos, "exclude_current_token": exclude_current, "error_measure": measure}
         ours = head_scores(model, tokens, tuple(TL_NAMES), **opts)
         for kind, tl_name in TL_NAMES.items():
             if measure == "abs":
