@@ -74,7 +74,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as out:
             t = time.perf_counter()
             rc = cli(["ioi", "--model", "smollm2-135m", "--n-prompts", "24", "--device", args.device, "--out", out])
-            print(f"interp ioi --n-prompts 24 (24 held out, with checks): {time.perf_counter() - t:.1f}s wall (rc {rc})")
+            print(
+                f"interp ioi --n-prompts 24 (24 held out, with checks): {time.perf_counter() - t:.1f}s wall (rc {rc})"
+            )
 
 
 if __name__ == "__main__":

@@ -75,11 +75,15 @@ def patch_heads(
     return res.view(L, H, len(positions)) if per_position else res.view(L, H)
 
 
-def patch_resid(model, ds: IOIDataset, chunk: int = 16, progress: Progress | None = None) -> Float[Tensor, "layer position"]:
+def patch_resid(
+    model, ds: IOIDataset, chunk: int = 16, progress: Progress | None = None
+) -> Float[Tensor, "layer position"]:
     """Patch the residual stream entering each layer at each IOI position (`POSITION_NAMES`)."""
     L = model.info.n_layers
     comps = [(layer, 0, p) for layer in range(L) for p in POSITION_NAMES]
-    res = _patch(model, ds, comps, lambda c: c, "blocks.{layer}.hook_resid_pre", 1, chunk, progress, "patching residual")
+    res = _patch(
+        model, ds, comps, lambda c: c, "blocks.{layer}.hook_resid_pre", 1, chunk, progress, "patching residual"
+    )
     return res.view(L, len(POSITION_NAMES))
 
 

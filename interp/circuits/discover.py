@@ -85,7 +85,9 @@ def _pick(effect: Tensor, keep: Tensor, limit: int, sign: float = -1.0) -> list[
 
 
 @torch.no_grad()
-def discover(model, ds: IOIDataset, config: DiscoveryConfig | None = None, progress: Progress | None = None) -> Discovery:
+def discover(
+    model, ds: IOIDataset, config: DiscoveryConfig | None = None, progress: Progress | None = None
+) -> Discovery:
     """Run the four path-patching steps on `ds` and classify heads (see the module docstring)."""
     cfg = config or DiscoveryConfig()
     L, H = model.info.n_layers, model.info.n_heads
@@ -125,7 +127,9 @@ def discover(model, ds: IOIDataset, config: DiscoveryConfig | None = None, progr
     classes["name mover"] = _pick(e, strong & io_att, cfg.max_per_class)
     classes["s suppression"] = _pick(e, strong & s_att, cfg.max_per_class)
     classes["negative name mover"] = _pick(e, (e >= cfg.negative_effect) & io_att, cfg.max_per_class, +1.0)
-    classes["other direct"] = _pick(e.abs(), (e.abs() >= cfg.name_mover_effect) & ~io_att & ~s_att, cfg.max_per_class, +1.0)
+    classes["other direct"] = _pick(
+        e.abs(), (e.abs() >= cfg.name_mover_effect) & ~io_att & ~s_att, cfg.max_per_class, +1.0
+    )
     movers = classes["name mover"] + classes["s suppression"]
     if movers:
         first = min(layer for layer, _ in movers)

@@ -28,7 +28,9 @@ Progress = Callable[[int, int, str], None]
 
 
 @torch.no_grad()
-def abc_means(model, ds: IOIDataset, per_template: int = 4, seed: int | None = None) -> dict[int, Float[Tensor, "batch pos head d_head"]]:
+def abc_means(
+    model, ds: IOIDataset, per_template: int = 4, seed: int | None = None
+) -> dict[int, Float[Tensor, "batch pos head d_head"]]:
     """Per layer, each prompt's mean-ablation value of hook_z: the mean over `per_template`
     fresh ABC prompts of that prompt's template, position by position."""
     used = sorted(set(ds.template_ids.tolist()))
@@ -56,7 +58,11 @@ def abc_means(model, ds: IOIDataset, per_template: int = 4, seed: int | None = N
 
 @torch.no_grad()
 def ablated_logit_diff(
-    model, ds: IOIDataset, means: dict[int, Tensor], ablate: Bool[Tensor, "config layer head"], chunk: int = 8,
+    model,
+    ds: IOIDataset,
+    means: dict[int, Tensor],
+    ablate: Bool[Tensor, "config layer head"],
+    chunk: int = 8,
     progress: Progress | None = None,
 ) -> Float[Tensor, "config"]:
     """Mean logit diff for each configuration, mean-ablating the heads marked True in it."""
@@ -105,13 +111,22 @@ def _mask(model, heads) -> Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model, ds: IOIDataset, classes: dict[str, list[Head]], checks: bool = True, n_random: int = 4,
-    per_template: int = 4, seed: int = 0, chunk: int = 8, progress: Progress | None = None,
+    model,
+    ds: IOIDataset,
+    classes: dict[str, list[Head]],
+    checks: bool = True,
+    n_random: int = 4,
+    per_template: int = 4,
+    seed: int = 0,
+    chunk: int = 8,
+    progress: Progress | None = None,
 ) -> Evaluation:
     """Faithfulness (and, with checks=True, completeness and minimality) of a circuit on `ds`."""
     circuit = sorted({h for hs in classes.values() for h in hs})
     if not circuit:
-        raise WorkbenchError("the circuit is empty: nothing to evaluate (discovery found no heads; lower the thresholds)")
+        raise WorkbenchError(
+            "the circuit is empty: nothing to evaluate (discovery found no heads; lower the thresholds)"
+        )
     means = abc_means(model, ds, per_template)
     C = _mask(model, circuit)
     outside = ~C
@@ -135,7 +150,9 @@ def evaluate(
     if checks:
         for name, K in subsets:
             gap = abs(F[f"C-{name}"] - F[f"M-{name}"])
-            ev.completeness.append({"removed": name, "n_removed": len(K), "circuit": F[f"C-{name}"], "model": F[f"M-{name}"], "gap": gap})
+            ev.completeness.append(
+                {"removed": name, "n_removed": len(K), "circuit": F[f"C-{name}"], "model": F[f"M-{name}"], "gap": gap}
+            )
         ev.incompleteness = max(r["gap"] for r in ev.completeness) / abs(F["model"])
         for hs in classes.values():
             for v in hs:

@@ -27,9 +27,7 @@ def logit_diff(logits: Float[Tensor, "batch pos vocab"], ds) -> Float[Tensor, "b
     return logit_diff_at(logits, io, s, end)
 
 
-def normalized(
-    patched: Float[Tensor, "..."], clean: float | Tensor, corrupted: float | Tensor
-) -> Float[Tensor, "..."]:
+def normalized(patched: Float[Tensor, "..."], clean: float | Tensor, corrupted: float | Tensor) -> Float[Tensor, "..."]:
     """(patched - clean) / (clean - corrupted): 0 when patching changes nothing, -1 when it
     brings the metric all the way to the corrupted value."""
     return (patched - clean) / (clean - corrupted)

@@ -103,7 +103,9 @@ def path_patch(
     _check_heads(model, senders, "sender")
     if receivers is not None:
         _check_heads(model, receivers.heads, "receiver")
-    names = [n for layer in range(rp.n_layers) for n in rp.cache_names(layer)] + [f"blocks.{rp.n_layers - 1}.hook_resid_post"]
+    names = [n for layer in range(rp.n_layers) for n in rp.cache_names(layer)] + [
+        f"blocks.{rp.n_layers - 1}.hook_resid_post"
+    ]
     clean, corr, clean_ld, corr_ld = _caches or caches(model, ds, names)
     dev = ds.tokens.device
     io, s, end = ds.io_ids.to(dev), ds.s_ids.to(dev), ds.positions["END"].to(dev)
@@ -146,7 +148,11 @@ def _frozen_pass(rp: Replay, clean, corr, senders: list[Head], P, targets: list[
     out = {}
     for layer in range(int(layers.min()), max(targets) + 1):
         if layer in targets:
-            base = clean[f"blocks.{layer}.hook_resid_pre"] if layer < rp.n_layers else clean[f"blocks.{layer - 1}.hook_resid_post"]
+            base = (
+                clean[f"blocks.{layer}.hook_resid_pre"]
+                if layer < rp.n_layers
+                else clean[f"blocks.{layer - 1}.hook_resid_post"]
+            )
             out[layer] = gather_pos(base, P) + D
         if layer == rp.n_layers:
             break
@@ -171,7 +177,9 @@ def _rot(rp: Replay, clean, layer: int, which: str) -> Tensor:
 def _cos_sin(rp: Replay, clean, layer: int, idx: Tensor):
     if not rp.rotary:
         return None, None
-    return (gather_pos(clean[f"blocks.{layer}.attn.hook_{x}"].expand(idx.shape[0], -1, -1), idx) for x in ("cos", "sin"))
+    return (
+        gather_pos(clean[f"blocks.{layer}.attn.hook_{x}"].expand(idx.shape[0], -1, -1), idx) for x in ("cos", "sin")
+    )
 
 
 def _into_window(base: Tensor, new: Tensor, every: bool) -> Tensor:

@@ -95,4 +95,6 @@ def path_patch_reference(
 
             final.append((f"blocks.{layer}.attn.hook_z", set_head))
         out.append(logit_diff(model.run_with_hooks(ds.tokens, fwd_hooks=final), ds))
-    return PathResult(senders, torch.stack(out).cpu(), logit_diff(clean_logits, ds).cpu(), logit_diff(corr_logits, ds).cpu())
+    return PathResult(
+        senders, torch.stack(out).cpu(), logit_diff(clean_logits, ds).cpu(), logit_diff(corr_logits, ds).cpu()
+    )

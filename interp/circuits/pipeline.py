@@ -49,8 +49,13 @@ class IOIReport:
 
 
 def run_ioi(
-    model, n_prompts: int = 24, seed: int = 0, n_heldout: int | None = None, config: DiscoveryConfig | None = None,
-    checks: bool = True, progress: Progress | None = None,
+    model,
+    n_prompts: int = 24,
+    seed: int = 0,
+    n_heldout: int | None = None,
+    config: DiscoveryConfig | None = None,
+    checks: bool = True,
+    progress: Progress | None = None,
 ) -> IOIReport:
     """Discover the IOI circuit on `n_prompts` prompts and evaluate it on `n_heldout` others."""
     if n_prompts < 1:

@@ -39,12 +39,20 @@ class Replay:
     def of(cls, model) -> Replay:
         b, cfg = model.bridge, model.bridge.cfg
         if getattr(cfg, "parallel_attn_mlp", False):
-            raise WorkbenchError(f"{model.info.name} runs attention and MLP in parallel; path patching needs sequential blocks")
+            raise WorkbenchError(
+                f"{model.info.name} runs attention and MLP in parallel; path patching needs sequential blocks"
+            )
         if getattr(cfg, "attn_scores_soft_cap", -1) not in (-1, -1.0, None, 0):
-            raise WorkbenchError(f"{model.info.name} soft-caps attention scores; fast path patching does not support it")
+            raise WorkbenchError(
+                f"{model.info.name} soft-caps attention scores; fast path patching does not support it"
+            )
         scale = cfg.attn_scale if cfg.attn_scale and cfg.attn_scale > 0 else cfg.d_head**0.5
         return cls(
-            b, cfg.n_layers, cfg.n_heads, model.info.n_kv_heads, 1.0 / scale if cfg.use_attn_scale else 1.0,
+            b,
+            cfg.n_layers,
+            cfg.n_heads,
+            model.info.n_kv_heads,
+            1.0 / scale if cfg.use_attn_scale else 1.0,
             model.info.positional == "rotary",
         )
 
@@ -63,7 +71,9 @@ class Replay:
         return names
 
     # -- pure steps ----------------------------------------------------------------------------
-    def head_out(self, layer: int, heads: Int[Tensor, "n"], z: Float[Tensor, "n ... d_head"]) -> Float[Tensor, "n ... d_model"]:
+    def head_out(
+        self, layer: int, heads: Int[Tensor, "n"], z: Float[Tensor, "n ... d_head"]
+    ) -> Float[Tensor, "n ... d_model"]:
         """Each row's head output z @ W_O[head] (no bias: a difference of two outputs needs none)."""
         W_O = self.attn(layer).W_O[heads]  # [n, d_head, d_model]
         return torch.einsum("n...e,ned->n...d", z, W_O)
@@ -117,7 +127,9 @@ class Replay:
         z = torch.einsum("sbgrwt,btge->sbwgre", p_pre, v_pre) + torch.einsum("sbgrwv,sbvge->sbwgre", p_win, v_win)
         return z.reshape(S, B, W, H, E)
 
-    def logit_diff(self, resid_final: Float[Tensor, "... d_model"], io: Int[Tensor, "..."], s: Int[Tensor, "..."]) -> Tensor:
+    def logit_diff(
+        self, resid_final: Float[Tensor, "... d_model"], io: Int[Tensor, "..."], s: Int[Tensor, "..."]
+    ) -> Tensor:
         """logit(io) - logit(s) from the final residual stream (final norm recomputed)."""
         x = self.bridge.ln_final(resid_final)
         W_U = self.bridge.W_U
@@ -139,5 +151,3 @@ def window(start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int) -
     width = int((end - start).max()) + 1
     pos = start[:, None] + torch.arange(width, device=start.device)[None]
     return pos.clamp(max=n_pos - 1)
-
-

@@ -51,7 +51,9 @@ def run(args) -> int:
         bar.close()
     written = write_report(report, Path(args.out), model.info.n_layers, model.info.n_heads)
     j = report.to_json()
-    print(f"IOI circuit in {report.model}  (discovery on {report.n_prompts} prompts, evaluated on {report.n_heldout} held out)")
+    print(
+        f"IOI circuit in {report.model}  (discovery on {report.n_prompts} prompts, evaluated on {report.n_heldout} held out)"
+    )
     print(f"{'class':<22}{'heads':>6}  heads (layer.head)")
     for c, heads in j["classes"].items():
         print(f"{c:<22}{len(heads):>6}  {' '.join(f'{a}.{b}' for a, b in heads)}")

@@ -177,7 +177,9 @@ def make_ioi(
     order = list(range(len(expanded)))
     rng.shuffle(order)
     rows = []
-    if template_ids is not None and (len(template_ids) != n_prompts or not all(0 <= t < len(expanded) for t in template_ids)):
+    if template_ids is not None and (
+        len(template_ids) != n_prompts or not all(0 <= t < len(expanded) for t in template_ids)
+    ):
         raise WorkbenchError(f"template_ids needs {n_prompts} indices in 0..{len(expanded) - 1}")
     for i in range(n_prompts):
         t = order[i % len(order)] if template_ids is None else template_ids[i]
@@ -206,7 +208,9 @@ def _tokenize(model, expanded: list[str], rows, seed: int) -> IOIDataset:
         (io_pos,) = _find(ids, io_id, 1, text)
         s1, s2 = _find(ids, s_id, 2, text)
         if len(cids) != len(ids):
-            raise WorkbenchError(f"IOI prompt {abc!r} tokenizes to a different length than {text!r}; drop that template")
+            raise WorkbenchError(
+                f"IOI prompt {abc!r} tokenizes to a different length than {text!r}; drop that template"
+            )
         for k, v in zip(POSITION_NAMES, (io_pos, s1, s1 + 1, s2, len(ids) - 1)):
             pos[k].append(v)
         clean_ids.append(ids)

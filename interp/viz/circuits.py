@@ -29,7 +29,10 @@ def patching_heatmap(effect: Float[Tensor, "layer head"], title: str, label: str
     z = effect.detach().float().cpu().numpy()
     fig = go.Figure(
         go.Heatmap(
-            z=z, colorscale="RdBu", zmid=0.0, colorbar=dict(title=label),
+            z=z,
+            colorscale="RdBu",
+            zmid=0.0,
+            colorbar=dict(title=label),
             hovertemplate="layer %{y}, head %{x}<br>%{z:.3f}<extra></extra>",
         )  # fmt: skip
     )
@@ -53,12 +56,19 @@ def circuit_graph(classes: dict[str, list[tuple[int, int]]], n_layers: int, titl
             for xb, yb, _ in nodes.get(b, []):
                 ex += [xa, xb, None]
                 ey += [ya, yb, None]
-    fig.add_trace(go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#bbbbbb", width=1), hoverinfo="skip", showlegend=False))
+    fig.add_trace(
+        go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#bbbbbb", width=1), hoverinfo="skip", showlegend=False)
+    )
     for c, pts in nodes.items():
         fig.add_trace(
             go.Scatter(
-                x=[p[0] for p in pts], y=[p[1] for p in pts], text=[p[2] for p in pts], mode="markers+text",
-                textposition="top center", name=c, marker=dict(size=14, color=COLORS.get(c, "#7f7f7f")),
+                x=[p[0] for p in pts],
+                y=[p[1] for p in pts],
+                text=[p[2] for p in pts],
+                mode="markers+text",
+                textposition="top center",
+                name=c,
+                marker=dict(size=14, color=COLORS.get(c, "#7f7f7f")),
                 hovertemplate=f"{c} %{{text}}<extra></extra>",
             )  # fmt: skip
         )

@@ -22,7 +22,9 @@ def test_patch_heads_matches_one_pass_per_head(tiny_llama):
     per_pos = patch_heads(model, ds, per_position=True, chunk=5)
     resid = patch_resid(model, ds, chunk=4)
     L = model.info.n_layers
-    names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)] + [f"blocks.{layer}.hook_resid_pre" for layer in range(L)]
+    names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)] + [
+        f"blocks.{layer}.hook_resid_pre" for layer in range(L)
+    ]
     _, corr = model.run_with_cache(ds.corrupted_tokens, names_filter=lambda n: n in names)
     clean = logit_diff(model(ds.tokens), ds).mean()
     bad = logit_diff(model(ds.corrupted_tokens), ds).mean()
@@ -52,7 +54,9 @@ def test_patch_heads_matches_one_pass_per_head(tiny_llama):
         x[rows, p] = corr[name][rows, p]
         return x
 
-    assert torch.allclose(resid[1, POSITION_NAMES.index("END")], normalized(_one(model, ds, name, end), clean, bad), atol=1e-4)
+    assert torch.allclose(
+        resid[1, POSITION_NAMES.index("END")], normalized(_one(model, ds, name, end), clean, bad), atol=1e-4
+    )
     assert grid.abs().max() > 1e-3  # something moved
 
 
@@ -75,7 +79,9 @@ def test_mean_ablation_matches_plain_hooks_and_full_circuit_is_faithful(tiny_gpt
 
     plain = logit_diff(model.run_with_hooks(ds.tokens, fwd_hooks=[ablate(0, [1]), ablate(1, [3])]), ds).mean()
     assert torch.allclose(got[1], plain, atol=1e-5)
-    plain_all = logit_diff(model.run_with_hooks(ds.tokens, fwd_hooks=[ablate(0, [0, 1, 2, 3]), ablate(1, [0, 1, 2, 3])]), ds)
+    plain_all = logit_diff(
+        model.run_with_hooks(ds.tokens, fwd_hooks=[ablate(0, [0, 1, 2, 3]), ablate(1, [0, 1, 2, 3])]), ds
+    )
     assert torch.allclose(got[2], plain_all.mean(), atol=1e-5)
     # the whole model as the "circuit": nothing is ablated, so faithfulness is exactly 1
     ev = evaluate(model, ds, {"everything": all_heads(model)}, checks=True, n_random=2)

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from interp.cli import main
 from interp.circuits.discover import DiscoveryConfig
+from interp.cli import main
 
 
 @pytest.mark.slow
@@ -51,7 +51,9 @@ def test_gpt2_small_recovers_the_papers_heads(tmp_path):
 def test_bad_input(tiny_gpt2_dir, tmp_path, capsys):
     assert main(["ioi", "--model", "smollm2-135m", "--n-prompts", "0", "--out", str(tmp_path)]) == 2
     assert "--n-prompts must be at least 1" in capsys.readouterr().err
-    assert main(["ioi", "--model", str(tiny_gpt2_dir), "--n-prompts", "4", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    assert (
+        main(["ioi", "--model", str(tiny_gpt2_dir), "--n-prompts", "4", "--device", "cpu", "--out", str(tmp_path)]) == 2
+    )
     assert "needs at least 4" in capsys.readouterr().err
     assert main(["ioi", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path)]) == 2
     assert not (tmp_path / "circuit.json").exists()
