@@ -8,6 +8,10 @@ Both see every sequence once (TL shuffles their order); the held-out loss after 
 shows they learn the same.
 
   .venv/bin/python benchmarks/train.py [--device cuda] [--steps 40] [--preset attn-only-2l]
+
+`--phase-change DIR` instead trains attn-only-1l and attn-only-2l with their default presets
+(Olsson et al. 2022's comparison), prints the step windows where the in-context-learning score
+and the best induction head score jump, and writes DIR/phase_change.html.
 """
 
 from __future__ import annotations
@@ -68,6 +72,36 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def phase_change_evidence(out: Path, device: str, max_steps: int | None) -> int:
+    from interp.train import read_metrics, training_arguments
+    from interp.train.metrics import jump_window
+    from interp.viz.train import phase_change
+
+    runs, windows = {}, {}
+    for name in ("attn-only-1l", "attn-only-2l"):
+        knobs = dict(output_dir=str(out / name), device=device, bf16=device.startswith("cuda"))
+        if max_steps:
+            knobs["max_steps"] = max_steps
+        t = time.perf_counter()
+        result = train(name, training_arguments(name, **knobs), progress_bar=True)
+        wall = time.perf_counter() - t
+        records = [r for r in read_metrics(out / name) if "induction_score" in r]
+        steps = [r["step"] for r in records]
+        ind = [r["induction_score"] for r in records]
+        icl = [r["icl_score"] for r in records]
+        windows[name] = (jump_window(steps, ind), jump_window(steps, icl))
+        runs[name] = records
+        print(f"{name}: {result.global_step} steps in {wall:.0f} s on {device}; induction score {ind[0]:.3f} -> "
+              f"max {max(ind):.3f} (window {windows[name][0]}); ICL score {icl[0]:.3f} -> min {min(icl):.3f} "
+              f"(window {windows[name][1]}); final held-out loss {records[-1]['eval_loss']:.3f}")
+    window = windows["attn-only-2l"][0]
+    fig = phase_change(runs, window=window)
+    fig.write_html(str(out / "phase_change.html"), include_plotlyjs="cdn")
+    print(f"RESULT phase change: attn-only-2l induction window {window}, ICL window {windows['attn-only-2l'][1]}; "
+          f"plot {out / 'phase_change.html'}")
+    return 0
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu")
@@ -75,7 +109,11 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=40, help="timed optimizer steps per trainer")
     ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: the preset's)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
+    ap.add_argument("--phase-change", metavar="DIR", help="train attn-only-1l and -2l into DIR and report the windows")
+    ap.add_argument("--max-steps", type=int, default=None, help="with --phase-change: override the presets' steps")
     opts = ap.parse_args(argv)
+    if opts.phase_change:
+        return phase_change_evidence(Path(opts.phase_change), opts.device, opts.max_steps)
 
     preset = get_preset(opts.preset)
     tokenizer = make_tokenizer(preset.tokenizer, None, preset.vocab_size)

@@ -36,7 +36,7 @@ from interp.train.presets import Preset, get_preset
 from interp.train.tokenizer import make_tokenizer
 
 Progress = Callable[[int, int, str], None]
-N_EVAL_SEQUENCES = 32  # held-out windows scored at each evaluation
+N_EVAL_SEQUENCES = 64  # held-out windows scored at each evaluation
 
 
 @dataclass

@@ -23,7 +23,7 @@ class Preset:
     description: str  # one line for `interp train --list-presets`
     spec: NativeSpec  # architecture; d_vocab is overwritten by the tokenizer's size
     tokenizer: str = "bpe"  # "bpe" (trained on the corpus) or "gpt2"
-    vocab_size: int = 2048  # BPE vocabulary size (ignored for gpt2)
+    vocab_size: int = 512  # BPE vocabulary size (ignored for gpt2)
     data: DataMix = field(default_factory=DataMix)  # what the training sequences are made of
     training: dict[str, Any] = field(default_factory=dict)  # TrainingArguments defaults for this preset
 
@@ -52,18 +52,21 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
-# Small, fast, and enough to see induction heads form (see benchmarks/RESULTS.md).
-_SMALL = dict(d_model=128, n_heads=4, d_head=32, n_ctx=256, seed=0)
-_PHASE_CHANGE_MIX = DataMix(corpus=0.75, repeated=0.25, ioi=0.0)
+# Small and fast, yet wide enough (4 heads of 32) to copy and match a 512-token vocabulary; half
+# the sequences are repeated random segments, which reward induction heads from the first step.
+# On a shared 2-core CPU attn-only-2l forms its previous-token head by ~1000 steps and its
+# induction head after it (benchmarks/RESULTS.md); attn-only-1l cannot form one.
+_SMALL = dict(d_model=128, n_heads=4, d_head=32, n_ctx=128, seed=0)
+_PHASE_CHANGE_MIX = DataMix(corpus=0.5, repeated=0.5, ioi=0.0, min_segment=16, max_segment=63)
 _TRAINING = dict(
-    max_steps=600,
-    learning_rate=1e-3,
+    max_steps=2500,
+    learning_rate=3e-3,
     warmup_steps=30,
     lr_scheduler_type="constant_with_warmup",
     per_device_train_batch_size=16,
-    eval_steps=20,
-    save_steps=100,
-    weight_decay=0.05,
+    eval_steps=25,
+    save_steps=250,
+    weight_decay=0.0,
 )
 _ATTN_ONLY = NativeSpec(n_layers=2, attn_only=True, normalization="LN", positional="standard", **_SMALL)
 
