@@ -1,6 +1,7 @@
 """FFN-memory indexing throughput on SmolLM2-135M, all 30 layers, vs a bare forward pass.
 
-Both sides run the same KJV token windows in the same batches in the same process:
+Both sides run the same KJV token windows in the same batches in the same process, timed batch
+by batch in alternation (forward, indexing, forward, ...):
   forward   model.bridge(tokens) -- the full forward pass with logits, no hooks
   indexing  interp.memories.build.stream_keys -- hooks on all 30 layers' hook_post fold every
             coefficient into the running top-k on the device (the work build_index does per batch)
@@ -54,28 +55,34 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
 
+    batches = [(lo, table[lo : lo + args.batch]) for lo in range(0, len(table), args.batch)]
+
     @torch.no_grad()
-    def forward() -> None:
-        for lo in range(0, len(table), args.batch):
-            batch = table[lo : lo + args.batch]
-            model.bridge(batch.long().clamp(min=0).to(model.device))
+    def forward(batch) -> None:
+        model.bridge(batch.long().clamp(min=0).to(model.device))
 
-    def index() -> None:
-        collector = KeyCollector(layers, info.d_mlp, args.top_k, device=model.device)
-        stream_keys(model, collector, table, 0, args.batch, model.bos_token_id is not None)
+    def index(collector, lo, batch) -> None:
+        stream_keys(model, collector, batch, lo, args.batch, model.bos_token_id is not None)
 
-    def timed(fn) -> float:
+    def timed(fn, *a) -> float:
         sync()
         t = time.perf_counter()
-        fn()
+        fn(*a)
         sync()
         return time.perf_counter() - t
 
-    forward(), index()  # warm-up (kernels, allocator)
+    # warm-up, then batch-by-batch pairs (forward, indexing) so that load changes on a shared
+    # machine hit both sides alike; the collector runs over the whole corpus as in build_index
+    forward(batches[0][1]), index(KeyCollector(layers, info.d_mlp, args.top_k, device=model.device), *batches[0])
     t_fwd, t_idx = [], []
-    for _ in range(args.repeats):  # interleaved, so load changes hit both sides alike
-        t_fwd.append(timed(forward))
-        t_idx.append(timed(index))
+    for _ in range(args.repeats):
+        collector = KeyCollector(layers, info.d_mlp, args.top_k, device=model.device)
+        f = i = 0.0
+        for lo, batch in batches:
+            f += timed(forward, batch)
+            i += timed(index, collector, lo, batch)
+        t_fwd.append(f)
+        t_idx.append(i)
     fwd, idx = statistics.median(t_fwd), statistics.median(t_idx)
     result = {
         "device": str(model.device) + (f" ({torch.cuda.get_device_name()})" if cuda else ""),
