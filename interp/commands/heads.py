@@ -13,7 +13,8 @@ from pathlib import Path
 
 from interp.errors import WorkbenchError
 
-FIELDS = ["kind", "layer", "head", "score", "copying", "causal_effect", "zero_effect", "flagged", "confirmed"]
+FIELDS = ["kind", "layer", "head", "score", "copying", "causal_effect", "zero_effect", "induction_drop", "flagged",
+          "confirmed"]
 
 
 def add_parser(sub) -> None:
@@ -87,16 +88,18 @@ def table(findings) -> str:
     validated = any(f.causal_effect is not None for f in findings)
     head = f"{'kind':<16} {'head':>7} {'score':>7} {'copying':>8}"
     if validated:
-        head += f" {'Δloss mean':>10} {'Δloss zero':>10}  verdict"
+        head += f" {'Δloss mean':>10} {'Δloss zero':>10} {'Δinduction':>10}  verdict"
     lines = [head, "-" * len(head)]
     for f in findings:
         line = f"{f.kind:<16} {f'L{f.layer}H{f.head}':>7} {f.score:>7.3f} {'' if f.copying is None else f'{f.copying:.2f}':>8}"
         if validated:
             verdict = "flagged: no effect" if f.flagged else ("confirmed" if f.confirmed else "-")
-            line += f" {f.causal_effect:>+10.3f} {f.zero_effect:>+10.3f}  {verdict}"
+            drop = "" if f.induction_drop is None else f"{-f.induction_drop:+.3f}"
+            line += f" {f.causal_effect:>+10.3f} {f.zero_effect:>+10.3f} {drop:>10}  {verdict}"
         lines.append(line)
     if validated:
-        lines.append("Δloss: change of the repeated-half loss (nats) when the head is ablated; "
+        lines.append("Δloss: change of the repeated-half loss (nats) when the head is ablated (mean / zero); "
+                     "Δinduction: change of later induction heads' score when a previous-token head is mean-ablated; "
                      "copying: OV lift of the attended token (std devs)")
     return "\n".join(lines) + "\n"
 

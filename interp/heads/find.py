@@ -13,7 +13,7 @@ from interp.data.synthetic import repeated_tokens
 from interp.errors import WorkbenchError
 from interp.heads.copying import copying_scores
 from interp.heads.detect import KINDS, Progress, as_bridge, check_kinds, head_scores, top_heads
-from interp.heads.validate import ablation_effects
+from interp.heads.validate import ablated_pattern_scores, ablation_effects
 
 
 @dataclass
@@ -27,6 +27,7 @@ class FindConfig:
     min_score: float = 0.3  # a pattern score at least this high counts as "high"
     min_effect: float = 0.05  # nats: an ablation that raises the repeated-half loss less "changes nothing"
     min_copying: float = 0.5  # an induction head must also copy: its OV lifts the read token this many std devs
+    min_induction_drop: float = 0.05  # previous-token heads: or lower later induction scores this much
     validate_seqs: int = 8  # probe sequences for the causal checks
     batch_size: int = 32  # sequences per forward pass when scoring
 
@@ -40,6 +41,7 @@ class HeadFinding:
     copying: float | None = None  # induction candidates: OV copying score (interp.heads.copying)
     causal_effect: float | None = None  # validated: repeated-half loss increase under mean-ablation (nats)
     zero_effect: float | None = None  # validated: the same under zero-ablation
+    induction_drop: float | None = None  # validated previous-token heads: fall of later induction heads' score
     flagged: bool = False  # validated: high pattern score but neither ablation changes the loss
     confirmed: bool | None = None  # validated: high score, mean-ablation effect (and copying, for induction)
 
@@ -48,8 +50,9 @@ class HeadFinding:
         if self.causal_effect is None:
             for k in ("causal_effect", "zero_effect", "flagged", "confirmed"):
                 d.pop(k)
-        if self.copying is None:
-            d.pop("copying")
+        for k in ("copying", "induction_drop"):
+            if d.get(k, 0) is None:
+                d.pop(k)
         return d
 
 
@@ -129,12 +132,30 @@ def _validate(model, findings: list[HeadFinding], cfg: FindConfig, progress: Pro
     heads = sorted({(f.layer, f.head) for f in findings})
     effects = ablation_effects(model, probes, heads, progress=progress)
     index = {h: i for i, h in enumerate(heads)}
+    _downstream(model, probes, [f for f in findings if f.kind == "previous-token"], cfg)
     for f in findings:
         i = index[(f.layer, f.head)]
         f.causal_effect, f.zero_effect = float(effects["mean"][i]), float(effects["zero"][i])
         high = f.score >= cfg.min_score
         copies = f.kind != "induction" or (f.copying or 0.0) >= cfg.min_copying
+        feeds = (f.induction_drop or 0.0) >= cfg.min_induction_drop  # previous-token heads only
         # confirmed by mean-ablation (zero-ablation also moves the input off-distribution);
         # flagged only when neither ablation changes anything
-        f.confirmed = high and copies and f.causal_effect >= cfg.min_effect
-        f.flagged = high and max(f.causal_effect, f.zero_effect) < cfg.min_effect
+        f.confirmed = high and copies and (f.causal_effect >= cfg.min_effect or feeds)
+        f.flagged = high and max(f.causal_effect, f.zero_effect) < cfg.min_effect and not feeds
+
+
+def _downstream(model, probes, prev: list[HeadFinding], cfg: FindConfig, n_watch: int = 5) -> None:
+    """Each previous-token head's induction_drop: how much mean-ablating it lowers the mean
+    induction score of the induction heads (the top n_watch scoring >= min_score on the
+    validation probes, else the top one) in later layers."""
+    if not prev:
+        return
+    induction = head_scores(model, probes, ("induction",), batch_size=cfg.batch_size)["induction"]
+    ranked = top_heads(induction, n_watch)
+    watch = [(layer, head) for layer, head, score in ranked if score >= cfg.min_score] or [ranked[0][:2]]
+    scores = ablated_pattern_scores(model, probes, [[]] + [[(f.layer, f.head)] for f in prev], watch)
+    clean, ablated = scores[0], scores[1:]
+    for f, row in zip(prev, ablated):
+        later = [w for w, (layer, _) in enumerate(watch) if layer > f.layer]
+        f.induction_drop = float((clean[later] - row[later]).mean()) if later else 0.0

@@ -10,6 +10,9 @@ mean cross-entropy of predicting tokens seg_len+2 .. 2*seg_len, the ones only in
 predict (the first token of the second half cannot be). It is the task all three kinds serve:
 induction heads do it, previous-token heads feed their keys, duplicate-token heads mark repeats.
 
+Previous-token heads are also checked downstream: ablating one should lower the induction
+scores of the induction heads in later layers, whose keys it feeds (`ablated_pattern_scores`).
+
 To run many ablations at once the batch is replicated, one block of rows per ablated head,
 and each layer's hook edits only its heads' rows.
 """
@@ -26,6 +29,8 @@ from torch import Tensor
 
 from interp.errors import WorkbenchError
 from interp.heads.detect import as_bridge
+from interp.heads.patterns import expected_patterns
+from interp.heads.scores import fast_scores
 
 MODES = ("mean", "zero")
 Head = tuple[int, int]
@@ -111,6 +116,59 @@ def ablation_effects(
     """Loss increase (nats) on the repeated half when each head alone is ablated, per mode."""
     base = clean_loss(model, tokens)
     return {m: ablated_losses(model, tokens, [[h] for h in heads], m, progress=progress) - base for m in modes}
+
+
+class _Stop(Exception):
+    pass
+
+
+@torch.no_grad()
+def ablated_pattern_scores(
+    model,
+    tokens: Int[Tensor, "batch pos"],
+    groups: list[list[Head]],
+    watch: list[Head],
+    kind: str = "induction",
+    mode: str = "mean",
+    max_rows: int = 64,
+) -> Float[Tensor, "group watch"]:
+    """The `kind` pattern score of each watched head with each group of heads ablated (an empty
+    group gives the clean scores). The forward pass stops after the last watched layer."""
+    if mode not in MODES:
+        raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
+    if not watch:
+        return torch.zeros(len(groups), 0)
+    bridge = as_bridge(model)
+    device = next(bridge.parameters()).device
+    tokens = tokens.to(device)
+    n = tokens.shape[0]
+    layers = sorted({layer for g in groups for layer, _ in g})
+    means = head_means(bridge, tokens, layers) if mode == "mean" and layers else {}
+    watch_layers = sorted({layer for layer, _ in watch})
+    out = []
+    for start in range(0, len(groups), max(1, max_rows // n)):
+        chunk = groups[start : start + max(1, max_rows // n)]
+        batch = tokens.repeat(len(chunk), 1)
+        expected = expected_patterns(batch, (kind,))
+        got = torch.zeros(len(chunk), len(watch))
+
+        def score(pattern: Tensor, hook, layer: int, expected=expected, got=got, k=len(chunk)) -> None:
+            per_row = fast_scores(pattern, expected)[:, 0]  # [rows, head]
+            per_group = per_row.view(k, n, -1).mean(1).cpu()
+            for w, (wl, wh) in enumerate(watch):
+                if wl == layer:
+                    got[:, w] = per_group[:, wh]
+            if layer == watch_layers[-1]:
+                raise _Stop
+
+        hooks = _ablation_hooks(chunk, n, mode, means)
+        hooks += [(f"blocks.{layer}.attn.hook_pattern", partial(score, layer=layer)) for layer in watch_layers]
+        try:
+            bridge.run_with_hooks(batch, fwd_hooks=hooks)
+        except _Stop:
+            pass
+        out.append(got)
+    return torch.cat(out)
 
 
 def random_heads(n_layers: int, n_heads: int, count: int, seed: int = 0, exclude=()) -> list[Head]:

@@ -42,6 +42,9 @@ def test_find_heads_confirms_the_planted_heads(planted):
     found = {(f.kind, f.layer, f.head): f for f in find_heads(planted, top=2, validate=True, config=CFG)}
     assert found[("previous-token", *PREV)].confirmed and found[("induction", *INDUCTION)].confirmed
     assert not any(f.confirmed for (kind, *head), f in found.items() if tuple(head) not in (PREV, INDUCTION))
+    # downstream: without the previous-token head the induction head loses its target
+    assert found[("previous-token", *PREV)].induction_drop > 0.3
+    assert abs(found[("previous-token", 0, 1)].induction_drop) < 1e-3
 
 
 def test_hook_z_ablation_changes_the_output(tiny_llama):
