@@ -152,9 +152,9 @@ def ablated_pattern_scores(
         expected = expected_patterns(batch, (kind,))
         got = torch.zeros(len(chunk), len(watch))
 
-        def score(pattern: Tensor, hook, layer: int, expected=expected, got=got, k=len(chunk)) -> None:
+        def score(pattern: Tensor, hook, layer: int, expected=expected, got=got) -> None:
             per_row = fast_scores(pattern, expected)[:, 0]  # [rows, head]
-            per_group = per_row.view(k, n, -1).mean(1).cpu()
+            per_group = per_row.view(got.shape[0], n, -1).mean(1).cpu()
             for w, (wl, wh) in enumerate(watch):
                 if wl == layer:
                     got[:, w] = per_group[:, wh]
