@@ -47,7 +47,9 @@ def main() -> None:
     model = load("smollm2-135m", device=args.device, dtype=args.dtype)
     info = model.info
     layers = list(range(info.n_layers))
-    table = window_table(list(windows(open_corpus("kjv"), model.tokenizer, args.seq, 0, args.tokens, model.bos_token_id)), args.seq)
+    table = window_table(
+        list(windows(open_corpus("kjv"), model.tokenizer, args.seq, 0, args.tokens, model.bos_token_id)), args.seq
+    )
     n_tok = int((table >= 0).sum())
     cuda = model.device.type == "cuda"
 
@@ -95,7 +97,9 @@ def main() -> None:
         "indexing_tok_s": n_tok / idx,
         "ratio": idx / fwd,
     }
-    print(f"forward  {n_tok} tokens: median {fwd:.3f} s  ({n_tok / fwd:,.0f} tok/s)  runs {[round(t, 3) for t in t_fwd]}")
+    print(
+        f"forward  {n_tok} tokens: median {fwd:.3f} s  ({n_tok / fwd:,.0f} tok/s)  runs {[round(t, 3) for t in t_fwd]}"
+    )
     print(f"indexing {n_tok} tokens, {len(layers)} layers, top-{args.top_k}: median {idx:.3f} s  "
           f"({n_tok / idx:,.0f} tok/s)  runs {[round(t, 3) for t in t_idx]}")  # fmt: skip
     print(f"RESULT memories indexing/forward = {idx / fwd:.3f} (goal <= 1.25) on {result['device']}, {result['dtype']}")

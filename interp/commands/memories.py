@@ -1,11 +1,11 @@
 """`interp memories`: FFN key-value memories (Geva et al. 2021).
 
-  index      stream a corpus through a model, keep every neuron's top trigger prefixes, project
-             its value to the vocabulary, measure agreement; resumable (rerun to continue)
-  show       one memory: trigger examples with the trigger token marked [[like this]], value tokens
-  agreement  agreement by layer vs the random baseline, and key shallowness (table + HTML plot)
-  search     neurons whose values promote a token
-  intervene  switch a memory off/on on a prompt and show what changes
+index      stream a corpus through a model, keep every neuron's top trigger prefixes, project
+           its value to the vocabulary, measure agreement; resumable (rerun to continue)
+show       one memory: trigger examples with the trigger token marked [[like this]], value tokens
+agreement  agreement by layer vs the random baseline, and key shallowness (table + HTML plot)
+search     neurons whose values promote a token
+intervene  switch a memory off/on on a prompt and show what changes
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 
-def token_at(windows: Int[Tensor, "window seq"], refs: Int[Tensor, "..."], shift: int = 0) -> Int[Tensor, "..."]:
+def token_at(windows: Int[Tensor, "window seq"], refs: Int[Tensor, "*shape"], shift: int = 0) -> Int[Tensor, "*shape"]:
     """Token at global position ref + shift within the same window (-1 outside it or for ref -1)."""
     seq = windows.shape[1]
     w, p = refs.div(seq, rounding_mode="floor"), refs % seq + shift
@@ -33,8 +33,8 @@ def token_at(windows: Int[Tensor, "window seq"], refs: Int[Tensor, "..."], shift
 
 
 def next_token(
-    windows: Int[Tensor, "window seq"], next_after: Int[Tensor, " window"], refs: Int[Tensor, "..."]
-) -> Int[Tensor, "..."]:
+    windows: Int[Tensor, "window seq"], next_after: Int[Tensor, " window"], refs: Int[Tensor, "*shape"]
+) -> Int[Tensor, "*shape"]:
     """The token that follows each trigger position (-1 when unknown)."""
     seq = windows.shape[1]
     inside = token_at(windows, refs, 1)

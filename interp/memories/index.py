@@ -45,6 +45,7 @@ def write_bytes_atomically(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -61,6 +62,7 @@ def save_tensors_atomically(path: Path, tensors: dict[str, Tensor]) -> None:
     os.close(fd)
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -73,7 +75,9 @@ def read_json(path: Path, what: str):
     except FileNotFoundError:
         raise
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise WorkbenchError(f"{what} {str(path)!r} is corrupt ({type(e).__name__}); delete the folder and rebuild it") from e
+        raise WorkbenchError(
+            f"{what} {str(path)!r} is corrupt ({type(e).__name__}); delete the folder and rebuild it"
+        ) from e
 
 
 def load_tensors(path: Path, keys: list[str] | None = None) -> dict[str, Tensor]:
@@ -101,7 +105,9 @@ def check_tensors(path: Path, prefixes: list[str]) -> None:
         ) from e
     missing = [p for p in prefixes if not any(n.startswith(p) for n in names)]
     if missing:
-        raise WorkbenchError(f"memory index file {str(path)!r} lacks layers {missing}; delete the folder and rebuild it")
+        raise WorkbenchError(
+            f"memory index file {str(path)!r} lacks layers {missing}; delete the folder and rebuild it"
+        )
 
 
 def read_manifest(folder: Path) -> dict:

@@ -19,7 +19,7 @@ def agreement_figure(rows: list[dict], title: str = "FFN memories by layer") -> 
     def line(key: str, name: str, col: int, dash: str | None = None, color: str | None = None) -> None:
         fig.add_trace(
             go.Scatter(x=layers, y=[r[key] for r in rows], name=name, mode="lines+markers",
-                       line=dict(dash=dash, color=color)),
+                       line={"dash": dash, "color": color}),
             row=1, col=col,
         )  # fmt: skip
 
@@ -33,7 +33,7 @@ def agreement_figure(rows: list[dict], title: str = "FFN memories by layer") -> 
     line("active_fraction", "fraction of neurons active", 2, "dash", "#7f7f7f")
     fig.update_xaxes(title_text="layer")
     fig.update_yaxes(title_text="fraction", rangemode="tozero")
-    fig.update_layout(title=title, height=420, legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(title=title, height=420, legend={"orientation": "h", "y": -0.2})
     return fig
 
 

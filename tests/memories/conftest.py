@@ -38,5 +38,12 @@ def planted(tiny_llama_dir):
         mlp.up_proj.weight[NEURON, 0] = 3.0
         mlp.down_proj.weight[:, NEURON] = 0
         mlp.down_proj.weight[1, NEURON] = 1.0
-    model.planted = dict(layer=LAYER, neuron=NEURON, trigger=trig, promoted=prom, trigger_str=TRIGGER, promoted_str=PROMOTED)
+    model.planted = {
+        "layer": LAYER,
+        "neuron": NEURON,
+        "trigger": trig,
+        "promoted": prom,
+        "trigger_str": TRIGGER,
+        "promoted_str": PROMOTED,
+    }
     return model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from interp.data.corpus import open_corpus, windows
@@ -17,8 +19,10 @@ def test_windows_cover_documents_in_order_and_stop_at_n_tokens():
     assert all(w.tokens[0] == tok.bos_token_id and len(w.tokens) <= 16 for w in ws)
     doc = tok.encode(next(corpus.documents(0)), add_special_tokens=False)
     first = [w for w in ws if w.doc_id == 0]
-    assert sum((w.tokens[1:] for w in first), []) == doc[: sum(len(w.tokens) - 1 for w in first)]
-    for a, b in zip(first, first[1:]):
+    assert (
+        list(itertools.chain.from_iterable(w.tokens[1:] for w in first)) == doc[: sum(len(w.tokens) - 1 for w in first)]
+    )
+    for a, b in itertools.pairwise(first):
         assert b.start == a.start + 15 and a.next_token == b.tokens[1]
     assert ws == list(windows(corpus, tok, seq_len=16, n_tokens=100, bos_id=tok.bos_token_id))  # deterministic
     no_bos = list(windows(corpus, tok, seq_len=16, n_tokens=40))

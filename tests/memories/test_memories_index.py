@@ -11,7 +11,7 @@ from interp.cli import main
 from interp.errors import WorkbenchError
 from interp.memories import build_index, open_index
 
-SETTINGS = dict(top_k=4, batch_size=2, seq_len=32, shard_tokens=128)  # 4 windows per shard
+SETTINGS = {"top_k": 4, "batch_size": 2, "seq_len": 32, "shard_tokens": 128}  # 4 windows per shard
 
 
 class Interrupt(Exception):
@@ -35,7 +35,9 @@ def test_interrupted_build_resumes_without_losing_or_duplicating_work(tiny_gpt2,
         build_index(tiny_gpt2, "kjv", [0, 1], 700, tmp_path / "part", **SETTINGS)
 
     calls = []
-    resumed = build_index(tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "part", progress=lambda *a: calls.append(a), **SETTINGS)
+    resumed = build_index(
+        tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "part", progress=lambda *a: calls.append(a), **SETTINGS
+    )
     key_calls = [c for c in calls if c[2] == "indexing keys"]
     assert key_calls[0][0] == manifest["n_positions"]  # starts where the finished shards ended
     batches_left = (len(full.windows) - manifest["n_windows"] + 1) // 2
@@ -101,10 +103,16 @@ def test_cli_index_show_agreement_search(tiny_gpt2_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["memories", "index", "--model", "{model}", "--layers", "7", "--tokens", "10", "--out", "{out}"], "out of range"),
+        (
+            ["memories", "index", "--model", "{model}", "--layers", "7", "--tokens", "10", "--out", "{out}"],
+            "out of range",
+        ),
         (["memories", "index", "--model", "{model}", "--layers", "x", "--out", "{out}"], "bad --layers"),
         (["memories", "index", "--model", "{model}", "--tokens", "0", "--out", "{out}"], "must be positive"),
-        (["memories", "index", "--model", "{model}", "--corpus", "nope", "--tokens", "5", "--out", "{out}"], "unknown corpus"),
+        (
+            ["memories", "index", "--model", "{model}", "--corpus", "nope", "--tokens", "5", "--out", "{out}"],
+            "unknown corpus",
+        ),
         (["memories", "show", "--index", "{out}", "--layer", "0", "--neuron", "0"], "no memory index"),
         (["memories", "search", "--index", "{out}", "--token", "x"], "no memory index"),
     ],

@@ -15,7 +15,9 @@ def test_merge_topk_matches_topk_over_everything():
     top, ref = empty_topk(7, 12)
     positive = torch.zeros(12, dtype=torch.long)
     for lo in range(0, 300, 37):  # uneven batches, the first smaller than k is fine too
-        top, ref, pos = merge_topk(top, ref, coef[lo : lo + 37], torch.arange(lo, min(lo + 37, 300)), valid[lo : lo + 37])
+        top, ref, pos = merge_topk(
+            top, ref, coef[lo : lo + 37], torch.arange(lo, min(lo + 37, 300)), valid[lo : lo + 37]
+        )
         positive += pos
     want = coef.masked_fill(~valid[:, None], float("-inf")).topk(7, dim=0)
     assert torch.equal(top, want.values)

@@ -13,7 +13,9 @@ from interp.memories.values import final_norm, norm_linear
 
 def _cache(model, layer):
     names = [f"blocks.{layer}.mlp.hook_in", coefficient_hook(layer), f"blocks.{layer}.mlp.hook_out"]
-    _, cache = model.run_with_cache(model.to_tokens("And God said, Let there be light"), names_filter=lambda n: n in names)
+    _, cache = model.run_with_cache(
+        model.to_tokens("And God said, Let there be light"), names_filter=lambda n: n in names
+    )
     return [cache[n][0] for n in names]
 
 
