@@ -41,6 +41,7 @@ def add_parser(sub) -> None:
     i.add_argument("--top-k", type=int, default=25, help="trigger examples per neuron (default 25)")
     i.add_argument("--seq-len", type=int, default=64, help="window length in tokens (default 64)")
     i.add_argument("--batch-size", type=int, default=16)
+    i.add_argument("--shard-tokens", type=int, default=65_536, help="tokens per resumable checkpoint")
     i.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     i.add_argument("--out", required=True, help="index folder (rerun with the same settings to resume)")
     i.set_defaults(func=run_index)
@@ -81,8 +82,9 @@ def run_index(args) -> int:
     from interp.data.corpus import open_corpus
     from interp.memories import build_index
 
-    if args.tokens < 1:
-        raise WorkbenchError(f"--tokens must be positive, got {args.tokens}")
+    for name in ("tokens", "top_k", "seq_len", "batch_size", "shard_tokens"):
+        if getattr(args, name) < 1:
+            raise WorkbenchError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     layers = _layers(args.layers)  # bad input fails before the model loads
     corpus = open_corpus(args.corpus).name
     model = load(args.model, device=args.device)
@@ -103,7 +105,8 @@ def run_index(args) -> int:
 
     index = build_index(
         model, corpus, layers, args.tokens, args.out,
-        top_k=args.top_k, batch_size=args.batch_size, seq_len=args.seq_len, progress=progress,
+        top_k=args.top_k, batch_size=args.batch_size, seq_len=args.seq_len, shard_tokens=args.shard_tokens,
+        progress=progress,
     )  # fmt: skip
     for b in bar.values():
         b.close()

@@ -47,7 +47,7 @@ class IndexSettings:
     top_k: int = 25  # trigger examples kept per neuron
     seq_len: int = 64  # window length in tokens (BOS included)
     seed: int = 0  # corpus document order
-    shard_tokens: int = 16_384  # tokens per resumable shard
+    shard_tokens: int = 65_536  # tokens per resumable shard (a checkpoint of ~14 MB for SmolLM2, 30 layers)
     top_n: int = 20  # value tokens kept per neuron
 
 
@@ -140,7 +140,7 @@ def build_index(
     batch_size: int = 16,
     seq_len: int = 64,
     seed: int = 0,
-    shard_tokens: int = 16_384,
+    shard_tokens: int = 65_536,
     top_n: int = 20,
     progress: Progress | None = None,
 ) -> MemoryIndex:
