@@ -35,11 +35,11 @@ def token_at(windows: Int[Tensor, "window seq"], refs: Int[Tensor, "*shape"], sh
 def next_token(
     windows: Int[Tensor, "window seq"], next_after: Int[Tensor, " window"], refs: Int[Tensor, "*shape"]
 ) -> Int[Tensor, "*shape"]:
-    """The token that follows each trigger position (-1 when unknown)."""
-    seq = windows.shape[1]
+    """The token that follows each trigger position in the corpus (-1 when unknown): the next
+    token of the window, or the window's `next_after` at its last real token."""
     inside = token_at(windows, refs, 1)
-    at_end = (refs >= 0) & (refs % seq == seq - 1)
-    after = next_after[refs.div(seq, rounding_mode="floor").clamp(min=0)].long()
+    at_end = (refs >= 0) & (inside < 0)
+    after = next_after[refs.div(windows.shape[1], rounding_mode="floor").clamp(min=0)].long()
     return torch.where(at_end, after, inside)
 
 

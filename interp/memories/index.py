@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from interp.errors import WorkbenchError
+from interp.memories.agreement import next_token
 
 FORMAT = "interp-memories/1"
 FILES = ("keys.safetensors", "values.safetensors", "tokens.safetensors")
@@ -222,7 +223,7 @@ class MemoryIndex:
             w, p = divmod(ref, seq)
             row = self.windows[w].tolist()
             start = max(1 if self.has_bos else 0, p - context)
-            nxt = row[p + 1] if p + 1 < seq and row[p + 1] >= 0 else (int(self.next_after[w]) if p + 1 == seq else -1)
+            nxt = int(next_token(self.windows, self.next_after, torch.tensor(ref)))
             triggers.append(
                 Trigger(
                     coefficient=coef,
