@@ -10,9 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # `streamlit run apps/dashboard.py` puts only apps/ on the path
     sys.path.insert(0, str(ROOT))
 
-import streamlit as st  # noqa: E402
+import streamlit as st
 
-from apps import state  # noqa: E402
+from apps import state
 
 VIEWS = [  # (file under apps/, title, icon)
     ("views/model.py", "Model", ":material/psychology:"),

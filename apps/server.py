@@ -34,7 +34,7 @@ def start(port: int | None = None, env: dict[str, str] | None = None, timeout: f
         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
         "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
     ]
-    out = open(log, "w") if log else subprocess.DEVNULL
+    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (stays open for the server's life)
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
                             cwd=APP.parent.parent)
     url = f"http://127.0.0.1:{port}"

@@ -102,7 +102,7 @@ def browser(spec: str, edits: list[str], env: dict) -> tuple[list[float], list[f
         with sync_playwright() as p:
             b = p.chromium.launch(executable_path=server.CHROMIUM, args=server.CHROMIUM_ARGS)
             page = b.new_page(viewport={"width": 1400, "height": 1600})
-            page.set_default_timeout(float(os.environ.get("BENCH_TIMEOUT_MS", 300_000)))
+            page.set_default_timeout(float(os.environ.get("BENCH_TIMEOUT_MS", "300000")))
             page.goto(url)
             page.get_by_label("Prompt").wait_for()
             if spec != "smollm2-135m":

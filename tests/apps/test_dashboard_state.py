@@ -27,3 +27,16 @@ def test_discovers_inhouse_checkpoints_and_runs(tiny_run):
     assert found == [str(tiny_run / "checkpoint-10"), str(tiny_run / "checkpoint-20")]
     assert state.discover_runs(tiny_run.parent) == [str(tiny_run)]
     assert state.discover_checkpoints(tiny_run / "missing") == []
+
+
+def test_stopped_early_patterns_match_a_full_cached_pass(tiny_llama):
+    import numpy as np
+    import torch
+
+    tokens = tiny_llama.to_tokens("one two three one two three")
+    logits_before = tiny_llama(tokens)
+    _, cache = tiny_llama.run_with_cache(tokens)
+    for layer in range(tiny_llama.info.n_layers):
+        np.testing.assert_allclose(state._patterns(tiny_llama, tokens, layer),
+                                   cache[f"blocks.{layer}.attn.hook_pattern"][0].numpy(), atol=1e-6)
+    torch.testing.assert_close(tiny_llama(tokens), logits_before)  # no hook left behind by the stop

@@ -4,7 +4,6 @@ bad input becomes an st.error and the app keeps working."""
 from __future__ import annotations
 
 import pytest
-
 from dashboard_helpers import VIEWS, errors, figures, open_app, set_prompt, shown
 
 PROMPT_A = "When Mary and John went to the store, John gave a drink to"
@@ -22,7 +21,7 @@ def test_model_view_tiny(tiny_llama_dir, tiny_llama):
     assert not errors(at)
     line = _top_prediction(at)
     n_a, n_b = (tiny_llama.to_tokens(p).shape[-1] for p in (PROMPT_A, PROMPT_B))
-    expected, p = tiny_llama.top_predictions(PROMPT_A, 1)[0]
+    _, p = tiny_llama.top_predictions(PROMPT_A, 1)[0]
     assert f"after {n_a} tokens" in line and f"p = {p:.3f}" in line
     lens = figures(at)[1]["data"][0]
     assert len(lens["z"]) == 3 and len(lens["z"][0]) == n_a  # embed + 2 layers, one column per token
