@@ -66,7 +66,8 @@ def test_gradient_accumulation_matches_one_big_batch(tiny):
     moved = max((a[k] - untrained[k]).abs().max().item() for k in a)
     assert moved > 1e-4  # the step really changed the weights...
     for k in a:  # ...by the same amount either way
-        torch.testing.assert_close(a[k] - untrained[k], b[k] - untrained[k], atol=1e-8, rtol=1e-4)
+        # atol: float32 spacing of O(1) weights is ~1e-7; the step itself moves them by up to ~1e-3
+        torch.testing.assert_close(a[k] - untrained[k], b[k] - untrained[k], atol=2e-7, rtol=1e-4)
 
 
 def test_bridge_forward_and_fast_forward_train_the_same(tiny):
