@@ -88,3 +88,17 @@ def test_per_token_loss_matches_cross_entropy():
     per = per_token_loss(logits, tokens)
     assert per.shape == (2, 4)
     assert per.mean().item() == pytest.approx(lm_loss(logits, tokens).item(), abs=1e-6)
+
+
+def test_ioi_sentences_mix_in(tiny_corpus, tok):
+    from interp.train.data import ioi_tokens
+
+    train_tokens, _ = corpus_token_arrays(tiny_corpus, tok)
+    stream = TokenStream(train_tokens, DataMix(corpus=0.0, ioi=1.0), 32, len(tok), tok.bos_token_id, seed=0,
+                         ioi=ioi_tokens(tok, n_documents=20))
+    text = tok.decode(stream.batch(0, 8).flatten().tolist())
+    assert " gave a " in text or " handed the " in text or " passed a " in text
+    with pytest.raises(WorkbenchError, match="ioi data has fewer tokens"):
+        TokenStream(train_tokens, DataMix(corpus=0.0, ioi=1.0), 32, len(tok), tok.bos_token_id, seed=0, ioi=None)
+    with pytest.raises(WorkbenchError, match="data mix weights"):
+        DataMix(corpus=0.0).weights()
