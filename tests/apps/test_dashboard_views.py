@@ -187,3 +187,37 @@ def test_every_view_on_smollm2(tiny_run, tmp_path):
     at.switch_page("views/training.py").run()
     at.text_input(key="train_dir").input(str(tiny_run)).run()
     _follows_prompt(at)
+
+
+def test_ioi_view_draws_a_discovery_report(tiny_llama_dir, monkeypatch):
+    """The discovery branch end to end with a stand-in for run_ioi (a 2-layer random model holds no
+    circuit): progress is reported, and the graph, heatmaps and completeness table are drawn."""
+    import torch
+
+    from interp.circuits import pipeline
+    from interp.circuits.discover import Discovery
+    from interp.circuits.evaluate import Evaluation
+
+    calls = []
+
+    def fake_run_ioi(model, n_prompts, seed=0, checks=True, progress=None):
+        for i in range(3):
+            progress(i + 1, 3, "path patching")
+        calls.append((n_prompts, seed, checks))
+        effect = torch.zeros(2, 4)
+        effect[1, 2], effect[0, 0] = -0.4, float("nan")
+        disc = Discovery({"name mover": [(1, 2)], "s-inhibition": [(0, 3)]}, {"logits": effect, "name mover queries": -effect},
+                         {}, 2.5, -0.5)
+        ev = Evaluation(2.4, 1.9, 1.9 / 2.4, n_prompts, completeness=[{"removed": "nothing", "gap": 0.1}])
+        return pipeline.IOIReport("tiny", seed, n_prompts, n_prompts, disc, ev)
+
+    monkeypatch.setattr(pipeline, "run_ioi", fake_run_ioi)
+    at = open_app(str(tiny_llama_dir), PROMPT_A, page="views/ioi.py")
+    at.number_input(key="ioi_prompts").set_value(6).run()
+    at.button(key="ioi_run").click().run()
+    assert not errors(at) and calls == [(6, 0, False)]
+    titles = [f["layout"]["title"]["text"] for f in figures(at)]
+    assert titles[0].startswith("IOI circuit in") and "Path patching to logits" in titles
+    assert at.metric[1].value == f"{1.9 / 2.4:.2f}" and at.dataframe[0].value.shape[0] == 1
+    _follows_prompt(at)  # the report is kept; only the prompt panel changes
+    assert calls == [(6, 0, False)]
