@@ -49,8 +49,8 @@ def heldout_loss(bridge, spec, tokens: torch.Tensor, device: str) -> float:
     return float(lm_loss(fast(tokens.to(device)), tokens.to(device)))
 
 
-def run_tl(preset, tokenizer, spec, tokens: torch.Tensor, args: TrainingArguments, device: str) -> float:
-    """Seconds for TL's train() over `tokens` (one epoch, batch = ours)."""
+def run_tl(preset, tokenizer, spec, tokens: torch.Tensor, args: TrainingArguments, device: str):
+    """(seconds, trained bridge) for TL's train() over `tokens` (one epoch, batch = ours)."""
     from transformer_lens.tools.training import TrainConfig
     from transformer_lens.tools.training import train as tl_train
 
@@ -126,21 +126,29 @@ def main(argv=None) -> int:
                                 "torch_compile": cuda and not opts.no_compile, "output_dir": None})
     train_tokens, heldout = corpus_token_arrays(None, tokenizer)
     stream = TokenStream(train_tokens, preset.data, spec.n_ctx, spec.d_vocab, tokenizer.bos_token_id, args.seed)
-    tokens = stream.batch(0, opts.steps * batch)
+    warm = 5  # untimed first steps of our run (torch.compile, allocator)
+    tokens = stream.batch(0, (warm + opts.steps) * batch)  # exactly the sequences our run consumes, in order
     held = heldout_batch(heldout, spec.n_ctx, 16, tokenizer.bos_token_id)
-    n_tokens = tokens.numel()
 
-    # warm-up both paths once (allocator, compile) on a few steps, untimed
-    train(preset, args.replace(max_steps=3))
-    run_tl(preset, tokenizer, spec, tokens[: 4 * batch], args, opts.device)
-
+    run_tl(preset, tokenizer, spec, tokens[: 4 * batch], args, opts.device)  # TL warm-up, untimed
     tl_s, tl_bridge = run_tl(preset, tokenizer, spec, tokens, args, opts.device)
-    ours = train(preset, args)  # the same sequences: stream.batch(0, steps * batch), in order
-    ours_s = ours.wall_time_s
-    tl_tps, ours_tps = n_tokens / tl_s, n_tokens / ours_s
+    tl_tokens = tokens.numel()
+
+    marks: dict[int, float] = {}
+
+    def clock(step: int, total: int, message: str) -> None:
+        if step in (warm, warm + opts.steps):
+            sync(opts.device)
+            marks[step] = time.perf_counter()
+
+    ours = train(preset, args.replace(max_steps=warm + opts.steps), progress=clock)
+    ours_s = marks[warm + opts.steps] - marks[warm]
+    n_tokens = opts.steps * batch * spec.n_ctx
+    tl_tps, ours_tps = tl_tokens / tl_s, n_tokens / ours_s
     device_name = torch.cuda.get_device_name() if cuda else f"CPU ({torch.get_num_threads()} threads)"
     print(f"device: {device_name}; preset {preset.name}: d_model {spec.d_model}, n_ctx {spec.n_ctx}, "
-          f"vocab {spec.d_vocab}; batch {batch} x {opts.steps} steps = {n_tokens} tokens")
+          f"vocab {spec.d_vocab}; batch {batch}; TL timed over {warm + opts.steps} steps, ours over steps "
+          f"{warm + 1}..{warm + opts.steps} (same sequences, both trained on all {warm + opts.steps} steps)")
     print(f"TL tools.training.train : {tl_tps:10.0f} tokens/s  ({tl_s:.2f} s), held-out loss after "
           f"{heldout_loss(tl_bridge, spec, held, opts.device):.4f}")
     extras = "bf16 autocast, fused AdamW" + (", torch.compile" if args.torch_compile else "") if cuda else "fp32"
