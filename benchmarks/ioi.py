@@ -24,7 +24,9 @@ from interp.cli import main as cli
 from interp.data.ioi import make_ioi
 
 RECEIVER_SETS = {
-    "name-mover queries @END": Receivers([(23, 0), (23, 2), (23, 3)], "q", "END"),
+    "mover queries @END (23.0, 23.2 name movers; 23.3 S suppression)": Receivers(
+        [(23, 0), (23, 2), (23, 3)], "q", "END"
+    ),
     "s-inhibition keys+values @S2": Receivers([(20, 0), (19, 2)], "kv", "S2"),
 }
 
