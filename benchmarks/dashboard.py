@@ -41,24 +41,27 @@ def summary(name: str, xs: list[float]) -> str:
     return f"{name:<22} p50 {statistics.median(xs) * 1000:7.0f} ms   p95 {pct(xs, 95) * 1000:7.0f} ms   (n={len(xs)})"
 
 
-def floor(model, edits: list[str], layer: int) -> list[float]:
+def floor_once(model, prompt: str, layer: int) -> float:
+    """The bare library work of one edit: the logit lens (top 10 at every layer and position, which
+    includes the predictions) and one full forward caching the layer's attention pattern."""
     import torch
 
     from interp.lens import logit_lens
 
     name = f"blocks.{layer}.attn.hook_pattern"
-    out = []
-    for prompt in edits:
-        t = time.perf_counter()
-        logit_lens(model, prompt, k=10)
-        with torch.no_grad():
-            model.run_with_cache(model.to_tokens(prompt), names_filter=lambda n: n == name)
-        out.append(time.perf_counter() - t)
-    return out
+    t = time.perf_counter()
+    logit_lens(model, prompt, k=10)
+    with torch.no_grad():
+        model.run_with_cache(model.to_tokens(prompt), names_filter=lambda n: n == name)
+    return time.perf_counter() - t
 
 
-def apptest(spec: str, edits: list[str], layer: int) -> tuple[list[float], list[float]]:
+def apptest(spec: str, edits: list[str], layer: int) -> tuple[list[float], list[float], list[float]]:
+    """Per edit, interleaved so all three see the same machine load: the Model page's script run,
+    the Attention page's script run, and the library floor on the same (cached) model object."""
     from streamlit.testing.v1 import AppTest
+
+    from apps import state  # the module the in-process AppTest uses: its model cache is ours
 
     def run(at):
         t = time.perf_counter()
@@ -66,7 +69,7 @@ def apptest(spec: str, edits: list[str], layer: int) -> tuple[list[float], list[
         assert not at.exception, [e.value for e in at.exception]
         return time.perf_counter() - t
 
-    model_page, attn_page = AppTest.from_file(str(ROOT / "apps/dashboard.py"), default_timeout=300), None
+    model_page = AppTest.from_file(str(ROOT / "apps/dashboard.py"), default_timeout=300)
     attn_page = AppTest.from_file(str(ROOT / "apps/dashboard.py"), default_timeout=300)
     for at in (model_page, attn_page):
         at.session_state["model_custom"] = spec
@@ -74,15 +77,18 @@ def apptest(spec: str, edits: list[str], layer: int) -> tuple[list[float], list[
         at.run()
     attn_page.switch_page("views/attention.py").run()
     attn_page.number_input(key="attn_layer").set_value(layer).run()
-    run(model_page), run(attn_page)  # warm
-    m, a = [], []
+    model = state.get_model(spec)
+    for prompt in prompts(2, offset=30):  # warm-up
+        floor_once(model, prompt, layer)
+    m, a, f = [], [], []
     for prompt in edits:
         model_page.sidebar.text_area(key="prompt").set_value(prompt)
         m.append(run(model_page))
         assert any(x.value.startswith("Top prediction") for x in model_page.markdown)
         attn_page.sidebar.text_area(key="prompt").set_value(prompt)
         a.append(run(attn_page))
-    return m, a
+        f.append(floor_once(model, prompt, layer))
+    return m, a, f
 
 
 def browser(spec: str, edits: list[str], env: dict) -> tuple[list[float], list[float]] | None:
@@ -142,17 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     os.environ["INTERP_DEVICE"] = args.device  # read by apps/state.py
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from interp import load
-
-    model = load(args.model, device=args.device)
-    edits = prompts(args.edits)
-    floor(model, prompts(2, offset=30), args.layer)  # warm-up
-    base = floor(model, edits, args.layer)
-    del model
     print(f"dashboard latency, {args.model} on {args.device}, {args.edits} prompt edits after warm-up")
-    print(summary("floor (library only)", base))
-    m, a = apptest(args.model, edits, args.layer)
+    edits = prompts(args.edits)
+    m, a, base = apptest(args.model, edits, args.layer)
     both = [x + y for x, y in zip(m, a)]
+    print(summary("floor (library only)", base))
     print(summary("apptest model view", m))
     print(summary("apptest attention", a))
     print(summary("apptest both views", both))

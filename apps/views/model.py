@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from apps import state
@@ -36,8 +38,6 @@ with state.shows_errors():
     if n_pos > 24:
         shown = st.slider("Positions shown (the last ones)", 4, n_pos, 24, key="lens_positions")
     if shown < n_pos:
-        from dataclasses import replace
-
         lens = replace(
             lens, str_tokens=lens.str_tokens[-shown:], top_ids=lens.top_ids[:, -shown:],
             top_probs=lens.top_probs[:, -shown:], top_tokens=[row[-shown:] for row in lens.top_tokens],

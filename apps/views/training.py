@@ -68,7 +68,7 @@ with state.shows_errors():
             with right:
                 patterns, tokens = state.layer_patterns(checkpoint, prompt, layer)
                 st.plotly_chart(attention_figure(patterns[head], tokens, f"L{layer}H{head} on the prompt"), key="train_prompt")
-            st.caption("An induction head attends from each token of the second copy to the token after its first "
-                       "occurrence: a stripe one step right of the diagonal's offset.")
+            st.caption("On the repeated sequence an induction head attends, from each token of the second copy, to the "
+                       "token that followed its first occurrence: a stripe parallel to the diagonal, one segment back.")
         else:
             st.info("This run has no checkpoint-* folders to inspect yet.")
