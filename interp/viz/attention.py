@@ -70,8 +70,7 @@ def attention_figure(
         height=side,
         margin=dict(l=10, r=10, t=110 if title else 80, b=10),  # room for the source tokens on top
         xaxis=dict(tickvals=list(range(n_src)), ticktext=labels[:n_src], side="top"),
-        yaxis=dict(title="destination token", tickvals=list(range(n_dest)), ticktext=labels[:n_dest], autorange="reversed",
-                   scaleanchor="x", constrain="domain"),  # square cells however wide the column is
+        yaxis=dict(title="destination token", tickvals=list(range(n_dest)), ticktext=labels[:n_dest], autorange="reversed"),
     )
     return fig
 
