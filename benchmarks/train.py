@@ -75,6 +75,7 @@ def sync(device: str) -> None:
 def phase_change_evidence(out: Path, device: str, max_steps: int | None) -> int:
     from interp.train import read_metrics, training_arguments
     from interp.train.metrics import jump_window
+    from interp.viz.html import write_figure
     from interp.viz.train import phase_change
 
     runs, windows = {}, {}
@@ -96,7 +97,7 @@ def phase_change_evidence(out: Path, device: str, max_steps: int | None) -> int:
               f"(window {windows[name][1]}); final held-out loss {records[-1]['eval_loss']:.3f}")
     window = windows["attn-only-2l"][0]
     fig = phase_change(runs, window=window)
-    fig.write_html(str(out / "phase_change.html"), include_plotlyjs="cdn")
+    write_figure(fig, out / "phase_change.html")
     print(f"RESULT phase change: attn-only-2l induction window {window}, ICL window {windows['attn-only-2l'][1]}; "
           f"plot {out / 'phase_change.html'}")
     return 0

@@ -89,6 +89,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def write_report(report: IOIReport, out: Path, n_layers: int, n_heads: int) -> list[Path]:
     """circuit.json and the figures (path-patching heatmaps, the circuit graph) into `out`."""
     from interp.viz.circuits import circuit_graph, patching_heatmap
+    from interp.viz.html import write_figure
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -97,9 +98,9 @@ def write_report(report: IOIReport, out: Path, n_layers: int, n_heads: int) -> l
     for name, effect in report.discovery.effects.items():
         fig = patching_heatmap(effect.nan_to_num(0.0), f"Path patching to {name} ({report.model})")
         path = out / f"path_{name.replace(' ', '_').replace('/', '_')}.html"
-        _write_atomic(path, fig.to_html(include_plotlyjs="cdn"))
+        write_figure(fig, path)
         written.append(path)
     fig = circuit_graph(report.discovery.classes, n_layers, f"IOI circuit in {report.model}")
-    _write_atomic(out / "circuit.html", fig.to_html(include_plotlyjs="cdn"))
+    write_figure(fig, out / "circuit.html")
     written.append(out / "circuit.html")
     return written

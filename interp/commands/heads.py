@@ -140,8 +140,9 @@ def run(args) -> int:
         print(out, end="")
     if args.plot:
         from interp.viz.heads import score_heatmaps
+        from interp.viz.html import write_figure
 
         source = "text" if text is not None else f"{args.seqs} repeated-token sequences of 2x{args.seg_len}"
         fig = score_heatmaps(report.scores, report.findings, title=f"{model.info.name}: head scores on {source}")
-        write_atomically(args.plot, fig.to_html(include_plotlyjs="cdn"))
+        write_figure(fig, args.plot)
     return 0

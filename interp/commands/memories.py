@@ -142,6 +142,7 @@ def _print_agreement(rows: list[dict]) -> None:
 
 def run_agreement(args) -> int:
     from interp.memories import open_index
+    from interp.viz.html import write_figure
     from interp.viz.memories import agreement_figure
 
     index = open_index(args.index)
@@ -149,7 +150,7 @@ def run_agreement(args) -> int:
     _print_agreement(rows)
     html = Path(args.html) if args.html else Path(args.index) / "agreement.html"
     try:
-        agreement_figure(rows, title=f"FFN memories of {index.model_info.get('name', '?')}").write_html(str(html))
+        write_figure(agreement_figure(rows, title=f"FFN memories of {index.model_info.get('name', '?')}"), html)
     except OSError as e:
         raise WorkbenchError(f"cannot write {str(html)!r} ({e.strerror}); pass --html PATH") from e
     print(f"plot: {html}")

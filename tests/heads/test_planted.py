@@ -4,7 +4,7 @@ attention-only model that cannot do induction (negative control)."""
 from __future__ import annotations
 
 import torch
-from conftest import INDUCTION, PREV
+PREV, INDUCTION = (0, 0), (1, 0)  # the planted heads (as built in tests/heads/conftest.py)
 
 from interp.data.synthetic import repeated_tokens
 from interp.heads import FindConfig, find_heads, head_scores, top_heads
