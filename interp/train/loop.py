@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from interp.errors import WorkbenchError
+from interp.models.device import pick_device
 from interp.models.inhouse import NativeSpec, build_native, load_inhouse
 from interp.train.args import RESUMABLE_CHANGES, TrainingArguments, lr_lambda
 from interp.train.checkpoints import (
@@ -55,18 +56,6 @@ def training_arguments(preset: str | Preset, **knobs: Any) -> TrainingArguments:
     """The preset's training defaults with `knobs` on top."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     return TrainingArguments.from_dict({**preset.training, **knobs})
-
-
-def _pick_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise WorkbenchError(f"unknown device {name!r}; use 'cpu' or 'cuda'") from e
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise WorkbenchError("device 'cuda' requested but no GPU is available; use --device cpu")
-    return device
 
 
 def _optimizer(params: list[torch.nn.Parameter], args: TrainingArguments, device: torch.device):
@@ -114,7 +103,7 @@ def train(
     `use_bridge_forward` trains through the hooked bridge (slow reference) instead of FastLM."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     args = (args or training_arguments(preset)).validate()
-    device = _pick_device(args.device)
+    device = pick_device(args.device)
     if args.fp16 and device.type != "cuda":
         raise WorkbenchError("fp16 mixed precision needs a CUDA device; use bf16 on CPU")
     output_dir = Path(args.output_dir) if args.output_dir else None
