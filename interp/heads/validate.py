@@ -72,6 +72,17 @@ def _ablation_hooks(groups: list[list[Head]], n_rows: int, mode: str, means) -> 
     return [(f"blocks.{layer}.attn.hook_z", partial(hook, layer=layer)) for layer in by_layer]
 
 
+def _prepare_ablation(model, tokens: Int[Tensor, "batch pos"], groups: list[list[Head]], mode: str):
+    """(bridge, tokens on its device, per-head means of the ablated layers when mode is "mean")."""
+    if mode not in MODES:
+        raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
+    bridge = as_bridge(model)
+    tokens = tokens.to(next(bridge.parameters()).device)
+    layers = sorted({layer for g in groups for layer, _ in g})
+    means = head_means(bridge, tokens, layers) if mode == "mean" and layers else {}
+    return bridge, tokens, means
+
+
 @torch.no_grad()
 def ablated_losses(
     model,
@@ -82,14 +93,8 @@ def ablated_losses(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> Float[Tensor, " group"]:
     """Repeated-half loss (mean over sequences) with each group of heads ablated together."""
-    if mode not in MODES:
-        raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
-    bridge = as_bridge(model)
-    device = next(bridge.parameters()).device
-    tokens = tokens.to(device)
+    bridge, tokens, means = _prepare_ablation(model, tokens, groups, mode)
     n = tokens.shape[0]
-    layers = sorted({layer for g in groups for layer, _ in g})
-    means = head_means(bridge, tokens, layers) if mode == "mean" and layers else {}
     per_call = max(1, max_rows // n)
     out = []
     for start in range(0, len(groups), per_call):
@@ -138,12 +143,8 @@ def ablated_pattern_scores(
         raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
     if not watch:
         return torch.zeros(len(groups), 0)
-    bridge = as_bridge(model)
-    device = next(bridge.parameters()).device
-    tokens = tokens.to(device)
+    bridge, tokens, means = _prepare_ablation(model, tokens, groups, mode)
     n = tokens.shape[0]
-    layers = sorted({layer for g in groups for layer, _ in g})
-    means = head_means(bridge, tokens, layers) if mode == "mean" and layers else {}
     watch_layers = sorted({layer for layer, _ in watch})
     out = []
     for start in range(0, len(groups), max(1, max_rows // n)):
