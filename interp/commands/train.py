@@ -88,7 +88,8 @@ def run(args) -> int:
     for record in result.metrics:
         last.update(record)
     shown = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in last.items()
-             if k in ("step", "loss", "eval_loss", "icl_score", "induction_score", "induction_head", "prev_token_score")}
+             if k in ("step", "loss", "eval_loss", "icl_score", "icl_score_se", "repeat_bigram_gap", "induction_score",
+                      "induction_head", "prev_token_score")}
     print(f"trained {preset.name} for {result.global_step} steps -> {result.output_dir}")
     print("final: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
     return 0

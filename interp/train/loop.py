@@ -37,7 +37,7 @@ from interp.train.presets import Preset, get_preset
 from interp.train.tokenizer import make_tokenizer
 
 Progress = Callable[[int, int, str], None]
-N_EVAL_SEQUENCES = 64  # held-out windows scored at each evaluation
+N_EVAL_SEQUENCES = 512  # held-out windows scored at each evaluation (fewer if the held-out text is short)
 
 
 @dataclass
@@ -259,7 +259,7 @@ def _optimizer_step(params, optimizer, scheduler, scaler, max_grad_norm: float) 
 
 def _summary(latest: dict[str, Any]) -> str:
     parts = []
-    for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("icl_score", "icl"),
+    for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("icl_score", "icl"), ("repeat_bigram_gap", "gap"),
                        ("induction_score", "ind"), ("prev_token_score", "prev")):
         if key in latest:
             parts.append(f"{label} {latest[key]:.3f}")

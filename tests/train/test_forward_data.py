@@ -3,6 +3,8 @@ deterministic, mixes by weight and keeps held-out text out of training; the ICL 
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +16,8 @@ from interp.models.inhouse import build_native
 from interp.train import PRESETS
 from interp.train.data import DataMix, TokenStream, corpus_token_arrays, heldout_batch
 from interp.train.forward import FastLM, lm_loss
-from interp.train.metrics import icl_positions, icl_score, per_token_loss
+from interp.train.metrics import (change_across, icl_bands, icl_positions, icl_score, icl_token_score, icl_window_scores,
+                                  per_token_loss, repeat_bigram_gap, repeated_bigram_mask)
 from interp.train.tokenizer import corpus_tokenizer
 
 
@@ -75,12 +78,45 @@ def test_heldout_text_never_appears_in_training(tiny_corpus, tok):
     assert np.array_equal(ho[0, 1:].numpy(), heldout[:31])
 
 
-def test_icl_score_is_late_minus_early_loss():
+def test_icl_token_score_is_late_minus_early_loss():
     assert icl_positions(512) == (50, 500) and icl_positions(256) == (25, 250)
     losses = torch.zeros(2, 255)
     losses[:, 24] = 3.0  # predicting token 25
     losses[:, 249] = 1.0  # predicting token 250
-    assert icl_score(losses, 256) == pytest.approx(-2.0)
+    assert icl_token_score(losses, 256) == pytest.approx(-2.0)
+
+
+def test_icl_score_averages_bands_and_reports_the_standard_error():
+    early, late = icl_bands(128)
+    assert (early.start, early.stop, late.start, late.stop) == (8, 24, 96, 128)
+    losses = torch.full((3, 127), 9.0)  # positions outside both bands must not count
+    window_scores = [-1.0, -2.0, -3.0]
+    for w, score in enumerate(window_scores):
+        losses[w, 7:23] = 4.0  # tokens 8..23
+        losses[w, 95:127] = 4.0 + score  # tokens 96..127
+    mean, se = icl_score(losses, 128)
+    assert mean == pytest.approx(-2.0)
+    assert se == pytest.approx(float(torch.tensor(window_scores).std()) / 3 ** 0.5)
+    assert icl_window_scores(losses, 128).tolist() == pytest.approx(window_scores)
+
+
+def test_repeated_bigram_mask_matches_a_plain_loop():
+    def reference(seq):
+        return [any(seq[j] == seq[i] and seq[j + 1] == seq[i + 1] for j in range(i)) for i in range(len(seq) - 1)]
+
+    tokens = torch.randint(0, 4, (5, 40), generator=torch.Generator().manual_seed(0))
+    mask = repeated_bigram_mask(tokens)
+    assert mask.tolist() == [reference(seq.tolist()) for seq in tokens]
+    assert 0 < mask.float().mean() < 1
+    # [A][B] ... [A][B]: the second B is predictable, the first is not
+    assert repeated_bigram_mask(torch.tensor([[0, 5, 6, 7, 5, 6]])).tolist() == [[False, False, False, False, True]]
+
+
+def test_repeat_bigram_gap():
+    losses = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    mask = torch.tensor([[False, True, False, True]])
+    assert repeat_bigram_gap(losses, mask) == pytest.approx(3.0 - 2.0)
+    assert math.isnan(repeat_bigram_gap(losses, torch.zeros_like(mask)))
 
 
 def test_per_token_loss_matches_cross_entropy():
@@ -102,3 +138,49 @@ def test_ioi_sentences_mix_in(tiny_corpus, tok):
         TokenStream(train_tokens, DataMix(corpus=0.0, ioi=1.0), 32, len(tok), tok.bos_token_id, seed=0, ioi=None)
     with pytest.raises(WorkbenchError, match="data mix weights"):
         DataMix(corpus=0.0).weights()
+
+
+def test_change_across_a_window_compares_the_spans_around_it():
+    records = [{"step": s, "icl_score": (-0.1 if s < 700 else -0.2), "loss": 1.0} for s in range(0, 1200, 20)]
+    records.insert(3, {"step": 50, "loss": 3.0})  # training records without the key are ignored
+    before, after = change_across(records, "icl_score", (700, 760), span=200)
+    assert before == pytest.approx(-0.1) and after == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="before the window"):
+        change_across(records, "icl_score", (0, 60), span=200)
+
+
+def test_ablated_token_losses_match_a_plainly_written_mean_ablation(tiny_llama):
+    """Reference: one hook that overwrites the heads' z with means computed by a separate cached pass."""
+    from interp.train.metrics import ablated_token_losses
+
+    tokens = torch.randint(1, 100, (5, 12), generator=torch.Generator().manual_seed(0))
+    heads = [(0, 1), (1, 0)]
+    clean = ablated_token_losses(tiny_llama, tokens, [])
+    assert torch.allclose(clean, per_token_loss(tiny_llama(tokens), tokens), atol=1e-5)
+
+    _, cache = tiny_llama.run_with_cache(tokens)
+    def overwrite(z, hook):
+        layer = int(hook.name.split(".")[1])
+        for l, h in heads:
+            if l == layer:
+                z[:, :, h] = cache[hook.name][:, :, h].mean((0, 1))
+        return z
+    names = {f"blocks.{l}.attn.hook_z" for l, _ in heads}
+    logits = tiny_llama.run_with_hooks(tokens, fwd_hooks=[(n, overwrite) for n in names])
+    fast = ablated_token_losses(tiny_llama, tokens, heads, batch_size=2)  # chunked means and forwards
+    assert torch.allclose(fast, per_token_loss(logits, tokens), atol=1e-5)
+    assert not torch.allclose(fast, clean, atol=1e-3)
+
+
+def test_icl_under_ablation_reports_every_head_set(tiny_llama):
+    from interp.train.metrics import icl_under_ablation
+
+    tokens = torch.randint(1, 100, (4, 32), generator=torch.Generator().manual_seed(1))
+    rows = icl_under_ablation(tiny_llama, tokens, {"induction": [(1, 0)], "other": [(1, 1)]}, mode="zero")
+    assert [r["ablated"] for r in rows] == ["none", "induction", "other"]
+    assert rows[1]["heads"] == [[1, 0]] and rows[0]["heads"] == []
+    assert rows[0]["loss"] != rows[1]["loss"] and all(r["icl_score_se"] > 0 for r in rows)
+    for r in rows:  # the score is the late band minus the early band
+        assert r["icl_score"] == pytest.approx(r["loss_late"] - r["loss_early"], abs=1e-5)
+    with pytest.raises(ValueError, match="unknown ablation"):
+        icl_under_ablation(tiny_llama, tokens, {"x": [(0, 0)]}, mode="resample")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -88,6 +90,8 @@ def test_eval_records_icl_and_head_scores(tiny, tmp_path):
     for r in evals:
         assert 0 <= r["induction_score"] <= 1 and 0 <= r["prev_token_score"] <= 1
         assert len(r["induction_head"]) == 2 and r["induction_head"][0] in (0, 1)
+        assert r["icl_score_se"] > 0 and math.isfinite(r["icl_score"]) and math.isfinite(r["icl_token_score"])
+        assert math.isfinite(r["repeat_bigram_gap"])
     from interp.train import read_metrics
 
     assert read_metrics(tmp_path) == result.metrics
