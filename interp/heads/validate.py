@@ -47,16 +47,24 @@ def repeated_half_loss(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Ten
 
 
 @torch.no_grad()
-def head_means(model, tokens: Int[Tensor, "batch pos"], layers: list[int]) -> dict[int, Float[Tensor, "head d_head"]]:
-    """Each head's z averaged over sequences and positions, for the given layers."""
+def head_means(model, tokens: Int[Tensor, "batch pos"], layers: list[int],
+               batch_size: int = 64) -> dict[int, Float[Tensor, "head d_head"]]:
+    """Each head's z averaged over sequences and positions, for the given layers (in chunks of
+    batch_size sequences, so long probe sets fit in memory)."""
     bridge = as_bridge(model)
     names = {f"blocks.{layer}.attn.hook_z" for layer in layers}
     device = next(bridge.parameters()).device
-    _, cache = bridge.run_with_cache(tokens.to(device), names_filter=lambda n: n in names)
-    return {layer: cache[f"blocks.{layer}.attn.hook_z"].float().mean((0, 1)) for layer in layers}
+    sums: dict[int, Tensor] = {}
+    for chunk in tokens.split(batch_size):
+        _, cache = bridge.run_with_cache(chunk.to(device), names_filter=lambda n: n in names)
+        for layer in layers:
+            z = cache[f"blocks.{layer}.attn.hook_z"].float().sum((0, 1))
+            sums[layer] = z if layer not in sums else sums[layer] + z
+    count = tokens.shape[0] * tokens.shape[1]
+    return {layer: total / count for layer, total in sums.items()}
 
 
-def _ablation_hooks(groups: list[list[Head]], n_rows: int, mode: str, means) -> list:
+def ablation_hooks(groups: list[list[Head]], n_rows: int, mode: str, means) -> list:
     """Hooks for a batch of len(groups) blocks of n_rows rows; block j ablates every head in groups[j]."""
     by_layer: dict[int, list[tuple[int, int]]] = {}
     for j, group in enumerate(groups):
@@ -100,7 +108,7 @@ def ablated_losses(
     for start in range(0, len(groups), per_call):
         chunk = groups[start : start + per_call]
         batch = tokens.repeat(len(chunk), 1)
-        logits = bridge.run_with_hooks(batch, fwd_hooks=_ablation_hooks(chunk, n, mode, means))
+        logits = bridge.run_with_hooks(batch, fwd_hooks=ablation_hooks(chunk, n, mode, means))
         loss = repeated_half_loss(logits, batch)
         out.extend(loss.view(len(chunk), n).mean(1).tolist())
         if progress is not None:
@@ -162,7 +170,7 @@ def ablated_pattern_scores(
             if layer == watch_layers[-1]:
                 raise _Stop
 
-        hooks = _ablation_hooks(chunk, n, mode, means)
+        hooks = ablation_hooks(chunk, n, mode, means)
         hooks += [(f"blocks.{layer}.attn.hook_pattern", partial(score, layer=layer)) for layer in watch_layers]
         try:
             bridge.run_with_hooks(batch, fwd_hooks=hooks)
