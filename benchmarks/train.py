@@ -9,9 +9,10 @@ shows they learn the same.
 
   .venv/bin/python benchmarks/train.py [--device cuda] [--steps 40] [--preset attn-only-2l]
 
-`--phase-change DIR` instead trains attn-only-1l and attn-only-2l with their default presets
-(Olsson et al. 2022's comparison), prints the step windows where the in-context-learning score
-and the best induction head score jump, and writes DIR/phase_change.html.
+`--phase-change DIR [--batch 64] [--max-steps N]` instead trains attn-only-1l and attn-only-2l
+(Olsson et al. 2022's comparison), finds the steps where 2L's best induction head score jumps,
+prints how the in-context-learning score and the repeated-bigram gap change across those steps in
+both models, and writes DIR/phase_change.html.
 """
 
 from __future__ import annotations
@@ -72,34 +73,44 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def phase_change_evidence(out: Path, device: str, max_steps: int | None) -> int:
+def phase_change_evidence(out: Path, device: str, max_steps: int | None, batch: int | None) -> int:
     from interp.train import read_metrics, training_arguments
-    from interp.train.metrics import jump_window
+    from interp.train.metrics import change_across, jump_window
     from interp.viz.html import write_figure
     from interp.viz.train import phase_change
 
-    runs, windows = {}, {}
+    runs = {}
     for name in ("attn-only-1l", "attn-only-2l"):
         knobs = dict(output_dir=str(out / name), device=device, bf16=device.startswith("cuda"))
         if max_steps:
             knobs["max_steps"] = max_steps
+        if batch:
+            knobs["per_device_train_batch_size"] = batch
         t = time.perf_counter()
         result = train(name, training_arguments(name, **knobs), progress_bar=True)
         wall = time.perf_counter() - t
-        records = [r for r in read_metrics(out / name) if "induction_score" in r]
-        steps = [r["step"] for r in records]
-        ind = [r["induction_score"] for r in records]
-        icl = [r["icl_score"] for r in records]
-        windows[name] = (jump_window(steps, ind), jump_window(steps, icl))
-        runs[name] = records
+        runs[name] = [r for r in read_metrics(out / name) if "induction_score" in r]
+        ind = [r["induction_score"] for r in runs[name]]
         print(f"{name}: {result.global_step} steps in {wall:.0f} s on {device}; induction score {ind[0]:.3f} -> "
-              f"max {max(ind):.3f} (window {windows[name][0]}); ICL score {icl[0]:.3f} -> min {min(icl):.3f} "
-              f"(window {windows[name][1]}); final held-out loss {records[-1]['eval_loss']:.3f}")
-    window = windows["attn-only-2l"][0]
+              f"max {max(ind):.3f}; final held-out loss {runs[name][-1]['eval_loss']:.3f}")
+    two = runs["attn-only-2l"]
+    window = jump_window([r["step"] for r in two], [r["induction_score"] for r in two])
+    if window is None or max(r["induction_score"] for r in two) < 0.2:
+        print("RESULT phase change: attn-only-2l formed no induction head in this run (train longer: --max-steps)")
+        return 0
+    span = max(100, window[1] - window[0], 5 * (two[1]["step"] - two[0]["step"]))
+    for key in ("icl_score", "repeat_bigram_gap"):
+        for name, records in runs.items():
+            try:
+                before, after = change_across(records, key, window, span)
+            except ValueError as e:
+                print(f"{name} {key}: {e}")
+                continue
+            print(f"{name} {key} across the 2L induction window {window} (+-{span} steps): "
+                  f"{before:+.3f} -> {after:+.3f} ({after - before:+.3f} nats)")
     fig = phase_change(runs, window=window)
     write_figure(fig, out / "phase_change.html")
-    print(f"RESULT phase change: attn-only-2l induction window {window}, ICL window {windows['attn-only-2l'][1]}; "
-          f"plot {out / 'phase_change.html'}")
+    print(f"RESULT phase change: attn-only-2l induction window {window}; plot {out / 'phase_change.html'}")
     return 0
 
 
@@ -114,7 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=None, help="with --phase-change: override the presets' steps")
     opts = ap.parse_args(argv)
     if opts.phase_change:
-        return phase_change_evidence(Path(opts.phase_change), opts.device, opts.max_steps)
+        return phase_change_evidence(Path(opts.phase_change), opts.device, opts.max_steps, opts.batch)
 
     preset = get_preset(opts.preset)
     tokenizer = make_tokenizer(preset.tokenizer, None, preset.vocab_size)
