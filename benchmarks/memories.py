@@ -5,6 +5,8 @@ by batch in alternation (forward, indexing, forward, ...):
   forward   model.bridge(tokens) -- the full forward pass with logits, no hooks
   indexing  interp.memories.build.stream_keys -- hooks on all 30 layers' hook_post fold every
             coefficient into the running top-k on the device (the work build_index does per batch)
+  per-layer the same indexing with one merge per layer as it happens (KeyCollector(stacked=False),
+            the CPU default) -- on CUDA the default stacks the 30 layers' merges into one after the pass
 Then (unless --no-build) one end-to-end build_index over the same number of tokens (corpus
 tokenization, shards written, 30 layers' values projected, agreement) and its agreement by layer.
 
@@ -76,19 +78,24 @@ def main() -> None:
 
     # warm-up, then batch-by-batch pairs (forward, indexing) so that load changes on a shared
     # machine hit both sides alike; the collector runs over the whole corpus as in build_index
-    forward(batches[0][1]), index(KeyCollector(layers, info.d_mlp, args.top_k, device=model.device), *batches[0])
-    per_fwd, per_idx = [], []  # [repeat][batch] seconds
+    def collector(stacked=None):
+        return KeyCollector(layers, info.d_mlp, args.top_k, device=model.device, stacked=stacked)
+
+    forward(batches[0][1]), index(collector(), *batches[0]), index(collector(False), *batches[0])
+    per_fwd, per_idx, per_plain = [], [], []  # [repeat][batch] seconds
     for _ in range(args.repeats):
-        collector = KeyCollector(layers, info.d_mlp, args.top_k, device=model.device)
-        per_fwd.append([])
-        per_idx.append([])
+        default, plain = collector(), collector(False)
+        for runs in (per_fwd, per_idx, per_plain):
+            runs.append([])
         for lo, batch in batches:
             per_fwd[-1].append(timed(forward, batch))
-            per_idx[-1].append(timed(index, collector, lo, batch))
+            per_idx[-1].append(timed(index, default, lo, batch))
+            per_plain[-1].append(timed(index, plain, lo, batch))
     t_fwd, t_idx = [sum(r) for r in per_fwd], [sum(r) for r in per_idx]
     # the estimate: each batch's fastest repeat (interference only ever adds time), summed
     fwd = sum(min(col) for col in zip(*per_fwd))
     idx = sum(min(col) for col in zip(*per_idx))
+    plain_s = sum(min(col) for col in zip(*per_plain))
     result = {
         "device": str(model.device) + (f" ({torch.cuda.get_device_name()})" if cuda else ""),
         "dtype": str(model.dtype),
@@ -101,6 +108,8 @@ def main() -> None:
         "ratio": idx / fwd,
         "ratio_per_repeat": [i / f for f, i in zip(t_fwd, t_idx)],
         "ratio_of_medians": statistics.median(t_idx) / statistics.median(t_fwd),
+        "stacked_merges": default.stacked,
+        "per_layer_merge_ratio": plain_s / fwd,
     }
     print(f"forward  {n_tok} tokens: {fwd:.3f} s (sum of per-batch best)  ({n_tok / fwd:,.0f} tok/s)  "
           f"runs {[round(t, 3) for t in t_fwd]}")  # fmt: skip
@@ -108,6 +117,8 @@ def main() -> None:
           f"({n_tok / idx:,.0f} tok/s)  runs {[round(t, 3) for t in t_idx]}")  # fmt: skip
     print(f"per-repeat ratios {[round(r, 3) for r in result['ratio_per_repeat']]}, "
           f"ratio of medians {result['ratio_of_medians']:.3f}")  # fmt: skip
+    print(f"indexing with one merge per layer (stacked=False): {plain_s:.3f} s, {plain_s / fwd:.3f}x the forward; "
+          f"default collector stacked={default.stacked}")
     print(f"RESULT memories indexing/forward = {idx / fwd:.3f} (goal <= 1.25) on {result['device']}, {result['dtype']}")
 
     if not args.no_build:

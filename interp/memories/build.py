@@ -94,6 +94,7 @@ def stream_keys(
                 model.bridge(batch.long().masked_fill(batch < 0, pad).to(model.device))
             except _StopForward:
                 pass
+            collector.flush()
             if after_batch is not None:
                 after_batch()
 

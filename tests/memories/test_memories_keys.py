@@ -75,3 +75,59 @@ def test_collector_counts_positions():
     c.observe(0, torch.tensor([[[1.0, -1, 0, 2]] * 3, [[-1.0, 1, 0, 3]] * 3]))
     assert c.n_positions == 4
     assert c.state[0].active.tolist() == [2, 2, 0, 4]
+
+
+def test_stacked_merge_equals_one_merge_per_layer():
+    gen = torch.Generator().manual_seed(1)
+    layers, k, n = 3, 4, 6
+    top = torch.randn(layers, k, n, generator=gen).sort(dim=1, descending=True).values
+    ref = torch.randint(0, 50, (layers, k, n), generator=gen)
+    coef = torch.randn(layers, 9, n, generator=gen)
+    refs, valid = torch.arange(100, 109), torch.rand(9, generator=gen) > 0.3
+    stacked = merge_topk(top, ref, coef.clone(), refs, valid)
+    for layer in range(layers):
+        one = merge_topk(top[layer], ref[layer], coef[layer].clone(), refs, valid)
+        for a, b in zip(stacked, one):
+            assert torch.equal(a[layer], b)
+
+
+def test_stacked_collector_equals_the_per_layer_one():
+    """Deferred (stacked) merging, with early flushes past the memory cap, keeps the same state."""
+    gen = torch.Generator().manual_seed(2)
+    layers, d_mlp = [0, 2, 3], 8
+    plain = KeyCollector(layers, d_mlp, k=3, stacked=False)
+    stacked = KeyCollector(layers, d_mlp, k=3, stacked=True)
+    capped = KeyCollector(layers, d_mlp, k=3, stacked=True, max_pending_bytes=100)  # flushes every layer
+    for batch in range(4):
+        refs = torch.arange(batch * 10, batch * 10 + 10)
+        valid = torch.rand(10, generator=gen) > 0.2
+        acts = {layer: torch.randn(2, 5, d_mlp, generator=gen) for layer in layers}
+        for c in (plain, stacked, capped):
+            c.set_batch(refs, valid)
+            for layer in layers:
+                c.observe(layer, acts[layer].clone())
+        assert stacked._pending and not plain._pending  # merged only at flush / the next batch
+    stacked.flush()
+    want = plain.state_dict()
+    for c in (stacked, capped):
+        got = c.state_dict()
+        assert got.keys() == want.keys()
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+
+
+def test_stream_keys_gives_the_same_index_with_stacked_merges(tiny_gpt2):
+    from interp.memories.build import stream_keys
+
+    assert not KeyCollector([0], 4, 2).stacked  # per-layer merges by default off CUDA
+    table = torch.randint(0, 200, (5, 16), generator=torch.Generator().manual_seed(3), dtype=torch.int32)
+    table[4, 10:] = -1  # a short last window
+    layers = list(range(tiny_gpt2.info.n_layers))
+    states = []
+    for stacked in (False, True):
+        c = KeyCollector(layers, tiny_gpt2.info.d_mlp, k=4, device=tiny_gpt2.device, stacked=stacked)
+        stream_keys(tiny_gpt2, c, table, 0, batch_size=2, has_bos=False)
+        assert not c._pending
+        states.append(c.state_dict())
+    for key in states[0]:
+        assert torch.allclose(states[0][key].float(), states[1][key].float()), key
