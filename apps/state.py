@@ -157,16 +157,30 @@ def get_model(spec: str | None = None) -> Model:
 # -- results cached per (model, parameters) ------------------------------------------------------
 
 
-@st.cache_data(max_entries=128, show_spinner=False)
-def prompt_analysis(spec: str, prompt: str, k: int = 10) -> dict:
-    """Top-k next tokens and the logit lens for one prompt (one forward pass)."""
-    from interp.lens import logit_lens
+@st.cache_data(max_entries=32, show_spinner=False)
+def prompt_predictions(spec: str, prompt: str, k: int = 10) -> dict:
+    """The model's top-k next tokens for one prompt, and the residual streams the logit lens
+    needs, from one forward pass (shown before the lens is projected)."""
+    from interp.lens import final_predictions, lens_residuals
 
     model = get_model(spec)
     with RUN_LOCK:
-        lens = logit_lens(model, prompt, k=k)
-    final = lens.top_tokens[-1][-1], lens.top_probs[-1, -1].tolist()
-    return {"predictions": list(zip(*final)), "lens": lens, "str_tokens": lens.str_tokens}
+        tokens, resid = lens_residuals(model, prompt)
+        predictions = final_predictions(model, resid, k)
+    return {"predictions": predictions, "str_tokens": model.to_str_tokens(tokens[0]),
+            "tokens": tokens.cpu(), "resid": resid.cpu()}
+
+
+@st.cache_data(max_entries=128, show_spinner=False)
+def prompt_lens(spec: str, prompt: str, k: int = 10):
+    """The logit lens for one prompt (top-k per layer and position), reusing the forward pass of
+    `prompt_predictions`."""
+    from interp.lens import logit_lens
+
+    model = get_model(spec)
+    got = prompt_predictions(spec, prompt)
+    with RUN_LOCK:
+        return logit_lens(model, prompt, k=k, residuals=(got["tokens"].to(model.device), got["resid"]))
 
 
 class _Stop(Exception):

@@ -4,7 +4,9 @@ unembedding, and see which token each position would predict if the model stoppe
 
 Row 0 is the embedding (before any block), row l+1 is the residual stream after block l; the last
 row is exactly the model's own next-token distribution. `project` is the pure tensor step
-(residuals -> logits); `logit_lens` runs the model once, keeping only the residual hooks.
+(residuals -> logits); `lens_residuals` runs the model once, keeping only the residual hooks;
+`final_predictions` reads the model's top next tokens from them (cheap: one row), and
+`logit_lens` projects every row (the dashboard shows the predictions before the lens is ready).
 """
 
 from __future__ import annotations
@@ -42,26 +44,51 @@ def project(
 
 
 @torch.no_grad()
-def logit_lens(model, prompt: str | Tensor, k: int = 1, chunk: int = 8) -> LensResult:
-    """The top-k tokens and probabilities at every layer and position of `prompt` (text, or a
-    [pos] / [1, pos] token tensor). Layers are projected `chunk` at a time to bound memory."""
-    if k < 1:
-        raise WorkbenchError(f"k must be at least 1, got {k}")
+def lens_residuals(model, prompt: str | Tensor) -> tuple[Int[Tensor, "1 pos"], Float[Tensor, "layer pos d_model"]]:
+    """(tokens, residual streams [embedding + one row per block, pos, d_model]) from one forward
+    pass of `prompt` (text, or a [pos] / [1, pos] token tensor), keeping only the residual hooks."""
     tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt.reshape(1, -1).to(model.device)
     names = residual_hook_names(model.info.n_layers)
     keep = set(names)
     _, cache = model.run_with_cache(tokens, names_filter=lambda name: name in keep)
-    resid = torch.stack([cache[name][0] for name in names])  # [layer, pos, d_model]
+    return tokens, torch.stack([cache[name][0] for name in names])
+
+
+def _norm_and_unembed(model):
     bridge = model.bridge
-    ln_final = getattr(bridge, "ln_final", None) or (lambda x: x)
+    return getattr(bridge, "ln_final", None) or (lambda x: x), bridge.unembed
+
+
+@torch.no_grad()
+def final_predictions(model, resid: Float[Tensor, "layer pos d_model"], k: int = 10) -> list[tuple[str, float]]:
+    """The model's own top-k next tokens after the last position, read from the last residual row
+    (which is exactly what the model's forward pass predicts)."""
+    ln_final, unembed = _norm_and_unembed(model)
+    probs = project(resid[-1:, -1:], ln_final, unembed)[0, 0].float().softmax(-1)
+    top = probs.topk(min(k, probs.shape[-1]))
+    return [(model.tokenizer.decode([int(i)]), float(p)) for i, p in zip(top.indices, top.values)]
+
+
+@torch.no_grad()
+def logit_lens(model, prompt: str | Tensor, k: int = 1, chunk: int = 8,
+               residuals: tuple[Tensor, Tensor] | None = None) -> LensResult:
+    """The top-k tokens and probabilities at every layer and position of `prompt` (text, or a
+    [pos] / [1, pos] token tensor). Layers are projected `chunk` at a time to bound memory.
+    `residuals` = lens_residuals(model, prompt), when the caller already ran the forward pass."""
+    if k < 1:
+        raise WorkbenchError(f"k must be at least 1, got {k}")
+    tokens, resid = residuals if residuals is not None else lens_residuals(model, prompt)
+    resid = resid.to(model.device)
+    ln_final, unembed = _norm_and_unembed(model)
     ids, probs, ranks = [], [], []
-    final_pred = project(resid[-1:], ln_final, bridge.unembed)[0].argmax(-1)  # [pos]
+    final_pred = project(resid[-1:], ln_final, unembed)[0].argmax(-1)  # [pos]
     for start in range(0, resid.shape[0], chunk):
-        logits = project(resid[start : start + chunk], ln_final, bridge.unembed).float()
-        p = logits.softmax(-1)
-        top = p.topk(min(k, p.shape[-1]), dim=-1)
+        logits = project(resid[start : start + chunk], ln_final, unembed).float()
+        # top-k of the logits and their probabilities via logsumexp: the same as softmax + topk
+        # without materializing a second [layers, pos, vocab] tensor
+        top = logits.topk(min(k, logits.shape[-1]), dim=-1)
         ids.append(top.indices)
-        probs.append(top.values)
+        probs.append((top.values - logits.logsumexp(-1, keepdim=True)).exp())
         target = logits.gather(-1, final_pred.expand(logits.shape[0], -1).unsqueeze(-1))
         ranks.append((logits > target).sum(-1))
     top_ids = torch.cat(ids).cpu()

@@ -68,3 +68,18 @@ def test_lens_on_smollm2_ends_at_the_models_prediction(smollm2):
     assert lens.top_ids.shape == (31, len(lens.str_tokens), 1)
     # the answer forms late: the embedding row does not already predict it
     assert lens.final_rank[0, -1] > 0
+
+
+def test_predictions_and_lens_from_one_forward_pass(tiny_llama):
+    from interp.lens import final_predictions, lens_residuals
+
+    residuals = lens_residuals(tiny_llama, PROMPT)
+    tokens, resid = residuals
+    assert resid.shape == (tiny_llama.info.n_layers + 1, tokens.shape[-1], tiny_llama.info.d_model)
+    preds = final_predictions(tiny_llama, resid, k=5)
+    want = tiny_llama.top_predictions(PROMPT, 5)
+    assert [t for t, _ in preds] == [t for t, _ in want]
+    assert [p for _, p in preds] == pytest.approx([p for _, p in want], abs=1e-5)
+    reused, fresh = logit_lens(tiny_llama, PROMPT, k=3, residuals=residuals), logit_lens(tiny_llama, PROMPT, k=3)
+    assert torch.equal(reused.top_ids, fresh.top_ids) and torch.equal(reused.final_rank, fresh.final_rank)
+    torch.testing.assert_close(reused.top_probs, fresh.top_probs)

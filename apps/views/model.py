@@ -9,19 +9,28 @@ import streamlit as st
 from apps import state
 from interp.viz.attention import logit_lens_figure, predictions_figure, token_labels
 
+
+def _short(prompt: str, width: int = 36) -> str:
+    """The prompt on one line, its middle elided past `width` characters."""
+    text = " ".join(prompt.split())
+    return text if len(text) <= width else f"{text[: width // 2 - 1]}…{text[-(width // 2 - 1):]}"
+
+
 st.title("Model")
 spec, prompt = state.current_spec(), state.current_prompt()
 with state.shows_errors():
     model = state.get_model(spec)
     st.caption(repr(model))
-    result = state.prompt_analysis(spec, prompt)
+    result = state.prompt_predictions(spec, prompt)
     preds = result["predictions"]
     top_tok, top_p = preds[0]
     st.markdown(f"Top prediction: **`{token_labels([top_tok])[0]}`** (p = {top_p:.3f}) after "
                 f"{len(result['str_tokens'])} tokens")
     left, right = st.columns([2, 3])
     with left:
-        st.plotly_chart(predictions_figure([t for t, _ in preds], [p for _, p in preds]), key="predictions")
+        st.plotly_chart(predictions_figure([t for t, _ in preds], [p for _, p in preds],
+                                           title=f"Next-token predictions after “{_short(prompt)}”"),
+                        key="predictions")
     with right:
         st.dataframe(
             {"token": [repr(t) for t, _ in preds], "probability": [p for _, p in preds]},
@@ -29,7 +38,7 @@ with state.shows_errors():
                 "probability", min_value=0.0, max_value=1.0, format="%.4f")},
             hide_index=True, key="predictions_table",
         )
-    lens = result["lens"]
+    lens = state.prompt_lens(spec, prompt)  # the predictions above are already on screen
     n_pos = len(lens.str_tokens)
     st.subheader("Logit lens")
     st.caption("The top next token if the model stopped after each layer (rows: embedding at the bottom, "
@@ -43,4 +52,5 @@ with state.shows_errors():
             top_probs=lens.top_probs[:, -shown:], top_tokens=[row[-shown:] for row in lens.top_tokens],
             final_rank=lens.final_rank[:, -shown:],
         )
-    st.plotly_chart(logit_lens_figure(lens), key="logit_lens")
+    st.plotly_chart(logit_lens_figure(lens, title=f"Logit lens of “{_short(prompt)}”: top next token after each layer"),
+                    key="logit_lens")
