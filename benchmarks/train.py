@@ -75,7 +75,7 @@ def sync(device: str) -> None:
 
 def phase_change_evidence(out: Path, device: str, max_steps: int | None, batch: int | None) -> int:
     from interp.train import read_metrics, training_arguments
-    from interp.train.metrics import change_across, jump_window
+    from interp.train.metrics import compare_across, jump_window
     from interp.viz.html import write_figure
     from interp.viz.train import phase_change
 
@@ -98,16 +98,13 @@ def phase_change_evidence(out: Path, device: str, max_steps: int | None, batch: 
     if window is None or max(r["induction_score"] for r in two) < 0.2:
         print("RESULT phase change: attn-only-2l formed no induction head in this run (train longer: --max-steps)")
         return 0
-    span = max(100, window[1] - window[0], 5 * (two[1]["step"] - two[0]["step"]))
-    for key in ("icl_score", "repeat_bigram_gap"):
-        for name, records in runs.items():
-            try:
-                before, after = change_across(records, key, window, span)
-            except ValueError as e:
-                print(f"{name} {key}: {e}")
+    for row in compare_across(runs, window):
+        for key in ("icl_score", "repeat_bigram_gap"):
+            if row[f"{key} change"] is None:
+                print(f"{row['run']} {key}: no evaluations on both sides of the window")
                 continue
-            print(f"{name} {key} across the 2L induction window {window} (+-{span} steps): "
-                  f"{before:+.3f} -> {after:+.3f} ({after - before:+.3f} nats)")
+            print(f"{row['run']} {key} across the 2L induction window {window} (+-{row['span']} steps): "
+                  f"{row[f'{key} before']:+.3f} -> {row[f'{key} after']:+.3f} ({row[f'{key} change']:+.3f} nats)")
     fig = phase_change(runs, window=window)
     write_figure(fig, out / "phase_change.html")
     print(f"RESULT phase change: attn-only-2l induction window {window}; plot {out / 'phase_change.html'}")

@@ -226,3 +226,26 @@ def icl_under_ablation(model, text: Int[Tensor, "batch pos"], head_sets: dict[st
                      "loss_late": float(losses[:, late.start - 1 : late.stop - 1].mean()),
                      "icl_score": icl, "icl_score_se": se, "repeat_bigram_gap": repeat_bigram_gap(losses, mask)})
     return rows
+
+
+def compare_across(runs: dict[str, list[dict]], window: tuple[int, int], span: int | None = None,
+                   keys: tuple[str, ...] = ("icl_score", "repeat_bigram_gap")) -> list[dict]:
+    """One row per run: each key's mean before and after `window` (usually the induction jump of
+    one run, applied to all of them as controls) and the change. `span` defaults to the larger of
+    100 steps, the window's length and five eval intervals. Runs without evaluations on both sides
+    (or logs without the key) get None."""
+    if span is None:
+        evals = sorted({r["step"] for records in runs.values() for r in records if "eval_loss" in r})
+        interval = min((b - a for a, b in zip(evals, evals[1:])), default=0)
+        span = max(100, window[1] - window[0], 5 * interval)
+    rows = []
+    for name, records in runs.items():
+        row: dict = {"run": name, "span": span}
+        for key in keys:
+            try:
+                before, after = change_across(records, key, window, span)
+                row |= {f"{key} before": before, f"{key} after": after, f"{key} change": after - before}
+            except ValueError:
+                row |= {f"{key} before": None, f"{key} after": None, f"{key} change": None}
+        rows.append(row)
+    return rows

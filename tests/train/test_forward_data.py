@@ -184,3 +184,16 @@ def test_icl_under_ablation_reports_every_head_set(tiny_llama):
         assert r["icl_score"] == pytest.approx(r["loss_late"] - r["loss_early"], abs=1e-5)
     with pytest.raises(ValueError, match="unknown ablation"):
         icl_under_ablation(tiny_llama, tokens, {"x": [(0, 0)]}, mode="resample")
+
+
+def test_compare_across_uses_one_window_for_every_run():
+    from interp.train.metrics import compare_across
+
+    jump = [{"step": s, "eval_loss": 1.0, "icl_score": -0.1 if s < 700 else -0.2, "repeat_bigram_gap": -1.0}
+            for s in range(0, 1500, 20)]
+    flat = [{"step": s, "eval_loss": 1.0, "icl_score": -0.1} for s in range(0, 1500, 20)]  # an older log: no gap
+    rows = compare_across({"2l": jump, "1l": flat}, (680, 760))
+    assert [r["run"] for r in rows] == ["2l", "1l"] and rows[0]["span"] == 100  # max(100, 80, 5 x 20)
+    assert rows[0]["icl_score change"] == pytest.approx(-0.1) and rows[1]["icl_score change"] == pytest.approx(0.0)
+    assert rows[0]["repeat_bigram_gap change"] == pytest.approx(0.0) and rows[1]["repeat_bigram_gap change"] is None
+    assert compare_across({"2l": jump}, (680, 760), span=300)[0]["span"] == 300
