@@ -1,5 +1,6 @@
-"""Training runs view: a run folder's curves (loss, in-context-learning score, head scores against
-step), and a step slider showing the best induction head's attention at that checkpoint."""
+"""Training runs view: a run folder's curves (loss, in-context-learning score, repeated-bigram gap,
+head scores against step), a phase-change comparison with other runs (e.g. attn-only-1l beside
+attn-only-2l), and a step slider showing the best induction head's attention at that checkpoint."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from apps import state
 from interp import WorkbenchError
 from interp.heads import head_scores
 from interp.train import list_checkpoints, read_metrics
+from interp.train.metrics import compare_across, jump_window
 from interp.viz.attention import attention_figure
-from interp.viz.train import training_curves
+from interp.viz.train import phase_change, training_curves
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -26,6 +28,38 @@ def best_induction_head(checkpoint: str) -> tuple[int, int, float]:
         scores = head_scores(model, repeated_tokens(model, 8, seg, seed=0), kinds=("induction",))["induction"]
     best = int(scores.flatten().argmax())
     return best // scores.shape[1], best % scores.shape[1], float(scores.flatten()[best])
+
+
+def compare_phase_change(folder: Path, records: list[dict], others: list[str]) -> None:
+    """This run beside others (ICL score, repeated-bigram gap, induction score), with this run's
+    induction jump shaded and each metric's change across it, in every run (the controls)."""
+    picked = st.multiselect("Compare with runs (phase change)", others, key="train_compare",
+                            help="e.g. attn-only-1l beside attn-only-2l: Olsson et al.'s comparison")
+    typed = st.text_input("…or run folders, comma-separated", key="train_compare_dirs").strip()
+    picked = picked + [t.strip() for t in typed.split(",") if t.strip()]
+    if not picked:
+        return
+    evals = {folder.name: [r for r in records if "induction_score" in r]}
+    for other in picked:
+        path = Path(other).expanduser()
+        if not (path / "metrics.jsonl").is_file():
+            raise WorkbenchError(f"{other!r} has no metrics.jsonl; pick a run folder written by `interp train`")
+        evals[path.name if path.name not in evals else str(path)] = [r for r in read_metrics(path) if "induction_score" in r]
+    mine = evals[folder.name]
+    window = jump_window([r["step"] for r in mine], [r["induction_score"] for r in mine]) if mine else None
+    if window is not None and max(r["induction_score"] for r in mine) < 0.2:
+        window = None  # no induction head formed: nothing to line up
+    st.plotly_chart(phase_change(evals, window=window, title=f"{folder.name} beside {', '.join(list(evals)[1:])}"),
+                    key="train_compare_fig")
+    if window is None:
+        st.caption(f"{folder.name}'s best induction score never passes 0.2: no phase change to line the runs up on.")
+        return
+    rows = compare_across(evals, window)
+    st.caption(f"Shaded: steps {window[0]}-{window[1]}, where {folder.name}'s best induction score rises from 10% "
+               f"to 90% of its change. Each metric averaged over the {rows[0]['span']} steps before and after it, "
+               "in every run over the same steps; lower = more in-context learning.")
+    st.dataframe([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items() if k != "span"} for r in rows],
+                 hide_index=True, key="train_compare_table")
 
 
 st.title("Training runs")
@@ -49,6 +83,7 @@ with state.shows_errors():
             raise WorkbenchError(f"{run!r} has neither metrics.jsonl nor checkpoint-* folders; is it a training run?")
         if records:
             st.plotly_chart(training_curves(records, f"{folder.name}"), key="train_curves")
+            compare_phase_change(folder, records, [r for r in runs if Path(r) != folder])
         else:
             st.info("This run has no metrics.jsonl yet.")
         if checkpoints:

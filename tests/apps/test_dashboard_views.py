@@ -104,6 +104,31 @@ def test_training_view_tiny(tiny_run):
     assert any("does not exist" in e for e in errors(at))
 
 
+def test_training_view_compares_runs_across_the_induction_jump(tiny_run, tmp_path):
+    import json
+
+    def log(path, induction, icl):
+        path.mkdir()
+        path.joinpath("metrics.jsonl").write_text("".join(
+            json.dumps({"step": s, "eval_loss": 3.0, "icl_score": icl(s), "repeat_bigram_gap": -1.0,
+                        "induction_score": induction(s), "prev_token_score": 0.1}) + "\n" for s in range(0, 1000, 20)))
+        return path
+
+    two = log(tmp_path / "two", lambda s: 0.01 if s < 400 else 0.45, lambda s: -0.1 if s < 400 else -0.2)
+    one = log(tmp_path / "one", lambda s: 0.01, lambda s: -0.1)
+    at = open_app("", PROMPT_A, page="views/training.py", train_dir=str(two))
+    assert not errors(at), errors(at)
+    at.text_input(key="train_compare_dirs").input(f"{one}").run()
+    assert not errors(at), errors(at)
+    fig = figures(at)[1]
+    assert {t["name"] for t in fig["data"]} == {"two", "one"} and len(fig["layout"]["shapes"]) == 3
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["two", "one"]
+    assert list(table["icl_score change"]) == pytest.approx([-0.1, 0.0])
+    at.text_input(key="train_compare_dirs").input(str(tmp_path / "missing")).run()
+    assert any("has no metrics.jsonl" in e for e in errors(at))
+
+
 def test_inhouse_checkpoint_as_model(tiny_run):
     at = open_app(str(tiny_run / "checkpoint-20"), PROMPT_A)
     assert not errors(at) and "source=inhouse" in shown(at)
