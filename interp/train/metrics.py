@@ -32,6 +32,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.errors import WorkbenchError
+
 OLSSON_CONTEXT, OLSSON_EARLY, OLSSON_LATE = 512, 50, 500
 
 
@@ -194,10 +196,14 @@ def ablated_token_losses(model, tokens: Int[Tensor, "batch pos"], heads: list[tu
     from interp.heads.validate import MODES, ablation_hooks, head_means
 
     if mode not in MODES:
-        raise ValueError(f"unknown ablation {mode!r}; choose one of {MODES}")
+        raise WorkbenchError(f"unknown ablation {mode!r}; choose one of {MODES}")
     bridge = as_bridge(model)
     device = next(bridge.parameters()).device
     heads = [tuple(h) for h in heads]
+    n_layers, n_heads = bridge.cfg.n_layers, bridge.cfg.n_heads
+    bad = [h for h in heads if len(h) != 2 or not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads)]
+    if bad:
+        raise WorkbenchError(f"heads {bad} do not exist: the model has layers 0..{n_layers - 1} and heads 0..{n_heads - 1}")
     layers = sorted({layer for layer, _ in heads})
     means = head_means(bridge, tokens, layers, batch_size) if mode == "mean" and layers else {}
     out = []

@@ -182,8 +182,10 @@ def test_icl_under_ablation_reports_every_head_set(tiny_llama):
     assert rows[0]["loss"] != rows[1]["loss"] and all(r["icl_score_se"] > 0 for r in rows)
     for r in rows:  # the score is the late band minus the early band
         assert r["icl_score"] == pytest.approx(r["loss_late"] - r["loss_early"], abs=1e-5)
-    with pytest.raises(ValueError, match="unknown ablation"):
+    with pytest.raises(WorkbenchError, match="unknown ablation"):
         icl_under_ablation(tiny_llama, tokens, {"x": [(0, 0)]}, mode="resample")
+    with pytest.raises(WorkbenchError, match=r"heads \[\(5, 0\)\] do not exist"):
+        icl_under_ablation(tiny_llama, tokens, {"x": [(5, 0)]})
 
 
 def test_compare_across_uses_one_window_for_every_run():
