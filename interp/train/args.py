@@ -78,7 +78,7 @@ class TrainingArguments:
     save_total_limit: int | None = None  # keep only the newest N checkpoints (None = keep all)
     torch_compile: bool = False  # torch.compile the training forward (helps on GPU)
     device: str | None = None  # "cpu", "cuda", ... (None = cuda if available)
-    n_devices: int = 1  # data-parallel devices (only 1 is supported; counts in the effective batch)
+    n_devices: int = 1  # data-parallel processes (set from torchrun's world size; counts in the effective batch)
 
     @property
     def effective_batch_size(self) -> int:
@@ -110,8 +110,6 @@ class TrainingArguments:
             raise WorkbenchError(f"unknown optim {self.optim!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.bf16 and self.fp16:
             raise WorkbenchError("choose one of bf16 and fp16, not both")
-        if self.n_devices != 1:
-            raise WorkbenchError("only single-device training is supported; set n_devices=1")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise WorkbenchError(f"save_total_limit must be at least 1, got {self.save_total_limit}")
         return self

@@ -30,6 +30,7 @@ from interp.train.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
+from interp.train.distributed import setup as setup_data_parallel
 from interp.train.data import DataMix, TokenStream, corpus_token_arrays, heldout_batch, ioi_tokens
 from interp.train.forward import FastLM, lm_loss
 from interp.train.metrics import EvalData, evaluate, make_eval_data
@@ -104,10 +105,15 @@ def train(
     preset = get_preset(preset) if isinstance(preset, str) else preset
     args = (args or training_arguments(preset)).validate()
     device = pick_device(args.device)
+    dp = setup_data_parallel(args.n_devices, device)  # None unless launched by torchrun with several processes
+    if dp is not None:
+        device = dp.device
+        args = args.replace(n_devices=dp.world)
     if args.fp16 and device.type != "cuda":
         raise WorkbenchError("fp16 mixed precision needs a CUDA device; use bf16 on CPU")
     output_dir = Path(args.output_dir) if args.output_dir else None
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    main_process = dp is None or dp.is_main  # only it evaluates, logs and writes
 
     if resume is not None:
         saved = load_training_state(resume)
@@ -133,13 +139,15 @@ def train(
     stream = TokenStream(train_tokens, mix, spec.n_ctx, spec.d_vocab, bos, args.seed,
                          ioi=ioi_tokens(tokenizer) if mix.ioi > 0 else None)
     eval_data: EvalData | None = None
-    if args.eval_steps:
+    if args.eval_steps and main_process:
         eval_data = make_eval_data(bridge, heldout_batch(heldout, spec.n_ctx, N_EVAL_SEQUENCES, bos))
 
     fast = FastLM(bridge, spec).to(device)
     forward = (lambda t: bridge(t)) if use_bridge_forward else fast
     train_forward = torch.compile(fast) if args.torch_compile and not use_bridge_forward else forward
     params = [p for p in bridge.parameters() if p.requires_grad]
+    if dp is not None:
+        dp.broadcast_parameters(params)
     optimizer = _optimizer(params, args, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(args.lr_scheduler_type, args.warmup_steps, args.max_steps))
@@ -153,7 +161,7 @@ def train(
     else:
         torch.manual_seed(args.seed)
 
-    metrics_path = output_dir / "metrics.jsonl" if output_dir else None
+    metrics_path = output_dir / "metrics.jsonl" if output_dir and main_process else None
     records = _start_metrics(metrics_path, step)
     run_state = {"preset": preset_name, "corpus": corpus or "kjv", "data_mix": asdict(mix), "args": args.to_dict()}
 
@@ -174,7 +182,7 @@ def train(
         log(record)
 
     bar = None
-    if progress_bar:
+    if progress_bar and main_process:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=args.max_steps, initial=step, desc=f"train {preset_name}", unit="step", dynamic_ncols=True)
@@ -186,17 +194,22 @@ def train(
     latest: dict[str, Any] = {}
     # The next micro-batch is built in a background thread while the current one trains.
     prefetch = ThreadPoolExecutor(max_workers=1)
-    upcoming = prefetch.submit(stream.batch, position, batch)
+    rank, world = (dp.rank, dp.world) if dp is not None else (0, 1)
+    # each process takes its own slice of every global micro-batch of world x batch sequences
+    upcoming = prefetch.submit(stream.batch, position + rank * batch, batch)
     try:
         while step < args.max_steps:
             lr = optimizer.param_groups[0]["lr"]
             step_loss = torch.zeros((), device=device)
             for _ in range(accum):
                 tokens = upcoming.result().to(device, non_blocking=True)
-                position += batch
-                upcoming = prefetch.submit(stream.batch, position, batch)
+                position += batch * world
+                upcoming = prefetch.submit(stream.batch, position + rank * batch, batch)
                 step_loss += _backward(train_forward, tokens, accum, args, device, scaler)
-                tokens_done += tokens.numel()
+                tokens_done += tokens.numel() * world
+            if dp is not None:
+                dp.average_gradients(params)
+                step_loss = dp.mean(step_loss)
             grad_norm = _optimizer_step(params, optimizer, scheduler, scaler, args.max_grad_norm)
             step += 1
             losses_since_log.append(step_loss)
@@ -214,7 +227,7 @@ def train(
                 record = {"step": step, "elapsed_s": round(now, 3), **record}
                 log(record)
                 latest.update(record)
-            if output_dir is not None and ((args.save_steps and step % args.save_steps == 0) or step == args.max_steps):
+            if output_dir is not None and main_process and ((args.save_steps and step % args.save_steps == 0) or step == args.max_steps):
                 state = {**run_state, "global_step": step, "data_position": position, "elapsed_s": now}
                 save_checkpoint(output_dir, step, bridge, tokenizer, spec, state, optimizer, scheduler, scaler)
                 rotate_checkpoints(output_dir, args.save_total_limit)
@@ -228,6 +241,8 @@ def train(
         prefetch.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
+        if dp is not None:
+            dp.close()
     if device.type == "cuda":
         torch.cuda.synchronize()
     bridge.eval()
