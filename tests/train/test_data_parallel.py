@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -20,7 +21,7 @@ ARCH = ["--arch", "d_model=32", "--arch", "n_heads=2", "--arch", "d_head=16", "-
         "--arch", "vocab_size=300"]
 
 
-def cli_train(corpus: str, out, batch: int, processes: int) -> subprocess.CompletedProcess:
+def cli_train(corpus: str, out, batch: int, processes: int, *extra: str) -> subprocess.CompletedProcess:
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
                 "--master_port", str(29500 + os.getpid() % 1000)] if processes > 1 else [sys.executable]
     cmd = launcher + ["-m", "interp.cli", "train", "--preset", "attn-only-2l", "--corpus", corpus, *ARCH,
@@ -29,7 +30,7 @@ def cli_train(corpus: str, out, batch: int, processes: int) -> subprocess.Comple
                       "--seed", "5", "--output_dir", str(out),
                       # Adam's first steps are ~lr * sign(grad): with the default eps a gradient entry near
                       # zero flips on float rounding; a larger eps keeps the comparison well-conditioned
-                      "--adam_epsilon", "1e-3"]
+                      "--adam_epsilon", "1e-3", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
 
@@ -55,6 +56,16 @@ def test_two_processes_train_like_one_with_the_global_batch(tiny_corpus, tmp_pat
             assert y["loss"] == pytest.approx(x["loss"], abs=1e-4)  # the mean over both processes' halves
     state = json.loads((tmp_path / "two" / "checkpoint-4" / "trainer_state.json").read_text())
     assert state["data_position"] == 4 * 4 and state["args"]["n_devices"] == 2
+
+    # kill after step 2 (keep checkpoint-2 only) and resume with two processes: the same weights
+    shutil.copytree(tmp_path / "two", tmp_path / "cut")
+    shutil.rmtree(tmp_path / "cut" / "checkpoint-4")
+    resumed = cli_train(tiny_corpus, tmp_path / "cut", 2, 2, "--resume_from_checkpoint", "latest")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(tmp_path / "two" / "checkpoint-4" / "model.safetensors")
+    b = load_file(tmp_path / "cut" / "checkpoint-4" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], atol=1e-6, rtol=1e-5)
 
 
 def test_n_devices_needs_one_process_per_device(monkeypatch):
