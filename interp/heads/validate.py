@@ -80,14 +80,20 @@ def ablation_hooks(groups: list[list[Head]], n_rows: int, mode: str, means) -> l
     return [(f"blocks.{layer}.attn.hook_z", partial(hook, layer=layer)) for layer in by_layer]
 
 
-def _prepare_ablation(model, tokens: Int[Tensor, "batch pos"], groups: list[list[Head]], mode: str):
-    """(bridge, tokens on its device, per-head means of the ablated layers when mode is "mean")."""
+def prepare_ablation(model, tokens: Int[Tensor, "batch pos"], groups: list[list[Head]], mode: str,
+                     batch_size: int = 64):
+    """(bridge, tokens on its device, per-head means of the ablated layers when mode is "mean").
+    Unknown modes and heads the model does not have are refused with a one-line message."""
     if mode not in MODES:
         raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
     bridge = as_bridge(model)
+    n_layers, n_heads = bridge.cfg.n_layers, bridge.cfg.n_heads
+    bad = [tuple(h) for g in groups for h in g if len(h) != 2 or not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads)]
+    if bad:
+        raise WorkbenchError(f"heads {bad} do not exist: the model has layers 0..{n_layers - 1} and heads 0..{n_heads - 1}")
     tokens = tokens.to(next(bridge.parameters()).device)
     layers = sorted({layer for g in groups for layer, _ in g})
-    means = head_means(bridge, tokens, layers) if mode == "mean" and layers else {}
+    means = head_means(bridge, tokens, layers, batch_size) if mode == "mean" and layers else {}
     return bridge, tokens, means
 
 
@@ -101,7 +107,7 @@ def ablated_losses(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> Float[Tensor, " group"]:
     """Repeated-half loss (mean over sequences) with each group of heads ablated together."""
-    bridge, tokens, means = _prepare_ablation(model, tokens, groups, mode)
+    bridge, tokens, means = prepare_ablation(model, tokens, groups, mode)
     n = tokens.shape[0]
     per_call = max(1, max_rows // n)
     out = []
@@ -151,7 +157,7 @@ def ablated_pattern_scores(
         raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
     if not watch:
         return torch.zeros(len(groups), 0)
-    bridge, tokens, means = _prepare_ablation(model, tokens, groups, mode)
+    bridge, tokens, means = prepare_ablation(model, tokens, groups, mode)
     n = tokens.shape[0]
     watch_layers = sorted({layer for layer, _ in watch})
     out = []

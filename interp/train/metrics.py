@@ -32,8 +32,6 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.errors import WorkbenchError
-
 OLSSON_CONTEXT, OLSSON_EARLY, OLSSON_LATE = 512, 50, 500
 
 
@@ -63,10 +61,15 @@ def icl_bands(n_ctx: int) -> tuple[range, range]:
     return early, late
 
 
+def band_losses(losses: Float[Tensor, "batch pos_minus_1"], band: range) -> Float[Tensor, "batch band"]:
+    """The per-token losses of the tokens in `band` (column i of `losses` predicts token i+1)."""
+    return losses[:, band.start - 1 : band.stop - 1]
+
+
 def icl_window_scores(losses: Float[Tensor, "batch pos_minus_1"], n_ctx: int) -> Float[Tensor, " batch"]:
     """Per held-out window: mean loss over the late band minus mean loss over the early band."""
     early, late = icl_bands(n_ctx)
-    return losses[:, late.start - 1 : late.stop - 1].mean(1) - losses[:, early.start - 1 : early.stop - 1].mean(1)
+    return band_losses(losses, late).mean(1) - band_losses(losses, early).mean(1)
 
 
 def icl_score(losses: Float[Tensor, "batch pos_minus_1"], n_ctx: int) -> tuple[float, float]:
@@ -192,23 +195,12 @@ def ablated_token_losses(model, tokens: Int[Tensor, "batch pos"], heads: list[tu
     """Per-token next-token loss over `tokens` with every head in `heads` ablated together
     (mean: each head's z replaced by its mean over these same tokens; zero: set to 0).
     An empty list gives the clean losses."""
-    from interp.heads.detect import as_bridge
-    from interp.heads.validate import MODES, ablation_hooks, head_means
+    from interp.heads.validate import ablation_hooks, prepare_ablation
 
-    if mode not in MODES:
-        raise WorkbenchError(f"unknown ablation {mode!r}; choose one of {MODES}")
-    bridge = as_bridge(model)
-    device = next(bridge.parameters()).device
     heads = [tuple(h) for h in heads]
-    n_layers, n_heads = bridge.cfg.n_layers, bridge.cfg.n_heads
-    bad = [h for h in heads if len(h) != 2 or not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads)]
-    if bad:
-        raise WorkbenchError(f"heads {bad} do not exist: the model has layers 0..{n_layers - 1} and heads 0..{n_heads - 1}")
-    layers = sorted({layer for layer, _ in heads})
-    means = head_means(bridge, tokens, layers, batch_size) if mode == "mean" and layers else {}
+    bridge, tokens, means = prepare_ablation(model, tokens, [heads], mode, batch_size)
     out = []
     for chunk in tokens.split(batch_size):
-        chunk = chunk.to(device)
         hooks = ablation_hooks([heads], len(chunk), mode, means) if heads else []
         out.append(per_token_loss(bridge.run_with_hooks(chunk, fwd_hooks=hooks), chunk).cpu())
     return torch.cat(out)
@@ -228,8 +220,8 @@ def icl_under_ablation(model, text: Int[Tensor, "batch pos"], head_sets: dict[st
         losses = ablated_token_losses(model, text, heads, mode, batch_size)
         icl, se = icl_score(losses, text.shape[1])
         rows.append({"ablated": name, "heads": [list(h) for h in heads], "loss": float(losses.mean()),
-                     "loss_early": float(losses[:, early.start - 1 : early.stop - 1].mean()),
-                     "loss_late": float(losses[:, late.start - 1 : late.stop - 1].mean()),
+                     "loss_early": float(band_losses(losses, early).mean()),
+                     "loss_late": float(band_losses(losses, late).mean()),
                      "icl_score": icl, "icl_score_se": se, "repeat_bigram_gap": repeat_bigram_gap(losses, mask)})
     return rows
 

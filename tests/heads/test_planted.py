@@ -3,10 +3,12 @@ attention-only model that cannot do induction (negative control)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 PREV, INDUCTION = (0, 0), (1, 0)  # the planted heads (as built in tests/heads/conftest.py)
 
 from interp.data.synthetic import repeated_tokens
+from interp.errors import WorkbenchError
 from interp.heads import FindConfig, find_heads, head_scores, top_heads
 from interp.heads.copying import copying_scores
 from interp.heads.validate import ablated_losses, ablation_effects, clean_loss, repeated_half_loss
@@ -60,6 +62,14 @@ def test_hook_z_ablation_changes_the_output(tiny_llama):
     assert (out - base).abs().max() > 1e-4
     losses = ablated_losses(tiny_llama, tokens, [[], [(0, 1)]], "zero")
     assert losses[0] == clean_loss(tiny_llama, tokens) and losses[1] != losses[0]
+
+
+def test_ablation_refuses_heads_the_model_lacks(tiny_llama):
+    tokens = repeated_tokens(tiny_llama, 2, 6)
+    n_layers, n_heads = tiny_llama.info.n_layers, tiny_llama.info.n_heads
+    for bad in ((n_layers, 0), (0, n_heads), (-1, 0)):
+        with pytest.raises(WorkbenchError, match=r"do not exist: the model has layers 0\.\.\d+ and heads 0\.\.\d+"):
+            ablated_losses(tiny_llama, tokens, [[(0, 0)], [bad]], "mean")
 
 
 def test_gqa_query_head_reads_kv_head_h_over_group(tiny_llama):
