@@ -84,11 +84,10 @@ def logit_lens(model, prompt: str | Tensor, k: int = 1, chunk: int = 8,
     final_pred = project(resid[-1:], ln_final, unembed)[0].argmax(-1)  # [pos]
     for start in range(0, resid.shape[0], chunk):
         logits = project(resid[start : start + chunk], ln_final, unembed).float()
-        # top-k of the logits and their probabilities via logsumexp: the same as softmax + topk
-        # without materializing a second [layers, pos, vocab] tensor
-        top = logits.topk(min(k, logits.shape[-1]), dim=-1)
+        p = logits.softmax(-1)
+        top = p.topk(min(k, p.shape[-1]), dim=-1)
         ids.append(top.indices)
-        probs.append((top.values - logits.logsumexp(-1, keepdim=True)).exp())
+        probs.append(top.values)
         target = logits.gather(-1, final_pred.expand(logits.shape[0], -1).unsqueeze(-1))
         ranks.append((logits > target).sum(-1))
     top_ids = torch.cat(ids).cpu()
