@@ -4,6 +4,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+# The dashboard listens on this machine only. Serving it to a network is an explicit choice:
+# `make dashboard ADDRESS=0.0.0.0`; then every path typed into it must lie under
+# INTERP_ALLOWED_ROOTS (default: ./runs and ./out), see apps/state.py.
+ADDRESS ?= 127.0.0.1
 
 .PHONY: dashboard test bench browser clean-venv
 
@@ -17,8 +21,9 @@ $(STAMP): pyproject.toml
 
 # Command 1: the dashboard on SmolLM2-135M, offline.
 dashboard: $(STAMP)
-	$(PY) -m streamlit run apps/dashboard.py --server.headless true --server.port $(PORT) \
-		--browser.gatherUsageStats false --client.toolbarMode viewer
+	$(PY) -m streamlit run apps/dashboard.py --server.headless true --server.address $(ADDRESS) \
+		--server.port $(PORT) --browser.gatherUsageStats false --client.toolbarMode viewer \
+		--client.showErrorDetails none
 
 # Command 2: the whole test suite (installs Debian's Chromium for the browser test if missing).
 test: $(STAMP) browser

@@ -32,7 +32,7 @@ def start(port: int | None = None, env: dict[str, str] | None = None, timeout: f
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
         "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer",
+        "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer", "--client.showErrorDetails", "none",
     ]
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (stays open for the server's life)
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,

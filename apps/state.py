@@ -23,6 +23,37 @@ DEVICE = os.environ.get("INTERP_DEVICE") or None  # None = cuda when present, el
 # rerun that starts while an interrupted run is still inside torch) would write into each
 # other's caches. Every model computation of the dashboard runs under this lock.
 RUN_LOCK = threading.RLock()
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+# -- serving beyond this machine -------------------------------------------------------------------
+
+
+def serves_network() -> bool:
+    """Whether the server listens beyond loopback (`make dashboard ADDRESS=0.0.0.0`)."""
+    address = str(st.get_option("server.address") or "")
+    return address not in LOOPBACK
+
+
+def allowed_roots() -> list[Path]:
+    """Where typed paths may point when serving a network: INTERP_ALLOWED_ROOTS (os.pathsep-
+    separated), default ./runs and ./out."""
+    raw = os.environ.get("INTERP_ALLOWED_ROOTS")
+    roots = [Path(r) for r in raw.split(os.pathsep) if r.strip()] if raw else [RUNS_DIR, Path("out")]
+    return [r.expanduser().resolve() for r in roots]
+
+
+def user_path(text: str, what: str) -> Path:
+    """A path typed into the dashboard. On loopback any path is the user's own; when serving a
+    network it must lie under an allowed root, so visitors cannot read or write elsewhere."""
+    path = Path(text).expanduser()
+    if serves_network():
+        resolved = path.resolve()
+        if not any(resolved == r or r in resolved.parents for r in allowed_roots()):
+            roots = ", ".join(str(r) for r in allowed_roots())
+            raise WorkbenchError(f"{what} {text!r} is outside the folders this server may open ({roots}); "
+                                 "set INTERP_ALLOWED_ROOTS on the server to allow more")
+    return path
 
 
 # -- the sidebar ---------------------------------------------------------------------------------
@@ -151,6 +182,8 @@ def get_model(spec: str | None = None) -> Model:
     spec = current_spec() if spec is None else spec
     if not spec:
         raise WorkbenchError("no model chosen: pick one in the sidebar or type a hub id / folder / .gguf path")
+    if serves_network() and spec not in registered():
+        user_path(spec, "model")  # network visitors get no hub downloads and no files outside the roots
     return _load(spec)
 
 

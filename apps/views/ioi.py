@@ -69,7 +69,7 @@ with state.shows_errors():
         path = st.selectbox("circuit.json", found, key="ioi_found") if found else None
         typed = st.text_input("…or a path to circuit.json (or its folder)", key="ioi_json").strip()
         if typed or path:
-            circuit = read_circuit(typed or path, model)
+            circuit = read_circuit(state.user_path(typed, "circuit file") if typed else path, model)
         else:
             st.info("No circuit.json under ./out or ./runs; type a path, or discover the circuit here.")
         report = None

@@ -43,13 +43,14 @@ with state.shows_errors():
     c1, c2 = st.columns(2)
     choice = c1.selectbox("Index", found, key="mem_found", placeholder="none found under ./out or ./runs") if found else None
     typed = c2.text_input("…or an index folder", key="mem_dir", placeholder="e.g. out/memories").strip()
-    folder = typed or choice
+    folder = str(state.user_path(typed, "index folder")) if typed else choice
     with st.expander("Build an index for this model", expanded=not folder):
         b1, b2, b3 = st.columns(3)
         out = b1.text_input("Output folder", "out/memories-" + model.info.name.replace("/", "-"), key="mem_out")
         n_tokens = int(b2.number_input("Corpus tokens", 256, 10_000_000, 4096, step=1024, key="mem_tokens"))
         layers_text = b3.text_input("Layers (e.g. 0,1,5; empty = all)", key="mem_layers")
         if st.button("Build", key="mem_build"):
+            out = str(state.user_path(out, "output folder"))
             layers = [int(x) for x in layers_text.replace(" ", "").split(",") if x] or None
             state.remember(("mem-build", spec, out, n_tokens, tuple(layers or ())), "Indexing FFN memories",
                            lambda progress: build_index(model, layers=layers, n_tokens=n_tokens, out_dir=out, progress=progress))

@@ -36,7 +36,7 @@ def compare_phase_change(folder: Path, records: list[dict], others: list[str]) -
     picked = st.multiselect("Compare with runs (phase change)", others, key="train_compare",
                             help="e.g. attn-only-1l beside attn-only-2l: Olsson et al.'s comparison")
     typed = st.text_input("…or run folders, comma-separated", key="train_compare_dirs").strip()
-    picked = picked + [t.strip() for t in typed.split(",") if t.strip()]
+    picked = picked + [str(state.user_path(t.strip(), "run folder")) for t in typed.split(",") if t.strip()]
     if not picked:
         return
     evals = {folder.name: [r for r in records if "induction_score" in r]}
@@ -69,7 +69,7 @@ with state.shows_errors():
     c1, c2 = st.columns(2)
     choice = c1.selectbox("Run", runs, key="train_run") if runs else None
     typed = c2.text_input("…or a run folder", key="train_dir", placeholder="e.g. runs/attn-only-2l").strip()
-    run = typed or choice
+    run = str(state.user_path(typed, "run folder")) if typed else choice
     if not run:
         st.info(f"No training runs under {state.RUNS_DIR}/ yet: train one with `interp train --output-dir runs/NAME`, "
                 "or type a run folder.")
