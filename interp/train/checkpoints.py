@@ -43,7 +43,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(output_dir: str | Path, step: int, bridge, tokenizer, spec: NativeSpec, trainer_state: dict[str, Any],
+def save_checkpoint(output_dir: str | Path, step: int, model, spec: NativeSpec, trainer_state: dict[str, Any],
                     optimizer, scheduler, scaler=None) -> Path:
     """Write output_dir/checkpoint-{step}/ atomically and return it."""
     files = {
@@ -55,7 +55,7 @@ def save_checkpoint(output_dir: str | Path, step: int, bridge, tokenizer, spec: 
     if scaler is not None:
         files["scaler.pt"] = _to_bytes(scaler.state_dict())
     extra = {"training": {"step": step, "preset": trainer_state.get("preset"), "corpus": trainer_state.get("corpus")}}
-    return save_inhouse(bridge, tokenizer, spec, Path(output_dir) / f"{PREFIX}{step}", extra=extra, extra_files=files)
+    return save_inhouse(model, spec, Path(output_dir) / f"{PREFIX}{step}", extra=extra, extra_files=files)
 
 
 def list_checkpoints(output_dir: str | Path) -> list[Path]:

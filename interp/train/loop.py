@@ -21,6 +21,7 @@ import torch
 
 from interp.errors import WorkbenchError
 from interp.models.device import pick_device
+from interp.models import Model
 from interp.models.inhouse import NativeSpec, build_native, load_inhouse
 from interp.train.args import RESUMABLE_CHANGES, TrainingArguments, lr_lambda
 from interp.train.checkpoints import (
@@ -43,8 +44,7 @@ N_EVAL_SEQUENCES = 512  # held-out windows scored at each evaluation (fewer if t
 
 @dataclass
 class TrainResult:
-    bridge: Any  # the trained TransformerBridge (shares weights with the fast forward)
-    tokenizer: Any  # its tokenizer
+    model: Model  # the trained model (its bridge shares weights with the fast forward)
     spec: NativeSpec  # its architecture
     args: TrainingArguments  # the arguments the run used
     global_step: int  # optimizer steps done
@@ -119,7 +119,8 @@ def train(
         saved = load_training_state(resume)
         state = saved["trainer_state"]
         _check_resumable(state, args)
-        bridge, tokenizer, spec, _ = load_inhouse(resume, device=device)
+        model, spec, _ = load_inhouse(resume, device=device)
+        bridge, tokenizer = model.bridge, model.tokenizer
         corpus, mix = state["corpus"], DataMix(**state["data_mix"])
         step, position, elapsed = state["global_step"], state["data_position"], state.get("elapsed_s", 0.0)
         preset_name = state["preset"]
@@ -130,7 +131,8 @@ def train(
         tokenizer = make_tokenizer(preset.tokenizer, corpus, preset.vocab_size)
         spec = replace(preset.spec, d_vocab=len(tokenizer))
         spec.validate()
-        bridge = build_native(spec, tokenizer, device=device)
+        model = build_native(spec, tokenizer, device=device, name=preset.name)
+        bridge = model.bridge
         step, position, elapsed, preset_name = 0, 0, 0.0, preset.name
     mix.weights()
 
@@ -229,7 +231,7 @@ def train(
                 latest.update(record)
             if output_dir is not None and main_process and ((args.save_steps and step % args.save_steps == 0) or step == args.max_steps):
                 state = {**run_state, "global_step": step, "data_position": position, "elapsed_s": now}
-                save_checkpoint(output_dir, step, bridge, tokenizer, spec, state, optimizer, scheduler, scaler)
+                save_checkpoint(output_dir, step, model, spec, state, optimizer, scheduler, scaler)
                 rotate_checkpoints(output_dir, args.save_total_limit)
             message = _summary(latest)
             if bar is not None:
@@ -246,7 +248,7 @@ def train(
     if device.type == "cuda":
         torch.cuda.synchronize()
     bridge.eval()
-    return TrainResult(bridge, tokenizer, spec, args, step, records, output_dir, time.perf_counter() - t_start)
+    return TrainResult(model, spec, args, step, records, output_dir, time.perf_counter() - t_start)
 
 
 def _backward(forward, tokens, accum: int, args: TrainingArguments, device: torch.device, scaler) -> torch.Tensor:

@@ -16,7 +16,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from interp.data.corpus import open_corpus
 from interp.errors import WorkbenchError
-from interp.models.cache import cache_dir, write_dir_atomically
+from interp.io import write_dir
+from interp.models.cache import cache_dir
 
 SPECIAL = "<|endoftext|>"
 MIN_VOCAB = 256 + 1  # every byte, plus the special token
@@ -57,7 +58,7 @@ def corpus_tokenizer_dir(corpus: str | None = None, vocab_size: int = 4096, max_
         fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIAL, eos_token=SPECIAL, unk_token=SPECIAL)
         fast.save_pretrained(str(tmp))
 
-    return write_dir_atomically(target, fill)
+    return write_dir(target, fill)
 
 
 def corpus_tokenizer(corpus: str | None = None, vocab_size: int = 4096, max_documents: int | None = None):

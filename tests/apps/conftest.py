@@ -25,7 +25,7 @@ def tiny_run(tmp_path_factory) -> Path:
     for seed, step in enumerate((10, 20)):
         spec = NativeSpec(n_layers=2, d_model=32, n_heads=4, d_head=8, n_ctx=64, d_vocab=len(tok), attn_only=True,
                           seed=seed)
-        save_inhouse(build_native(spec, tok), tok, spec, run / f"checkpoint-{step}")
+        save_inhouse(build_native(spec, tok), spec, run / f"checkpoint-{step}")
         records.append({"step": step, "loss": 9.0 - seed, "eval_loss": 9.1 - seed, "icl_score": -0.1 * seed,
                         "induction_score": 0.1 + 0.3 * seed, "prev_token_score": 0.2})
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))

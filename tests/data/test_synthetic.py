@@ -30,7 +30,7 @@ def test_extremes_and_specials_are_excluded(tiny_gpt2):
     assert len(token_pool(tiny_gpt2, exclude_extremes=False)) == d_vocab - 1  # all but BOS
 
 
-def test_small_vocabulary_bare_bridge():
+def test_small_vocabulary_tokenizer_free_model():
     bridge = build_native(NativeSpec(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=32, d_vocab=12, attn_only=True), None)
     t = repeated_tokens(bridge, 4, 15)  # more tokens than the pool: drawn with replacement
     assert t.shape == (4, 31) and (t[:, 0] == 0).all()

@@ -36,8 +36,8 @@ def build_planted():
     tok, pos, prev, out = 0, V, V + P, 2 * V + P
     spec = NativeSpec(n_layers=2, d_model=d_model, n_heads=2, d_head=d_head, n_ctx=P, d_vocab=V,
                       attn_only=True, normalization=None, positional="standard")
-    bridge = build_native(spec, None)
-    params = _params(bridge.original_model)
+    model = build_native(spec, None)
+    params = _params(model.bridge.original_model)
     for p in params.values():
         p.zero_()
     eye_v, eye_p = torch.eye(V), torch.eye(P)
@@ -60,7 +60,7 @@ def build_planted():
     k[h][:V, prev:prev + V] = eye_v
     v[h][:V, tok:tok + V] = eye_v
     o[:, h][out:out + V, :V] = eye_v
-    return bridge
+    return model
 
 
 @pytest.fixture(scope="session")
@@ -79,21 +79,21 @@ def train_one_layer(vary_segment: bool):
 
     spec = NativeSpec(n_layers=1, d_model=64, n_heads=4, d_head=16, n_ctx=32, d_vocab=V,
                       attn_only=True, normalization="LN", positional="standard", seed=1)
-    bridge = build_native(spec, None)
-    opt = torch.optim.Adam(bridge.original_model.parameters(), lr=1e-2)
+    model = build_native(spec, None)
+    opt = torch.optim.Adam(model.bridge.original_model.parameters(), lr=1e-2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: threads only add overhead (10x on a busy machine)
     try:
         for step in range(80):
-            tokens = repeated_tokens(bridge, 32, 4 + step % 11 if vary_segment else 10, seed=step)
-            loss = repeated_half_loss(bridge.original_model(tokens), tokens).mean()
+            tokens = repeated_tokens(model, 32, 4 + step % 11 if vary_segment else 10, seed=step)
+            loss = repeated_half_loss(model.bridge.original_model(tokens), tokens).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
     finally:
         torch.set_num_threads(threads)
-    bridge.eval()
-    return bridge
+    model.bridge.eval()
+    return model
 
 
 @pytest.fixture(scope="session")

@@ -58,8 +58,9 @@ def test_inhouse_round_trip(tmp_path, positional):
     tok = gpt2_tokenizer()
     spec = NativeSpec(n_layers=2, d_model=32, n_heads=4, d_head=8, n_kv_heads=2, n_ctx=32,
                       d_vocab=len(tok), attn_only=True, normalization="RMS", positional=positional, seed=3)
-    bridge = build_native(spec, tok)
-    save_inhouse(bridge, tok, spec, tmp_path / "ckpt")
+    built = build_native(spec, tok)
+    save_inhouse(built, spec, tmp_path / "ckpt")
+    bridge = built.bridge
     model = load(str(tmp_path / "ckpt"), device="cpu")
     tokens = torch.randint(0, len(tok), (2, 12))
     with torch.no_grad():
@@ -75,7 +76,7 @@ def test_alibi_matches_plain_attention():
     tok = gpt2_tokenizer()
     spec = NativeSpec(n_layers=1, d_model=32, n_heads=4, d_head=8, n_ctx=32, d_vocab=len(tok),
                       attn_only=True, normalization=None, positional="alibi", seed=0)
-    bridge = build_native(spec, tok)
+    bridge = build_native(spec, tok).bridge
     tokens = torch.randint(0, len(tok), (2, 10))
     _, cache = bridge.run_with_cache(tokens)
     q, k = cache["blocks.0.attn.hook_q"], cache["blocks.0.attn.hook_k"]  # [batch pos head d_head]
@@ -167,7 +168,7 @@ def test_hub_name_offline_says_how_to_pass_a_folder(monkeypatch, tmp_path):
 def test_corrupt_inhouse_checkpoint(tmp_path):
     tok = gpt2_tokenizer()
     spec = NativeSpec(n_layers=1, d_model=16, n_heads=2, d_head=8, n_ctx=16, d_vocab=len(tok), attn_only=True)
-    save_inhouse(build_native(spec, tok), tok, spec, tmp_path / "ck")
+    save_inhouse(build_native(spec, tok), spec, tmp_path / "ck")
     (tmp_path / "ck" / "model.safetensors").write_bytes(b"\x01\x02")
     with pytest.raises(WorkbenchError, match="corrupt"):
         load_inhouse(tmp_path / "ck")

@@ -52,7 +52,7 @@ def test_resume_equals_the_uninterrupted_run(runs):
     cut_losses = [r["loss"] for r in read_metrics(cut_dir)]
     assert [r["step"] for r in read_metrics(cut_dir)] == [1, 2, 3, 4, 5, 6]  # step 4 of the killed run dropped
     assert cut_losses == full_losses  # bit-for-bit
-    a, b = native_state_dict(full.bridge), native_state_dict(resumed.bridge)
+    a, b = native_state_dict(full.model), native_state_dict(resumed.model)
     assert all(torch.equal(a[k], b[k]) for k in a)
     lrs = [r["learning_rate"] for r in read_metrics(cut_dir)]
     assert lrs == [r["learning_rate"] for r in read_metrics(full_dir)]
@@ -70,7 +70,7 @@ def test_checkpoint_holds_everything_and_opens_with_interp_load(runs):
     model = interp.load(str(ckpt), device="cpu")
     assert model.info.source == "inhouse" and model.info.n_layers == 2 and model.info.attn_only
     tokens = model.to_tokens("Mary gave a book to John.")
-    torch.testing.assert_close(model(tokens), full.bridge(tokens))
+    torch.testing.assert_close(model(tokens), full.model.bridge(tokens))
 
 
 def _copy(src, dst):

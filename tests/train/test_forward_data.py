@@ -30,7 +30,7 @@ def tok(tiny_corpus):
 def test_fast_forward_equals_the_bridge(name, tok):
     spec = PRESETS[name].with_overrides(d_model=32, n_heads=4, d_head=8, n_ctx=24, d_vocab=len(tok)).spec
     spec = replace(spec, d_mlp=None if spec.attn_only else 48, n_kv_heads=2 if spec.n_kv_heads else None)
-    bridge = build_native(spec, tok, device="cpu")
+    bridge = build_native(spec, tok, device="cpu").bridge
     with torch.no_grad():  # random weights are too tame: make every parameter matter
         for p in bridge.parameters():
             p.add_(torch.randn_like(p) * 0.3)

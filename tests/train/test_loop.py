@@ -42,7 +42,7 @@ def test_adafactor_keeps_fewer_optimizer_numbers(tiny):
     from interp.train.loop import _optimizer
 
     result = train("attn-only-1l", knobs(max_steps=1), data=TEXT_ONLY, **tiny)
-    params = list(result.bridge.parameters())
+    params = list(result.model.bridge.parameters())
     sizes = {}
     for optim in ("adamw", "adafactor"):
         opt = _optimizer(params, knobs(optim=optim), torch.device("cpu"))
@@ -62,9 +62,9 @@ def test_gradient_accumulation_matches_one_big_batch(tiny):
     acc = train("attn-only-2l", knobs(**one, per_device_train_batch_size=2, gradient_accumulation_steps=4), **tiny)
     assert acc.args.effective_batch_size == big.args.effective_batch_size == 8
     assert losses(acc)[0] == pytest.approx(losses(big)[0], abs=1e-5)
-    a, b = native_state_dict(acc.bridge), native_state_dict(big.bridge)
+    a, b = native_state_dict(acc.model), native_state_dict(big.model)
     assert acc.metrics[0]["grad_norm"] == pytest.approx(big.metrics[0]["grad_norm"], rel=1e-5)
-    untrained = native_state_dict(train("attn-only-2l", knobs(**one, learning_rate=1e-12), **tiny).bridge)
+    untrained = native_state_dict(train("attn-only-2l", knobs(**one, learning_rate=1e-12), **tiny).model)
     moved = max((a[k] - untrained[k]).abs().max().item() for k in a)
     assert moved > 1e-4  # the step really changed the weights...
     for k in a:  # ...by the same amount either way
