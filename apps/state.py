@@ -216,29 +216,12 @@ def prompt_lens(spec: str, prompt: str, k: int = 10):
         return logit_lens(model, prompt, k=k, residuals=(got["tokens"].to(model.device), got["resid"]))
 
 
-class _Stop(Exception):
-    """Raised by the pattern hook: the layers after the one we read are not needed."""
-
-
 def _patterns(model, tokens, layer: int) -> np.ndarray:
-    """Attention patterns [head, dest, src] of `layer` for one sequence; the forward pass stops
-    right after that layer's pattern (layer 0 costs a thirtieth of a full pass)."""
-    import torch
+    """Attention patterns [head, dest, src] of `layer` for one sequence (the pass stops there)."""
+    from interp.hooks import layer_pattern
 
-    if not 0 <= layer < model.info.n_layers:
-        raise WorkbenchError(f"layer {layer} does not exist; {model.info.name} has layers 0..{model.info.n_layers - 1}")
-    got = {}
-
-    def keep(pattern, hook):
-        got["pattern"] = pattern[0].detach().float().cpu().numpy()
-        raise _Stop
-
-    with RUN_LOCK, torch.no_grad():
-        try:
-            model.run_with_hooks(tokens, fwd_hooks=[(f"blocks.{layer}.attn.hook_pattern", keep)])
-        except _Stop:
-            pass
-    return got["pattern"]
+    with RUN_LOCK:
+        return layer_pattern(model, tokens, layer)[0].float().cpu().numpy()
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -43,7 +43,7 @@ def main() -> None:
 
     from interp import load
     from interp.data.corpus import open_corpus, windows
-    from interp.memories import build_index
+    from interp.memories import IndexSettings, build_index
     from interp.memories.build import stream_keys, window_table
     from interp.memories.keys import KeyCollector
 
@@ -135,8 +135,8 @@ def main() -> None:
                     clock.update(t=now, stage=stage)
 
             t = time.perf_counter()
-            built = build_index(model, "kjv", layers, n_build, f"{tmp}/idx", top_k=args.top_k,
-                                batch_size=args.batch, seq_len=args.seq, progress=progress)  # fmt: skip
+            settings = IndexSettings(layers=layers, n_tokens=n_build, top_k=args.top_k, seq_len=args.seq)
+            built = build_index(model, settings, f"{tmp}/idx", batch_size=args.batch, progress=progress)
             total = time.perf_counter() - t
             stages[clock["stage"]] = time.perf_counter() - clock["t"]
             rows = built.agreement()

@@ -12,12 +12,16 @@ row is exactly the model's own next-token distribution. `project` is the pure te
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 
 @dataclass
@@ -44,7 +48,7 @@ def project(
 
 
 @torch.no_grad()
-def lens_residuals(model, prompt: str | Tensor) -> tuple[Int[Tensor, "1 pos"], Float[Tensor, "layer pos d_model"]]:
+def lens_residuals(model: Model, prompt: str | Tensor) -> tuple[Int[Tensor, "1 pos"], Float[Tensor, "layer pos d_model"]]:
     """(tokens, residual streams [embedding + one row per block, pos, d_model]) from one forward
     pass of `prompt` (text, or a [pos] / [1, pos] token tensor), keeping only the residual hooks."""
     tokens = model.to_tokens(prompt) if isinstance(prompt, str) else prompt.reshape(1, -1).to(model.device)
@@ -54,13 +58,49 @@ def lens_residuals(model, prompt: str | Tensor) -> tuple[Int[Tensor, "1 pos"], F
     return tokens, torch.stack([cache[name][0] for name in names])
 
 
-def _norm_and_unembed(model):
+# -- reading a residual direction (not a whole residual stream) through the unembedding ----------
+
+
+def final_norm(model: Model) -> tuple[str | None, Tensor | None]:
+    """(kind, weight): the final norm's type ("LN", "RMS" or None) and its learned weight."""
+    kind = model.info.normalization
+    if kind is None:
+        return None, None
+    ln = model.bridge.ln_final
+    w = getattr(ln, "w", None)
+    if w is None:
+        w = getattr(ln, "weight", None)
+    return ("LN" if kind.startswith("LN") else "RMS"), (None if w is None else w.detach())
+
+
+def norm_linear(
+    vectors: Float[Tensor, "n d_model"], kind: str | None, weight: Float[Tensor, " d_model"] | None
+) -> Float[Tensor, "n d_model"]:
+    """The data-independent part of the final norm applied to directions in the residual stream:
+    (v - mean(v)) * w for LayerNorm (the centring is linear: kept), v * w for RMSNorm, v without
+    a final norm. The norm's 1/scale depends on the whole residual stream, not on the direction,
+    and is positive, so it is left out; so are the norm's bias and b_U (the same for every v)."""
+    if kind == "LN":
+        vectors = vectors - vectors.mean(-1, keepdim=True)
+    if weight is not None:
+        vectors = vectors * weight
+    return vectors
+
+
+def direction_logits(model: Model, vectors: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
+    """What each residual direction does to the logits: norm_linear(v) @ W_U, in float32."""
+    kind, weight = final_norm(model)
+    v = norm_linear(vectors.float(), kind, None if weight is None else weight.float())
+    return v @ model.bridge.W_U.detach().float()
+
+
+def _norm_and_unembed(model: Model):
     bridge = model.bridge
     return getattr(bridge, "ln_final", None) or (lambda x: x), bridge.unembed
 
 
 @torch.no_grad()
-def final_predictions(model, resid: Float[Tensor, "layer pos d_model"], k: int = 10) -> list[tuple[str, float]]:
+def final_predictions(model: Model, resid: Float[Tensor, "layer pos d_model"], k: int = 10) -> list[tuple[str, float]]:
     """The model's own top-k next tokens after the last position, read from the last residual row
     (which is exactly what the model's forward pass predicts)."""
     ln_final, unembed = _norm_and_unembed(model)
@@ -70,7 +110,7 @@ def final_predictions(model, resid: Float[Tensor, "layer pos d_model"], k: int =
 
 
 @torch.no_grad()
-def logit_lens(model, prompt: str | Tensor, k: int = 1, chunk: int = 8,
+def logit_lens(model: Model, prompt: str | Tensor, k: int = 1, chunk: int = 8,
                residuals: tuple[Tensor, Tensor] | None = None) -> LensResult:
     """The top-k tokens and probabilities at every layer and position of `prompt` (text, or a
     [pos] / [1, pos] token tensor). Layers are projected `chunk` at a time to bound memory.

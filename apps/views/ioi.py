@@ -3,37 +3,17 @@ graph by class, the path-patching heatmaps, the faithfulness, and the prompt thr
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from apps import state
-from interp import WorkbenchError
+from interp.circuits.pipeline import read_circuit
 from interp.viz.attention import attention_rows_figure
 from interp.viz.circuits import FLOW, circuit_graph, patching_heatmap
 
 DISCOVER, OPEN = "discover on this model", "open a circuit.json"
-
-
-def read_circuit(path: str, model) -> dict:
-    """circuit.json (written by `interp ioi`) as a dict, its heads checked against the model."""
-    file = Path(path).expanduser()
-    if file.is_dir():
-        file = file / "circuit.json"
-    try:
-        data = json.loads(file.read_text())
-        classes = {c: [(int(h[0]), int(h[1])) for h in hs] for c, hs in data["classes"].items()}
-    except FileNotFoundError:
-        raise WorkbenchError(f"no circuit file at {str(file)!r}; run `interp ioi --out DIR` or discover it here") from None
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
-        raise WorkbenchError(f"{str(file)!r} is not a readable circuit.json ({type(e).__name__}: {e})") from e
-    info = model.info
-    bad = [h for hs in classes.values() for h in hs if not (0 <= h[0] < info.n_layers and 0 <= h[1] < info.n_heads)]
-    if bad:
-        raise WorkbenchError(f"{str(file)!r} names heads {bad[:3]} that {info.name} does not have; pick the model it was made for")
-    return {**data, "classes": classes}
 
 
 st.title("IOI circuit")

@@ -8,7 +8,8 @@ from pathlib import Path
 import streamlit as st
 
 from apps import state
-from interp.memories import build_index, intervene, open_index
+from interp.memories import IndexSettings, build_index, intervene, open_index
+from interp.parse import LAYERS_HELP, parse_layers
 from interp.viz.attention import predictions_figure
 from interp.viz.memories import agreement_figure, triggers_html, value_tokens_figure
 
@@ -48,12 +49,13 @@ with state.shows_errors():
         b1, b2, b3 = st.columns(3)
         out = b1.text_input("Output folder", "out/memories-" + model.info.name.replace("/", "-"), key="mem_out")
         n_tokens = int(b2.number_input("Corpus tokens", 256, 10_000_000, 4096, step=1024, key="mem_tokens"))
-        layers_text = b3.text_input("Layers (e.g. 0,1,5; empty = all)", key="mem_layers")
+        layers_text = b3.text_input(f"Layers ({LAYERS_HELP}; empty = all)", key="mem_layers")
         if st.button("Build", key="mem_build"):
             out = str(state.user_path(out, "output folder"))
-            layers = [int(x) for x in layers_text.replace(" ", "").split(",") if x] or None
+            layers = parse_layers(layers_text, model.info.n_layers)
             state.remember(("mem-build", spec, out, n_tokens, tuple(layers or ())), "Indexing FFN memories",
-                           lambda progress: build_index(model, layers=layers, n_tokens=n_tokens, out_dir=out, progress=progress))
+                           lambda progress: build_index(model, IndexSettings(layers=layers, n_tokens=n_tokens), out,
+                                                               progress=progress))
             st.session_state["mem_dir_pending"] = out  # the text box takes it on the next run
             st.rerun()
 

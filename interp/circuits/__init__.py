@@ -5,7 +5,7 @@ from interp.circuits import make_ioi, path_patch, Receivers, discover, evaluate,
 
 from interp.circuits.activation import patch_head_set, patch_heads, patch_resid
 from interp.circuits.discover import CLASSES, Discovery, DiscoveryConfig, discover
-from interp.circuits.evaluate import Evaluation, ablated_logit_diff, abc_means, evaluate
+from interp.circuits.evaluate import Evaluation, abc_means, ablated_logit_diff, evaluate
 from interp.circuits.metrics import logit_diff, logit_diff_at, normalized
 from interp.circuits.path import PathResult, Receivers, all_heads, path_patch
 from interp.circuits.path_reference import path_patch_reference

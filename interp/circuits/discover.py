@@ -19,19 +19,23 @@ Effects are normalized logit-diff changes (0 = none, -1 = the whole clean-to-cor
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.circuits.path import Head, PathResult, Receivers, all_heads, caches, path_patch
-from interp.circuits.replay import Replay
+from interp import hooks
+from interp.circuits.metrics import logit_diff
+from interp.circuits.path import PathResult, Receivers, all_heads, path_patch
+from interp.circuits.replay import PatchCaches, Replay
 from interp.data.ioi import IOIDataset
 from interp.errors import WorkbenchError
+from interp.types import Head, Progress
 
-Progress = Callable[[int, int, str], None]
+if TYPE_CHECKING:
+    from interp.models import Model
 CLASSES = (
     "name mover", "s suppression", "negative name mover", "backup name mover", "other direct", "s-inhibition",
     "induction", "duplicate token", "previous token",
@@ -86,21 +90,18 @@ def _pick(effect: Tensor, keep: Tensor, limit: int, sign: float = -1.0) -> list[
 
 @torch.no_grad()
 def discover(
-    model, ds: IOIDataset, config: DiscoveryConfig | None = None, progress: Progress | None = None
+    model: Model, ds: IOIDataset, config: DiscoveryConfig | None = None, progress: Progress | None = None
 ) -> Discovery:
     """Run the four path-patching steps on `ds` and classify heads (see the module docstring)."""
     cfg = config or DiscoveryConfig()
     L, H = model.info.n_layers, model.info.n_heads
     if L < 4:
         raise WorkbenchError(f"{model.info.name} has {L} layers; the IOI circuit needs at least 4 (use a deeper model)")
-    rp = Replay.of(model)
-    names = [n for layer in range(L) for n in rp.cache_names(layer)] + [f"blocks.{L - 1}.hook_resid_post"]
-    names += [f"blocks.{layer}.attn.hook_pattern" for layer in range(L)]
+    names = Replay.of(model).all_cache_names() + hooks.names("pattern", range(L))
     if progress:
         progress(0, 5, "running clean and corrupted prompts")
-    cached = caches(model, ds, names)
-    clean = cached[0]
-    pattern = {layer: clean[f"blocks.{layer}.attn.hook_pattern"] for layer in range(L)}
+    cached = PatchCaches.collect(model, ds.tokens, ds.corrupted_tokens, names, lambda logits: logit_diff(logits, ds))
+    pattern = {layer: cached.clean[hooks.name("pattern", layer)] for layer in range(L)}
     att = {f"{d}->{s}": attention_between(pattern, ds, d, s) for d, s in
            [("END", "IO"), ("END", "S2"), ("END", "S1"), ("S2", "S1+1"), ("S2", "S1"), ("S1+1", "S1")]}  # fmt: skip
     senders = all_heads(model)
@@ -115,7 +116,7 @@ def discover(
         if not chosen:
             effects[name] = torch.full((L, H), float("nan"))
             return effects[name]
-        res: PathResult = path_patch(model, ds, chosen, receivers, chunk=cfg.chunk, _caches=cached)
+        res: PathResult = path_patch(model, ds, chosen, receivers, chunk=cfg.chunk, caches=cached)
         effects[name] = res.grid(L, H)
         return effects[name]
 
@@ -163,7 +164,7 @@ def discover(
         {c: hs for c, hs in classes.items() if hs},
         effects,
         att,
-        float(cached[2].mean()),
-        float(cached[3].mean()),
+        float(cached.clean_metric.mean()),
+        float(cached.corrupted_metric.mean()),
         cfg,
     )

@@ -12,24 +12,26 @@ Every F is one copy of the prompts in a batched forward pass (configurations x p
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
+from interp import hooks
 from interp.circuits.metrics import logit_diff
-from interp.circuits.path import Head
 from interp.data.ioi import IOIDataset, make_ioi
 from interp.errors import WorkbenchError
+from interp.types import Head, Progress
 
-Progress = Callable[[int, int, str], None]
+if TYPE_CHECKING:
+    from interp.models import Model
 
 
 @torch.no_grad()
 def abc_means(
-    model, ds: IOIDataset, per_template: int = 4, seed: int | None = None
+    model: Model, ds: IOIDataset, per_template: int = 4, seed: int | None = None
 ) -> dict[int, Float[Tensor, "batch pos head d_head"]]:
     """Per layer, each prompt's mean-ablation value of hook_z: the mean over `per_template`
     fresh ABC prompts of that prompt's template, position by position."""
@@ -38,12 +40,12 @@ def abc_means(
     ref = make_ioi(model, len(ids), seed=(ds.seed + 7919) if seed is None else seed, template_ids=ids,
                    templates=ds.base_templates or None)  # fmt: skip
     L = model.info.n_layers
-    names = {f"blocks.{layer}.attn.hook_z" for layer in range(L)}
+    names = set(hooks.names("z", range(L)))
     _, cache = model.run_with_cache(ref.corrupted_tokens, names_filter=lambda n: n in names)
     ref_t, ds_t = ref.template_ids, ds.template_ids
     out = {}
     for layer in range(L):
-        z = cache[f"blocks.{layer}.attn.hook_z"]
+        z = cache[hooks.name("z", layer)]
         m = z.new_zeros(len(ds), ds.tokens.shape[1], *z.shape[2:])
         for t in used:
             rows = (ref_t == t).nonzero().flatten()
@@ -58,7 +60,7 @@ def abc_means(
 
 @torch.no_grad()
 def ablated_logit_diff(
-    model,
+    model: Model,
     ds: IOIDataset,
     means: dict[int, Tensor],
     ablate: Bool[Tensor, "config layer head"],
@@ -71,7 +73,7 @@ def ablated_logit_diff(
     for start in range(0, len(ablate), chunk):
         cfgs = ablate[start : start + chunk].to(ds.tokens.device)
         n = len(cfgs)
-        hooks = []
+        edits = []
         for layer in range(model.info.n_layers):
             if not cfgs[:, layer].any():
                 continue
@@ -81,8 +83,8 @@ def ablated_logit_diff(
                 mask = cfgs[:, layer][:, None, None, :, None]
                 return torch.where(mask, means[layer][None], shaped).view(z.shape)
 
-            hooks.append((f"blocks.{layer}.attn.hook_z", hook))
-        logits = model.run_with_hooks(ds.tokens.repeat(n, 1), fwd_hooks=hooks)
+            edits.append((hooks.name("z", layer), hook))
+        logits = model.run_with_hooks(ds.tokens.repeat(n, 1), fwd_hooks=edits)
         out.append(logit_diff(logits, ds).view(n, B).mean(1))
         if progress:
             progress(min(start + chunk, len(ablate)), len(ablate), "evaluating the circuit")
@@ -102,7 +104,7 @@ class Evaluation:
     minimality: dict[str, float] = field(default_factory=dict)  # "layer.head" -> max_K |F(C\(K+v)) - F(C\K)| / |F(C)|
 
 
-def _mask(model, heads) -> Tensor:
+def _mask(model: Model, heads: list[Head]) -> Tensor:
     m = torch.zeros(model.info.n_layers, model.info.n_heads, dtype=torch.bool)
     for layer, h in heads:
         m[layer, h] = True
@@ -111,7 +113,7 @@ def _mask(model, heads) -> Tensor:
 
 @torch.no_grad()
 def evaluate(
-    model,
+    model: Model,
     ds: IOIDataset,
     classes: dict[str, list[Head]],
     checks: bool = True,

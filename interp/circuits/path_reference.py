@@ -13,8 +13,9 @@ from __future__ import annotations
 import torch
 
 from interp.circuits.metrics import logit_diff
-from interp.circuits.path import Head, PathResult, Receivers, all_heads
+from interp.circuits.path import PathResult, Receivers, all_heads
 from interp.data.ioi import IOIDataset, positions_at
+from interp.types import Head
 
 
 def _set_z(value: torch.Tensor):

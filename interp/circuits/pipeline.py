@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from interp.circuits.discover import Discovery, DiscoveryConfig, discover
 from interp.circuits.evaluate import Evaluation, evaluate
 from interp.data.ioi import make_ioi
 from interp.errors import WorkbenchError
+from interp.io import write_json
+from interp.types import Progress
 
-Progress = Callable[[int, int, str], None]
+if TYPE_CHECKING:
+    from interp.models import Model
 
 
 @dataclass
@@ -48,8 +49,18 @@ class IOIReport:
         }
 
 
+def check_sizes(n_prompts: int, n_heldout: int | None) -> int:
+    """The number of held-out prompts (default: as many as for discovery), both checked."""
+    if n_prompts < 1:
+        raise WorkbenchError(f"discovery needs at least 1 prompt (got {n_prompts})")
+    n_heldout = n_prompts if n_heldout is None else n_heldout
+    if n_heldout < 1:
+        raise WorkbenchError(f"evaluation needs at least 1 held-out prompt (got {n_heldout})")
+    return n_heldout
+
+
 def run_ioi(
-    model,
+    model: Model,
     n_prompts: int = 24,
     seed: int = 0,
     n_heldout: int | None = None,
@@ -58,11 +69,7 @@ def run_ioi(
     progress: Progress | None = None,
 ) -> IOIReport:
     """Discover the IOI circuit on `n_prompts` prompts and evaluate it on `n_heldout` others."""
-    if n_prompts < 1:
-        raise WorkbenchError(f"--n-prompts must be at least 1 (got {n_prompts})")
-    n_heldout = n_prompts if n_heldout is None else n_heldout
-    if n_heldout < 1:
-        raise WorkbenchError(f"held-out prompts must be at least 1 (got {n_heldout})")
+    n_heldout = check_sizes(n_prompts, n_heldout)
     if model.info.n_layers < 4:
         raise WorkbenchError(
             f"{model.info.name} has {model.info.n_layers} layers; the IOI circuit needs at least 4 (use a deeper model)"
@@ -79,22 +86,13 @@ def run_ioi(
     return IOIReport(model.info.name, seed, n_prompts, n_heldout, disc, ev)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def write_report(report: IOIReport, out: Path, n_layers: int, n_heads: int) -> list[Path]:
     """circuit.json and the figures (path-patching heatmaps, the circuit graph) into `out`."""
     from interp.viz.circuits import circuit_graph, patching_heatmap
     from interp.viz.html import write_figure
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "circuit.json"]
-    _write_atomic(written[0], json.dumps(report.to_json(), indent=2))
+    written = [write_json(out / "circuit.json", report.to_json(), indent=2)]
     for name, effect in report.discovery.effects.items():
         fig = patching_heatmap(effect.nan_to_num(0.0), f"Path patching to {name} ({report.model})")
         path = out / f"path_{name.replace(' ', '_').replace('/', '_')}.html"
@@ -104,3 +102,22 @@ def write_report(report: IOIReport, out: Path, n_layers: int, n_heads: int) -> l
     write_figure(fig, out / "circuit.html")
     written.append(out / "circuit.html")
     return written
+
+
+def read_circuit(path: str | Path, model: Model) -> dict:
+    """circuit.json (written by `interp ioi`) as a dict, its heads checked against the model."""
+    file = Path(path).expanduser()
+    if file.is_dir():
+        file = file / "circuit.json"
+    try:
+        data = json.loads(file.read_text())
+        classes = {c: [(int(h[0]), int(h[1])) for h in hs] for c, hs in data["classes"].items()}
+    except FileNotFoundError:
+        raise WorkbenchError(f"no circuit file at {str(file)!r}; make one first (`interp ioi`, or discovery here)") from None
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        raise WorkbenchError(f"{str(file)!r} is not a readable circuit.json ({type(e).__name__}: {e})") from e
+    info = model.info
+    bad = [h for hs in classes.values() for h in hs if not (0 <= h[0] < info.n_layers and 0 <= h[1] < info.n_heads)]
+    if bad:
+        raise WorkbenchError(f"{str(file)!r} names heads {bad[:3]} that {info.name} does not have; pick the model it was made for")
+    return {**data, "classes": classes}

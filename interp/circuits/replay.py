@@ -1,27 +1,90 @@
 """Replaying pieces of a model's forward pass from its clean cache, batched over many variants.
 
-Path patching only changes a few things and keeps the rest of the clean run. This module holds
-the model's weights in TransformerLens layout and the pure tensor steps that fast path patching
-is built from: a head's output, an MLP step, q/k/v projections with rotary, and causal
-attention for a *window* of query positions against clean keys/values elsewhere. Every step
-is checked against the bridge's own hooks by `Replay.check` (the fast path refuses to run when
-the replay cannot reproduce the model), and tests compare it with the brute-force reference.
+Path patching changes a few things and keeps the rest of the clean run. `Replay` holds one
+model's weights in TransformerLens layout and the steps fast path patching is built from:
+
+- `frozen_pass` (step 1): every head frozen at its clean output except one sender per variant,
+  which takes its corrupted output; only MLPs (and norms) are recomputed, so nothing moves
+  between positions and the pass runs on the few positions that matter;
+- `receiver_z` (step 2a): a receiver head's output over a window of positions, its q/k/v input
+  taken from step 1 at the patched position and clean keys/values elsewhere;
+- `window_pass` (step 2b): the model from the first receiver layer to the end, over the window
+  from the patched position to END only, against clean keys and values before it;
+- the pure pieces these use: a head's output, an MLP, q/k/v projections with rotary, causal
+  attention for a window of queries (`attend`), and the logit difference at the end.
+
+A variant axis ("variant") runs along the front of every batched tensor: one variant per
+sender. Every step is checked against the bridge (`check_null`: the replay with nothing patched
+must give back the clean run, or the fast path refuses to run), and tests compare the whole
+engine with the brute-force reference (interp.circuits.path_reference).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp import hooks
 from interp.errors import WorkbenchError
+from interp.types import Head
+
+if TYPE_CHECKING:
+    from interp.models import Model
+
+Metric = Callable[[Tensor], Tensor]  # final residual at END [variant batch d_model] -> [variant batch]
 
 
 def rotate_half(x: Tensor) -> Tensor:
     half = x.shape[-1] // 2
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def gather_pos(x: Float[Tensor, "batch pos ..."], idx: Int[Tensor, "batch win"]) -> Float[Tensor, "batch win ..."]:
+    """x[b, idx[b, w]] for every prompt b (a per-prompt gather along positions)."""
+    view = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand(*idx.shape, *x.shape[2:])
+    return x.gather(1, view)
+
+
+def window(start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int) -> Int[Tensor, "batch win"]:
+    """Per-prompt positions start..end padded to a common width (clamped to the sequence; the
+    entries past a prompt's END are never read by its real positions)."""
+    width = int((end - start).max()) + 1
+    pos = start[:, None] + torch.arange(width, device=start.device)[None]
+    return pos.clamp(max=n_pos - 1)
+
+
+@dataclass
+class PatchCaches:
+    """What path patching reads from the two real runs: the clean run's cache (every hook the
+    replay needs), the corrupted run's head outputs, and both runs' metric per prompt."""
+
+    clean: dict[str, Tensor]  # hook name -> clean activation [batch pos ...]
+    corrupted: dict[str, Tensor]  # hook name -> corrupted hook_z [batch pos head d_head]
+    clean_metric: Float[Tensor, "batch"]  # e.g. the clean logit difference
+    corrupted_metric: Float[Tensor, "batch"]
+
+    @classmethod
+    @torch.no_grad()
+    def collect(cls, model: Model, clean_tokens: Tensor, corrupted_tokens: Tensor, names: list[str],
+                metric: Callable[[Tensor], Tensor]) -> PatchCaches:
+        """Run both prompt sets once; `metric(logits) -> [batch]`."""
+        wanted = set(names)
+        clean_logits, clean = model.run_with_cache(clean_tokens, names_filter=lambda n: n in wanted)
+        z_names = set(hooks.names("z", range(model.info.n_layers)))
+        corr_logits, corr = model.run_with_cache(corrupted_tokens, names_filter=lambda n: n in z_names)
+        missing = sorted(wanted - set(clean.keys()))
+        if missing:
+            raise WorkbenchError(
+                f"{model.info.name} does not expose the hooks fast patching replays ({', '.join(missing[:3])}"
+                f"{', ...' if len(missing) > 3 else ''}); use interp.circuits.path_reference.path_patch_reference"
+            )
+        return cls(dict(clean.items()), dict(corr.items()), metric(clean_logits), metric(corr_logits))
 
 
 @dataclass
@@ -36,7 +99,7 @@ class Replay:
     rotary: bool  # whether q/k are rotated (hook_cos/hook_sin are then cached)
 
     @classmethod
-    def of(cls, model) -> Replay:
+    def of(cls, model: Model) -> Replay:
         b, cfg = model.bridge, model.bridge.cfg
         if getattr(cfg, "parallel_attn_mlp", False):
             raise WorkbenchError(
@@ -56,7 +119,7 @@ class Replay:
             model.info.positional == "rotary",
         )
 
-    # -- weights -------------------------------------------------------------------------------
+    # -- weights and cache names -------------------------------------------------------------------
     def attn(self, layer: int):
         return self.bridge.blocks[layer].attn
 
@@ -64,11 +127,14 @@ class Replay:
         return head // (self.n_heads // self.n_kv)
 
     def cache_names(self, layer: int) -> list[str]:
-        names = [f"blocks.{layer}.{h}" for h in ("hook_resid_pre", "hook_resid_mid", "hook_mlp_out", "attn.hook_z")]
-        names += [f"blocks.{layer}.attn.hook_{x}" for x in ("q", "k", "v")]
+        """The clean-run hooks the replay reads at `layer`."""
+        kinds = ["resid_pre", "resid_mid", "mlp_out", "z", "q", "k", "v"]
         if self.rotary:
-            names += [f"blocks.{layer}.attn.hook_{x}" for x in ("cos", "sin", "rot_k", "rot_q")]
-        return names
+            kinds += ["cos", "sin", "rot_k", "rot_q"]
+        return [hooks.name(kind, layer) for kind in kinds]
+
+    def all_cache_names(self) -> list[str]:
+        return [n for layer in range(self.n_layers) for n in self.cache_names(layer)] + [hooks.final_resid(self.n_layers)]
 
     # -- pure steps ----------------------------------------------------------------------------
     def head_out(
@@ -76,11 +142,14 @@ class Replay:
     ) -> Float[Tensor, "n ... d_model"]:
         """Each row's head output z @ W_O[head] (no bias: a difference of two outputs needs none)."""
         W_O = self.attn(layer).W_O[heads]  # [n, d_head, d_model]
-        return torch.einsum("n...e,ned->n...d", z, W_O)
+        return einops.einsum(z, W_O, "n ... d_head, n d_head d_model -> n ... d_model")
 
     def mlp(self, layer: int, resid_mid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         block = self.bridge.blocks[layer]
         return block.mlp(block.ln2(resid_mid))
+
+    def ln1(self, layer: int, resid_pre: Tensor) -> Tensor:
+        return self.bridge.blocks[layer].ln1(resid_pre)
 
     def project(
         self, layer: int, resid_pre: Float[Tensor, "... pos d_model"], which: str, normed: bool = False
@@ -89,12 +158,9 @@ class Replay:
         (or of its ln1 output already, with normed=True)."""
         a = self.attn(layer)
         W, b = {"q": (a.W_Q, a.b_Q), "k": (a.W_K, a.b_K), "v": (a.W_V, a.b_V)}[which]
-        x = resid_pre if normed else self.bridge.blocks[layer].ln1(resid_pre)
-        out = torch.einsum("...pd,hde->...phe", x, W)
+        x = resid_pre if normed else self.ln1(layer, resid_pre)
+        out = einops.einsum(x, W, "... pos d_model, head d_model d_head -> ... pos head d_head")
         return out if b is None else out + b
-
-    def ln1(self, layer: int, resid_pre: Tensor) -> Tensor:
-        return self.bridge.blocks[layer].ln1(resid_pre)
 
     def rotate(self, x: Float[Tensor, "... pos head d_head"], cos: Float[Tensor, "... pos d_head"], sin) -> Tensor:
         if not self.rotary:
@@ -103,28 +169,30 @@ class Replay:
 
     def attend(
         self,
-        q: Float[Tensor, "s batch win head d_head"],
+        q: Float[Tensor, "variant batch win head d_head"],
         k_pre: Float[Tensor, "batch pos kv d_head"],
         v_pre: Float[Tensor, "batch pos kv d_head"],
-        k_win: Float[Tensor, "s batch win kv d_head"],
-        v_win: Float[Tensor, "s batch win kv d_head"],
+        k_win: Float[Tensor, "variant batch win kv d_head"],
+        v_win: Float[Tensor, "variant batch win kv d_head"],
         start: Int[Tensor, "batch"],
-    ) -> Float[Tensor, "s batch win head d_head"]:
+    ) -> Float[Tensor, "variant batch win head d_head"]:
         """Causal attention for a window of consecutive query positions start..start+win-1:
-        keys before `start` come from the clean run (shared by every variant s), keys in the
-        window from the variant itself. No key tensor is copied per variant."""
+        keys before `start` come from the clean run (shared by every variant), keys in the
+        window from the variant itself. No key tensor is copied per variant. Query heads are
+        grouped by the KV head they read (GQA): head = kv * group + member."""
         S, B, W, H, E = q.shape
         G = k_pre.shape[-2]
         qg = q.view(S, B, W, G, H // G, E)
-        pre = torch.einsum("sbwgre,btge->sbgrwt", qg, k_pre) * self.scale
-        before = torch.arange(k_pre.shape[1], device=q.device)[None, :] < start[:, None]  # [batch pos]
+        pre = einops.einsum(qg, k_pre, "s b win kv member e, b key kv e -> s b kv member win key") * self.scale
+        before = torch.arange(k_pre.shape[1], device=q.device)[None, :] < start[:, None]  # [batch key]
         pre = pre.masked_fill(~before[None, :, None, None, None, :], float("-inf"))
-        win = torch.einsum("sbwgre,sbvge->sbgrwv", qg, k_win) * self.scale
+        win = einops.einsum(qg, k_win, "s b win kv member e, s b wkey kv e -> s b kv member win wkey") * self.scale
         causal = torch.ones(W, W, dtype=torch.bool, device=q.device).tril()
         win = win.masked_fill(~causal, float("-inf"))
         pattern = torch.cat([pre, win], dim=-1).softmax(-1)
         p_pre, p_win = pattern.split([pre.shape[-1], W], dim=-1)
-        z = torch.einsum("sbgrwt,btge->sbwgre", p_pre, v_pre) + torch.einsum("sbgrwv,sbvge->sbwgre", p_win, v_win)
+        z = einops.einsum(p_pre, v_pre, "s b kv member win key, b key kv e -> s b win kv member e")
+        z = z + einops.einsum(p_win, v_win, "s b kv member win wkey, s b wkey kv e -> s b win kv member e")
         return z.reshape(S, B, W, H, E)
 
     def logit_diff(
@@ -134,20 +202,130 @@ class Replay:
         x = self.bridge.ln_final(resid_final)
         W_U = self.bridge.W_U
         direction = W_U[:, io] - W_U[:, s]  # [d_model, ...]
-        out = torch.einsum("...d,d...->...", x, direction)
+        out = einops.einsum(x, direction, "... d_model, d_model ... -> ...")
         b_U = getattr(self.bridge, "b_U", None)
         return out if b_U is None else out + (b_U[io] - b_U[s])
 
+    # -- cached pieces ---------------------------------------------------------------------------
+    def clean_qkv(self, cache: PatchCaches, layer: int, which: str) -> Float[Tensor, "batch pos head d_head"]:
+        """The clean run's rotated q/k (or plain v) of a layer."""
+        kind = f"rot_{which}" if self.rotary and which != "v" else which
+        return cache.clean[hooks.name(kind, layer)]
 
-def gather_pos(x: Float[Tensor, "batch pos ..."], idx: Int[Tensor, "batch win"]) -> Float[Tensor, "batch win ..."]:
-    """x[b, idx[b, w]] for every prompt b (a per-prompt gather along positions)."""
-    view = idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand(*idx.shape, *x.shape[2:])
-    return x.gather(1, view)
+    def cos_sin(self, cache: PatchCaches, layer: int, idx: Int[Tensor, "batch win"]):
+        """Rotary cos/sin at per-prompt positions `idx` (None, None without rotary)."""
+        if not self.rotary:
+            return None, None
+        return (gather_pos(cache.clean[hooks.name(x, layer)].expand(idx.shape[0], -1, -1), idx) for x in ("cos", "sin"))
 
+    # -- step 1 -------------------------------------------------------------------------------------
+    def frozen_pass(
+        self, cache: PatchCaches, senders: list[Head], P: Int[Tensor, "batch p"], targets: list[int]
+    ) -> dict[int, Float[Tensor, "variant batch p d_model"]]:
+        """Residual stream entering each target layer (n_layers = the final residual) at
+        positions P, for each sender (variants sorted by layer), with every head frozen at its
+        clean output but that sender (corrupted). Targets below a sender's layer get the clean
+        residual for that variant (the sender cannot reach them)."""
+        clean = cache.clean
+        S, d = len(senders), clean[hooks.name("resid_pre", 0)].shape[-1]
+        dev = P.device
+        layers = torch.tensor([layer for layer, _ in senders], device=dev)
+        D = clean[hooks.name("resid_pre", 0)].new_zeros(S, *P.shape, d)  # each variant's change of the residual
+        out = {}
+        for layer in range(min(int(layers.min()), min(targets)), max(targets) + 1):
+            if layer in targets:
+                base = clean[hooks.name("resid_pre", layer)] if layer < self.n_layers else clean[hooks.final_resid(self.n_layers)]
+                out[layer] = gather_pos(base, P) + D
+            if layer == self.n_layers:
+                break
+            rows = (layers == layer).nonzero().flatten()
+            if len(rows):
+                heads = torch.tensor([senders[r][1] for r in rows.tolist()], device=dev)
+                z = hooks.name("z", layer)
+                dz = gather_pos(cache.corrupted[z] - clean[z], P)[:, :, heads]  # [batch p n d_head]
+                D[rows] += self.head_out(layer, heads, einops.rearrange(dz, "b p n e -> n b p e"))
+            act = int((layers <= layer).sum())  # senders are sorted: a prefix is active
+            if act:
+                mid = gather_pos(clean[hooks.name("resid_mid", layer)], P)
+                D[:act] += self.mlp(layer, mid + D[:act]) - gather_pos(clean[hooks.name("mlp_out", layer)], P)
+        return out
 
-def window(start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int) -> Int[Tensor, "batch win"]:
-    """Per-prompt positions start..end padded to a common width (clamped to the sequence; the
-    entries past a prompt's END are never read by its real positions)."""
-    width = int((end - start).max()) + 1
-    pos = start[:, None] + torch.arange(width, device=start.device)[None]
-    return pos.clamp(max=n_pos - 1)
+    # -- step 2 -------------------------------------------------------------------------------------
+    @staticmethod
+    def into_window(base: Tensor, new: Tensor, every: bool) -> Tensor:
+        """The window's values with the patched position(s) replaced: the first window entry
+        (a named position starts the window) or, when every position is patched, all of them."""
+        if every:
+            return new[:, :, : base.shape[2]]
+        out = base.expand(new.shape[0], *base.shape[1:]).clone()
+        out[:, :, :1] = new
+        return out
+
+    def receiver_z(self, cache: PatchCaches, layer: int, head: int, comps: str, P: Tensor, resid: Tensor,
+                   pos: Tensor, every: bool) -> Float[Tensor, "variant batch win d_head"]:
+        """The receiver head's output on the window `pos`, its q/k/v inputs at P taken from `resid`."""
+        g = self.kv_of(head)
+        start = pos[:, 0]
+        cos, sin = self.cos_sin(cache, layer, P)
+        one = {"q": slice(head, head + 1), "k": slice(g, g + 1), "v": slice(g, g + 1)}
+        x = {}
+        for c in "qkv":
+            full = self.clean_qkv(cache, layer, c)[:, :, one[c]]  # clean [batch pos 1 e]
+            x[c] = (full, gather_pos(full, pos)[None])  # (prefix source, window)
+            if c in comps:
+                new = self.project(layer, resid, c)[..., one[c], :]
+                new = new if c == "v" else self.rotate(new, cos, sin)
+                x[c] = (full, self.into_window(x[c][1], new, every))
+        q = x["q"][1].expand(resid.shape[0], *x["q"][1].shape[1:])
+        k_win, v_win = (x[c][1].expand(resid.shape[0], *x[c][1].shape[1:]) for c in "kv")
+        z = self.attend(q, x["k"][0], x["v"][0], k_win, v_win, start)
+        return z[..., 0, :]
+
+    def window_pass(self, cache: PatchCaches, first: int, pos: Tensor, end: Tensor,
+                    replaced: dict[Head, Tensor], metric: Metric) -> Float[Tensor, "variant batch"]:
+        """The model from layer `first` to the end over the window `pos` (its first column is
+        each prompt's start, `end` its END), with the outputs of the heads in `replaced` set to
+        the given z [variant batch win d_head]; returns `metric` of the final residual at END."""
+        clean = cache.clean
+        start = pos[:, 0]
+        S = next(iter(replaced.values())).shape[0]
+        X = gather_pos(clean[hooks.name("resid_pre", first)], pos).expand(S, -1, -1, -1)
+        for layer in range(first, self.n_layers):
+            cos, sin = self.cos_sin(cache, layer, pos)
+            x = self.ln1(layer, X)
+            q = self.rotate(self.project(layer, x, "q", normed=True), cos, sin)
+            k = self.rotate(self.project(layer, x, "k", normed=True), cos, sin)
+            v = self.project(layer, x, "v", normed=True)
+            z = self.attend(q, self.clean_qkv(cache, layer, "k"), clean[hooks.name("v", layer)], k, v, start)
+            for (rl, h), zh in replaced.items():
+                if rl == layer:
+                    z[:, :, :, h] = zh
+            a = self.attn(layer)
+            X = X + einops.einsum(z, a.W_O, "s b win head e, head e d_model -> s b win d_model")
+            X = X + (0 if a.b_O is None else a.b_O)
+            X = X + self.mlp(layer, X)
+        at_end = (end - start)[None, :, None, None].expand(S, -1, 1, X.shape[-1])
+        return metric(X.gather(2, at_end)[:, :, 0])
+
+    def receiver_pass(self, cache: PatchCaches, receivers: list[Head], components: str, every: bool,
+                      P: Tensor, end: Tensor, resid: dict[int, Tensor], metric: Metric) -> Float[Tensor, "variant batch"]:
+        """Step 2: each receiver's output recomputed from `resid` (step 1's residual at its
+        layer), then the model replayed over the window P..END with those outputs."""
+        T = cache.clean[hooks.name("resid_pre", 0)].shape[1]
+        pos = window(P[:, 0], end, T)
+        zs = {(layer, h): self.receiver_z(cache, layer, h, components, P, resid[layer], pos, every)
+              for layer, h in receivers}  # fmt: skip
+        first = min(layer for layer, _ in receivers)
+        return self.window_pass(cache, first, pos, end, zs, metric)
+
+    def check_null(self, cache: PatchCaches, receivers: list[Head], components: str, every: bool, P: Tensor,
+                   end: Tensor, metric: Metric) -> None:
+        """The window replay with nothing patched must give back the clean metric."""
+        base = {layer: gather_pos(cache.clean[hooks.name("resid_pre", layer)], P)[None] for layer, _ in receivers}
+        got = self.receiver_pass(cache, receivers, components, every, P, end, base, metric)[0]
+        err = float((got - cache.clean_metric).abs().max())
+        if err > 1e-3 * max(1.0, float(cache.clean_metric.abs().max())):
+            raise WorkbenchError(
+                f"fast path patching cannot replay this model's attention (off by {err:.3g}); "
+                "use interp.circuits.path_reference.path_patch_reference instead"
+            )

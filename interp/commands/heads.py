@@ -7,8 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from interp.errors import WorkbenchError
@@ -58,19 +56,6 @@ def read_text(path: str) -> str:
     return text
 
 
-def write_atomically(path: str, data: str) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def render(findings, fmt: str) -> str:
     rows = [f.to_dict() for f in findings]
     if fmt == "json":
@@ -109,18 +94,18 @@ def run(args) -> int:
 
     from interp import load
     from interp.heads import FindConfig, heads_report
+    from interp.io import check_file_target, write_text
 
     kinds = parse_kinds(args.kind)  # bad input fails before the model loads
-    if args.top < 1:
-        raise WorkbenchError(f"--top must be at least 1, got {args.top}")
-    if args.seqs < 1 or args.seg_len < 2:
-        raise WorkbenchError("--seqs must be >= 1 and --seg-len >= 2")
+    config = FindConfig(n_seqs=args.seqs, seg_len=args.seg_len, seed=args.seed, error_measure=args.error_measure,
+                        exclude_bos=args.exclude_bos, exclude_current_token=args.exclude_current_token).validate(args.top)
     if args.plot and not args.plot.endswith(".html"):
         raise WorkbenchError(f"--plot {args.plot!r} must be an .html file")
     text = read_text(args.text) if args.text else None
+    for path, what in ((args.out, "--out"), (args.plot, "--plot")):
+        if path:
+            check_file_target(path, what)  # before the model loads and the work starts
     model = load(args.model, device=args.device)
-    config = FindConfig(n_seqs=args.seqs, seg_len=args.seg_len, seed=args.seed, error_measure=args.error_measure,
-                        exclude_bos=args.exclude_bos, exclude_current_token=args.exclude_current_token)
     bars: dict[str, tqdm] = {}
 
     def progress(done: int, total: int, message: str) -> None:
@@ -135,7 +120,7 @@ def run(args) -> int:
         bar.close()
     out = render(report.findings, args.format)
     if args.out:
-        write_atomically(args.out, out)
+        write_text(args.out, out)
     else:
         print(out, end="")
     if args.plot:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from interp.errors import WorkbenchError
-
 
 def add_parser(sub) -> None:
     p = sub.add_parser("ioi", help="find the IOI circuit by path patching and measure its faithfulness")
@@ -28,13 +26,12 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from tqdm import tqdm
 
-    from interp.circuits.pipeline import run_ioi, write_report
+    from interp.circuits.pipeline import check_sizes, run_ioi, write_report
+    from interp.io import check_dir_target
     from interp.models.load import load
 
-    if args.n_prompts < 1:
-        raise WorkbenchError(f"--n-prompts must be at least 1 (got {args.n_prompts})")
-    if args.n_heldout is not None and args.n_heldout < 1:
-        raise WorkbenchError(f"--n-heldout must be at least 1 (got {args.n_heldout})")
+    check_sizes(args.n_prompts, args.n_heldout)  # bad input fails before the model loads
+    check_dir_target(args.out, "--out")
     start = time.time()
     model = load(args.model, device=args.device)
     bar = tqdm(total=1, desc="ioi", unit="step")

@@ -13,20 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from interp.errors import WorkbenchError
-
-
-def _layers(text: str | None) -> list[int] | None:
-    """'all' / None, '3', '0,5,7' or '10-15'."""
-    if not text or text == "all":
-        return None
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.strip().partition("-")
-            out += list(range(int(lo), int(hi) + 1)) if hi else [int(lo)]
-    except ValueError:
-        raise WorkbenchError(f"bad --layers {text!r}: use e.g. 'all', '3', '0,5,7' or '10-15'") from None
-    return out
+from interp.parse import LAYERS_HELP, parse_layers
 
 
 def add_parser(sub) -> None:
@@ -36,7 +23,7 @@ def add_parser(sub) -> None:
     i = s.add_parser("index", help="build (or resume) a memory index")
     i.add_argument("--model", required=True, help="model spec (see `interp models`)")
     i.add_argument("--corpus", default=None, help="corpus spec: kjv (default), pydocs, synthetic, a folder, hf:NAME")
-    i.add_argument("--layers", default=None, help="'all' (default), '3', '0,5,7' or '10-15'")
+    i.add_argument("--layers", default=None, help=f"{LAYERS_HELP} (default all)")
     i.add_argument("--tokens", type=int, default=100_000, help="text tokens to index (default 100000)")
     i.add_argument("--top-k", type=int, default=25, help="trigger examples per neuron (default 25)")
     i.add_argument("--seq-len", type=int, default=64, help="window length in tokens (default 64)")
@@ -80,13 +67,15 @@ def run_index(args) -> int:
 
     from interp import load
     from interp.data.corpus import open_corpus
-    from interp.memories import build_index
+    from interp.io import check_dir_target
+    from interp.memories import IndexSettings, build_index
 
-    for name in ("tokens", "top_k", "seq_len", "batch_size", "shard_tokens"):
-        if getattr(args, name) < 1:
-            raise WorkbenchError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
-    layers = _layers(args.layers)  # bad input fails before the model loads
-    corpus = open_corpus(args.corpus).name
+    if args.batch_size < 1:
+        raise WorkbenchError(f"--batch-size must be positive, got {args.batch_size}")
+    layers = parse_layers(args.layers)  # bad input fails before the model loads
+    settings = IndexSettings(corpus=open_corpus(args.corpus).name, layers=layers, n_tokens=args.tokens,
+                             top_k=args.top_k, seq_len=args.seq_len, shard_tokens=args.shard_tokens).check_sizes()
+    check_dir_target(args.out, "--out")
     model = load(args.model, device=args.device)
     bar: dict[str, tqdm] = {}  # the current stage's bar: "keys" (tokens), then "values" (layers)
 
@@ -103,11 +92,7 @@ def run_index(args) -> int:
             bar[stage].set_postfix_str(message)
         bar[stage].refresh()
 
-    index = build_index(
-        model, corpus, layers, args.tokens, args.out,
-        top_k=args.top_k, batch_size=args.batch_size, seq_len=args.seq_len, shard_tokens=args.shard_tokens,
-        progress=progress,
-    )  # fmt: skip
+    index = build_index(model, settings, args.out, batch_size=args.batch_size, progress=progress)
     for b in bar.values():
         b.close()
     print(f"indexed {index.n_tokens} tokens, layers {index.layers[0]}..{index.layers[-1]} -> {args.out}")

@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
 from interp.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 # [X] and [Y] are the two names introduced; [S] repeats the subject. ABBA: X=IO, Y=S; BABA: X=S, Y=IO.
 BASE_TEMPLATES: list[str] = [
@@ -147,7 +151,7 @@ def _find(ids: list[int], token: int, count: int, prompt: str) -> list[int]:
 
 
 def make_ioi(
-    model,
+    model: Model,
     n_prompts: int,
     seed: int = 0,
     templates: list[str] | None = None,
@@ -191,7 +195,7 @@ def make_ioi(
     return ds
 
 
-def _tokenize(model, expanded: list[str], rows, seed: int) -> IOIDataset:
+def _tokenize(model: Model, expanded: list[str], rows, seed: int) -> IOIDataset:
     tok = model.tokenizer
     clean_ids, corr_ids, prompts, corr_prompts = [], [], [], []
     pos = {k: [] for k in POSITION_NAMES}

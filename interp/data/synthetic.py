@@ -16,6 +16,7 @@ enough, so every token of the repeated half has exactly one earlier copy.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Int
@@ -23,28 +24,23 @@ from torch import Tensor
 
 from interp.errors import WorkbenchError
 
+if TYPE_CHECKING:
+    from interp.models import Model
+
 LOW_FRACTION = 0.02  # commonest ids dropped: the first 2% of the vocabulary
 HIGH_FRACTION = 0.10  # rarest ids dropped: the last 10% of the vocabulary
 
 
-def _bridge_and_tokenizer(model):
-    """(bridge, tokenizer or None) from an `interp.models.Model` or a bare TransformerBridge."""
-    bridge = getattr(model, "bridge", model)
-    tokenizer = getattr(model, "tokenizer", None) or getattr(bridge, "tokenizer", None)
-    return bridge, tokenizer
-
-
-def bos_id(model) -> int:
-    """The BOS id of `model`; 0 for tokenizer-free bridges (tokens are then bare ids)."""
-    _, tokenizer = _bridge_and_tokenizer(model)
-    bos = getattr(tokenizer, "bos_token_id", None) if tokenizer is not None else None
+def bos_id(model: Model) -> int:
+    """The BOS id of `model`; 0 for tokenizer-free models (tokens are then bare ids)."""
+    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
     return int(bos) if bos is not None else 0
 
 
-def token_pool(model, exclude_extremes: bool = True) -> Tensor:
+def token_pool(model: Model, exclude_extremes: bool = True) -> Tensor:
     """The ids repeated_tokens draws from (see the module docstring)."""
-    bridge, tokenizer = _bridge_and_tokenizer(model)
-    d_vocab = int(bridge.cfg.d_vocab)
+    tokenizer = model.tokenizer
+    d_vocab = model.info.d_vocab
     lo, hi = 0, d_vocab
     if exclude_extremes:
         lo, hi = math.ceil(d_vocab * LOW_FRACTION), math.floor(d_vocab * (1 - HIGH_FRACTION))
@@ -63,17 +59,18 @@ def token_pool(model, exclude_extremes: bool = True) -> Tensor:
 
 
 def repeated_tokens(
-    model, n_seqs: int, seg_len: int, seed: int = 0, exclude_extremes: bool = True
+    model: Model, n_seqs: int, seg_len: int, seed: int = 0, exclude_extremes: bool = True
 ) -> Int[Tensor, "batch pos"]:
     """`n_seqs` sequences of BOS + a random segment of `seg_len` ids + the same segment
-    (pos = 1 + 2 * seg_len), on the model's device. `model` is an `interp.models.Model` or a
-    bare TransformerBridge (then BOS is the tokenizer's, or id 0 without a tokenizer)."""
-    bridge, _ = _bridge_and_tokenizer(model)
+    (pos = 1 + 2 * seg_len), on the model's device (BOS is the tokenizer's, or id 0 for a
+    tokenizer-free model)."""
     if n_seqs < 1 or seg_len < 1:
         raise WorkbenchError(f"need at least one sequence and a segment of at least one token, got {n_seqs} x {seg_len}")
-    n_ctx = int(bridge.cfg.n_ctx)
+    n_ctx = model.info.n_ctx
     if 1 + 2 * seg_len > n_ctx:
-        raise WorkbenchError(f"1 + 2 x {seg_len} tokens exceed the model's context of {n_ctx}; use --seg-len <= {(n_ctx - 1) // 2}")
+        raise WorkbenchError(
+            f"1 + 2 x {seg_len} tokens exceed the model's context of {n_ctx}; use a segment of at most {(n_ctx - 1) // 2}"
+        )
     pool = token_pool(model, exclude_extremes)
     gen = torch.Generator().manual_seed(seed)
     if len(pool) >= seg_len:
@@ -83,5 +80,4 @@ def repeated_tokens(
     segment = pool[idx]
     bos = torch.full((n_seqs, 1), bos_id(model), dtype=torch.long)
     tokens = torch.cat([bos, segment, segment], dim=1)
-    device = getattr(model, "device", None) or getattr(bridge.cfg, "device", None) or "cpu"
-    return tokens.to(device)
+    return tokens.to(model.device)

@@ -20,72 +20,40 @@ mid-layer induction head whose output is read by later layers may copy without s
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Int
 from torch import Tensor
 
-from interp.heads.detect import as_bridge
+from interp import hooks
+from interp.lens import direction_logits
+from interp.types import Head
 
-
-class _Stop(Exception):
-    pass
-
-
-def final_norm_weight(bridge) -> Tensor | None:
-    """The final norm's elementwise weight, or None (no norm or no weight)."""
-    ln = getattr(bridge, "ln_final", None)
-    if ln is None:
-        return None
-    for name, p in ln.named_parameters():
-        if name.endswith("weight") and p.ndim == 1:
-            return p.detach()
-    return None
-
-
-def read_through_unembedding(bridge, out: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
-    """Logits of residual directions `out`, through the final norm's linear part and W_U."""
-    norm = (bridge.cfg.normalization_type or "").upper()
-    out = out.float()
-    if norm.startswith("LN"):
-        out = out - out.mean(-1, keepdim=True)
-    weight = final_norm_weight(bridge) if norm else None
-    if weight is not None:
-        out = out * weight.float()
-    return out @ bridge.W_U.detach().float()
+if TYPE_CHECKING:
+    from interp.models import Model
 
 
 @torch.no_grad()
 def copying_scores(
-    model,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
-    heads: list[tuple[int, int]],
+    heads: list[Head],
     max_positions: int = 512,
 ) -> list[float]:
     """Copying score of each (layer, head) on `tokens` (non-BOS positions, at most max_positions)."""
     if not heads:
         return []
-    bridge = as_bridge(model)
-    group = bridge.cfg.n_heads // (getattr(bridge.cfg, "n_key_value_heads", None) or bridge.cfg.n_heads)
+    group = model.info.n_heads // model.info.n_kv_heads
     layers = sorted({layer for layer, _ in heads})
-    values: dict[int, Tensor] = {}
-
-    def keep(v: Tensor, hook, layer: int) -> None:
-        values[layer] = v.detach()
-        if layer == layers[-1]:
-            raise _Stop
-
-    device = next(bridge.parameters()).device
-    hooks = [(f"blocks.{layer}.attn.hook_v", lambda v, hook, layer=layer: keep(v, hook, layer)) for layer in layers]
-    try:
-        bridge.run_with_hooks(tokens.to(device), fwd_hooks=hooks)
-    except _Stop:
-        pass
-    targets = tokens[:, 1:].reshape(-1).to(device)[:max_positions]
+    got = hooks.capture(model, tokens, hooks.names("v", layers))
+    values = {layer: got[hooks.name("v", layer)] for layer in layers}
+    targets = tokens[:, 1:].reshape(-1).to(model.device)[:max_positions]
     scores = []
     for layer, head in heads:
         v = values[layer][:, 1:, head // group].reshape(-1, values[layer].shape[-1])[:max_positions]
-        out = v.float() @ bridge.blocks[layer].attn.W_O[head].detach().float()
-        logits = read_through_unembedding(bridge, out)
+        out = v.float() @ model.bridge.blocks[layer].attn.W_O[head].detach().float()
+        logits = direction_logits(model, out)
         target_logit = logits.gather(-1, targets[:, None]).squeeze(-1)
         z = (target_logit - logits.mean(-1)) / logits.std(-1).clamp_min(1e-12)
         scores.append(float(z.mean()))

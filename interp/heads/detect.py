@@ -8,28 +8,23 @@ head: `hook_pattern` has one pattern per query head.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp import hooks
 from interp.errors import WorkbenchError
 from interp.heads.patterns import PATTERNS, expected_patterns
 from interp.heads.scores import ERROR_MEASURES, fast_score_parts, score_weights, scores_from_parts
+from interp.types import Progress
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 KINDS = ("previous-token", "duplicate-token", "induction")
-Progress = Callable[[int, int, str], None]
-
-
-class _StopForward(Exception):
-    """Raised by the last layer's pattern hook: nothing after it is needed."""
-
-
-def as_bridge(model):
-    """The TransformerBridge of an `interp.models.Model`, or the bridge itself."""
-    return getattr(model, "bridge", model)
 
 
 def check_kinds(kinds) -> tuple[str, ...]:
@@ -42,19 +37,19 @@ def check_kinds(kinds) -> tuple[str, ...]:
     return kinds
 
 
-def check_tokens(bridge, tokens: Tensor) -> Tensor:
+def check_tokens(model: Model, tokens: Tensor) -> Tensor:
     if tokens.ndim == 1:
         tokens = tokens[None]
     if tokens.ndim != 2 or tokens.shape[0] == 0 or tokens.shape[1] < 2:
         raise WorkbenchError(f"need token ids [batch, pos] with at least 2 positions, got shape {tuple(tokens.shape)}")
-    if tokens.shape[1] > bridge.cfg.n_ctx:
-        raise WorkbenchError(f"{tokens.shape[1]} tokens exceed the model's context of {bridge.cfg.n_ctx}; shorten the input")
+    if tokens.shape[1] > model.info.n_ctx:
+        raise WorkbenchError(f"{tokens.shape[1]} tokens exceed the model's context of {model.info.n_ctx}; shorten the input")
     return tokens.long()
 
 
 @torch.no_grad()
 def head_scores(
-    model,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
     kinds=KINDS,
     *,
@@ -66,40 +61,32 @@ def head_scores(
 ) -> dict[str, Float[Tensor, "layer head"]]:
     """Score of every (layer, query head) for every kind, averaged over the sequences.
 
-    `model` is an `interp.models.Model` or a bare TransformerBridge (tokens are then plain ids);
-    options and measures as in TL's `detect_head` (see interp.heads.scores)."""
+    Options and measures as in TL's `detect_head` (see interp.heads.scores)."""
     kinds = check_kinds(kinds)
     if error_measure not in ERROR_MEASURES:
         raise WorkbenchError(f"unknown error measure {error_measure!r}; choose 'mul' or 'abs'")
-    bridge = as_bridge(model)
-    tokens = check_tokens(bridge, tokens)
-    n_layers, n_heads = bridge.cfg.n_layers, bridge.cfg.n_heads
-    device = next(bridge.parameters()).device
+    tokens = check_tokens(model, tokens)
+    n_layers, n_heads = model.info.n_layers, model.info.n_heads
     total = torch.zeros(len(kinds), n_layers, n_heads, dtype=torch.float64)
     chunks = tokens.split(batch_size)
     for i, chunk in enumerate(chunks):
-        chunk = chunk.to(device)
+        chunk = chunk.to(model.device)
         expected = expected_patterns(chunk, kinds)
         weights = score_weights(expected, exclude_bos, exclude_current_token)
 
         def score(pattern: Tensor, hook, layer: int, expected=expected, weights=weights) -> None:
             per_seq = scores_from_parts(fast_score_parts(pattern, weights), expected, weights, error_measure)
             total[:, layer] += per_seq.sum(0).double().cpu()
-            if layer == n_layers - 1:
-                raise _StopForward
 
-        hooks = [(f"blocks.{layer}.attn.hook_pattern", partial(score, layer=layer)) for layer in range(n_layers)]
-        try:
-            bridge.run_with_hooks(chunk, fwd_hooks=hooks)
-        except _StopForward:
-            pass
+        scorers = [(hooks.name("pattern", layer), partial(score, layer=layer)) for layer in range(n_layers)]
+        hooks.run_until(model, chunk, scorers, last=hooks.name("pattern", n_layers - 1))
         if progress is not None:
             progress(i + 1, len(chunks), "pattern scores")
     mean = (total / tokens.shape[0]).float()
     return {k: mean[i] for i, k in enumerate(kinds)}
 
 
-def top_heads(scores: Float[Tensor, "layer head"], top: int) -> list[tuple[int, int, float]]:
+def top_heads(scores: Float[Tensor, "layer head"], top: int) -> list[tuple[int, int, float]]:  # (layer, head, score)
     """The `top` highest-scoring heads as (layer, head, score), best first."""
     n_heads = scores.shape[1]
     flat = scores.flatten()

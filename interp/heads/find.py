@@ -6,14 +6,19 @@ changes nothing."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from interp.data.synthetic import repeated_tokens
 from interp.errors import WorkbenchError
 from interp.heads.copying import copying_scores
-from interp.heads.detect import KINDS, Progress, as_bridge, check_kinds, head_scores, top_heads
+from interp.heads.detect import KINDS, check_kinds, head_scores, top_heads
 from interp.heads.validate import ablated_pattern_scores, ablation_effects
+from interp.types import Progress
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 
 @dataclass
@@ -30,6 +35,19 @@ class FindConfig:
     min_induction_drop: float = 0.05  # previous-token heads: or lower later induction scores this much
     validate_seqs: int = 8  # probe sequences for the causal checks
     batch_size: int = 32  # sequences per forward pass when scoring
+
+    def validate(self, top: int | None = None) -> FindConfig:
+        """The model-free checks (also of `top`, the heads reported per kind), so a front end
+        can run them before loading a model."""
+        if top is not None and top < 1:
+            raise WorkbenchError(f"the number of heads to report per kind must be at least 1, got {top}")
+        if self.n_seqs < 1 or self.validate_seqs < 1 or self.batch_size < 1:
+            raise WorkbenchError("probe sequences, validation sequences and batch size must be at least 1")
+        if self.seg_len < 2:
+            raise WorkbenchError(f"repeated segments need at least 2 tokens, got {self.seg_len}")
+        if self.error_measure not in ("mul", "abs"):
+            raise WorkbenchError(f"unknown error measure {self.error_measure!r}; choose 'mul' or 'abs'")
+        return self
 
 
 @dataclass
@@ -56,11 +74,11 @@ class HeadFinding:
         return d
 
 
-def probe_tokens(model, text: str | None, cfg: FindConfig):
+def probe_tokens(model: Model, text: str | None, cfg: FindConfig):
     """The user's text as one sequence (BOS first), or the repeated-token probes."""
     if text is None:
         return repeated_tokens(model, cfg.n_seqs, cfg.seg_len, seed=cfg.seed)
-    if not hasattr(model, "to_tokens") or getattr(model, "tokenizer", None) is None:
+    if model.tokenizer is None:
         raise WorkbenchError("text mode needs a model with a tokenizer; load it with interp.load(spec)")
     if not text.strip():
         raise WorkbenchError("the text is empty; give a file with some text in it")
@@ -78,7 +96,7 @@ class HeadsReport:
 
 
 def find_heads(
-    model,
+    model: Model,
     kinds=KINDS,
     top: int = 5,
     text: str | None = None,
@@ -93,7 +111,7 @@ def find_heads(
 
 
 def heads_report(
-    model,
+    model: Model,
     kinds=KINDS,
     top: int = 5,
     text: str | None = None,
@@ -102,10 +120,8 @@ def heads_report(
     config: FindConfig | None = None,
 ) -> HeadsReport:
     """`find_heads` plus every head's score (for heatmaps)."""
-    cfg = config or FindConfig()
+    cfg = (config or FindConfig()).validate(top)
     kinds = check_kinds(kinds)
-    if top < 1:
-        raise WorkbenchError(f"--top must be at least 1, got {top}")
     tokens = probe_tokens(model, text, cfg)
     scores = head_scores(
         model, tokens, kinds, exclude_bos=cfg.exclude_bos, exclude_current_token=cfg.exclude_current_token,
@@ -122,11 +138,10 @@ def heads_report(
     return HeadsReport(scores, findings, int(tokens.numel()))
 
 
-def _validate(model, findings: list[HeadFinding], cfg: FindConfig, progress: Progress | None) -> None:
-    bridge = as_bridge(model)
+def _validate(model: Model, findings: list[HeadFinding], cfg: FindConfig, progress: Progress | None) -> None:
     # Fresh probes with a segment 20% shorter: real induction works at any distance, but a head
     # that learned a fixed offset (a 1-layer model trained on one segment length can) does not.
-    seg_len = min(cfg.seg_len, (bridge.cfg.n_ctx - 1) // 2)
+    seg_len = min(cfg.seg_len, (model.info.n_ctx - 1) // 2)
     seg_len = max(2, seg_len - max(1, seg_len // 5))
     probes = repeated_tokens(model, cfg.validate_seqs, seg_len, seed=cfg.seed + 1)
     heads = sorted({(f.layer, f.head) for f in findings})
@@ -145,7 +160,7 @@ def _validate(model, findings: list[HeadFinding], cfg: FindConfig, progress: Pro
         f.flagged = high and max(f.causal_effect, f.zero_effect) < cfg.min_effect and not feeds
 
 
-def _downstream(model, probes, prev: list[HeadFinding], cfg: FindConfig, n_watch: int = 5) -> None:
+def _downstream(model: Model, probes, prev: list[HeadFinding], cfg: FindConfig, n_watch: int = 5) -> None:
     """Each previous-token head's induction_drop: how much mean-ablating it lowers the mean
     induction score of the induction heads (the top n_watch scoring >= min_score on the
     validation probes, else the top one) in later layers."""

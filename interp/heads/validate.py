@@ -20,20 +20,23 @@ and each layer's hook edits only its heads' rows.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp import hooks
 from interp.errors import WorkbenchError
-from interp.heads.detect import as_bridge
 from interp.heads.patterns import expected_patterns
 from interp.heads.scores import fast_scores
+from interp.types import ABLATION_MODES, Head, Progress, check_choice
 
-MODES = ("mean", "zero")
-Head = tuple[int, int]
+if TYPE_CHECKING:
+    from interp.models import Model
+
+MODES = ABLATION_MODES
 
 
 def repeated_half_loss(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, " batch"]:
@@ -47,18 +50,16 @@ def repeated_half_loss(logits: Float[Tensor, "batch pos vocab"], tokens: Int[Ten
 
 
 @torch.no_grad()
-def head_means(model, tokens: Int[Tensor, "batch pos"], layers: list[int],
+def head_means(model: Model, tokens: Int[Tensor, "batch pos"], layers: list[int],
                batch_size: int = 64) -> dict[int, Float[Tensor, "head d_head"]]:
     """Each head's z averaged over sequences and positions, for the given layers (in chunks of
-    batch_size sequences, so long probe sets fit in memory)."""
-    bridge = as_bridge(model)
-    names = {f"blocks.{layer}.attn.hook_z" for layer in layers}
-    device = next(bridge.parameters()).device
+    batch_size sequences, so long probe sets fit in memory; each pass stops after the last layer)."""
+    names = [hooks.name("z", layer) for layer in sorted(layers)]
     sums: dict[int, Tensor] = {}
     for chunk in tokens.split(batch_size):
-        _, cache = bridge.run_with_cache(chunk.to(device), names_filter=lambda n: n in names)
+        cache = hooks.capture(model, chunk, names)
         for layer in layers:
-            z = cache[f"blocks.{layer}.attn.hook_z"].float().sum((0, 1))
+            z = cache[hooks.name("z", layer)].float().sum((0, 1))
             sums[layer] = z if layer not in sums else sums[layer] + z
     count = tokens.shape[0] * tokens.shape[1]
     return {layer: total / count for layer, total in sums.items()}
@@ -77,44 +78,42 @@ def ablation_hooks(groups: list[list[Head]], n_rows: int, mode: str, means) -> l
             z[rows, :, head] = 0.0 if mode == "zero" else means[layer][head].to(z.dtype)
         return z
 
-    return [(f"blocks.{layer}.attn.hook_z", partial(hook, layer=layer)) for layer in by_layer]
+    return [(hooks.name("z", layer), partial(hook, layer=layer)) for layer in by_layer]
 
 
-def prepare_ablation(model, tokens: Int[Tensor, "batch pos"], groups: list[list[Head]], mode: str,
-                     batch_size: int = 64):
-    """(bridge, tokens on its device, per-head means of the ablated layers when mode is "mean").
+def prepare_ablation(model: Model, tokens: Int[Tensor, "batch pos"], groups: list[list[Head]], mode: str,
+                     batch_size: int = 64) -> tuple[Tensor, dict[int, Tensor]]:
+    """(tokens on the model's device, per-head means of the ablated layers when mode is "mean").
     Unknown modes and heads the model does not have are refused with a one-line message."""
-    if mode not in MODES:
-        raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
-    bridge = as_bridge(model)
-    n_layers, n_heads = bridge.cfg.n_layers, bridge.cfg.n_heads
+    check_choice(mode, MODES, "ablation")
+    n_layers, n_heads = model.info.n_layers, model.info.n_heads
     bad = [tuple(h) for g in groups for h in g if len(h) != 2 or not (0 <= h[0] < n_layers and 0 <= h[1] < n_heads)]
     if bad:
         raise WorkbenchError(f"heads {bad} do not exist: the model has layers 0..{n_layers - 1} and heads 0..{n_heads - 1}")
-    tokens = tokens.to(next(bridge.parameters()).device)
+    tokens = tokens.to(model.device)
     layers = sorted({layer for g in groups for layer, _ in g})
-    means = head_means(bridge, tokens, layers, batch_size) if mode == "mean" and layers else {}
-    return bridge, tokens, means
+    means = head_means(model, tokens, layers, batch_size) if mode == "mean" and layers else {}
+    return tokens, means
 
 
 @torch.no_grad()
 def ablated_losses(
-    model,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
     groups: list[list[Head]],
     mode: str = "mean",
     max_rows: int = 64,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Progress | None = None,
 ) -> Float[Tensor, " group"]:
     """Repeated-half loss (mean over sequences) with each group of heads ablated together."""
-    bridge, tokens, means = prepare_ablation(model, tokens, groups, mode)
+    tokens, means = prepare_ablation(model, tokens, groups, mode)
     n = tokens.shape[0]
     per_call = max(1, max_rows // n)
     out = []
     for start in range(0, len(groups), per_call):
         chunk = groups[start : start + per_call]
         batch = tokens.repeat(len(chunk), 1)
-        logits = bridge.run_with_hooks(batch, fwd_hooks=ablation_hooks(chunk, n, mode, means))
+        logits = model.run_with_hooks(batch, fwd_hooks=ablation_hooks(chunk, n, mode, means))
         loss = repeated_half_loss(logits, batch)
         out.extend(loss.view(len(chunk), n).mean(1).tolist())
         if progress is not None:
@@ -123,27 +122,21 @@ def ablated_losses(
 
 
 @torch.no_grad()
-def clean_loss(model, tokens: Int[Tensor, "batch pos"]) -> float:
-    bridge = as_bridge(model)
-    logits = bridge(tokens.to(next(bridge.parameters()).device))
-    return float(repeated_half_loss(logits, tokens).mean())
+def clean_loss(model: Model, tokens: Int[Tensor, "batch pos"]) -> float:
+    return float(repeated_half_loss(model(tokens), tokens).mean())
 
 
 def ablation_effects(
-    model, tokens: Int[Tensor, "batch pos"], heads: list[Head], modes=MODES, progress=None
+    model: Model, tokens: Int[Tensor, "batch pos"], heads: list[Head], modes=MODES, progress=None
 ) -> dict[str, Float[Tensor, " head"]]:
     """Loss increase (nats) on the repeated half when each head alone is ablated, per mode."""
     base = clean_loss(model, tokens)
     return {m: ablated_losses(model, tokens, [[h] for h in heads], m, progress=progress) - base for m in modes}
 
 
-class _Stop(Exception):
-    pass
-
-
 @torch.no_grad()
 def ablated_pattern_scores(
-    model,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
     groups: list[list[Head]],
     watch: list[Head],
@@ -153,11 +146,10 @@ def ablated_pattern_scores(
 ) -> Float[Tensor, "group watch"]:
     """The `kind` pattern score of each watched head with each group of heads ablated (an empty
     group gives the clean scores). The forward pass stops after the last watched layer."""
-    if mode not in MODES:
-        raise WorkbenchError(f"unknown ablation {mode!r}; choose 'mean' or 'zero'")
+    check_choice(mode, MODES, "ablation")
     if not watch:
         return torch.zeros(len(groups), 0)
-    bridge, tokens, means = prepare_ablation(model, tokens, groups, mode)
+    tokens, means = prepare_ablation(model, tokens, groups, mode)
     n = tokens.shape[0]
     watch_layers = sorted({layer for layer, _ in watch})
     out = []
@@ -173,15 +165,10 @@ def ablated_pattern_scores(
             for w, (wl, wh) in enumerate(watch):
                 if wl == layer:
                     got[:, w] = per_group[:, wh]
-            if layer == watch_layers[-1]:
-                raise _Stop
 
-        hooks = ablation_hooks(chunk, n, mode, means)
-        hooks += [(f"blocks.{layer}.attn.hook_pattern", partial(score, layer=layer)) for layer in watch_layers]
-        try:
-            bridge.run_with_hooks(batch, fwd_hooks=hooks)
-        except _Stop:
-            pass
+        scorers = [(hooks.name("pattern", layer), partial(score, layer=layer)) for layer in watch_layers]
+        hooks.run_until(model, batch, ablation_hooks(chunk, n, mode, means) + scorers,
+                        last=hooks.name("pattern", watch_layers[-1]))
         out.append(got)
     return torch.cat(out)
 

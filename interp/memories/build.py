@@ -13,30 +13,27 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from interp import hooks
 from interp.data.corpus import open_corpus, windows
 from interp.errors import WorkbenchError
+from interp.io import write_json, write_tensors
 from interp.memories.agreement import layer_agreement
-from interp.memories.index import (
-    FORMAT,
-    MemoryIndex,
-    load_tensors,
-    open_index,
-    read_manifest,
-    save_tensors_atomically,
-    write_json_atomically,
-)
+from interp.memories.index import FORMAT, MemoryIndex, load_tensors, open_index, read_manifest
 from interp.memories.keys import KeyCollector, coefficient_hook
 from interp.memories.values import project_values
+from interp.types import Progress
 
-Progress = Callable[[int, int, str], None]
+if TYPE_CHECKING:
+    from interp.models import Model
 
 
 @dataclass
@@ -50,9 +47,20 @@ class IndexSettings:
     shard_tokens: int = 65_536  # tokens per resumable shard (a checkpoint of ~14 MB for SmolLM2, 30 layers)
     top_n: int = 20  # value tokens kept per neuron
 
+    def check_sizes(self) -> IndexSettings:
+        """The model-free checks (every count positive), so a front end can run them first."""
+        for name in ("n_tokens", "top_k", "seq_len", "shard_tokens", "top_n"):
+            if getattr(self, name) < 1:
+                raise WorkbenchError(f"{name} must be positive, got {getattr(self, name)}")
+        return self
 
-class _StopForward(Exception):
-    """Raised after the last indexed layer: nothing later in the model is needed."""
+    def resolved(self, model: Model) -> IndexSettings:
+        """These settings with the corpus spec in canonical form and the layers filled in (all
+        of the model's when None), checked against the model."""
+        layers = sorted(set(range(model.info.n_layers) if self.layers is None else self.layers))
+        s = replace(self, corpus=open_corpus(self.corpus).name, layers=layers)
+        _check(model, s)
+        return s
 
 
 def window_table(chunk: list, seq_len: int) -> Tensor:
@@ -65,7 +73,7 @@ def window_table(chunk: list, seq_len: int) -> Tensor:
 
 @torch.no_grad()
 def stream_keys(
-    model,
+    model: Model,
     collector: KeyCollector,
     table: Int[Tensor, "window seq"],
     first_window: int,
@@ -78,11 +86,7 @@ def stream_keys(
     right after the last indexed layer (later blocks and the unembedding are never computed)."""
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else 0
     seq = table.shape[1]
-
-    def stop(act, hook=None):
-        raise _StopForward
-
-    with model.hooks(fwd_hooks=collector.hooks() + [(coefficient_hook(max(collector.layers)), stop)]):
+    with model.hooks(fwd_hooks=collector.hooks() + [hooks.stop_hook(coefficient_hook(max(collector.layers)))]):
         for lo in range(0, len(table), batch_size):
             batch = table[lo : lo + batch_size]
             valid = batch >= 0
@@ -90,25 +94,20 @@ def stream_keys(
                 valid[:, 0] = False
             refs = torch.arange(batch.numel()) + (first_window + lo) * seq
             collector.set_batch(refs, valid.flatten())
-            try:
-                model.bridge(batch.long().masked_fill(batch < 0, pad).to(model.device))
-            except _StopForward:
-                pass
+            hooks.stopped(lambda: model.bridge(batch.long().masked_fill(batch < 0, pad).to(model.device)))
             collector.flush()
             if after_batch is not None:
                 after_batch()
 
 
-def _check(model, s: IndexSettings) -> None:
+def _check(model: Model, s: IndexSettings) -> None:
     info = model.info
     if info.attn_only or not info.d_mlp:
         raise WorkbenchError(f"{info.name} is attention-only: it has no FFN memories to index")
     bad = [layer for layer in s.layers if not 0 <= layer < info.n_layers]
     if bad or not s.layers:
         raise WorkbenchError(f"layers {bad or s.layers} out of range: {info.name} has layers 0..{info.n_layers - 1}")
-    for name in ("n_tokens", "top_k", "seq_len", "shard_tokens", "top_n"):
-        if getattr(s, name) < 1:
-            raise WorkbenchError(f"{name} must be positive, got {getattr(s, name)}")
+    s.check_sizes()
     if s.seq_len > info.n_ctx:
         raise WorkbenchError(f"seq_len {s.seq_len} exceeds {info.name}'s context of {info.n_ctx}; use a smaller one")
     if s.top_n > info.d_vocab:
@@ -120,48 +119,32 @@ def _start(out: Path, manifest_new: dict) -> dict:
     if not out.exists() or not any(out.iterdir()):
         return manifest_new
     if not (out / "manifest.json").is_file():
-        raise WorkbenchError(f"{str(out)!r} is not empty and holds no memory index; choose an empty --out folder")
+        raise WorkbenchError(f"{str(out)!r} is not empty and holds no memory index; choose an empty output folder")
     old = read_manifest(out)
     if old.get("settings") != manifest_new["settings"] or old.get("model_info") != manifest_new["model_info"]:
         raise WorkbenchError(
             f"{str(out)!r} holds an index built with other settings or another model; "
-            "choose a new --out folder or delete this one"
+            "choose a new output folder or delete this one"
         )
     return old
 
 
 @torch.no_grad()
 def build_index(
-    model,
-    corpus_spec: str | None = None,
-    layers: list[int] | None = None,
-    n_tokens: int = 100_000,
-    out_dir: str | Path = "memories-index",
-    top_k: int = 25,
+    model: Model,
+    settings: IndexSettings | None,
+    out: str | Path,
     batch_size: int = 16,
-    seq_len: int = 64,
-    seed: int = 0,
-    shard_tokens: int = 65_536,
-    top_n: int = 20,
     progress: Progress | None = None,
 ) -> MemoryIndex:
-    """Index the FFN memories of `layers` (default all) over `n_tokens` corpus tokens into
-    `out_dir`; resumes an interrupted build with the same settings. Returns the open index.
-    `model` is a loaded Model or a model spec; `progress(done, total, message)` is called after
-    every batch ("indexing keys", tokens) and every layer ("projecting values of layer L")."""
-    if isinstance(model, str):
-        from interp import load
-
-        model = load(model)
-    s = IndexSettings(
-        corpus=open_corpus(corpus_spec).name,
-        layers=sorted(set(range(model.info.n_layers) if layers is None else layers)),
-        n_tokens=n_tokens, top_k=top_k, seq_len=seq_len, seed=seed, shard_tokens=shard_tokens, top_n=top_n,
-    )  # fmt: skip
-    _check(model, s)
+    """Index the FFN memories of `settings.layers` (default all) over `settings.n_tokens` corpus
+    tokens into the folder `out`; resumes an interrupted build with the same settings. Returns
+    the open index. `progress(done, total, message)` is called after every batch ("indexing
+    keys", tokens) and every layer ("projecting values of layer L")."""
+    s = (settings or IndexSettings()).resolved(model)
     if batch_size < 1:
         raise WorkbenchError(f"batch_size must be positive, got {batch_size}")
-    out = Path(out_dir).expanduser()
+    out = Path(out).expanduser()
     bos = model.bos_token_id
     info = {k: v for k, v in model.info.to_dict().items()}
     manifest = _start(out, {
@@ -194,15 +177,15 @@ def build_index(
         table = window_table(chunk, s.seq_len)
         stream_keys(model, collector, table, first_window, batch_size, bos is not None,
                     lambda: report(collector.n_positions, s.n_tokens, "indexing keys"))  # fmt: skip
-        save_tensors_atomically(work / f"tokens-{shard:05d}.safetensors", {
+        write_tensors(work / f"tokens-{shard:05d}.safetensors", {
             "windows": table,
             "doc_id": torch.tensor([w.doc_id for w in chunk], dtype=torch.long),
             "doc_start": torch.tensor([w.start for w in chunk], dtype=torch.long),
             "next_token": torch.tensor([w.next_token for w in chunk], dtype=torch.int32),
         })  # fmt: skip
-        save_tensors_atomically(work / f"state-{shard:05d}.safetensors", collector.state_dict())
+        write_tensors(work / f"state-{shard:05d}.safetensors", collector.state_dict())
         manifest.update(shards_done=shard + 1, n_windows=first_window + len(chunk), n_positions=collector.n_positions)
-        write_json_atomically(out / "manifest.json", manifest)
+        write_json(out / "manifest.json", manifest)
         (work / f"state-{shard - 1:05d}.safetensors").unlink(missing_ok=True)
         shard += 1
     if collector.n_positions == 0:
@@ -211,7 +194,7 @@ def build_index(
     return open_index(out)
 
 
-def _finish(model, out: Path, manifest: dict, collector: KeyCollector, s: IndexSettings, report: Progress) -> None:
+def _finish(model: Model, out: Path, manifest: dict, collector: KeyCollector, s: IndexSettings, report: Progress) -> None:
     work = out / "work"
     shards = [load_tensors(work / f"tokens-{i:05d}.safetensors") for i in range(manifest["shards_done"])]
     tokens = {k: torch.cat([sh[k] for sh in shards]) for k in shards[0]}
@@ -229,13 +212,13 @@ def _finish(model, out: Path, manifest: dict, collector: KeyCollector, s: IndexS
         rows.append({"layer": layer, "active_fraction": active, **row})
     report(len(s.layers), len(s.layers), "writing the index")
     vocab = [_decode(model.tokenizer, i) for i in range(model.info.d_vocab)]
-    save_tensors_atomically(out / "keys.safetensors", keys)
-    save_tensors_atomically(out / "values.safetensors", values)
-    save_tensors_atomically(out / "tokens.safetensors", tokens)
-    write_json_atomically(out / "vocab.json", vocab)
-    write_json_atomically(out / "agreement.json", rows)
+    write_tensors(out / "keys.safetensors", keys)
+    write_tensors(out / "values.safetensors", values)
+    write_tensors(out / "tokens.safetensors", tokens)
+    write_json(out / "vocab.json", vocab)
+    write_json(out / "agreement.json", rows)
     manifest["status"] = "complete"
-    write_json_atomically(out / "manifest.json", manifest)
+    write_json(out / "manifest.json", manifest)
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,6 +1,6 @@
 """The on-disk memory index and its reader.
 
-A finished index folder holds (every file written atomically: temp file + rename):
+A finished index folder holds (every file written atomically by interp.io):
   manifest.json       format, status "complete", settings, model info, counts
   keys.safetensors    "{l}.coef" [neuron, k] float32 trigger coefficients (largest first),
                       "{l}.ref" [neuron, k] int64 global positions (window * seq_len + pos; -1 empty),
@@ -18,14 +18,11 @@ values of a layer are read on first use.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from interp.errors import WorkbenchError
@@ -33,41 +30,6 @@ from interp.memories.agreement import next_token
 
 FORMAT = "interp-memories/1"
 FILES = ("keys.safetensors", "values.safetensors", "tokens.safetensors")
-
-
-# -- atomic writes ----------------------------------------------------------------------------
-
-
-def write_bytes_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomically(path: Path, data) -> None:
-    write_bytes_atomically(path, json.dumps(data, indent=1).encode())
-
-
-def save_tensors_atomically(path: Path, tensors: dict[str, Tensor]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_json(path: Path, what: str):
@@ -114,12 +76,12 @@ def check_tensors(path: Path, prefixes: list[str]) -> None:
 def read_manifest(folder: Path) -> dict:
     path = folder / "manifest.json"
     if not folder.is_dir():
-        raise WorkbenchError(f"no memory index at {str(folder)!r}; build one with `interp memories index --out DIR`")
+        raise WorkbenchError(f"no memory index at {str(folder)!r}; build one there first (`interp memories index`)")
     try:
         manifest = read_json(path, "memory index manifest")
     except FileNotFoundError:
         raise WorkbenchError(
-            f"{str(folder)!r} is not a memory index (no manifest.json); build one with `interp memories index --out DIR`"
+            f"{str(folder)!r} is not a memory index (no manifest.json); build one there first (`interp memories index`)"
         ) from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise WorkbenchError(f"{str(path)!r} is not a {FORMAT} manifest; delete the folder and rebuild the index")

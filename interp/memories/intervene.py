@@ -5,6 +5,7 @@ distribution and a short greedy generation with and without it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Float
@@ -13,6 +14,9 @@ from torch import Tensor
 from interp.errors import WorkbenchError
 from interp.memories.keys import coefficient_hook
 from interp.memories.values import value_logits
+
+if TYPE_CHECKING:
+    from interp.models import Model
 
 MODES = ("off", "on")
 
@@ -55,7 +59,7 @@ class InterventionResult:
 
 
 @torch.no_grad()
-def _greedy(model, tokens: Tensor, n: int, hooks) -> str:
+def _greedy(model: Model, tokens: Tensor, n: int, hooks) -> str:
     out = []
     for _ in range(n):
         logits = model.run_with_hooks(tokens, fwd_hooks=hooks)[0, -1]
@@ -69,7 +73,7 @@ def _greedy(model, tokens: Tensor, n: int, hooks) -> str:
 
 @torch.no_grad()
 def intervene(
-    model,
+    model: Model,
     prompt: str,
     layer: int,
     neuron: int,

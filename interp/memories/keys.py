@@ -2,7 +2,7 @@
 
 The memory coefficient of neuron i at a position is the MLP's post-activation there
 (`blocks.{l}.mlp.hook_post`): GELU(x·k_i) for GELU MLPs, act(x·g_i)·(x·u_i) for gated MLPs
-(checked against the HF weights in tests/memories/test_coefficients.py).
+(checked against the HF weights in tests/memories/test_memories_values.py).
 
 `merge_topk` is the pure streaming step: it folds one batch of coefficients into a running
 top-k kept on the model's device, so memory is O(layers · d_mlp · k) whatever the corpus size.

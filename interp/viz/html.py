@@ -3,19 +3,11 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import plotly.graph_objects as go
 
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+from interp.io import write_text
 
 
 def write_figure(fig: go.Figure, path: str | Path) -> Path:
@@ -23,9 +15,8 @@ def write_figure(fig: go.Figure, path: str | Path) -> Path:
     from plotly.offline import get_plotlyjs
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     bundle = path.parent / "plotly.min.js"
     if not bundle.is_file():
-        _write_text_atomically(bundle, get_plotlyjs())
-    _write_text_atomically(path, fig.to_html(include_plotlyjs="directory", full_html=True))
+        write_text(bundle, get_plotlyjs())
+    write_text(path, fig.to_html(include_plotlyjs="directory", full_html=True))
     return path

@@ -34,10 +34,10 @@ def tiny_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_index(tiny_llama, tmp_path_factory) -> Path:
-    from interp.memories import build_index
+    from interp.memories import IndexSettings, build_index
 
     out = tmp_path_factory.mktemp("memories") / "index"
-    build_index(tiny_llama, n_tokens=512, out_dir=out, seq_len=32, top_k=5, shard_tokens=512)
+    build_index(tiny_llama, IndexSettings(n_tokens=512, seq_len=32, top_k=5, shard_tokens=512), out)
     return out
 
 

@@ -50,7 +50,7 @@ def test_gpt2_small_recovers_the_papers_heads(tmp_path):
 
 def test_bad_input(tiny_gpt2_dir, tmp_path, capsys):
     assert main(["ioi", "--model", "smollm2-135m", "--n-prompts", "0", "--out", str(tmp_path)]) == 2
-    assert "--n-prompts must be at least 1" in capsys.readouterr().err
+    assert "discovery needs at least 1 prompt" in capsys.readouterr().err
     assert (
         main(["ioi", "--model", str(tiny_gpt2_dir), "--n-prompts", "4", "--device", "cpu", "--out", str(tmp_path)]) == 2
     )

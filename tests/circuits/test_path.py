@@ -97,3 +97,22 @@ def test_bad_heads(tiny_llama):
         path_patch(tiny_llama, ds, senders=[(5, 0)])
     with pytest.raises(WorkbenchError, match="qkv"):
         Receivers([(1, 0)], "x")
+
+
+def test_receivers_below_a_chunk_of_senders(tmp_path):
+    """A chunk whose senders all sit above the lowest receiver layer used to leave that layer out
+    of step 1 (KeyError: `interp ioi --n-prompts 2` on SmolLM2). Receivers in layers 0 and 2 of a
+    3-layer GQA model, one sender per chunk: every chunk must match the reference."""
+    from interp.models.inhouse import NativeSpec, build_native
+    from interp.models.tokenizers import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    spec = NativeSpec(n_layers=3, d_model=32, n_heads=4, n_kv_heads=2, d_head=8, d_mlp=64, n_ctx=64,
+                      d_vocab=len(tok), normalization="RMS", gated_mlp=True, act_fn="silu")
+    model = build_native(spec, tok)
+    ds = _scrambled(model, 3, seed=7)
+    receivers = Receivers([(0, 1), (2, 3)], "qkv", "S2")
+    senders = [(1, 0), (1, 2), (0, 3)]
+    fast = path_patch(model, ds, senders=senders, receivers=receivers, chunk=1)
+    ref = path_patch_reference(model, ds, senders=senders, receivers=receivers)
+    assert float((fast.patched - ref.patched).abs().max()) < 1e-4

@@ -51,7 +51,8 @@ def test_table_is_readable(planted):
     "extra, message",
     [
         (["--kind", "induction,bogus"], "unknown head kind 'bogus'"),
-        (["--top", "0"], "--top"),
+        (["--top", "0"], "heads to report per kind must be at least 1"),
+        (["--seg-len", "1"], "at least 2 tokens"),
         (["--plot", "x.png"], ".html"),
     ],
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 PREV, INDUCTION = (0, 0), (1, 0)  # the planted heads (as built in tests/heads/conftest.py)
 
 from interp.data.synthetic import repeated_tokens

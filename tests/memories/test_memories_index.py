@@ -9,9 +9,13 @@ import torch
 
 from interp.cli import main
 from interp.errors import WorkbenchError
-from interp.memories import build_index, open_index
+from interp.memories import IndexSettings, build_index, open_index
 
-SETTINGS = {"top_k": 4, "batch_size": 2, "seq_len": 32, "shard_tokens": 128}  # 4 windows per shard
+SETTINGS = {"top_k": 4, "seq_len": 32, "shard_tokens": 128}  # 4 windows per shard
+
+
+def settings(corpus: str, layers: list[int], n_tokens: int) -> IndexSettings:
+    return IndexSettings(corpus=corpus, layers=layers, n_tokens=n_tokens, **SETTINGS)
 
 
 class Interrupt(Exception):
@@ -19,25 +23,24 @@ class Interrupt(Exception):
 
 
 def test_interrupted_build_resumes_without_losing_or_duplicating_work(tiny_gpt2, tmp_path):
-    full = build_index(tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "full", **SETTINGS)
+    full = build_index(tiny_gpt2, settings("kjv", [0, 1], 600), tmp_path / "full", batch_size=2)
 
     def stop_midway(done, total, message):
         if done >= 300:
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        build_index(tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "part", progress=stop_midway, **SETTINGS)
+        build_index(tiny_gpt2, settings("kjv", [0, 1], 600), tmp_path / "part", batch_size=2, progress=stop_midway)
     manifest = json.loads((tmp_path / "part" / "manifest.json").read_text())
     assert manifest["status"] == "building" and 0 < manifest["shards_done"] < 5
     with pytest.raises(WorkbenchError, match="unfinished"):
         open_index(tmp_path / "part")
     with pytest.raises(WorkbenchError, match="other settings"):
-        build_index(tiny_gpt2, "kjv", [0, 1], 700, tmp_path / "part", **SETTINGS)
+        build_index(tiny_gpt2, settings("kjv", [0, 1], 700), tmp_path / "part", batch_size=2)
 
     calls = []
-    resumed = build_index(
-        tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "part", progress=lambda *a: calls.append(a), **SETTINGS
-    )
+    resumed = build_index(tiny_gpt2, settings("kjv", [0, 1], 600), tmp_path / "part", batch_size=2,
+                          progress=lambda *a: calls.append(a))
     key_calls = [c for c in calls if c[2] == "indexing keys"]
     assert key_calls[0][0] == manifest["n_positions"]  # starts where the finished shards ended
     batches_left = (len(full.windows) - manifest["n_windows"] + 1) // 2
@@ -51,13 +54,13 @@ def test_interrupted_build_resumes_without_losing_or_duplicating_work(tiny_gpt2,
     assert resumed.agreement() == full.agreement()
     assert not (tmp_path / "part" / "work").exists()
     # a finished index with the same settings is just opened again
-    again = build_index(tiny_gpt2, "kjv", [0, 1], 600, tmp_path / "part", progress=lambda *a: 1 / 0, **SETTINGS)
+    again = build_index(tiny_gpt2, settings("kjv", [0, 1], 600), tmp_path / "part", batch_size=2, progress=lambda *a: 1 / 0)
     assert again.n_tokens == 600
 
 
 def test_corrupt_index_gives_a_clear_error(tiny_gpt2, tmp_path, capsys):
     out = tmp_path / "idx"
-    build_index(tiny_gpt2, "synthetic", [1], 200, out, **SETTINGS)
+    build_index(tiny_gpt2, settings("synthetic", [1], 200), out, batch_size=2)
     assert open_index(out).show(1, 0).triggers
     keys = out / "keys.safetensors"
     keys.write_bytes(keys.read_bytes()[:-100])  # truncated
@@ -107,7 +110,7 @@ def test_cli_index_show_agreement_search(tiny_gpt2_dir, tmp_path, capsys):
             ["memories", "index", "--model", "{model}", "--layers", "7", "--tokens", "10", "--out", "{out}"],
             "out of range",
         ),
-        (["memories", "index", "--model", "{model}", "--layers", "x", "--out", "{out}"], "bad --layers"),
+        (["memories", "index", "--model", "{model}", "--layers", "x", "--out", "{out}"], "bad layers"),
         (["memories", "index", "--model", "{model}", "--tokens", "0", "--out", "{out}"], "must be positive"),
         (
             ["memories", "index", "--model", "{model}", "--corpus", "nope", "--tokens", "5", "--out", "{out}"],
@@ -125,7 +128,7 @@ def test_cli_bad_input_exits_2(argv, message, tiny_gpt2_dir, tmp_path, capsys):
 
 
 def test_show_and_search_refuse_bad_requests(tiny_gpt2, tmp_path):
-    index = build_index(tiny_gpt2, "synthetic", [1], 100, tmp_path / "idx", **SETTINGS)
+    index = build_index(tiny_gpt2, settings("synthetic", [1], 100), tmp_path / "idx", batch_size=2)
     with pytest.raises(WorkbenchError, match="not in this index"):
         index.show(0, 0)
     with pytest.raises(WorkbenchError, match="out of range"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.memories import build_index, merge_topk
+from interp.memories import IndexSettings, build_index, merge_topk
 from interp.memories.keys import KeyCollector, coefficient_hook, empty_topk
 
 
@@ -37,8 +37,8 @@ def test_streaming_index_equals_brute_force(tiny_gpt2, tmp_path):
     model, keep every activation, and take one top-k: same coefficients, same positions."""
     model = tiny_gpt2
     k, seq, bs = 6, 32, 4
-    index = build_index(model, "kjv", [0, 1], 700, tmp_path / "idx", top_k=k, batch_size=bs, seq_len=seq,
-                        shard_tokens=256)  # fmt: skip
+    settings = IndexSettings(layers=[0, 1], n_tokens=700, top_k=k, seq_len=seq, shard_tokens=256)
+    index = build_index(model, settings, tmp_path / "idx", batch_size=bs)
     windows = index.windows
     assert int((windows[:, 1:] >= 0).sum()) == 700 == index.n_tokens
     names = [coefficient_hook(layer) for layer in (0, 1)]

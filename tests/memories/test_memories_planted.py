@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from interp.memories import build_index, intervene
+from interp.memories import IndexSettings, build_index, intervene
 from interp.memories.intervene import memory_hook
 from interp.memories.keys import coefficient_hook
 
@@ -15,7 +15,8 @@ TRIGGER, PROMOTED = " LORD", " banana"  # as planted by the `planted` fixture (c
 def test_index_finds_planted_trigger_and_promoted_token(planted, tmp_path):
     p = planted.planted
     assert (p["trigger_str"], p["promoted_str"]) == (TRIGGER, PROMOTED)
-    index = build_index(planted, "kjv", [p["layer"]], 1500, tmp_path / "idx", top_k=5, batch_size=8, seq_len=32)
+    index = build_index(planted, IndexSettings(layers=[p["layer"]], n_tokens=1500, top_k=5, seq_len=32), tmp_path / "idx",
+                        batch_size=8)
     view = index.show(p["layer"], p["neuron"])
     assert [t.token for t in view.triggers] == [TRIGGER] * 5
     assert view.value_tokens[0][0] == PROMOTED and view.value_tokens[0][1] > 0.5

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.memories import build_index, intervene, value_logits
+from interp.memories import IndexSettings, build_index, intervene, value_logits
 from interp.memories.keys import coefficient_hook
 
 pytestmark = pytest.mark.slow
@@ -31,7 +31,7 @@ def test_smollm2_coefficients_and_values(smollm2):
 
 
 def test_smollm2_index_and_agreement_by_layer(smollm2, tmp_path):
-    index = build_index(smollm2, "kjv", LAYERS, 2000, tmp_path / "idx", top_k=10, batch_size=8, seq_len=64)
+    index = build_index(smollm2, IndexSettings(layers=LAYERS, n_tokens=2000, top_k=10, seq_len=64), tmp_path / "idx", batch_size=8)
     rows = index.agreement()
     assert [r["layer"] for r in rows] == LAYERS
     for r in rows:

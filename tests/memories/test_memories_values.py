@@ -6,9 +6,9 @@ import pytest
 import torch
 import transformers
 
+from interp.lens import final_norm, norm_linear
 from interp.memories import project_values, value_logits
 from interp.memories.keys import coefficient_hook
-from interp.memories.values import final_norm, norm_linear
 
 
 def _cache(model, layer):
