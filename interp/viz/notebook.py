@@ -23,7 +23,7 @@ JSON_MIME = "application/vnd.plotly.v1+json"
 PNG_MIME = "image/png"
 RENDERER = "plotly_json+png"
 # Layout pixels where a figure sets no size (about a notebook cell's width; plotly's default
-# height), at scale 1, stored with a 256-colour palette: a figure's PNG is some 20-40 kB.
+# height), at scale 1, stored with a 256-colour palette: a figure's PNG is some 5-30 kB.
 WIDTH, HEIGHT, SCALE = 900, 500, 1.0
 
 
