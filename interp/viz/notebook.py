@@ -21,7 +21,7 @@ from plotly.io._base_renderers import MimetypeRenderer, PlotlyRenderer
 
 JSON_MIME = "application/vnd.plotly.v1+json"
 PNG_MIME = "image/png"
-RENDERER = "plotly_json+png"
+RENDERER = "interp_notebook"  # plotly json + png ("+" would split it into two renderers)
 # Layout pixels where a figure sets no size (about a notebook cell's width; plotly's default
 # height), at scale 1, stored with a 256-colour palette: a figure's PNG is some 5-30 kB.
 WIDTH, HEIGHT, SCALE = 900, 500, 1.0
