@@ -82,7 +82,8 @@ def mimebundle(fig_dict: dict, scale: float = SCALE, require_png: bool = False) 
     except Exception as e:  # no kaleido, no browser, a browser that died: the JSON still shows
         if require_png:
             raise
-        warnings.warn(f"figure shown without its PNG (plotly JSON only): {type(e).__name__}: {e}", stacklevel=3)
+        warnings.warn(f"figure shown without its PNG (plotly JSON only; the PNG needs kaleido and Chromium: "
+                      f"`make browser`, or BROWSER_PATH): {type(e).__name__}: {e}", stacklevel=3)
         return bundle
     bundle[PNG_MIME] = base64.b64encode(png).decode("ascii")
     return bundle
