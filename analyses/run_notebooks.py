@@ -24,7 +24,7 @@ ROOT = HERE.parent
 if str(ROOT) not in sys.path:  # run as a script from a checkout without an installed interp
     sys.path.insert(0, str(ROOT))
 
-from interp.viz.notebook import JSON_MIME, PNG_MIME  # noqa: E402
+from interp.viz.notebook import JSON_MIME, PNG_MIME
 
 # Signs of plotly.js in an HTML output: a figure drawn by it, the bundle itself, or a CDN load.
 PLOTLY_JS_SIGNS = ("Plotly.newPlot(", "window.PlotlyConfig", "* plotly.js v", "cdn.plot.ly")
