@@ -142,7 +142,7 @@ def train(
                          ioi=ioi_tokens(tokenizer) if mix.ioi > 0 else None)
     eval_data: EvalData | None = None
     if args.eval_steps and main_process:
-        eval_data = make_eval_data(bridge, heldout_batch(heldout, spec.n_ctx, N_EVAL_SEQUENCES, bos))
+        eval_data = make_eval_data(model, heldout_batch(heldout, spec.n_ctx, N_EVAL_SEQUENCES, bos))
 
     fast = FastLM(bridge, spec).to(device)
     forward = (lambda t: bridge(t)) if use_bridge_forward else fast
@@ -175,7 +175,7 @@ def train(
 
     def run_eval(record: dict) -> None:
         bridge.eval()
-        record.update(evaluate(bridge, forward, eval_data))
+        record.update(evaluate(model, forward, eval_data))
         bridge.train()
 
     if eval_data is not None and step == 0:
