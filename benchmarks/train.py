@@ -74,14 +74,15 @@ def sync(device: str) -> None:
 
 
 def phase_change_evidence(out: Path, device: str, max_steps: int | None, batch: int | None) -> int:
-    from interp.train import read_metrics, training_arguments
     from interp.dynamics import INDUCTION_FORMED, compare_across, induction_window
+    from interp.train import read_metrics, training_arguments
     from interp.viz.html import write_figure
     from interp.viz.train import phase_change
 
     runs = {}
     for name in ("attn-only-1l", "attn-only-2l"):
-        knobs = dict(output_dir=str(out / name), device=device, bf16=device.startswith("cuda"))
+        knobs = dict(output_dir=str(out / name), overwrite_output_dir=True,  # a rerun replaces the earlier runs
+                     device=device, bf16=device.startswith("cuda"))
         if max_steps:
             knobs["max_steps"] = max_steps
         if batch:

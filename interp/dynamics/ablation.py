@@ -9,7 +9,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp.models import Model
-from interp.train.metrics import band_losses, icl_bands, icl_score, per_token_loss, repeat_bigram_gap, repeated_bigram_mask
+from interp.train.metrics import (
+    band_losses,
+    icl_bands,
+    icl_score,
+    per_token_loss,
+    repeat_bigram_gap,
+    repeated_bigram_mask,
+)
 from interp.types import AblationMode, Head
 
 

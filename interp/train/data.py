@@ -30,8 +30,8 @@ from torch import Tensor
 from interp.data.corpus import open_corpus
 from interp.errors import WorkbenchError
 from interp.io import write_with
-from interp.train.args import check_field_types
 from interp.models.cache import cache_dir
+from interp.train.args import check_field_types
 
 MAX_DOCUMENTS = 20_000  # cap for endless or huge corpora
 

@@ -104,6 +104,12 @@ def test_knobs_at_their_limits_are_accepted():
                       overwrite_output_dir=True, resume_from_checkpoint="false").validate()
 
 
+def test_logging_steps_zero_logs_only_the_last_step(tiny):
+    args = TrainingArguments(max_steps=3, logging_steps=0, eval_steps=0, save_steps=0, per_device_train_batch_size=2,
+                             device="cpu")
+    assert [r["step"] for r in train("attn-only-1l", args, **tiny).metrics] == [3]
+
+
 def test_bad_data_mixes_and_architectures_are_refused():
     from interp.train import DataMix
 
