@@ -25,6 +25,10 @@ def knobs(out, **kw) -> TrainingArguments:
     return TrainingArguments(**{**base, **kw})
 
 
+def disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def temporaries(folder) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".tmp-" in p.name)
 
@@ -93,10 +97,7 @@ def test_a_killed_saves_leftovers_are_cleared_on_resume_and_on_a_fresh_start(tin
 
 
 def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_leaves_nothing(tiny, tmp_path, capsys, monkeypatch):
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr("interp.models.inhouse.save_file", full)
+    monkeypatch.setattr("interp.models.inhouse.save_file", disk_full)
     out = tmp_path / "run"
     assert main(cli(tiny, out)) == 2
     line = error_line(capsys)
@@ -107,11 +108,7 @@ def test_a_full_disk_during_a_checkpoint_save_is_one_line_and_leaves_nothing(tin
 
 def test_a_full_disk_while_logging_is_one_line(tmp_path, monkeypatch):
     log = MetricsLog.start(tmp_path, step=0)
-
-    def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr("interp.train.log.open", full, raising=False)
+    monkeypatch.setattr("interp.train.log.open", disk_full, raising=False)
     with pytest.raises(WorkbenchError, match="no space left on .*metrics.jsonl"):
         log.append({"step": 1, "loss": 1.0})
 
