@@ -74,14 +74,15 @@ def sync(device: str) -> None:
 
 
 def phase_change_evidence(out: Path, device: str, max_steps: int | None, batch: int | None) -> int:
+    from interp.dynamics import INDUCTION_FORMED, compare_across, induction_window
     from interp.train import read_metrics, training_arguments
-    from interp.train.metrics import compare_across, jump_window
     from interp.viz.html import write_figure
     from interp.viz.train import phase_change
 
     runs = {}
     for name in ("attn-only-1l", "attn-only-2l"):
-        knobs = dict(output_dir=str(out / name), device=device, bf16=device.startswith("cuda"))
+        knobs = dict(output_dir=str(out / name), overwrite_output_dir=True,  # a rerun replaces the earlier runs
+                     device=device, bf16=device.startswith("cuda"))
         if max_steps:
             knobs["max_steps"] = max_steps
         if batch:
@@ -94,9 +95,10 @@ def phase_change_evidence(out: Path, device: str, max_steps: int | None, batch: 
         print(f"{name}: {result.global_step} steps in {wall:.0f} s on {device}; induction score {ind[0]:.3f} -> "
               f"max {max(ind):.3f}; final held-out loss {runs[name][-1]['eval_loss']:.3f}")
     two = runs["attn-only-2l"]
-    window = jump_window([r["step"] for r in two], [r["induction_score"] for r in two])
-    if window is None or max(r["induction_score"] for r in two) < 0.2:
-        print("RESULT phase change: attn-only-2l formed no induction head in this run (train longer: --max-steps)")
+    window = induction_window(two)
+    if window is None:
+        print(f"RESULT phase change: attn-only-2l's induction score never reached {INDUCTION_FORMED}: no induction "
+              "head formed in this run (train longer: --max-steps)")
         return 0
     for row in compare_across(runs, window):
         for key in ("icl_score", "repeat_bigram_gap"):

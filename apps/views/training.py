@@ -9,25 +9,18 @@ from pathlib import Path
 import streamlit as st
 
 from apps import state
-from interp import WorkbenchError
-from interp.heads import head_scores
+from interp import WorkbenchError, dynamics
 from interp.train import list_checkpoints, read_metrics
-from interp.train.metrics import compare_across, jump_window
 from interp.viz.attention import attention_figure
 from interp.viz.train import phase_change, training_curves
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def best_induction_head(checkpoint: str) -> tuple[int, int, float]:
-    """(layer, head, score) of the checkpoint's best induction head on repeated random tokens."""
-    from interp.data.synthetic import repeated_tokens
-
+    """(layer, head, score) of the checkpoint's best induction head, cached per checkpoint."""
     model = state.get_model(checkpoint)
-    seg = max(2, min(50, (model.info.n_ctx - 1) // 2))
     with state.RUN_LOCK:
-        scores = head_scores(model, repeated_tokens(model, 8, seg, seed=0), kinds=("induction",))["induction"]
-    best = int(scores.flatten().argmax())
-    return best // scores.shape[1], best % scores.shape[1], float(scores.flatten()[best])
+        return dynamics.best_induction_head(model)
 
 
 def compare_phase_change(folder: Path, records: list[dict], others: list[str]) -> None:
@@ -45,16 +38,14 @@ def compare_phase_change(folder: Path, records: list[dict], others: list[str]) -
         if not (path / "metrics.jsonl").is_file():
             raise WorkbenchError(f"{other!r} has no metrics.jsonl; pick a run folder written by `interp train`")
         evals[path.name if path.name not in evals else str(path)] = [r for r in read_metrics(path) if "induction_score" in r]
-    mine = evals[folder.name]
-    window = jump_window([r["step"] for r in mine], [r["induction_score"] for r in mine]) if mine else None
-    if window is not None and max(r["induction_score"] for r in mine) < 0.2:
-        window = None  # no induction head formed: nothing to line up
+    window = dynamics.induction_window(evals[folder.name])
     st.plotly_chart(phase_change(evals, window=window, title=f"{folder.name} beside {', '.join(list(evals)[1:])}"),
                     key="train_compare_fig")
     if window is None:
-        st.caption(f"{folder.name}'s best induction score never passes 0.2: no phase change to line the runs up on.")
+        st.caption(f"{folder.name}'s best induction score never reaches {dynamics.INDUCTION_FORMED}: "
+                   "no phase change to line the runs up on.")
         return
-    rows = compare_across(evals, window)
+    rows = dynamics.compare_across(evals, window)
     st.caption(f"Shaded: steps {window[0]}-{window[1]}, where {folder.name}'s best induction score rises from 10% "
                f"to 90% of its change. Each metric averaged over the {rows[0]['span']} steps before and after it, "
                "in every run over the same steps; lower = more in-context learning.")

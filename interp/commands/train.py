@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import typing
-from dataclasses import fields, replace
+from dataclasses import fields
 
 from interp.errors import WorkbenchError
 
@@ -64,26 +64,29 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from interp.train import PRESETS, DataMix, get_preset, train, training_arguments
+    from interp.train import PRESETS, get_preset, train, training_arguments
+    from interp.train.args import TrainingArguments
+    from interp.train.checkpoints import OutputDirInUse
 
     if args.list_presets:
         for name, preset in PRESETS.items():
             print(f"{name:22s} {preset.description}")
         return 0
     preset = get_preset(args.preset)
-    from interp.train.args import TrainingArguments
-
     knobs = {f.name: getattr(args, f.name) for f in fields(TrainingArguments) if getattr(args, f.name) is not None}
     targs = training_arguments(preset, **knobs)
     if targs.output_dir is None:
         raise WorkbenchError("--output_dir is required: where checkpoints and metrics.jsonl go")
     mix = _pairs(args.mix, "mix")
+    data = preset.data.with_overrides(**mix) if mix else None
     try:
-        data = replace(preset.data, **mix) if mix else None
-    except TypeError as e:
-        raise WorkbenchError(f"unknown --mix key ({e}); known: {', '.join(DataMix.__dataclass_fields__)}") from e
-    result = train(preset, targs, corpus=args.corpus, arch=_pairs(args.arch, "arch") or None, data=data,
-                   progress_bar=True)
+        result = train(preset, targs, corpus=args.corpus, arch=_pairs(args.arch, "arch") or None, data=data,
+                       progress_bar=True)
+    except OutputDirInUse as e:
+        raise WorkbenchError(
+            f"--output_dir {str(e.folder)!r} already holds checkpoints (newest: {e.newest.name}); add "
+            "--resume_from_checkpoint latest to continue that run, or --overwrite_output_dir to delete them and start again"
+        ) from e
     last = {}
     for record in result.metrics:
         last.update(record)

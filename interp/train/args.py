@@ -8,9 +8,10 @@ HF's convention: the scheduler is stepped after each optimizer step, so optimize
 from __future__ import annotations
 
 import math
+import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, get_args, get_type_hints
 
 from interp.errors import WorkbenchError
 
@@ -45,10 +46,14 @@ SCHEDULERS: dict[str, Callable[[int, int, int], float]] = {
 OPTIMIZERS = ("adamw", "adafactor")
 
 
-def lr_lambda(name: str, warmup_steps: int, max_steps: int) -> Callable[[int], float]:
-    """The multiplier of the base learning rate at optimizer step `step` (HF's formulas)."""
+def _check_scheduler(name: str) -> None:
     if name not in SCHEDULERS:
         raise WorkbenchError(f"unknown lr_scheduler_type {name!r}; choose one of {', '.join(SCHEDULERS)}")
+
+
+def lr_lambda(name: str, warmup_steps: int, max_steps: int) -> Callable[[int], float]:
+    """The multiplier of the base learning rate at optimizer step `step` (HF's formulas)."""
+    _check_scheduler(name)
     fn = SCHEDULERS[name]
     return lambda step: fn(step, warmup_steps, max_steps)
 
@@ -56,13 +61,14 @@ def lr_lambda(name: str, warmup_steps: int, max_steps: int) -> Callable[[int], f
 @dataclass
 class TrainingArguments:
     output_dir: str | None = None  # where checkpoint-{step}/ folders and metrics.jsonl go (None: write nothing)
+    overwrite_output_dir: bool = False  # start afresh in an output_dir that holds checkpoints, deleting them first
     max_steps: int = 1000  # optimizer steps to train for
     learning_rate: float = 1e-3  # peak learning rate
     warmup_steps: int = 0  # linear warmup from 0 over this many steps
     lr_scheduler_type: str = "linear"  # linear | cosine | constant | constant_with_warmup
     save_steps: int = 500  # checkpoint every this many steps (0 = only at the end)
     eval_steps: int = 100  # evaluate (loss, ICL score, head scores) every this many steps (0 = never)
-    logging_steps: int = 10  # log the training loss every this many steps
+    logging_steps: int = 10  # log the training loss every this many steps (0 = only at the end)
     per_device_train_batch_size: int = 8  # sequences per device per micro-batch
     gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
     optim: str = "adamw"  # adamw | adafactor (factored second moments: fewer optimizer copies)
@@ -86,32 +92,35 @@ class TrainingArguments:
         return self.n_devices * self.per_device_train_batch_size * self.gradient_accumulation_steps
 
     def validate(self) -> TrainingArguments:
-        def positive(name: str, allow_zero: bool = False) -> None:
-            value = getattr(self, name)
-            if value < 0 or (value == 0 and not allow_zero):
-                need = "zero or positive" if allow_zero else "positive"
-                raise WorkbenchError(f"{name} must be {need}, got {value}")
+        """Refuse values no run can use, each with a one-line message naming the argument."""
+        check_field_types(self)
 
-        for name in ("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "n_devices"):
-            positive(name)
-        for name in ("warmup_steps", "save_steps", "eval_steps", "logging_steps", "weight_decay", "max_grad_norm"):
-            positive(name, allow_zero=True)
-        if not self.learning_rate > 0:
-            raise WorkbenchError(f"learning_rate must be positive, got {self.learning_rate}")
+        ranges = (
+            (("max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "n_devices", "learning_rate",
+              "adam_epsilon"), lambda v: v > 0, "positive"),
+            (("warmup_steps", "save_steps", "eval_steps", "logging_steps", "weight_decay", "max_grad_norm", "seed"),
+             lambda v: v >= 0, "zero or positive"),
+            (("adam_beta1", "adam_beta2"), lambda v: 0 <= v < 1, "in [0, 1)"),
+        )
+        for names, ok, words in ranges:
+            for name in names:
+                value = getattr(self, name)
+                if not (math.isfinite(value) and ok(value)):  # NaN and inf are refused too
+                    raise WorkbenchError(f"{name} must be {words}, got {value}")
         if self.warmup_steps > self.max_steps:
             raise WorkbenchError(
                 f"warmup_steps ({self.warmup_steps}) is longer than max_steps ({self.max_steps}); lower warmup_steps"
             )
-        if self.lr_scheduler_type not in SCHEDULERS:
-            raise WorkbenchError(
-                f"unknown lr_scheduler_type {self.lr_scheduler_type!r}; choose one of {', '.join(SCHEDULERS)}"
-            )
+        _check_scheduler(self.lr_scheduler_type)
         if self.optim not in OPTIMIZERS:
             raise WorkbenchError(f"unknown optim {self.optim!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.bf16 and self.fp16:
             raise WorkbenchError("choose one of bf16 and fp16, not both")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise WorkbenchError(f"save_total_limit must be at least 1, got {self.save_total_limit}")
+        if self.overwrite_output_dir and resume_requested(self.resume_from_checkpoint):
+            raise WorkbenchError("overwrite_output_dir deletes the checkpoints resume_from_checkpoint would continue; "
+                                 "choose one of them")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,6 +138,35 @@ class TrainingArguments:
         return TrainingArguments.from_dict({**self.to_dict(), **changes})
 
 
+def resume_requested(resume: str | None) -> bool:
+    """Whether a resume_from_checkpoint value asks to continue a run (None, "", "false", "none" do not)."""
+    return resume is not None and str(resume).lower() not in ("", "false", "none")
+
+
 # Knobs that may differ between a run and its resumption without changing what is computed.
-RESUMABLE_CHANGES = {"output_dir", "resume_from_checkpoint", "max_steps", "save_steps", "eval_steps",
-                     "logging_steps", "save_total_limit", "device", "torch_compile"}
+RESUMABLE_CHANGES = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "save_steps",
+                     "eval_steps", "logging_steps", "save_total_limit", "device", "torch_compile"}
+
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
+
+
+def _fits(value: Any, kind: type) -> bool:
+    if kind is bool or isinstance(value, bool):  # bool is an int to Python, not to us
+        return kind is bool and isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, kind)
+
+
+def check_field_types(obj: Any, what: str = "") -> None:
+    """Each field of the dataclass `obj` holds its annotated type (None only where the annotation
+    allows it; a whole number will do for a float). `what` starts the message, e.g. "data mix"."""
+    hints = get_type_hints(type(obj))
+    for f in fields(obj):
+        hint, value = hints[f.name], getattr(obj, f.name)
+        options = get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+        kinds = [k for k in options if k is not type(None)]
+        if value is None and len(kinds) < len(options):
+            continue
+        if not any(_fits(value, k) for k in kinds):
+            raise WorkbenchError(f"{what + ' ' if what else ''}{f.name} must be {_KINDS[kinds[0]]}, got {value!r}")

@@ -4,12 +4,17 @@ named as in HF's Trainer: trainer_state.json (step, data position, arguments), o
 scheduler.pt, rng_state.pt (and scaler.pt with fp16). The folder is written atomically
 (built in a temporary sibling, then renamed), so a kill mid-save never leaves a half checkpoint.
 The .pt files hold only tensors and plain containers and are read with `weights_only=True`.
+
+An output folder belongs to one run: a new run refuses a folder holding another run's
+checkpoints unless told to resume it or to overwrite it, and before a run writes, the
+temporaries a killed save left behind are cleared.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -18,7 +23,9 @@ from typing import Any
 import torch
 
 from interp.errors import WorkbenchError
+from interp.io import TMP_TAG, remove_temporaries
 from interp.models.inhouse import NativeSpec, save_inhouse
+from interp.train.args import resume_requested
 
 PREFIX = "checkpoint-"
 STATE_FILES = ("trainer_state.json", "optimizer.pt", "scheduler.pt", "rng_state.pt")
@@ -72,11 +79,51 @@ def latest_checkpoint(output_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def _discard(folder: Path) -> None:
+    """Delete a checkpoint folder: renamed to a temporary first, so a kill midway leaves no half
+    checkpoint (`prepare_output_dir` clears the temporary on the next start)."""
+    doomed = folder.with_name(f".{folder.name}{TMP_TAG}deleted-{os.getpid()}")
+    os.replace(folder, doomed)
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
 def rotate_checkpoints(output_dir: str | Path, keep: int | None) -> None:
     if keep is None:
         return
     for old in list_checkpoints(output_dir)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        _discard(old)
+
+
+class OutputDirInUse(WorkbenchError):
+    """A new run was asked to start in a folder that holds an earlier run's checkpoints."""
+
+    def __init__(self, folder: Path, newest: Path):
+        self.folder, self.newest = folder, newest
+        super().__init__(
+            f"output folder {str(folder)!r} already holds checkpoints (newest: {newest.name}); set "
+            "resume_from_checkpoint='latest' to continue that run, or overwrite_output_dir=True to delete them and start again"
+        )
+
+
+def check_output_dir(output_dir: Path, resuming: bool, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier run's checkpoints (a rerun would silently start
+    at step 0 again), unless it resumes or overwrites them."""
+    newest = latest_checkpoint(output_dir)
+    if newest is not None and not resuming and not overwrite:
+        raise OutputDirInUse(output_dir, newest)
+
+
+def prepare_output_dir(output_dir: Path, overwrite: bool) -> list[Path]:
+    """Just before a run's first write: delete the temporaries a killed write left behind (a
+    `.checkpoint-N.tmp-*` folder, a `.metrics.jsonl.tmp-*` file) and, with `overwrite`, the
+    earlier run's checkpoints (its metrics.jsonl is restarted by the new run's log). Returns
+    what was removed."""
+    removed = remove_temporaries(output_dir)
+    if overwrite:
+        for old in list_checkpoints(output_dir):
+            _discard(old)
+            removed.append(old)
+    return removed
 
 
 def _read_pt(folder: Path, name: str) -> Any:
@@ -105,8 +152,6 @@ def read_trainer_state(folder: str | Path) -> dict[str, Any]:
 def load_training_state(folder: str | Path) -> dict[str, Any]:
     """Everything needed to continue a run, validated: trainer state, optimizer, scheduler, RNG."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise WorkbenchError(f"checkpoint {str(folder)!r} does not exist")
     out = {"trainer_state": read_trainer_state(folder)}
     for name in STATE_FILES[1:]:
         out[name.removesuffix(".pt")] = _read_pt(folder, name)
@@ -114,15 +159,21 @@ def load_training_state(folder: str | Path) -> dict[str, Any]:
     return out
 
 
-def resolve_resume(resume: str | None, output_dir: str | None) -> Path | None:
-    """`resume_from_checkpoint`: a folder, or "latest"/"true" for the newest in output_dir."""
-    if resume is None or str(resume).lower() in ("", "false", "none"):
+def resolve_resume(resume: str | None, output_dir: str | Path | None) -> Path | None:
+    """`resume_from_checkpoint`: a checkpoint folder, or "latest"/"true" for the newest in output_dir."""
+    if not resume_requested(resume):
         return None
     if str(resume).lower() in ("latest", "true"):
         if output_dir is None:
             raise WorkbenchError("resume_from_checkpoint='latest' needs an output_dir to look in")
         found = latest_checkpoint(output_dir)
         if found is None:
-            raise WorkbenchError(f"no checkpoint-* folder in {output_dir!r} to resume from")
+            raise WorkbenchError(f"no checkpoint-* folder in {str(output_dir)!r} to resume from")
         return found
-    return Path(resume)
+    path = Path(resume).expanduser()
+    if path.is_file():
+        raise WorkbenchError(f"resume_from_checkpoint {str(path)!r} is a file, not a checkpoint folder; give a "
+                             f"{PREFIX}N folder of a run, or 'latest'")
+    if not path.is_dir():
+        raise WorkbenchError(f"checkpoint {str(path)!r} does not exist; give a {PREFIX}N folder of a run, or 'latest'")
+    return path

@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import math
 import random
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,7 +29,9 @@ from torch import Tensor
 
 from interp.data.corpus import open_corpus
 from interp.errors import WorkbenchError
+from interp.io import write_with
 from interp.models.cache import cache_dir
+from interp.train.args import check_field_types
 
 MAX_DOCUMENTS = 20_000  # cap for endless or huge corpora
 
@@ -39,13 +44,25 @@ class DataMix:
     min_segment: int = 8  # shortest repeated segment (tokens)
     max_segment: int = 64  # longest repeated segment (tokens)
 
-    def weights(self) -> dict[str, float]:
-        w = {"corpus": self.corpus, "repeated": self.repeated, "ioi": self.ioi}
-        if any(v < 0 for v in w.values()) or sum(w.values()) <= 0:
+    def __post_init__(self) -> None:
+        """A mix is checked when it is made, so every DataMix in use is a valid one."""
+        check_field_types(self, "data mix")
+        w = self.weights()
+        if not all(math.isfinite(v) and v >= 0 for v in w.values()) or sum(w.values()) <= 0:
             raise WorkbenchError(f"data mix weights must be non-negative and not all zero, got {w}")
         if not 1 <= self.min_segment <= self.max_segment:
             raise WorkbenchError(f"need 1 <= min_segment <= max_segment, got {self.min_segment}, {self.max_segment}")
-        return w
+
+    def weights(self) -> dict[str, float]:
+        return {"corpus": self.corpus, "repeated": self.repeated, "ioi": self.ioi}
+
+    def with_overrides(self, **changes) -> DataMix:
+        """A copy with some fields changed; unknown names are refused."""
+        known = [f.name for f in fields(self)]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            raise WorkbenchError(f"unknown data mix fields {unknown}; known: {', '.join(known)}")
+        return replace(self, **changes)
 
 
 # -- corpus tokens -----------------------------------------------------------------------------
@@ -79,10 +96,12 @@ def corpus_token_arrays(corpus: str | None, tokenizer, heldout_fraction: float =
         return np.fromiter(itertools.chain.from_iterable(seq + [eos] for seq in ids), dtype=np.int32)
 
     train, heldout = encode(docs[:-n_heldout]), encode(docs[-n_heldout:])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{random.getrandbits(32):08x}.npz")
-    np.savez(tmp, train=train, heldout=heldout)
-    tmp.replace(path)
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object: np.savez would add ".npz" to a bare name
+            np.savez(fh, train=train, heldout=heldout)
+
+    write_with(path, save)
     return train, heldout
 
 
@@ -151,6 +170,27 @@ class TokenStream:
 
     def batch(self, start: int, size: int) -> Int[Tensor, "batch pos"]:
         return torch.from_numpy(np.stack([self.sequence(start + i) for i in range(size)]))
+
+
+class MicroBatches:
+    """One process's micro-batches from a stream, each built in a background thread while the
+    previous one trains. Data-parallel process `rank` of `world` takes its own slice of every
+    global micro-batch of world x `size` sequences; `position` counts the sequences all
+    processes together have consumed (the data position a checkpoint stores)."""
+
+    def __init__(self, stream: TokenStream, position: int, size: int, rank: int = 0, world: int = 1):
+        self.stream, self.position, self.size, self.rank, self.world = stream, position, size, rank, world
+        self._pool = ThreadPoolExecutor(max_workers=1)
+        self._next = self._pool.submit(stream.batch, position + rank * size, size)
+
+    def next(self) -> Int[Tensor, "batch pos"]:
+        tokens = self._next.result()
+        self.position += self.size * self.world
+        self._next = self._pool.submit(self.stream.batch, self.position + self.rank * self.size, self.size)
+        return tokens
+
+    def close(self) -> None:
+        self._pool.shutdown(cancel_futures=True)
 
 
 def heldout_batch(heldout: np.ndarray, n_ctx: int, n_sequences: int, bos: int) -> Int[Tensor, "batch pos"]:

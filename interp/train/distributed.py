@@ -79,7 +79,7 @@ def setup(n_devices: int, device: torch.device) -> DataParallel | None:
     if n_devices not in (1, world):
         raise WorkbenchError(f"n_devices={n_devices} but torchrun started {world} processes; drop n_devices "
                              f"or launch --nproc_per_node {n_devices}")
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local >= torch.cuda.device_count():
             raise WorkbenchError(f"process {local} has no GPU: {torch.cuda.device_count()} visible; "

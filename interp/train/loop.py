@@ -1,6 +1,10 @@
 """The training loop: `train(preset, args)` builds (or resumes) an in-house model, trains it on
 the preset's data mix with HF-Trainer-style knobs, evaluates, logs and checkpoints.
 
+`train` composes four pieces: `setup` (interp.train.run) checks everything and builds a `Run`,
+`train_step` does one optimizer step, `evaluate_run` measures the model (interp.train.metrics),
+and `save` writes a checkpoint.
+
 Exact resumption: the data stream is a pure function of (seed, sequence index), and a
 checkpoint stores the weights, optimizer, scheduler, RNG and the number of sequences consumed,
 so a resumed run computes bit-for-bit what the uninterrupted run would have (on the same device).
@@ -9,37 +13,23 @@ so a resumed run computes bit-for-bit what the uninterrupted run would have (on 
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from interp.errors import WorkbenchError
-from interp.models.device import pick_device
 from interp.models import Model
-from interp.models.inhouse import NativeSpec, build_native, load_inhouse
-from interp.train.args import RESUMABLE_CHANGES, TrainingArguments, lr_lambda
-from interp.train.checkpoints import (
-    load_training_state,
-    resolve_resume,
-    rotate_checkpoints,
-    save_checkpoint,
-    set_rng_state,
-)
-from interp.train.distributed import setup as setup_data_parallel
-from interp.train.data import DataMix, TokenStream, corpus_token_arrays, heldout_batch, ioi_tokens
-from interp.train.forward import FastLM, lm_loss
-from interp.train.metrics import EvalData, evaluate, make_eval_data
-from interp.train.presets import Preset, get_preset
-from interp.train.tokenizer import make_tokenizer
-
-Progress = Callable[[int, int, str], None]
-N_EVAL_SEQUENCES = 512  # held-out windows scored at each evaluation (fewer if the held-out text is short)
+from interp.models.inhouse import NativeSpec
+from interp.train.args import TrainingArguments
+from interp.train.checkpoints import rotate_checkpoints, save_checkpoint
+from interp.train.data import DataMix
+from interp.train.forward import lm_loss
+from interp.train.metrics import evaluate
+from interp.train.presets import Preset
+from interp.train.run import Run, close, setup
+from interp.types import Progress
 
 
 @dataclass
@@ -53,20 +43,12 @@ class TrainResult:
     wall_time_s: float = 0.0  # training time of this call
 
 
-def training_arguments(preset: str | Preset, **knobs: Any) -> TrainingArguments:
-    """The preset's training defaults with `knobs` on top."""
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    return TrainingArguments.from_dict({**preset.training, **knobs})
-
-
-def _optimizer(params: list[torch.nn.Parameter], args: TrainingArguments, device: torch.device):
-    decay = [p for p in params if p.ndim >= 2]  # matrices decay; biases and norm scales do not (as HF)
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    if args.optim == "adamw":
-        return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-                                 eps=args.adam_epsilon, fused=device.type == "cuda")
-    return torch.optim.Adafactor(groups, lr=args.learning_rate)
+@dataclass
+class StepStats:
+    loss: torch.Tensor  # the step's mean training loss (0-dim, on the device; averaged across processes)
+    grad_norm: torch.Tensor  # the global gradient norm before clipping
+    learning_rate: float  # the rate the step used
+    tokens: int  # tokens trained on in this step, by all processes together
 
 
 def _autocast(args: TrainingArguments, device: torch.device):
@@ -77,178 +59,7 @@ def _autocast(args: TrainingArguments, device: torch.device):
     return contextlib.nullcontext()
 
 
-def _check_resumable(saved: dict, args: TrainingArguments) -> TrainingArguments:
-    old = TrainingArguments.from_dict(saved["args"])
-    changed = sorted(k for k, v in args.to_dict().items() if k not in RESUMABLE_CHANGES and old.to_dict()[k] != v)
-    if changed:
-        raise WorkbenchError(
-            f"cannot resume with different {', '.join(changed)} than the checkpoint's run; drop those flags to resume"
-        )
-    return args
-
-
-def train(
-    preset: str | Preset = "attn-only-2l",
-    args: TrainingArguments | None = None,
-    *,
-    corpus: str | None = None,
-    arch: dict[str, Any] | None = None,
-    data: DataMix | None = None,
-    progress: Progress | None = None,
-    progress_bar: bool = False,
-    use_bridge_forward: bool = False,
-) -> TrainResult:
-    """Train (or resume) a preset. `arch` overrides architecture fields (e.g. d_model=32,
-    vocab_size=512), `data` the preset's data mix, `corpus` the corpus spec (default "kjv").
-    `progress(step, max_steps, message)` is called after every step; `progress_bar` shows tqdm.
-    `use_bridge_forward` trains through the hooked bridge (slow reference) instead of FastLM."""
-    preset = get_preset(preset) if isinstance(preset, str) else preset
-    args = (args or training_arguments(preset)).validate()
-    device = pick_device(args.device)
-    dp = setup_data_parallel(args.n_devices, device)  # None unless launched by torchrun with several processes
-    if dp is not None:
-        device = dp.device
-        args = args.replace(n_devices=dp.world)
-    if args.fp16 and device.type != "cuda":
-        raise WorkbenchError("fp16 mixed precision needs a CUDA device; use bf16 on CPU")
-    output_dir = Path(args.output_dir) if args.output_dir else None
-    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
-    main_process = dp is None or dp.is_main  # only it evaluates, logs and writes
-
-    if resume is not None:
-        saved = load_training_state(resume)
-        state = saved["trainer_state"]
-        _check_resumable(state, args)
-        model, spec, _ = load_inhouse(resume, device=device)
-        bridge, tokenizer = model.bridge, model.tokenizer
-        corpus, mix = state["corpus"], DataMix(**state["data_mix"])
-        step, position, elapsed = state["global_step"], state["data_position"], state.get("elapsed_s", 0.0)
-        preset_name = state["preset"]
-    else:
-        if arch:
-            preset = preset.with_overrides(**arch)
-        mix = data or preset.data
-        tokenizer = make_tokenizer(preset.tokenizer, corpus, preset.vocab_size)
-        spec = replace(preset.spec, d_vocab=len(tokenizer))
-        spec.validate()
-        model = build_native(spec, tokenizer, device=device, name=preset.name)
-        bridge = model.bridge
-        step, position, elapsed, preset_name = 0, 0, 0.0, preset.name
-    mix.weights()
-
-    train_tokens, heldout = corpus_token_arrays(corpus, tokenizer)
-    bos = tokenizer.bos_token_id
-    stream = TokenStream(train_tokens, mix, spec.n_ctx, spec.d_vocab, bos, args.seed,
-                         ioi=ioi_tokens(tokenizer) if mix.ioi > 0 else None)
-    eval_data: EvalData | None = None
-    if args.eval_steps and main_process:
-        eval_data = make_eval_data(bridge, heldout_batch(heldout, spec.n_ctx, N_EVAL_SEQUENCES, bos))
-
-    fast = FastLM(bridge, spec).to(device)
-    forward = (lambda t: bridge(t)) if use_bridge_forward else fast
-    train_forward = torch.compile(fast) if args.torch_compile and not use_bridge_forward else forward
-    params = [p for p in bridge.parameters() if p.requires_grad]
-    if dp is not None:
-        dp.broadcast_parameters(params)
-    optimizer = _optimizer(params, args, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_lambda(args.lr_scheduler_type, args.warmup_steps, args.max_steps))
-    scaler = torch.amp.GradScaler(device.type) if args.fp16 else None
-    if resume is not None:
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        if scaler is not None and saved["scaler"] is not None:
-            scaler.load_state_dict(saved["scaler"])
-        set_rng_state(saved["rng_state"])
-    else:
-        torch.manual_seed(args.seed)
-
-    metrics_path = output_dir / "metrics.jsonl" if output_dir and main_process else None
-    records = _start_metrics(metrics_path, step)
-    run_state = {"preset": preset_name, "corpus": corpus or "kjv", "data_mix": asdict(mix), "args": args.to_dict()}
-
-    def log(record: dict) -> None:
-        records.append(record)
-        if metrics_path is not None:
-            with open(metrics_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-
-    def run_eval(record: dict) -> None:
-        bridge.eval()
-        record.update(evaluate(bridge, forward, eval_data))
-        bridge.train()
-
-    if eval_data is not None and step == 0:
-        record = {"step": 0, "elapsed_s": 0.0}
-        run_eval(record)
-        log(record)
-
-    bar = None
-    if progress_bar and main_process:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=args.max_steps, initial=step, desc=f"train {preset_name}", unit="step", dynamic_ncols=True)
-    bridge.train()
-    batch, accum = args.per_device_train_batch_size, args.gradient_accumulation_steps
-    losses_since_log: list[float] = []
-    t_start = time.perf_counter()
-    tokens_done = 0
-    latest: dict[str, Any] = {}
-    # The next micro-batch is built in a background thread while the current one trains.
-    prefetch = ThreadPoolExecutor(max_workers=1)
-    rank, world = (dp.rank, dp.world) if dp is not None else (0, 1)
-    # each process takes its own slice of every global micro-batch of world x batch sequences
-    upcoming = prefetch.submit(stream.batch, position + rank * batch, batch)
-    try:
-        while step < args.max_steps:
-            lr = optimizer.param_groups[0]["lr"]
-            step_loss = torch.zeros((), device=device)
-            for _ in range(accum):
-                tokens = upcoming.result().to(device, non_blocking=True)
-                position += batch * world
-                upcoming = prefetch.submit(stream.batch, position + rank * batch, batch)
-                step_loss += _backward(train_forward, tokens, accum, args, device, scaler)
-                tokens_done += tokens.numel() * world
-            if dp is not None:
-                dp.average_gradients(params)
-                step_loss = dp.mean(step_loss)
-            grad_norm = _optimizer_step(params, optimizer, scheduler, scaler, args.max_grad_norm)
-            step += 1
-            losses_since_log.append(step_loss)
-
-            now = elapsed + time.perf_counter() - t_start
-            record: dict[str, Any] = {}
-            if step % args.logging_steps == 0 or step == args.max_steps:
-                record.update(loss=float(torch.stack(losses_since_log).mean()), learning_rate=lr,
-                              grad_norm=float(grad_norm),
-                              tokens_per_s=tokens_done / max(time.perf_counter() - t_start, 1e-9))
-                losses_since_log = []
-            if eval_data is not None and (step % args.eval_steps == 0 or step == args.max_steps):
-                run_eval(record)
-            if record:
-                record = {"step": step, "elapsed_s": round(now, 3), **record}
-                log(record)
-                latest.update(record)
-            if output_dir is not None and main_process and ((args.save_steps and step % args.save_steps == 0) or step == args.max_steps):
-                state = {**run_state, "global_step": step, "data_position": position, "elapsed_s": now}
-                save_checkpoint(output_dir, step, model, spec, state, optimizer, scheduler, scaler)
-                rotate_checkpoints(output_dir, args.save_total_limit)
-            message = _summary(latest)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(message, refresh=False)
-            if progress is not None:
-                progress(step, args.max_steps, message)
-    finally:
-        prefetch.shutdown(cancel_futures=True)
-        if bar is not None:
-            bar.close()
-        if dp is not None:
-            dp.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    bridge.eval()
-    return TrainResult(model, spec, args, step, records, output_dir, time.perf_counter() - t_start)
+# -- one step, one evaluation, one checkpoint ----------------------------------------------------
 
 
 def _backward(forward, tokens, accum: int, args: TrainingArguments, device: torch.device, scaler) -> torch.Tensor:
@@ -274,6 +85,52 @@ def _optimizer_step(params, optimizer, scheduler, scaler, max_grad_norm: float) 
     return grad_norm
 
 
+def train_step(run: Run) -> StepStats:
+    """One optimizer step: gradient_accumulation_steps micro-batches forward and backward,
+    gradients averaged across processes, then clip, step and schedule."""
+    args, accum = run.args, run.args.gradient_accumulation_steps
+    lr = run.optimizer.param_groups[0]["lr"]
+    loss = torch.zeros((), device=run.device)
+    tokens = 0
+    for _ in range(accum):
+        batch = run.batches.next().to(run.device, non_blocking=True)
+        loss += _backward(run.train_forward, batch, accum, args, run.device, run.scaler)
+        tokens += batch.numel() * run.batches.world
+    if run.dp is not None:
+        run.dp.average_gradients(run.params)
+        loss = run.dp.mean(loss)
+    grad_norm = _optimizer_step(run.params, run.optimizer, run.scheduler, run.scaler, args.max_grad_norm)
+    run.step += 1
+    return StepStats(loss, grad_norm, lr, tokens)
+
+
+def evaluate_run(run: Run) -> dict[str, Any]:
+    """The evaluation metrics of the model as it is now (interp.train.metrics.evaluate)."""
+    run.model.bridge.eval()
+    try:
+        return evaluate(run.model, run.forward, run.eval_data)
+    finally:
+        run.model.bridge.train()
+
+
+def save(run: Run, elapsed_s: float) -> Path:
+    """Write output_dir/checkpoint-{step}/ (and drop the oldest beyond save_total_limit)."""
+    state = {"preset": run.preset, "corpus": run.corpus, "data_mix": asdict(run.mix), "args": run.args.to_dict(),
+             "global_step": run.step, "data_position": run.batches.position, "elapsed_s": elapsed_s}
+    path = save_checkpoint(run.output_dir, run.step, run.model, run.spec, state, run.optimizer, run.scheduler,
+                           run.scaler)
+    rotate_checkpoints(run.output_dir, run.args.save_total_limit)
+    return path
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def _due(step: int, every: int, last: int) -> bool:
+    """Every `every` steps (0: never) and at the last step."""
+    return step == last or (every > 0 and step % every == 0)
+
+
 def _summary(latest: dict[str, Any]) -> str:
     parts = []
     for key, label in (("loss", "loss"), ("eval_loss", "eval"), ("icl_score", "icl"), ("repeat_bigram_gap", "gap"),
@@ -283,15 +140,66 @@ def _summary(latest: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def _start_metrics(path: Path | None, step: int) -> list[dict]:
-    """Records up to `step` (a resumed run drops what the killed run logged after its checkpoint)."""
-    if path is None:
-        return []
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from interp.train.metrics import read_metrics
+def train(
+    preset: str | Preset = "attn-only-2l",
+    args: TrainingArguments | None = None,
+    *,
+    corpus: str | None = None,
+    arch: dict[str, Any] | None = None,
+    data: DataMix | None = None,
+    progress: Progress | None = None,
+    progress_bar: bool = False,
+    use_bridge_forward: bool = False,
+) -> TrainResult:
+    """Train (or resume) a preset. `arch` overrides architecture fields (e.g. d_model=32,
+    vocab_size=512), `data` the preset's data mix, `corpus` the corpus spec (default "kjv").
+    `progress(step, max_steps, message)` is called after every step; `progress_bar` shows tqdm.
+    `use_bridge_forward` trains through the hooked bridge (slow reference) instead of FastLM."""
+    run = setup(preset, args, corpus=corpus, arch=arch, data=data, use_bridge_forward=use_bridge_forward)
+    args, bar = run.args, None
+    try:
+        if run.eval_data is not None and run.step == 0:
+            run.log.append({"step": 0, "elapsed_s": 0.0, **evaluate_run(run)})
+        if progress_bar and run.main:
+            from tqdm.auto import tqdm
 
-    records = [r for r in read_metrics(path) if r.get("step", 0) <= step] if path.is_file() and step > 0 else []
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(path)
-    return records
+            bar = tqdm(total=args.max_steps, initial=run.step, desc=f"train {run.preset}", unit="step",
+                       dynamic_ncols=True)
+        run.model.bridge.train()
+        losses: list[torch.Tensor] = []
+        latest: dict[str, Any] = {}
+        t_start, tokens_done = time.perf_counter(), 0
+        while run.step < args.max_steps:
+            stats = train_step(run)
+            losses.append(stats.loss)
+            tokens_done += stats.tokens
+            now = run.elapsed_s + time.perf_counter() - t_start
+            record: dict[str, Any] = {}
+            if _due(run.step, args.logging_steps, args.max_steps):
+                record.update(loss=float(torch.stack(losses).mean()), learning_rate=stats.learning_rate,
+                              grad_norm=float(stats.grad_norm),
+                              tokens_per_s=tokens_done / max(time.perf_counter() - t_start, 1e-9))
+                losses = []
+            if run.eval_data is not None and _due(run.step, args.eval_steps, args.max_steps):
+                record.update(evaluate_run(run))
+            if record:
+                record = {"step": run.step, "elapsed_s": round(now, 3), **record}
+                run.log.append(record)
+                latest.update(record)
+            if run.writes and _due(run.step, args.save_steps, args.max_steps):
+                save(run, now)
+            message = _summary(latest)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(message, refresh=False)
+            if progress is not None:
+                progress(run.step, args.max_steps, message)
+    finally:
+        if bar is not None:
+            bar.close()
+        close(run)
+    if run.device.type == "cuda":
+        torch.cuda.synchronize()
+    run.model.bridge.eval()
+    return TrainResult(run.model, run.spec, args, run.step, run.log.records, run.output_dir,
+                       time.perf_counter() - t_start)

@@ -1,5 +1,6 @@
 """What is measured at each evaluation: held-out loss, the in-context-learning score and the best
-induction / previous-token head scores (Olsson et al. 2022).
+induction / previous-token head scores (Olsson et al. 2022). What these logs say about phase
+changes -- and the ablation check of the ICL score -- is in interp.dynamics.
 
 The in-context-learning (ICL) score is the loss at a late token minus the loss at an early
 token of held-out text. Olsson et al. use tokens 500 and 50 of a 512-token context, averaged over
@@ -31,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
+
+from interp.models import Model
 
 OLSSON_CONTEXT, OLSSON_EARLY, OLSSON_LATE = 512, 50, 500
 
@@ -109,24 +112,30 @@ class EvalData:
             self.repeat_mask = repeated_bigram_mask(self.text)
 
 
-def make_eval_data(bridge, heldout_text: Tensor, n_repeated: int = 16, seed: int = 0) -> EvalData:
+def probe_segment(n_ctx: int) -> int:
+    """Segment length of the repeated-token probe for head scores: up to 50 tokens, so that BOS
+    and two copies fit the context."""
+    return min(50, (n_ctx - 1) // 2)
+
+
+def make_eval_data(model: Model, heldout_text: Tensor, n_repeated: int = 16, seed: int = 0) -> EvalData:
     from interp.data.synthetic import repeated_tokens
 
-    seg = min(50, (bridge.cfg.n_ctx - 1) // 2)
-    return EvalData(heldout_text, repeated_tokens(bridge, n_repeated, seg, seed=seed).cpu())
+    seg = probe_segment(model.info.n_ctx)
+    return EvalData(heldout_text, repeated_tokens(model, n_repeated, seg, seed=seed).cpu())
 
 
 @torch.no_grad()
-def evaluate(bridge, forward, data: EvalData, batch_size: int = 64) -> dict[str, float | list[int]]:
+def evaluate(model: Model, forward, data: EvalData, batch_size: int = 64) -> dict[str, float | list[int]]:
     """eval_loss, icl_score (with its standard error and the single-token version),
     repeat_bigram_gap, and the best induction / previous-token head with their scores.
-    `forward` maps tokens to logits (the trainer's fast forward, or the bridge itself)."""
-    from interp.heads.detect import head_scores
+    `forward` maps tokens to logits (the trainer's fast forward, or the model itself)."""
+    from interp.heads import head_scores, top_heads
 
-    device = next(bridge.parameters()).device
+    device = model.device
     losses = torch.cat([per_token_loss(forward(chunk.to(device)), chunk.to(device)).cpu()
                         for chunk in data.text.split(batch_size)])
-    scores = head_scores(bridge, data.repeated.to(device), kinds=("induction", "previous-token"))
+    scores = head_scores(model, data.repeated.to(device), kinds=("induction", "previous-token"))
     icl, icl_se = icl_score(losses, data.text.shape[1])
     out: dict[str, float | list[int]] = {
         "eval_loss": float(losses.mean()),
@@ -136,10 +145,9 @@ def evaluate(bridge, forward, data: EvalData, batch_size: int = 64) -> dict[str,
         "repeat_bigram_gap": repeat_bigram_gap(losses, data.repeat_mask),
     }
     for kind, key in (("induction", "induction"), ("previous-token", "prev_token")):
-        s = scores[kind]
-        best = int(s.flatten().argmax())
-        out[f"{key}_score"] = float(s.flatten()[best])
-        out[f"{key}_head"] = [best // s.shape[1], best % s.shape[1]]
+        layer, head, score = top_heads(scores[kind], 1)[0]
+        out[f"{key}_score"] = score
+        out[f"{key}_head"] = [layer, head]
     return out
 
 
@@ -155,95 +163,3 @@ def read_metrics(path: str | Path) -> list[dict]:
         except json.JSONDecodeError:
             continue
     return records
-
-
-def jump_window(steps: list[int], values: list[float], lo: float = 0.1, hi: float = 0.9) -> tuple[int, int] | None:
-    """The steps where `values` first covers `lo` and then `hi` of its total change from the first
-    value to its extreme (max if it rises, min if it falls): where a phase change happens.
-    None when there is no change at all."""
-    if len(values) < 2:
-        return None
-    start = values[0]
-    end = max(values) if abs(max(values) - start) >= abs(min(values) - start) else min(values)
-    total = end - start
-    if total == 0:
-        return None
-    fractions = [(v - start) / total for v in values]
-    first = next(s for s, f in zip(steps, fractions) if f >= lo)
-    last = next(s for s, f in zip(steps, fractions) if f >= hi)
-    return first, last
-
-
-def change_across(records: list[dict], key: str, window: tuple[int, int], span: int) -> tuple[float, float]:
-    """(before, after): the mean of `key` over the evaluations in the `span` steps before
-    window[0] and in the `span` steps after window[1]. Used to ask whether a metric changes across
-    a phase change -- and, on a control run, whether it changes over the same steps."""
-    start, end = window
-
-    def mean(lo: int, hi: int, side: str) -> float:
-        values = [r[key] for r in records if key in r and lo <= r["step"] <= hi]
-        if not values:
-            raise ValueError(f"no {key!r} evaluations in the {span} steps {side} the window {window}")
-        return sum(values) / len(values)
-
-    return mean(start - span, start - 1, "before"), mean(end + 1, end + span, "after")
-
-
-@torch.no_grad()
-def ablated_token_losses(model, tokens: Int[Tensor, "batch pos"], heads: list[tuple[int, int]], mode: str = "mean",
-                         batch_size: int = 64) -> Float[Tensor, "batch pos_minus_1"]:
-    """Per-token next-token loss over `tokens` with every head in `heads` ablated together
-    (mean: each head's z replaced by its mean over these same tokens; zero: set to 0).
-    An empty list gives the clean losses."""
-    from interp.heads.validate import ablation_hooks, prepare_ablation
-
-    heads = [tuple(h) for h in heads]
-    bridge, tokens, means = prepare_ablation(model, tokens, [heads], mode, batch_size)
-    out = []
-    for chunk in tokens.split(batch_size):
-        hooks = ablation_hooks([heads], len(chunk), mode, means) if heads else []
-        out.append(per_token_loss(bridge.run_with_hooks(chunk, fwd_hooks=hooks), chunk).cpu())
-    return torch.cat(out)
-
-
-def icl_under_ablation(model, text: Int[Tensor, "batch pos"], head_sets: dict[str, list[tuple[int, int]]],
-                       mode: str = "mean", batch_size: int = 64) -> list[dict]:
-    """The causal check of the ICL score: for no ablation and for each named set of heads
-    ablated together, the held-out loss, the loss of the early and late bands, the ICL score
-    (+ standard error) and the repeated-bigram gap. If induction heads carry the in-context
-    learning, ablating them should raise the late band's loss more than the early band's, undoing
-    the ICL score's drop at the phase change."""
-    mask = repeated_bigram_mask(text)
-    early, late = icl_bands(text.shape[1])
-    rows = []
-    for name, heads in {"none": [], **head_sets}.items():
-        losses = ablated_token_losses(model, text, heads, mode, batch_size)
-        icl, se = icl_score(losses, text.shape[1])
-        rows.append({"ablated": name, "heads": [list(h) for h in heads], "loss": float(losses.mean()),
-                     "loss_early": float(band_losses(losses, early).mean()),
-                     "loss_late": float(band_losses(losses, late).mean()),
-                     "icl_score": icl, "icl_score_se": se, "repeat_bigram_gap": repeat_bigram_gap(losses, mask)})
-    return rows
-
-
-def compare_across(runs: dict[str, list[dict]], window: tuple[int, int], span: int | None = None,
-                   keys: tuple[str, ...] = ("icl_score", "repeat_bigram_gap")) -> list[dict]:
-    """One row per run: each key's mean before and after `window` (usually the induction jump of
-    one run, applied to all of them as controls) and the change. `span` defaults to the larger of
-    100 steps, the window's length and five eval intervals. Runs without evaluations on both sides
-    (or logs without the key) get None."""
-    if span is None:
-        evals = sorted({r["step"] for records in runs.values() for r in records if "eval_loss" in r})
-        interval = min((b - a for a, b in zip(evals, evals[1:])), default=0)
-        span = max(100, window[1] - window[0], 5 * interval)
-    rows = []
-    for name, records in runs.items():
-        row: dict = {"run": name, "span": span}
-        for key in keys:
-            try:
-                before, after = change_across(records, key, window, span)
-                row |= {f"{key} before": before, f"{key} after": after, f"{key} change": after - before}
-            except ValueError:
-                row |= {f"{key} before": None, f"{key} after": None, f"{key} change": None}
-        rows.append(row)
-    return rows

@@ -14,6 +14,7 @@ from typing import Any
 
 from interp.errors import WorkbenchError
 from interp.models.inhouse import NativeSpec
+from interp.train.args import check_field_types
 from interp.train.data import DataMix
 
 
@@ -34,7 +35,11 @@ class Preset:
         if unknown:
             raise WorkbenchError(f"unknown architecture overrides {sorted(unknown)}; known: {sorted(known)}")
         vocab = arch.pop("vocab_size", self.vocab_size)
-        return replace(self, spec=replace(self.spec, **arch), vocab_size=vocab)
+        if isinstance(vocab, bool) or not isinstance(vocab, int):
+            raise WorkbenchError(f"architecture vocab_size must be a whole number, got {vocab!r}")
+        spec = replace(self.spec, **arch)
+        check_field_types(spec, "architecture")
+        return replace(self, spec=spec, vocab_size=vocab)
 
 
 PRESETS: dict[str, Preset] = {}

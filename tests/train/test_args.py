@@ -67,6 +67,17 @@ def test_the_trainer_uses_the_scheduled_rate(tiny):
         (dict(gradient_accumulation_steps=-1), "gradient_accumulation_steps must be positive"),
         (dict(save_steps=-1), "save_steps must be zero or positive"),
         (dict(bf16=True, fp16=True), "bf16 and fp16"),
+        (dict(adam_beta1=1.0), r"adam_beta1 must be in \[0, 1\), got 1.0"),
+        (dict(adam_beta2=-0.1), r"adam_beta2 must be in \[0, 1\)"),
+        (dict(adam_epsilon=0.0), "adam_epsilon must be positive"),
+        (dict(learning_rate=float("inf")), "learning_rate must be positive, got inf"),
+        (dict(weight_decay=float("nan")), "weight_decay must be zero or positive, got nan"),
+        (dict(seed=-3), "seed must be zero or positive"),
+        (dict(max_steps=2.5), "max_steps must be a whole number, got 2.5"),
+        (dict(learning_rate="fast"), "learning_rate must be a number, got 'fast'"),
+        (dict(bf16="yes"), "bf16 must be true or false"),
+        (dict(save_total_limit=True), "save_total_limit must be a whole number, got True"),
+        (dict(overwrite_output_dir=True, resume_from_checkpoint="latest"), "overwrite_output_dir deletes the checkpoints"),
     ],
 )
 def test_bad_knobs_are_refused(knobs, message):
@@ -85,6 +96,37 @@ def test_unknown_preset_and_unknown_fields_are_refused():
         TrainingArguments.from_dict({"max_step": 3})
     with pytest.raises(WorkbenchError, match="unknown architecture overrides"):
         get_preset("attn-only-1l").with_overrides(d_modle=3)
+
+
+def test_knobs_at_their_limits_are_accepted():
+    TrainingArguments(adam_beta1=0.0, adam_beta2=0.0, weight_decay=0.0, max_grad_norm=0.0, warmup_steps=0, seed=0,
+                      logging_steps=0, eval_steps=0, save_steps=0, learning_rate=1, save_total_limit=None,
+                      overwrite_output_dir=True, resume_from_checkpoint="false").validate()
+
+
+def test_logging_steps_zero_logs_only_the_last_step(tiny):
+    args = TrainingArguments(max_steps=3, logging_steps=0, eval_steps=0, save_steps=0, per_device_train_batch_size=2,
+                             device="cpu")
+    assert [r["step"] for r in train("attn-only-1l", args, **tiny).metrics] == [3]
+
+
+def test_bad_data_mixes_and_architectures_are_refused():
+    from interp.train import DataMix
+
+    for mix, message in [(dict(corpus="abc"), "data mix corpus must be a number, got 'abc'"),
+                         (dict(repeated=True), "data mix repeated must be a number, got True"),
+                         (dict(ioi=float("nan")), "data mix weights must be non-negative"),
+                         (dict(min_segment=4.0), "data mix min_segment must be a whole number"),
+                         (dict(min_segment=9, max_segment=8), "need 1 <= min_segment <= max_segment")]:
+        with pytest.raises(WorkbenchError, match=message):
+            DataMix(**mix)
+    with pytest.raises(WorkbenchError, match=r"unknown data mix fields \['corpse'\]"):
+        DataMix().with_overrides(corpse=1.0)
+    assert DataMix().with_overrides(repeated=0.5) == DataMix(repeated=0.5)
+    with pytest.raises(WorkbenchError, match="architecture d_model must be a whole number, got '32'"):
+        get_preset("attn-only-1l").with_overrides(d_model="32")
+    with pytest.raises(WorkbenchError, match="architecture vocab_size must be a whole number"):
+        get_preset("attn-only-1l").with_overrides(vocab_size=300.5)
 
 
 def test_fp16_on_cpu_is_refused(tiny):

@@ -16,8 +16,8 @@ from interp.models.inhouse import build_native
 from interp.train import PRESETS
 from interp.train.data import DataMix, TokenStream, corpus_token_arrays, heldout_batch
 from interp.train.forward import FastLM, lm_loss
-from interp.train.metrics import (change_across, icl_bands, icl_positions, icl_score, icl_token_score, icl_window_scores,
-                                  per_token_loss, repeat_bigram_gap, repeated_bigram_mask)
+from interp.train.metrics import (icl_bands, icl_positions, icl_score, icl_token_score, icl_window_scores, per_token_loss,
+                                  repeat_bigram_gap, repeated_bigram_mask)
 from interp.train.tokenizer import corpus_tokenizer
 
 
@@ -138,64 +138,3 @@ def test_ioi_sentences_mix_in(tiny_corpus, tok):
         TokenStream(train_tokens, DataMix(corpus=0.0, ioi=1.0), 32, len(tok), tok.bos_token_id, seed=0, ioi=None)
     with pytest.raises(WorkbenchError, match="data mix weights"):
         DataMix(corpus=0.0).weights()
-
-
-def test_change_across_a_window_compares_the_spans_around_it():
-    records = [{"step": s, "icl_score": (-0.1 if s < 700 else -0.2), "loss": 1.0} for s in range(0, 1200, 20)]
-    records.insert(3, {"step": 50, "loss": 3.0})  # training records without the key are ignored
-    before, after = change_across(records, "icl_score", (700, 760), span=200)
-    assert before == pytest.approx(-0.1) and after == pytest.approx(-0.2)
-    with pytest.raises(ValueError, match="before the window"):
-        change_across(records, "icl_score", (0, 60), span=200)
-
-
-def test_ablated_token_losses_match_a_plainly_written_mean_ablation(tiny_llama):
-    """Reference: one hook that overwrites the heads' z with means computed by a separate cached pass."""
-    from interp.train.metrics import ablated_token_losses
-
-    tokens = torch.randint(1, 100, (5, 12), generator=torch.Generator().manual_seed(0))
-    heads = [(0, 1), (1, 0)]
-    clean = ablated_token_losses(tiny_llama, tokens, [])
-    assert torch.allclose(clean, per_token_loss(tiny_llama(tokens), tokens), atol=1e-5)
-
-    _, cache = tiny_llama.run_with_cache(tokens)
-    def overwrite(z, hook):
-        layer = int(hook.name.split(".")[1])
-        for l, h in heads:
-            if l == layer:
-                z[:, :, h] = cache[hook.name][:, :, h].mean((0, 1))
-        return z
-    names = {f"blocks.{l}.attn.hook_z" for l, _ in heads}
-    logits = tiny_llama.run_with_hooks(tokens, fwd_hooks=[(n, overwrite) for n in names])
-    fast = ablated_token_losses(tiny_llama, tokens, heads, batch_size=2)  # chunked means and forwards
-    assert torch.allclose(fast, per_token_loss(logits, tokens), atol=1e-5)
-    assert not torch.allclose(fast, clean, atol=1e-3)
-
-
-def test_icl_under_ablation_reports_every_head_set(tiny_llama):
-    from interp.train.metrics import icl_under_ablation
-
-    tokens = torch.randint(1, 100, (4, 32), generator=torch.Generator().manual_seed(1))
-    rows = icl_under_ablation(tiny_llama, tokens, {"induction": [(1, 0)], "other": [(1, 1)]}, mode="zero")
-    assert [r["ablated"] for r in rows] == ["none", "induction", "other"]
-    assert rows[1]["heads"] == [[1, 0]] and rows[0]["heads"] == []
-    assert rows[0]["loss"] != rows[1]["loss"] and all(r["icl_score_se"] > 0 for r in rows)
-    for r in rows:  # the score is the late band minus the early band
-        assert r["icl_score"] == pytest.approx(r["loss_late"] - r["loss_early"], abs=1e-5)
-    with pytest.raises(WorkbenchError, match="unknown ablation"):
-        icl_under_ablation(tiny_llama, tokens, {"x": [(0, 0)]}, mode="resample")
-    with pytest.raises(WorkbenchError, match=r"heads \[\(5, 0\)\] do not exist"):
-        icl_under_ablation(tiny_llama, tokens, {"x": [(5, 0)]})
-
-
-def test_compare_across_uses_one_window_for_every_run():
-    from interp.train.metrics import compare_across
-
-    jump = [{"step": s, "eval_loss": 1.0, "icl_score": -0.1 if s < 700 else -0.2, "repeat_bigram_gap": -1.0}
-            for s in range(0, 1500, 20)]
-    flat = [{"step": s, "eval_loss": 1.0, "icl_score": -0.1} for s in range(0, 1500, 20)]  # an older log: no gap
-    rows = compare_across({"2l": jump, "1l": flat}, (680, 760))
-    assert [r["run"] for r in rows] == ["2l", "1l"] and rows[0]["span"] == 100  # max(100, 80, 5 x 20)
-    assert rows[0]["icl_score change"] == pytest.approx(-0.1) and rows[1]["icl_score change"] == pytest.approx(0.0)
-    assert rows[0]["repeat_bigram_gap change"] == pytest.approx(0.0) and rows[1]["repeat_bigram_gap change"] is None
-    assert compare_across({"2l": jump}, (680, 760), span=300)[0]["span"] == 300

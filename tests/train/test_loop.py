@@ -39,7 +39,7 @@ def test_both_optimizers_train(tiny, optim):
 
 
 def test_adafactor_keeps_fewer_optimizer_numbers(tiny):
-    from interp.train.loop import _optimizer
+    from interp.train.run import _optimizer
 
     result = train("attn-only-1l", knobs(max_steps=1), data=TEXT_ONLY, **tiny)
     params = list(result.model.bridge.parameters())

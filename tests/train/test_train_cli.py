@@ -43,3 +43,32 @@ def test_cli_lists_presets(capsys):
     out = capsys.readouterr().out
     for name in ("attn-only-1l", "attn-only-2l", "attn-only-3l", "gelu-2l", "llama-2l", "alibi-2l"):
         assert name in out
+
+
+def test_cli_refuses_bad_numbers_and_mixes_with_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    cases = [
+        (["--adam_beta1", "2"], "adam_beta1 must be in [0, 1), got 2.0"),
+        (["--adam_beta2", "1"], "adam_beta2 must be in [0, 1), got 1.0"),
+        (["--adam_epsilon", "-1"], "adam_epsilon must be positive, got -1.0"),
+        (["--adam_epsilon", "0"], "adam_epsilon must be positive, got 0.0"),
+        (["--learning_rate", "-0.1"], "learning_rate must be positive"),
+        (["--learning_rate", "nan"], "learning_rate must be positive, got nan"),
+        (["--weight_decay", "-1"], "weight_decay must be zero or positive"),
+        (["--max_grad_norm", "inf"], "max_grad_norm must be zero or positive, got inf"),
+        (["--per_device_train_batch_size", "0"], "per_device_train_batch_size must be positive"),
+        (["--gradient_accumulation_steps", "0"], "gradient_accumulation_steps must be positive"),
+        (["--logging_steps", "-1"], "logging_steps must be zero or positive"),
+        (["--seed", "-1"], "seed must be zero or positive"),
+        (["--mix", "corpus=abc"], "data mix corpus must be a number, got 'abc'"),
+        (["--mix", "repeated=-1"], "data mix weights must be non-negative"),
+        (["--mix", "corpse=1"], "unknown data mix fields ['corpse']"),
+        (["--arch", "d_model=abc"], "architecture d_model must be a whole number, got 'abc'"),
+        (["--overwrite_output_dir", "--resume_from_checkpoint", "latest"], "overwrite_output_dir deletes the checkpoints"),
+    ]
+    for extra, message in cases:
+        code = main(["train", "--output_dir", str(out), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, (extra, err)
+        assert len(err.strip().splitlines()) == 1, err
+        assert not out.exists(), extra

@@ -1,11 +1,10 @@
-"""Training figures and the phase-change window finder."""
+"""Training figures."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
 import pytest
 
-from interp.train.metrics import jump_window
 from interp.viz.train import phase_change, training_curves
 
 RECORDS = [
@@ -46,10 +45,3 @@ def test_phase_change_draws_every_seed_in_its_runs_colour():
     one = [t for t in fig.data if t.name == "1l"]
     assert len(one) == 9 and len({t.line.color for t in one}) == 1
     assert sum(bool(t.showlegend) for t in fig.data) == 2  # one legend entry per run
-
-
-def test_jump_window_finds_where_the_change_happens():
-    steps = [0, 10, 20, 30, 40, 50]
-    assert jump_window(steps, [0.0, 0.0, 0.05, 0.5, 0.95, 1.0]) == (30, 40)
-    assert jump_window(steps, [0.0, -0.01, -0.02, -0.9, -1.0, -1.0]) == (30, 30)
-    assert jump_window(steps, [1.0] * 6) is None
