@@ -29,11 +29,11 @@ def ablated_token_losses(model: Model, tokens: Int[Tensor, "batch pos"], heads: 
     from interp.heads.validate import ablation_hooks, prepare_ablation
 
     heads = [tuple(h) for h in heads]
-    bridge, tokens, means = prepare_ablation(model, tokens, [heads], mode, batch_size)
+    tokens, means = prepare_ablation(model, tokens, [heads], mode, batch_size)
     out = []
     for chunk in tokens.split(batch_size):
-        hooks = ablation_hooks([heads], len(chunk), mode, means) if heads else []
-        out.append(per_token_loss(bridge.run_with_hooks(chunk, fwd_hooks=hooks), chunk).cpu())
+        edits = ablation_hooks([heads], len(chunk), mode, means) if heads else []
+        out.append(per_token_loss(model.run_with_hooks(chunk, fwd_hooks=edits), chunk).cpu())
     return torch.cat(out)
 
 

@@ -4,7 +4,7 @@ The TransformerBridge runs every submodule through hook wrappers -- right for an
 for training small models. `FastLM` holds the *same* Parameter objects as the bridge (so an
 optimizer step on one is a step on the other) and computes the same function with plain torch:
 fused scaled-dot-product attention (ALiBi as an additive mask, rotary in Llama's adjacent-pair
-format, GQA by repeating key/value heads). tests/train/test_forward.py checks it against the
+format, GQA by repeating key/value heads). tests/train/test_forward_data.py checks it against the
 bridge's own forward for every preset.
 """
 
