@@ -139,6 +139,7 @@ def progress_bar(text: str):
 
 
 MAX_REMEMBERED = 32  # long results kept per browser session
+MAX_DRAWN_TOKENS = 128  # at most this many (last) tokens are drawn in a token x token or layer x token figure
 
 
 def remembered(key: tuple):
@@ -205,15 +206,15 @@ def prompt_predictions(spec: str, prompt: str, k: int = 10) -> dict:
 
 
 @st.cache_data(max_entries=128, show_spinner=False)
-def prompt_lens(spec: str, prompt: str, k: int = 10):
-    """The logit lens for one prompt (top-k per layer and position), reusing the forward pass of
-    `prompt_predictions`."""
+def prompt_lens(spec: str, prompt: str, k: int = 10, last: int | None = None):
+    """The logit lens for one prompt (top-k per layer, at its `last` positions or all of them),
+    reusing the forward pass of `prompt_predictions`."""
     from interp.lens import logit_lens
 
     model = get_model(spec)
     got = prompt_predictions(spec, prompt)
     with RUN_LOCK:
-        return logit_lens(model, prompt, k=k, residuals=(got["tokens"].to(model.device), got["resid"]))
+        return logit_lens(model, prompt, k=k, residuals=(got["tokens"].to(model.device), got["resid"]), last=last)
 
 
 def _patterns(model, tokens, layer: int) -> np.ndarray:
@@ -222,6 +223,17 @@ def _patterns(model, tokens, layer: int) -> np.ndarray:
 
     with RUN_LOCK:
         return layer_pattern(model, tokens, layer)[0].float().cpu().numpy()
+
+
+def drawable(patterns: np.ndarray, str_tokens: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Patterns [head, dest, src] cut to the last MAX_DRAWN_TOKENS tokens (rows and columns),
+    with a caption saying so: a long prompt's full grid would not fit in the page."""
+    n = len(str_tokens)
+    if n <= MAX_DRAWN_TOKENS:
+        return patterns, str_tokens
+    st.caption(f"The prompt has {n} tokens: drawn are the last {MAX_DRAWN_TOKENS} (their rows and columns); "
+               "attention to earlier tokens is left out of the picture.")
+    return patterns[:, -MAX_DRAWN_TOKENS:, -MAX_DRAWN_TOKENS:], str_tokens[-MAX_DRAWN_TOKENS:]
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -111,13 +111,18 @@ def final_predictions(model: Model, resid: Float[Tensor, "layer pos d_model"], k
 
 @torch.no_grad()
 def logit_lens(model: Model, prompt: str | Tensor, k: int = 1, chunk: int = 8,
-               residuals: tuple[Tensor, Tensor] | None = None) -> LensResult:
+               residuals: tuple[Tensor, Tensor] | None = None, last: int | None = None) -> LensResult:
     """The top-k tokens and probabilities at every layer and position of `prompt` (text, or a
-    [pos] / [1, pos] token tensor). Layers are projected `chunk` at a time to bound memory.
-    `residuals` = lens_residuals(model, prompt), when the caller already ran the forward pass."""
+    [pos] / [1, pos] token tensor), or only at its `last` positions. Layers are projected `chunk`
+    at a time to bound memory. `residuals` = lens_residuals(model, prompt), when the caller
+    already ran the forward pass."""
     if k < 1:
         raise WorkbenchError(f"k must be at least 1, got {k}")
+    if last is not None and last < 1:
+        raise WorkbenchError(f"the lens needs at least 1 position, got {last}")
     tokens, resid = residuals if residuals is not None else lens_residuals(model, prompt)
+    if last is not None:
+        tokens, resid = tokens[:, -last:], resid[:, -last:]
     resid = resid.to(model.device)
     ln_final, unembed = _norm_and_unembed(model)
     ids, probs, ranks = [], [], []

@@ -13,7 +13,7 @@ with state.shows_errors():
     model = state.get_model(spec)
     info = model.info
     layer, head = state.pick_head(model, "attn")
-    patterns, str_tokens = state.layer_patterns(spec, prompt, layer)
+    patterns, str_tokens = state.drawable(*state.layer_patterns(spec, prompt, layer))
     group = info.n_heads // info.n_kv_heads
     shared = f" (shares key/value head {head // group} with heads {head // group * group}–{head // group * group + group - 1})"
     st.caption(f"{info.name}: {info.n_layers} layers × {info.n_heads} heads{shared if group > 1 else ''}. "

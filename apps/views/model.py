@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import streamlit as st
 
 from apps import state
@@ -38,19 +36,16 @@ with state.shows_errors():
                 "probability", min_value=0.0, max_value=1.0, format="%.4f")},
             hide_index=True, key="predictions_table",
         )
-    lens = state.prompt_lens(spec, prompt)  # the predictions above are already on screen
-    n_pos = len(lens.str_tokens)
+    n_pos = len(result["str_tokens"])
     st.subheader("Logit lens")
     st.caption("The top next token if the model stopped after each layer (rows: embedding at the bottom, "
                "last block on top; colour = its probability). Hover for the rank of the final prediction.")
     shown = n_pos
     if n_pos > 24:
-        shown = st.slider("Positions shown (the last ones)", 4, n_pos, 24, key="lens_positions")
-    if shown < n_pos:
-        lens = replace(
-            lens, str_tokens=lens.str_tokens[-shown:], top_ids=lens.top_ids[:, -shown:],
-            top_probs=lens.top_probs[:, -shown:], top_tokens=[row[-shown:] for row in lens.top_tokens],
-            final_rank=lens.final_rank[:, -shown:],
-        )
+        most = min(n_pos, state.MAX_DRAWN_TOKENS)
+        shown = st.slider("Positions shown (the last ones)", 4, most, 24, key="lens_positions")
+        if most < n_pos:
+            st.caption(f"The prompt has {n_pos} tokens; the lens is drawn for at most the last {most}.")
+    lens = state.prompt_lens(spec, prompt, last=shown)  # the predictions above are already on screen
     st.plotly_chart(logit_lens_figure(lens, title=f"Logit lens of “{_short(prompt)}”: top next token after each layer"),
                     key="logit_lens")

@@ -92,7 +92,7 @@ with state.shows_errors():
                 st.plotly_chart(attention_figure(patterns[head], tokens, f"L{layer}H{head} on repeated random tokens"),
                                 key="train_probe")
             with right:
-                patterns, tokens = state.layer_patterns(checkpoint, prompt, layer)
+                patterns, tokens = state.drawable(*state.layer_patterns(checkpoint, prompt, layer))
                 st.plotly_chart(attention_figure(patterns[head], tokens, f"L{layer}H{head} on the prompt"), key="train_prompt")
             st.caption("On the repeated sequence an induction head attends, from each token of the second copy, to the "
                        "token that followed its first occurrence: a stripe parallel to the diagonal, one segment back.")

@@ -17,15 +17,23 @@ DTYPES: dict[str, torch.dtype] = {
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """`None`/"auto" -> cuda if available else cpu; anything else is validated."""
+    """`None`/"auto" -> cuda if available else cpu; anything else must exist on this machine."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
         raise WorkbenchError(f"unknown device {device!r}; use 'cpu', 'cuda', 'cuda:N' or 'auto'") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise WorkbenchError(f"device {device!r} requested but CUDA is not available here; use --device cpu")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise WorkbenchError(f"device {device!r} requested but CUDA is not available here; use device 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise WorkbenchError(f"device {device!r} does not exist: this machine has {torch.cuda.device_count()} GPU(s)")
+    elif dev.type == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise WorkbenchError(f"device {device!r} requested but Apple's MPS is not available here; use device 'cpu'")
+    elif dev.type != "cpu":
+        raise WorkbenchError(f"device {device!r} is not supported; use 'cpu', 'cuda', 'cuda:N', 'mps' or 'auto'")
     return dev
 
 

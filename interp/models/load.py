@@ -90,8 +90,8 @@ class Model:
         """Token ids [batch, pos] on the model's device; BOS first unless prepend_bos=False.
         Refuses empty text and text longer than the context with a clear message."""
         texts = [text] if isinstance(text, str) else list(text)
-        if not texts or any(not t for t in texts):
-            raise WorkbenchError("empty prompt: type some text to run the model on")
+        if not texts or any(not t.strip() for t in texts):
+            raise WorkbenchError("empty prompt: type some text (not only spaces) to run the model on")
         tokens = self.bridge.to_tokens(texts, prepend_bos=prepend_bos, truncate=False)  # refuse, never truncate silently
         if tokens.shape[-1] > self.info.n_ctx:
             raise WorkbenchError(
@@ -297,6 +297,6 @@ def _hub_folder(source: Source) -> Path:
     raise WorkbenchError(
         f"cannot load {source.name!r} from the Hugging Face hub: not in the HF cache and the hub is unreachable "
         f"({reason}); download it where there is internet and pass the local folder instead, "
-        f"e.g. --model /path/to/{source.name.split('/')[-1]}, or use the offline model smollm2-135m"
+        f"as the model spec (e.g. /path/to/{source.name.split('/')[-1]}), or use the offline model smollm2-135m"
     )
 

@@ -246,3 +246,23 @@ def test_ioi_view_draws_a_discovery_report(tiny_llama_dir, monkeypatch):
     assert at.metric[1].value == f"{1.9 / 2.4:.2f}" and at.dataframe[0].value.shape[0] == 1
     _follows_prompt(at)  # the report is kept; only the prompt panel changes
     assert calls == [(6, 0, False)]
+
+
+@pytest.mark.slow
+def test_long_prompt_is_drawn_capped(smollm2):
+    """A 5,000-character prompt (about a thousand tokens) once kept the Attention view busy for
+    minutes and then failed with MessageSizeError: only the last tokens are drawn, and the page says so."""
+    from apps.state import MAX_DRAWN_TOKENS
+
+    long = "In the beginning God created the heaven and the earth. " * 90  # ~5,000 characters
+    n = smollm2.to_tokens(long).shape[-1]
+    assert n > MAX_DRAWN_TOKENS
+    at = open_app("", long, page="views/attention.py")
+    assert not errors(at) and not at.exception
+    single, grid = figures(at)
+    assert len(single["data"][0]["z"]) == MAX_DRAWN_TOKENS == len(single["data"][0]["z"][0])
+    assert any(f"The prompt has {n} tokens" in c.value for c in at.caption)
+    at.switch_page("views/model.py").run()
+    assert not errors(at) and not at.exception
+    lens = figures(at)[1]["data"][0]
+    assert len(lens["z"]) == 31 and len(lens["z"][0]) == 24  # the default 24 last positions

@@ -215,3 +215,19 @@ def test_gpt2_from_the_hub_predicts_paris_like_gpt2():
     assert (model.info.n_layers, model.info.n_heads, model.info.d_vocab) == (12, 12, 50257)
     top = [t for t, _ in model.top_predictions("The Eiffel Tower is located in the city of", 5)]
     assert " Paris" in top
+
+
+@pytest.mark.parametrize(("device", "message"), [("mps", "MPS is not available"), ("tpu", "unknown device"),
+                                                 ("cuda:7", "CUDA is not available|does not exist")])
+def test_devices_this_machine_lacks_are_refused(device, message):
+    from interp.models.device import pick_device
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine has MPS")
+    with pytest.raises(WorkbenchError, match=message):
+        pick_device(device)
+
+
+def test_whitespace_only_prompt_is_refused(tiny_gpt2):
+    with pytest.raises(WorkbenchError, match="empty prompt"):
+        tiny_gpt2.to_tokens("   \n\t ")
