@@ -120,6 +120,8 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=40, help="timed optimizer steps per trainer")
     ap.add_argument("--batch", type=int, default=None, help="per-device batch (default: the preset's)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile on CUDA")
+    ap.add_argument("--compile-mode", default="reduce-overhead",
+                    help="torch_compile_mode on CUDA (default reduce-overhead: CUDA graphs; or default, max-autotune)")
     ap.add_argument("--phase-change", metavar="DIR", help="train attn-only-1l and -2l into DIR and report the windows")
     ap.add_argument("--max-steps", type=int, default=None, help="with --phase-change: override the presets' steps")
     opts = ap.parse_args(argv)
@@ -134,7 +136,8 @@ def main(argv=None) -> int:
     args = TrainingArguments(**{**preset.training, "max_steps": opts.steps, "warmup_steps": 0, "eval_steps": 0,
                                 "save_steps": 0, "logging_steps": opts.steps, "lr_scheduler_type": "constant",
                                 "per_device_train_batch_size": batch, "device": opts.device, "bf16": cuda,
-                                "torch_compile": cuda and not opts.no_compile, "output_dir": None})
+                                "torch_compile": cuda and not opts.no_compile,
+                                "torch_compile_mode": opts.compile_mode if cuda else None, "output_dir": None})
     train_tokens, heldout = corpus_token_arrays(None, tokenizer)
     stream = TokenStream(train_tokens, preset.data, spec.n_ctx, spec.d_vocab, tokenizer.bos_token_id, args.seed)
     warm = 5  # untimed first steps of our run (torch.compile, allocator)
@@ -162,7 +165,8 @@ def main(argv=None) -> int:
           f"{warm + 1}..{warm + opts.steps} (same sequences, both trained on all {warm + opts.steps} steps)")
     print(f"TL tools.training.train : {tl_tps:10.0f} tokens/s  ({tl_s:.2f} s), held-out loss after "
           f"{heldout_loss(tl_bridge, spec, held, opts.device):.4f}")
-    extras = "bf16 autocast, fused AdamW" + (", torch.compile" if args.torch_compile else "") if cuda else "fp32"
+    extras = ("bf16 autocast, fused AdamW" + (f", torch.compile ({args.torch_compile_mode})" if args.torch_compile else "")
+              if cuda else "fp32")
     print(f"interp.train (fast, {extras}): {ours_tps:10.0f} tokens/s  ({ours_s:.2f} s), held-out loss after "
           f"{heldout_loss(ours.model.bridge, spec, held, opts.device):.4f}")
     print(f"RESULT train tokens/s ratio ours/TL = {ours_tps / tl_tps:.2f}x on {opts.device}")

@@ -58,6 +58,9 @@ def lr_lambda(name: str, warmup_steps: int, max_steps: int) -> Callable[[int], f
     return lambda step: fn(step, warmup_steps, max_steps)
 
 
+COMPILE_MODES = (None, "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass
 class TrainingArguments:
     output_dir: str | None = None  # where checkpoint-{step}/ folders and metrics.jsonl go (None: write nothing)
@@ -82,7 +85,8 @@ class TrainingArguments:
     seed: int = 42  # seeds the data order and every RNG (the model's init seed is in its spec)
     resume_from_checkpoint: str | None = None  # a checkpoint folder, or "latest" in output_dir
     save_total_limit: int | None = None  # keep only the newest N checkpoints (None = keep all)
-    torch_compile: bool = False  # torch.compile the training forward (helps on GPU)
+    torch_compile: bool = False  # torch.compile the training forward and loss (helps on GPU)
+    torch_compile_mode: str | None = None  # as HF: None/"default", "reduce-overhead" (CUDA graphs), "max-autotune"
     device: str | None = None  # "cpu", "cuda", ... (None = cuda if available)
     n_devices: int = 1  # data-parallel processes (set from torchrun's world size; counts in the effective batch)
 
@@ -116,6 +120,9 @@ class TrainingArguments:
             raise WorkbenchError(f"unknown optim {self.optim!r}; choose one of {', '.join(OPTIMIZERS)}")
         if self.bf16 and self.fp16:
             raise WorkbenchError("choose one of bf16 and fp16, not both")
+        if self.torch_compile_mode not in COMPILE_MODES:
+            raise WorkbenchError(f"unknown torch_compile_mode {self.torch_compile_mode!r}; choose one of "
+                                 f"{', '.join(m for m in COMPILE_MODES if m)}")
         if self.save_total_limit is not None and self.save_total_limit < 1:
             raise WorkbenchError(f"save_total_limit must be at least 1, got {self.save_total_limit}")
         if self.overwrite_output_dir and resume_requested(self.resume_from_checkpoint):
@@ -145,7 +152,8 @@ def resume_requested(resume: str | None) -> bool:
 
 # Knobs that may differ between a run and its resumption without changing what is computed.
 RESUMABLE_CHANGES = {"output_dir", "overwrite_output_dir", "resume_from_checkpoint", "max_steps", "save_steps",
-                     "eval_steps", "logging_steps", "save_total_limit", "device", "torch_compile"}
+                     "eval_steps", "logging_steps", "save_total_limit", "device", "torch_compile",
+                     "torch_compile_mode"}
 
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 

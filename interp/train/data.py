@@ -178,15 +178,21 @@ class MicroBatches:
     global micro-batch of world x `size` sequences; `position` counts the sequences all
     processes together have consumed (the data position a checkpoint stores)."""
 
-    def __init__(self, stream: TokenStream, position: int, size: int, rank: int = 0, world: int = 1):
+    def __init__(self, stream: TokenStream, position: int, size: int, rank: int = 0, world: int = 1,
+                 pin: bool = False):
         self.stream, self.position, self.size, self.rank, self.world = stream, position, size, rank, world
+        self.pin = pin  # page-locked host memory (for CUDA), so the copy to the device overlaps the step
         self._pool = ThreadPoolExecutor(max_workers=1)
-        self._next = self._pool.submit(stream.batch, position + rank * size, size)
+        self._next = self._pool.submit(self._build, position + rank * size)
+
+    def _build(self, start: int) -> Int[Tensor, "batch pos"]:
+        tokens = self.stream.batch(start, self.size)
+        return tokens.pin_memory() if self.pin else tokens
 
     def next(self) -> Int[Tensor, "batch pos"]:
         tokens = self._next.result()
         self.position += self.size * self.world
-        self._next = self._pool.submit(self.stream.batch, self.position + self.rank * self.size, self.size)
+        self._next = self._pool.submit(self._build, self.position + self.rank * self.size)
         return tokens
 
     def close(self) -> None:

@@ -12,7 +12,6 @@ so a resumed run computes bit-for-bit what the uninterrupted run would have (on 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +24,6 @@ from interp.models.inhouse import NativeSpec
 from interp.train.args import TrainingArguments
 from interp.train.checkpoints import rotate_checkpoints, save_checkpoint
 from interp.train.data import DataMix
-from interp.train.forward import lm_loss
 from interp.train.metrics import evaluate
 from interp.train.presets import Preset
 from interp.train.run import Run, close, setup
@@ -51,23 +49,15 @@ class StepStats:
     tokens: int  # tokens trained on in this step, by all processes together
 
 
-def _autocast(args: TrainingArguments, device: torch.device):
-    if args.bf16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if args.fp16:
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
 # -- one step, one evaluation, one checkpoint ----------------------------------------------------
 
 
-def _backward(forward, tokens, accum: int, args: TrainingArguments, device: torch.device, scaler) -> torch.Tensor:
-    """Forward and backward of one micro-batch; returns its (detached) share of the step's loss."""
-    with _autocast(args, device):
-        loss = lm_loss(forward(tokens), tokens) / accum
+def _backward(train_loss, tokens, accum: int, scaler) -> torch.Tensor:
+    """Forward and backward of one micro-batch; returns its (detached) share of the step's loss
+    (a copy: with CUDA graphs the graph's own output is overwritten by the next replay)."""
+    loss = train_loss(tokens) / accum
     (scaler.scale(loss) if scaler is not None else loss).backward()
-    return loss.detach()
+    return loss.detach().clone()
 
 
 def _optimizer_step(params, optimizer, scheduler, scaler, max_grad_norm: float) -> torch.Tensor:
@@ -94,7 +84,7 @@ def train_step(run: Run) -> StepStats:
     tokens = 0
     for _ in range(accum):
         batch = run.batches.next().to(run.device, non_blocking=True)
-        loss += _backward(run.train_forward, batch, accum, args, run.device, run.scaler)
+        loss += _backward(run.train_loss, batch, accum, run.scaler)
         tokens += batch.numel() * run.batches.world
     if run.dp is not None:
         run.dp.average_gradients(run.params)

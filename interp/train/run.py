@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from interp.errors import WorkbenchError
 from interp.io import check_dir_target
@@ -28,7 +29,7 @@ from interp.train.checkpoints import (
 from interp.train.data import DataMix, MicroBatches, TokenStream, corpus_token_arrays, heldout_batch, ioi_tokens
 from interp.train.distributed import DataParallel
 from interp.train.distributed import setup as setup_data_parallel
-from interp.train.forward import FastLM
+from interp.train.forward import FastLM, lm_loss
 from interp.train.log import MetricsLog
 from interp.train.memory import check_fits
 from interp.train.metrics import EvalData, make_eval_data
@@ -52,7 +53,7 @@ class Run:
     corpus: str  # the corpus spec the data comes from
     mix: DataMix  # the data mix
     forward: Callable  # tokens -> logits for evaluation (the fast forward, or the bridge)
-    train_forward: Callable  # the same for training (torch.compile'd when asked)
+    train_loss: Callable  # tokens -> mean next-token loss, for training (forward and loss torch.compile'd together when asked)
     params: list[torch.nn.Parameter]  # the trained parameters
     optimizer: torch.optim.Optimizer  # AdamW or Adafactor over `params`
     scheduler: torch.optim.lr_scheduler.LambdaLR  # the learning-rate schedule
@@ -180,7 +181,7 @@ def setup(
     bridge = model.bridge
     fast = FastLM(bridge, spec).to(device)
     forward = (lambda t: bridge(t)) if use_bridge_forward else fast
-    train_forward = torch.compile(fast) if args.torch_compile and not use_bridge_forward else forward
+    train_loss = _training_loss(forward, args, device, compile_it=args.torch_compile and not use_bridge_forward)
     params = [p for p in bridge.parameters() if p.requires_grad]
     if dp is not None:
         dp.broadcast_parameters(params)
@@ -202,11 +203,35 @@ def setup(
         prepare_output_dir(writes, overwrite=args.overwrite_output_dir)
     rank, world = (dp.rank, dp.world) if dp is not None else (0, 1)
     return Run(args=args, device=device, dp=dp, model=model, spec=spec, preset=start.preset,
-               corpus=start.corpus or DEFAULT_CORPUS, mix=start.mix, forward=forward, train_forward=train_forward,
+               corpus=start.corpus or DEFAULT_CORPUS, mix=start.mix, forward=forward, train_loss=train_loss,
                params=params, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-               batches=MicroBatches(stream, start.position, args.per_device_train_batch_size, rank, world),
+               batches=MicroBatches(stream, start.position, args.per_device_train_batch_size, rank, world,
+                                   pin=device.type == "cuda"),
                eval_data=eval_data, log=MetricsLog.start(writes, start.step), output_dir=output_dir,
                step=start.step, elapsed_s=start.elapsed_s)
+
+
+def _training_loss(forward: Callable, args: TrainingArguments, device: torch.device, compile_it: bool) -> Callable:
+    """tokens -> the mean next-token loss under the run's autocast. Compiled as one graph (the
+    forward, the float32 cross-entropy and, in "reduce-overhead" mode, CUDA graphs over both
+    passes), a small model stops being bound by kernel launches."""
+    if args.bf16:
+        cast = (device.type, torch.bfloat16)
+    elif args.fp16:
+        cast = (device.type, torch.float16)
+    else:
+        cast = None
+
+    def loss(tokens: Tensor) -> Tensor:
+        if cast is None:
+            return lm_loss(forward(tokens), tokens)
+        with torch.autocast(cast[0], dtype=cast[1]):
+            return lm_loss(forward(tokens), tokens)
+
+    if not compile_it:
+        return loss
+    mode = None if args.torch_compile_mode in (None, "default") else args.torch_compile_mode
+    return torch.compile(loss, mode=mode)
 
 
 def close(run: Run) -> None:

@@ -78,6 +78,7 @@ def test_the_trainer_uses_the_scheduled_rate(tiny):
         (dict(bf16="yes"), "bf16 must be true or false"),
         (dict(save_total_limit=True), "save_total_limit must be a whole number, got True"),
         (dict(overwrite_output_dir=True, resume_from_checkpoint="latest"), "overwrite_output_dir deletes the checkpoints"),
+        (dict(torch_compile_mode="fastest"), "unknown torch_compile_mode 'fastest'; choose one of default, reduce-overhead"),
     ],
 )
 def test_bad_knobs_are_refused(knobs, message):
