@@ -134,15 +134,21 @@ def load(spec: str, device: str | torch.device | None = None, dtype: str | torch
         model, _, _ = load_inhouse(source.location, device=dev, dtype=dt, name=source.name)
         model.bridge.eval()
         return model
-    else:
-        folder, hf_model, tokenizer = _open_hf(source, dt)
-        hf_model = hf_model.to(dev)
-        from transformer_lens.model_bridge import TransformerBridge
+    folder, hf_model, tokenizer = _open_hf(source, dt)
+    return from_hf(hf_model.to(dev), folder, tokenizer, source.name, source.kind, source.location)
 
-        bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer, device=dev)
-        tokenizer = bridge.tokenizer
+
+def from_hf(hf_model, folder: str | Path, tokenizer, name: str, source: str = "local-hf", location: str = "") -> Model:
+    """Boot the bridge around an HF causal LM already in memory (on its device, in its dtype).
+    `folder` holds its config.json (the architecture is read from it). `load` ends here; so do
+    benchmarks that build random-weight models of a given shape straight on the GPU."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    param = next(hf_model.parameters())
+    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer, device=param.device)
     bridge.eval()
-    return Model(bridge, tokenizer, model_info(bridge, source.name, source.kind, source.location), dev, dt)
+    info = model_info(bridge, name, source, location or str(folder))
+    return Model(bridge, bridge.tokenizer, info, param.device, param.dtype)
 
 
 def model_info(bridge, name: str, source: str, location: str) -> ModelInfo:

@@ -1,0 +1,295 @@
+"""The fast paths at scale: random-weight Llama-shaped models (benchmarks/shapes.py) built on the
+device, each workload timed beside its baseline in the same run, with peak device memory.
+
+    python benchmarks/scale.py --device cuda [--shapes 135m,1.7b,8b] [--dtype bf16] [--out scale.json]
+    python benchmarks/scale.py --device cuda --growth          # how cost grows with layers, heads, length
+
+Workloads per shape (time ours / baseline = the ratio; peak memory is the device's high-water mark
+during the workload, the model's weights included):
+  heads     interp.heads.head_scores (every head, three kinds, 16 x (1 + 2 x 50) tokens, TL's "mul"
+            measure so the two compute the same numbers) vs TL's detect_head once per prompt and kind,
+            and vs one forward pass caching the patterns
+  path      interp.circuits.path_patch, every sender head to the logits and to one receiver set (two
+            query heads at 3/4 depth, keys and values at S2: on GQA models the KV path), 16 IOI prompts,
+            vs the plainly written per-sender loop (path_patch_reference) timed on a few senders and scaled
+            to all of them. Accuracy: the fast path in the timed dtype against the float32 reference on
+            the same senders (max abs difference, and relative to the largest effect)
+  memories  stream_keys over every layer (both signs where the index has them) vs a bare forward pass
+  eap-ig    interp.circuits edge attribution with m steps vs m x (one forward + one backward)
+
+Growth: for the 135m family, the time and peak memory of heads, path patching and memory indexing
+at three values each of layers, heads (d_model grows with them) and prompt length, and the
+exponent b of time ~ x^b fitted on the three points.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from shapes import SHAPES, build, n_params  # noqa: E402
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device, repeats: int = 1):
+    """(best seconds of `repeats`, the last result)."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        out = fn()
+        sync(device)
+        best = min(best, time.perf_counter() - t)
+    return best, out
+
+
+class Peak:
+    """Peak device memory (GiB) over a block; on the CPU, None."""
+
+    def __init__(self, device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.gib = None
+
+    def __enter__(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        return self
+
+    def __exit__(self, *exc):
+        if self.cuda:
+            torch.cuda.synchronize()
+            self.gib = torch.cuda.max_memory_allocated() / 2**30
+
+
+# -- workloads -----------------------------------------------------------------------------------
+
+
+def heads_workload(model, n_seqs: int = 16, seg_len: int = 50, tl: bool = True) -> dict:
+    import transformer_lens.head_detector as hd
+
+    from interp.data.synthetic import repeated_tokens
+    from interp.heads import head_scores
+    from interp.heads.patterns import TL_NAMES
+
+    dev = model.device
+    tokens = repeated_tokens(model, n_seqs, seg_len)
+    measure = {"measure": "tl-mul"} if "measure" in head_scores.__code__.co_varnames else {}
+
+    def ours():
+        return head_scores(model, tokens, batch_size=n_seqs, **measure)
+
+    @torch.no_grad()
+    def cached():
+        model.bridge.run_with_cache(tokens, names_filter=lambda n: n.endswith("attn.hook_pattern"))
+
+    ours()
+    with Peak(dev) as peak:
+        t_ours, scores = timed(ours, dev, 3)
+    t_cached, _ = timed(cached, dev, 3)
+    row = {"ours_s": t_ours, "cached_forward_s": t_cached, "vs_forward": t_ours / t_cached, "peak_gib": peak.gib}
+    if tl:
+        prompts = {f"p{i}": tokens[i : i + 1] for i in range(n_seqs)}
+        bridge = model.bridge
+
+        class Prompts:  # TL tokenizes a prompt string: hand it our exact ids
+            cfg = bridge.cfg
+
+            def to_tokens(self, seq):
+                return prompts[seq]
+
+            def run_with_cache(self, *a, **kw):
+                return bridge.run_with_cache(*a, **kw)
+
+        tl_scores = {}
+
+        def baseline():
+            for kind, tl_name in TL_NAMES.items():
+                tl_scores[kind] = torch.stack([hd.detect_head(Prompts(), p, tl_name) for p in prompts]).mean(0)
+
+        t_tl, _ = timed(baseline, dev, 1)
+        diff = max(float((scores[k].cpu() - tl_scores[k].float().cpu()).abs().max()) for k in TL_NAMES)
+        row |= {"tl_detect_head_s": t_tl, "vs_tl": t_tl / t_ours, "max_abs_diff_vs_tl": diff}
+    return row
+
+
+def _ioi(model, n_prompts: int):
+    from interp.data.ioi import make_ioi
+
+    return make_ioi(model, n_prompts, seed=0)
+
+
+def path_workload(model, n_prompts: int = 16, n_reference: int = 4, reference_model=None) -> dict:
+    """Fast path patching (every sender) vs the per-sender reference on a sample, to the logits and
+    to a k/v receiver set. `reference_model`: a float32 copy for the accuracy check (default: model)."""
+    from interp.circuits.path import Receivers, all_heads, path_patch
+    from interp.circuits.path_reference import path_patch_reference
+
+    dev = model.device
+    ds = _ioi(model, n_prompts)
+    ref_ds = ds if reference_model is None else _ioi(reference_model, n_prompts)
+    senders = all_heads(model)
+    sample = senders[:: max(1, len(senders) // n_reference)][:n_reference]
+    L = model.info.n_layers
+    layer = (3 * L) // 4
+    targets = {"logits": None, "kv@S2": Receivers([(layer, 0), (layer, 1)], "kv", "S2")}
+    out = {}
+    for name, receivers in targets.items():
+        chosen = senders if receivers is None else [h for h in senders if h[0] < layer]
+        ref_sample = [h for h in sample if receivers is None or h[0] < layer] or chosen[:1]
+        path_patch(model, ds, chosen[:2], receivers)  # warm-up
+        with Peak(dev) as peak:
+            t_fast, fast = timed(lambda: path_patch(model, ds, chosen, receivers), dev)
+        t_ref, ref = timed(lambda: path_patch_reference(reference_model or model, ref_ds, ref_sample, receivers), dev)
+        per_sender = t_ref / len(ref_sample)
+        idx = [chosen.index(h) for h in ref_sample]
+        err = float((fast.patched[idx].float() - ref.patched.float()).abs().max())
+        effect = float((ref.patched.float() - ref.clean.float()[None]).abs().max())
+        out[name] = {"senders": len(chosen), "fast_s": t_fast, "reference_per_sender_s": per_sender,
+                     "reference_scaled_s": per_sender * len(chosen), "vs_loop": per_sender * len(chosen) / t_fast,
+                     "max_abs_diff": err, "largest_effect": effect, "diff_over_effect": err / max(effect, 1e-12),
+                     "peak_gib": peak.gib}
+    return out
+
+
+def memories_workload(model, n_tokens: int = 16384, batch: int = 32, seq: int = 128) -> dict:
+    from interp.memories.build import stream_keys
+    from interp.memories.keys import KeyCollector
+
+    dev = model.device
+    g = torch.Generator().manual_seed(0)
+    n = max(batch, n_tokens // seq)
+    table = torch.randint(100, model.info.d_vocab - 100, (n, seq), generator=g, dtype=torch.int32)
+    layers = list(range(model.info.n_layers))
+
+    def index():
+        collector = KeyCollector(layers, model.info.d_mlp, 25, device=dev)
+        stream_keys(model, collector, table, 0, batch, has_bos=False)
+        return collector
+
+    @torch.no_grad()
+    def forward():
+        for lo in range(0, n, batch):
+            model.bridge(table[lo : lo + batch].long().to(dev))
+
+    index(), forward()  # warm-up
+    with Peak(dev) as peak:
+        t_index, _ = timed(index, dev, 2)
+    t_fwd, _ = timed(forward, dev, 2)
+    tokens = n * seq
+    return {"tokens": tokens, "index_tok_s": tokens / t_index, "forward_tok_s": tokens / t_fwd,
+            "index_over_forward": t_index / t_fwd, "peak_gib": peak.gib}
+
+
+def eap_ig_workload(model, steps: int = 5) -> dict | None:
+    """EAP-IG's cost against m x (forward + backward) of the same batch, once interp.circuits has it."""
+    try:
+        from interp.circuits import attribute  # noqa: F401
+    except ImportError:
+        return None
+    return None  # filled in when the edge-attribution API lands
+
+
+# -- runs ----------------------------------------------------------------------------------------
+
+
+def run_shape(shape: str, device: str, dtype: str, tokenizer, workloads: list[str]) -> dict:
+    t = time.perf_counter()
+    reference = None
+    if "path" in workloads and dtype not in ("fp32", "float32"):
+        reference = build(shape, device, "fp32", tokenizer)  # the accuracy check's float32 reference
+    model = build(shape, device, dtype, tokenizer)
+    row: dict = {"shape": shape, "dtype": dtype, "params": n_params(model), "build_s": time.perf_counter() - t}
+    if "heads" in workloads:
+        row["heads"] = heads_workload(model)
+    if "path" in workloads:
+        row["path"] = path_workload(model, reference_model=reference)
+    del reference
+    if "memories" in workloads:
+        row["memories"] = memories_workload(model)
+    if "eap-ig" in workloads:
+        row["eap-ig"] = eap_ig_workload(model)
+    del model
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def exponent(xs: list[float], ys: list[float]) -> float:
+    """Least-squares slope of log y on log x."""
+    lx, ly = [math.log(x) for x in xs], [math.log(y) for y in ys]
+    mx, my = sum(lx) / len(lx), sum(ly) / len(ly)
+    return sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+
+
+def growth(device: str, dtype: str, tokenizer) -> dict:
+    """Time and peak memory of each workload at three layer counts, head counts and lengths."""
+    base = dict(SHAPES["135m"])
+    axes = {
+        "layers": [(n, {"num_hidden_layers": n}, 50) for n in (8, 16, 32)],
+        "heads": [(h, {"num_attention_heads": h, "num_key_value_heads": h // 3, "hidden_size": 64 * h}, 50)
+                  for h in (6, 12, 24)],
+        "length": [(2 * s + 1, {}, s) for s in (32, 64, 128)],
+    }
+    out = {}
+    for axis, points in axes.items():
+        rows = []
+        for x, changes, seg in points:
+            model = build({**base, **changes}, device, dtype, tokenizer, name=f"{axis}={x}")
+            h = heads_workload(model, seg_len=seg, tl=False)
+            p = path_workload(model, n_reference=1)["logits"]
+            m = memories_workload(model, n_tokens=8192, seq=2 * seg)
+            rows.append({"x": x, "heads_s": h["ours_s"], "heads_peak_gib": h["peak_gib"], "path_s": p["fast_s"],
+                         "path_peak_gib": p["peak_gib"], "memories_s": m["tokens"] / m["index_tok_s"],
+                         "memories_peak_gib": m["peak_gib"]})
+            del model
+        xs = [r["x"] for r in rows]
+        fits = {k: exponent(xs, [r[k] for r in rows]) for k in ("heads_s", "path_s", "memories_s")}
+        if rows[0]["heads_peak_gib"] is not None:
+            fits |= {k: exponent(xs, [r[k] for r in rows]) for k in ("heads_peak_gib", "path_peak_gib", "memories_peak_gib")}
+        out[axis] = {"points": rows, "exponents": fits}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--shapes", default="135m,1.7b,8b")
+    ap.add_argument("--dtype", default="bf16", help="comma-separated: bf16, fp32")
+    ap.add_argument("--workloads", default="heads,path,memories,eap-ig")
+    ap.add_argument("--tokenizer", default=None, help="tokenizer folder (default: SmolLM2's from the cache)")
+    ap.add_argument("--growth", action="store_true", help="how cost grows with layers, heads and length")
+    ap.add_argument("--out", default=None, help="write the results as JSON here")
+    args = ap.parse_args(argv)
+    machine = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else f"cpu x{torch.get_num_threads()}"
+    print(f"machine: {machine}; torch {torch.__version__}; {time.strftime('%Y-%m-%d')}", flush=True)
+    results: dict = {"machine": machine, "date": time.strftime("%Y-%m-%d"), "rows": []}
+    if args.growth:
+        for dtype in args.dtype.split(","):
+            results[f"growth_{dtype}"] = g = growth(args.device, dtype, args.tokenizer)
+            for axis, v in g.items():
+                print(f"growth {dtype} {axis}: " + json.dumps(v["exponents"]), flush=True)
+    else:
+        for dtype in args.dtype.split(","):
+            for shape in args.shapes.split(","):
+                row = run_shape(shape, args.device, dtype, args.tokenizer, args.workloads.split(","))
+                results["rows"].append(row)
+                print(json.dumps(row), flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
