@@ -92,7 +92,26 @@ def mean_interval(values: Tensor, z: float = Z95) -> tuple[float, float, float]:
 def permutations(n: int, count: int, generator: torch.Generator, chunk: int = 100):
     """`count` random permutations of range(n), `chunk` at a time ([c, n] each)."""
     for lo in range(0, count, chunk):
-        yield torch.rand(min(chunk, count - lo), n, generator=generator).argsort(-1)
+        yield torch.stack([torch.randperm(n, generator=generator) for _ in range(min(chunk, count - lo))])
+
+
+def any_matrix(top_value: Int[Tensor, " memory"], nexts: Int[Tensor, "memory k"]) -> Bool[Tensor, "memory memory"]:
+    """A[m, m2]: memory m's value's top token followed one of memory m2's trigger examples. Built
+    by a join on the token (memories sorted by top token, each trigger's next token looked up),
+    so the work is the number of matching pairs, not memories² x k."""
+    n = len(top_value)
+    order = top_value.argsort()
+    ranked = top_value[order]
+    ok = nexts >= 0
+    owner = torch.arange(n)[:, None].expand_as(nexts)[ok]
+    token = nexts[ok]
+    lo, hi = torch.searchsorted(ranked, token), torch.searchsorted(ranked, token, right=True)
+    count = hi - lo
+    start = (lo - (count.cumsum(0) - count)).repeat_interleave(count)  # per pair: lo minus its offset
+    rows = order[start + torch.arange(int(count.sum()))]
+    out = torch.zeros(n, n, dtype=torch.bool)
+    out[rows, owner.repeat_interleave(count)] = True
+    return out
 
 
 def _matches(top_value: Tensor, nexts: Tensor) -> tuple[Tensor, Tensor]:
@@ -153,15 +172,14 @@ def layer_agreement(
     hits, pairs = int(_hits(nexts, value_ids)), max(int((nexts >= 0).sum()), 1)
 
     base_first = base_any = ge_first = ge_any = base_hits = done = 0
-    for perm in permutations(n, n_permutations if n else 0, gen):
-        shuffled = nexts[perm]  # [c, memory, k]: memory m gets the triggers of memory perm[m]
-        f, a = _matches(top, shuffled)
-        f, a = f.sum(-1), a.sum(-1)
+    first, flat, rows = nexts[:, 0], any_matrix(top, nexts).flatten() if n else None, torch.arange(n) * n
+    for perm in permutations(n, n_permutations if n else 0, gen):  # memory m gets the triggers of perm[m]
+        f = (first.take(perm) == top).sum(-1)
+        a = flat.take(rows + perm).sum(-1)
         base_first, base_any = base_first + int(f.sum()), base_any + int(a.sum())
         ge_first, ge_any = ge_first + int((f >= agree).sum()), ge_any + int((a >= agree_any).sum())
         if done < HIT_PERMUTATIONS:
-            take = shuffled[: HIT_PERMUTATIONS - done]
-            base_hits += int(_hits(take, value_ids).sum())
+            base_hits += int(_hits(nexts[perm[: HIT_PERMUTATIONS - done]], value_ids).sum())
         done += len(perm)
     n_hit_perms = min(done, HIT_PERMUTATIONS)
     denom = max(n, 1) * max(done, 1)

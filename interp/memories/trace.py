@@ -26,10 +26,10 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.errors import WorkbenchError
-from interp.lens import final_norm
+from interp.lens import direction_logits, final_norm
 from interp.memories.intervene import check_prompt
-from interp.memories.keys import coefficient_hook, memory_name
-from interp.memories.values import value_logits, value_vectors
+from interp.memories.keys import SIGN_FACTOR, coefficient_hook, memory_name
+from interp.memories.values import value_vectors
 
 if TYPE_CHECKING:
     from interp.memories.index import MemoryIndex, Trigger
@@ -86,14 +86,21 @@ def reading_direction(model: Model, token_id: int) -> Float[Tensor, " d_model"]:
 
 
 def _memories(model: Model, rows: list[tuple[int, int, float, float]], n_values: int) -> list[TracedMemory]:
-    """TracedMemory for (layer, neuron, c, contribution) rows, with their values' top tokens."""
+    """TracedMemory for (layer, neuron, c, contribution) rows, with their values' top tokens: one
+    projection through the unembedding for all of them (W_U is read once)."""
     out = [TracedMemory(layer, neuron, "+" if c > 0 else "-", abs(c), contrib) for layer, neuron, c, contrib in rows]
-    for layer, sign in {(m.layer, m.sign) for m in out}:
-        group = [m for m in out if (m.layer, m.sign) == (layer, sign)]
-        probs = value_logits(model, layer, [m.neuron for m in group], sign).softmax(-1)
-        best = probs.topk(n_values, dim=-1)
-        for m, p, ids in zip(group, best.values.tolist(), best.indices.tolist()):
-            m.value_tokens = [(model.tokenizer.decode([i]), v) for i, v in zip(ids, p)]
+    unique = list(dict.fromkeys((m.layer, m.neuron, m.sign) for m in out))
+    if not unique:
+        return out
+    vectors = torch.stack([value_vectors(model, la)[n] * SIGN_FACTOR[s] for la, n, s in unique])
+    logits = direction_logits(model, vectors)
+    best = logits.topk(n_values, dim=-1)
+    probs = (best.values - logits.logsumexp(-1, keepdim=True)).exp()
+    decode = model.tokenizer.decode
+    tokens = {key: [(decode([i]), p) for i, p in zip(ids, ps)]
+              for key, ids, ps in zip(unique, best.indices.tolist(), probs.tolist())}  # fmt: skip
+    for m in out:
+        m.value_tokens = list(tokens[m.layer, m.neuron, m.sign])
     return out
 
 

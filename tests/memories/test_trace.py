@@ -88,3 +88,21 @@ def test_trace_refuses_bad_requests(tiny_llama, tiny_gpt2, tmp_path):
         trace(tiny_llama, PROMPT, index=other)
     with pytest.raises(WorkbenchError, match="no memory to switch off"):
         switch_off(tiny_llama, PROMPT, [])
+
+
+@torch.no_grad()
+def test_contributions_in_bfloat16_match_float32(tiny_llama_dir, tiny_llama):
+    """A bfloat16 model's contributions (computed in float32 from its bfloat16 activations and
+    weights) stay close to the float32 model's, and still add up to its own MLP direct effect."""
+    from interp import load
+
+    low = load(str(tiny_llama_dir), device="cpu", dtype="bfloat16")
+    tokens = tiny_llama.to_tokens(PROMPT)
+    want, got = contributions(tiny_llama, tokens), contributions(low, tokens)
+    assert got.token_id == want.token_id
+    scale = want.contributions.abs().max()
+    assert (got.contributions - want.contributions).abs().max() < 0.05 * scale
+    _, cache = low.run_with_cache(tokens, names_filter=lambda n: n == hooks.name("mlp_out", 1))
+    r = reading_direction(low, got.token_id)
+    effect = float(cache[hooks.name("mlp_out", 1)][0, -1].float() @ r) / got.scale
+    assert float(got.mlp_effect[1]) == pytest.approx(effect, rel=0.05, abs=1e-3)
