@@ -175,19 +175,20 @@ def test_stacked_collector_equals_the_per_layer_one():
     plain = KeyCollector(layers, d_mlp, k=3, stacked=False, sparse=False)
     stacked = KeyCollector(layers, d_mlp, k=3, stacked=True)
     capped = KeyCollector(layers, d_mlp, k=3, stacked=True, max_pending_bytes=100)  # flushes every layer
+    stacked_dense = KeyCollector(layers, d_mlp, k=3, stacked=True, sparse=False)
     per_layer = KeyCollector(layers, d_mlp, k=3, stacked=False)  # the CPU default: sparse merges
     for batch in range(4):
         refs = torch.arange(batch * 10, batch * 10 + 10)
         valid = torch.rand(10, generator=gen) > 0.2
         acts = {layer: torch.randn(2, 5, d_mlp, generator=gen) for layer in layers}
-        for c in (plain, stacked, capped, per_layer):
+        for c in (plain, stacked, capped, per_layer, stacked_dense):
             c.set_batch(refs, valid)
             for layer in layers:
                 c.observe(layer, acts[layer].clone())
         assert stacked._pending and not plain._pending  # merged only at flush / the next batch
     stacked.flush()
     want = plain.state_dict()
-    for c in (stacked, capped, per_layer):
+    for c in (stacked, capped, per_layer, stacked_dense):
         got = c.state_dict()
         assert got.keys() == want.keys()
         for key in want:
@@ -210,3 +211,18 @@ def test_stream_keys_gives_the_same_index_with_stacked_merges(tiny_gpt2):
     for other in states[1:]:
         for key in states[0]:
             assert torch.allclose(states[0][key].float(), other[key].float()), key
+
+
+def test_sparse_merge_of_stacked_layers_equals_the_dense_one():
+    """Layers stacked in front (the CUDA flush): one sparse call equals the dense merge."""
+    gen = torch.Generator().manual_seed(5)
+    layers, k, n = 3, 4, 10
+    want = got = empty_topk(k, n, n_signs=2)
+    want = got = (want[0].expand(layers, -1, -1, -1).clone(), want[1].expand(layers, -1, -1, -1).clone())
+    for b in range(12):
+        coef = torch.randn(layers, 32, n, generator=gen)
+        refs, valid = torch.arange(b * 32, b * 32 + 32), torch.rand(32, generator=gen) > 0.2
+        want = merge_topk(*want[:2], torch.stack([signed(c, ("+", "-")) for c in coef]), refs, valid)
+        got = merge_topk_sparse(*got[:2], coef, refs, valid, ("+", "-"))
+        for a, b_ in zip(want, got):
+            assert torch.equal(a, b_)
