@@ -16,6 +16,10 @@ forward, the agreement table by layer with permutation p-values, and the trace's
    (tokenization, shards written, values projected, agreement with --permutations permutations
    per layer) and its agreement table by layer: all memories of a layer, then each sign, with
    95% intervals and permutation p-values. --table PATH writes the table (markdown) there.
+   --merges adds the merge step alone, on synthetic SwiGLU-like coefficients (silu(g)·u, g and u
+   standard normal) at the model's shapes, past 10 batches: the dense merge with one sign (the
+   stacked CUDA path before both signs), the dense merge with two, the sparse merge with two,
+   against the bare forward of one batch.
 3. Trace (unless --no-trace): interp.memories.trace on --prompts short prompts (with the index
    of step 2 when built, for trigger examples) vs a bare forward of the same prompt.
 
@@ -75,6 +79,53 @@ def table_markdown(rows_by_group: dict[str, list[dict]], header: str) -> str:
     return "\n".join(lines)
 
 
+def time_merges(model, args, sync) -> dict:
+    """The stacked merge of one batch (all layers), dense / sparse, one / two signs, vs a forward."""
+    from interp.memories.keys import empty_topk, merge_topk, merge_topk_sparse
+
+    info, dev = model.info, model.device
+    n_layers, n, k, pos = info.n_layers, info.d_mlp, args.top_k, args.batch * args.seq
+    gen = torch.Generator(device=dev).manual_seed(0)
+    tokens = torch.randint(0, info.d_vocab, (args.batch, args.seq), device=dev, generator=gen)
+
+    def state(signs: int):
+        c, r = empty_topk(k, n, dev, signs)
+        return c.expand(n_layers, *c.shape).clone(), r.expand(n_layers, *r.shape).clone()
+
+    def timed(fn):
+        sync()
+        t = time.perf_counter()
+        out = fn()
+        sync()
+        return time.perf_counter() - t, out
+
+    with torch.no_grad():
+        model.bridge(tokens)
+        forward = statistics.median(timed(lambda: model.bridge(tokens))[0] for _ in range(5))
+    refs, valid = torch.arange(pos, device=dev), torch.rand(pos, device=dev, generator=gen) > 1 / args.seq
+    one, two, sparse = state(1), state(2), state(2)
+    one = (one[0][:, 0], one[1][:, 0])
+    times: dict[str, list[float]] = {"dense, one sign": [], "dense, two signs": [], "sparse, two signs": []}
+    for b in range(30):
+        g, u = (torch.randn(n_layers, pos, n, device=dev, generator=gen, dtype=model.dtype) for _ in range(2))
+        coef, r = torch.nn.functional.silu(g) * u, refs + b * pos
+        t1, got1 = timed(lambda: merge_topk(*one, coef, r, valid))
+        t2, got2 = timed(lambda: merge_topk(*two, torch.stack([coef, -coef], 1), r, valid))
+        t3, got3 = timed(lambda: merge_topk_sparse(*sparse, coef, r, valid, ("+", "-")))
+        one, two, sparse = got1[:2], got2[:2], got3[:2]
+        if b >= 10:
+            for name, t in zip(times, (t1, t2, t3)):
+                times[name].append(t)
+    assert torch.equal(two[0], sparse[0]), "the sparse merge disagrees with the dense one"
+    print(f"merges alone, {n_layers} layers x {n} neurons, top-{k}, {pos} positions a batch: forward {forward * 1e3:.2f} ms")
+    out = {"forward_s": forward}
+    for name, ts in times.items():
+        m = statistics.median(ts)
+        out[name] = m
+        print(f"  {name:18s} {m * 1e3:8.2f} ms = {m / forward:.3f}x the forward")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m", help="any spec interp.load accepts")
@@ -92,6 +143,7 @@ def main() -> None:
     ap.add_argument("--no-build", action="store_true", help="skip the end-to-end build_index and its agreement")
     ap.add_argument("--no-trace", action="store_true", help="skip the trace timing")
     ap.add_argument("--no-indexing", action="store_true", help="skip the indexing-throughput comparison")
+    ap.add_argument("--merges", action="store_true", help="also time the merge step alone on synthetic coefficients")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -176,6 +228,9 @@ def main() -> None:
               f"{result['ratio_of_medians']:.3f}")  # fmt: skip
         print(f"RESULT memories indexing/forward = {idx / fwd:.3f} with signs {''.join(signs)} "
               f"(one sign, as before: {one / fwd:.3f}; goal <= 1.25) on {device_name}, {model.dtype}")
+
+    if args.merges:
+        result["merges"] = time_merges(model, args, sync)
 
     built = None
     tmp = tempfile.TemporaryDirectory()

@@ -134,11 +134,11 @@ def merge_topk_sparse(
 ) -> tuple[Float[Tensor, "*layer sign k neuron"], Int[Tensor, "*layer sign k neuron"], Int[Tensor, "*layer sign neuron"]]:
     """`merge_topk(top_coef, top_ref, signed(coef, signs), refs, valid)` through a threshold:
     only coefficients above a memory's current k-th best (and above 0) can enter, so they are
-    gathered (nonzero) and merged into the few memories that have any. A sign where some memory
-    has more than `max_new` (default 2k) candidates -- the first batches -- takes the dense
-    merge. Leading dimensions (layers stacked) work as in `merge_topk`. Same values as
-    `merge_topk`; refs may differ only among equal values. Two host syncs per sign (the
-    candidates' count and their most per memory)."""
+    gathered (nonzero) and merged into the few memories that have any. A memory with more than
+    `max_new` (default 2k) candidates in this batch -- every memory in the first batches, later
+    a memory whose trigger token comes in a burst -- gets the dense merge, for its own column
+    only. Leading dimensions (layers stacked) work as in `merge_topk`. Same values as
+    `merge_topk`; refs may differ only among equal values. Three host syncs per sign."""
     *lead, n_signs, k, n = top_coef.shape
     pos = coef.shape[-2]
     blocks = top_coef.reshape(-1, n_signs, k, n)
@@ -156,27 +156,33 @@ def merge_topk_sparse(
             continue
         column = b * n + nn  # a memory: (block, neuron) of this sign
         counts = torch.bincount(column, minlength=blocks.shape[0] * n)
-        m = int(counts.max())
-        if m > cap:
-            memory = coef3 if sign == "+" else -coef3
-            values[:, s], refs_out[:, s], _ = merge_topk(blocks[:, s], block_refs[:, s], memory, refs, valid)
-            continue
-        order = column.argsort(stable=True)
-        b, p, nn, column = b[order], p[order], nn[order], column[order]
-        cols = counts.nonzero().squeeze(-1)  # memories with candidates, ascending like column
-        col_of = torch.full_like(counts, -1)
-        col_of[cols] = torch.arange(len(cols), device=cols.device)
-        slot = torch.arange(len(column), device=column.device) - (counts.cumsum(0) - counts)[column]
         old_coef = values[:, s].permute(1, 0, 2).reshape(k, -1).clone()  # [k, block * neuron], a copy
         old_ref = refs_out[:, s].permute(1, 0, 2).reshape(k, -1).clone()
-        new_coef = torch.full((m, len(cols)), float("-inf"), dtype=values.dtype, device=values.device)
-        new_ref = torch.full((m, len(cols)), -1, dtype=refs_out.dtype, device=refs_out.device)
-        got = coef3[b, p, nn].to(values.dtype)
-        new_coef[slot, col_of[column]] = got if sign == "+" else -got
-        new_ref[slot, col_of[column]] = refs[p].to(refs_out.dtype)
-        best, where = torch.cat([old_coef[:, cols], new_coef]).topk(k, dim=0)
-        old_coef[:, cols] = best
-        old_ref[:, cols] = torch.cat([old_ref[:, cols], new_ref]).gather(0, where)
+        over = counts > cap
+        if bool(over.any()):  # these memories' columns, merged densely
+            cols = over.nonzero().squeeze(-1)
+            memory = coef3[cols // n, :, cols % n].T  # [pos, column]
+            memory = memory if sign == "+" else -memory
+            old_coef[:, cols], old_ref[:, cols], _ = merge_topk(old_coef[:, cols], old_ref[:, cols], memory, refs, valid)
+            keep = ~over[column]
+            b, p, nn, column = b[keep], p[keep], nn[keep], column[keep]
+            counts = counts.masked_fill(over, 0)
+        if len(column):
+            m = int(counts.max())
+            order = column.argsort(stable=True)
+            b, p, nn, column = b[order], p[order], nn[order], column[order]
+            cols = counts.nonzero().squeeze(-1)  # memories with candidates, ascending like column
+            col_of = torch.full_like(counts, -1)
+            col_of[cols] = torch.arange(len(cols), device=cols.device)
+            slot = torch.arange(len(column), device=column.device) - (counts.cumsum(0) - counts)[column]
+            new_coef = torch.full((m, len(cols)), float("-inf"), dtype=values.dtype, device=values.device)
+            new_ref = torch.full((m, len(cols)), -1, dtype=refs_out.dtype, device=refs_out.device)
+            got = coef3[b, p, nn].to(values.dtype)
+            new_coef[slot, col_of[column]] = got if sign == "+" else -got
+            new_ref[slot, col_of[column]] = refs[p].to(refs_out.dtype)
+            best, where = torch.cat([old_coef[:, cols], new_coef]).topk(k, dim=0)
+            old_coef[:, cols] = best
+            old_ref[:, cols] = torch.cat([old_ref[:, cols], new_ref]).gather(0, where)
         values[:, s] = old_coef.reshape(k, -1, n).permute(1, 0, 2)
         refs_out[:, s] = old_ref.reshape(k, -1, n).permute(1, 0, 2)
     active = torch.stack([count_signs(c, valid, signs) for c in coef3])
