@@ -36,7 +36,7 @@ MIN_SCALE = 1.0  # ... where the scale is its largest |coefficient| on the promp
 def check_prompt(prompt: str) -> str:
     """`prompt` unless it is empty or only whitespace (the same words as Model.to_tokens)."""
     if not isinstance(prompt, str) or not prompt.strip():
-        raise WorkbenchError("empty prompt: type some text to run the model on")
+        raise WorkbenchError("empty prompt: type some text (not only spaces) to run the model on")
     return prompt
 
 

@@ -112,7 +112,8 @@ def test_memories_view_input_errors_leave_the_page_working(tiny_llama_dir, tmp_p
         assert any(n.startswith("Memory L0 N0+ off") for n in _titles(at))
     assert not (tmp_path / "index").exists()
     set_prompt(at, "   ")  # whitespace only: both prompt panels say so, the same way
-    assert [e for e in errors(at) if "empty prompt" in e] == ["empty prompt: type some text to run the model on"] * 2
+    want = "empty prompt: type some text (not only spaces) to run the model on"
+    assert [e for e in errors(at) if "empty prompt" in e] == [want] * 2
     set_prompt(at, PROMPT_B)
     assert not errors(at) and any(n.startswith("Memory L0 N0+ off") for n in _titles(at))
 

@@ -100,7 +100,7 @@ def test_the_same_empty_prompt_message_everywhere(tiny_llama_dir, capsys):
         for prompt in ("", "  ", "\n"):
             assert main(["memories", *command, "--model", str(tiny_llama_dir), "--prompt", prompt]) == 2
             lines.add(error_line(capsys))
-    assert lines == {"error: empty prompt: type some text to run the model on"}
+    assert lines == {"error: empty prompt: type some text (not only spaces) to run the model on"}
 
 
 def test_disk_full_during_an_index_build(tiny_llama_dir, tmp_path, monkeypatch, capsys):
