@@ -63,8 +63,8 @@ def table_markdown(rows_by_group: dict[str, list[dict]], header: str) -> str:
     lines = [header, ""]
     for group, rows in rows_by_group.items():
         lines += [f"### memories: {'both signs' if group == 'all' else 'sign ' + group}", "",
-                  "| layer | memories | agree [95% CI] | random | p | any of top-k | random | p | hit@n | random | "
-                  "sameLast [95% CI] | random | sameBigram | random | active |",
+                  ("| layer | memories | agree [95% CI] | random | p | any of top-k | random | p | hit@n | random | "
+                   "sameLast [95% CI] | random | sameBigram | random | active |"),
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in rows:
             lines.append(
@@ -92,16 +92,16 @@ def time_merges(model, args, sync) -> dict:
         c, r = empty_topk(k, n, dev, signs)
         return c.expand(n_layers, *c.shape).clone(), r.expand(n_layers, *r.shape).clone()
 
-    def timed(fn):
+    def timed(fn, *args):
         sync()
         t = time.perf_counter()
-        out = fn()
+        out = fn(*args)
         sync()
         return time.perf_counter() - t, out
 
     with torch.no_grad():
         model.bridge(tokens)
-        forward = statistics.median(timed(lambda: model.bridge(tokens))[0] for _ in range(5))
+        forward = statistics.median(timed(model.bridge, tokens)[0] for _ in range(5))
     refs, valid = torch.arange(pos, device=dev), torch.rand(pos, device=dev, generator=gen) > 1 / args.seq
     one, two, sparse = state(1), state(2), state(2)
     one = (one[0][:, 0], one[1][:, 0])
@@ -109,9 +109,9 @@ def time_merges(model, args, sync) -> dict:
     for b in range(30):
         g, u = (torch.randn(n_layers, pos, n, device=dev, generator=gen, dtype=model.dtype) for _ in range(2))
         coef, r = torch.nn.functional.silu(g) * u, refs + b * pos
-        t1, got1 = timed(lambda: merge_topk(*one, coef, r, valid))
-        t2, got2 = timed(lambda: merge_topk(*two, torch.stack([coef, -coef], 1), r, valid))
-        t3, got3 = timed(lambda: merge_topk_sparse(*sparse, coef, r, valid, ("+", "-")))
+        t1, got1 = timed(merge_topk, *one, coef, r, valid)
+        t2, got2 = timed(merge_topk, *two, torch.stack([coef, -coef], 1), r, valid)
+        t3, got3 = timed(merge_topk_sparse, *sparse, coef, r, valid, ("+", "-"))
         one, two, sparse = got1[:2], got2[:2], got3[:2]
         if b >= 10:
             for name, t in zip(times, (t1, t2, t3)):
@@ -271,7 +271,7 @@ def main() -> None:
         got: dict[str, list[float]] = {"forward": [], "trace": [], "trace + index": []}
         for prompt in prompts:  # alternated, prompt by prompt
             tokens = model.to_tokens(prompt)
-            for name in got:
+            for name, times in got.items():
                 if name == "trace + index" and built is None:
                     continue
                 sync()
@@ -282,7 +282,7 @@ def main() -> None:
                 else:
                     trace(model, prompt, top=10, per_layer=3, index=built if name == "trace + index" else None)
                 sync()
-                got[name].append(time.perf_counter() - t)
+                times.append(time.perf_counter() - t)
         for name, times in got.items():
             if times:
                 times.sort()

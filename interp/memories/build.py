@@ -142,7 +142,7 @@ def stream_keys(
                 valid[:, 0] = False
             refs = torch.arange(batch.numel()) + (first_window + lo) * seq
             collector.set_batch(refs, valid.flatten())
-            hooks.stopped(lambda: model.bridge(batch.long().masked_fill(batch < 0, pad).to(model.device)))
+            hooks.stopped(lambda b=batch: model.bridge(b.long().masked_fill(b < 0, pad).to(model.device)))
             collector.flush()
             if after_batch is not None:
                 after_batch()

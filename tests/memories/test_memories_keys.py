@@ -63,7 +63,7 @@ def test_sparse_merge_takes_its_threshold_path_and_equals_the_dense_one():
     k, n = 5, 40
     want = got = empty_topk(k, n, n_signs=2)
     calls = {"dense": 0}
-    import interp.memories.keys as keys
+    from interp.memories import keys
 
     real = keys.merge_topk
 
