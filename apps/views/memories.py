@@ -1,5 +1,7 @@
-"""FFN memories view: pick (or build) an index, browse neurons (trigger examples, value tokens),
-search neurons by promoted token, agreement by layer, and switch a memory off/on on the prompt."""
+"""FFN memories view: pick (or build) an index, browse memories (trigger examples, value tokens;
+a memory is one sign of a neuron), search memories by promoted token, agreement by layer, the
+memories behind the prompt's prediction (LM-Debugger's trace, with an off switch), and a memory
+switched off/on on the prompt. Each panel shows its own input errors; the others keep working."""
 
 from __future__ import annotations
 
@@ -8,10 +10,12 @@ from pathlib import Path
 import streamlit as st
 
 from apps import state
-from interp.memories import IndexSettings, build_index, intervene, open_index
+from interp.memories import IndexSettings, build_index, intervene, open_index, switch_off, trace
 from interp.parse import LAYERS_HELP, parse_layers
 from interp.viz.attention import predictions_figure
-from interp.viz.memories import agreement_figure, triggers_html, value_tokens_figure
+from interp.viz.memories import agreement_figure, trace_figure, triggers_html, value_tokens_figure
+
+SIGN_LABELS = {"+": "+ (coefficient > 0)", "-": "− (coefficient < 0, value −W_out)"}
 
 
 def find_indexes() -> list[str]:
@@ -34,87 +38,153 @@ def get_index(folder: str):
     return _open(folder, manifest.stat().st_mtime if manifest.is_file() else 0.0)
 
 
-st.title("FFN memories")
-spec, prompt = state.current_spec(), state.current_prompt()
-with state.shows_errors():
-    model = state.get_model(spec)
+def pick_sign(index, key: str) -> str:
+    signs = list(index.signs)
+    if len(signs) == 1:
+        return signs[0]
+    return st.radio("Memory", signs, key=key, horizontal=True, format_func=SIGN_LABELS.get)
+
+
+def index_panel(model, spec: str):
+    """Pick, type or build an index; returns the open index or None."""
     found = find_indexes()
     if "mem_dir_pending" in st.session_state:
         st.session_state["mem_dir"] = st.session_state.pop("mem_dir_pending")
     c1, c2 = st.columns(2)
     choice = c1.selectbox("Index", found, key="mem_found", placeholder="none found under ./out or ./runs") if found else None
     typed = c2.text_input("…or an index folder", key="mem_dir", placeholder="e.g. out/memories").strip()
-    folder = str(state.user_path(typed, "index folder")) if typed else choice
-    with st.expander("Build an index for this model", expanded=not folder):
+    with st.expander("Build an index for this model", expanded=not (typed or choice)):
         b1, b2, b3 = st.columns(3)
         out = b1.text_input("Output folder", "out/memories-" + model.info.name.replace("/", "-"), key="mem_out")
         n_tokens = int(b2.number_input("Corpus tokens", 256, 10_000_000, 4096, step=1024, key="mem_tokens"))
         layers_text = b3.text_input(f"Layers ({LAYERS_HELP}; empty = all)", key="mem_layers")
         if st.button("Build", key="mem_build"):
-            out = str(state.user_path(out, "output folder"))
-            layers = parse_layers(layers_text, model.info.n_layers)
-            state.remember(("mem-build", spec, out, n_tokens, tuple(layers or ())), "Indexing FFN memories",
-                           lambda progress: build_index(model, IndexSettings(layers=layers, n_tokens=n_tokens), out,
-                                                               progress=progress))
-            st.session_state["mem_dir_pending"] = out  # the text box takes it on the next run
-            st.rerun()
+            with state.shows_errors():
+                out = str(state.user_path(out, "output folder"))
+                layers = parse_layers(layers_text, model.info.n_layers)
+                settings = IndexSettings(layers=layers, n_tokens=n_tokens).check_sizes()
+                state.remember(("mem-build", spec, out, n_tokens, tuple(layers or ())), "Indexing FFN memories",
+                               lambda progress: build_index(model, settings, out, progress=progress))
+                st.session_state["mem_dir_pending"] = out  # the text box takes it on the next run
+                st.rerun()
+    with state.shows_errors():
+        folder = str(state.user_path(typed, "index folder")) if typed else choice
+        return get_index(folder) if folder else None
+    return None
 
-    index = get_index(folder) if folder else None
-    if index is None:
-        st.info("Pick or build an index to browse memories; the intervention panel below works without one.")
-    else:
-        made_for = index.model_info.get("name")
-        if made_for and made_for != model.info.name:
-            st.warning(f"This index was built for {made_for}, not {model.info.name}: triggers and values describe {made_for}.")
-        st.caption(repr(index))
-        browse, search, agreement = st.tabs(["Browse neurons", "Search by promoted token", "Agreement by layer"])
-        with browse:
-            l1, l2 = st.columns(2)
-            layer = l1.selectbox("Layer", index.layers, key="mem_layer")
-            neuron = int(l2.number_input("Neuron", 0, int(index.model_info.get("d_mlp", 1)) - 1, key="mem_neuron"))
-            view = index.show(layer, neuron)
-            st.markdown(f"**L{layer} N{neuron}**: active on {view.active_fraction:.1%} of indexed tokens")
-            left, right = st.columns([3, 2])
-            with left:
-                st.markdown("Trigger examples (trigger token highlighted, the next token grey)")
-                st.html(triggers_html(view, 12))
-            with right:
-                st.plotly_chart(value_tokens_figure(view), key="mem_values")
-        with search:
-            token = st.text_input("Token the value promotes", key="mem_search", placeholder="e.g. Lord")
-            if token.strip():
-                hits = index.search(token.strip())
-                st.dataframe([h.__dict__ for h in hits], hide_index=True, key="mem_hits")
-                if not hits:
-                    st.info(f"No indexed neuron has {token!r} among its value's top tokens.")
-        with agreement:
-            st.plotly_chart(agreement_figure(index.agreement()), key="mem_agreement")
 
-    st.subheader("Intervention on the prompt")
-    if model.info.attn_only or not model.info.d_mlp:
-        st.info(f"{model.info.name} is attention-only: it has no FFN memories to switch.")
-    else:
-        i1, i2, i3 = st.columns(3)
-        default_layer = st.session_state.get("mem_layer", 0) if index is not None else 0
-        layer = int(i1.number_input("Layer", 0, model.info.n_layers - 1, min(default_layer, model.info.n_layers - 1),
-                                    key="mem_int_layer"))
-        neuron = int(i2.number_input("Neuron", 0, model.info.d_mlp - 1, key="mem_int_neuron"))
-        mode = i3.radio("Switch the memory", ["off", "on"], key="mem_int_mode", horizontal=True)
-        result = state.remember(("mem-int", spec, prompt, layer, neuron, mode), "Intervening",
-                                lambda progress: intervene(model, prompt, layer, neuron, mode, generate=4))
-        m = st.columns(4)
-        m[0].metric("Coefficient at the last token", f"{result.original_coefficient:.3f}", f"set to {result.coefficient:.3g}",
-                    delta_color="off")
-        m[1].metric(f"p({result.value_token!r}), the value's top token", f"{result.value_token_prob[1]:.4f}",
-                    f"{result.value_token_prob[1] - result.value_token_prob[0]:+.4f}")
-        m[2].metric("KL(before ‖ after)", f"{result.kl:.4f}")
-        m[3].metric("Largest logit change", f"{result.logit_change:.3f}")
-        left, right = st.columns(2)
+def browse_panel(index, model) -> None:
+    made_for = index.model_info.get("name")
+    if made_for and made_for != model.info.name:
+        st.warning(f"This index was built for {made_for}, not {model.info.name}: triggers and values describe {made_for}.")
+    st.caption(repr(index))
+    browse, search, agreement = st.tabs(["Browse memories", "Search by promoted token", "Agreement by layer"])
+    with browse, state.shows_errors():
+        l1, l2, l3 = st.columns(3)
+        layer = l1.selectbox("Layer", index.layers, key="mem_layer")
+        neuron = int(l2.number_input("Neuron", 0, max(index.d_mlp - 1, 0), key="mem_neuron"))
+        with l3:
+            sign = pick_sign(index, "mem_sign")
+        view = index.show(layer, neuron, sign)
+        st.markdown(f"**{view.name}**: active on {view.active_fraction:.1%} of indexed tokens")
+        left, right = st.columns([3, 2])
         with left:
-            st.plotly_chart(predictions_figure([t for t, _ in result.top_before], [p for _, p in result.top_before],
-                                               "Before"), key="mem_before")
-            st.markdown(f"Greedy continuation: `{result.generation_before!r}`")
+            st.markdown("Trigger examples (trigger token highlighted, the next token grey)")
+            if view.triggers:
+                st.html(triggers_html(view, 12))
+            else:
+                st.info("This memory was never active on the indexed tokens: no trigger examples.")
         with right:
-            st.plotly_chart(predictions_figure([t for t, _ in result.top_after], [p for _, p in result.top_after],
-                                               f"Memory L{layer} N{neuron} {mode}"), key="mem_after")
-            st.markdown(f"Greedy continuation: `{result.generation_after!r}`")
+            st.plotly_chart(value_tokens_figure(view), key="mem_values")
+    with search, state.shows_errors():
+        token = st.text_input("Token the value promotes", key="mem_search", placeholder="e.g. Lord")
+        if token.strip():
+            hits = index.search(token.strip())
+            st.dataframe([h.__dict__ for h in hits], hide_index=True, key="mem_hits")
+            if not hits:
+                st.info(f"No indexed memory has {token!r} among its value's top tokens.")
+    with agreement, state.shows_errors():
+        groups = ["all", *index.signs] if len(index.signs) > 1 else ["all"]
+        group = st.radio("Memories", groups, key="mem_group", horizontal=True,
+                         format_func=lambda g: "both signs" if g == "all" else f"sign {g}")  # fmt: skip
+        rows = index.agreement(group)
+        st.plotly_chart(agreement_figure(rows), key="mem_agreement")
+        st.dataframe([{k: r[k] for k in ("layer", "n_memories", "agreement", "agreement_lo", "agreement_hi",
+                                         "agreement_baseline", "agreement_p", "same_last", "same_last_baseline")}
+                      for r in rows], hide_index=True, key="mem_agreement_rows")  # fmt: skip
+
+
+def trace_panel(model, spec: str, prompt: str, index) -> None:
+    st.subheader("Memories behind the prediction")
+    usable = index if index is not None and index.model_info.get("name") == model.info.name else None
+    key_index = str(usable.folder) if usable is not None else None
+    t = state.remember(("mem-trace", spec, prompt, key_index), "Tracing the prediction",
+                       lambda progress: trace(model, prompt, top=10, per_layer=3, index=usable))  # fmt: skip
+    st.markdown(f"Prediction **{t.token!r}** (p = {t.prob:.3f}); a memory's contribution is its coefficient × its "
+                f"value's logit for {t.token!r}, through the final norm's scale at the last token ({t.scale:.3g}).")  # fmt: skip
+    st.plotly_chart(trace_figure(t), key="mem_trace")
+    rows = [{"memory": m.name, "contribution": round(m.contribution, 4), "coefficient": round(m.coefficient, 3),
+             "value's top tokens": " ".join(repr(tok) for tok, _ in m.value_tokens[:6]),
+             "top trigger": ("…" + "".join(m.triggers[0].before[-6:]) + f"[{m.triggers[0].token}]") if m.triggers else ""}
+            for m in t.top]  # fmt: skip
+    st.dataframe(rows, hide_index=True, key="mem_trace_rows")
+    names = {m.name: (m.layer, m.neuron, m.sign) for m in t.top}
+    chosen = st.multiselect("Switch off (together) and see the new prediction", list(names), key="mem_trace_off")
+    if chosen:
+        off = state.remember(("mem-off", spec, prompt, tuple(chosen)), "Switching memories off",
+                             lambda progress: switch_off(model, prompt, [names[c] for c in chosen]))  # fmt: skip
+        st.markdown(f"With {', '.join(chosen)} off: p({off.token!r}) {off.prob_before:.3f} → {off.prob_after:.3f}; "
+                    f"new prediction **{off.new_token!r}** (p = {off.top_after[0][1]:.3f})")  # fmt: skip
+        st.plotly_chart(predictions_figure([tok for tok, _ in off.top_after], [p for _, p in off.top_after],
+                                           "With the chosen memories off"), key="mem_trace_after")  # fmt: skip
+
+
+def intervention_panel(model, spec: str, prompt: str, index) -> None:
+    st.subheader("Intervention on the prompt")
+    i1, i2, i3, i4 = st.columns(4)
+    default_layer = st.session_state.get("mem_layer", 0) if index is not None else 0
+    layer = int(i1.number_input("Layer", 0, model.info.n_layers - 1, min(default_layer, model.info.n_layers - 1),
+                                key="mem_int_layer"))  # fmt: skip
+    neuron = int(i2.number_input("Neuron", 0, model.info.d_mlp - 1, key="mem_int_neuron"))
+    sign = i3.radio("Memory", ["+", "-"], key="mem_int_sign", horizontal=True)
+    mode = i4.radio("Switch the memory", ["off", "on"], key="mem_int_mode", horizontal=True)
+    result = state.remember(("mem-int", spec, prompt, layer, neuron, sign, mode), "Intervening",
+                            lambda progress: intervene(model, prompt, layer, neuron, mode, generate=4, sign=sign,
+                                                       progress=progress))  # fmt: skip
+    m = st.columns(4)
+    m[0].metric("Memory's coefficient at the last token", f"{result.original_coefficient:.3f}",
+                f"set to {result.coefficient:.3g}", delta_color="off")  # fmt: skip
+    m[1].metric(f"p({result.value_token!r}), the value's top token", f"{result.value_token_prob[1]:.4f}",
+                f"{result.value_token_prob[1] - result.value_token_prob[0]:+.4f}")
+    m[2].metric("KL(before ‖ after)", f"{result.kl:.4f}")
+    m[3].metric("Largest logit change", f"{result.logit_change:.3f}")
+    left, right = st.columns(2)
+    with left:
+        st.plotly_chart(predictions_figure([t for t, _ in result.top_before], [p for _, p in result.top_before],
+                                           "Before"), key="mem_before")
+        st.markdown(f"Greedy continuation: `{result.generation_before!r}`")
+    with right:
+        st.plotly_chart(predictions_figure([t for t, _ in result.top_after], [p for _, p in result.top_after],
+                                           f"Memory L{layer} N{neuron}{sign} {mode}"), key="mem_after")
+        st.markdown(f"Greedy continuation: `{result.generation_after!r}`")
+
+
+st.title("FFN memories")
+spec, prompt = state.current_spec(), state.current_prompt()
+model = None
+with state.shows_errors():
+    model = state.get_model(spec)
+if model is None:
+    st.stop()
+if model.info.attn_only or not model.info.d_mlp:
+    st.info(f"{model.info.name} is attention-only: it has no FFN memories.")
+    st.stop()
+index = index_panel(model, spec)
+if index is None:
+    st.info("Pick or build an index to browse memories; the panels below work without one.")
+else:
+    browse_panel(index, model)
+with state.shows_errors():
+    trace_panel(model, spec, prompt, index)
+with state.shows_errors():
+    intervention_panel(model, spec, prompt, index)

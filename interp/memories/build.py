@@ -1,6 +1,9 @@
 """Building a memory index: stream a corpus through the model, keep every neuron's top-k trigger
 prefixes on the device, project the values, measure agreement, write the index.
 
+Both signs: a gated MLP's neurons are indexed as two memories each ("+" and "-", keys.py), a
+non-gated MLP's as one ("+"); the manifest's "signs" says which.
+
 Resumable: the corpus' windows are cut in a fixed order and grouped into shards of
 `shard_tokens // seq_len` windows. After each shard, work/ gets that shard's token windows and
 the running top-k state, then the manifest records the shard as done (each file replaced
@@ -28,7 +31,7 @@ from interp.errors import WorkbenchError
 from interp.io import write_json, write_tensors
 from interp.memories.agreement import layer_agreement
 from interp.memories.index import FORMAT, MemoryIndex, load_tensors, open_index, read_manifest
-from interp.memories.keys import KeyCollector, coefficient_hook
+from interp.memories.keys import KeyCollector, coefficient_hook, signs_for
 from interp.memories.values import project_values
 from interp.types import Progress
 
@@ -45,13 +48,20 @@ class IndexSettings:
     seq_len: int = 64  # window length in tokens (BOS included)
     seed: int = 0  # corpus document order
     shard_tokens: int = 65_536  # tokens per resumable shard (a checkpoint of ~14 MB for SmolLM2, 30 layers)
-    top_n: int = 20  # value tokens kept per neuron
+    top_n: int = 20  # value tokens kept per memory
+    n_permutations: int = 1000  # permutations of the agreement test, per layer (p-value resolution 1/(n+1))
 
     def check_sizes(self) -> IndexSettings:
-        """The model-free checks (every count positive), so a front end can run them first."""
-        for name in ("n_tokens", "top_k", "seq_len", "shard_tokens", "top_n"):
+        """The model-free checks (every count positive, no more trigger examples than tokens),
+        so a front end can run them before loading the model."""
+        for name in ("n_tokens", "top_k", "seq_len", "shard_tokens", "top_n", "n_permutations"):
             if getattr(self, name) < 1:
                 raise WorkbenchError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.top_k > self.n_tokens:
+            raise WorkbenchError(
+                f"top_k {self.top_k} exceeds the {self.n_tokens} tokens to index: a memory cannot have more trigger "
+                "examples than there are tokens; use a smaller top_k (25 is the usual)"
+            )
         return self
 
     def resolved(self, model: Model) -> IndexSettings:
@@ -61,6 +71,44 @@ class IndexSettings:
         s = replace(self, corpus=open_corpus(self.corpus).name, layers=layers)
         _check(model, s)
         return s
+
+
+ENTRY_BYTES = 4 + 8  # one top-k slot: a float32 coefficient and an int64 position
+
+
+def state_bytes(n_layers: int, d_mlp: int, top_k: int, n_signs: int) -> int:
+    """Bytes of the running top-k state: layers x signs x d_mlp x k slots of (value + ref)."""
+    return n_layers * n_signs * d_mlp * top_k * ENTRY_BYTES
+
+
+def check_state_fits(model: Model, s: IndexSettings, n_signs: int) -> None:
+    """Refuse, before any work, a top-k state that cannot fit: the state and the merge's new copy
+    of it (2x) on the model's device, and on a GPU also a host copy for each checkpoint."""
+    from interp.train.memory import available_bytes
+
+    state = state_bytes(len(s.layers), model.info.d_mlp, s.top_k, n_signs)
+    places = [(model.device, 2 * state)]
+    if model.device.type != "cpu":
+        places.append((torch.device("cpu"), state))
+    for device, need in places:
+        have = available_bytes(device)
+        if have is None or need <= have:
+            continue
+        per_k = state // s.top_k
+        fits = max(0, have // 2 // per_k if device == model.device else have // per_k)
+        copies = "the state and the merge's new copy" if need > state else "a checkpoint's copy of the state"
+        raise WorkbenchError(
+            f"top_k {s.top_k} needs {_size(need)} on {device} ({copies}: {len(s.layers)} layers x "
+            f"{model.info.d_mlp} neurons x {n_signs} sign(s) x top_k slots of {ENTRY_BYTES} bytes) but {device} has "
+            f"{_size(have)} free; use top_k of at most {fits} or index fewer layers at a time"
+        )
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} bytes"
 
 
 def window_table(chunk: list, seq_len: int) -> Tensor:
@@ -94,7 +142,7 @@ def stream_keys(
                 valid[:, 0] = False
             refs = torch.arange(batch.numel()) + (first_window + lo) * seq
             collector.set_batch(refs, valid.flatten())
-            hooks.stopped(lambda: model.bridge(batch.long().masked_fill(batch < 0, pad).to(model.device)))
+            hooks.stopped(lambda b=batch: model.bridge(b.long().masked_fill(b < 0, pad).to(model.device)))
             collector.flush()
             if after_batch is not None:
                 after_batch()
@@ -146,15 +194,17 @@ def build_index(
         raise WorkbenchError(f"batch_size must be positive, got {batch_size}")
     out = Path(out).expanduser()
     bos = model.bos_token_id
+    signs = signs_for(bool(model.info.gated_mlp))
     info = {k: v for k, v in model.info.to_dict().items()}
     manifest = _start(out, {
-        "format": FORMAT, "status": "building", "settings": asdict(s), "model_info": info,
+        "format": FORMAT, "status": "building", "settings": asdict(s), "model_info": info, "signs": list(signs),
         "has_bos": bos is not None, "shards_done": 0, "n_windows": 0, "n_positions": 0,
     })  # fmt: skip
     if manifest["status"] == "complete":
         return open_index(out)
+    check_state_fits(model, s, len(signs))
     work = out / "work"
-    collector = KeyCollector(s.layers, model.info.d_mlp, s.top_k, device=model.device)
+    collector = KeyCollector(s.layers, model.info.d_mlp, s.top_k, device=model.device, signs=signs)
     done = int(manifest["shards_done"])
     if done:
         collector.load_state_dict(load_tensors(work / f"state-{done - 1:05d}.safetensors"))
@@ -163,6 +213,23 @@ def build_index(
     report = progress or (lambda done, total, message: None)
     report(collector.n_positions, s.n_tokens, "indexing keys")
 
+    fresh = not out.exists()
+    try:
+        _stream_shards(model, collector, manifest, s, out, batch_size, done, report)
+        if collector.n_positions == 0:
+            raise WorkbenchError(f"corpus {s.corpus!r} yielded no tokens; choose another corpus")
+        _finish(model, out, manifest, collector, s, report)
+    except BaseException:
+        if manifest["shards_done"] == 0:  # nothing worth resuming: leave nothing behind
+            shutil.rmtree(out if fresh else work, ignore_errors=True)
+        raise
+    return open_index(out)
+
+
+def _stream_shards(model: Model, collector: KeyCollector, manifest: dict, s: IndexSettings, out: Path,
+                   batch_size: int, done: int, report: Progress) -> None:
+    """Index the shards not yet done, recording each in work/ and the manifest (module doc)."""
+    work, bos = out / "work", model.bos_token_id
     per_shard = max(1, s.shard_tokens // s.seq_len)
     stream = windows(open_corpus(s.corpus), model.tokenizer, s.seq_len, s.seed, s.n_tokens, bos)
     shard = 0
@@ -188,10 +255,6 @@ def build_index(
         write_json(out / "manifest.json", manifest)
         (work / f"state-{shard - 1:05d}.safetensors").unlink(missing_ok=True)
         shard += 1
-    if collector.n_positions == 0:
-        raise WorkbenchError(f"corpus {s.corpus!r} yielded no tokens; choose another --corpus")
-    _finish(model, out, manifest, collector, s, report)
-    return open_index(out)
 
 
 def _finish(model: Model, out: Path, manifest: dict, collector: KeyCollector, s: IndexSettings, report: Progress) -> None:
@@ -199,17 +262,21 @@ def _finish(model: Model, out: Path, manifest: dict, collector: KeyCollector, s:
     shards = [load_tensors(work / f"tokens-{i:05d}.safetensors") for i in range(manifest["shards_done"])]
     tokens = {k: torch.cat([sh[k] for sh in shards]) for k in shards[0]}
     keys, values, rows = {}, {}, []
+    signs = collector.signs
+    groups = [("all", list(range(len(signs))))] + ([(sign, [i]) for i, sign in enumerate(signs)] if len(signs) > 1 else [])
     for n, layer in enumerate(s.layers):
         report(n, len(s.layers), f"projecting values of layer {layer}")
         st = collector.state[layer]
-        keys[f"{layer}.coef"] = st.coef.T.float().cpu()
-        keys[f"{layer}.ref"] = st.ref.T.cpu()
+        keys[f"{layer}.coef"] = st.coef.transpose(-1, -2).float().cpu()  # [sign, neuron, k]
+        keys[f"{layer}.ref"] = st.ref.transpose(-1, -2).cpu()
         keys[f"{layer}.active"] = st.active.cpu()
-        ids, probs = project_values(model, layer, s.top_n)
+        ids, probs = project_values(model, layer, s.top_n, signs=signs)
         values[f"{layer}.ids"], values[f"{layer}.probs"] = ids, probs
-        row = layer_agreement(tokens["windows"], tokens["next_token"], keys[f"{layer}.ref"], ids, manifest["has_bos"])
-        active = float(st.active.sum()) / max(collector.n_positions * st.active.numel(), 1)
-        rows.append({"layer": layer, "active_fraction": active, **row})
+        for group, axis in groups:  # the memories of the group, one row each: signs concatenated
+            row = layer_agreement(tokens["windows"], tokens["next_token"], keys[f"{layer}.ref"][axis].flatten(0, 1),
+                                  ids[axis].flatten(0, 1), manifest["has_bos"], s.n_permutations, seed=layer)
+            active = float(st.active[axis].sum()) / max(collector.n_positions * st.active[axis].numel(), 1)
+            rows.append({"layer": layer, "group": group, "active_fraction": active, **row})
     report(len(s.layers), len(s.layers), "writing the index")
     vocab = [_decode(model.tokenizer, i) for i in range(model.info.d_vocab)]
     write_tensors(out / "keys.safetensors", keys)

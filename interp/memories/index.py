@@ -1,15 +1,20 @@
 """The on-disk memory index and its reader.
 
 A finished index folder holds (every file written atomically by interp.io):
-  manifest.json       format, status "complete", settings, model info, counts
-  keys.safetensors    "{l}.coef" [neuron, k] float32 trigger coefficients (largest first),
-                      "{l}.ref" [neuron, k] int64 global positions (window * seq_len + pos; -1 empty),
-                      "{l}.active" [neuron] int64 positions with coefficient > 0
-  values.safetensors  "{l}.ids" [neuron, top_n] int32 and "{l}.probs" [neuron, top_n] float32
+  manifest.json       format, status "complete", settings, model info, counts, "signs" (the
+                      memory signs indexed, in the order of the sign axis: ["+", "-"] for a
+                      gated MLP, ["+"] otherwise; see keys.py)
+  keys.safetensors    "{l}.coef" [sign, neuron, k] float32 trigger coefficients (the memory's own,
+                      sign · c > 0, largest first; -inf = empty slot),
+                      "{l}.ref" [sign, neuron, k] int64 global positions (window * seq_len + pos; -1 empty),
+                      "{l}.active" [sign, neuron] int64 positions where that memory's coefficient > 0
+  values.safetensors  "{l}.ids" [sign, neuron, top_n] int32 and "{l}.probs" [sign, neuron, top_n]
+                      float32 (the "-" memory's value is -W_out[i])
   tokens.safetensors  "windows" [window, seq_len] int32 (-1 = padding), "doc_id", "doc_start",
                       "next_token" [window] (the token after the window, -1 = none)
   vocab.json          every token id's string, so the index reads without the model
-  agreement.json      the per-layer numbers of interp.memories.agreement
+  agreement.json      one row per (layer, group) of interp.memories.agreement's numbers, group
+                      "all" (every memory of the layer) and, with two signs, "+" and "-"
 While building, manifest status is "building" and work/ holds the finished shards (see build.py).
 `open_index` reads only the manifest, the token windows and the small JSON files; keys and
 values of a layer are read on first use.
@@ -27,8 +32,9 @@ from torch import Tensor
 
 from interp.errors import WorkbenchError
 from interp.memories.agreement import next_token
+from interp.memories.keys import check_sign, memory_name
 
-FORMAT = "interp-memories/1"
+FORMAT = "interp-memories/2"  # 2: both signs of every neuron (1: the "+" side only)
 FILES = ("keys.safetensors", "values.safetensors", "tokens.safetensors")
 
 
@@ -83,7 +89,13 @@ def read_manifest(folder: Path) -> dict:
         raise WorkbenchError(
             f"{str(folder)!r} is not a memory index (no manifest.json); build one there first (`interp memories index`)"
         ) from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    found = manifest.get("format") if isinstance(manifest, dict) else None
+    if isinstance(found, str) and found.startswith("interp-memories/") and found != FORMAT:
+        raise WorkbenchError(
+            f"{str(folder)!r} holds a memory index of format {found}, which this version cannot read (it now "
+            f"indexes both signs of every neuron, {FORMAT}); rebuild it into a new folder with `interp memories index`"
+        )
+    if found != FORMAT:
         raise WorkbenchError(f"{str(path)!r} is not a {FORMAT} manifest; delete the folder and rebuild the index")
     return manifest
 
@@ -107,14 +119,20 @@ class MemoryView:
     neuron: int
     triggers: list[Trigger]  # top trigger examples, strongest first
     value_tokens: list[tuple[str, float]]  # the value's top tokens with probabilities
-    active_fraction: float  # share of indexed tokens where the coefficient was > 0
+    active_fraction: float  # share of indexed tokens where this memory's coefficient was > 0
     value_token_ids: list[int] = field(default_factory=list)
+    sign: str = "+"  # "+": coefficient c > 0, value W_out[i]; "-": c < 0, value -W_out[i]
+
+    @property
+    def name(self) -> str:
+        return memory_name(self.layer, self.neuron, self.sign)
 
 
 @dataclass
 class SearchHit:
     layer: int
     neuron: int
+    sign: str
     token: str  # the matching token
     prob: float  # its probability in the value's projection
     rank: int  # its rank among the value's top tokens (0 = top)
@@ -129,6 +147,7 @@ class MemoryIndex:
         self.settings: dict = manifest["settings"]
         self.model_info: dict = manifest.get("model_info", {})
         self.layers: list[int] = list(self.settings["layers"])
+        self.signs: tuple[str, ...] = tuple(manifest["signs"])
         self.top_k: int = int(self.settings["top_k"])
         self.n_tokens: int = int(manifest["n_positions"])
         self.has_bos: bool = bool(manifest.get("has_bos", True))
@@ -144,14 +163,28 @@ class MemoryIndex:
             check_tensors(folder / f"{name}.safetensors", [f"{layer}." for layer in self.layers])
 
     def __repr__(self) -> str:
-        return f"MemoryIndex({str(self.folder)!r}, model={self.model_info.get('name')}, layers={self.layers}, tokens={self.n_tokens})"
+        return (f"MemoryIndex({str(self.folder)!r}, model={self.model_info.get('name')}, layers={self.layers}, "
+                f"signs={''.join(self.signs)}, tokens={self.n_tokens})")
+
+    @property
+    def d_mlp(self) -> int:
+        return int(self.model_info.get("d_mlp") or 0)
+
+    def sign_axis(self, sign: str) -> int:
+        """Position of `sign` on the index's sign axis (a clear error for a sign not indexed)."""
+        check_sign(sign)
+        if sign not in self.signs:
+            raise WorkbenchError(
+                f"this index holds only the {' and '.join(repr(s) for s in self.signs)} memories "
+                f"({self.model_info.get('name', 'the model')}'s MLP is not gated); use sign '+'"
+            )
+        return self.signs.index(sign)
 
     def _check(self, layer: int, neuron: int | None = None) -> None:
         if layer not in self.layers:
             raise WorkbenchError(f"layer {layer} is not in this index; indexed layers: {self.layers}")
-        d_mlp = int(self.model_info.get("d_mlp") or 0)
-        if neuron is not None and not 0 <= neuron < d_mlp:
-            raise WorkbenchError(f"neuron {neuron} is out of range: layers have neurons 0..{d_mlp - 1}")
+        if neuron is not None and not 0 <= neuron < self.d_mlp:
+            raise WorkbenchError(f"neuron {neuron} is out of range: layers have neurons 0..{self.d_mlp - 1}")
 
     def _layer(self, kind: str, layer: int) -> dict[str, Tensor]:
         if (kind, layer) not in self._cache:
@@ -161,25 +194,32 @@ class MemoryIndex:
         return self._cache[kind, layer]
 
     def keys(self, layer: int) -> dict[str, Tensor]:
-        """{"coef": [neuron, k], "ref": [neuron, k], "active": [neuron]} of one layer."""
+        """{"coef": [sign, neuron, k], "ref": [sign, neuron, k], "active": [sign, neuron]} of one layer."""
         self._check(layer)
         return self._layer("keys", layer)
 
     def values(self, layer: int) -> dict[str, Tensor]:
-        """{"ids": [neuron, top_n], "probs": [neuron, top_n]} of one layer."""
+        """{"ids": [sign, neuron, top_n], "probs": [sign, neuron, top_n]} of one layer."""
         self._check(layer)
         return self._layer("values", layer)
 
     def decode(self, ids) -> list[str]:
         return [self.vocab[int(i)] if 0 <= int(i) < len(self.vocab) else "" for i in ids]
 
-    def show(self, layer: int, neuron: int, context: int = 12, n_triggers: int | None = None) -> MemoryView:
-        """One memory: its trigger examples (strongest first) and its value's top tokens."""
+    def show(self, layer: int, neuron: int, sign: str = "+", context: int = 12,
+             n_triggers: int | None = None) -> MemoryView:
+        """One memory: its trigger examples (strongest first; `n_triggers` of them, default all
+        kept) and its value's top tokens."""
         self._check(layer, neuron)
+        s = self.sign_axis(sign)
+        if n_triggers is not None and n_triggers < 1:
+            raise WorkbenchError(f"the number of trigger examples to show must be at least 1, got {n_triggers}")
+        if context < 0:
+            raise WorkbenchError(f"context must be 0 or more tokens, got {context}")
         keys, values = self.keys(layer), self.values(layer)
         seq = self.windows.shape[1]
         triggers = []
-        for coef, ref in zip(keys["coef"][neuron].tolist(), keys["ref"][neuron].tolist()):
+        for coef, ref in zip(keys["coef"][s, neuron].tolist(), keys["ref"][s, neuron].tolist()):
             if ref < 0 or len(triggers) == (n_triggers or self.top_k):
                 continue
             w, p = divmod(ref, seq)
@@ -196,28 +236,37 @@ class MemoryIndex:
                     next=self.decode([nxt])[0] if nxt >= 0 else None,
                 )
             )
-        ids, probs = values["ids"][neuron].tolist(), values["probs"][neuron].tolist()
+        ids, probs = values["ids"][s, neuron].tolist(), values["probs"][s, neuron].tolist()
         return MemoryView(
             layer=layer,
             neuron=neuron,
             triggers=triggers,
             value_tokens=list(zip(self.decode(ids), probs)),
-            active_fraction=float(keys["active"][neuron]) / max(self.n_tokens, 1),
+            active_fraction=float(keys["active"][s, neuron]) / max(self.n_tokens, 1),
             value_token_ids=ids,
+            sign=sign,
         )
 
-    def agreement(self) -> list[dict]:
-        """One row per indexed layer: agreement vs its random baseline, shallowness, activity."""
-        return [dict(row) for row in self._agreement]
+    def agreement(self, group: str = "all") -> list[dict]:
+        """One row per indexed layer: agreement vs its random baseline with intervals and
+        p-values, shallowness, activity -- of all the layer's memories (`group` "all") or of one
+        sign's ("+" / "-")."""
+        if group != "all":
+            self.sign_axis(group)
+        return [dict(row) for row in self._agreement if row.get("group", "all") == group]
 
     def token_ids(self, token: str) -> list[int]:
         """Ids whose string is `token`, or `token` with a leading space (' ' / 'Ġ' / '▁')."""
+        if not token:
+            raise WorkbenchError("empty token: type the token to search for (e.g. Lord)")
         wanted = {token, " " + token.lstrip(), "Ġ" + token.lstrip(), "▁" + token.lstrip()}
         return [i for i, s in enumerate(self.vocab) if s in wanted]
 
     def search(self, token: str, top: int = 20) -> list[SearchHit]:
-        """Neurons whose values promote `token` (it is among the value's stored top tokens),
-        highest probability first."""
+        """Memories (both signs) whose values promote `token` (it is among the value's stored
+        top tokens), highest probability first."""
+        if top < 1:
+            raise WorkbenchError(f"the number of memories to list must be at least 1, got {top}")
         ids = self.token_ids(token)
         if not ids:
             raise WorkbenchError(f"no token {token!r} in {self.model_info.get('name', 'the model')}'s vocabulary")
@@ -226,8 +275,9 @@ class MemoryIndex:
         for layer in self.layers:
             v = self.values(layer)
             match = torch.isin(v["ids"], wanted)
-            for n, r in match.nonzero().tolist():
-                hits.append(SearchHit(layer, n, self.vocab[int(v["ids"][n, r])], float(v["probs"][n, r]), r))
+            for s, n, r in match.nonzero().tolist():
+                token_id = int(v["ids"][s, n, r])
+                hits.append(SearchHit(layer, n, self.signs[s], self.vocab[token_id], float(v["probs"][s, n, r]), r))
         hits.sort(key=lambda h: -h.prob)
         return hits[:top]
 

@@ -37,7 +37,7 @@ def tiny_index(tiny_llama, tmp_path_factory) -> Path:
     from interp.memories import IndexSettings, build_index
 
     out = tmp_path_factory.mktemp("memories") / "index"
-    build_index(tiny_llama, IndexSettings(n_tokens=512, seq_len=32, top_k=5, shard_tokens=512), out)
+    build_index(tiny_llama, IndexSettings(n_tokens=512, seq_len=32, top_k=5, shard_tokens=512, n_permutations=100), out)
     return out
 
 

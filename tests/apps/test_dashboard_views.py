@@ -73,21 +73,49 @@ def test_ioi_view_tiny(tiny_llama_dir, tiny_circuit):
     assert any("no circuit file" in e for e in errors(at))
 
 
+def _titles(at) -> list[str]:
+    return [f.get("layout", {}).get("title", {}).get("text", "") for f in figures(at)]
+
+
 def test_memories_view_tiny(tiny_llama_dir, tiny_index, tmp_path):
     at = open_app(str(tiny_llama_dir), PROMPT_A, page="views/memories.py", mem_dir=str(tiny_index))
     assert not errors(at), errors(at)
     assert any("Trigger examples" in m.value for m in at.markdown)
-    names = [json.get("layout", {}).get("title", {}).get("text", "") for json in figures(at)]
-    assert any(n.startswith("value of L0 N0") for n in names) and "FFN memories by layer" in names
+    names = _titles(at)
+    assert any(n.startswith("value of L0 N0+") for n in names) and "FFN memories by layer" in names
+    assert any(n.startswith("memories behind the prediction") for n in names)  # the trace panel
+    at.radio(key="mem_sign").set_value("-").run()  # a gated MLP: both signs are memories
+    assert not errors(at) and any(n.startswith("value of L0 N0-") for n in _titles(at))
     at.text_input(key="mem_search").input(at.session_state["mem_search"] or " the").run()
     assert not errors(at)
-    _follows_prompt(at)  # the intervention panel runs on the prompt
+    _follows_prompt(at)  # the trace and intervention panels run on the prompt
+    first = at.multiselect(key="mem_trace_off").options[0]
+    at.multiselect(key="mem_trace_off").select(first).run()
+    assert not errors(at) and any(f"With {first} off" in m.value and "new prediction" in m.value for m in at.markdown)
     at.number_input(key="mem_int_neuron").set_value(5).run()
     at.radio(key="mem_int_mode").set_value("on").run()
-    assert not errors(at) and any("Memory L0 N5 on" in n for n in
-                                  [f["layout"]["title"]["text"] for f in figures(at) if "title" in f["layout"]])
+    assert not errors(at) and any("Memory L0 N5+ on" in n for n in _titles(at))
     at.text_input(key="mem_dir").input(str(tmp_path / "no-index")).run()
     assert any("no memory index" in e for e in errors(at))
+    assert any("Memory L0 N5+ on" in n for n in _titles(at))  # the other panels still work
+
+
+def test_memories_view_input_errors_leave_the_page_working(tiny_llama_dir, tmp_path):
+    at = open_app(str(tiny_llama_dir), PROMPT_A, page="views/memories.py")
+    assert not errors(at), errors(at)
+    at.text_input(key="mem_out").input(str(tmp_path / "index")).run()
+    for layers, message in (("abc", "bad layers 'abc'"), ("10-15", "layer 15 is out of range"), ("3-1", "bad layers")):
+        at.text_input(key="mem_layers").input(layers).run()
+        at.button(key="mem_build").click().run()
+        assert not at.exception and [e for e in errors(at) if message in e], errors(at)
+        assert any(n.startswith("memories behind the prediction") for n in _titles(at))
+        assert any(n.startswith("Memory L0 N0+ off") for n in _titles(at))
+    assert not (tmp_path / "index").exists()
+    set_prompt(at, "   ")  # whitespace only: both prompt panels say so, the same way
+    want = "empty prompt: type some text (not only spaces) to run the model on"
+    assert [e for e in errors(at) if "empty prompt" in e] == [want] * 2
+    set_prompt(at, PROMPT_B)
+    assert not errors(at) and any(n.startswith("Memory L0 N0+ off") for n in _titles(at))
 
 
 def test_training_view_tiny(tiny_run):

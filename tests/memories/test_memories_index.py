@@ -47,6 +47,7 @@ def test_interrupted_build_resumes_without_losing_or_duplicating_work(tiny_gpt2,
     assert len(key_calls) == 1 + batches_left  # only the unfinished shards are run again
     assert resumed.n_tokens == full.n_tokens == 600
     assert torch.equal(resumed.windows, full.windows)
+    assert resumed.signs == full.signs == ("+",)  # a GELU MLP: the "+" side only (keys.py)
     for layer in (0, 1):
         a, b = resumed.keys(layer), full.keys(layer)
         torch.testing.assert_close(a["coef"], b["coef"])
@@ -95,36 +96,12 @@ def test_cli_index_show_agreement_search(tiny_gpt2_dir, tmp_path, capsys):
     index = open_index(out)
     token = index.show(0, 0).value_tokens[0][0]
     assert main(["memories", "search", "--index", str(out), "--token", token.strip() or token]) == 0
-    assert "neuron" in capsys.readouterr().out
+    assert "L0 N0+" in capsys.readouterr().out
     argv = ["memories", "intervene", "--model", str(tiny_gpt2_dir), "--prompt", "And God said", "--layer", "1",
             "--neuron", "3", "--mode", "on", "--value", "100", "--device", "cpu"]  # fmt: skip
     assert main(argv) == 0
     said = capsys.readouterr().out
     assert "coefficient" in said and "generation after" in said
-
-
-@pytest.mark.parametrize(
-    "argv, message",
-    [
-        (
-            ["memories", "index", "--model", "{model}", "--layers", "7", "--tokens", "10", "--out", "{out}"],
-            "out of range",
-        ),
-        (["memories", "index", "--model", "{model}", "--layers", "x", "--out", "{out}"], "bad layers"),
-        (["memories", "index", "--model", "{model}", "--tokens", "0", "--out", "{out}"], "must be positive"),
-        (
-            ["memories", "index", "--model", "{model}", "--corpus", "nope", "--tokens", "5", "--out", "{out}"],
-            "unknown corpus",
-        ),
-        (["memories", "show", "--index", "{out}", "--layer", "0", "--neuron", "0"], "no memory index"),
-        (["memories", "search", "--index", "{out}", "--token", "x"], "no memory index"),
-    ],
-)
-def test_cli_bad_input_exits_2(argv, message, tiny_gpt2_dir, tmp_path, capsys):
-    argv = [a.format(model=tiny_gpt2_dir, out=tmp_path / "none") for a in argv]
-    assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert message in err and "Traceback" not in err
 
 
 def test_show_and_search_refuse_bad_requests(tiny_gpt2, tmp_path):
@@ -133,5 +110,42 @@ def test_show_and_search_refuse_bad_requests(tiny_gpt2, tmp_path):
         index.show(0, 0)
     with pytest.raises(WorkbenchError, match="out of range"):
         index.show(1, 10_000)
+    with pytest.raises(WorkbenchError, match="holds only the '\\+' memories"):
+        index.show(1, 0, "-")
+    with pytest.raises(WorkbenchError, match="unknown sign"):
+        index.show(1, 0, "±")
+    for n in (0, -1):
+        with pytest.raises(WorkbenchError, match="at least 1"):
+            index.show(1, 0, n_triggers=n)
+        with pytest.raises(WorkbenchError, match="at least 1"):
+            index.search("the", top=n)
+    with pytest.raises(WorkbenchError, match="empty token"):
+        index.search("")
     with pytest.raises(WorkbenchError, match="vocabulary"):
         index.search("qqqqzzzzxxxx")
+    token = index.show(1, 0).value_tokens[0][0]
+    assert len(index.search(token.strip() or token, top=1)) == 1
+
+
+def test_an_old_format_index_is_refused_naming_the_fix(tiny_gpt2, tmp_path, capsys):
+    out = tmp_path / "idx"
+    build_index(tiny_gpt2, settings("synthetic", [1], 100), out, batch_size=2)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["format"] = "interp-memories/1"
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(WorkbenchError, match="format interp-memories/1.*rebuild it into a new folder"):
+        open_index(out)
+    assert main(["memories", "agreement", "--index", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "interp memories index" in err and "Traceback" not in err
+
+
+def test_a_top_k_state_that_cannot_fit_is_refused_before_work(tiny_gpt2, tmp_path, monkeypatch):
+    from interp.memories.build import state_bytes
+
+    assert state_bytes(30, 1536, 10**9, 2) == 30 * 1536 * 10**9 * 12 * 2  # the 6 TB the issue saw, x2 signs
+    monkeypatch.setattr("interp.train.memory.available_bytes", lambda device: 10**6)
+    s = IndexSettings(corpus="synthetic", layers=[0, 1], n_tokens=10**9, top_k=10**4)
+    with pytest.raises(WorkbenchError, match=r"top_k 10000 needs .* free; use top_k of at most 162 or index fewer"):
+        build_index(tiny_gpt2, s, tmp_path / "idx")
+    assert not (tmp_path / "idx").exists()

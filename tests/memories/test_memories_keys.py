@@ -1,44 +1,118 @@
-"""Keys: the streaming top-k equals a brute-force top-k over every activation."""
+"""Keys: the streaming top-k (dense and sparse merges, both signs) equals a brute-force top-k
+over every activation."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from interp.memories import IndexSettings, build_index, merge_topk
-from interp.memories.keys import KeyCollector, coefficient_hook, empty_topk
+from interp.errors import WorkbenchError
+from interp.memories import IndexSettings, build_index, merge_topk, merge_topk_sparse, parse_memory
+from interp.memories.keys import KeyCollector, coefficient_hook, empty_topk, signed
 
 
-def test_merge_topk_matches_topk_over_everything():
+def brute_topk(coef, valid, k):
+    """Top-k of the positive valid coefficients, -inf / -1 in unfilled slots."""
+    masked = coef.masked_fill(~valid[:, None] | (coef <= 0), float("-inf"))
+    want = masked.topk(k, dim=0)
+    return want.values, torch.where(torch.isfinite(want.values), want.indices, torch.full_like(want.indices, -1))
+
+
+def sparse(top, ref, coef, refs, valid):
+    return merge_topk_sparse(top, ref, coef, refs, valid, ("+", "-"))
+
+
+def dense(top, ref, coef, refs, valid):
+    return merge_topk(top, ref, signed(coef, ("+", "-")), refs, valid)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("merge", [dense, sparse])
+def test_merge_topk_matches_topk_over_everything(merge, dtype):
+    """Coefficients come in the model's dtype (bfloat16 too); the state is float32."""
     gen = torch.Generator().manual_seed(0)
-    coef = torch.randn(300, 12, generator=gen)
+    coef = torch.randn(300, 12, generator=gen).to(dtype)
+    coef[:, 3] = -coef[:, 3].abs()  # a neuron never positive: its "+" memory has no trigger
+    coef[:40, 5] = -1.0  # ... one positive only late
     valid = torch.rand(300, generator=gen) > 0.2
-    top, ref = empty_topk(7, 12)
-    positive = torch.zeros(12, dtype=torch.long)
+    top, ref = empty_topk(7, 12, n_signs=2)
+    positive = torch.zeros(2, 12, dtype=torch.long)
     for lo in range(0, 300, 37):  # uneven batches, the first smaller than k is fine too
-        top, ref, pos = merge_topk(
-            top, ref, coef[lo : lo + 37], torch.arange(lo, min(lo + 37, 300)), valid[lo : lo + 37]
-        )
+        top, ref, pos = merge(top, ref, coef[lo : lo + 37], torch.arange(lo, min(lo + 37, 300)), valid[lo : lo + 37])
         positive += pos
-    want = coef.masked_fill(~valid[:, None], float("-inf")).topk(7, dim=0)
-    assert torch.equal(top, want.values)
-    assert torch.equal(ref, want.indices)
-    assert torch.equal(positive, ((coef > 0) & valid[:, None]).sum(0))
+    for s, c in enumerate((coef.float(), -coef.float())):
+        values, refs = brute_topk(c, valid, 7)
+        assert torch.equal(top[s], values)
+        if dtype == torch.float32:
+            assert torch.equal(ref[s], refs)
+        else:  # bfloat16 has many exact ties: any tied position will do, each once
+            filled = ref[s] >= 0
+            assert torch.equal(filled, refs >= 0)
+            assert torch.equal(c.gather(0, ref[s].clamp(min=0))[filled], values[filled])
+            assert all(len(set(col)) == len(col) for col in (ref[s].T[filled.T.any(-1)]).tolist() if -1 not in col)
+        assert torch.equal(positive[s], ((c > 0) & valid[:, None]).sum(0))
+    assert (ref[0, :, 3] == -1).all() and torch.isinf(top[0, :, 3]).all()
+    assert (ref[1, :, 3] >= 0).all()
+
+
+def test_sparse_merge_takes_its_threshold_path_and_equals_the_dense_one():
+    """Past the first batches only a few coefficients beat the running k-th best: the sparse
+    merge then scatters them into a few rows (not the dense fallback) and gives the same state,
+    activity counts included."""
+    gen = torch.Generator().manual_seed(4)
+    k, n = 5, 40
+    want = got = empty_topk(k, n, n_signs=2)
+    calls = {"dense": 0}
+    from interp.memories import keys
+
+    real = keys.merge_topk
+
+    def counting(*a, **kw):
+        calls["dense"] += 1
+        return real(*a, **kw)
+
+    for b in range(30):
+        coef = torch.randn(64, n, generator=gen)
+        coef[:, 0] = 0.0  # exact zeros belong to neither sign
+        refs, valid = torch.arange(b * 64, b * 64 + 64), torch.rand(64, generator=gen) > 0.1
+        want = dense(*want[:2], coef, refs, valid)
+        keys.merge_topk = counting
+        try:
+            got = sparse(*got[:2], coef, refs, valid)
+        finally:
+            keys.merge_topk = real
+        for a, b_ in zip(want, got):
+            assert torch.equal(a, b_)
+    assert 0 < calls["dense"] <= 4  # the first batch(es) only, once per sign
 
 
 def test_unfilled_slots_stay_empty():
-    top, ref = empty_topk(5, 3)
-    top, ref, _ = merge_topk(top, ref, torch.ones(2, 3), torch.tensor([10, 11]), torch.tensor([True, False]))
-    assert ref[:, 0].tolist() == [10, -1, -1, -1, -1]
-    assert torch.isinf(top[1:]).all()
+    for merge in (dense, sparse):
+        top, ref = empty_topk(5, 3, n_signs=2)
+        top, ref, _ = merge(top, ref, torch.ones(2, 3), torch.tensor([10, 11]), torch.tensor([True, False]))
+        assert ref[0, :, 0].tolist() == [10, -1, -1, -1, -1]
+        assert torch.isinf(top[0, 1:]).all()
+        assert (ref[1] == -1).all() and torch.isinf(top[1]).all()  # no negative coefficient: "-" stays empty
 
 
-def test_streaming_index_equals_brute_force(tiny_gpt2, tmp_path):
+def test_parse_memory():
+    assert parse_memory("21:1298:-") == (21, 1298, "-")
+    assert parse_memory(" 3:7 ") == (3, 7, "+")
+    for bad, message in (("3", "bad memory"), ("a:b", "bad memory"), ("1:2:x", "unknown sign"), ("1:2:+:4", "bad memory")):
+        with pytest.raises(WorkbenchError, match=message):
+            parse_memory(bad)
+
+
+@pytest.mark.parametrize("name, signs", [("tiny_gpt2", ("+",)), ("tiny_llama", ("+", "-"))])
+def test_streaming_index_equals_brute_force(name, signs, request, tmp_path):
     """Index a small corpus in several shards and batches; then run the same windows through the
-    model, keep every activation, and take one top-k: same coefficients, same positions."""
-    model = tiny_gpt2
+    model, keep every activation, and take one top-k per sign: same coefficients, same positions.
+    A gated MLP (tiny Llama) is indexed on both signs, a GELU one (tiny GPT-2) on "+" only."""
+    model = request.getfixturevalue(name)
     k, seq, bs = 6, 32, 4
-    settings = IndexSettings(layers=[0, 1], n_tokens=700, top_k=k, seq_len=seq, shard_tokens=256)
+    settings = IndexSettings(layers=[0, 1], n_tokens=700, top_k=k, seq_len=seq, shard_tokens=256, n_permutations=20)
     index = build_index(model, settings, tmp_path / "idx", batch_size=bs)
+    assert index.signs == signs
     windows = index.windows
     assert int((windows[:, 1:] >= 0).sum()) == 700 == index.n_tokens
     names = [coefficient_hook(layer) for layer in (0, 1)]
@@ -52,18 +126,21 @@ def test_streaming_index_equals_brute_force(tiny_gpt2, tmp_path):
     valid = windows >= 0
     valid[:, 0] = False  # BOS
     for layer, n in zip((0, 1), names):
-        every = torch.cat(acts[n]).masked_fill(~valid.flatten()[:, None], float("-inf"))
-        want = every.topk(k, dim=0)
         got = index.keys(layer)
-        torch.testing.assert_close(got["coef"], want.values.T)
-        # positions may differ only among exact ties (e.g. the same token right after BOS), so
-        # check that each returned position really has the returned coefficient, without repeats
-        at_ref = every.gather(0, got["ref"].T)
-        torch.testing.assert_close(at_ref, want.values)
-        assert all(len(set(row)) == k for row in got["ref"].tolist())
-        agree = (got["ref"] == want.indices.T).float().mean()
-        assert agree > 0.9
-        assert torch.equal(got["active"], ((every > 0) & valid.flatten()[:, None]).sum(0))
+        assert got["coef"].shape == (len(signs), model.info.d_mlp, k)
+        for s, sign in enumerate(signs):
+            memory = torch.cat(acts[n]) * (1 if sign == "+" else -1)  # the memory's coefficient, sign · c
+            every = memory.masked_fill(~valid.flatten()[:, None] | (memory <= 0), float("-inf"))
+            want = every.topk(k, dim=0)
+            torch.testing.assert_close(got["coef"][s], want.values.T)
+            # positions may differ only among exact ties (e.g. the same token right after BOS), so
+            # check that each returned position really has the returned coefficient, without repeats
+            at_ref = every.gather(0, got["ref"][s].T.clamp(min=0))
+            torch.testing.assert_close(at_ref, want.values)
+            assert all(len(set(row)) == k for row in got["ref"][s].tolist())
+            agree = (got["ref"][s] == want.indices.T).float().mean()
+            assert agree > 0.9
+            assert torch.equal(got["active"][s], ((memory > 0) & valid.flatten()[:, None]).sum(0))
     # the early stop after the last indexed layer leaves the model usable and unchanged
     tokens = model.to_tokens("In the beginning")
     assert torch.isfinite(model(tokens)).all()
@@ -74,7 +151,7 @@ def test_collector_counts_positions():
     c.set_batch(torch.arange(6), torch.tensor([False, True, True, True, False, True]))
     c.observe(0, torch.tensor([[[1.0, -1, 0, 2]] * 3, [[-1.0, 1, 0, 3]] * 3]))
     assert c.n_positions == 4
-    assert c.state[0].active.tolist() == [2, 2, 0, 4]
+    assert c.state[0].active.tolist() == [[2, 2, 0, 4], [2, 2, 0, 0]]  # "+" then "-" memories
 
 
 def test_stacked_merge_equals_one_merge_per_layer():
@@ -95,21 +172,23 @@ def test_stacked_collector_equals_the_per_layer_one():
     """Deferred (stacked) merging, with early flushes past the memory cap, keeps the same state."""
     gen = torch.Generator().manual_seed(2)
     layers, d_mlp = [0, 2, 3], 8
-    plain = KeyCollector(layers, d_mlp, k=3, stacked=False)
+    plain = KeyCollector(layers, d_mlp, k=3, stacked=False, sparse=False)
     stacked = KeyCollector(layers, d_mlp, k=3, stacked=True)
     capped = KeyCollector(layers, d_mlp, k=3, stacked=True, max_pending_bytes=100)  # flushes every layer
+    stacked_dense = KeyCollector(layers, d_mlp, k=3, stacked=True, sparse=False)
+    per_layer = KeyCollector(layers, d_mlp, k=3, stacked=False)  # the CPU default: sparse merges
     for batch in range(4):
         refs = torch.arange(batch * 10, batch * 10 + 10)
         valid = torch.rand(10, generator=gen) > 0.2
         acts = {layer: torch.randn(2, 5, d_mlp, generator=gen) for layer in layers}
-        for c in (plain, stacked, capped):
+        for c in (plain, stacked, capped, per_layer, stacked_dense):
             c.set_batch(refs, valid)
             for layer in layers:
                 c.observe(layer, acts[layer].clone())
         assert stacked._pending and not plain._pending  # merged only at flush / the next batch
     stacked.flush()
     want = plain.state_dict()
-    for c in (stacked, capped):
+    for c in (stacked, capped, per_layer, stacked_dense):
         got = c.state_dict()
         assert got.keys() == want.keys()
         for key in want:
@@ -124,10 +203,26 @@ def test_stream_keys_gives_the_same_index_with_stacked_merges(tiny_gpt2):
     table[4, 10:] = -1  # a short last window
     layers = list(range(tiny_gpt2.info.n_layers))
     states = []
-    for stacked in (False, True):
-        c = KeyCollector(layers, tiny_gpt2.info.d_mlp, k=4, device=tiny_gpt2.device, stacked=stacked)
+    for stacked, sparse in ((False, True), (True, False), (False, False)):
+        c = KeyCollector(layers, tiny_gpt2.info.d_mlp, k=4, device=tiny_gpt2.device, stacked=stacked, sparse=sparse)
         stream_keys(tiny_gpt2, c, table, 0, batch_size=2, has_bos=False)
         assert not c._pending
         states.append(c.state_dict())
-    for key in states[0]:
-        assert torch.allclose(states[0][key].float(), states[1][key].float()), key
+    for other in states[1:]:
+        for key in states[0]:
+            assert torch.allclose(states[0][key].float(), other[key].float()), key
+
+
+def test_sparse_merge_of_stacked_layers_equals_the_dense_one():
+    """Layers stacked in front (the CUDA flush): one sparse call equals the dense merge."""
+    gen = torch.Generator().manual_seed(5)
+    layers, k, n = 3, 4, 10
+    want = got = empty_topk(k, n, n_signs=2)
+    want = got = (want[0].expand(layers, -1, -1, -1).clone(), want[1].expand(layers, -1, -1, -1).clone())
+    for b in range(12):
+        coef = torch.randn(layers, 32, n, generator=gen)
+        refs, valid = torch.arange(b * 32, b * 32 + 32), torch.rand(32, generator=gen) > 0.2
+        want = merge_topk(*want[:2], torch.stack([signed(c, ("+", "-")) for c in coef]), refs, valid)
+        got = merge_topk_sparse(*got[:2], coef, refs, valid, ("+", "-"))
+        for a, b_ in zip(want, got):
+            assert torch.equal(a, b_)

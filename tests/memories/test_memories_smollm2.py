@@ -31,20 +31,44 @@ def test_smollm2_coefficients_and_values(smollm2):
 
 
 def test_smollm2_index_and_agreement_by_layer(smollm2, tmp_path):
-    index = build_index(smollm2, IndexSettings(layers=LAYERS, n_tokens=2000, top_k=10, seq_len=64), tmp_path / "idx", batch_size=8)
+    index = build_index(smollm2, IndexSettings(layers=LAYERS, n_tokens=2000, top_k=10, seq_len=64, n_permutations=200),
+                        tmp_path / "idx", batch_size=8)  # fmt: skip
+    assert index.signs == ("+", "-")  # SwiGLU: both signs are memories
     rows = index.agreement()
     assert [r["layer"] for r in rows] == LAYERS
     for r in rows:
         for key in ("agreement", "agreement_baseline", "agreement_any", "agreement_any_baseline", "same_last"):
             assert 0.0 <= r[key] <= 1.0
-        assert 0.2 < r["active_fraction"] < 0.8  # SwiGLU: roughly half the coefficients are positive
-    # keys are shallow: a neuron's trigger examples end in the same token far more often than
-    # random corpus positions do, most of all in the lowest layer
+        assert r["agreement_lo"] <= r["agreement"] <= r["agreement_hi"] and 0 < r["agreement_p"] <= 1
+        assert r["n_memories"] > 2 * smollm2.info.d_mlp * 0.9  # nearly every memory of both signs has triggers
+        assert 0.4 < r["active_fraction"] < 0.6  # each position activates one of a neuron's two memories
+    for sign in "+-":
+        assert all(0.2 < r["active_fraction"] < 0.8 for r in index.agreement(sign))
+    # keys are shallow: a memory's trigger examples end in the same token far more often than
+    # random corpus positions do
     assert all(r["same_last"] > r["same_last_baseline"] + 0.05 for r in rows)
-    assert rows[0]["same_last"] == max(r["same_last"] for r in rows)
-    view = index.show(LAYERS[-1], 0)
-    assert len(view.triggers) == 10 and view.triggers[0].coefficient >= view.triggers[-1].coefficient
+    view = index.show(LAYERS[-1], 0, "-")
+    assert len(view.triggers) == 10 and view.triggers[0].coefficient >= view.triggers[-1].coefficient > 0
     assert len(view.value_tokens) == 20
     # switching a memory on with a high coefficient raises the probability of its value's top token
     r = intervene(smollm2, "In the beginning God created", LAYERS[-1], 0, mode="on", value=50.0, generate=2)
     assert r.value_token_prob[1] > r.value_token_prob[0] and r.logit_change > 0
+
+
+def test_smollm2_trace_adds_up_and_its_off_switch_acts(smollm2):
+    from interp.memories import switch_off, trace
+    from interp.memories.trace import contributions
+
+    prompt = "The Eiffel Tower is located in the city of"
+    got = contributions(smollm2, smollm2.to_tokens(prompt))
+    names = [f"blocks.{layer}.hook_mlp_out" for layer in range(smollm2.info.n_layers)]
+    _, cache = smollm2.run_with_cache(smollm2.to_tokens(prompt), names_filter=lambda n: n in names)
+    from interp.memories.trace import reading_direction
+
+    r = reading_direction(smollm2, got.token_id)
+    direct = torch.stack([cache[n][0, -1].float() @ r for n in names]) / got.scale
+    torch.testing.assert_close(got.mlp_effect, direct, atol=1e-3, rtol=1e-3)
+    t = trace(smollm2, prompt, top=5)
+    assert t.top[0].contribution >= t.top[-1].contribution > 0
+    off = switch_off(smollm2, prompt, [(m.layer, m.neuron, m.sign) for m in t.top])
+    assert off.prob_after < off.prob_before  # the five memories that push the prediction most, off together

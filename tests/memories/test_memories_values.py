@@ -56,11 +56,15 @@ def test_value_projection_matches_formula(name, request):
             v = v - v.mean()
         want = (v * weight) @ w_u
         torch.testing.assert_close(value_logits(model, 1, [i])[0], want)
-    ids, probs = project_values(model, 1, top_n=5, chunk=16)  # chunking must not matter
+    ids, probs = project_values(model, 1, top_n=5, chunk=16, signs=("+", "-"))  # chunking must not matter
+    assert ids.shape == probs.shape == (2, model.info.d_mlp, 5)
     for i in neurons.tolist():
-        want = ((w_out[i] - (w_out[i].mean() if kind == "LN" else 0)) * weight @ w_u).softmax(-1).topk(5)
-        assert ids[i].tolist() == want.indices.tolist()
-        torch.testing.assert_close(probs[i], want.values)
+        logits = (w_out[i] - (w_out[i].mean() if kind == "LN" else 0)) * weight @ w_u
+        for s, signed in enumerate((logits, -logits)):  # the "-" memory's value is -W_out[i]
+            want = signed.softmax(-1).topk(5)
+            assert ids[s, i].tolist() == want.indices.tolist()
+            torch.testing.assert_close(probs[s, i], want.values)
+        torch.testing.assert_close(value_logits(model, 1, [i], "-")[0], -logits)
 
 
 def test_norm_linear_cases():

@@ -1,0 +1,207 @@
+"""Which memories drive a prediction (the first view of LM-Debugger, Geva et al. 2022).
+
+For a prompt, at its last position, the model predicts token t. Memory (l, i, s) adds
+c_i · W_out[l][i] to the residual stream there (c_i = the neuron's coefficient; the memory is
+the "+" one where c_i > 0 and the "-" one where c_i < 0, keys.py), so its direct effect on t's
+logit, through the final norm with that position's actual scale σ, is
+
+    contribution = c_i · (W_out[l][i] · r_t) / σ        r_t = C(w ⊙ W_U[:, t])
+
+where w is the final norm's weight and C centres a vector (LayerNorm only; RMSNorm: C = 1;
+no final norm: w = 1, σ = 1). That is the memory's coefficient times its value's logit for t
+(interp.lens.direction_logits), divided by σ. Because σ is the real one, the contributions of a
+layer's memories plus its b_out term add up exactly to the layer's MLP direct effect on t's
+logit, and every component's direct effect plus the norm's and unembedding's biases to the
+model's own logit (tests/memories/test_trace.py). The direct effect ignores what later layers
+do with the memory's output; the off switch (intervene.switch_off) measures the whole effect.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from interp.errors import WorkbenchError
+from interp.lens import direction_logits, final_norm
+from interp.memories.intervene import check_prompt
+from interp.memories.keys import SIGN_FACTOR, coefficient_hook, memory_name
+from interp.memories.values import value_vectors
+
+if TYPE_CHECKING:
+    from interp.memories.index import MemoryIndex, Trigger
+    from interp.models import Model
+
+SCALE_HOOK = "ln_final.hook_scale"
+
+
+@dataclass
+class TracedMemory:
+    layer: int
+    neuron: int
+    sign: str  # "+" where the neuron's coefficient is > 0, "-" where it is < 0
+    coefficient: float  # the memory's coefficient at the last position (sign · c > 0)
+    contribution: float  # its direct effect on the predicted token's logit (module doc)
+    value_tokens: list[tuple[str, float]] = field(default_factory=list)  # the value's top tokens, probabilities
+    triggers: list[Trigger] = field(default_factory=list)  # its top trigger examples, when an index is given
+
+    @property
+    def name(self) -> str:
+        return memory_name(self.layer, self.neuron, self.sign)
+
+
+@dataclass
+class LayerTrace:
+    layer: int
+    mlp_effect: float  # the layer's MLP direct effect on the predicted token's logit (memories + b_out)
+    memories: list[TracedMemory]  # the layer's memories that raise the predicted token's logit most
+
+
+@dataclass
+class Trace:
+    prompt: str
+    str_tokens: list[str]
+    token: str  # the predicted next token (argmax)
+    token_id: int
+    prob: float  # its probability
+    logit: float  # its logit
+    scale: float  # the final norm's scale σ at the last position (1 without a final norm)
+    layers: list[LayerTrace]
+    top: list[TracedMemory]  # the memories that raise the predicted token's logit most, all layers
+    against: list[TracedMemory]  # the memories that lower it most, all layers
+
+
+def reading_direction(model: Model, token_id: int) -> Float[Tensor, " d_model"]:
+    """r_t with direction_logits(model, v)[:, t] == v @ r_t: C(w ⊙ W_U[:, t]) (module doc)."""
+    kind, weight = final_norm(model)
+    r = model.bridge.W_U.detach()[:, token_id].float()
+    if weight is not None:
+        r = r * weight.float()
+    if kind == "LN":
+        r = r - r.mean()
+    return r
+
+
+def _memories(model: Model, rows: list[tuple[int, int, float, float]], n_values: int) -> list[TracedMemory]:
+    """TracedMemory for (layer, neuron, c, contribution) rows, with their values' top tokens: one
+    projection through the unembedding for all of them (W_U is read once)."""
+    out = [TracedMemory(layer, neuron, "+" if c > 0 else "-", abs(c), contrib) for layer, neuron, c, contrib in rows]
+    unique = list(dict.fromkeys((m.layer, m.neuron, m.sign) for m in out))
+    if not unique:
+        return out
+    vectors = torch.stack([value_vectors(model, la)[n] * SIGN_FACTOR[s] for la, n, s in unique])
+    logits = direction_logits(model, vectors)
+    best = logits.topk(n_values, dim=-1)
+    probs = (best.values - logits.logsumexp(-1, keepdim=True)).exp()
+    decode = model.tokenizer.decode
+    tokens = {key: [(decode([i]), p) for i, p in zip(ids, ps)]
+              for key, ids, ps in zip(unique, best.indices.tolist(), probs.tolist())}  # fmt: skip
+    for m in out:
+        m.value_tokens = list(tokens[m.layer, m.neuron, m.sign])
+    return out
+
+
+def _attach_triggers(model: Model, index: MemoryIndex, memories: list[TracedMemory], n: int) -> None:
+    made_for = index.model_info.get("name")
+    if made_for != model.info.name or index.d_mlp != model.info.d_mlp:
+        raise WorkbenchError(f"this memory index was built for {made_for}, not {model.info.name}; "
+                             "give an index of the same model")  # fmt: skip
+    for m in memories:
+        if m.layer in index.layers and m.sign in index.signs:
+            m.triggers = index.show(m.layer, m.neuron, m.sign, n_triggers=n).triggers
+
+
+@dataclass
+class Contributions:
+    token_id: int  # the predicted token t (argmax at the last position)
+    logits: Float[Tensor, " vocab"]  # the model's last-position logits (float32)
+    scale: float  # the final norm's scale σ at the last position
+    coefficients: Float[Tensor, "layer neuron"]  # every neuron's coefficient c at the last position
+    contributions: Float[Tensor, "layer neuron"]  # c · (W_out[i] · r_t) / σ
+    mlp_effect: Float[Tensor, " layer"]  # each MLP's direct effect on t's logit: the row sums + b_out · r_t / σ
+
+
+@torch.no_grad()
+def contributions(model: Model, tokens: Tensor) -> Contributions:
+    """Every memory's direct effect on the predicted token's logit at the last position of
+    `tokens` [1, pos], from one forward pass (module doc)."""
+    info = model.info
+    names = {coefficient_hook(layer) for layer in range(info.n_layers)} | {SCALE_HOOK}
+    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    last = logits[0, -1].float()
+    token_id = int(last.argmax())
+    scale = float(cache[SCALE_HOOK][0, -1].reshape(-1)[0]) if SCALE_HOOK in cache else 1.0
+    r = reading_direction(model, token_id)
+    b_out = getattr(model.bridge, "b_out", None)
+    coefs = torch.stack([cache[coefficient_hook(layer)][0, -1].float() for layer in range(info.n_layers)])
+    contrib = torch.stack([value_vectors(model, layer).float() @ r for layer in range(info.n_layers)]) * coefs / scale
+    bias = b_out.float() @ r / scale if b_out is not None else torch.zeros(info.n_layers, device=contrib.device)
+    return Contributions(token_id, last, scale, coefs, contrib, contrib.sum(-1) + bias)
+
+
+@torch.no_grad()
+def trace(
+    model: Model,
+    prompt: str,
+    top: int = 10,
+    per_layer: int = 3,
+    index: MemoryIndex | None = None,
+    n_values: int = 8,
+    n_triggers: int = 3,
+) -> Trace:
+    """The memories behind the model's next-token prediction for `prompt`: per layer the
+    `per_layer` memories with the largest contribution to the predicted token's logit, and over
+    all layers the `top` largest and the `top` most negative, each with its value's `n_values`
+    top tokens and, from `index`, its `n_triggers` strongest trigger examples. Only memories
+    active at the last position (c != 0) are listed."""
+    info = model.info
+    if info.attn_only or not info.d_mlp:
+        raise WorkbenchError(f"{info.name} is attention-only: it has no FFN memories to trace")
+    if top < 1 or per_layer < 0 or n_values < 1 or n_triggers < 1:
+        raise WorkbenchError(f"top, n_values and n_triggers must be at least 1 and per_layer at least 0, got "
+                             f"{top}, {n_values}, {n_triggers} and {per_layer}")  # fmt: skip
+    tokens = model.to_tokens(check_prompt(prompt))
+    got = contributions(model, tokens)
+    coefs, contrib, n = got.coefficients, got.contributions, info.d_mlp
+    active = coefs != 0
+    count = int(active.sum())
+
+    def rows(where: list[int]) -> list[tuple[int, int, float, float]]:
+        cells = [divmod(i, n) for i in where]
+        return [(la, ne, float(coefs[la, ne]), float(contrib[la, ne])) for la, ne in cells]
+
+    flat = contrib.flatten()
+    best = flat.masked_fill(~active.flatten(), float("-inf")).topk(min(top, count)).indices.tolist()
+    worst = flat.masked_fill(~active.flatten(), float("inf")).topk(min(top, count), largest=False).indices.tolist()
+    top_rows, against_rows = rows(best), rows([i for i in worst if flat[i] < 0])
+    per_rows = []
+    for layer in range(info.n_layers):
+        k = min(per_layer, int(active[layer].sum()))
+        ranked = contrib[layer].masked_fill(~active[layer], float("-inf"))
+        per_rows.append(rows([layer * n + int(i) for i in ranked.topk(k).indices.tolist()]) if k else [])
+
+    every = _memories(model, top_rows + against_rows + [r_ for group in per_rows for r_ in group], n_values)
+    if index is not None:
+        _attach_triggers(model, index, every, n_triggers)
+    top_m, against_m, rest = every[: len(top_rows)], every[len(top_rows) : len(top_rows) + len(against_rows)], \
+        every[len(top_rows) + len(against_rows) :]  # fmt: skip
+    layer_traces = []
+    for layer, group in enumerate(per_rows):
+        layer_traces.append(LayerTrace(layer, float(got.mlp_effect[layer]), rest[: len(group)]))
+        rest = rest[len(group) :]
+    probs = got.logits.softmax(-1)
+    return Trace(
+        prompt=prompt,
+        str_tokens=model.to_str_tokens(tokens[0]),
+        token=model.tokenizer.decode([got.token_id]),
+        token_id=got.token_id,
+        prob=float(probs[got.token_id]),
+        logit=float(got.logits[got.token_id]),
+        scale=got.scale,
+        layers=layer_traces,
+        top=top_m,
+        against=against_m,
+    )
