@@ -84,7 +84,7 @@ def state_bytes(n_layers: int, d_mlp: int, top_k: int, n_signs: int) -> int:
 def check_state_fits(model: Model, s: IndexSettings, n_signs: int) -> None:
     """Refuse, before any work, a top-k state that cannot fit: the state and the merge's new copy
     of it (2x) on the model's device, and on a GPU also a host copy for each checkpoint."""
-    from interp.train.memory import available_bytes
+    from interp.models.device import available_bytes
 
     state = state_bytes(len(s.layers), model.info.d_mlp, s.top_k, n_signs)
     places = [(model.device, 2 * state)]

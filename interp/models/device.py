@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from interp.errors import WorkbenchError
@@ -47,3 +49,22 @@ def pick_dtype(dtype: str | torch.dtype | None = None) -> torch.dtype:
         return DTYPES[str(dtype).lower()]
     except KeyError:
         raise WorkbenchError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}") from None
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Free memory on `device`: free GPU memory on CUDA, available RAM on the CPU (psutil when
+    installed, else the free pages), None where it cannot be told."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        return int(psutil.virtual_memory().available)
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

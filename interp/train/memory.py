@@ -11,11 +11,10 @@ so a batch refused here could never have fit.
 
 from __future__ import annotations
 
-import os
-
 import torch
 
 from interp.errors import WorkbenchError
+from interp.models import device as device_memory
 from interp.models.inhouse import NativeSpec
 
 FLOAT32 = 4  # bytes
@@ -34,25 +33,6 @@ def micro_batch_bytes(spec: NativeSpec, batch: int) -> int:
     return logits_bytes(spec, batch) + batch * spec.n_ctx * spec.n_layers * per_token_layer * FLOAT32
 
 
-def available_bytes(device: torch.device) -> int | None:
-    """Free memory on `device`: free GPU memory on CUDA, available RAM on the CPU (psutil when
-    installed, else the free pages), None where it cannot be told."""
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    if device.type != "cpu":
-        return None
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        return int(psutil.virtual_memory().available)
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _gib(n: int) -> str:
     return f"{n / 2**30:,.1f} GiB"
 
@@ -60,7 +40,7 @@ def _gib(n: int) -> str:
 def check_fits(spec: NativeSpec, batch: int, device: torch.device, processes: int = 1) -> None:
     """Refuse a per-device batch whose micro-batch cannot fit in the device's free memory
     (shared by `processes` processes: data-parallel ranks on one CPU)."""
-    have = available_bytes(device)
+    have = device_memory.available_bytes(device)
     need = micro_batch_bytes(spec, batch) * processes
     if have is None or need <= have:
         return

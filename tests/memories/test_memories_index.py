@@ -144,7 +144,7 @@ def test_a_top_k_state_that_cannot_fit_is_refused_before_work(tiny_gpt2, tmp_pat
     from interp.memories.build import state_bytes
 
     assert state_bytes(30, 1536, 10**9, 2) == 30 * 1536 * 10**9 * 12 * 2  # the 6 TB the issue saw, x2 signs
-    monkeypatch.setattr("interp.train.memory.available_bytes", lambda device: 10**6)
+    monkeypatch.setattr("interp.models.device.available_bytes", lambda device: 10**6)
     s = IndexSettings(corpus="synthetic", layers=[0, 1], n_tokens=10**9, top_k=10**4)
     with pytest.raises(WorkbenchError, match=r"top_k 10000 needs .* free; use top_k of at most 162 or index fewer"):
         build_index(tiny_gpt2, s, tmp_path / "idx")

@@ -156,11 +156,11 @@ def test_the_memory_bound_counts_logits_and_activations(monkeypatch):
     cpu = torch.device("cpu")
     check_fits(spec, 8, cpu)  # a real tiny batch fits the real machine
     need = micro_batch_bytes(spec, 8)
-    monkeypatch.setattr("interp.train.memory.available_bytes", lambda device: need)
+    monkeypatch.setattr("interp.models.device.available_bytes", lambda device: need)
     check_fits(spec, 8, cpu)  # exactly enough
     with pytest.raises(WorkbenchError, match="lower per_device_train_batch_size"):
         check_fits(spec, 9, cpu)
     with pytest.raises(WorkbenchError, match="for each of 2 processes"):
         check_fits(spec, 8, cpu, processes=2)  # two data-parallel ranks share the CPU's memory
-    monkeypatch.setattr("interp.train.memory.available_bytes", lambda device: None)
+    monkeypatch.setattr("interp.models.device.available_bytes", lambda device: None)
     check_fits(spec, 10**9, cpu)  # unknown free memory: no refusal
