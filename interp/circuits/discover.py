@@ -65,7 +65,7 @@ class DiscoveryConfig:
     previous_effect: float = 0.01  # path to induction keys at S1+1 at most -this -> previous token
     pattern_attention: float = 0.1  # attention an induction/duplicate/previous-token head needs
     max_per_class: int = 8  # keep at most this many heads per class (strongest effect first)
-    prefilter: bool = True  # steps 3-4 path-patch only heads passing their class's attention test
+    prefilter: bool = True  # steps 2-4 path-patch only heads passing their class's attention test
     # (the classification is the same; False path-patches every head for full heatmaps, slower)
     chunk: int = 64  # senders per batch in path patching
 
@@ -80,7 +80,7 @@ class Discovery:
     clean_logit_diff: float  # mean clean logit diff on the discovery prompts
     corrupted_logit_diff: float  # mean ABC logit diff on the discovery prompts
     config: DiscoveryConfig = field(default_factory=DiscoveryConfig)
-    templates: list[str] = field(default_factory=list)  # base templates of the discovery prompts
+    templates: list[str] = field(default_factory=list)  # base templates the discovery prompts use
     names: list[str] = field(default_factory=list)  # the names they draw from
 
     def heads(self) -> list[Head]:
@@ -123,24 +123,34 @@ def logit_diff_directions(model: Model, ds: IOIDataset, resid_end: Float[Tensor,
     return u
 
 
+def _head_effects(model: Model, z_end: dict[int, Tensor], d: Tensor) -> Float[Tensor, "layer head batch"]:
+    """Each head's output at END (z @ W_O) dotted with the per-prompt directions d [batch d_model]."""
+    out = torch.empty(model.info.n_layers, model.info.n_heads, d.shape[0])
+    for layer, z in z_end.items():
+        W_O = model.bridge.blocks[layer].attn.W_O.float()  # [head d_head d_model]
+        per_head = einops.einsum(z.float(), W_O, "b head e, head e d -> b head d")
+        out[layer] = einops.einsum(per_head, d, "b head d, b d -> head b").cpu()
+    return out
+
+
 @torch.no_grad()
 def direct_effects(model: Model, ds: IOIDataset, replaced: dict[Head, Tensor] | None = None,
                    directions: Tensor | None = None) -> tuple[Float[Tensor, "layer head batch"], Tensor]:
     """(each head's direct effect on the logit diff per prompt, the directions used): its output
     at END (z @ W_O) dotted with `logit_diff_directions` -- of this run, or the given
     `directions` [batch d_model] -- in a run of the clean prompts where each head in `replaced`
-    takes the given output (hook_z values [batch pos d_head])."""
-    L, H = model.info.n_layers, model.info.n_heads
+    takes the given output (hook_z values [batch pos d_head]). The run stops at the final norm."""
+    L = model.info.n_layers
     replaced = replaced or {}
     end = ds.positions["END"].to(ds.tokens.device)
     rows = torch.arange(len(ds), device=end.device)
-    got: dict[str, Tensor] = {}
+    got: dict = {}
 
     def edit(z: Tensor, hook, layer: int) -> Tensor:
         for (rl, h), value in replaced.items():
             if rl == layer:
                 z[:, :, h] = value.to(z.dtype)
-        got[f"z{layer}"] = z[rows, end].detach()
+        got[layer] = z[rows, end].detach()
         return z
 
     def keep_final(x: Tensor, hook) -> None:
@@ -149,22 +159,24 @@ def direct_effects(model: Model, ds: IOIDataset, replaced: dict[Head, Tensor] | 
     edits = [(hooks.name("z", layer), partial(edit, layer=layer)) for layer in range(L)]
     edits.append((hooks.final_resid(L), keep_final))
     hooks.run_until(model, ds.tokens, edits, last=hooks.final_resid(L))
-    d = logit_diff_directions(model, ds, got["final"]) if directions is None else directions
-    out = torch.empty(L, H, len(ds))
-    for layer in range(L):
-        W_O = model.bridge.blocks[layer].attn.W_O.float()  # [head d_head d_model]
-        per_head = einops.einsum(got[f"z{layer}"].float(), W_O, "b head e, head e d -> b head d")
-        out[layer] = einops.einsum(per_head, d, "b head d, b d -> head b").cpu()
-    return out, d
+    final = got.pop("final")
+    d = logit_diff_directions(model, ds, final) if directions is None else directions
+    return _head_effects(model, got, d), d
 
 
 def compensation(model: Model, ds: IOIDataset, cached: PatchCaches, knocked_out: list[Head]) -> Float[Tensor, "layer head"]:
     """How much each head's direct effect rises when the heads in `knocked_out` take their output
     from each prompt's ABC corruption: mean over prompts, as a share of the IOI gap. Both runs are
     read with the clean run's final-norm scale, so a head counts only when its own output
-    changes, not because the knock-out shrinks the residual stream the final norm divides by."""
+    changes, not because the knock-out shrinks the residual stream the final norm divides by.
+    The clean run's outputs come from `cached` (path patching's clean cache)."""
+    end = ds.positions["END"].to(ds.tokens.device)
+    rows = torch.arange(len(ds), device=end.device)
+    clean = cached.clean
+    directions = logit_diff_directions(model, ds, clean[hooks.final_resid(model.info.n_layers)][rows, end])
+    before = _head_effects(model, {layer: clean[hooks.name("z", layer)][rows, end]
+                                   for layer in range(model.info.n_layers)}, directions)
     replaced = {(layer, h): cached.corrupted[hooks.name("z", layer)][:, :, h] for layer, h in knocked_out}
-    before, directions = direct_effects(model, ds)
     after, _ = direct_effects(model, ds, replaced, directions)
     gap = float(cached.clean_metric.mean() - cached.corrupted_metric.mean())
     return (after - before).mean(-1) / gap
@@ -228,7 +240,8 @@ def discover(
         backup[_grid(classes["name mover"], L, H)] = False
         classes["backup name mover"] = _pick(rise, backup, cfg.max_per_class, +1.0)
     if movers:
-        e = step(2, "mover queries", Receivers(movers, "q", "END"))
+        keep = (to_s >= cfg.pattern_attention) if cfg.prefilter else None
+        e = step(2, "mover queries", Receivers(movers, "q", "END"), keep)
         si = (e <= -cfg.s_inhibition_effect) & (to_s >= cfg.pattern_attention)
         classes["s-inhibition"] = [h for h in _pick(e, si, cfg.max_per_class) if h not in movers]
     if classes["s-inhibition"]:
@@ -258,6 +271,6 @@ def discover(
         float(cached.clean_metric.mean()),
         float(cached.corrupted_metric.mean()),
         cfg,
-        list(ds.base_templates),
+        [ds.base_templates[b] for b in sorted({int(t) // 2 for t in ds.template_ids})] if ds.base_templates else [],
         list(ds.names),
     )

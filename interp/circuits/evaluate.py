@@ -350,11 +350,11 @@ class Evaluation:
     model_logit_diff: Interval  # F(M): the full model
     circuit_logit_diff: Interval  # F(C): each class kept at its positions, everything else mean-ablated
     faithfulness: Interval  # F(C) / F(M)
-    circuit_logit_diff_all_positions: Interval  # the same with circuit heads kept at every position
-    faithfulness_all_positions: Interval
     n_prompts: int  # held-out prompts used
-    n_abc: int  # ABC prompts per template behind the means
-    templates: list[str] = field(default_factory=list)  # the base templates of the held-out prompts
+    circuit_logit_diff_all_positions: Interval | None = None  # F(C) with circuit heads kept at every position
+    faithfulness_all_positions: Interval | None = None  # the same divided by F(M)
+    n_abc: int = N_ABC  # ABC prompts per template behind the means
+    templates: list[str] = field(default_factory=list)  # the base templates the held-out prompts use
     names: list[str] = field(default_factory=list)  # the names they draw from
     completeness: list[dict] = field(default_factory=list)  # per K: removed, n_removed, circuit F(C\K), model F(M\K), gap (+ interval)
     incompleteness: Interval | None = None  # max gap / |F(M)| over the K tried
@@ -434,8 +434,9 @@ def evaluate(
         return interval(value, samples)
 
     (m, mb), (c, cb), (a, ab) = F("model"), F("circuit"), F("circuit, all positions")
-    ev = Evaluation(fig(m, mb), fig(c, cb), fig(c / m, cb / mb), fig(a, ab), fig(a / m, ab / mb), len(ds), n_abc,
-                    list(ds.base_templates), list(ds.names), min_minimality=min_minimality)  # fmt: skip
+    used = [ds.base_templates[b] for b in sorted({int(t) // 2 for t in ds.template_ids})] if ds.base_templates else []
+    ev = Evaluation(fig(m, mb), fig(c, cb), fig(c / m, cb / mb), len(ds), fig(a, ab), fig(a / m, ab / mb), n_abc,
+                    used, list(ds.names), min_minimality=min_minimality)  # fmt: skip
     if not checks:
         return ev
     gaps, gap_boot = [], []

@@ -18,6 +18,7 @@ from interp.circuits.evaluate import CLASS_POSITIONS, N_ABC, Evaluation, evaluat
 from interp.data.ioi import BASE_TEMPLATES, NAMES, OBJECTS, PLACES, make_ioi, single_token_words
 from interp.errors import WorkbenchError
 from interp.io import write_json
+from interp.stats import Interval
 from interp.types import Progress
 
 if TYPE_CHECKING:
@@ -38,23 +39,26 @@ class IOIReport:
     def to_json(self) -> dict:
         d, e = self.discovery, self.evaluation
 
-        def ci(x):
-            return None if x is None else [x.lo, x.hi]
+        def value(x):  # an Interval's value (a bare float as it is)
+            return getattr(x, "value", x)
+
+        def ci(x):  # its interval, None where there is none
+            return [x.lo, x.hi] if isinstance(x, Interval) else None
 
         return {
             "model": self.model,
             "classes": {c: [list(h) for h in hs] for c, hs in d.classes.items()},
-            "faithfulness": e.faithfulness.value,  # each class kept at its positions (Wang et al.)
+            "faithfulness": value(e.faithfulness),  # each class kept at its positions (Wang et al.)
             "faithfulness_ci": ci(e.faithfulness),  # 95% bootstrap interval over the held-out prompts
-            "faithfulness_all_positions": e.faithfulness_all_positions.value,
+            "faithfulness_all_positions": value(e.faithfulness_all_positions),
             "faithfulness_all_positions_ci": ci(e.faithfulness_all_positions),
             "clean_logit_diff": d.clean_logit_diff,
             "corrupted_logit_diff": d.corrupted_logit_diff,
-            "heldout_model_logit_diff": e.model_logit_diff.value,
+            "heldout_model_logit_diff": value(e.model_logit_diff),
             "heldout_model_logit_diff_ci": ci(e.model_logit_diff),
-            "heldout_circuit_logit_diff": e.circuit_logit_diff.value,
+            "heldout_circuit_logit_diff": value(e.circuit_logit_diff),
             "heldout_circuit_logit_diff_ci": ci(e.circuit_logit_diff),
-            "heldout_circuit_logit_diff_all_positions": e.circuit_logit_diff_all_positions.value,
+            "heldout_circuit_logit_diff_all_positions": value(e.circuit_logit_diff_all_positions),
             "heldout_circuit_logit_diff_all_positions_ci": ci(e.circuit_logit_diff_all_positions),
             "n_prompts": self.n_prompts,
             "n_heldout": self.n_heldout,
@@ -63,7 +67,7 @@ class IOIReport:
             "class_positions": {c: CLASS_POSITIONS.get(c, "all") for c in d.classes},
             "split": {"discovery": {"templates": d.templates, "names": d.names},
                       "evaluation": {"templates": e.templates, "names": e.names}},
-            "incompleteness": None if e.incompleteness is None else e.incompleteness.value,
+            "incompleteness": value(e.incompleteness),
             "incompleteness_ci": ci(e.incompleteness),
             "completeness": e.completeness,
             "minimality": e.minimality,

@@ -29,9 +29,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seqs", type=int, default=16, help="repeated-token probe sequences (default 16)")
     p.add_argument("--seg-len", type=int, default=50, help="tokens per repeated segment (default 50)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--measure", "--error-measure", dest="measure", choices=["target", "mul", "abs"], default="target",
-                   help="pattern score: target (default; Olsson et al.'s prefix matching: mean attention on the target "
-                        "over the rows that have one, the same scale for every kind) or TL detect_head's mul / abs")
+    p.add_argument("--measure", "--error-measure", dest="measure", default="target", help="pattern score: target (default; Olsson et al.'s prefix matching: mean attention "
+                   "on the target over the rows that have one, the same scale for every kind) or TL detect_head's "
+                   "tl-mul / tl-abs (mul / abs)")
     p.add_argument("--min-score", type=float, default=None,
                    help="pattern score a confirmed head needs (default 0.5: half its attention on the target)")
     p.add_argument("--exclude-bos", action="store_true", help="ignore attention to BOS (as TL detect_head)")

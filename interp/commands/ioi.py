@@ -23,6 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the prompts (default 0)")
     p.add_argument("--out", default="runs/ioi", help="output folder (default runs/ioi)")
     p.add_argument("--device", default=None, help="cpu, cuda, auto (default auto)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32 on CPU)")
     p.add_argument("--no-checks", action="store_true", help="skip the completeness and minimality checks")
     p.add_argument("--n-abc", type=int, default=64,
                    help="ABC prompts per template behind the mean-ablation values (default 64)")
@@ -41,7 +42,7 @@ def run(args) -> int:
         raise WorkbenchError(f"--n-abc must be at least 1 (got {args.n_abc})")
     check_dir_target(args.out, "--out")
     start = time.time()
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, dtype=args.dtype)
     bar = tqdm(total=1, desc="ioi", unit="step")
 
     def progress(done: int, total: int, message: str) -> None:

@@ -19,7 +19,7 @@ from torch import Tensor
 from interp import hooks
 from interp.errors import WorkbenchError
 from interp.heads.patterns import PATTERNS, expected_patterns
-from interp.heads.scores import MEASURES, Scorer
+from interp.heads.scores import Scorer, canonical_measure
 from interp.types import Progress
 
 if TYPE_CHECKING:
@@ -49,9 +49,11 @@ def check_tokens(model: Model, tokens: Tensor) -> Tensor:
 
 
 def check_measure(measure: str) -> str:
-    if measure not in MEASURES:
-        raise WorkbenchError(f"unknown score measure {measure!r}; choose one of {', '.join(MEASURES)}")
-    return measure
+    """The measure's canonical name (interp.heads.scores.MEASURES; TL's "mul" / "abs" accepted)."""
+    try:
+        return canonical_measure(measure)
+    except ValueError as e:
+        raise WorkbenchError(str(e)) from None
 
 
 @torch.no_grad()
@@ -68,7 +70,7 @@ def scores_and_rows(
 ) -> tuple[dict[str, Float[Tensor, "layer head"]], dict[str, int]]:
     """`head_scores` and, per kind, how many rows (destination positions) had a target."""
     kinds = check_kinds(kinds)
-    check_measure(measure)
+    measure = check_measure(measure)
     tokens = check_tokens(model, tokens)
     n_layers, n_heads = model.info.n_layers, model.info.n_heads
     num = torch.zeros(len(kinds), n_layers, n_heads, dtype=torch.float64)
@@ -108,7 +110,7 @@ def head_scores(
 
     `measure` (see interp.heads.scores): "target" (default), Olsson et al.'s prefix-matching
     score for every kind -- the mean attention on the target over the rows that have one, 1 for
-    a perfect head of any kind; "mul" / "abs" are TL `detect_head`'s measures (per sequence,
+    a perfect head of any kind; "tl-mul" / "tl-abs" ("mul" / "abs") are TL `detect_head`'s measures (per sequence,
     averaged over sequences), with its exclude_bos / exclude_current_token options."""
     return scores_and_rows(model, tokens, kinds, measure=measure, exclude_bos=exclude_bos,
                            exclude_current_token=exclude_current_token, batch_size=batch_size, progress=progress)[0]

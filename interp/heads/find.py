@@ -47,12 +47,12 @@ class FindConfig:
     seed: int = 0  # seed of the probe tokens (and of the OV token sample)
     measure: str = "target"  # pattern score: "target" (Olsson et al.'s prefix-matching score, for
     # every kind: mean attention on the target over the rows that have one), or TL detect_head's
-    # "mul" / "abs" (for parity with TL; see interp.heads.scores)
+    # "tl-mul" / "tl-abs" (for parity with TL; "mul" / "abs" accepted; see interp.heads.scores)
     exclude_bos: bool = False  # as TL detect_head: ignore attention to BOS
     exclude_current_token: bool = False  # as TL detect_head: ignore attention to the current token
     min_score: float = 0.5  # "high" pattern score; with measure "target": on average over the rows
     # that have a target, at least half of the head's attention is on it, for every kind
-    # (TL's "mul" tops out near 0.5 for induction and duplicate-token heads: lower it with "mul")
+    # (TL's "mul" tops out near 0.5 for induction and duplicate-token heads: lower it with "tl-mul")
     min_effect: float = 0.05  # nats: the repeated-half loss change an ablation must clearly exceed
     min_copying: float = 0.5  # an induction head must also copy: its OV lifts the read token this many std devs
     min_induction_drop: float = 0.05  # previous-token heads: or lower later induction scores this much
@@ -71,7 +71,7 @@ class FindConfig:
             raise WorkbenchError(f"repeated segments need at least 2 tokens, got {self.seg_len}")
         if self.ov_tokens is not None and self.ov_tokens < 2:
             raise WorkbenchError(f"the OV copying score needs a sample of at least 2 tokens, got {self.ov_tokens}")
-        check_measure(self.measure)
+        self.measure = check_measure(self.measure)
         return self
 
 
@@ -136,8 +136,8 @@ class HeadsReport:
 
 MEASURE_LINES = {
     "target": "score: mean attention on the target over the rows that have one (Olsson et al.'s prefix matching)",
-    "mul": "score: TL detect_head 'mul', attention on the pattern's cells / all attention (rows without a target count)",
-    "abs": "score: TL detect_head 'abs', 1 - sum|A - D| / positions",
+    "tl-mul": "score: TL detect_head 'mul', attention on the pattern's cells / all attention (rows without a target count)",
+    "tl-abs": "score: TL detect_head 'abs', 1 - sum|A - D| / positions",
 }
 assert set(MEASURE_LINES) == set(MEASURES)
 

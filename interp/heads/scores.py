@@ -1,6 +1,6 @@
 """Pattern scores: how well each head's attention matches an expected pattern (pure tensor math).
 
-Three measures (`MEASURES`):
+Three measures (`MEASURES`; "mul" and "abs" are accepted for TL's two):
 
 - "target" (the default): Olsson et al. 2022's prefix-matching score, for every kind. Over the
   rows (destination positions) that have a target -- a cell the kind's pattern marks -- the mean
@@ -13,12 +13,12 @@ Three measures (`MEASURES`):
   excluded cells are removed from both the target and the row (the share of the row's
   remaining attention that is on target; a target lying only on excluded cells leaves the row
   without one). A set of sequences where no row has a target scores 0 (`target_rows` says so).
-- "mul": TransformerLens `detect_head`'s measure, sum(A * D) / sum(A) per sequence after zeroing
+- "tl-mul": TransformerLens `detect_head`'s "mul" measure, sum(A * D) / sum(A) per sequence after zeroing
   the excluded BOS column / diagonal of A, then averaged over sequences (as TL does for a list
   of prompts). It divides by every row, including the rows with no target, so its ceiling is
   the share of rows with one: ~0.5 for induction and duplicate-token heads on repeated tokens,
   ~1 for previous-token heads. Kept for parity with TL.
-- "abs": TL's 1 - sum|A - D| / pos over the kept cells (TL rounds it to 3 decimals, we do not);
+- "tl-abs": TL's "abs", 1 - sum|A - D| / pos over the kept cells (TL rounds it to 3 decimals, we do not);
   1 is a perfect match, -1 a perfect mismatch. Kept for parity with TL.
 
 `reference_scores` is the slow, obvious version (loops over sequences, heads and rows);
@@ -35,8 +35,16 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-MEASURES = ("target", "mul", "abs")
-TL_MEASURES = ("mul", "abs")  # the measures TransformerLens's detect_head has
+MEASURES = ("target", "tl-mul", "tl-abs")
+ALIASES = {"mul": "tl-mul", "abs": "tl-abs"}  # TL's own names for its two measures
+
+
+def canonical_measure(measure: str) -> str:
+    """The measure's name in `MEASURES` (TL's "mul" / "abs" accepted); ValueError if unknown."""
+    measure = ALIASES.get(measure, measure)
+    if measure not in MEASURES:
+        raise ValueError(f"unknown score measure {measure!r}; choose one of {', '.join(MEASURES)}")
+    return measure
 
 
 def keep_mask(pos: int, exclude_bos: bool, exclude_current_token: bool, device=None) -> Float[Tensor, "dest src"]:
@@ -58,6 +66,7 @@ def reference_scores(
     measure: str = "target",
 ) -> Float[Tensor, " head"]:
     """Slow and obvious: loop over sequences and heads (and rows, for "target"), no rounding."""
+    measure = canonical_measure(measure)
     batch, n_heads, pos, _ = pattern.shape
     mask = keep_mask(pos, exclude_bos, exclude_current_token, pattern.device).double()
     if measure == "target":
@@ -77,7 +86,7 @@ def reference_scores(
     for b in range(batch):
         for h in range(n_heads):
             a, d = pattern[b, h].double(), expected[b].double()
-            if measure == "mul":
+            if measure == "tl-mul":
                 a = a * mask
                 out[b, h] = (a * d).sum() / a.sum()
             else:
@@ -95,12 +104,12 @@ class Scorer:
     def __init__(self, expected: Float[Tensor, "batch kind dest src"], measure: str = "target",
                  exclude_bos: bool = False, exclude_current_token: bool = False):
         batch, _, pos, _ = expected.shape
-        self.measure = measure
+        self.measure = measure = canonical_measure(measure)
         self.mask = keep_mask(pos, exclude_bos, exclude_current_token, expected.device)
         self.excluding = exclude_bos or exclude_current_token
         self.targets = (expected * self.mask).float()  # [batch kind dest src]
         self.has_target = self.targets.sum(-1) > 0  # [batch kind dest]
-        if measure == "abs":
+        if measure == "tl-abs":
             self.target_cells = einops.reduce(self.targets, "batch kind dest src -> batch 1 kind", "sum")
 
     @property
@@ -123,7 +132,7 @@ class Scorer:
         w = einops.rearrange(parts, "batch part dest src -> batch (dest src) part")
         sums = torch.bmm(flat, w)  # [batch head part]: sum A*M*D_k for each kind, then sum A*M
         a_md, a_m = sums[..., :-1], sums[..., -1:]
-        if self.measure == "mul":
+        if self.measure == "tl-mul":
             s = a_md / a_m
         else:
             s = 1 - (a_m - 2 * a_md + self.target_cells) / a.shape[-1]

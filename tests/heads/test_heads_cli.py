@@ -46,17 +46,17 @@ def test_text_mode_csv_to_stdout(tiny_gpt2_dir, tmp_path, capsys):
 
 
 def test_measure_option_reaches_the_scores(tiny_gpt2_dir, tmp_path):
-    """--measure mul gives TL's scores: on BOS + 2 x 8 tokens an induction score is at most 8/17."""
+    """--measure tl-mul gives TL's scores: on BOS + 2 x 8 tokens an induction score is at most 8/17."""
     scores = {}
-    for measure in ("target", "mul"):
+    for measure in ("target", "tl-mul"):
         out = tmp_path / f"{measure}.json"
         assert main(["heads", "--model", str(tiny_gpt2_dir), *SMALL, "--kind", "induction", "--measure", measure,
                      "--format", "json", "--out", str(out)]) == 0
         got = json.loads(out.read_text())
         assert got["measure"] == measure
         scores[measure] = [r["score"] for r in got["heads"]]
-    assert max(scores["mul"]) <= 8 / 17 + 1e-6
-    assert scores["target"][0] == pytest.approx(scores["mul"][0] * 17 / 8, rel=1e-4)  # same head, rescaled
+    assert max(scores["tl-mul"]) <= 8 / 17 + 1e-6
+    assert scores["target"][0] == pytest.approx(scores["tl-mul"][0] * 17 / 8, rel=1e-4)  # same head, rescaled
 
 
 def test_table_is_readable(planted):
@@ -74,6 +74,7 @@ def test_table_is_readable(planted):
         (["--top", "0"], "heads to report per kind must be at least 1"),
         (["--seg-len", "1"], "at least 2 tokens"),
         (["--plot", "x.png"], ".html"),
+        (["--measure", "bogus"], "unknown score measure 'bogus'"),
     ],
 )
 def test_bad_options_exit_2_before_loading(extra, message, capsys):

@@ -21,6 +21,17 @@ def test_expected_patterns_on_a_known_sequence():
     assert ind.nonzero().tolist() == [[3, 2], [4, 3]]  # the token after each earlier copy
 
 
+def test_tl_names_are_aliases():
+    gen = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, 5, (2, 9), generator=gen)
+    pattern = torch.randn(2, 3, 9, 9, generator=gen).masked_fill(torch.ones(9, 9).triu(1).bool(), float("-inf")).softmax(-1)
+    exp = expected_patterns(tokens, KINDS)
+    for alias, name in (("mul", "tl-mul"), ("abs", "tl-abs")):
+        assert torch.equal(fast_scores(pattern, exp, measure=alias), fast_scores(pattern, exp, measure=name))
+    with pytest.raises(ValueError, match="unknown score measure"):
+        fast_scores(pattern, exp, measure="max")
+
+
 def test_registry_refuses_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         register_pattern("induction")(lambda tokens: tokens)
