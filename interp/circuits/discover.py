@@ -36,6 +36,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp import hooks
+from interp.circuits.evaluate import head_mask
 from interp.circuits.metrics import logit_diff
 from interp.circuits.path import PathResult, Receivers, all_heads, path_patch
 from interp.circuits.replay import PatchCaches, Replay
@@ -92,13 +93,6 @@ def attention_between(pattern: dict[int, Tensor], ds: IOIDataset, dest: str, src
     rows = torch.arange(len(ds))
     d, s = ds.positions[dest], ds.positions[src]
     return torch.stack([p[rows, :, d, s].mean(0) for _, p in sorted(pattern.items())]).cpu()
-
-
-def _grid(heads: list[Head], n_layers: int, n_heads: int) -> Tensor:
-    m = torch.zeros(n_layers, n_heads, dtype=torch.bool)
-    for layer, h in heads:
-        m[layer, h] = True
-    return m
 
 
 def logit_diff_directions(model: Model, ds: IOIDataset, resid_end: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
@@ -237,7 +231,7 @@ def discover(
         effects["backup compensation"] = rise
         backup = rise >= cfg.backup_effect
         backup[: min(layer for layer, _ in classes["name mover"]) + 1] = False  # only later layers can respond
-        backup[_grid(classes["name mover"], L, H)] = False
+        backup[head_mask(model, classes["name mover"])] = False
         classes["backup name mover"] = _pick(rise, backup, cfg.max_per_class, +1.0)
     if movers:
         keep = (to_s >= cfg.pattern_attention) if cfg.prefilter else None

@@ -307,21 +307,25 @@ def ablated_logit_diffs(
         mine = [c for c in todo if int(which[c]) == j]
         if not mine:
             continue
-        # chunks of similar windows: whole-sequence replays apart from the windowed ones, by layer
-        mine.sort(key=lambda c: (float(where[j, c].float().mean()), int(first[j, c])))
-        if not checked:  # the self-check: the base itself, replayed, must give the bridge's result
-            c0 = mine[0]
-            again = rep.replay(torch.tensor([b]), int(first[j, c0]), where[j, c0], base)[0]
+        # configurations that start at the same layer and positions replay together: one that
+        # starts earlier would drag a whole block back to its start
+        groups: dict[tuple, list[int]] = {}
+        for c in mine:
+            groups.setdefault((int(first[j, c]), tuple(where[j, c].tolist())), []).append(c)
+        if not checked:  # the self-check: the base itself, replayed from the earliest start, must match the bridge
+            layer0, P = min(groups)
+            again = rep.replay(torch.tensor([b]), layer0, torch.tensor(P), base)[0]
             if (again - base.metric).abs().max() > tol * max(1.0, float(base.metric.abs().max())):
                 return ablated_logit_diffs_reference(model, ds, means, configs)
             checked = True
         per_pass = max(1, max_rows // B)
-        for k in range(0, len(mine), per_pass):
-            rows = torch.tensor(mine[k : k + per_pass])
-            out[rows] = rep.replay(rows, int(first[j, rows].min()), where[j, rows].min(0).values, base)
-            done += len(rows)
-            if progress:
-                progress(done, C, "evaluating the circuit")
+        for (layer0, P), members in sorted(groups.items()):
+            for k in range(0, len(members), per_pass):
+                rows = torch.tensor(members[k : k + per_pass])
+                out[rows] = rep.replay(rows, layer0, torch.tensor(P), base)
+                done += len(rows)
+                if progress:
+                    progress(done, C, "evaluating the circuit")
     return out
 
 
