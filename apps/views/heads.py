@@ -7,6 +7,7 @@ import streamlit as st
 
 from apps import state
 from interp.heads import KINDS, FindConfig, heads_report
+from interp.heads.scores import MEASURES
 from interp.heads.validate import ablation_effects
 from interp.viz.attention import attention_figure
 from interp.viz.heads import score_heatmaps
@@ -15,21 +16,25 @@ st.title("Heads")
 spec, prompt = state.current_spec(), state.current_prompt()
 with state.shows_errors():
     model = state.get_model(spec)
-    c1, c2, c3, c4 = st.columns([3, 2, 1, 2])
+    c1, c2, c3, c4, c5 = st.columns([3, 2, 1, 2, 2])
     kinds = c1.multiselect("Kinds", KINDS, default=list(KINDS), key="heads_kinds")
     source = c2.radio("Score on", ["repeated random tokens", "the prompt"], key="heads_source", horizontal=True)
     top = int(c3.number_input("Top", 1, 20, 3, key="heads_top", help="heads reported per kind"))
-    validate = c4.checkbox("Causal check", key="heads_validate",
+    measure = c4.selectbox("Measure", MEASURES, key="heads_measure",
+                           help="target: mean attention on the target over the rows that have one (Olsson et al.); "
+                                "mul / abs: TransformerLens detect_head's")
+    validate = c5.checkbox("Causal check", key="heads_validate",
                            help="mean- and zero-ablate each reported head on repeated tokens (slower)")
     seg_len = max(2, min(32, (model.info.n_ctx - 1) // 2))
-    cfg = FindConfig(n_seqs=8, seg_len=seg_len, validate_seqs=4)
+    cfg = FindConfig(n_seqs=8, seg_len=seg_len, validate_seqs=4, measure=measure)
     text = prompt if source == "the prompt" else None
-    key = ("heads", spec, tuple(kinds), top, text, validate, cfg.n_seqs, cfg.seg_len)
+    key = ("heads", spec, tuple(kinds), top, text, validate, cfg.n_seqs, cfg.seg_len, measure)
     report = state.remember(key, "Scoring heads", lambda progress: heads_report(
         model, kinds, top, text=text, validate=validate, progress=progress, config=cfg))
-    st.caption(f"Pattern scores on {report.n_tokens} tokens ({'the prompt' if text else f'{cfg.n_seqs} repeated random sequences'}). "
+    st.caption(f"Pattern scores ({report.measure}) on {report.n_tokens} tokens "
+               f"({'the prompt' if text else f'{cfg.n_seqs} repeated random sequences'}). {report.describe_measure()}. "
                "Markers are the reported heads: click one to inspect it.")
-    event = st.plotly_chart(score_heatmaps(report.scores, report.findings), key="heads_heatmap",
+    event = st.plotly_chart(score_heatmaps(report.scores, report.findings, measure=report.measure), key="heads_heatmap",
                             on_select="rerun", selection_mode="points")
     points = (event.selection or {}).get("points", []) if event else []
     if points and "x" in points[0] and "y" in points[0]:
@@ -55,7 +60,10 @@ with state.shows_errors():
     effect = state.remember(("head-effect", spec, layer, head), f"Ablating L{layer}H{head}", lambda progress: ablation_effects(
         model, repeated_tokens(model, 4, seg_len, seed=1), [(layer, head)], progress=progress))
     m1, m2 = st.columns(2)
-    m1.metric("Δ loss on the repeated half, mean-ablated", f"{float(effect['mean'][0]):+.3f} nats")
-    m2.metric("Δ loss on the repeated half, zero-ablated", f"{float(effect['zero'][0]):+.3f} nats")
+    for col, mode in ((m1, "mean"), (m2, "zero")):
+        e = effect[mode][0].interval
+        col.metric(f"Δ loss on the repeated half, {mode}-ablated", f"{e.value:+.3f} nats",
+                   help=f"95% bootstrap interval over 4 sequences: [{e.lo:+.3f}, {e.hi:+.3f}]")
     st.caption("Causal effect: how much worse the model predicts the second copy of a repeated random "
-               "sequence when this head alone is ablated (induction heads matter here).")
+               "sequence when this head alone is ablated (induction heads matter here); mean over 4 sequences, "
+               "its 95% interval in the help.")

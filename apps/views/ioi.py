@@ -27,7 +27,8 @@ with state.shows_errors():
     circuit: dict | None = None
     if mode == DISCOVER:
         c1, c2, c3 = st.columns(3)
-        n_prompts = int(c1.number_input("Prompts", 2, 256, 16, key="ioi_prompts", help="discovery prompts (as many held out)"))
+        n_prompts = int(c1.number_input("Prompts", 1, 256, 16, key="ioi_prompts",
+                                        help="discovery prompts (as many held out, from other templates and names)"))
         seed = int(c2.number_input("Seed", 0, 1_000_000, 0, key="ioi_seed"))
         checks = c3.checkbox("Completeness and minimality checks", key="ioi_checks", help="many more ablations (slower)")
         key = ("ioi", spec, n_prompts, seed, checks)
@@ -40,10 +41,7 @@ with state.shows_errors():
         if report is None:
             st.info("Press **Run discovery** to find the circuit on this model (on CPU, SmolLM2 takes a while).")
         else:
-            d, e = report.discovery, report.evaluation
-            circuit = {"classes": d.classes, "faithfulness": e.faithfulness, "clean_logit_diff": d.clean_logit_diff,
-                       "corrupted_logit_diff": d.corrupted_logit_diff, "heldout_circuit_logit_diff": e.circuit_logit_diff,
-                       "heldout_model_logit_diff": e.model_logit_diff}
+            circuit = {**report.to_json(), "classes": report.discovery.classes}
     else:
         found = sorted(str(p) for root in ("out", "runs") if Path(root).is_dir() for p in Path(root).rglob("circuit.json"))
         path = st.selectbox("circuit.json", found, key="ioi_found") if found else None
@@ -59,10 +57,21 @@ with state.shows_errors():
         m = st.columns(4)
         m[0].metric("Heads in the circuit", sum(len(h) for h in classes.values()))
         if circuit.get("faithfulness") is not None:
-            m[1].metric("Faithfulness F(C)/F(M)", f"{circuit['faithfulness']:.2f}")
+            ci = circuit.get("faithfulness_ci")
+            m[1].metric("Faithfulness F(C)/F(M)", f"{circuit['faithfulness']:.2f}",
+                        help="held-out prompts; each class kept at its positions, every other head mean-ablated"
+                             + (f"; 95% bootstrap interval [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
         if circuit.get("clean_logit_diff") is not None:
             m[2].metric("Clean logit diff", f"{circuit['clean_logit_diff']:.2f}")
             m[3].metric("Corrupted (ABC) logit diff", f"{circuit['corrupted_logit_diff']:.2f}")
+        if circuit.get("faithfulness_ci") is not None:
+            lo, hi = circuit["faithfulness_ci"]
+            alo, ahi = circuit["faithfulness_all_positions_ci"]
+            st.caption(f"Held out ({circuit.get('n_heldout')} prompts from templates and names discovery never saw; "
+                       f"ABC means from {circuit.get('n_abc')} prompts per template): faithfulness "
+                       f"{circuit['faithfulness']:.2f} [{lo:.2f}, {hi:.2f}] with each class kept at its positions, "
+                       f"{circuit['faithfulness_all_positions']:.2f} [{alo:.2f}, {ahi:.2f}] with every circuit head kept "
+                       "at every position (95% bootstrap intervals over the prompts).")
         st.plotly_chart(circuit_graph(classes, model.info.n_layers, f"IOI circuit in {model.info.name}"), key="ioi_graph")
         if report is not None:
             st.subheader("Path patching")
@@ -73,6 +82,10 @@ with state.shows_errors():
                     st.plotly_chart(patching_heatmap(effect, f"Path patching to {name}"), key=f"ioi_path_{name}")
             if report.evaluation.completeness:
                 st.dataframe(report.evaluation.completeness, hide_index=True, key="ioi_completeness")
+                e = report.evaluation
+                st.caption(f"Minimality: a head passes when the lower end of its 95% interval is at least "
+                           f"{e.min_minimality:.0%} of F(C).")
+                st.dataframe([{"head": h, **v} for h, v in e.minimality.items()], hide_index=True, key="ioi_minimality")
 
         st.subheader("The prompt through the circuit")
         heads = [(c, h) for c in FLOW + [c for c in classes if c not in FLOW] for h in sorted(classes.get(c, []))]

@@ -1,4 +1,8 @@
-"""The whole IOI analysis in one call: prompts -> discovery -> held-out evaluation -> files."""
+"""The whole IOI analysis in one call: prompts -> discovery -> held-out evaluation -> files.
+
+Discovery runs on the "discovery" part of the IOI data and evaluation on the "evaluation" part:
+disjoint halves of the templates and of the names (interp.data.ioi), so the held-out prompts
+are sentences and names discovery never saw."""
 
 from __future__ import annotations
 
@@ -7,11 +11,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch
+
 from interp.circuits.discover import Discovery, DiscoveryConfig, discover
-from interp.circuits.evaluate import Evaluation, evaluate
-from interp.data.ioi import make_ioi
+from interp.circuits.evaluate import CLASS_POSITIONS, N_ABC, Evaluation, evaluate
+from interp.data.ioi import BASE_TEMPLATES, NAMES, OBJECTS, PLACES, make_ioi, single_token_words
 from interp.errors import WorkbenchError
 from interp.io import write_json
+from interp.stats import Interval
 from interp.types import Progress
 
 if TYPE_CHECKING:
@@ -31,20 +38,40 @@ class IOIReport:
 
     def to_json(self) -> dict:
         d, e = self.discovery, self.evaluation
+
+        def value(x):  # an Interval's value (a bare float as it is)
+            return getattr(x, "value", x)
+
+        def ci(x):  # its interval, None where there is none
+            return [x.lo, x.hi] if isinstance(x, Interval) else None
+
         return {
             "model": self.model,
             "classes": {c: [list(h) for h in hs] for c, hs in d.classes.items()},
-            "faithfulness": e.faithfulness,
+            "faithfulness": value(e.faithfulness),  # each class kept at its positions (Wang et al.)
+            "faithfulness_ci": ci(e.faithfulness),  # 95% bootstrap interval over the held-out prompts
+            "faithfulness_all_positions": value(e.faithfulness_all_positions),
+            "faithfulness_all_positions_ci": ci(e.faithfulness_all_positions),
             "clean_logit_diff": d.clean_logit_diff,
             "corrupted_logit_diff": d.corrupted_logit_diff,
-            "heldout_model_logit_diff": e.model_logit_diff,
-            "heldout_circuit_logit_diff": e.circuit_logit_diff,
+            "heldout_model_logit_diff": value(e.model_logit_diff),
+            "heldout_model_logit_diff_ci": ci(e.model_logit_diff),
+            "heldout_circuit_logit_diff": value(e.circuit_logit_diff),
+            "heldout_circuit_logit_diff_ci": ci(e.circuit_logit_diff),
+            "heldout_circuit_logit_diff_all_positions": value(e.circuit_logit_diff_all_positions),
+            "heldout_circuit_logit_diff_all_positions_ci": ci(e.circuit_logit_diff_all_positions),
             "n_prompts": self.n_prompts,
             "n_heldout": self.n_heldout,
+            "n_abc": e.n_abc,
             "seed": self.seed,
-            "incompleteness": None if e.incompleteness != e.incompleteness else e.incompleteness,
+            "class_positions": {c: CLASS_POSITIONS.get(c, "all") for c in d.classes},
+            "split": {"discovery": {"templates": d.templates, "names": d.names},
+                      "evaluation": {"templates": e.templates, "names": e.names}},
+            "incompleteness": value(e.incompleteness),
+            "incompleteness_ci": ci(e.incompleteness),
             "completeness": e.completeness,
             "minimality": e.minimality,
+            "min_minimality": e.min_minimality,
             "config": asdict(d.config),
         }
 
@@ -59,6 +86,53 @@ def check_sizes(n_prompts: int, n_heldout: int | None) -> int:
     return n_heldout
 
 
+def longest_prompt(model: Model) -> int:
+    """Tokens in the longest IOI prompt (any template, the longest filler words)."""
+    def longest_word(words: list[str]) -> str:
+        return max(single_token_words(model.tokenizer, words, strict=False, what="word") or words, key=len)
+
+    longest = {k: longest_word(words) for k, words in (("[A]", NAMES), ("[PLACE]", PLACES), ("[OBJECT]", OBJECTS))}
+    n = 0
+    for t in BASE_TEMPLATES:
+        text = t.replace("[X]", longest["[A]"]).replace("[Y]", longest["[A]"]).replace("[S]", longest["[A]"])
+        text = text.replace("[PLACE]", longest["[PLACE]"]).replace("[OBJECT]", longest["[OBJECT]"])
+        n = max(n, len(model.tokenizer.encode(text)) + 1)
+    return n
+
+
+def memory_needed(model: Model, n_prompts: int, n_heldout: int, n_pos: int) -> tuple[int, int]:
+    """(discovery, evaluation) bytes, a lower bound: the clean cache path patching keeps (residual
+    stream three times, q/k/v/z and their rotations, rotary tables and attention patterns per
+    layer, plus the corrupted z), and for evaluation the ABC means and the two base runs'
+    residual streams of the held-out prompts and one replay pass."""
+    i = model.info
+    size = torch.empty((), dtype=model.dtype).element_size()
+    qz, kv = i.n_heads * i.d_head, i.n_kv_heads * i.d_head
+    per_layer = 3 * i.d_model + 3 * qz + 3 * kv + 2 * i.d_head + i.n_heads * n_pos + qz
+    discovery = n_prompts * n_pos * (i.n_layers * per_layer + i.d_model) * size
+    mlp = i.d_mlp or 4 * i.d_model
+    evaluation = n_heldout * n_pos * (i.n_layers * (qz + 2 * i.d_model) + 4 * i.d_model + 3 * mlp) * size
+    return discovery, evaluation
+
+
+def check_memory(model: Model, n_prompts: int, n_heldout: int) -> None:
+    """Refuse prompt counts whose caches cannot fit in the device's free memory."""
+    from interp.train.memory import available_bytes
+
+    have = available_bytes(torch.device(model.device))
+    if have is None:
+        return
+    n_pos = longest_prompt(model)
+    discovery, evaluation = memory_needed(model, n_prompts, n_heldout, n_pos)
+    for what, n, need in (("discovery", n_prompts, discovery), ("evaluation", n_heldout, evaluation)):
+        if need > have:
+            fit = max(1, int(n * have / need))
+            raise WorkbenchError(
+                f"{n:,} {what} prompts need at least {need / 2**30:,.1f} GiB on {model.device} but {have / 2**30:,.1f} GiB "
+                f"are free; use at most about {fit:,} {what} prompts"
+            )
+
+
 def run_ioi(
     model: Model,
     n_prompts: int = 24,
@@ -66,23 +140,26 @@ def run_ioi(
     n_heldout: int | None = None,
     config: DiscoveryConfig | None = None,
     checks: bool = True,
+    n_abc: int = N_ABC,
     progress: Progress | None = None,
 ) -> IOIReport:
-    """Discover the IOI circuit on `n_prompts` prompts and evaluate it on `n_heldout` others."""
+    """Discover the IOI circuit on `n_prompts` prompts of the discovery part and evaluate it on
+    `n_heldout` prompts of the evaluation part (other templates, other names)."""
     n_heldout = check_sizes(n_prompts, n_heldout)
     if model.info.n_layers < 4:
         raise WorkbenchError(
             f"{model.info.name} has {model.info.n_layers} layers; the IOI circuit needs at least 4 (use a deeper model)"
         )
-    ds = make_ioi(model, n_prompts + n_heldout, seed=seed)
-    found, heldout = ds.split(n_prompts)
+    check_memory(model, n_prompts, n_heldout)
+    found = make_ioi(model, n_prompts, seed=seed, part="discovery")
+    heldout = make_ioi(model, n_heldout, seed=seed, part="evaluation")
     disc = discover(model, found, config, progress=progress)
     if not disc.classes:
         raise WorkbenchError(
             f"no IOI heads found in {model.info.name} (clean logit diff {disc.clean_logit_diff:.2f}); "
             "the model may not do IOI, or lower the DiscoveryConfig thresholds"
         )
-    ev = evaluate(model, heldout, disc.classes, checks=checks, seed=seed, progress=progress)
+    ev = evaluate(model, heldout, disc.classes, checks=checks, n_abc=n_abc, seed=seed, progress=progress)
     return IOIReport(model.info.name, seed, n_prompts, n_heldout, disc, ev)
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from interp.errors import WorkbenchError
 
-FIELDS = ["kind", "layer", "head", "score", "copying", "causal_effect", "zero_effect", "induction_drop", "flagged",
-          "confirmed"]
+FIELDS = ["kind", "layer", "head", "score", "copying", "ov_copying", "causal_effect", "causal_effect_lo",
+          "causal_effect_hi", "zero_effect", "zero_effect_lo", "zero_effect_hi", "induction_drop", "flagged", "confirmed"]
 
 
 def add_parser(sub) -> None:
@@ -29,7 +29,11 @@ def add_parser(sub) -> None:
     p.add_argument("--seqs", type=int, default=16, help="repeated-token probe sequences (default 16)")
     p.add_argument("--seg-len", type=int, default=50, help="tokens per repeated segment (default 50)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--error-measure", choices=["mul", "abs"], default="mul", help="as TL detect_head (default mul)")
+    p.add_argument("--measure", "--error-measure", dest="measure", default="target", help="pattern score: target (default; Olsson et al.'s prefix matching: mean attention "
+                   "on the target over the rows that have one, the same scale for every kind) or TL detect_head's "
+                   "tl-mul / tl-abs (mul / abs)")
+    p.add_argument("--min-score", type=float, default=None,
+                   help="pattern score a confirmed head needs (default 0.5: half its attention on the target)")
     p.add_argument("--exclude-bos", action="store_true", help="ignore attention to BOS (as TL detect_head)")
     p.add_argument("--exclude-current-token", action="store_true", help="ignore attention to the current token")
     p.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
@@ -56,36 +60,49 @@ def read_text(path: str) -> str:
     return text
 
 
-def render(findings, fmt: str) -> str:
-    rows = [f.to_dict() for f in findings]
+def render(report, fmt: str) -> str:
+    """The report as json (measure, sample sizes and the findings), csv (one row per finding;
+    the measure in a column) or a table with a legend."""
+    rows = [{**f.to_dict(), "measure": report.measure} for f in report.findings]
     if fmt == "json":
-        return json.dumps(rows, indent=2) + "\n"
+        meta = {"measure": report.measure, "measure_means": report.describe_measure(), "target_rows": report.target_rows,
+                "n_tokens": report.n_tokens, "ov_tokens": report.ov_tokens, "validate_seqs": report.validate_seqs}
+        return json.dumps({**meta, "heads": [f.to_dict() for f in report.findings]}, indent=2) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=[c for c in FIELDS if any(c in r for r in rows)], lineterminator="\n")
+        fields = [c for c in FIELDS if any(c in r for r in rows)] + ["measure"]
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         return buf.getvalue()
-    return table(findings)
+    return table(report)
 
 
-def table(findings) -> str:
+def table(report) -> str:
+    findings = report.findings
     validated = any(f.causal_effect is not None for f in findings)
-    head = f"{'kind':<16} {'head':>7} {'score':>7} {'copying':>8}"
+    head = f"{'kind':<16} {'head':>7} {'score':>6} {'copy z':>6} {'OV':>5}"
     if validated:
-        head += f" {'Δloss mean':>10} {'Δloss zero':>10} {'Δinduction':>10}  verdict"
+        head += f" {'Δloss mean [95%]':>22} {'Δloss zero':>10} {'Δind':>6}  verdict"
     lines = [head, "-" * len(head)]
     for f in findings:
-        line = f"{f.kind:<16} {f'L{f.layer}H{f.head}':>7} {f.score:>7.3f} {'' if f.copying is None else f'{f.copying:.2f}':>8}"
+        line = (f"{f.kind:<16} {f'L{f.layer}H{f.head}':>7} {f.score:>6.3f} {'' if f.copying is None else f'{f.copying:.2f}':>6}"
+                f" {'' if f.ov_copying is None else f'{f.ov_copying:.2f}':>5}")
         if validated:
             verdict = "flagged: no effect" if f.flagged else ("confirmed" if f.confirmed else "-")
             drop = "" if f.induction_drop is None else f"{-f.induction_drop:+.3f}"
-            line += f" {f.causal_effect:>+10.3f} {f.zero_effect:>+10.3f} {drop:>10}  {verdict}"
+            effect = f"{f.causal_effect:+.3f} [{f.causal_effect_lo:+.2f},{f.causal_effect_hi:+.2f}]"
+            line += f" {effect:>22} {f.zero_effect:>+10.3f} {drop:>6}  {verdict}"
         lines.append(line)
+    lines.append(f"{report.describe_measure()}; rows with a target: "
+                 + ", ".join(f"{k} {n}" for k, n in report.target_rows.items()))
+    if any(f.copying is not None for f in findings):
+        lines.append("copy z: direct-logit lift of the attended token (std devs; what confirms a head); "
+                     f"OV: eigenvalue score sum(l)/sum(|l|) of the OV circuit on {report.ov_tokens} sampled tokens")
     if validated:
-        lines.append("Δloss: change of the repeated-half loss (nats) when the head is ablated (mean / zero); "
-                     "Δinduction: change of later induction heads' score when a previous-token head is mean-ablated; "
-                     "copying: OV lift of the attended token (std devs)")
+        lines.append(f"Δloss: change of the repeated-half loss (nats) when the head is ablated (mean, with its 95% "
+                     f"bootstrap interval over {report.validate_seqs} probe sequences / zero); Δind: change of later "
+                     "induction heads' score when a previous-token head is mean-ablated")
     return "\n".join(lines) + "\n"
 
 
@@ -97,8 +114,10 @@ def run(args) -> int:
     from interp.io import check_file_target, write_text
 
     kinds = parse_kinds(args.kind)  # bad input fails before the model loads
-    config = FindConfig(n_seqs=args.seqs, seg_len=args.seg_len, seed=args.seed, error_measure=args.error_measure,
-                        exclude_bos=args.exclude_bos, exclude_current_token=args.exclude_current_token).validate(args.top)
+    extra = {} if args.min_score is None else {"min_score": args.min_score}
+    config = FindConfig(n_seqs=args.seqs, seg_len=args.seg_len, seed=args.seed, measure=args.measure,
+                        exclude_bos=args.exclude_bos, exclude_current_token=args.exclude_current_token,
+                        **extra).validate(args.top)
     if args.plot and not args.plot.endswith(".html"):
         raise WorkbenchError(f"--plot {args.plot!r} must be an .html file")
     text = read_text(args.text) if args.text else None
@@ -118,7 +137,7 @@ def run(args) -> int:
     report = heads_report(model, kinds, args.top, text=text, validate=args.validate, progress=progress, config=config)
     for bar in bars.values():
         bar.close()
-    out = render(report.findings, args.format)
+    out = render(report, args.format)
     if args.out:
         write_text(args.out, out)
     else:
@@ -128,6 +147,7 @@ def run(args) -> int:
         from interp.viz.html import write_figure
 
         source = "text" if text is not None else f"{args.seqs} repeated-token sequences of 2x{args.seg_len}"
-        fig = score_heatmaps(report.scores, report.findings, title=f"{model.info.name}: head scores on {source}")
+        fig = score_heatmaps(report.scores, report.findings, measure=report.measure,
+                             title=f"{model.info.name}: head scores ({report.measure}) on {source}")
         write_figure(fig, args.plot)
     return 0

@@ -3,12 +3,16 @@
     interp ioi --model smollm2-135m --n-prompts 24 --seed 0 --out runs/ioi
 
 writes circuit.json, path-patching heatmaps and the circuit graph (HTML) into --out and prints
-a table of the classes found with the held-out faithfulness."""
+a table of the classes found with the held-out faithfulness (each class kept at its positions,
+and at every position), completeness and minimality, each with its 95% bootstrap interval over
+the held-out prompts, which come from templates and names discovery never saw."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
+
+from interp.errors import WorkbenchError
 
 
 def add_parser(sub) -> None:
@@ -19,7 +23,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for the prompts (default 0)")
     p.add_argument("--out", default="runs/ioi", help="output folder (default runs/ioi)")
     p.add_argument("--device", default=None, help="cpu, cuda, auto (default auto)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32 on CPU)")
     p.add_argument("--no-checks", action="store_true", help="skip the completeness and minimality checks")
+    p.add_argument("--n-abc", type=int, default=64,
+                   help="ABC prompts per template behind the mean-ablation values (default 64)")
     p.set_defaults(func=run)
 
 
@@ -31,9 +38,11 @@ def run(args) -> int:
     from interp.models.load import load
 
     check_sizes(args.n_prompts, args.n_heldout)  # bad input fails before the model loads
+    if args.n_abc < 1:
+        raise WorkbenchError(f"--n-abc must be at least 1 (got {args.n_abc})")
     check_dir_target(args.out, "--out")
     start = time.time()
-    model = load(args.model, device=args.device)
+    model = load(args.model, device=args.device, dtype=args.dtype)
     bar = tqdm(total=1, desc="ioi", unit="step")
 
     def progress(done: int, total: int, message: str) -> None:
@@ -43,19 +52,25 @@ def run(args) -> int:
         bar.refresh()
 
     try:
-        report = run_ioi(model, args.n_prompts, args.seed, args.n_heldout, checks=not args.no_checks, progress=progress)
+        report = run_ioi(model, args.n_prompts, args.seed, args.n_heldout, checks=not args.no_checks,
+                         n_abc=args.n_abc, progress=progress)
     finally:
         bar.close()
     written = write_report(report, Path(args.out), model.info.n_layers, model.info.n_heads)
     j = report.to_json()
-    print(
-        f"IOI circuit in {report.model}  (discovery on {report.n_prompts} prompts, evaluated on {report.n_heldout} held out)"
-    )
-    print(f"{'class':<22}{'heads':>6}  heads (layer.head)")
+    e = report.evaluation
+    print(f"IOI circuit in {report.model}  (discovery on {report.n_prompts} prompts; evaluated on {report.n_heldout} "
+          f"held-out prompts from {len(e.templates)} other templates and {len(e.names)} other names)")
+    print(f"{'class':<22}{'heads':>6}  {'kept at':<8} heads (layer.head)")
     for c, heads in j["classes"].items():
-        print(f"{c:<22}{len(heads):>6}  {' '.join(f'{a}.{b}' for a, b in heads)}")
-    print(f"clean logit diff {j['clean_logit_diff']:.3f}   corrupted (ABC) {j['corrupted_logit_diff']:.3f}")
-    print(f"held-out: model {j['heldout_model_logit_diff']:.3f}  circuit {j['heldout_circuit_logit_diff']:.3f}  "
-          f"faithfulness {j['faithfulness']:.3f}" + (f"  incompleteness {j['incompleteness']:.3f}" if j["incompleteness"] is not None else ""))  # fmt: skip
+        print(f"{c:<22}{len(heads):>6}  {j['class_positions'][c]:<8} {' '.join(f'{a}.{b}' for a, b in heads)}")
+    print(f"clean logit diff {j['clean_logit_diff']:.3f}   corrupted (ABC) {j['corrupted_logit_diff']:.3f}  (discovery prompts)")
+    print(f"held out [95% interval]: model F(M) {e.model_logit_diff:.3f}   circuit F(C) {e.circuit_logit_diff:.3f}")
+    print(f"faithfulness F(C)/F(M) {e.faithfulness:.3f} (each class at its positions; {e.n_abc} ABC prompts per "
+          f"template for the means); every circuit head at every position {e.faithfulness_all_positions:.3f}")
+    if e.incompleteness is not None:
+        passed = sum(m["passes"] for m in e.minimality.values())
+        print(f"incompleteness {e.incompleteness:.3f}   minimality: {passed} of {len(e.minimality)} heads change F(C) "
+              f"by at least {e.min_minimality:.0%} (lower end of their interval)")
     print(f"wrote {len(written)} files to {args.out} in {time.time() - start:.1f}s")
     return 0

@@ -8,6 +8,13 @@ The corrupted distribution (ABC) fills the same template with three unrelated na
 Positions are found in each tokenized prompt (never assumed from the template), prompts are
 right-padded, and `positions["END"]` holds each prompt's own last index. Right padding is
 safe for a causal model: no real position ever attends to a pad.
+
+Held out means held out: `make_ioi(..., part="discovery")` and `part="evaluation"` draw from
+disjoint halves of the base templates and of the names (`PARTS`: the even-indexed entries of
+each list go to discovery, the odd-indexed ones to evaluation, split before the names are
+filtered to one token, so the split is the same for every tokenizer). A circuit found on the
+discovery part is then evaluated on sentences and names it never saw. Places and objects are
+shared by both parts.
 """
 
 from __future__ import annotations
@@ -60,6 +67,16 @@ OBJECTS: list[str] = (
 ).split()
 
 POSITION_NAMES = ("IO", "S1", "S1+1", "S2", "END")
+PARTS = ("discovery", "evaluation")  # disjoint halves of templates and names (see the module docstring)
+
+
+def part_of(words: list[str], part: str | None) -> list[str]:
+    """The half of `words` that belongs to `part` (even indices: discovery, odd: evaluation)."""
+    if part is None:
+        return list(words)
+    if part not in PARTS:
+        raise WorkbenchError(f"unknown IOI part {part!r}; choose one of {', '.join(PARTS)}")
+    return list(words[PARTS.index(part) :: 2])
 
 
 @dataclass
@@ -77,6 +94,8 @@ class IOIDataset:
     templates: list[str] = field(default_factory=list)  # expanded templates (ABBA and BABA)
     seed: int = 0  # the seed that drew the prompts
     base_templates: list[str] = field(default_factory=list)  # the templates before expansion
+    names: list[str] = field(default_factory=list)  # the names the prompts (clean and ABC) draw from
+    part: str | None = None  # "discovery" / "evaluation" half of templates and names, None: all
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -100,6 +119,8 @@ class IOIDataset:
             self.templates,
             self.seed,
             self.base_templates,
+            self.names,
+            self.part,
         )
 
     def split(self, n_first: int) -> tuple[IOIDataset, IOIDataset]:
@@ -159,24 +180,31 @@ def make_ioi(
     places: list[str] | None = None,
     objects: list[str] | None = None,
     template_ids: list[int] | None = None,
+    part: str | None = None,
 ) -> IOIDataset:
     """`n_prompts` IOI prompts (half ABBA, half BABA, templates cycled) with ABC corruptions.
 
     Default names/places/objects are filtered to those that are one token in `model`'s
     tokenizer; lists you pass must be one token each (else a WorkbenchError names the word).
-    `template_ids` (one per prompt) picks the expanded template of each prompt instead."""
+    `part` ("discovery" / "evaluation") keeps only that half of the templates and names (given
+    or default), so the two parts share neither. `template_ids` (one per prompt) picks the
+    expanded template (of the part's templates) of each prompt instead of cycling them."""
     if n_prompts < 1:
         raise WorkbenchError(f"n_prompts must be at least 1 (got {n_prompts})")
     tok = model.tokenizer
-    names = single_token_words(tok, names or NAMES, strict=names is not None, what="name")
+    strict_names = names is not None
+    templates = part_of(templates or BASE_TEMPLATES, part)
+    names = part_of(names or NAMES, part)
+    names = single_token_words(tok, names, strict=strict_names, what="name")
     places = single_token_words(tok, places or PLACES, strict=places is not None, what="place")
     objects = single_token_words(tok, objects or OBJECTS, strict=objects is not None, what="object")
-    if len(names) < 5 or not places or not objects:
+    if len(names) < 5 or not places or not objects or not templates:
+        half = f" in the {part} half" if part else ""
         raise WorkbenchError(
-            f"only {len(names)} names, {len(places)} places, {len(objects)} objects are single tokens in this "
-            "tokenizer; pass lists of one-token words (at least 5 names)"
+            f"only {len(names)} names, {len(places)} places, {len(objects)} objects, {len(templates)} templates{half} "
+            "are usable in this tokenizer; pass lists of one-token words (at least 5 names) and templates"
         )
-    expanded = expand_templates(templates or BASE_TEMPLATES)
+    expanded = expand_templates(templates)
     rng = random.Random(seed)
     order = list(range(len(expanded)))
     rng.shuffle(order)
@@ -191,7 +219,7 @@ def make_ioi(
         place, obj = rng.choice(places), rng.choice(objects)
         rows.append((t, io, s, (c1, c2, c3), place, obj))
     ds = _tokenize(model, expanded, rows, seed)
-    ds.base_templates = list(templates or BASE_TEMPLATES)
+    ds.base_templates, ds.names, ds.part = list(templates), list(names), part
     return ds
 
 

@@ -1,19 +1,38 @@
 """`find_heads`: the detector the CLI and the dashboard call. Scores every head, keeps the top
-ones per kind, adds the copying score of induction candidates and, with validate=True, the
-causal effect of ablating each one, flagging heads whose pattern is there but whose ablation
-changes nothing."""
+ones per kind, adds both copying scores of induction candidates and, with validate=True, the
+causal effect of ablating each one (with a 95% interval over the probe sequences), confirming
+heads whose effect is clearly there and flagging heads whose pattern is there but whose
+ablation clearly changes nothing.
+
+What confirms a head (validate=True):
+- its pattern score is at least `min_score` (in the default "target" measure: on average over
+  the rows that have a target, at least this share of its attention is on it; the same meaning
+  for every kind);
+- induction heads must also copy: the direct-logit copying z-score (interp.heads.copying) at
+  least `min_copying`. We confirm with the z-score, not with the OV eigenvalue score beside it,
+  because the z-score reads the value vectors the head really reads in the probe run, while
+  the eigenvalue score assumes the head reads raw token embeddings, which a head in layer 18 of
+  30 does not;
+- the 95% interval of its mean-ablation effect on the repeated-half loss lies above
+  `min_effect` (its lower end >= min_effect), or, for previous-token heads, mean-ablating it
+  lowers later induction heads' scores by at least `min_induction_drop`.
+A head is flagged when its score is high but the intervals of both its mean- and its
+zero-ablation effects lie below `min_effect` (upper ends < min_effect) and it feeds no
+induction head; a head that is neither is inconclusive on this many probe sequences.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from interp.data.synthetic import repeated_tokens
 from interp.errors import WorkbenchError
-from interp.heads.copying import copying_scores
-from interp.heads.detect import KINDS, check_kinds, head_scores, top_heads
+from interp.heads.copying import copying_scores, ov_copying
+from interp.heads.detect import KINDS, check_kinds, check_measure, scores_and_rows, top_heads
+from interp.heads.scores import MEASURES
 from interp.heads.validate import ablated_pattern_scores, ablation_effects
 from interp.types import Progress
 
@@ -25,15 +44,20 @@ if TYPE_CHECKING:
 class FindConfig:
     n_seqs: int = 16  # repeated-token probe sequences
     seg_len: int = 50  # tokens per segment (each sequence is BOS + 2 x seg_len)
-    seed: int = 0  # seed of the probe tokens
+    seed: int = 0  # seed of the probe tokens (and of the OV token sample)
+    measure: str = "target"  # pattern score: "target" (Olsson et al.'s prefix-matching score, for
+    # every kind: mean attention on the target over the rows that have one), or TL detect_head's
+    # "tl-mul" / "tl-abs" (for parity with TL; "mul" / "abs" accepted; see interp.heads.scores)
     exclude_bos: bool = False  # as TL detect_head: ignore attention to BOS
     exclude_current_token: bool = False  # as TL detect_head: ignore attention to the current token
-    error_measure: str = "mul"  # "mul" (fraction of attention) or "abs" (1 - distance), as TL
-    min_score: float = 0.3  # a pattern score at least this high counts as "high"
-    min_effect: float = 0.05  # nats: an ablation that raises the repeated-half loss less "changes nothing"
+    min_score: float = 0.5  # "high" pattern score; with measure "target": on average over the rows
+    # that have a target, at least half of the head's attention is on it, for every kind
+    # (TL's "mul" tops out near 0.5 for induction and duplicate-token heads: lower it with "tl-mul")
+    min_effect: float = 0.05  # nats: the repeated-half loss change an ablation must clearly exceed
     min_copying: float = 0.5  # an induction head must also copy: its OV lifts the read token this many std devs
     min_induction_drop: float = 0.05  # previous-token heads: or lower later induction scores this much
-    validate_seqs: int = 8  # probe sequences for the causal checks
+    validate_seqs: int = 8  # probe sequences for the causal checks (the intervals are over these)
+    ov_tokens: int | None = 2048  # token sample of the OV eigenvalue copying score (None: the whole pool)
     batch_size: int = 32  # sequences per forward pass when scoring
 
     def validate(self, top: int | None = None) -> FindConfig:
@@ -45,8 +69,9 @@ class FindConfig:
             raise WorkbenchError("probe sequences, validation sequences and batch size must be at least 1")
         if self.seg_len < 2:
             raise WorkbenchError(f"repeated segments need at least 2 tokens, got {self.seg_len}")
-        if self.error_measure not in ("mul", "abs"):
-            raise WorkbenchError(f"unknown error measure {self.error_measure!r}; choose 'mul' or 'abs'")
+        if self.ov_tokens is not None and self.ov_tokens < 2:
+            raise WorkbenchError(f"the OV copying score needs a sample of at least 2 tokens, got {self.ov_tokens}")
+        self.measure = check_measure(self.measure)
         return self
 
 
@@ -55,20 +80,26 @@ class HeadFinding:
     layer: int
     head: int  # query head (GQA models report per query head)
     kind: str  # "previous-token" | "duplicate-token" | "induction"
-    score: float  # pattern score (see interp.heads.scores)
-    copying: float | None = None  # induction candidates: OV copying score (interp.heads.copying)
+    score: float  # pattern score in the report's measure (see interp.heads.scores)
+    copying: float | None = None  # induction candidates: direct-logit copying z-score (interp.heads.copying)
+    ov_copying: float | None = None  # induction candidates: OV eigenvalue score sum(l)/sum(|l|), in [-1, 1]
     causal_effect: float | None = None  # validated: repeated-half loss increase under mean-ablation (nats)
+    causal_effect_lo: float | None = None  # its 95% bootstrap interval over the probe sequences
+    causal_effect_hi: float | None = None
     zero_effect: float | None = None  # validated: the same under zero-ablation
+    zero_effect_lo: float | None = None
+    zero_effect_hi: float | None = None
     induction_drop: float | None = None  # validated previous-token heads: fall of later induction heads' score
-    flagged: bool = False  # validated: high pattern score but neither ablation changes the loss
-    confirmed: bool | None = None  # validated: high score, mean-ablation effect (and copying, for induction)
+    flagged: bool = False  # validated: high pattern score but both ablations clearly change nothing
+    confirmed: bool | None = None  # validated: high score, clear mean-ablation effect (and copying, for induction)
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.causal_effect is None:
-            for k in ("causal_effect", "zero_effect", "flagged", "confirmed"):
+            for k in ("causal_effect", "causal_effect_lo", "causal_effect_hi", "zero_effect", "zero_effect_lo",
+                      "zero_effect_hi", "flagged", "confirmed"):
                 d.pop(k)
-        for k in ("copying", "induction_drop"):
+        for k in ("copying", "ov_copying", "induction_drop"):
             if d.get(k, 0) is None:
                 d.pop(k)
         return d
@@ -93,6 +124,22 @@ class HeadsReport:
     scores: dict[str, Tensor]  # kind -> Float[Tensor, "layer head"], every head's pattern score
     findings: list[HeadFinding]  # the top heads of each kind, best first within a kind
     n_tokens: int  # tokens scored (all sequences together)
+    measure: str = "target"  # the pattern score's measure (interp.heads.scores.MEASURES)
+    target_rows: dict[str, int] = field(default_factory=dict)  # kind -> rows that had a target
+    ov_tokens: int | None = None  # size of the token sample of the OV copying scores
+    validate_seqs: int | None = None  # probe sequences the causal checks (and their intervals) used
+
+    def describe_measure(self) -> str:
+        """One line saying what the scores are."""
+        return MEASURE_LINES[self.measure]
+
+
+MEASURE_LINES = {
+    "target": "score: mean attention on the target over the rows that have one (Olsson et al.'s prefix matching)",
+    "tl-mul": "score: TL detect_head 'mul', attention on the pattern's cells / all attention (rows without a target count)",
+    "tl-abs": "score: TL detect_head 'abs', 1 - sum|A - D| / positions",
+}
+assert set(MEASURE_LINES) == set(MEASURES)
 
 
 def find_heads(
@@ -119,23 +166,26 @@ def heads_report(
     progress: Progress | None = None,
     config: FindConfig | None = None,
 ) -> HeadsReport:
-    """`find_heads` plus every head's score (for heatmaps)."""
+    """`find_heads` plus every head's score (for heatmaps) and what the scores measured."""
     cfg = (config or FindConfig()).validate(top)
     kinds = check_kinds(kinds)
     tokens = probe_tokens(model, text, cfg)
-    scores = head_scores(
-        model, tokens, kinds, exclude_bos=cfg.exclude_bos, exclude_current_token=cfg.exclude_current_token,
-        error_measure=cfg.error_measure, batch_size=cfg.batch_size, progress=progress,
+    scores, rows = scores_and_rows(
+        model, tokens, kinds, measure=cfg.measure, exclude_bos=cfg.exclude_bos,
+        exclude_current_token=cfg.exclude_current_token, batch_size=cfg.batch_size, progress=progress,
     )
     findings = [HeadFinding(layer, head, kind, score) for kind in kinds for layer, head, score in top_heads(scores[kind], top)]
     induction = [f for f in findings if f.kind == "induction"]
+    ov_n = None
     if induction:
         probes = tokens if text is not None else tokens[: cfg.validate_seqs]
-        for f, c in zip(induction, copying_scores(model, probes, [(f.layer, f.head) for f in induction])):
-            f.copying = c
+        heads = [(f.layer, f.head) for f in induction]
+        for f, c, ov in zip(induction, copying_scores(model, probes, heads), ov_copying(model, heads, cfg.ov_tokens, cfg.seed)):
+            f.copying, f.ov_copying, ov_n = c, ov.score, ov.n_tokens
     if validate:
         _validate(model, findings, cfg, progress)
-    return HeadsReport(scores, findings, int(tokens.numel()))
+    return HeadsReport(scores, findings, int(tokens.numel()), cfg.measure, rows, ov_n,
+                       cfg.validate_seqs if validate else None)
 
 
 def _validate(model: Model, findings: list[HeadFinding], cfg: FindConfig, progress: Progress | None) -> None:
@@ -145,31 +195,34 @@ def _validate(model: Model, findings: list[HeadFinding], cfg: FindConfig, progre
     seg_len = max(2, seg_len - max(1, seg_len // 5))
     probes = repeated_tokens(model, cfg.validate_seqs, seg_len, seed=cfg.seed + 1)
     heads = sorted({(f.layer, f.head) for f in findings})
-    effects = ablation_effects(model, probes, heads, progress=progress)
+    effects = ablation_effects(model, probes, heads, progress=progress, seed=cfg.seed)
     index = {h: i for i, h in enumerate(heads)}
     _downstream(model, probes, [f for f in findings if f.kind == "previous-token"], cfg)
     for f in findings:
         i = index[(f.layer, f.head)]
-        f.causal_effect, f.zero_effect = float(effects["mean"][i]), float(effects["zero"][i])
+        mean, zero = effects["mean"][i].interval, effects["zero"][i].interval
+        f.causal_effect, f.causal_effect_lo, f.causal_effect_hi = mean.value, mean.lo, mean.hi
+        f.zero_effect, f.zero_effect_lo, f.zero_effect_hi = zero.value, zero.lo, zero.hi
         high = f.score >= cfg.min_score
         copies = f.kind != "induction" or (f.copying or 0.0) >= cfg.min_copying
         feeds = (f.induction_drop or 0.0) >= cfg.min_induction_drop  # previous-token heads only
         # confirmed by mean-ablation (zero-ablation also moves the input off-distribution);
-        # flagged only when neither ablation changes anything
-        f.confirmed = high and copies and (f.causal_effect >= cfg.min_effect or feeds)
-        f.flagged = high and max(f.causal_effect, f.zero_effect) < cfg.min_effect and not feeds
+        # flagged only when neither ablation can be told apart from "less than min_effect"
+        f.confirmed = high and copies and (mean.lo >= cfg.min_effect or feeds)
+        f.flagged = high and max(mean.hi, zero.hi) < cfg.min_effect and not feeds
 
 
 def _downstream(model: Model, probes, prev: list[HeadFinding], cfg: FindConfig, n_watch: int = 5) -> None:
     """Each previous-token head's induction_drop: how much mean-ablating it lowers the mean
-    induction score of the induction heads (the top n_watch scoring >= min_score on the
-    validation probes, else the top one) in later layers."""
+    induction score (in the config's measure) of the induction heads (the top n_watch scoring
+    >= min_score on the validation probes, else the top one) in later layers."""
     if not prev:
         return
-    induction = head_scores(model, probes, ("induction",), batch_size=cfg.batch_size)["induction"]
-    ranked = top_heads(induction, n_watch)
+    induction = scores_and_rows(model, probes, ("induction",), measure=cfg.measure, batch_size=cfg.batch_size)[0]
+    ranked = top_heads(induction["induction"], n_watch)
     watch = [(layer, head) for layer, head, score in ranked if score >= cfg.min_score] or [ranked[0][:2]]
-    scores = ablated_pattern_scores(model, probes, [[]] + [[(f.layer, f.head)] for f in prev], watch)
+    scores = ablated_pattern_scores(model, probes, [[]] + [[(f.layer, f.head)] for f in prev], watch,
+                                    measure=cfg.measure)
     clean, ablated = scores[0], scores[1:]
     for f, row in zip(prev, ablated):
         later = [w for w, (layer, _) in enumerate(watch) if layer > f.layer]

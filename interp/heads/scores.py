@@ -1,17 +1,31 @@
 """Pattern scores: how well each head's attention matches an expected pattern (pure tensor math).
 
-Both measures follow TransformerLens's `detect_head`, per sequence, then averaged over
-sequences (as TL does for a list of prompts):
+Three measures (`MEASURES`; "mul" and "abs" are accepted for TL's two):
 
-- "mul": the fraction of attention on the expected cells, sum(A * D) / sum(A), after zeroing
-  the BOS column (exclude_bos) and the diagonal (exclude_current_token) of A.
-- "abs": 1 - sum|A - D| / pos over the kept cells (TL's `1 - mean|A - D| * pos`; TL rounds it
-  to 3 decimals, we do not). 1 is a perfect match, -1 a perfect mismatch.
+- "target" (the default): Olsson et al. 2022's prefix-matching score, for every kind. Over the
+  rows (destination positions) that have a target -- a cell the kind's pattern marks -- the mean
+  attention the row puts on its target cells. On BOS + segment + segment an induction head's rows
+  with a target are the repeated half (the first half has no earlier copy); a previous-token
+  head's are all rows but BOS's. A perfect head of any kind scores 1, attention that never lands
+  on a target 0, so one threshold means the same for every kind: "on average over the rows
+  where it could, the head puts this share of its attention on the target". Rows are pooled
+  over all sequences (each row counts once). With exclude_bos / exclude_current_token the
+  excluded cells are removed from both the target and the row (the share of the row's
+  remaining attention that is on target; a target lying only on excluded cells leaves the row
+  without one). A set of sequences where no row has a target scores 0 (`target_rows` says so).
+- "tl-mul": TransformerLens `detect_head`'s "mul" measure, sum(A * D) / sum(A) per sequence after zeroing
+  the excluded BOS column / diagonal of A, then averaged over sequences (as TL does for a list
+  of prompts). It divides by every row, including the rows with no target, so its ceiling is
+  the share of rows with one: ~0.5 for induction and duplicate-token heads on repeated tokens,
+  ~1 for previous-token heads. Kept for parity with TL.
+- "tl-abs": TL's "abs", 1 - sum|A - D| / pos over the kept cells (TL rounds it to 3 decimals, we do not);
+  1 is a perfect match, -1 a perfect mismatch. Kept for parity with TL.
 
-`reference_scores` is the slow, obvious version (per sequence, per head); `fast_scores` is the
-one the detector uses inside the forward pass: for 0/1 patterns both measures are linear in A,
-sum|A - D| * M = sum A*M - 2 sum A*M*D + sum M*D (A in [0, 1]), so one batched matmul of the
-pattern against [M*D for each kind, M] gives every score of a layer.
+`reference_scores` is the slow, obvious version (loops over sequences, heads and rows);
+`Scorer` is what the detector runs inside the forward pass: it returns per-sequence sums
+(numerator, denominator) that pool over batches. For 0/1 patterns "mul" and "abs" are linear
+in A (sum|A - D| * M = sum A*M - 2 sum A*M*D + sum M*D for A in [0, 1]), and "target" needs
+each row's mass on its targets: one batched contraction of the pattern with the kinds' patterns.
 """
 
 from __future__ import annotations
@@ -21,7 +35,16 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-ERROR_MEASURES = ("mul", "abs")
+MEASURES = ("target", "tl-mul", "tl-abs")
+ALIASES = {"mul": "tl-mul", "abs": "tl-abs"}  # TL's own names for its two measures
+
+
+def canonical_measure(measure: str) -> str:
+    """The measure's name in `MEASURES` (TL's "mul" / "abs" accepted); ValueError if unknown."""
+    measure = ALIASES.get(measure, measure)
+    if measure not in MEASURES:
+        raise ValueError(f"unknown score measure {measure!r}; choose one of {', '.join(MEASURES)}")
+    return measure
 
 
 def keep_mask(pos: int, exclude_bos: bool, exclude_current_token: bool, device=None) -> Float[Tensor, "dest src"]:
@@ -40,16 +63,30 @@ def reference_scores(
     *,
     exclude_bos: bool = False,
     exclude_current_token: bool = False,
-    error_measure: str = "mul",
+    measure: str = "target",
 ) -> Float[Tensor, " head"]:
-    """Slow and obvious: loop over sequences and heads, TL's formulas without rounding."""
+    """Slow and obvious: loop over sequences and heads (and rows, for "target"), no rounding."""
+    measure = canonical_measure(measure)
     batch, n_heads, pos, _ = pattern.shape
-    mask = keep_mask(pos, exclude_bos, exclude_current_token, pattern.device)
+    mask = keep_mask(pos, exclude_bos, exclude_current_token, pattern.device).double()
+    if measure == "target":
+        total = torch.zeros(n_heads, dtype=torch.float64)
+        rows = 0
+        for b in range(batch):
+            for i in range(pos):
+                target = expected[b, i].double() * mask[i]
+                if target.sum() == 0:
+                    continue  # nothing to attend to in this row
+                rows += 1
+                for h in range(n_heads):
+                    a = pattern[b, h, i].double() * mask[i]
+                    total[h] += (a * target).sum() / a.sum() if a.sum() > 0 else 0.0
+        return total / rows if rows else total
     out = torch.zeros(batch, n_heads, dtype=torch.float64)
     for b in range(batch):
         for h in range(n_heads):
             a, d = pattern[b, h].double(), expected[b].double()
-            if error_measure == "mul":
+            if measure == "tl-mul":
                 a = a * mask
                 out[b, h] = (a * d).sum() / a.sum()
             else:
@@ -57,40 +94,56 @@ def reference_scores(
     return out.mean(0)
 
 
-def fast_score_parts(
-    pattern: Float[Tensor, "batch head dest src"],
-    weights: Float[Tensor, "batch part dest src"],
-) -> Float[Tensor, "batch head part"]:
-    """sum over (dest, src) of pattern * weights for every head and part, as one bmm."""
-    a = einops.rearrange(pattern.float(), "batch head dest src -> batch head (dest src)")
-    w = einops.rearrange(weights.float(), "batch part dest src -> batch (dest src) part")
-    return torch.bmm(a, w)
+class Scorer:
+    """Scores of every head of a layer against the expected patterns of one batch of sequences.
+
+    Built once per batch (the expected patterns depend only on the tokens); called on each
+    layer's pattern inside the forward pass. Returns (numerator, denominator) per sequence:
+    the score over any set of sequences is sum(numerator) / sum(denominator)."""
+
+    def __init__(self, expected: Float[Tensor, "batch kind dest src"], measure: str = "target",
+                 exclude_bos: bool = False, exclude_current_token: bool = False):
+        batch, _, pos, _ = expected.shape
+        self.measure = measure = canonical_measure(measure)
+        self.mask = keep_mask(pos, exclude_bos, exclude_current_token, expected.device)
+        self.excluding = exclude_bos or exclude_current_token
+        self.targets = (expected * self.mask).float()  # [batch kind dest src]
+        self.has_target = self.targets.sum(-1) > 0  # [batch kind dest]
+        if measure == "tl-abs":
+            self.target_cells = einops.reduce(self.targets, "batch kind dest src -> batch 1 kind", "sum")
+
+    @property
+    def target_rows(self) -> Float[Tensor, "batch kind"]:
+        """Rows with at least one kept target cell, per sequence and kind."""
+        return self.has_target.sum(-1).float()
+
+    def __call__(self, pattern: Float[Tensor, "batch head dest src"]) -> tuple[Tensor, Tensor]:
+        a = pattern.float()
+        if self.measure == "target":
+            on_target = einops.einsum(a, self.targets, "batch head dest src, batch kind dest src -> batch kind head dest")
+            kept = einops.einsum(a, self.mask, "batch head dest src, dest src -> batch head dest") if self.excluding \
+                else a.sum(-1)
+            on_target = on_target / kept[:, None].clamp_min(1e-30)
+            num = (on_target * self.has_target[:, :, None]).sum(-1)
+            den = self.target_rows[:, :, None].expand_as(num)
+            return num, den
+        flat = einops.rearrange(a, "batch head dest src -> batch head (dest src)")
+        parts = torch.cat([self.targets, self.mask.expand(a.shape[0], 1, *self.mask.shape)], dim=1)
+        w = einops.rearrange(parts, "batch part dest src -> batch (dest src) part")
+        sums = torch.bmm(flat, w)  # [batch head part]: sum A*M*D_k for each kind, then sum A*M
+        a_md, a_m = sums[..., :-1], sums[..., -1:]
+        if self.measure == "tl-mul":
+            s = a_md / a_m
+        else:
+            s = 1 - (a_m - 2 * a_md + self.target_cells) / a.shape[-1]
+        num = einops.rearrange(s, "batch head kind -> batch kind head")
+        return num, torch.ones_like(num)
 
 
-def score_weights(
-    expected: Float[Tensor, "batch kind dest src"], exclude_bos: bool, exclude_current_token: bool
-) -> Float[Tensor, "batch part dest src"]:
-    """[M * D_k for each kind k, M]: what fast_score_parts contracts the pattern with."""
-    batch, _, pos, _ = expected.shape
-    mask = keep_mask(pos, exclude_bos, exclude_current_token, expected.device)
-    return torch.cat([expected * mask, mask.expand(batch, 1, pos, pos)], dim=1)
-
-
-def scores_from_parts(
-    parts: Float[Tensor, "batch head part"],
-    expected: Float[Tensor, "batch kind dest src"],
-    weights: Float[Tensor, "batch part dest src"],
-    error_measure: str,
-) -> Float[Tensor, "batch kind head"]:
-    """Per-sequence scores from the contracted parts (the last part is sum A*M)."""
-    a_md, a_m = parts[..., :-1], parts[..., -1:]
-    if error_measure == "mul":
-        s = a_md / a_m
-    else:
-        pos = expected.shape[-1]
-        md = einops.reduce(weights[:, :-1], "batch kind dest src -> batch 1 kind", "sum")
-        s = 1 - (a_m - 2 * a_md + md) / pos
-    return einops.rearrange(s, "batch head kind -> batch kind head")
+def pooled(num: Float[Tensor, "batch kind head"], den: Float[Tensor, "batch kind head"]) -> Float[Tensor, "kind head"]:
+    """sum(num) / sum(den) over the batch; 0 where no sequence had a target row."""
+    n, d = num.sum(0), den.sum(0)
+    return torch.where(d > 0, n / d.clamp_min(1e-30), torch.zeros_like(n))
 
 
 def fast_scores(
@@ -99,8 +152,7 @@ def fast_scores(
     *,
     exclude_bos: bool = False,
     exclude_current_token: bool = False,
-    error_measure: str = "mul",
-) -> Float[Tensor, "batch kind head"]:
-    """Per-sequence scores of every head for every kind (0/1 expected patterns only)."""
-    weights = score_weights(expected, exclude_bos, exclude_current_token)
-    return scores_from_parts(fast_score_parts(pattern, weights), expected, weights, error_measure)
+    measure: str = "target",
+) -> Float[Tensor, "kind head"]:
+    """Scores of every head for every kind over the whole batch (0/1 expected patterns only)."""
+    return pooled(*Scorer(expected, measure, exclude_bos, exclude_current_token)(pattern))

@@ -13,6 +13,12 @@ induction heads do it, previous-token heads feed their keys, duplicate-token hea
 Previous-token heads are also checked downstream: ablating one should lower the induction
 scores of the induction heads in later layers, whose keys it feeds (`ablated_pattern_scores`).
 
+Every effect is a mean over probe sequences of the per-sequence loss change, with a 95%
+bootstrap interval over the sequences (`Effect`, interp.stats). The control for "these heads
+matter more than any heads would" is `layer_matched_heads`: as many random heads from the same
+layers (ablating heads late in the model moves the loss differently from early ones, so an
+unmatched draw would compare layers, not heads).
+
 To run many ablations at once the batch is replicated, one block of rows per ablated head,
 and each layer's hook edits only its heads' rows.
 """
@@ -20,6 +26,7 @@ and each layer's hook edits only its heads' rows.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -30,7 +37,8 @@ from torch import Tensor
 from interp import hooks
 from interp.errors import WorkbenchError
 from interp.heads.patterns import expected_patterns
-from interp.heads.scores import fast_scores
+from interp.heads.scores import Scorer
+from interp.stats import Interval, mean_intervals
 from interp.types import ABLATION_MODES, Head, Progress, check_choice
 
 if TYPE_CHECKING:
@@ -97,6 +105,29 @@ def prepare_ablation(model: Model, tokens: Int[Tensor, "batch pos"], groups: lis
 
 
 @torch.no_grad()
+def ablated_sequence_losses(
+    model: Model,
+    tokens: Int[Tensor, "batch pos"],
+    groups: list[list[Head]],
+    mode: str = "mean",
+    max_rows: int = 64,
+    progress: Progress | None = None,
+) -> Float[Tensor, "group batch"]:
+    """Repeated-half loss of each sequence with each group of heads ablated together."""
+    tokens, means = prepare_ablation(model, tokens, groups, mode)
+    n = tokens.shape[0]
+    per_call = max(1, max_rows // n)
+    out = []
+    for start in range(0, len(groups), per_call):
+        chunk = groups[start : start + per_call]
+        batch = tokens.repeat(len(chunk), 1)
+        logits = model.run_with_hooks(batch, fwd_hooks=ablation_hooks(chunk, n, mode, means))
+        out.append(repeated_half_loss(logits, batch).view(len(chunk), n).float().cpu())
+        if progress is not None:
+            progress(min(start + per_call, len(groups)), len(groups), f"{mode}-ablation")
+    return torch.cat(out)
+
+
 def ablated_losses(
     model: Model,
     tokens: Int[Tensor, "batch pos"],
@@ -106,32 +137,45 @@ def ablated_losses(
     progress: Progress | None = None,
 ) -> Float[Tensor, " group"]:
     """Repeated-half loss (mean over sequences) with each group of heads ablated together."""
-    tokens, means = prepare_ablation(model, tokens, groups, mode)
-    n = tokens.shape[0]
-    per_call = max(1, max_rows // n)
-    out = []
-    for start in range(0, len(groups), per_call):
-        chunk = groups[start : start + per_call]
-        batch = tokens.repeat(len(chunk), 1)
-        logits = model.run_with_hooks(batch, fwd_hooks=ablation_hooks(chunk, n, mode, means))
-        loss = repeated_half_loss(logits, batch)
-        out.extend(loss.view(len(chunk), n).mean(1).tolist())
-        if progress is not None:
-            progress(min(start + per_call, len(groups)), len(groups), f"{mode}-ablation")
-    return torch.tensor(out)
+    return ablated_sequence_losses(model, tokens, groups, mode, max_rows, progress).mean(1)
 
 
 @torch.no_grad()
+def sequence_losses(model: Model, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, " batch"]:
+    tokens = tokens.to(model.device)
+    return repeated_half_loss(model(tokens), tokens).float().cpu()
+
+
 def clean_loss(model: Model, tokens: Int[Tensor, "batch pos"]) -> float:
-    return float(repeated_half_loss(model(tokens), tokens).mean())
+    return float(sequence_losses(model, tokens).mean())
+
+
+@dataclass
+class Effect:
+    """Loss increases of one ablation: per sequence, and their mean with its interval."""
+
+    per_sequence: Float[Tensor, " batch"]  # nats, ablated minus clean loss of each sequence
+    interval: Interval  # mean over sequences with its 95% bootstrap interval
+
+    @property
+    def mean(self) -> float:
+        return self.interval.value
+
+
+def group_effects(model: Model, tokens: Int[Tensor, "batch pos"], groups: list[list[Head]], mode: str = "mean",
+                  seed: int = 0, progress: Progress | None = None) -> list[Effect]:
+    """Repeated-half loss increase of each group of heads ablated together, with intervals."""
+    base = sequence_losses(model, tokens)
+    diffs = ablated_sequence_losses(model, tokens, groups, mode, progress=progress) - base
+    return [Effect(d, i) for d, i in zip(diffs, mean_intervals(diffs, seed=seed))]
 
 
 def ablation_effects(
-    model: Model, tokens: Int[Tensor, "batch pos"], heads: list[Head], modes=MODES, progress=None
-) -> dict[str, Float[Tensor, " head"]]:
-    """Loss increase (nats) on the repeated half when each head alone is ablated, per mode."""
-    base = clean_loss(model, tokens)
-    return {m: ablated_losses(model, tokens, [[h] for h in heads], m, progress=progress) - base for m in modes}
+    model: Model, tokens: Int[Tensor, "batch pos"], heads: list[Head], modes=MODES, progress=None, seed: int = 0
+) -> dict[str, list[Effect]]:
+    """Loss increase (nats) on the repeated half when each head alone is ablated, per mode:
+    one `Effect` per head (per-sequence changes, mean and 95% interval over the sequences)."""
+    return {m: group_effects(model, tokens, [[h] for h in heads], m, seed, progress) for m in modes}
 
 
 @torch.no_grad()
@@ -143,9 +187,11 @@ def ablated_pattern_scores(
     kind: str = "induction",
     mode: str = "mean",
     max_rows: int = 64,
+    measure: str = "target",
 ) -> Float[Tensor, "group watch"]:
-    """The `kind` pattern score of each watched head with each group of heads ablated (an empty
-    group gives the clean scores). The forward pass stops after the last watched layer."""
+    """The `kind` pattern score (`measure`, see interp.heads.scores) of each watched head with
+    each group of heads ablated (an empty group gives the clean scores). The forward pass stops
+    after the last watched layer."""
     check_choice(mode, MODES, "ablation")
     if not watch:
         return torch.zeros(len(groups), 0)
@@ -156,12 +202,12 @@ def ablated_pattern_scores(
     for start in range(0, len(groups), max(1, max_rows // n)):
         chunk = groups[start : start + max(1, max_rows // n)]
         batch = tokens.repeat(len(chunk), 1)
-        expected = expected_patterns(batch, (kind,))
+        scorer = Scorer(expected_patterns(batch, (kind,)), measure)
         got = torch.zeros(len(chunk), len(watch))
 
-        def score(pattern: Tensor, hook, layer: int, expected=expected, got=got) -> None:
-            per_row = fast_scores(pattern, expected)[:, 0]  # [rows, head]
-            per_group = per_row.view(got.shape[0], n, -1).mean(1).cpu()
+        def score(pattern: Tensor, hook, layer: int, scorer=scorer, got=got) -> None:
+            num, den = (x[:, 0].reshape(got.shape[0], n, -1).sum(1) for x in scorer(pattern))  # [group head]
+            per_group = torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num)).cpu()
             for w, (wl, wh) in enumerate(watch):
                 if wl == layer:
                     got[:, w] = per_group[:, wh]
@@ -174,6 +220,26 @@ def ablated_pattern_scores(
 
 
 def random_heads(n_layers: int, n_heads: int, count: int, seed: int = 0, exclude=()) -> list[Head]:
-    """`count` distinct random heads, none of them in `exclude`."""
-    pool = [(layer, head) for layer in range(n_layers) for head in range(n_heads) if (layer, head) not in set(exclude)]
+    """`count` distinct random heads from any layer, none of them in `exclude` (unmatched: see
+    `layer_matched_heads` for the control the checks use)."""
+    excluded = set(map(tuple, exclude))
+    pool = [(layer, head) for layer in range(n_layers) for head in range(n_heads) if (layer, head) not in excluded]
     return random.Random(seed).sample(pool, min(count, len(pool)))
+
+
+def layer_matched_heads(like: list[Head], n_heads: int, seed: int = 0, exclude=()) -> list[Head]:
+    """Random heads matched by layer to `like`: as many from each layer as `like` has there,
+    none of them in `like` or `exclude`. Refuses a layer without enough other heads."""
+    excluded = set(map(tuple, exclude)) | set(map(tuple, like))
+    per_layer: dict[int, int] = {}
+    for layer, _ in like:
+        per_layer[layer] = per_layer.get(layer, 0) + 1
+    rng = random.Random(seed)
+    out: list[Head] = []
+    for layer, count in sorted(per_layer.items()):
+        pool = [(layer, h) for h in range(n_heads) if (layer, h) not in excluded]
+        if len(pool) < count:
+            raise WorkbenchError(f"layer {layer} has {len(pool)} heads outside the ones compared, "
+                                 f"{count} needed for a layer-matched control")
+        out += rng.sample(pool, count)
+    return sorted(out)

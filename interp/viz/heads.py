@@ -26,19 +26,23 @@ def score_heatmaps(
     scores: dict[str, Float[Tensor, "layer head"]],
     findings=(),
     title: str = "Head pattern scores",
+    measure: str | None = None,
 ) -> go.Figure:
-    """One heatmap per kind: x = head (query head), y = layer (0 at the bottom)."""
+    """One heatmap per kind: x = head (query head), y = layer (0 at the bottom); `measure` (the
+    score's measure, interp.heads.scores) labels the colour bar and the hover text."""
     kinds = list(scores)
     fig = make_subplots(rows=1, cols=len(kinds), subplot_titles=kinds, horizontal_spacing=0.06)
     zmin = min(float(s.min()) for s in scores.values())
     zmax = max(float(s.max()) for s in scores.values())
     shown: set[str] = set()
+    label = f"score ({measure})" if measure else "score"
     for col, kind in enumerate(kinds, start=1):
         z = scores[kind].float().cpu().numpy()
         fig.add_trace(
             go.Heatmap(
                 z=z, zmin=zmin, zmax=zmax, colorscale=SCORE_SCALE, showscale=col == len(kinds),
-                hovertemplate=f"{kind}<br>layer %{{y}}, head %{{x}}<br>score %{{z:.3f}}<extra></extra>",
+                colorbar={"title": f"score ({measure})" if measure else "score"},
+                hovertemplate=f"{kind}<br>layer %{{y}}, head %{{x}}<br>{label} %{{z:.3f}}<extra></extra>",
             ),
             row=1, col=col,
         )
@@ -66,7 +70,10 @@ def score_heatmaps(
 def _hover(f) -> str:
     parts = [f"{f.kind} L{f.layer}H{f.head}", f"score {f.score:.3f}"]
     if f.copying is not None:
-        parts.append(f"copying {f.copying:.2f}")
+        parts.append(f"copying z {f.copying:.2f}")
+    if f.ov_copying is not None:
+        parts.append(f"OV eigenvalue copying {f.ov_copying:.2f}")
     if f.causal_effect is not None:
-        parts.append(f"Δloss mean-abl {f.causal_effect:+.3f}, zero-abl {f.zero_effect:+.3f}")
+        parts.append(f"Δloss mean-abl {f.causal_effect:+.3f} [{f.causal_effect_lo:+.3f}, {f.causal_effect_hi:+.3f}], "
+                     f"zero-abl {f.zero_effect:+.3f}")
     return "<br>".join(parts) + "<extra></extra>"

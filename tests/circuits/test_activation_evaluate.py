@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from interp.circuits.activation import patch_heads, patch_resid
 from interp.circuits.evaluate import abc_means, ablated_logit_diff, evaluate
 from interp.circuits.metrics import logit_diff, normalized
 from interp.circuits.path import all_heads
-from interp.data.ioi import POSITION_NAMES, make_ioi
+from interp.data.ioi import NAMES, POSITION_NAMES, make_ioi
 
 
 def _one(model, ds, name, fn):
@@ -62,7 +63,7 @@ def test_patch_heads_matches_one_pass_per_head(tiny_llama):
 
 def test_mean_ablation_matches_plain_hooks_and_full_circuit_is_faithful(tiny_gpt2):
     model, ds = tiny_gpt2, make_ioi(tiny_gpt2, 6, seed=2)
-    means = abc_means(model, ds, per_template=2)
+    means = abc_means(model, ds, n_abc=2)
     cfgs = torch.zeros(3, 2, 4, dtype=torch.bool)
     cfgs[1, 0, 1] = cfgs[1, 1, 3] = True
     cfgs[2] = True
@@ -84,7 +85,117 @@ def test_mean_ablation_matches_plain_hooks_and_full_circuit_is_faithful(tiny_gpt
     )
     assert torch.allclose(got[2], plain_all.mean(), atol=1e-5)
     # the whole model as the "circuit": nothing is ablated, so faithfulness is exactly 1
-    ev = evaluate(model, ds, {"everything": all_heads(model)}, checks=True, n_random=2)
-    assert abs(ev.faithfulness - 1.0) < 1e-5
+    ev = evaluate(model, ds, {"everything": all_heads(model)}, checks=True, n_random=2, n_abc=2)
+    assert abs(ev.faithfulness.value - 1.0) < 1e-5 and abs(ev.faithfulness.lo - 1.0) < 1e-5
     assert ev.completeness and all(abs(r["circuit"] - r["model"]) < 1e-5 for r in ev.completeness)
     assert set(ev.minimality) == {f"{a}.{b}" for a, b in all_heads(model)}
+
+
+def test_abc_means_average_fresh_abc_prompts_of_each_template(tiny_llama):
+    """Each prompt's mean is the mean of hook_z over n_abc ABC prompts of its base template (both
+    orders), drawn from the prompts' own part (its templates and names), position by position."""
+    model = tiny_llama
+    ds = make_ioi(model, 5, seed=4, part="evaluation")
+    means = abc_means(model, ds, n_abc=3, seed=11)
+    used = sorted({t // 2 for t in ds.template_ids.tolist()})
+    ids = [2 * b + (i % 2) for b in used for i in range(3)]
+    ref = make_ioi(model, len(ids), seed=11, template_ids=ids, templates=ds.base_templates, names=ds.names)
+    assert {n for p in ref.corrupted_prompts for n in p.replace(".", " ").replace(",", " ").split()} & set(NAMES) \
+        <= set(ds.names)  # ABC names from the evaluation half only
+    _, cache = model.run_with_cache(ref.corrupted_tokens, names_filter=lambda n: n.endswith("hook_z"))
+    for i in range(len(ds)):
+        rows = [r for r, t in enumerate(ids) if t // 2 == int(ds.template_ids[i]) // 2]
+        n = int(ds.lengths[i])
+        for layer in range(model.info.n_layers):
+            direct = cache[f"blocks.{layer}.attn.hook_z"][rows, :n].mean(0)
+            torch.testing.assert_close(means[layer][i, :n], direct, atol=1e-5, rtol=1e-4)
+
+
+CLASSES = {"name mover": [(1, 0), (1, 2)], "induction": [(0, 1)], "previous token": [(0, 3)], "extra": [(1, 3)]}
+
+
+@pytest.fixture
+def sharp_model(request):
+    """A tiny model (dtype as asked) with 16x query weights, restored afterwards: freshly
+    initialised attention is nearly uniform, so keeping a head at one position would barely
+    move anything and a wrong replay window could hide."""
+
+    def get(fixture: str, dtype: str):
+        from interp import load
+
+        model = request.getfixturevalue(fixture) if dtype == "float32" else \
+            load(str(request.getfixturevalue(f"{fixture}_dir")), device="cpu", dtype=dtype)
+        weights = [model.bridge.blocks[layer].attn.q.original_component.weight for layer in range(model.info.n_layers)]
+        with torch.no_grad():
+            for w in weights:
+                w.mul_(16.0)
+        request.addfinalizer(lambda: [w.data.div_(16.0) for w in weights])
+        return model
+
+    return get
+
+
+@pytest.mark.parametrize("fixture, dtype", [("tiny_llama", "float32"), ("tiny_gpt2", "float32"),
+                                            ("tiny_llama", "bfloat16")])
+def test_replayed_configurations_match_one_pass_each(fixture, dtype, sharp_model, monkeypatch):
+    """The fast path (bases through the bridge, every other configuration replayed from its first
+    differing layer and position) against one hooked forward pass of the whole model each."""
+    import sys
+
+    module = sys.modules["interp.circuits.evaluate"]
+    model = sharp_model(fixture, dtype)
+    ds = make_ioi(model, 6, seed=2, part="evaluation")
+    means = abc_means(model, ds, n_abc=4)
+    index, configs, _ = module._configs(model, ds, CLASSES, True, 2, 0)
+    base = index["circuit"]
+    windowed = (configs.first_position(base, ds.tokens.shape[1]) > 0).all(1)
+    assert windowed.any() and not windowed.all()  # windowed replays and whole-sequence ones
+    reference = module.ablated_logit_diffs_reference(model, ds, means, configs)
+    monkeypatch.setattr(module, "ablated_logit_diffs_reference", lambda *a: pytest.fail("fell back to the reference"))
+    fast = module.ablated_logit_diffs(model, ds, means, configs, bases=[index["model"], base], max_rows=12)
+    atol = 1e-4 if dtype == "float32" else 2e-2
+    torch.testing.assert_close(fast, reference, atol=atol, rtol=0)
+    if dtype == "float32":
+        # not vacuous: the windowed configurations move the logit diff far more than the two disagree
+        assert (reference[windowed] - reference[base]).abs().max() > 30 * atol
+        # each class is kept only at its positions: not the same as keeping it everywhere
+        assert (reference[base] - reference[index["circuit, all positions"]]).abs().max() > 30 * atol
+
+
+def test_evaluation_figures_carry_intervals(tiny_llama):
+    ds = make_ioi(tiny_llama, 8, seed=3, part="evaluation")
+    ev = evaluate(tiny_llama, ds, CLASSES, checks=True, n_random=2, n_abc=2, n_boot=200)
+    for fig in (ev.model_logit_diff, ev.circuit_logit_diff, ev.faithfulness, ev.faithfulness_all_positions,
+                ev.incompleteness):
+        assert fig.lo <= fig.value <= fig.hi and fig.lo < fig.hi
+    assert ev.faithfulness.value == pytest.approx(ev.circuit_logit_diff.value / ev.model_logit_diff.value)
+    assert set(ev.templates) <= set(ds.base_templates) and ev.names == ds.names and ev.n_abc == 2
+    for r in ev.completeness:
+        assert r["gap_lo"] <= r["gap"] <= r["gap_hi"]
+    for m in ev.minimality.values():
+        assert m["passes"] == (m["lo"] >= ev.min_minimality)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_direct_effect_directions_read_the_logit_diff(fixture, request):
+    """resid . d + the final norm's bias term + b_U's = the model's logit diff, prompt by prompt:
+    the directions carry the run's own norm scale and the IO - S unembedding."""
+    from interp.circuits.discover import logit_diff_directions
+
+    model = request.getfixturevalue(fixture)
+    ds = make_ioi(model, 5, seed=6)
+    L = model.info.n_layers
+    logits, cache = model.run_with_cache(ds.tokens, names_filter=lambda n: n == f"blocks.{L - 1}.hook_resid_post")
+    rows = torch.arange(len(ds))
+    resid = cache[f"blocks.{L - 1}.hook_resid_post"][rows, ds.positions["END"]]
+    d = logit_diff_directions(model, ds, resid)
+    u = (model.bridge.W_U[:, ds.io_ids] - model.bridge.W_U[:, ds.s_ids]).T
+    ln = model.bridge.ln_final
+    bias = getattr(ln, "b", None)
+    if bias is None:
+        bias = getattr(ln, "bias", None)
+    const = (u @ bias) if bias is not None else 0.0
+    b_U = getattr(model.bridge, "b_U", None)
+    if b_U is not None:
+        const = const + b_U[ds.io_ids] - b_U[ds.s_ids]
+    torch.testing.assert_close((resid * d).sum(-1) + const, logit_diff(logits, ds), atol=1e-4, rtol=1e-4)

@@ -74,3 +74,18 @@ def test_split_keeps_positions(tiny_llama):
     assert b.prompts == ds.prompts[6:]
     assert torch.equal(b.positions["END"], ds.positions["END"][6:])
     assert b.tokens.shape[1] == int(b.lengths.max())
+
+
+def test_discovery_and_evaluation_parts_share_no_template_and_no_name(tiny_gpt2):
+    found = make_ioi(tiny_gpt2, 12, seed=1, part="discovery")
+    held = make_ioi(tiny_gpt2, 12, seed=1, part="evaluation")
+    assert found.base_templates == BASE_TEMPLATES[0::2] and held.base_templates == BASE_TEMPLATES[1::2]
+    assert not set(found.base_templates) & set(held.base_templates)
+    assert found.names and held.names and not set(found.names) & set(held.names)
+    assert set(found.names) <= set(NAMES[0::2]) and set(held.names) <= set(NAMES[1::2])
+    for ds in (found, held):  # every name in a prompt (clean or ABC) comes from the part's half
+        words = {w.strip(".,") for p in ds.prompts + ds.corrupted_prompts for w in p.split()}
+        assert words & set(NAMES) <= set(ds.names)
+    assert found.subset([0, 1]).names == found.names and found.subset([0]).part == "discovery"
+    with pytest.raises(WorkbenchError, match="unknown IOI part"):
+        make_ioi(tiny_gpt2, 2, part="test")

@@ -11,8 +11,9 @@ PREV, INDUCTION = (0, 0), (1, 0)  # the planted heads (as built in tests/heads/c
 from interp.data.synthetic import repeated_tokens
 from interp.errors import WorkbenchError
 from interp.heads import FindConfig, find_heads, head_scores, top_heads
-from interp.heads.copying import copying_scores
-from interp.heads.validate import ablated_losses, ablation_effects, clean_loss, repeated_half_loss
+from interp.data.synthetic import token_pool
+from interp.heads.copying import copying_scores, ov_copying, ov_factors, token_sample
+from interp.heads.validate import ablated_losses, ablation_effects, clean_loss, layer_matched_heads, repeated_half_loss
 
 CFG = FindConfig(n_seqs=8, seg_len=12, validate_seqs=8)
 
@@ -30,8 +31,13 @@ def test_planted_ablation_raises_repeated_half_loss(planted):
     assert clean_loss(planted, tokens) < 0.05  # the planted circuit does induction perfectly
     effects = ablation_effects(planted, tokens, [PREV, INDUCTION, (0, 1), (1, 1)])
     for mode in ("mean", "zero"):
-        assert (effects[mode][:2] > 2.0).all(), effects  # ~log(24) nats: back to guessing
-        assert effects[mode][2:].abs().max() < 1e-4  # the zero heads change nothing
+        means = torch.tensor([e.mean for e in effects[mode]])
+        assert (means[:2] > 2.0).all(), effects  # ~log(24) nats: back to guessing
+        assert means[2:].abs().max() < 1e-4  # the zero heads change nothing
+        for e in effects[mode]:  # each effect: the mean of per-sequence changes, inside its interval
+            assert len(e.per_sequence) == 8 and e.mean == pytest.approx(float(e.per_sequence.mean()), abs=1e-6)
+            assert e.interval.lo <= e.mean <= e.interval.hi
+        assert effects[mode][0].interval.lo > 2.0  # clearly above any min_effect
 
 
 def test_planted_copying(planted):
@@ -39,6 +45,54 @@ def test_planted_copying(planted):
     induction, prev = copying_scores(planted, tokens, [INDUCTION, PREV])
     assert induction > 3.0  # its OV puts the token it reads far above the rest
     assert abs(prev) < 1e-6  # its OV writes where W_U does not read
+    # the OV circuit itself: the induction head's is UNEMBED x identity (every eigenvalue
+    # positive), the previous-token head's is zero (it writes where W_U does not read)
+    ov_ind, ov_prev = ov_copying(planted, [INDUCTION, PREV], n_tokens=None)
+    assert ov_ind.score == pytest.approx(1.0, abs=1e-6) and ov_ind.positive_share == 1.0
+    assert ov_prev.score == 0.0 and ov_ind.n_tokens == len(token_pool(planted))
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+@torch.no_grad()
+def test_ov_eigenvalues_match_the_dense_circuit(fixture, request):
+    """The d_head x d_head product's eigenvalues are the nonzero eigenvalues of the dense
+    |S| x |S| OV circuit, built here the long way from the weights and the model's own norms."""
+    model = request.getfixturevalue(fixture)
+    ids = token_sample(model, 40, seed=3)
+    group = model.info.n_heads // model.info.n_kv_heads
+    for layer, head in [(0, 1), (1, 3)]:
+        attn, ln1 = model.bridge.blocks[layer].attn, model.bridge.blocks[layer].ln1
+        E = ln1(model.bridge.W_E[ids].detach().float())  # the model's own ln1 on each embedding
+        b = getattr(ln1, "b", None)
+        if b is None and hasattr(ln1, "bias"):
+            b = ln1.bias
+        E = E - (0 if b is None else b.detach())  # biases left out
+        U = model.bridge.W_U.detach()[:, ids]
+        w = model.bridge.ln_final.weight.detach() if hasattr(model.bridge.ln_final, "weight") else model.bridge.ln_final.w
+        U = U * w[:, None]
+        if model.info.normalization.startswith("LN"):
+            U = U - U.mean(0, keepdim=True)
+        dense = E @ attn.W_V[head // group].detach() @ attn.W_O[head].detach() @ U  # [40 40]
+        lam = torch.linalg.eigvals(dense.double())
+        top = lam[lam.abs().argsort(descending=True)][: model.info.d_head]
+        P, Q = ov_factors(model, (layer, head), ids)
+        small = torch.linalg.eigvals((Q @ P).double())
+        key = lambda x: sorted(x.tolist(), key=lambda c: (round(c.real, 4), round(c.imag, 4)))  # noqa: E731
+        for a, b in zip(key(top), key(small)):
+            assert abs(a - b) < 1e-4 * max(1.0, float(lam.abs().max()))
+        assert lam.abs().sort(descending=True).values[model.info.d_head :].max() < 1e-4 * float(lam.abs().max())
+        got = ov_copying(model, [(layer, head)], n_tokens=40, seed=3)[0]
+        assert got.score == pytest.approx(float(lam.real.sum() / top.abs().sum()), abs=1e-4)
+        assert got.n_tokens == 40
+
+
+def test_layer_matched_control():
+    like = [(3, 0), (3, 4), (7, 2)]
+    got = layer_matched_heads(like, 9, seed=1)
+    assert sorted(layer for layer, _ in got) == [3, 3, 7] and not set(got) & set(like)
+    assert layer_matched_heads(like, 9, seed=1) == got and layer_matched_heads(like, 9, seed=2) != got
+    with pytest.raises(WorkbenchError, match="layer 3 has 0 heads outside"):
+        layer_matched_heads([(3, 0), (3, 1)], 3, exclude=[(3, 2)])
 
 
 def test_find_heads_confirms_the_planted_heads(planted):

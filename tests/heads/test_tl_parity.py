@@ -23,7 +23,8 @@ def test_parity_with_detect_head(fixture, measure, request, monkeypatch):
     assert torch.equal(tokens.cpu(), model.bridge.to_tokens(TEXT).cpu())
     for exclude_bos, exclude_current in [(False, False), (True, False), (False, True), (True, True)]:
         opts = {"exclude_bos": exclude_bos, "exclude_current_token": exclude_current, "error_measure": measure}
-        ours = head_scores(model, tokens, tuple(TL_NAMES), **opts)
+        ours = head_scores(model, tokens, tuple(TL_NAMES), exclude_bos=exclude_bos,
+                           exclude_current_token=exclude_current, measure=measure)
         for kind, tl_name in TL_NAMES.items():
             if measure == "abs":
                 with monkeypatch.context() as m:
@@ -44,7 +45,7 @@ def test_parity_on_repeated_tokens_through_a_cache(tiny_llama):
 
     tokens = repeated_tokens(tiny_llama, 1, 10, seed=2)
     _, cache = tiny_llama.bridge.run_with_cache(tokens, remove_batch_dim=True)
-    ours = head_scores(tiny_llama, tokens)
+    ours = head_scores(tiny_llama, tokens, measure="mul")
     for kind, tl_name in TL_NAMES.items():
         pattern = getattr(hd, f"get_{tl_name}_detection_pattern")(tokens.cpu())
         text = tiny_llama.tokenizer.decode(tokens[0, 1:])
@@ -54,3 +55,15 @@ def test_parity_on_repeated_tokens_through_a_cache(tiny_llama):
                 return tokens
         tl = hd.detect_head(Shim(), text, pattern, cache=cache).float()
         torch.testing.assert_close(ours[kind], tl, atol=1e-5, rtol=0)
+
+
+def test_target_is_mul_rescaled_by_the_rows_with_a_target(tiny_llama):
+    """With rows summing to 1 and one target per row, target = mul * rows / rows with a target:
+    on BOS + 2 x 10 tokens drawn without repeats, 21 / 10 for induction, 21 / 20 previous-token."""
+    from interp.data.synthetic import repeated_tokens
+
+    tokens = repeated_tokens(tiny_llama, 1, 10, seed=2)
+    mul = head_scores(tiny_llama, tokens, measure="mul")
+    target = head_scores(tiny_llama, tokens)
+    torch.testing.assert_close(target["induction"], mul["induction"] * 21 / 10, atol=1e-5, rtol=0)
+    torch.testing.assert_close(target["previous-token"], mul["previous-token"] * 21 / 20, atol=1e-5, rtol=0)
