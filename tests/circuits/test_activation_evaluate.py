@@ -88,3 +88,18 @@ def test_mean_ablation_matches_plain_hooks_and_full_circuit_is_faithful(tiny_gpt
     assert abs(ev.faithfulness - 1.0) < 1e-5
     assert ev.completeness and all(abs(r["circuit"] - r["model"]) < 1e-5 for r in ev.completeness)
     assert set(ev.minimality) == {f"{a}.{b}" for a, b in all_heads(model)}
+
+
+def test_activation_patching_takes_any_task(tiny_llama):
+    """The same numbers for an IOIDataset and its Task; a task's own named positions label the axis."""
+    from interp.data.tasks import from_ioi, load_task
+
+    ds = make_ioi(tiny_llama, 3, seed=1)
+    ds.corrupted_tokens = torch.cat([ds.tokens[:, :1], torch.randint(100, 5000, ds.tokens[:, 1:].shape)], 1)
+    assert torch.equal(patch_heads(tiny_llama, ds, chunk=4), patch_heads(tiny_llama, from_ioi(ds), chunk=4))
+    task = load_task("induction", tiny_llama, 3, 1, seed=0).score
+    per_pos = patch_heads(tiny_llama, task, per_position=True, chunk=5)
+    assert per_pos.shape == (2, 4, len(task.positions)) and list(task.positions) == ["END", "prev", "next"]
+    resid = patch_resid(tiny_llama, task)
+    # END reads the same token in both runs; the first half (where "prev" lies) was resampled
+    assert abs(float(resid[0, 0])) < 1e-5 and abs(float(resid[0, 1])) > 1e-4
