@@ -91,7 +91,8 @@ class CircuitReport:
             "cmd_ci": list(self.curve.cmd_ci),
             "areas": {"abs": {"cpr": self.curve.cpr, "cmd": self.curve.cmd},
                       "signed": {"cpr": self.curve_signed.cpr, "cmd": self.curve_signed.cmd}},  # fmt: skip
-            "faithfulness_at_5pct": {"faithfulness": f, "lo": lo, "hi": hi},
+            "faithfulness_at_5pct": {"faithfulness": f, "lo": lo, "hi": hi,
+                                     "signed": dict(zip(("faithfulness", "lo", "hi"), self.curve_signed.at(HEADLINE)))},
             "exact_check": self.exact,
         }
 

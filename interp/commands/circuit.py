@@ -90,7 +90,9 @@ def run(args) -> int:
     print(f"CPR {report.cpr:.3f} [{report.curve_signed.cpr_ci[0]:.3f}, {report.curve_signed.cpr_ci[1]:.3f}] (signed ranking)   "
           f"CMD {report.cmd:.3f} [{c.cmd_ci[0]:.3f}, {c.cmd_ci[1]:.3f}] (|score| ranking)")  # fmt: skip
     f, lo, hi = report.headline()
-    print(f"held-out faithfulness at {HEADLINE:g}% of edges: {f:.3f}  (95% interval {lo:.3f} to {hi:.3f})")
+    fs, los, his = report.curve_signed.at(HEADLINE)
+    print(f"held-out faithfulness at {HEADLINE:g}% of edges: {f:.3f} (95% interval {lo:.3f} to {hi:.3f}) by |score|; "
+          f"{fs:.3f} ({los:.3f} to {his:.3f}) by signed score")  # fmt: skip
     if report.exact:
         worst = max(report.exact, key=lambda r: abs(r["estimate"] - r["exact"]))
         print(f"exact check of the {len(report.exact)} strongest edges: largest gap {worst['src']}->{worst['dst']} "
