@@ -25,9 +25,18 @@ gradient at the corrupted run. Summed over the edges leaving the embedding, EAP-
 m(clean) - m(corrupted) as m grows (the completeness of integrated gradients; patching every edge
 out of the embedding at once *is* the corrupted run), which plain EAP only approximates.
 
-Cost: EAP-IG is one clean and one corrupted forward (no gradient) plus m forward+backward passes,
-batched over prompts (`batch_size` at a time); the m gradients are summed per input and contracted
-with the activation differences once per batch of prompts.
+How the gradient at an input's own copy is had without copying the residual stream: one ordinary
+forward and backward gives the gradients at every head's q (per query head), k and v (per KV head)
+before rotary, at each MLP's normalized input and at the final norm's input; each is pulled back
+through its W_Q[h] (W_K[g], W_V[g]) and the block's norm at that layer's residual stream (one
+vector-Jacobian product per layer). Tests hold the result to finite differences of exact edge
+patching and to TransformerLens's split-input gradients.
+
+Cost: EAP-IG is one clean forward (no gradient; it gives the clean writers and the clean logits)
+plus m forward+backward passes (the k = 0 pass *is* the corrupted run, so the corrupted writers are
+read from it), batched over prompts (`batch_size` at a time); the m gradients are summed per input
+and contracted with the activation differences once per batch. EAP is one forward+backward at the
+clean run and one corrupted forward.
 """
 
 from __future__ import annotations

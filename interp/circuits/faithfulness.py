@@ -23,11 +23,16 @@ under f and CMD the area under |1 - f|, both by the trapezoid rule over the frac
 for CMD; `ranking` picks one (the CLI computes both). Intervals come from a bootstrap over the
 held-out prompts (the whole curve recomputed per resample from the same per-prompt metrics).
 
-One forward per circuit: each input's copy is rebuilt in its hook, from whichever is smaller,
-the circuit's edges into that layer (x_v = base_v + sum_{u -> v in C} (a(u) - r(u)), base_v being
-the input with everything ablated) or the edges left out of it (the formula above). A curve is
-the corrupted run plus one forward per size (the 100 % circuit changes nothing and is the clean
-run): 11 forwards of the held-out batch.
+One forward per circuit, on the bridge's own forward pass: hooks keep every writer's output minus
+its replacement (writer-major, in place), and each input whose circuit edges differ from "all" is
+rebuilt from whichever side is smaller -- base + the circuit's edges into it (base: the input with
+everything ablated) or the current input - its ablated edges -- and only its projection (a head's
+q, a KV head's k or v before rotary, an MLP's normalized input) is recomputed from it. An input with
+no circuit edge takes the fully ablated projection, cached (under counterfactual ablation: the
+corrupted run's own); an input with every edge kept keeps the bridge's. A curve is the corrupted
+run, the clean run (the 100 % circuit changes nothing) and one forward per other size. The plainly
+written `ablated_reference` subtracts every excluded edge on its own, through the bridge's split
+per-input copies (interp.circuits.readers), and tests hold the two together.
 """
 
 from __future__ import annotations

@@ -1,20 +1,23 @@
 """The graph on the bridge: where each writer's output and each input's residual stream live.
 
-TransformerLens 4.3's bridge can give every input its own copy of the residual stream:
-with `cfg.use_split_qkv_input` each attention layer forks its pre-norm input into one copy per
-query head (`attn.hook_q_input`, [batch pos head d_model]) and one per *KV head*
-(`attn.hook_k_input`, `attn.hook_v_input`, [batch pos kv d_model]: on GQA models the k/v input is
-the shared key/value head's, see interp.circuits.graph), normalizes each copy with ln1 and
-projects it with that head's weights alone; with `cfg.use_hook_mlp_in` the MLP reads its own copy
-(`hook_mlp_in`, before ln2). The logits read `ln_final.hook_in`. A hook on one of these changes one
-input and nothing else, and a gradient taken there is the gradient with respect to that input
-alone: what edge attribution needs, with no norm Jacobian to apply by hand.
+Writers are read at `blocks.0.hook_resid_pre` (the embedding), `attn.hook_z` (times W_O[h], per
+head: `writer_hooks`, `writer_diff_hooks`) and `hook_mlp_out`. Inputs are the residual stream a
+reader's projection starts from: `resid_pre` (a layer's q, k and v), `resid_mid` (its MLP) and the
+final residual stream (the logits, `ln_final.hook_in`).
 
-`split_inputs(model)` turns the flags on for a block of code and restores the caller's flags
-after (even on error). `check_inputs(model)` verifies once per model that the copies really are
-the pre-norm residual stream (an architecture whose bridge forks after the norm is refused).
-Writers are read at `blocks.0.hook_resid_pre` (the embedding), `attn.hook_z` (times W_O[h],
-per head) and `hook_mlp_out`.
+The fast engines never need per-input copies of the residual stream: attribution takes gradients
+at the projections and pulls them back through the norm (interp.circuits.attribute), the ablation
+engine rebuilds only the projections whose inputs change (interp.circuits.faithfulness), and exact
+patching replays from the clean cache (interp.circuits.edges). The plainly written references do
+use them: TransformerLens 4.3's HF bridges can give every input its own copy (`cfg.use_split_qkv_input`
+forks each attention layer's pre-norm input into one copy per query head, `attn.hook_q_input`, and
+one per *KV head*, `attn.hook_k_input`/`hook_v_input`: on GQA models the k/v input is the shared
+key/value head's, see interp.circuits.graph; `cfg.use_hook_mlp_in` gives the MLP its own,
+`hook_mlp_in`), so a reference edits one input with one hook, independently of the fast code.
+`split_inputs(model)` turns those flags on for a block of code and restores the caller's flags
+after (even on error); `check_inputs(model)` verifies once per model that the copies really are
+the pre-norm residual stream; `supports_split` says whether a bridge has them at all (the native
+bridge of in-house models does not: its references recompute the one projection instead).
 """
 
 from __future__ import annotations
