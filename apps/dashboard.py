@@ -19,6 +19,7 @@ VIEWS = [  # (file under apps/, title, icon)
     ("views/attention.py", "Attention", ":material/grid_on:"),
     ("views/heads.py", "Heads", ":material/hub:"),
     ("views/ioi.py", "IOI circuit", ":material/account_tree:"),
+    ("views/circuit.py", "Circuit", ":material/share:"),
     ("views/memories.py", "FFN memories", ":material/memory:"),
     ("views/training.py", "Training runs", ":material/monitoring:"),
 ]

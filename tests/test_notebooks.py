@@ -25,9 +25,9 @@ NOTEBOOKS = runner.notebooks()
 MAX_BYTES = 1_000_000
 
 
-def test_all_four_notebooks_exist_with_outputs():
+def test_all_notebooks_exist_with_outputs():
     names = [p.stem for p in NOTEBOOKS]
-    assert names == ["01_induction_heads", "02_ioi_circuit", "03_ffn_memories", "04_phase_change"]
+    assert names == ["01_induction_heads", "02_ioi_circuit", "03_ffn_memories", "04_phase_change", "05_circuits"]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]

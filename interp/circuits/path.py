@@ -12,6 +12,10 @@ MLP-only pass at the few positions that matter (END for the logits, the receiver
 otherwise), batched over all senders. In step 2 only positions from the patched one up to END
 can change, so the rest of the model runs on that window against the clean keys and values.
 
+Any task. `path_patch` takes an `interp.data.tasks.Task` (an `IOIDataset` is read as the IOI
+task): its metric at END (logit difference by default, any of the task metrics), its named
+positions for receivers (IOI: IO, S1, S1+1, S2, END; every task has END).
+
 GQA. A receiver is a *query* head. Its key/value input is patched for that head alone: its
 own k/v are recomputed from the patched residual stream, while the other query heads sharing
 the same KV head keep the clean k/v (`hook_k`/`hook_v` are per KV head, so the reference
@@ -27,9 +31,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from interp.circuits.metrics import logit_diff
+from interp.circuits.metrics import logit_diff, resid_metric
 from interp.circuits.replay import PatchCaches, Replay
-from interp.data.ioi import IOIDataset, positions_at
+from interp.data.ioi import IOIDataset
+from interp.data.tasks import Task, as_task, end_logits, metric_fn
 from interp.errors import WorkbenchError
 from interp.types import COMPONENTS, Head, Progress
 
@@ -43,7 +48,7 @@ class Receivers:
 
     heads: list[Head]  # receiver (layer, query head) pairs
     components: str = "q"  # which inputs to patch: any of "q", "k", "v" (e.g. "kv")
-    position: str | None = "END"  # IOI position whose inputs are patched; None patches every position
+    position: str | None = "END"  # named task position whose inputs are patched; None patches every position
 
     def __post_init__(self):
         if not self.heads:
@@ -54,12 +59,12 @@ class Receivers:
 
 @dataclass
 class PathResult:
-    """Per-sender, per-prompt logit differences after patching each sender's path."""
+    """Per-sender, per-prompt metric values (IOI: logit differences) after patching each sender's path."""
 
     senders: list[Head]  # the sender heads, in the order of `patched`
-    patched: Float[Tensor, "sender batch"]  # logit diff with that sender's path patched
-    clean: Float[Tensor, "batch"]  # clean logit diff
-    corrupted: Float[Tensor, "batch"]  # corrupted (ABC) logit diff
+    patched: Float[Tensor, "sender batch"]  # the metric with that sender's path patched
+    clean: Float[Tensor, "batch"]  # the clean metric
+    corrupted: Float[Tensor, "batch"]  # the corrupted (IOI: ABC) metric
 
     def normalized(self) -> Float[Tensor, "sender"]:
         """(patched - clean) / (clean - corrupted) of the mean logit diffs: 0 = no effect, -1 = all of it."""
@@ -86,35 +91,62 @@ def ioi_caches(model: Model, ds: IOIDataset) -> PatchCaches:
                                lambda logits: logit_diff(logits, ds))
 
 
+def logits_metric(task: Task):
+    """The task's metric of a run's logits, for PatchCaches.collect (which runs the clean prompts
+    first: the kl metric takes that first run as its reference)."""
+    ref: dict[str, Tensor] = {}
+
+    def metric(logits: Tensor) -> Tensor:
+        end = end_logits(logits, task.end)
+        ref.setdefault("clean", end)
+        return metric_fn(task, ref["clean"])(end)
+
+    return metric
+
+
+@torch.no_grad()
+def task_caches(model: Model, task: Task) -> PatchCaches:
+    """`ioi_caches` for any task."""
+    task = as_task(task)
+    return PatchCaches.collect(model, task.clean, task.corrupted, Replay.of(model).all_cache_names(), logits_metric(task))
+
+
 @torch.no_grad()
 def path_patch(
     model: Model,
-    ds: IOIDataset,
+    ds: Task | IOIDataset,
     senders: list[Head] | None = None,
     receivers: Receivers | None = None,
     chunk: int = 64,
     progress: Progress | None = None,
     caches: PatchCaches | None = None,
 ) -> PathResult:
-    """Path-patch every sender (default: every head) to the logits, or to `receivers`.
-    `caches` (from `ioi_caches`) lets several calls on the same prompts share one pair of runs."""
+    """Path-patch every sender (default: every head) to the logits, or to `receivers`, on a task
+    (or an IOIDataset). `caches` (from `task_caches`/`ioi_caches`) lets several calls on the same
+    prompts share one pair of runs."""
+    task = as_task(ds)
     rp = Replay.of(model)
     senders = list(senders) if senders is not None else all_heads(model)
     _check_heads(model, senders, "sender")
     if receivers is not None:
         _check_heads(model, receivers.heads, "receiver")
-    cache = caches or ioi_caches(model, ds)
-    dev = ds.tokens.device
-    io, s, end = ds.io_ids.to(dev), ds.s_ids.to(dev), ds.positions["END"].to(dev)
-    B, T = ds.tokens.shape
+    cache = caches or task_caches(model, task)
+    dev = task.clean.device
+    end = task.end.to(dev)
+    B, T = task.clean.shape
+    if task.metric == "logit-diff":  # IOI's own expression, the numbers discovery was tuned on
+        io, s = task.answers.to(dev), task.distractors.to(dev)
 
-    def metric(resid_final: Tensor) -> Tensor:
-        return rp.logit_diff(resid_final, io, s)
+        def metric(resid_final: Tensor) -> Tensor:
+            return rp.logit_diff(resid_final, io, s)
+    else:
+        clean_end = end_logits(model(task.clean), task.end) if task.metric == "kl" else None
+        metric = resid_metric(model.bridge, task, clean_end)
 
     if receivers is None:
         P, targets = end[:, None], [rp.n_layers]
     else:
-        pos = positions_at(ds, receivers.position)
+        pos = task.position(receivers.position)
         P = torch.arange(T, device=dev).expand(B, T) if pos is None else pos.to(dev)[:, None]
         targets = sorted({layer for layer, _ in receivers.heads})
         every = receivers.position is None
@@ -130,9 +162,9 @@ def path_patch(
         if live:
             resid = rp.frozen_pass(cache, [group[j] for j in live], P, targets)
             if receivers is None:
-                res[live] = metric(resid[rp.n_layers][:, :, 0])
+                res[live] = metric(resid[rp.n_layers][:, :, 0]).to(res.dtype)
             else:
-                res[live] = rp.receiver_pass(cache, receivers.heads, receivers.components, every, P, end, resid, metric)
+                res[live] = rp.receiver_pass(cache, receivers.heads, receivers.components, every, P, end, resid, metric).to(res.dtype)
         out[torch.tensor(idx)] = res
         if progress:
             progress(min(start + chunk, len(order)), len(order), "path patching")

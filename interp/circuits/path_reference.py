@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
-from interp.circuits.metrics import logit_diff
 from interp.circuits.path import PathResult, Receivers, all_heads
-from interp.data.ioi import IOIDataset, positions_at
+from interp.data.ioi import IOIDataset
+from interp.data.tasks import Task, as_task, end_logits, metric_fn
 from interp.types import Head
 
 
@@ -27,21 +27,29 @@ def _set_z(value: torch.Tensor):
 
 @torch.no_grad()
 def path_patch_reference(
-    model, ds: IOIDataset, senders: list[Head] | None = None, receivers: Receivers | None = None
+    model, ds: Task | IOIDataset, senders: list[Head] | None = None, receivers: Receivers | None = None
 ) -> PathResult:
+    task = as_task(ds)
     senders = list(senders) if senders is not None else all_heads(model)
     L = model.info.n_layers
     z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
-    clean_logits, clean = model.run_with_cache(ds.tokens, names_filter=lambda n: n in z_names)
-    corr_logits, corr = model.run_with_cache(ds.corrupted_tokens, names_filter=lambda n: n in z_names)
-    B, T = ds.tokens.shape
+    clean_logits, clean = model.run_with_cache(task.clean, names_filter=lambda n: n in z_names)
+    corr_logits, corr = model.run_with_cache(task.corrupted, names_filter=lambda n: n in z_names)
+    clean_end = end_logits(clean_logits, task.end)
+    score = metric_fn(task, clean_end)
+
+    def measure(logits):  # the task's metric at END, per prompt
+        return score(end_logits(logits, task.end))
+
+    tokens = task.clean
+    B, T = tokens.shape
     rows = torch.arange(B)
     if receivers is not None:
-        pos = positions_at(ds, receivers.position)
+        pos = task.position(receivers.position)
         mask = torch.ones(B, T, dtype=torch.bool) if pos is None else torch.zeros(B, T, dtype=torch.bool)
         if pos is not None:
             mask[rows, pos] = True
-        mask = mask.to(ds.tokens.device)
+        mask = mask.to(tokens.device)
     out = []
     for layer_s, head_s in senders:
         # step 1: every head frozen at its clean output, except the sender (corrupted)
@@ -49,8 +57,8 @@ def path_patch_reference(
         frozen[layer_s][:, :, head_s] = corr[f"blocks.{layer_s}.attn.hook_z"][:, :, head_s]
         hooks = [(f"blocks.{layer}.attn.hook_z", _set_z(frozen[layer])) for layer in range(L)]
         if receivers is None:
-            logits = model.run_with_hooks(ds.tokens, fwd_hooks=hooks)
-            out.append(logit_diff(logits, ds))
+            logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+            out.append(measure(logits))
             continue
         seen = {}
 
@@ -62,7 +70,7 @@ def path_patch_reference(
 
         for layer, _ in receivers.heads:
             hooks += [(f"blocks.{layer}.attn.hook_{c}", keeper(f"blocks.{layer}.attn.hook_{c}")) for c in "qkv"]
-        model.run_with_hooks(ds.tokens, fwd_hooks=hooks)
+        model.run_with_hooks(tokens, fwd_hooks=hooks)
         # step 2a: each receiver's own output with its q/k/v inputs from step 1 at the chosen positions
         new_z = {}
         for layer, head in receivers.heads:
@@ -83,7 +91,7 @@ def path_patch_reference(
             def grab(z, hook, head=head):
                 got["z"] = z[:, :, head].clone()
 
-            model.run_with_hooks(ds.tokens, fwd_hooks=patch + [(f"blocks.{layer}.attn.hook_z", grab)])
+            model.run_with_hooks(tokens, fwd_hooks=patch + [(f"blocks.{layer}.attn.hook_z", grab)])
             new_z[(layer, head)] = got["z"]
         # step 2b: clean run with only the receivers' outputs replaced; everything else recomputed
         final = []
@@ -95,7 +103,7 @@ def path_patch_reference(
                 return z
 
             final.append((f"blocks.{layer}.attn.hook_z", set_head))
-        out.append(logit_diff(model.run_with_hooks(ds.tokens, fwd_hooks=final), ds))
+        out.append(measure(model.run_with_hooks(tokens, fwd_hooks=final)))
     return PathResult(
-        senders, torch.stack(out).cpu(), logit_diff(clean_logits, ds).cpu(), logit_diff(corr_logits, ds).cpu()
+        senders, torch.stack(out).cpu(), measure(clean_logits).cpu(), measure(corr_logits).cpu()
     )

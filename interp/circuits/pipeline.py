@@ -117,7 +117,7 @@ def memory_needed(model: Model, n_prompts: int, n_heldout: int, n_pos: int) -> t
 
 def check_memory(model: Model, n_prompts: int, n_heldout: int) -> None:
     """Refuse prompt counts whose caches cannot fit in the device's free memory."""
-    from interp.train.memory import available_bytes
+    from interp.models.device import available_bytes
 
     have = available_bytes(torch.device(model.device))
     if have is None:

@@ -97,6 +97,7 @@ class Replay:
     n_kv: int  # key/value heads per layer (GQA: query head h reads kv head h // (n_heads // n_kv))
     scale: float  # attention scores are q.k * scale
     rotary: bool  # whether q/k are rotated (hook_cos/hook_sin are then cached)
+    has_mlp: bool = True  # False for attention-only models
 
     @classmethod
     def of(cls, model: Model) -> Replay:
@@ -117,6 +118,7 @@ class Replay:
             model.info.n_kv_heads,
             1.0 / scale if cfg.use_attn_scale else 1.0,
             model.info.positional == "rotary",
+            not model.info.attn_only,
         )
 
     # -- weights and cache names -------------------------------------------------------------------
@@ -128,7 +130,7 @@ class Replay:
 
     def cache_names(self, layer: int) -> list[str]:
         """The clean-run hooks the replay reads at `layer`."""
-        kinds = ["resid_pre", "resid_mid", "mlp_out", "z", "q", "k", "v"]
+        kinds = ["resid_pre", "z", "q", "k", "v"] + (["resid_mid", "mlp_out"] if self.has_mlp else [])
         if self.rotary:
             kinds += ["cos", "sin", "rot_k", "rot_q"]
         return [hooks.name(kind, layer) for kind in kinds]
@@ -206,6 +208,55 @@ class Replay:
         b_U = getattr(self.bridge, "b_U", None)
         return out if b_U is None else out + (b_U[io] - b_U[s])
 
+    def causal_attend(
+        self,
+        q: Float[Tensor, "variant batch query head d_head"],
+        k: Float[Tensor, "variant batch pos kv d_head"],
+        v: Float[Tensor, "variant batch pos kv d_head"],
+        qpos: Int[Tensor, "batch query"],
+    ) -> Float[Tensor, "variant batch query head d_head"]:
+        """Causal attention over whole sequences for queries at positions `qpos` (every position,
+        or END alone in a last layer). k/v may have a variant axis of 1 (shared clean keys and
+        values); query heads are grouped by the KV head they read, head = kv * group + member.
+        The softmax runs in float32, as the HF attention the bridge wraps does."""
+        S, B, Q, H, E = q.shape
+        G = k.shape[-2]
+        qg = q.reshape(S, B, Q, G, H // G, E).permute(0, 1, 3, 4, 2, 5)  # [s b kv member query e]
+        kt = k.permute(0, 1, 3, 4, 2)[:, :, :, None]  # [s b kv 1 e pos]
+        scores = (qg @ kt.to(qg.dtype)).float() * self.scale  # [s b kv member query pos]
+        keys = torch.arange(k.shape[2], device=q.device)
+        allowed = keys[None, None, :] <= qpos[:, :, None]  # [batch query pos]
+        scores = scores.masked_fill(~allowed[None, :, None, None], float("-inf"))
+        pattern = scores.softmax(-1).to(v.dtype)
+        z = pattern @ v.permute(0, 1, 3, 2, 4)[:, :, :, None]  # [s b kv member query e]
+        return z.permute(0, 1, 4, 2, 3, 5).reshape(S, B, Q, H, E)
+
+    def layer(self, cache: PatchCaches, layer: int, X: Float[Tensor, "variant batch pos d_model"],
+              end: Int[Tensor, "batch"] | None = None) -> Tensor:
+        """One whole block on residual streams X (every position); with `end`, only each prompt's
+        END comes out ([variant batch 1 d_model]: a last layer needs nothing else)."""
+        B, T = X.shape[1], X.shape[2]
+        pos = torch.arange(T, device=X.device).expand(B, T)
+        cos, sin = self.cos_sin(cache, layer, pos)
+        x = self.ln1(layer, X)
+        q = self.project(layer, x, "q", normed=True)
+        if end is not None:
+            q = gather_pos(q.flatten(0, 1), end.repeat(X.shape[0])[:, None]).view(X.shape[0], B, 1, *q.shape[3:])
+            qc, qs = (None, None) if cos is None else (gather_pos(cos, end[:, None]), gather_pos(sin, end[:, None]))
+            q = self.rotate(q, qc, qs)
+            qpos = end[:, None]
+            X = gather_pos(X.flatten(0, 1), end.repeat(X.shape[0])[:, None]).view(X.shape[0], B, 1, -1)
+        else:
+            q = self.rotate(q, cos, sin)
+            qpos = pos
+        k = self.rotate(self.project(layer, x, "k", normed=True), cos, sin)
+        v = self.project(layer, x, "v", normed=True)
+        z = self.causal_attend(q, k, v, qpos)
+        a = self.attn(layer)
+        X = X + einops.einsum(z, a.W_O, "s b p head e, head e d_model -> s b p d_model")
+        X = X + (0 if a.b_O is None else a.b_O)
+        return X + self.mlp(layer, X) if self.has_mlp else X
+
     # -- cached pieces ---------------------------------------------------------------------------
     def clean_qkv(self, cache: PatchCaches, layer: int, which: str) -> Float[Tensor, "batch pos head d_head"]:
         """The clean run's rotated q/k (or plain v) of a layer."""
@@ -245,7 +296,7 @@ class Replay:
                 dz = gather_pos(cache.corrupted[z] - clean[z], P)[:, :, heads]  # [batch p n d_head]
                 D[rows] += self.head_out(layer, heads, einops.rearrange(dz, "b p n e -> n b p e"))
             act = int((layers <= layer).sum())  # senders are sorted: a prefix is active
-            if act:
+            if act and self.has_mlp:
                 mid = gather_pos(clean[hooks.name("resid_mid", layer)], P)
                 D[:act] += self.mlp(layer, mid + D[:act]) - gather_pos(clean[hooks.name("mlp_out", layer)], P)
         return out
@@ -303,7 +354,7 @@ class Replay:
             a = self.attn(layer)
             X = X + einops.einsum(z, a.W_O, "s b win head e, head e d_model -> s b win d_model")
             X = X + (0 if a.b_O is None else a.b_O)
-            X = X + self.mlp(layer, X)
+            X = X + self.mlp(layer, X) if self.has_mlp else X
         at_end = (end - start)[None, :, None, None].expand(S, -1, 1, X.shape[-1])
         return metric(X.gather(2, at_end)[:, :, 0])
 

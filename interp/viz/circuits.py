@@ -1,4 +1,5 @@
-"""Figures for circuits: path/activation-patching heatmaps and the IOI circuit as a graph."""
+"""Figures for circuits: path/activation-patching heatmaps, the IOI circuit as a graph, and for
+edge circuits of any task: the faithfulness curve, the circuit's edges, estimates vs exact patching."""
 
 from __future__ import annotations
 
@@ -76,4 +77,107 @@ def circuit_graph(classes: dict[str, list[tuple[int, int]]], n_layers: int, titl
         title=title, xaxis=dict(title="layer", range=[-1, n_layers + 1]),
         yaxis=dict(tickvals=list(rows.values()), ticktext=list(rows), autorange="reversed"),
     )  # fmt: skip
+    return fig
+
+
+# -- edge circuits -----------------------------------------------------------------------------------
+
+CURVE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def faithfulness_figure(curves: dict, title: str = "Faithfulness", highlight: float | None = None) -> go.Figure:
+    """f over circuit size (% of edges, log axis) for each named curve (interp.circuits.faithfulness.Curve),
+    with its bootstrap band; `highlight` marks one size."""
+    fig = go.Figure()
+    for i, (name, c) in enumerate(curves.items()):
+        color = CURVE_COLORS[i % len(CURVE_COLORS)]
+        fig.add_trace(go.Scatter(x=list(c.percents) + list(c.percents)[::-1], y=list(c.hi) + list(c.lo)[::-1],
+                                 fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0), hoverinfo="skip",
+                                 showlegend=False))  # fmt: skip
+        fig.add_trace(go.Scatter(
+            x=list(c.percents), y=list(c.faithfulness), mode="lines+markers", name=f"{name} (CPR {c.cpr:.2f}, CMD {c.cmd:.2f})",
+            line=dict(color=color), customdata=list(c.n_edges),
+            hovertemplate="%{x}% of edges (%{customdata} after pruning)<br>f = %{y:.3f}<extra>" + name + "</extra>",
+        ))  # fmt: skip
+    for y in (0.0, 1.0):
+        fig.add_hline(y=y, line=dict(color="#999999", width=1, dash="dot"))
+    if highlight is not None:
+        fig.add_vline(x=highlight, line=dict(color="#333333", width=1, dash="dash"))
+    fig.update_layout(title=title, xaxis=dict(title="circuit size (% of edges)", type="log"),
+                      yaxis=dict(title="faithfulness f = (m(C) - m(∅)) / (m(M) - m(∅))"), legend=dict(x=0.01, y=0.99))  # fmt: skip
+    return fig
+
+
+def _node_xy(node, n_heads: int) -> tuple[float, float]:
+    """Layout: x = layer (embedding left, logits right; an MLP half a layer after its heads),
+    y = head index (MLPs and the two ends in the middle row)."""
+    mid = (n_heads - 1) / 2
+    if node.kind == "embed":
+        return -1.0, mid
+    if node.kind == "logits":
+        return float(node.layer) if node.layer is not None else 0.0, mid
+    if node.kind == "head":
+        return float(node.layer), float(node.head)
+    return node.layer + 0.5, mid
+
+
+def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int = 400) -> go.Figure:
+    """The circuit's edges (a boolean mask over `graph`'s edges) from writer to reading node, blue
+    for positive scores, red for negative, width by |score|; the `max_edges` strongest are drawn.
+    An edge into a KV head's k/v goes to every query head of its group."""
+    from interp.circuits.graph import Node
+
+    idx = keep.nonzero().flatten()
+    idx = idx[scores[idx].abs().argsort(descending=True)][:max_edges]
+    logits_at = graph.n_layers
+    where = lambda n: _node_xy(Node("logits", logits_at) if n.kind == "logits" else n, graph.n_heads)  # noqa: E731
+    top = float(scores[idx].abs().max()) if len(idx) else 1.0
+    fig = go.Figure()
+    used = set()
+    lines: dict[tuple[int, int], tuple[list, list, list]] = {}  # (sign, width bin) -> x, y, hover
+    for i in idx.tolist():
+        e, v = graph.edge(i), float(scores[i])
+        if e.dst.kind == "logits":
+            dsts = [Node("logits")]
+        elif e.dst.kind == "mlp":
+            dsts = [Node("mlp", e.dst.layer)]
+        else:
+            heads = [e.dst.head] if e.dst.kind == "q" else range(e.dst.head * graph.group, (e.dst.head + 1) * graph.group)
+            dsts = [Node("head", e.dst.layer, h) for h in heads]
+        x0, y0 = where(e.src)
+        used.add(e.src)
+        xs, ys, hover = lines.setdefault((1 if v >= 0 else -1, min(3, int(4 * abs(v) / top))), ([], [], []))
+        for d in dsts:
+            x1, y1 = where(d)
+            used.add(d)
+            xs += [x0, x1, None]
+            ys += [y0, y1, None]
+            hover += [f"{e.name}: {v:+.4g}"] * 2 + [None]
+    for (sign, level), (xs, ys, hover) in sorted(lines.items()):
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", showlegend=False, hovertext=hover, hoverinfo="text",
+                                 line=dict(color="#1f77b4" if sign > 0 else "#d62728", width=0.75 + 1.5 * level),
+                                 opacity=0.7))  # fmt: skip
+    kinds = {"embed": "#333333", "head": "#2ca02c", "mlp": "#9467bd", "logits": "#333333"}
+    for kind, color in kinds.items():
+        pts = [n for n in used if n.kind == kind]
+        if pts:
+            xy = [where(n) for n in pts]
+            fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", name=kind,
+                                     text=[n.name for n in pts], textposition="top center",
+                                     marker=dict(size=9, color=color), hovertemplate="%{text}<extra></extra>"))  # fmt: skip
+    fig.update_layout(title=f"{title} ({len(idx)} of {int(keep.sum())} edges drawn)", xaxis=dict(title="layer"),
+                      yaxis=dict(title="head", autorange="reversed"), hovermode="closest")  # fmt: skip
+    return fig
+
+
+def exact_check_figure(estimates, exact, names, title: str = "Estimate vs exact patching") -> go.Figure:
+    """Each edge's estimated effect against its exact patched effect; the diagonal is agreement."""
+    lo = min(min(estimates), min(exact), 0.0)
+    hi = max(max(estimates), max(exact), 0.0)
+    fig = go.Figure([
+        go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#999999", dash="dot"), name="estimate = exact"),
+        go.Scatter(x=list(exact), y=list(estimates), mode="markers", text=list(names), name="edges",
+                   hovertemplate="%{text}<br>exact %{x:.4g}<br>estimate %{y:.4g}<extra></extra>", marker=dict(size=8)),
+    ])  # fmt: skip
+    fig.update_layout(title=title, xaxis_title="exact effect of corrupting the edge", yaxis_title="estimated effect")
     return fig

@@ -7,8 +7,8 @@ from pathlib import Path
 from streamlit.testing.v1 import AppTest
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "dashboard.py"
-VIEWS = ["views/model.py", "views/attention.py", "views/heads.py", "views/ioi.py", "views/memories.py",
-         "views/training.py"]
+VIEWS = ["views/model.py", "views/attention.py", "views/heads.py", "views/ioi.py", "views/circuit.py",
+         "views/memories.py", "views/training.py"]
 
 
 def open_app(spec: str, prompt: str | None = None, page: str | None = None, **state) -> AppTest:

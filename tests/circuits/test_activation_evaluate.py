@@ -199,3 +199,18 @@ def test_direct_effect_directions_read_the_logit_diff(fixture, request):
     if b_U is not None:
         const = const + b_U[ds.io_ids] - b_U[ds.s_ids]
     torch.testing.assert_close((resid * d).sum(-1) + const, logit_diff(logits, ds), atol=1e-4, rtol=1e-4)
+
+
+def test_activation_patching_takes_any_task(tiny_llama):
+    """The same numbers for an IOIDataset and its Task; a task's own named positions label the axis."""
+    from interp.data.tasks import from_ioi, load_task
+
+    ds = make_ioi(tiny_llama, 3, seed=1)
+    ds.corrupted_tokens = torch.cat([ds.tokens[:, :1], torch.randint(100, 5000, ds.tokens[:, 1:].shape)], 1)
+    assert torch.equal(patch_heads(tiny_llama, ds, chunk=4), patch_heads(tiny_llama, from_ioi(ds), chunk=4))
+    task = load_task("induction", tiny_llama, 3, 1, seed=0).score
+    per_pos = patch_heads(tiny_llama, task, per_position=True, chunk=5)
+    assert per_pos.shape == (2, 4, len(task.positions)) and list(task.positions) == ["END", "prev", "next"]
+    resid = patch_resid(tiny_llama, task)
+    # END reads the same token in both runs; the first half (where "prev" lies) was resampled
+    assert abs(float(resid[0, 0])) < 1e-5 and abs(float(resid[0, 1])) > 1e-4

@@ -152,7 +152,7 @@ def test_memory_estimate_refuses_what_cannot_fit(tiny_llama, monkeypatch):
 
     small = pipeline.memory_needed(tiny_llama, 10, 10, 20)
     assert pipeline.memory_needed(tiny_llama, 20, 10, 20)[0] == 2 * small[0]  # linear in the prompts
-    monkeypatch.setattr("interp.train.memory.available_bytes", lambda device: 10 * small[0])
+    monkeypatch.setattr("interp.models.device.available_bytes", lambda device: 10 * small[0])
     pipeline.check_memory(tiny_llama, 10, 10)  # fits
     with pytest.raises(WorkbenchError, match=r"1,000,000 discovery prompts need at least .* GiB .* use at most about"):
         pipeline.check_memory(tiny_llama, 1_000_000, 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from circuit_helpers import scrambled as _scrambled
 
 from interp.circuits.activation import patch_head_set
 from interp.circuits.metrics import logit_diff
@@ -23,33 +24,6 @@ RECEIVERS = [
 
 
 CASES = [("tiny_llama", r) for r in RECEIVERS] + [("tiny_gpt2", RECEIVERS[0]), ("tiny_gpt2", RECEIVERS[-1])]
-
-
-@pytest.fixture
-def sharp(request):
-    """The tiny model with 16x query weights (restored exactly afterwards): freshly initialised
-    attention is nearly uniform, so patching a query would barely move anything."""
-
-    def get(name: str):
-        model = request.getfixturevalue(name)
-        weights = [model.bridge.blocks[layer].attn.q.original_component.weight for layer in range(model.info.n_layers)]
-        with torch.no_grad():
-            for w in weights:
-                w.mul_(16.0)
-        request.addfinalizer(lambda: [w.data.div_(16.0) for w in weights])
-        return model
-
-    return get
-
-
-def _scrambled(model, n: int, seed: int):
-    """IOI prompts whose 'corrupted' run reads random tokens: a tiny random model barely
-    reacts to swapped names, and the comparison below needs effects well above 1e-4."""
-    ds = make_ioi(model, n, seed=seed)
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.randint(100, 5000, ds.tokens.shape, generator=g)
-    ds.corrupted_tokens = torch.cat([ds.tokens[:, :1], noise[:, 1:]], dim=1)
-    return ds
 
 
 @pytest.mark.parametrize(
@@ -116,3 +90,24 @@ def test_receivers_below_a_chunk_of_senders(tmp_path):
     fast = path_patch(model, ds, senders=senders, receivers=receivers, chunk=1)
     ref = path_patch_reference(model, ds, senders=senders, receivers=receivers)
     assert float((fast.patched - ref.patched).abs().max()) < 1e-4
+
+
+def test_any_task(tiny_llama, sharp):
+    """path_patch and its reference take any Task: IOI as a Task gives the IOIDataset's numbers, other
+    metrics (the answer's logit) agree fast vs reference, and a task without the
+    receivers' position is refused."""
+    from interp.data.tasks import from_ioi, load_task
+
+    model = sharp("tiny_llama")
+    ds = _scrambled(model, 3, seed=2)
+    as_ds = path_patch(model, ds, receivers=Receivers([(1, 1)], "q", "S2"))
+    as_task = path_patch(model, from_ioi(ds), receivers=Receivers([(1, 1)], "q", "S2"))
+    assert torch.equal(as_ds.patched, as_task.patched)
+    for receivers, metric in ((None, "logit"), (Receivers([(1, 0), (1, 3)], "kv", "END"), "logit")):
+        t = from_ioi(ds).with_metric(metric)
+        fast, ref = path_patch(model, t, receivers=receivers), path_patch_reference(model, t, receivers=receivers)
+        assert torch.allclose(fast.clean, ref.clean, atol=1e-6)
+        effect = float((ref.patched - ref.clean).abs().max())
+        assert effect > 1e-5 and float((fast.patched - ref.patched).abs().max()) <= 1e-3 * effect + 1e-7
+    with pytest.raises(WorkbenchError, match="no position 'S2'"):
+        path_patch(model, load_task("induction", model, 2, 1).score, receivers=Receivers([(1, 0)], "q", "S2"))

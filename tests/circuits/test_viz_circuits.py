@@ -28,3 +28,41 @@ def test_circuit_graph_has_every_head_and_the_flow():
     edges = fig.data[0]
     # previous token -> induction -> s-inhibition -> name movers (2) -> logits: 1 + 1 + 2 + 2 segments
     assert len([x for x in edges.x if x is None]) == 6
+
+
+def _curve(f):
+    from interp.circuits.faithfulness import Curve
+
+    p = [0.1, 1.0, 10.0, 100.0]
+    return Curve(p, [1, 10, 100, 1000], [1, 8, 90, 1000], f, [x - 0.1 for x in f], [x + 0.1 for x in f], 0.5, 0.4,
+                 (0.4, 0.6), (0.3, 0.5), 2.0, 0.1, f, "abs", True, "counterfactual", 8)  # fmt: skip
+
+
+def test_faithfulness_figure_draws_each_curve_with_its_band():
+    from interp.viz.circuits import faithfulness_figure
+
+    fig = faithfulness_figure({"EAP-IG": _curve([0.1, 0.4, 0.9, 1.0]), "EAP": _curve([0.0, 0.2, 0.7, 1.0])}, "t", highlight=10)
+    lines = [t for t in fig.data if t.mode == "lines+markers"]
+    assert [t.name.split(" (")[0] for t in lines] == ["EAP-IG", "EAP"] and list(lines[1].y) == [0.0, 0.2, 0.7, 1.0]
+    bands = [t for t in fig.data if t.fill == "toself"]
+    assert len(bands) == 2 and len(bands[0].x) == 8
+    assert fig.layout.xaxis.type == "log"
+
+
+def test_edge_graph_and_exact_check():
+    from interp.circuits.graph import Graph
+    from interp.models.load import ModelInfo
+    from interp.viz.circuits import edge_graph, exact_check_figure
+
+    g = Graph.from_info(ModelInfo("m", "inhouse", "", 2, 4, 2, 32, 8, 64, 100, 64, "rotary", "RMS", True, False))
+    scores = torch.linspace(-1, 1, g.n_edges)
+    keep = torch.zeros(g.n_edges, dtype=torch.bool)
+    k = g.index_of(g.parse_edge("a0.h1->a1.kv1<k>"))  # feeds query heads 2 and 3 of layer 1
+    keep[k] = keep[g.index_of(g.parse_edge("a1.h2->logits"))] = True
+    fig = edge_graph(g, scores, keep, "c")
+    segments = sum(len([x for x in t.x if x is None]) for t in fig.data if t.mode == "lines")
+    assert segments == 3  # one line per query head the KV input feeds, one to the logits
+    names = {n for t in fig.data if t.mode == "markers+text" for n in t.text}
+    assert names == {"a0.h1", "a1.h2", "a1.h3", "logits"}
+    fig = exact_check_figure([0.5, -0.2], [0.4, 0.1], ["a", "b"])
+    assert list(fig.data[1].x) == [0.4, 0.1] and list(fig.data[1].y) == [0.5, -0.2]

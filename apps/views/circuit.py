@@ -1,0 +1,69 @@
+"""Circuit view: an edge circuit for any task (IOI, greater-than, induction, a task file) by EAP-IG,
+EAP or exact patching, with progress; a size slider over MIB's circuit sizes shows the circuit's
+graph and marks it on the held-out faithfulness curve; the strongest edges' estimates beside
+their exact patched effects."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from apps import state
+from interp.circuits.attribute import METHODS
+from interp.circuits.faithfulness import MIB_PERCENTS
+from interp.circuits.report import HEADLINE, circuit_heads, find_circuit
+from interp.data.tasks import BUILTIN, load_task
+from interp.viz.circuits import edge_graph, exact_check_figure, faithfulness_figure
+
+FILE = "a task file (.jsonl)"
+
+st.title("Circuit")
+spec = state.current_spec()
+with state.shows_errors():
+    model = state.get_model(spec)
+    st.caption("Scores every edge (writer → input of a later head's q/k/v, an MLP or the logits) on the task's "
+               "scoring prompts, then ablates every edge outside the top-n (the corrupted prompt's activation flows "
+               "there instead) on held-out prompts: faithfulness f = (m(C) − m(∅)) / (m(M) − m(∅)), as in MIB.")
+    c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 1, 1])
+    choice = c1.selectbox("Task", [*BUILTIN, FILE], key="circ_task")
+    method = c2.selectbox("Method", METHODS, key="circ_method", help="eap-ig: integrated gradients over the input "
+                          "embeddings; eap: one gradient; exact: one patched forward per edge (small models only)")
+    n_prompts = int(c3.number_input("Prompts", 2, 256, 16, key="circ_prompts", help="scoring prompts (as many held out)"))
+    steps = int(c4.number_input("Steps", 1, 64, 5, key="circ_steps", help="EAP-IG integration steps"))
+    exact_top = int(c5.number_input("Exact check", 0, 100, 10, key="circ_exact", help="strongest edges patched exactly"))
+    task_spec = choice
+    if choice == FILE:
+        typed = st.text_input("Path to a .jsonl file of {clean, corrupted, answer, distractor} pairs", key="circ_file").strip()
+        task_spec = str(state.user_path(typed, "task file")) if typed else ""
+    key = ("circuit", spec, task_spec, method, n_prompts, steps, exact_top)
+    report = state.remembered(key)
+    if report is None and task_spec and st.button("Find the circuit", type="primary", key="circ_run"):
+        n_files = None if choice == FILE else n_prompts
+        split = load_task(task_spec, model, n_files, None if choice == FILE else n_prompts)
+        report = state.remember(key, "Finding the circuit", lambda progress: find_circuit(
+            model, split, method, steps, exact_top=exact_top, n_boot=300, progress=progress))
+    if report is None:
+        st.info("Pick a task and a method, then press **Find the circuit** (on CPU, SmolLM2 takes minutes).")
+    else:
+        g, s, c = report.scores.graph, report.scores, report.curve
+        m = st.columns(4)
+        m[0].metric("Edges in the graph", f"{g.n_edges:,}")
+        f, lo, hi = report.headline()
+        m[1].metric(f"f at {HEADLINE:g}% of edges", f"{f:.2f}", help=f"95% bootstrap interval {lo:.2f} to {hi:.2f}")
+        m[2].metric("CPR (signed ranking)", f"{report.cpr:.2f}")
+        m[3].metric("CMD (|score| ranking)", f"{report.cmd:.2f}")
+        percent = st.select_slider("Circuit size (% of edges)", options=list(MIB_PERCENTS), value=HEADLINE, key="circ_size")
+        keep = report.circuit(percent)
+        heads = circuit_heads(s, keep)
+        st.caption(f"{int(keep.sum()):,} edges after pruning to paths from the embedding to the logits; "
+                   f"heads used: {', '.join(f'{a}.{b}' for a, b in heads[:30])}{' …' if len(heads) > 30 else ''}")
+        st.plotly_chart(edge_graph(g, s.scores, keep, f"Circuit at {percent:g}% of edges ({s.method}, {report.split.name})"),
+                        key="circ_graph")  # fmt: skip
+        st.plotly_chart(faithfulness_figure({"|score| ranking": c, "signed ranking": report.curve_signed},
+                                            f"Faithfulness on {c.n_heldout} held-out prompts", highlight=percent),
+                        key="circ_curve")  # fmt: skip
+        if report.exact:
+            ex = report.exact
+            st.plotly_chart(exact_check_figure([r["estimate"] for r in ex], [r["exact"] for r in ex],
+                                               [f"{r['src']}->{r['dst']}" for r in ex], f"{s.method} estimate vs exact patching"),
+                            key="circ_exact_fig")  # fmt: skip
+            st.dataframe(ex, hide_index=True, key="circ_exact_table")

@@ -1,0 +1,483 @@
+"""Tasks: what every circuit method scores. A task is data, not code.
+
+A `Task` holds clean prompts and their corrupted counterparts as token tensors (BOS first,
+right-padded by repeating each prompt's last token; a clean prompt and its corruption always
+have the same length, pairs whose lengths differ are refused), each prompt's END (the position
+whose next-token prediction is scored), the answer and distractor token ids, the metric, and
+named positions where the task has them (IOI: IO, S1, S1+1, S2, END). `load_task` returns a
+`TaskSplit`: a scoring part (what attribution sees) and a held-out part (what faithfulness is
+measured on); the held-out prompts are drawn apart from the scoring ones (other IOI templates,
+other greater-than nouns, other random sequences, other rows of a file).
+
+Metrics (`METRICS`, per prompt, at END; higher = more of the clean behaviour):
+- `logit-diff`: logit(answer) - logit(distractor) (the default when there is a distractor);
+- `logit`: logit(answer) (induction's default);
+- `prob`: softmax probability of the answer;
+- `prob-diff`: probability on the "good" candidates minus the "bad" ones (greater-than's);
+- `kl`: -KL(clean || run) over the whole next-token distribution (0 on the clean run itself).
+  Its gradient vanishes at the clean run, so plain EAP (gradient at clean) gives all-zero
+  scores with it; EAP-IG does not.
+
+Built-in tasks:
+- `ioi`: `interp.data.ioi.make_ioi` (ABC corruption), scoring prompts from the even base
+  templates and held-out prompts from the odd ones; metric logit(IO) - logit(S).
+- `greater-than` (Hanna, Liu and Variengien 2023): "The {noun} lasted from the year XXYY to the
+  year XX", corrupted start year XX01. On tokenizers that write years as two 2-digit tokens
+  (GPT-2: " 17", "32") the next token is YY' and the metric is p(YY' > YY) - p(YY' <= YY) over
+  the 100 two-digit tokens, as in the paper (XX in 11..17, YY in 02..98, years whose tokens split
+  otherwise are skipped). On tokenizers that split numbers into single digits (SmolLM2) the next
+  token is the end year's tens digit d, and the metric is p(d > t) - p(d < t) over the ten digit
+  tokens, t being the tens digit of YY (a tens digit equal to t can end either side of the start
+  year, so it counts on neither); YY is then drawn from 10..89 so both sides are non-empty.
+- `induction`: BOS + a random segment A (ids as `interp.data.synthetic.token_pool`) + A without
+  its last token; the answer is A's last token, predicted at END by copying what followed END's
+  token in the first half. Corrupted: the first half resampled (fresh random ids), so nothing
+  repeats. Metric: logit of the answer.
+- a `.jsonl` file, one pair a line: {"clean": "...", "corrupted": "...", "answer": " Mary",
+  "distractor": " John"} (the distractor is optional: without one the metric is the answer's
+  logit). Answers are taken as written (mind the leading space) and must be one token.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from interp.data.ioi import IOIDataset
+    from interp.models import Model
+
+METRICS: tuple[str, ...] = ("logit-diff", "logit", "prob", "prob-diff", "kl")
+BUILTIN: tuple[str, ...] = ("ioi", "greater-than", "induction")
+MIN_LAYERS = {"ioi": 2, "induction": 2, "greater-than": 1}  # compositions the task needs at least
+
+
+@dataclass
+class Task:
+    """Clean/corrupted prompt pairs with what the metric reads (see the module docstring)."""
+
+    name: str  # "ioi", "greater-than", "induction" or the file's name
+    clean: Int[Tensor, "batch pos"]  # clean tokens, BOS first, right-padded
+    corrupted: Int[Tensor, "batch pos"]  # corrupted tokens, the same length as the clean ones pair by pair
+    end: Int[Tensor, "batch"]  # each prompt's END (its last real position)
+    answers: Int[Tensor, "batch"]  # the token the clean prompt should predict at END
+    distractors: Int[Tensor, "batch"] | None  # the token it should not (None: no distractor)
+    metric: str  # one of METRICS
+    positions: dict[str, Int[Tensor, "batch"]] = field(default_factory=dict)  # named positions (END included)
+    prompts: list[str] = field(default_factory=list)  # clean texts
+    corrupted_prompts: list[str] = field(default_factory=list)  # corrupted texts
+    candidates: Int[Tensor, "cand"] | None = None  # prob-diff: the ordered candidate ids
+    sides: Int[Tensor, "batch cand"] | None = None  # prob-diff: +1 good, -1 bad, 0 neither, per prompt
+    min_layers: int = 1  # the shallowest model the task makes sense on
+
+    def __post_init__(self):
+        check_metric(self, self.metric)
+        if self.clean.shape != self.corrupted.shape:
+            raise WorkbenchError(
+                f"task {self.name!r}: clean tokens {tuple(self.clean.shape)} and corrupted {tuple(self.corrupted.shape)} "
+                "differ in shape; every pair must tokenize to the same length"
+            )
+        self.positions.setdefault("END", self.end)
+
+    def __len__(self) -> int:
+        return self.clean.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.clean.device
+
+    def subset(self, idx) -> Task:
+        idx = torch.as_tensor(idx, dtype=torch.long)
+        keep = int(self.end[idx].max()) + 1
+        pick = lambda x: None if x is None else x[idx.to(x.device)]  # noqa: E731
+        return replace(
+            self,
+            clean=self.clean[idx.to(self.device), :keep],
+            corrupted=self.corrupted[idx.to(self.device), :keep],
+            end=self.end[idx],
+            answers=self.answers[idx],
+            distractors=pick(self.distractors),
+            positions={k: v[idx] for k, v in self.positions.items()},
+            prompts=[self.prompts[i] for i in idx.tolist()] if self.prompts else [],
+            corrupted_prompts=[self.corrupted_prompts[i] for i in idx.tolist()] if self.corrupted_prompts else [],
+            sides=pick(self.sides),
+        )
+
+    def split(self, n_first: int) -> tuple[Task, Task]:
+        return self.subset(range(n_first)), self.subset(range(n_first, len(self)))
+
+    def chunks(self, size: int) -> list[Task]:
+        """The prompts in consecutive pieces of at most `size` (each trimmed to its own width)."""
+        return [self.subset(range(i, min(i + size, len(self)))) for i in range(0, len(self), size)]
+
+    def swapped(self) -> Task:
+        """The same pairs with clean and corrupted exchanged (answers kept): the denoising view."""
+        return replace(self, clean=self.corrupted, corrupted=self.clean, prompts=self.corrupted_prompts,
+                       corrupted_prompts=self.prompts)  # fmt: skip
+
+    def with_metric(self, metric: str) -> Task:
+        return replace(self, metric=check_metric(self, metric))
+
+    def to(self, device) -> Task:
+        return replace(self, clean=self.clean.to(device), corrupted=self.corrupted.to(device))
+
+    def position(self, name: str | None) -> Int[Tensor, "batch"] | None:
+        """A named position's index per prompt, or None for every position ('all' or None)."""
+        if name is None or name == "all":
+            return None
+        if name not in self.positions:
+            raise WorkbenchError(f"task {self.name!r} has no position {name!r}; choose one of {list(self.positions)} or 'all'")
+        return self.positions[name]
+
+    def check(self, model: Model) -> Task:
+        """Refuse a model the task cannot run on (too shallow, too short a context, too small a vocabulary)."""
+        info = model.info
+        if info.n_layers < self.min_layers:
+            raise WorkbenchError(
+                f"{info.name} has {info.n_layers} layer(s); the {self.name} task needs at least {self.min_layers} "
+                "(a circuit for it composes heads across layers): use a deeper model"
+            )
+        if self.clean.shape[1] > info.n_ctx:
+            raise WorkbenchError(f"task prompts are {self.clean.shape[1]} tokens but {info.name} reads {info.n_ctx}; shorten them")
+        top = max(int(self.clean.max()), int(self.corrupted.max()), int(self.answers.max()))
+        if top >= info.d_vocab:
+            raise WorkbenchError(f"task token id {top} is outside {info.name}'s vocabulary ({info.d_vocab}); "
+                                 "build the task with this model's tokenizer")  # fmt: skip
+        return self
+
+
+def check_metric(task: Task, metric: str) -> str:
+    if metric not in METRICS:
+        raise WorkbenchError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if metric == "logit-diff" and task.distractors is None:
+        raise WorkbenchError(f"task {task.name!r} has no distractor tokens, so no logit difference; use metric 'logit' or 'prob'")
+    if metric == "prob-diff" and task.sides is None:
+        raise WorkbenchError(f"metric 'prob-diff' needs good/bad candidate tokens, which task {task.name!r} lacks")
+    return metric
+
+
+@dataclass
+class TaskSplit:
+    """A task's scoring prompts and its held-out prompts."""
+
+    score: Task
+    heldout: Task
+
+    @property
+    def name(self) -> str:
+        return self.score.name
+
+
+# -- metrics ---------------------------------------------------------------------------------------
+
+MetricFn = Callable[[Tensor], Tensor]  # logits at END [..., batch, vocab] -> [..., batch]
+
+
+def end_logits(logits: Float[Tensor, "batch pos vocab"], end: Int[Tensor, "batch"]) -> Float[Tensor, "batch vocab"]:
+    """Each prompt's logits at its END (logits may stack several copies of the batch)."""
+    reps = logits.shape[0] // len(end)
+    e = end.to(logits.device).repeat(reps)
+    return logits[torch.arange(logits.shape[0], device=logits.device), e]
+
+
+def metric_fn(task: Task, clean_end: Float[Tensor, "batch vocab"] | None = None) -> MetricFn:
+    """The task's metric as a function of the logits at END, [..., batch, vocab] -> [..., batch]
+    (any leading variant axes broadcast). `kl` needs the clean run's logits at END."""
+    answers = task.answers
+    distractors = task.distractors
+    kind = task.metric
+
+    def take(logits: Tensor, ids: Tensor) -> Tensor:
+        ids = ids.to(logits.device).view(*([1] * (logits.dim() - 2)), -1, 1).expand(*logits.shape[:-1], 1)
+        return logits.gather(-1, ids)[..., 0]
+
+    if kind == "logit-diff":
+        return lambda logits: take(logits, answers) - take(logits, distractors)
+    if kind == "logit":
+        return lambda logits: take(logits, answers)
+    if kind == "prob":
+        return lambda logits: take(logits.float().softmax(-1), answers)
+    if kind == "prob-diff":
+        cand, sides = task.candidates, task.sides.float()
+
+        def prob_diff(logits: Tensor) -> Tensor:
+            p = logits.float().softmax(-1)[..., cand.to(logits.device)]  # [..., batch, cand]
+            return (p * sides.to(logits.device)).sum(-1)
+
+        return prob_diff
+    if clean_end is None:
+        raise WorkbenchError("the kl metric needs the clean run's logits")
+    ref = clean_end.detach().float().log_softmax(-1)
+
+    def neg_kl(logits: Tensor) -> Tensor:
+        logp = logits.float().log_softmax(-1)
+        r = ref.to(logits.device)
+        return -(r.exp() * (r - logp)).sum(-1)
+
+    return neg_kl
+
+
+# -- IOI --------------------------------------------------------------------------------------------
+
+
+def from_ioi(ds: IOIDataset, metric: str = "logit-diff") -> Task:
+    """An `IOIDataset` as a Task (clean = IOI, corrupted = ABC, answer = IO, distractor = S)."""
+    return Task(
+        "ioi", ds.tokens, ds.corrupted_tokens, ds.positions["END"].clone(), ds.io_ids.clone(), ds.s_ids.clone(),
+        metric, dict(ds.positions), list(ds.prompts), list(ds.corrupted_prompts), min_layers=MIN_LAYERS["ioi"],
+    )  # fmt: skip
+
+
+def as_task(data) -> Task:
+    """A Task as it is, or an IOIDataset through `from_ioi`."""
+    if isinstance(data, Task):
+        return data
+    from interp.data.ioi import IOIDataset
+
+    if isinstance(data, IOIDataset):
+        return from_ioi(data)
+    raise WorkbenchError(f"expected a Task or an IOIDataset, got {type(data).__name__}")
+
+
+def ioi_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0) -> TaskSplit:
+    from interp.data.ioi import BASE_TEMPLATES, make_ioi
+
+    score = make_ioi(model, n_prompts, seed=seed, templates=BASE_TEMPLATES[0::2])
+    heldout = make_ioi(model, n_heldout, seed=seed + 1, templates=BASE_TEMPLATES[1::2])
+    return TaskSplit(from_ioi(score), from_ioi(heldout))
+
+
+# -- padding ----------------------------------------------------------------------------------------
+
+
+def _pad(rows: list[list[int]]) -> Tensor:
+    """Right-pad by repeating each row's last token (never a pad/BOS id a bridge could mask)."""
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def _pairs_task(model: Model, name: str, clean: list[str], corrupted: list[str], answers: list[int],
+                distractors: list[int] | None, metric: str, extra_positions=None, where=None, **kw) -> Task:
+    """Tokenize clean/corrupted texts (BOS first) into a Task; `where(i)` names the row in errors."""
+    rows_c, rows_x = [], []
+    for i, (a, b) in enumerate(zip(clean, corrupted)):
+        ta, tb = model.to_tokens(a)[0].tolist(), model.to_tokens(b)[0].tolist()
+        if len(ta) != len(tb):
+            at = where(i) if where else f"pair {i}"
+            raise WorkbenchError(
+                f"{at}: the clean prompt is {len(ta)} tokens and the corrupted one {len(tb)}; "
+                "make each pair tokenize to the same length (patching aligns them position by position)"
+            )
+        rows_c.append(ta)
+        rows_x.append(tb)
+    dev = model.device
+    end = torch.tensor([len(r) - 1 for r in rows_c])
+    positions = {"END": end}
+    positions.update(extra_positions or {})
+    return Task(name, _pad(rows_c).to(dev), _pad(rows_x).to(dev), end, torch.tensor(answers),
+                None if distractors is None else torch.tensor(distractors), metric, positions,
+                list(clean), list(corrupted), **kw)  # fmt: skip
+
+
+# -- greater-than ---------------------------------------------------------------------------------
+
+NOUNS: list[str] = (
+    "war expedition siege reign campaign journey project trial strike festival voyage occupation crusade "
+    "rebellion dynasty drought famine conflict alliance treaty partnership investigation construction contract "
+    "marriage exile apprenticeship mission tour pilgrimage revolt blockade embargo boycott migration epidemic "
+    "plague truce negotiation residency"
+).split()
+GT_TEMPLATE = "The {noun} lasted from the year {xx}{yy:02d} to the year {xx}"
+
+
+def _year_mode(tok) -> str:
+    """'digits' when numbers split into single digits, 'pairs' when a year is ' XX' + 'YY'."""
+    ids = tok.encode(" 1732", add_special_tokens=False)
+    digits = [tok.encode(str(d), add_special_tokens=False) for d in range(10)]
+    if all(len(d) == 1 for d in digits) and len(ids) >= 4 and [tok.decode([i]) for i in ids[-4:]] == list("1732"):
+        return "digits"
+    if len(ids) == 2 and tok.decode([ids[1]]) == "32" and all(
+        len(tok.encode(f"{y:02d}", add_special_tokens=False)) == 1 for y in range(100)
+    ):
+        return "pairs"
+    raise WorkbenchError("this tokenizer writes years neither as single digits nor as two 2-digit tokens; "
+                         "greater-than is not defined for it (write your own task file)")  # fmt: skip
+
+
+def _greater_than(model: Model, n: int, seed: int, nouns: list[str], name: str = "greater-than") -> Task:
+    tok = model.tokenizer
+    mode = _year_mode(tok)
+    rng = random.Random(seed)
+    if mode == "digits":
+        cand = [tok.encode(str(d), add_special_tokens=False)[0] for d in range(10)]
+        lo, hi = 10, 89
+    else:
+        cand = [tok.encode(f"{y:02d}", add_special_tokens=False)[0] for y in range(100)]
+        lo, hi = 2, 98
+    clean, corrupted, sides, yy_pos, answers = [], [], [], [], []
+    tries = 0
+    while len(clean) < n:
+        tries += 1
+        if tries > 100 * n + 1000:
+            raise WorkbenchError("could not draw greater-than prompts that tokenize as expected; use a task file")
+        noun, xx, yy = rng.choice(nouns), rng.randint(11, 17), rng.randint(lo, hi)
+        a = GT_TEMPLATE.format(noun=noun, xx=xx, yy=yy)
+        b = GT_TEMPLATE.format(noun=noun, xx=xx, yy=1)
+        if mode == "pairs":  # keep years that really split as ' XX' + 'YY'
+            want = [tok.encode(f" {xx}", add_special_tokens=False)[0], cand[yy]]
+            if tok.encode(f" {xx}{yy:02d}", add_special_tokens=False) != want or tok.encode(
+                f" {xx}01", add_special_tokens=False
+            ) != want[:1] + [cand[1]]:
+                continue
+            side = [1 if y > yy else -1 for y in range(100)]
+        else:
+            t = yy // 10
+            side = [1 if d > t else (-1 if d < t else 0) for d in range(10)]
+        # the start year's YY token (pairs) or its tens digit (digits), from the prompt up to that year
+        upto = len(model.to_tokens(a[: a.index(" to the year")])[0])
+        clean.append(a)
+        corrupted.append(b)
+        sides.append(side)
+        yy_pos.append(upto - (1 if mode == "pairs" else 2))
+        answers.append(cand[yy + 1] if mode == "pairs" else cand[yy // 10 + 1])  # the nearest later value
+    return _pairs_task(model, name, clean, corrupted, answers, None, "prob-diff",
+                       extra_positions={"YY": torch.tensor(yy_pos)}, candidates=torch.tensor(cand),
+                       sides=torch.tensor(sides), min_layers=MIN_LAYERS["greater-than"])  # fmt: skip
+
+
+def _last_index(ids: list[int], token: int, before: int) -> int:
+    where = [i for i, t in enumerate(ids[:before]) if t == token]
+    return where[-1] if where else 0
+
+
+def greater_than_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0) -> TaskSplit:
+    half = len(NOUNS) // 2
+    return TaskSplit(_greater_than(model, n_prompts, seed, NOUNS[:half]),
+                     _greater_than(model, n_heldout, seed + 1, NOUNS[half:]))  # fmt: skip
+
+
+# -- induction ------------------------------------------------------------------------------------
+
+
+def _induction(model: Model, n: int, seg_len: int, seed: int) -> Task:
+    from interp.data.synthetic import bos_id, token_pool
+
+    if 2 * seg_len > model.info.n_ctx:
+        raise WorkbenchError(f"an induction segment of {seg_len} tokens does not fit {model.info.name}'s context")
+    pool = token_pool(model)
+    g = torch.Generator().manual_seed(seed)
+    first = pool[torch.stack([torch.randperm(len(pool), generator=g)[:seg_len] for _ in range(n)])]
+    fresh = pool[torch.stack([torch.randperm(len(pool), generator=g)[:seg_len] for _ in range(n)])]
+    bos = torch.full((n, 1), bos_id(model), dtype=torch.long)
+    clean = torch.cat([bos, first, first[:, :-1]], 1)
+    corrupted = torch.cat([bos, fresh, first[:, :-1]], 1)
+    end = torch.full((n,), clean.shape[1] - 1)
+    dev = model.device
+    return Task("induction", clean.to(dev), corrupted.to(dev), end, first[:, -1].clone(), None, "logit",
+                {"END": end, "prev": torch.full((n,), seg_len - 1), "next": torch.full((n,), seg_len)},
+                min_layers=MIN_LAYERS["induction"])  # fmt: skip
+
+
+def induction_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, seg_len: int = 10) -> TaskSplit:
+    return TaskSplit(_induction(model, n_prompts, seg_len, seed), _induction(model, n_heldout, seg_len, seed + 1))
+
+
+# -- task files -------------------------------------------------------------------------------------
+
+
+def read_jsonl(path: str | Path, model: Model, n_prompts: int | None = None, n_heldout: int | None = None,
+               seed: int = 0) -> TaskSplit:  # fmt: skip
+    """A task from a JSONL file (see the module docstring): rows shuffled with `seed`, the first
+    `n_prompts` for scoring and the next `n_heldout` held out (default: half and half)."""
+    path = Path(path).expanduser()
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        raise WorkbenchError(f"no task file at {str(path)!r}; give a .jsonl file or one of {', '.join(BUILTIN)}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise WorkbenchError(f"cannot read task file {str(path)!r} ({type(e).__name__}: {e})") from e
+    rows = []
+    for no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise WorkbenchError(f"{path.name} line {no} is not JSON ({e.msg}); write one object a line") from None
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row.get(k) for k in ("clean", "corrupted", "answer")):
+            raise WorkbenchError(f'{path.name} line {no} needs non-empty strings "clean", "corrupted" and "answer"')
+        if "distractor" in row and not (isinstance(row["distractor"], str) and row["distractor"]):
+            raise WorkbenchError(f'{path.name} line {no}: "distractor" must be a non-empty string (or left out)')
+        rows.append((no, row))
+    if len(rows) < 2:
+        raise WorkbenchError(f"{path.name} has {len(rows)} pair(s); a task needs at least 2 (some to score, some held out)")
+    with_d = sum("distractor" in r for _, r in rows)
+    if 0 < with_d < len(rows):
+        raise WorkbenchError(f"{path.name}: {with_d} of {len(rows)} rows have a distractor; give every row one or none")
+    tok = model.tokenizer
+
+    def one_token(text: str, what: str, no: int) -> int:
+        ids = tok.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise WorkbenchError(f"{path.name} line {no}: the {what} {text!r} is {len(ids)} tokens in {model.info.name}'s "
+                                 "tokenizer; give a single-token answer (mind the leading space)")  # fmt: skip
+        return ids[0]
+
+    answers = [one_token(r["answer"], "answer", no) for no, r in rows]
+    distractors = [one_token(r["distractor"], "distractor", no) for no, r in rows] if with_d else None
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    n_prompts = len(rows) // 2 if n_prompts is None else n_prompts
+    n_heldout = len(rows) - n_prompts if n_heldout is None else n_heldout
+    if n_prompts < 1 or n_heldout < 1 or n_prompts + n_heldout > len(rows):
+        raise WorkbenchError(f"{path.name} has {len(rows)} pairs: cannot take {n_prompts} to score and {n_heldout} held out; "
+                             "ask for fewer prompts")  # fmt: skip
+    task = _pairs_task(model, path.stem, [r["clean"] for _, r in rows], [r["corrupted"] for _, r in rows], answers,
+                       distractors, "logit-diff" if with_d else "logit",
+                       where=lambda i: f"{path.name} line {rows[i][0]}")  # fmt: skip
+    task = task.subset(order[: n_prompts + n_heldout])
+    return TaskSplit(*task.split(n_prompts))
+
+
+# -- the one entry point ------------------------------------------------------------------------------
+
+
+DEFAULT_PROMPTS = 32  # scoring prompts of a built-in task when none are asked for
+
+
+def load_task(spec: str, model: Model, n_prompts: int | None = None, n_heldout: int | None = None, seed: int = 0,
+              metric: str | None = None) -> TaskSplit:  # fmt: skip
+    """A built-in task (`BUILTIN`) or a .jsonl file, split into scoring and held-out prompts, with
+    its default metric or `metric`. Built-ins draw `n_prompts` (default 32) and `n_heldout`
+    (default: as many); a file is split half and half unless told. Checks the model can run it."""
+    if (n_prompts is not None and n_prompts < 1) or (n_heldout is not None and n_heldout < 1):
+        raise WorkbenchError(f"a task needs at least 1 scoring and 1 held-out prompt (got {n_prompts}, {n_heldout})")
+    if spec in BUILTIN:
+        n_prompts = DEFAULT_PROMPTS if n_prompts is None else n_prompts
+        n_held = n_prompts if n_heldout is None else n_heldout
+        if model.info.n_layers < MIN_LAYERS[spec]:  # refuse before building prompts
+            raise WorkbenchError(
+                f"{model.info.name} has {model.info.n_layers} layer(s); the {spec} task needs at least "
+                f"{MIN_LAYERS[spec]} (a circuit for it composes heads across layers): use a deeper model"
+            )
+        make = {"ioi": ioi_task, "greater-than": greater_than_task, "induction": induction_task}[spec]
+        split = make(model, n_prompts, n_held, seed)
+    elif str(spec).endswith(".jsonl") or Path(spec).expanduser().is_file():
+        split = read_jsonl(spec, model, n_prompts, n_heldout, seed)
+    else:
+        raise WorkbenchError(f"unknown task {spec!r}; choose {', '.join(BUILTIN)} or a .jsonl file of pairs")
+    if metric is not None:
+        split = TaskSplit(split.score.with_metric(metric), split.heldout.with_metric(metric))
+    split.score.check(model)
+    split.heldout.check(model)
+    return split

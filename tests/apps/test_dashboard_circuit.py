@@ -1,0 +1,32 @@
+"""AppTest of the Circuit view on a tiny model: run with progress, slide the size, bad task files."""
+
+from __future__ import annotations
+
+import json
+
+from dashboard_helpers import errors, figures, open_app
+
+
+def test_circuit_view_tiny(tiny_llama_dir, tmp_path):
+    at = open_app(str(tiny_llama_dir), page="views/circuit.py")
+    assert not errors(at) and any("Find the circuit" in i.value for i in at.info)
+    at.number_input(key="circ_prompts").set_value(3).run()
+    at.number_input(key="circ_steps").set_value(2).run()
+    at.number_input(key="circ_exact").set_value(4).run()
+    at.button(key="circ_run").click().run()
+    assert not errors(at), errors(at)
+    graph, curve, exact = figures(at)
+    assert graph["layout"]["title"]["text"].startswith("Circuit at 5% of edges")
+    assert [t["name"] for t in curve["data"] if t.get("name")][0].startswith("|score| ranking")
+    assert len(at.dataframe[0].value) == 4 and at.metric[0].value == "82"
+    at.select_slider(key="circ_size").set_value(50).run()
+    assert figures(at)[0]["layout"]["title"]["text"].startswith("Circuit at 50% of edges")
+    assert not at.button  # the result is kept: no second run
+    # a task file whose pair lengths differ: a one-line error, the page keeps working
+    bad = tmp_path / "bad.jsonl"
+    rows = [{"clean": "a b c", "corrupted": "a b d", "answer": " e"}, {"clean": "a b c d e f", "corrupted": "x", "answer": " e"}]
+    bad.write_text("\n".join(json.dumps(r) for r in rows))
+    at.selectbox(key="circ_task").set_value("a task file (.jsonl)").run()
+    at.text_input(key="circ_file").input(str(bad)).run()
+    at.button(key="circ_run").click().run()
+    assert any("line 2" in e and "same length" in e for e in errors(at)) and not at.exception

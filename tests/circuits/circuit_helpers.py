@@ -1,0 +1,22 @@
+"""Helpers for the circuit tests: corruptions a tiny random model reacts to."""
+
+from __future__ import annotations
+
+import torch
+
+from interp.data.ioi import make_ioi
+from interp.data.tasks import from_ioi
+
+
+def scrambled(model, n: int, seed: int):
+    """IOI prompts whose 'corrupted' run reads random tokens: a tiny random model barely
+    reacts to swapped names, and the comparisons need effects well above float noise."""
+    ds = make_ioi(model, n, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    noise = torch.randint(100, 5000, ds.tokens.shape, generator=g)
+    ds.corrupted_tokens = torch.cat([ds.tokens[:, :1], noise[:, 1:]], dim=1)
+    return ds
+
+
+def scrambled_task(model, n: int, seed: int):
+    return from_ioi(scrambled(model, n, seed))

@@ -1,0 +1,104 @@
+"""`interp circuit` end to end on a tiny model, and its bad input: one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from interp.cli import main
+
+
+def test_circuit_writes_edges_curve_and_graph(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["circuit", "--model", str(tiny_llama_dir), "--task", "ioi", "--method", "eap-ig", "--steps", "2",
+               "--n-prompts", "4", "--n-heldout", "3", "--exact-top", "5", "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    j = json.loads((out / "edges.json").read_text())
+    assert j["task"] == "ioi" and j["method"] == "eap-ig" and j["steps"] == 2
+    assert j["n_edges"] == len(j["edges"]) == 82 and len(j["nodes"]) == 12
+    assert set(j["edges"][0]) == {"src", "dst", "score"}
+    scores = [abs(e["score"]) for e in j["edges"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [p["percent"] for p in j["curve"]] == [0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
+    assert j["curve"][-1]["faithfulness"] == pytest.approx(1.0, abs=1e-6)
+    assert {"cpr", "cmd", "faithfulness_at_5pct", "curve_signed"} <= set(j)
+    assert len(j["exact_check"]) == 5 and {"estimate", "exact"} <= set(j["exact_check"][0])
+    for f in ("curve.html", "graph.html", "exact.html", "plotly.min.js"):
+        assert (out / f).is_file()
+    printed = capsys.readouterr().out
+    assert "12 nodes, 82 edges" in printed and "CPR" in printed and "at 5% of edges" in printed
+
+
+def test_task_file_and_exact_method(tiny_gpt2_dir, tmp_path):
+    rows = [{"clean": f"The {w} sat on the mat and then the", "corrupted": f"The {v} sat on the mat and then the",
+             "answer": " cat", "distractor": " dog"}
+            for w, v in [("cat", "dog"), ("bird", "fish"), ("cow", "pig"), ("man", "boy")]]  # fmt: skip
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    out = tmp_path / "run"
+    rc = main(["circuit", "--model", str(tiny_gpt2_dir), "--task", str(path), "--method", "exact", "--exact-top", "3",
+               "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    j = json.loads((out / "edges.json").read_text())
+    assert j["task"] == "pairs" and j["n_prompts"] == 2 and j["n_heldout"] == 2 and j["method"] == "exact"
+    assert all(r["estimate"] == r["exact"] for r in j["exact_check"])  # exact scores are their own check
+
+
+def _errors(capsys) -> list[str]:
+    """The lines the CLI printed as errors (stderr also carries the loaders' progress bars)."""
+    return [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if line.startswith("error:")]
+
+
+BAD_ROWS = {
+    "lengths": ({"clean": "a b c d", "corrupted": "a b", "answer": " e", "distractor": " f"}, "tokenize to the same length"),
+    "multi-token": ({"clean": "one two", "corrupted": "six ten", "answer": " antidisestablishmentarianism", "distractor": " f"},
+                    "give a single-token answer"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ROWS))
+def test_bad_task_files_write_nothing(tiny_gpt2_dir, tmp_path, capsys, case):
+    row, message = BAD_ROWS[case]
+    good = {"clean": "x y z", "corrupted": "x y w", "answer": " a", "distractor": " b"}
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    out = tmp_path / "run"
+    assert main(["circuit", "--model", str(tiny_gpt2_dir), "--task", str(path), "--device", "cpu", "--out", str(out)]) == 2
+    errors = _errors(capsys)
+    assert len(errors) == 1 and message in errors[0] and "line 2" in errors[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--method", "acdc"], "unknown method 'acdc'"),
+        (["--task", "sorting"], "unknown task 'sorting'"),
+        (["--metric", "accuracy"], "unknown metric 'accuracy'"),
+        (["--ablation", "zero"], "unknown ablation 'zero'"),
+        (["--steps", "0"], "at least 1 step"),
+    ],
+)
+def test_bad_settings_fail_before_loading(tmp_path, capsys, argv, message):
+    out = tmp_path / "run"
+    base = {"--model": "/nonexistent/model", "--task": "ioi", "--out": str(out)}
+    for k, v in zip(argv[::2], argv[1::2]):
+        base[k] = v
+    assert main(["circuit", *[x for kv in base.items() for x in kv]]) == 2
+    errors = _errors(capsys)
+    assert len(errors) == 1 and message in errors[0] and not out.exists()
+
+
+def test_too_shallow_a_model(tmp_path, capsys):
+    from interp.models.inhouse import NativeSpec, build_native, save_inhouse
+    from interp.models.tokenizers import gpt2_tokenizer
+
+    tok = gpt2_tokenizer()
+    spec = NativeSpec(n_layers=1, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=64, d_vocab=len(tok))
+    folder = tmp_path / "one-layer"
+    save_inhouse(build_native(spec, tok), spec, folder)
+    out = tmp_path / "run"
+    assert main(["circuit", "--model", str(folder), "--task", "induction", "--device", "cpu", "--out", str(out)]) == 2
+    (err,) = _errors(capsys)
+    assert "needs at least 2" in err and "deeper model" in err and not out.exists()
