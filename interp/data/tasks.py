@@ -414,8 +414,10 @@ def read_jsonl(path: str | Path, model: Model, n_prompts: int | None = None, n_h
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise WorkbenchError(f"{path.name} line {no} is not JSON ({e.msg}); write one object a line") from None
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row.get(k) for k in ("clean", "corrupted", "answer")):
-            raise WorkbenchError(f'{path.name} line {no} needs non-empty strings "clean", "corrupted" and "answer"')
+        texts = isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("clean", "corrupted", "answer"))
+        if not (texts and row["clean"].strip() and row["corrupted"].strip() and row["answer"]):
+            raise WorkbenchError(f'{path.name} line {no} needs non-empty strings "clean", "corrupted" and "answer" '
+                                 "(prompts of more than spaces)")
         if "distractor" in row and not (isinstance(row["distractor"], str) and row["distractor"]):
             raise WorkbenchError(f'{path.name} line {no}: "distractor" must be a non-empty string (or left out)')
         rows.append((no, row))
