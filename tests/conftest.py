@@ -16,24 +16,25 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 TINY = dict(n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, d_mlp=64, n_ctx=64)
 
 
-def _save_tiny_hf(kind: str, folder: Path) -> Path:
+def _save_tiny_hf(kind: str, folder: Path, **shape) -> Path:
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     from interp.models.tokenizers import gpt2_tokenizer
 
     tok = gpt2_tokenizer()
     torch.manual_seed(0)
+    size = {**TINY, **shape}
     if kind == "gpt2":
         cfg = GPT2Config(
-            n_layer=TINY["n_layers"], n_head=TINY["n_heads"], n_embd=TINY["d_model"],
-            vocab_size=len(tok), n_positions=TINY["n_ctx"],
+            n_layer=size["n_layers"], n_head=size["n_heads"], n_embd=size["d_model"],
+            vocab_size=len(tok), n_positions=size["n_ctx"],
         )
         model = GPT2LMHeadModel(cfg)
     else:
         cfg = LlamaConfig(
-            num_hidden_layers=TINY["n_layers"], num_attention_heads=TINY["n_heads"],
-            num_key_value_heads=TINY["n_kv_heads"], hidden_size=TINY["d_model"],
-            intermediate_size=TINY["d_mlp"], vocab_size=len(tok), max_position_embeddings=TINY["n_ctx"],
+            num_hidden_layers=size["n_layers"], num_attention_heads=size["n_heads"],
+            num_key_value_heads=size["n_kv_heads"], hidden_size=size["d_model"],
+            intermediate_size=size["d_mlp"], vocab_size=len(tok), max_position_embeddings=size["n_ctx"],
             bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         )
         model = LlamaForCausalLM(cfg)
@@ -52,6 +53,13 @@ def tiny_gpt2_dir(tmp_path_factory) -> Path:
 def tiny_llama_dir(tmp_path_factory) -> Path:
     """A random 2-layer Llama (GQA 4q/2kv, RMSNorm, SwiGLU, rotary) saved as a local HF folder."""
     return _save_tiny_hf("llama", tmp_path_factory.mktemp("tiny_llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama4_dir(tmp_path_factory) -> Path:
+    """The tiny Llama with 4 layers (deep enough for the IOI pipeline) and a 2048-token context
+    (room for long prompts), saved as a local HF folder."""
+    return _save_tiny_hf("llama", tmp_path_factory.mktemp("tiny_llama4"), n_layers=4, n_ctx=2048)
 
 
 @pytest.fixture(scope="session")

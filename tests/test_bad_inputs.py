@@ -3,8 +3,8 @@
 last line: progress bars may come before it), prints no traceback, and leaves nothing on disk --
 no half-written output and no hidden temporary.
 
-One model serves the whole module: a tiny 4-layer Llama (deep enough for the IOI pipeline to run)
-saved once, and `load` is wrapped so every command that asks for it gets the same instance after
+One model serves the whole module: the tiny 4-layer Llama (deep enough for the IOI pipeline to run,
+tests/conftest.py's tiny_llama4_dir), and `load` is wrapped so every command that asks for it gets the same instance after
 the device and dtype are checked as `load` checks them."""
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 
 from interp.cli import main
 
@@ -29,21 +28,6 @@ TRAIN = ["train", "--preset", "attn-only-1l", "--corpus", "synthetic", "--arch",
 TRAIN_OUT = TRAIN + ["--output_dir", "{new}"]
 
 
-def _save_model(folder: Path) -> Path:
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from interp.models.tokenizers import gpt2_tokenizer
-
-    tok = gpt2_tokenizer()
-    torch.manual_seed(0)
-    cfg = LlamaConfig(num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, hidden_size=32,
-                      intermediate_size=64, vocab_size=len(tok), max_position_embeddings=64,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)  # fmt: skip
-    LlamaForCausalLM(cfg).eval().save_pretrained(folder)
-    tok.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def cached():
     with _cached_load() as load:
@@ -51,13 +35,13 @@ def cached():
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory, cached):
+def workspace(tmp_path_factory, cached, tiny_llama4_dir):
     """Everything the cases point at: the model, a memory index, a plain file, an existing folder
     (named like a file), a task file per kind of bad row, and a read-only folder."""
     from interp.memories import IndexSettings, build_index
 
     ws = tmp_path_factory.mktemp("bad_inputs")
-    model_dir = _save_model(ws / "model")
+    model_dir = tiny_llama4_dir
     (ws / "afile").write_text("a file\n")
     for name in ("folder.html", "folder.txt"):
         (ws / name).mkdir()
@@ -119,7 +103,8 @@ def _readonly_dir(path: Path):
     if os.geteuid() != 0:
         path.chmod(0o555)
         return path, lambda: path.chmod(0o755)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(path)], capture_output=True,
+                          check=False)
     if done.returncode != 0:
         return None, lambda: None
     return path, lambda: subprocess.run(["umount", "-l", str(path)], check=False)
@@ -191,9 +176,9 @@ CASES.update({
     "intervene-nan": (ON + ["nan"], "not a finite number"),
     "intervene-inf": (ON + ["inf"], "not a finite number"),
     "intervene-blank": (INTERVENE + ["--prompt", " \n\t "], "empty prompt"),
-    "intervene-20000-chars": (INTERVENE + ["--prompt", LONG], "reads at most 64"),
+    "intervene-20000-chars": (INTERVENE + ["--prompt", LONG], "reads at most 2048"),
     "trace-blank": (TRACE + ["--prompt", "   "], "empty prompt"),
-    "trace-20000-chars": (TRACE + ["--prompt", LONG], "reads at most 64"),
+    "trace-20000-chars": (TRACE + ["--prompt", LONG], "reads at most 2048"),
     # wrong answers to odd input
     "search-top-0": (["memories", "search", "--index", "{index}", "--token", "the", "--top", "0"], "--top must be at least 1"),
     "search-top-neg": (["memories", "search", "--index", "{index}", "--token", "the", "--top", "-1"], "--top must be at least 1"),
@@ -225,8 +210,8 @@ def test_bad_input_is_one_line_exit_2_leaving_nothing(case, workspace, cached, t
     monkeypatch.setattr("interp.models.device.available_bytes", lambda device: 16 * 2**30)
     if "{ro}" in " ".join(argv) and workspace["ro"] is None:
         pytest.skip("no read-only folder on this machine (root, and no tmpfs can be mounted)")
-    fill = dict(model=workspace["model"], index=workspace["index"], file=workspace["ws"] / "afile",
-                ws=workspace["ws"], ro=workspace["ro"], new=tmp_path / "new")
+    fill = {"model": workspace["model"], "index": workspace["index"], "file": workspace["ws"] / "afile",
+            "ws": workspace["ws"], "ro": workspace["ro"], "new": tmp_path / "new"}
     argv = [a.format(**fill) for a in argv]
     cwd = Path.cwd()
     before = _snapshot(workspace["ws"], tmp_path), sorted(os.listdir(cwd)), sorted(os.listdir("/tmp"))
