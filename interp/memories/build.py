@@ -28,7 +28,7 @@ from torch import Tensor
 from interp import hooks
 from interp.data.corpus import open_corpus, windows
 from interp.errors import WorkbenchError
-from interp.io import write_json, write_tensors
+from interp.io import check_dir_target, write_json, write_tensors
 from interp.memories.agreement import layer_agreement
 from interp.memories.index import FORMAT, MemoryIndex, load_tensors, open_index, read_manifest
 from interp.memories.keys import KeyCollector, coefficient_hook, signs_for
@@ -193,6 +193,8 @@ def build_index(
     if batch_size < 1:
         raise WorkbenchError(f"batch_size must be positive, got {batch_size}")
     out = Path(out).expanduser()
+    if not ((out / "manifest.json").is_file() and read_manifest(out).get("status") == "complete"):
+        check_dir_target(out, "index folder")  # a file, a path under one, a read-only place: refused before the work
     bos = model.bos_token_id
     signs = signs_for(bool(model.info.gated_mlp))
     info = {k: v for k, v in model.info.to_dict().items()}
