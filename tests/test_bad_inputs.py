@@ -36,13 +36,14 @@ def cached():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, cached, tiny_llama4_dir):
-    """Everything the cases point at: the model, a memory index, a plain file, an existing folder
-    (named like a file), a task file per kind of bad row, and a read-only folder."""
+    """Everything the cases point at: the model, a memory index, a plain file, existing folders
+    (named like files), an earlier training run, a task file per kind of bad row, a read-only folder."""
     from interp.memories import IndexSettings, build_index
 
     ws = tmp_path_factory.mktemp("bad_inputs")
     model_dir = tiny_llama4_dir
     (ws / "afile").write_text("a file\n")
+    (ws / "run" / "checkpoint-5").mkdir(parents=True)  # an earlier run's checkpoint
     for name in ("folder.html", "folder.txt"):
         (ws / name).mkdir()
         (ws / name / "keep").write_text("x")
@@ -168,6 +169,7 @@ CASES.update({
     "train-adam_epsilon": (TRAIN_OUT + ["--adam_epsilon", "-1"], "adam_epsilon must be positive"),
     "train-mix-text": (TRAIN_OUT + ["--mix", "corpus=abc"], "corpus"),
     "train-resume-a-file": (TRAIN_OUT + ["--resume_from_checkpoint", "{file}"], "afile"),
+    "train-rerun": (TRAIN + ["--output_dir", "{ws}/run"], "--resume_from_checkpoint latest"),
     "train-huge-batch": (TRAIN_OUT + ["--per_device_train_batch_size", "1000000000"], "per_device_train_batch_size"),
     "heads-mps": (HEADS[:-1] + ["mps"], "MPS is not available"),
     "heads-blank-text": (HEADS + ["--text", "{ws}/blank.txt"], "is empty"),

@@ -32,7 +32,7 @@ def test_bad_inputs_show_a_message_and_no_exception(tiny_llama4_dir, tmp_path):
     assert not errors(at) and any(m.value.startswith("Top prediction") for m in at.markdown)
     at.switch_page("views/attention.py").run()
     _ok(at)
-    single, grid = figures(at)
+    single = figures(at)[0]
     assert len(single["data"][0]["z"]) == MAX_DRAWN_TOKENS == len(single["data"][0]["z"][0])
     assert any(c.value.startswith("The prompt has") and f"the last {MAX_DRAWN_TOKENS}" in c.value for c in at.caption)
     set_prompt(at, TOO_LONG)  # beyond the context: refused with the fix named

@@ -60,7 +60,7 @@ def top_prediction(page) -> str:
     return page.get_by_text(re.compile("^Top prediction")).inner_text()
 
 
-def fill(page, label: str, text: str) -> None:
+def fill(page, label: str | re.Pattern, text: str) -> None:
     box = page.get_by_label(label)
     box.fill(text)
     box.press("Enter")
@@ -95,7 +95,15 @@ def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboa
             page.get_by_text("open a circuit.json").click()
             fill(page, "…or a path to circuit.json (or its folder)", str(tiny_circuit))
             page.get_by_text("The prompt through the circuit").wait_for()
-        elif slug == "memories":
+        elif slug == "memories":  # bad layers in the Build box (issue 18): a message, no exception
+            for layers in ("abc", "40-45"):
+                fill(page, re.compile("^Layers"), layers)
+                wait_idle(page)
+                page.get_by_role("button", name="Build").click()
+                page.locator('[data-testid="stAlertContentError"]').filter(has_text="layer").wait_for()
+                wait_idle(page)
+                assert page.locator('[data-testid="stException"]').count() == 0, layers
+            fill(page, re.compile("^Layers"), "")
             fill(page, "…or an index folder", str(tiny_index))
             page.get_by_text("Trigger examples").wait_for()
         elif slug == "training":
