@@ -103,7 +103,6 @@ def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboa
                 page.locator('[data-testid="stAlertContentError"]').filter(has_text="layer").wait_for()
                 wait_idle(page)
                 assert page.locator('[data-testid="stException"]').count() == 0, layers
-            fill(page, re.compile("^Layers"), "")
             fill(page, "…or an index folder", str(tiny_index))
             page.get_by_text("Trigger examples").wait_for()
         elif slug == "training":
