@@ -19,6 +19,14 @@ DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
 OTHER = "other (type below)"
 RUNS_DIR = Path(os.environ.get("INTERP_RUNS_DIR", "runs"))  # where in-house training runs are found
 DEVICE = os.environ.get("INTERP_DEVICE") or None  # None = cuda when present, else cpu
+DTYPE = os.environ.get("INTERP_DTYPE") or None  # None = float32
+# torch's intra-op threads in the server (default: torch's own choice, one per core). On a CPU
+# shared with the browser, one thread can beat two: see the Dashboard section of benchmarks/RESULTS.md.
+THREADS = os.environ.get("INTERP_TORCH_THREADS", "").strip()
+if THREADS:
+    import torch
+
+    torch.set_num_threads(int(THREADS))
 # Hooks live on the shared model object, so two forward passes at once (two browser tabs, or a
 # rerun that starts while an interrupted run is still inside torch) would write into each
 # other's caches. Every model computation of the dashboard runs under this lock.
@@ -171,7 +179,7 @@ def remember(key: tuple, label: str, compute):
 @st.cache_resource(max_entries=4, show_spinner="Loading model…")
 def _load(spec: str) -> Model:
     try:
-        return load(spec, device=DEVICE)
+        return load(spec, device=DEVICE, dtype=DTYPE)
     except WorkbenchError:
         raise
     except Exception as e:  # a loader bug or an exotic checkpoint must not take the page down

@@ -8,8 +8,16 @@ Two measurements of the same edits, plus the baseline they are compared with:
   browser  a real `streamlit run` server and headless Chromium: Ctrl+Enter in the prompt box until the
            new predictions are drawn, then until the whole view (logit lens included) is, and the
            attention view (the user's latency; skipped with --no-browser or without Chromium)
+  profile  where the Model view's server time goes, per edit: the forward (residuals + top
+           predictions), the lens projection, the figures (built and serialised as Streamlit sends
+           them), as wall and process CPU time (CPU time is steadier on a shared machine), and the
+           bytes of the figures sent to the browser
 
-    python benchmarks/dashboard.py [--device cpu] [--edits 20] [--no-browser]
+    python benchmarks/dashboard.py [--device cpu] [--model SPEC] [--dtype float32] [--edits 20]
+                                   [--threads N] [--no-apptest] [--no-browser]
+
+--threads sets torch's intra-op threads in this process and in the served dashboard
+(INTERP_TORCH_THREADS); the machine's load average is printed before and after.
 """
 
 from __future__ import annotations
@@ -55,6 +63,45 @@ def floor_once(model, prompt: str, layer: int) -> float:
     with torch.no_grad():
         model.run_with_cache(model.to_tokens(prompt), names_filter=lambda n: n == name)
     return time.perf_counter() - t
+
+
+def load_average() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def profile(spec: str, edits: list[str]) -> dict[str, list[float]]:
+    """Per edit, the Model view's server work step by step (as apps/views/model.py and
+    apps/state.py do it, without Streamlit): wall and CPU seconds, and the figures' bytes."""
+    import plotly.io as pio
+
+    from apps import state
+    from interp.lens import final_predictions, lens_residuals, logit_lens
+    from interp.viz.attention import logit_lens_figure, predictions_figure
+
+    model = state.get_model(spec)
+    out: dict[str, list[float]] = {}
+
+    def step(name: str, fn):
+        t, c = time.perf_counter(), time.process_time()
+        got = fn()
+        out.setdefault(f"{name} wall", []).append(time.perf_counter() - t)
+        out.setdefault(f"{name} cpu", []).append(time.process_time() - c)
+        return got
+
+    for i, prompt in enumerate(prompts(2, offset=50) + edits):
+        tokens, resid = step("forward", lambda p=prompt: lens_residuals(model, p))
+        preds = step("predictions", lambda r=resid: final_predictions(model, r, 10))
+        lens = step("lens", lambda t=tokens, r=resid: logit_lens(model, None, k=1, residuals=(t, r), last=24))
+        figs = step("figures", lambda p=preds, lens=lens: [pio.to_json(f, validate=False) for f in (
+            predictions_figure([t for t, _ in p], [q for _, q in p], title="x"), logit_lens_figure(lens, title="x"))])
+        out.setdefault("predictions figure bytes", []).append(len(figs[0]))
+        out.setdefault("lens figure bytes", []).append(len(figs[1]))
+        if i < 2:  # warm-up
+            out = {k: [] for k in out}
+    return out
 
 
 def apptest(spec: str, edits: list[str], layer: int) -> tuple[list[float], list[float], list[float]]:
@@ -155,21 +202,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--edits", type=int, default=20)
     ap.add_argument("--layer", type=int, default=9, help="attention layer shown")
+    ap.add_argument("--dtype", default=None, help="float32, bfloat16, ... (default: the model's own)")
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--no-apptest", action="store_true")
     ap.add_argument("--no-browser", action="store_true")
     args = ap.parse_args(argv)
     os.environ["INTERP_DEVICE"] = args.device  # read by apps/state.py
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(f"dashboard latency, {args.model} on {args.device}, {args.edits} prompt edits after warm-up")
+    env = {"INTERP_DEVICE": args.device, "HF_HUB_OFFLINE": "1"}
+    if args.dtype:
+        os.environ["INTERP_DTYPE"] = env["INTERP_DTYPE"] = args.dtype
+    if args.threads:
+        os.environ["INTERP_TORCH_THREADS"] = env["INTERP_TORCH_THREADS"] = str(args.threads)
+    import torch
+
+    print(f"dashboard latency, {args.model} on {args.device} ({args.dtype or 'its own dtype'}, "
+          f"{args.threads or torch.get_num_threads()} torch threads), {args.edits} prompt edits after warm-up; "
+          f"load average {load_average()}")
     edits = prompts(args.edits)
-    m, a, base = apptest(args.model, edits, args.layer)
-    both = [x + y for x, y in zip(m, a)]
-    print(summary("floor (library only)", base))
-    print(summary("apptest model view", m))
-    print(summary("apptest attention", a))
-    print(summary("apptest both views", both))
-    result = f"RESULT dashboard apptest p95(model+attention) {pct(both, 95):.3f} s, {pct(both, 95) / pct(base, 95):.2f}x the library floor"
+    prof = profile(args.model, edits)
+    for name, xs in prof.items():
+        if name.endswith("bytes"):
+            print(f"profile {name:<26} {statistics.median(xs):9.0f}")
+        else:
+            print(summary(f"profile {name}", xs))
+    result = "RESULT dashboard"
+    if not args.no_apptest:
+        m, a, base = apptest(args.model, edits, args.layer)
+        both = [x + y for x, y in zip(m, a)]
+        print(summary("floor (library only)", base))
+        print(summary("apptest model view", m))
+        print(summary("apptest attention", a))
+        print(summary("apptest both views", both))
+        result += f" apptest p95(model+attention) {pct(both, 95):.3f} s, {pct(both, 95) / pct(base, 95):.2f}x the library floor"
     if not args.no_browser:
-        env = {"INTERP_DEVICE": args.device, "HF_HUB_OFFLINE": "1"}
         got = browser(args.model, edits, env)
         if got:
             bp, bm, ba = got
@@ -181,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                        f"attention view {pct(ba, 95):.3f} s (goal < 1.5 s for predictions and attention: "
                        f"{'met' if goal else 'NOT met'})")
     print(result)
+    print(f"load average after: {load_average()}")
     return 0
 
 

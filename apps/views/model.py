@@ -46,6 +46,7 @@ with state.shows_errors():
         shown = st.slider("Positions shown (the last ones)", 4, most, 24, key="lens_positions")
         if most < n_pos:
             st.caption(f"The prompt has {n_pos} tokens; the lens is drawn for at most the last {most}.")
-    lens = state.prompt_lens(spec, prompt, last=shown)  # the predictions above are already on screen
+    # the predictions above are already on screen; the figure draws each cell's top-1 token only
+    lens = state.prompt_lens(spec, prompt, k=1, last=shown)
     st.plotly_chart(logit_lens_figure(lens, title=f"Logit lens of “{_short(prompt)}”: top next token after each layer"),
                     key="logit_lens")

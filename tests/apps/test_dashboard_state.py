@@ -40,3 +40,19 @@ def test_stopped_early_patterns_match_a_full_cached_pass(tiny_llama):
         np.testing.assert_allclose(state._patterns(tiny_llama, tokens, layer),
                                    cache[f"blocks.{layer}.attn.hook_pattern"][0].numpy(), atol=1e-6)
     torch.testing.assert_close(tiny_llama(tokens), logits_before)  # no hook left behind by the stop
+
+
+def test_server_threads_and_dtype_come_from_the_environment(tmp_path):
+    """INTERP_TORCH_THREADS sets torch's intra-op threads when the dashboard starts (the benchmark's
+    --threads); INTERP_DTYPE is the dtype models are loaded in (its --dtype)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = "import torch; torch.set_num_threads(2); from apps import state; print(torch.get_num_threads(), state.DTYPE)"
+    env = {**os.environ, "PYTHONPATH": str(root), "INTERP_TORCH_THREADS": "1", "INTERP_DTYPE": "bfloat16"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                         timeout=300, check=False)
+    assert out.stdout.split() == ["1", "bfloat16"], out.stderr[-2000:]
