@@ -174,7 +174,7 @@ def memories_workload(model, n_tokens: int = 16384, batch: int = 32, seq: int = 
     layers = list(range(model.info.n_layers))
 
     def index():
-        collector = KeyCollector(layers, model.info.d_mlp, 25, device=dev)
+        collector = KeyCollector(layers, model.info.d_mlp, 25, device=dev, dtype=model.dtype)
         stream_keys(model, collector, table, 0, batch, has_bos=False)
         return collector
 
