@@ -109,24 +109,25 @@ def merge_topk(
 
 
 def count_signs(
-    coef: Float[Tensor, "pos neuron"], valid: Bool[Tensor, " pos"] | None, signs: tuple[str, ...],
+    coef: Float[Tensor, "*layer pos neuron"], valid: Bool[Tensor, " pos"] | None, signs: tuple[str, ...],
     matvec: bool | None = None,
-) -> Int[Tensor, "sign neuron"]:
-    """Per sign, how many valid positions have that sign's coefficient > 0. `matvec` (the CPU
-    default): two float mat-vecs over sign(c) (exact: every partial sum is an integer far below
-    2^24), what is fastest on a CPU; otherwise two comparisons summed over positions, which read
-    the coefficients in their own dtype (a third of the bytes of the mat-vecs' float copies)."""
-    pos = coef.shape[0]
+) -> Int[Tensor, "*layer sign neuron"]:
+    """Per sign, how many valid positions have that sign's coefficient > 0 (leading dimensions,
+    e.g. stacked layers, counted in the same calls). `matvec` (the CPU default): two float
+    mat-vecs over sign(c) (exact: every partial sum is an integer far below 2^24), what is
+    fastest on a CPU; otherwise two comparisons summed over positions, which read the
+    coefficients in their own dtype (a third of the bytes of the mat-vecs' float copies)."""
+    pos = coef.shape[-2]
     if matvec is None:
         matvec = coef.device.type == "cpu"
     if not matvec or pos >= 1 << 23:  # (beyond exact float32 counting: the plain way too)
         ok = valid[:, None] if valid is not None else None
         sides = [(coef > 0) if s == "+" else (coef < 0) for s in signs]
-        return torch.stack([(side if ok is None else side.logical_and_(ok)).sum(0) for side in sides])
+        return torch.stack([(side if ok is None else side.logical_and_(ok)).sum(-2) for side in sides], dim=-2)
     w = valid.float() if valid is not None else torch.ones(pos, device=coef.device)
     sgn = coef.sign().float()
-    net, nonzero = w @ sgn, w @ sgn.abs()  # (#pos - #neg), (#pos + #neg)
-    return torch.stack([(nonzero + net if s == "+" else nonzero - net).div(2).round().long() for s in signs])
+    net, nonzero = w @ sgn, w @ sgn.abs_()  # (#pos - #neg), (#pos + #neg)
+    return torch.stack([(nonzero + net if s == "+" else nonzero - net).div_(2).round_().long() for s in signs], dim=-2)
 
 
 def dense_batch_merge(
@@ -184,7 +185,7 @@ def merge_topk_sparse(
     coef3 = coef.reshape(-1, pos, n).to(state.dtype)
     if valid is not None:  # an invalid position holds 0: it never enters and counts for no sign
         coef3 = coef3.masked_fill(~valid[None, :, None], 0)
-    active = torch.stack([count_signs(c, None, signs, matvec) for c in coef3])  # [block sign neuron]
+    active = count_signs(coef3, None, signs, matvec)  # [block sign neuron]
     cap = max_new if max_new is not None else 2 * k
     thr = state[:, :, k - 1].clamp(min=0)  # [block sign neuron]
     enter = torch.empty((n_blocks, n_signs, pos, n), dtype=torch.bool, device=dev)
