@@ -291,3 +291,33 @@ def keys_count(coef, valid, matvec):
     from interp.memories.keys import count_signs
 
     return count_signs(coef, valid, ("+", "-"), matvec)
+
+
+def test_collector_states_follow_each_layers_device():
+    """A layer whose coefficients arrive on another device ('meta' here: a stand-in for a
+    second device, shapes and placement only -- a CPU has no second device) gets its state
+    there; the others stay put. The batch's positions are copied once per device."""
+    c = KeyCollector([0, 1], d_mlp=4, k=2, stacked=False, sparse=False)
+    c.set_batch(torch.arange(6), torch.ones(6, dtype=torch.bool))
+    c.observe(0, torch.randn(1, 6, 4))
+    c.observe(1, torch.randn(1, 6, 4, device="meta"))
+    assert c.state[0].coef.device.type == "cpu" and c.state[1].coef.device.type == "meta"
+    assert c.state[1].ref.device.type == c.state[1].active.device.type == "meta"
+    assert {d.type for d in c._on} == {"cpu", "meta"}
+    stacked = KeyCollector([0, 1], d_mlp=4, k=2, stacked=True, sparse=False)
+    stacked.set_batch(torch.arange(6), torch.ones(6, dtype=torch.bool))
+    stacked.observe(0, torch.randn(1, 6, 4))
+    stacked.observe(1, torch.randn(1, 6, 4, device="meta"))
+    stacked.flush()  # one stacked merge per device
+    assert stacked.state[0].coef.device.type == "cpu" and stacked.state[1].coef.device.type == "meta"
+
+
+def test_collector_keeps_its_state_in_the_given_dtype_and_reloads_it():
+    c = KeyCollector([0], d_mlp=3, k=2, dtype=torch.bfloat16)
+    c.set_batch(torch.arange(4), torch.ones(4, dtype=torch.bool))
+    c.observe(0, torch.randn(1, 4, 3).to(torch.bfloat16))
+    assert c.state[0].coef.dtype == torch.bfloat16
+    saved = c.state_dict()
+    again = KeyCollector([0], d_mlp=3, k=2, dtype=torch.bfloat16)
+    again.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved.items()})
+    assert again.state[0].coef.dtype == torch.bfloat16 and torch.equal(again.state[0].coef, c.state[0].coef)
