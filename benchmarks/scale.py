@@ -1,8 +1,14 @@
 """The fast paths at scale: random-weight Llama-shaped models (benchmarks/shapes.py) built on the
 device, each workload timed beside its baseline in the same run, with peak device memory.
 
-    python benchmarks/scale.py --device cuda [--shapes 135m,1.7b,8b] [--dtype bf16] [--out scale.json]
-    python benchmarks/scale.py --device cuda --growth          # how cost grows with layers, heads, length
+    python benchmarks/scale.py --device cuda [--shapes 135m,1.7b,8b] [--dtype bf16,fp32] [--growth]
+        [--budget-s 480] [--out scale.json] [--markdown scale.md]   # one GPU run: tables to paste
+    python benchmarks/scale.py --quick --device cpu --dtype fp32 --growth   # smoke run, tiny shape (seconds)
+    python benchmarks/scale.py --device cuda --growth-only     # only how cost grows with layers, heads, length
+
+Past --budget-s seconds no new shape starts (bf16 shapes first, then growth, then fp32); what was
+skipped is listed under the tables. The EAP-IG row is `eap_ig_workload` (a slot, filled on the
+circuits side; until then the table says "not run").
 
 Workloads per shape (time ours / baseline = the ratio; peak memory is the device's high-water mark
 during the workload, the model's weights included):
