@@ -188,7 +188,7 @@ def main() -> None:
             return time.perf_counter() - t
 
         def both():  # what build_index uses
-            return KeyCollector(layers, info.d_mlp, args.top_k, device=model.device, signs=signs)
+            return KeyCollector(layers, info.d_mlp, args.top_k, device=model.device, signs=signs, dtype=model.dtype)
 
         def one_sign():  # the index before both signs: "+" only, dense merges
             return KeyCollector(layers, info.d_mlp, args.top_k, device=model.device, signs=("+",), sparse=False)

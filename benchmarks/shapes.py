@@ -8,6 +8,7 @@ Shapes (only the shape is theirs; weights are HF's random initialisation):
   135m  SmolLM2-135M: 30 layers, d_model 576, 9 query / 3 KV heads, d_mlp 1536, tied embeddings
   1.7b  SmolLM2-1.7B: 24 layers, d_model 2048, 32 / 32 heads (MHA), d_mlp 8192, tied embeddings
   8b    Llama-3-8B:   32 layers, d_model 4096, 32 / 8 heads, d_mlp 14336, untied, SmolLM2's vocabulary
+  tiny  2 layers, d_model 64, 4 / 2 heads, d_mlp 128 (smoke runs on a CPU)
 The tokenizer (default: SmolLM2's, from the workbench cache, else GPT-2's) sets the vocabulary.
 """
 
@@ -25,6 +26,9 @@ SHAPES: dict[str, dict] = {
                  intermediate_size=8192, tie_word_embeddings=True, rope_theta=130000.0),
     "8b": dict(num_hidden_layers=32, hidden_size=4096, num_attention_heads=32, num_key_value_heads=8,
                intermediate_size=14336, tie_word_embeddings=False, rope_theta=500000.0),
+    # for smoke runs of benchmarks/scale.py --quick on a CPU (seconds)
+    "tiny": dict(num_hidden_layers=2, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                 intermediate_size=128, tie_word_embeddings=True, rope_theta=10000.0),
 }
 
 

@@ -80,13 +80,13 @@ def copying_scores(
     layers = sorted({layer for layer, _ in heads})
     got = hooks.capture(model, tokens, hooks.names("v", layers))
     values = {layer: got[hooks.name("v", layer)] for layer in layers}
-    targets = tokens[:, 1:].reshape(-1).to(model.device)[:max_positions]
+    targets = tokens[:, 1:].reshape(-1)[:max_positions]
     scores = []
-    for layer, head in heads:
+    for layer, head in heads:  # each head's vectors stay on its layer's device until the unembedding
         v = values[layer][:, 1:, head // group].reshape(-1, values[layer].shape[-1])[:max_positions]
         out = v.float() @ model.bridge.blocks[layer].attn.W_O[head].detach().float()
         logits = direction_logits(model, out)
-        target_logit = logits.gather(-1, targets[:, None]).squeeze(-1)
+        target_logit = logits.gather(-1, targets[:, None].to(logits.device)).squeeze(-1)
         z = (target_logit - logits.mean(-1)) / logits.std(-1).clamp_min(1e-12)
         scores.append(float(z.mean()))
     return scores
@@ -117,6 +117,7 @@ def normed_embeddings(model: Model, layer: int, ids: Int[Tensor, " n"]) -> Float
     """Each token's embedding through layer's ln1, as if it were the whole residual (no bias)."""
     e = model.bridge.W_E.detach()[ids.to(model.bridge.W_E.device)].float()
     kind, weight = block_norm(model, layer)
+    e = e.to(model.bridge.blocks[layer].attn.W_V.device)  # a few token rows, to the layer's device
     if kind is None:
         return e
     eps = float(getattr(model.bridge.cfg, "eps", 1e-5))
@@ -137,7 +138,7 @@ def ov_factors(model: Model, head: Head, ids: Int[Tensor, " n"]) -> tuple[Tensor
     kind, weight = final_norm(model)
     U = model.bridge.W_U.detach()[:, ids.to(model.bridge.W_U.device)].float()  # [d_model n]
     U = norm_linear(U.T, kind, None if weight is None else weight.float()).T  # the linear part, per column
-    return normed_embeddings(model, layer, ids) @ W_V, W_O @ U
+    return normed_embeddings(model, layer, ids) @ W_V, W_O @ U.to(W_O.device)  # (|S| columns: small)
 
 
 def eigen_copying(eigenvalues: Tensor, n_tokens: int) -> OVCopying:

@@ -48,6 +48,17 @@ def check_tokens(model: Model, tokens: Tensor) -> Tensor:
     return tokens.long()
 
 
+def to_host(per_layer: dict[int, Tensor], n_layers: int) -> Tensor:
+    """The per-layer tensors stacked on the CPU [layer ...]: one copy per device they live on."""
+    by_device: dict[torch.device, list[int]] = {}
+    for layer in range(n_layers):
+        by_device.setdefault(per_layer[layer].device, []).append(layer)
+    host: dict[int, Tensor] = {}
+    for layers in by_device.values():
+        host.update(zip(layers, torch.stack([per_layer[layer] for layer in layers]).cpu()))
+    return torch.stack([host[layer] for layer in range(n_layers)])
+
+
 def check_measure(measure: str) -> str:
     """The measure's canonical name (interp.heads.scores.MEASURES; TL's "mul" / "abs" accepted)."""
     try:
@@ -72,26 +83,32 @@ def scores_and_rows(
     kinds = check_kinds(kinds)
     measure = check_measure(measure)
     tokens = check_tokens(model, tokens)
-    n_layers, n_heads = model.info.n_layers, model.info.n_heads
-    num = torch.zeros(len(kinds), n_layers, n_heads, dtype=torch.float64)
-    den = torch.zeros(len(kinds), n_layers, n_heads, dtype=torch.float64)
-    rows = torch.zeros(len(kinds), dtype=torch.float64)
+    n_layers = model.info.n_layers
+    # running sums per layer on that layer's device (float64), read back once at the end: no
+    # host sync inside the forward pass, which would stall the device once per layer
+    num: dict[int, Tensor] = {}
+    den: dict[int, Tensor] = {}
+    rows: Tensor | None = None
     chunks = tokens.split(batch_size)
     for i, chunk in enumerate(chunks):
-        chunk = chunk.to(model.device)
+        chunk = chunk.to(model.device)  # the input goes where the embedding is
         scorer = Scorer(expected_patterns(chunk, kinds), measure, exclude_bos, exclude_current_token)
-        rows += scorer.target_rows.sum(0).double().cpu()
+        got = scorer.target_rows.sum(0).double()
+        rows = got if rows is None else rows + got
 
         def score(pattern: Tensor, hook, layer: int, scorer=scorer) -> None:
-            n, d = scorer(pattern)
-            num[:, layer] += n.sum(0).double().cpu()
-            den[:, layer] += d.sum(0).double().cpu()
+            n, d = (x.sum(0).double() for x in scorer(pattern))
+            num[layer] = n if layer not in num else num[layer] + n
+            den[layer] = d if layer not in den else den[layer] + d
 
         scorers = [(hooks.name("pattern", layer), partial(score, layer=layer)) for layer in range(n_layers)]
         hooks.run_until(model, chunk, scorers, last=hooks.name("pattern", n_layers - 1))
         if progress is not None:
             progress(i + 1, len(chunks), "pattern scores")
-    mean = torch.where(den > 0, num / den.clamp_min(1e-30), torch.zeros_like(num)).float()
+    total = to_host(num, n_layers).transpose(0, 1)  # [kind layer head]
+    count = to_host(den, n_layers).transpose(0, 1)
+    mean = torch.where(count > 0, total / count.clamp_min(1e-30), torch.zeros_like(total)).float()
+    rows = rows.cpu()
     return {k: mean[i] for i, k in enumerate(kinds)}, {k: int(rows[i]) for i, k in enumerate(kinds)}
 
 

@@ -99,43 +99,65 @@ class Scorer:
 
     Built once per batch (the expected patterns depend only on the tokens); called on each
     layer's pattern inside the forward pass. Returns (numerator, denominator) per sequence:
-    the score over any set of sequences is sum(numerator) / sum(denominator)."""
+    the score over any set of sequences is sum(numerator) / sum(denominator).
+
+    Device-following: the expected patterns are copied once to each device a layer's pattern
+    lives on (a model split over devices), never the pattern to them. Everything a call returns
+    lives on the pattern's device, and nothing in a call waits for the device (no host sync)."""
 
     def __init__(self, expected: Float[Tensor, "batch kind dest src"], measure: str = "target",
                  exclude_bos: bool = False, exclude_current_token: bool = False):
-        batch, _, pos, _ = expected.shape
+        batch, n_kinds, pos, _ = expected.shape
         self.measure = measure = canonical_measure(measure)
-        self.mask = keep_mask(pos, exclude_bos, exclude_current_token, expected.device)
         self.excluding = exclude_bos or exclude_current_token
-        self.targets = (expected * self.mask).float()  # [batch kind dest src]
-        self.has_target = self.targets.sum(-1) > 0  # [batch kind dest]
-        if measure == "tl-abs":
-            self.target_cells = einops.reduce(self.targets, "batch kind dest src -> batch 1 kind", "sum")
+        mask = keep_mask(pos, exclude_bos, exclude_current_token, expected.device)
+        targets = (expected * mask).float()  # [batch kind dest src]
+        self.has_target = targets.sum(-1) > 0  # [batch kind dest]
+        parts: dict[str, Tensor] = {"has_target": self.has_target}
+        if measure == "target":
+            # laid out once for the per-layer contraction: [batch * dest, src, kind]
+            parts["targets"] = einops.rearrange(targets, "batch kind dest src -> (batch dest) src kind").contiguous()
+            parts["row_has_target"] = einops.rearrange(self.has_target, "batch kind dest -> batch dest 1 kind").float()
+            if self.excluding:
+                parts["mask"] = mask[:, None, :]  # [dest 1 src]
+        else:
+            both = torch.cat([targets, mask.expand(batch, 1, pos, pos)], dim=1)
+            parts["weights"] = einops.rearrange(both, "batch part dest src -> batch (dest src) part").contiguous()
+            parts["target_cells"] = einops.reduce(targets, "batch kind dest src -> batch 1 kind", "sum")
+        self._parts = {expected.device: parts}
 
     @property
     def target_rows(self) -> Float[Tensor, "batch kind"]:
         """Rows with at least one kept target cell, per sequence and kind."""
         return self.has_target.sum(-1).float()
 
+    def parts(self, device: torch.device) -> dict[str, Tensor]:
+        """The expected patterns' tensors on `device` (copied there on first use)."""
+        if device not in self._parts:
+            first = next(iter(self._parts.values()))
+            self._parts[device] = {k: v.to(device) for k, v in first.items()}
+        return self._parts[device]
+
     def __call__(self, pattern: Float[Tensor, "batch head dest src"]) -> tuple[Tensor, Tensor]:
-        a = pattern.float()
+        batch, n_heads, pos, _ = pattern.shape
+        p = self.parts(pattern.device)
         if self.measure == "target":
-            on_target = einops.einsum(a, self.targets, "batch head dest src, batch kind dest src -> batch kind head dest")
-            kept = einops.einsum(a, self.mask, "batch head dest src, dest src -> batch head dest") if self.excluding \
-                else a.sum(-1)
-            on_target = on_target / kept[:, None].clamp_min(1e-30)
-            num = (on_target * self.has_target[:, :, None]).sum(-1)
-            den = self.target_rows[:, :, None].expand_as(num)
+            # one copy that converts to float32 and lays rows out for a batched contraction
+            a = torch.empty(batch, pos, n_heads, pos, dtype=torch.float32, device=pattern.device)
+            a.copy_(pattern.permute(0, 2, 1, 3))  # [batch dest head src]
+            on_target = torch.bmm(a.view(batch * pos, n_heads, pos), p["targets"]).view(batch, pos, n_heads, -1)
+            kept = (a * p["mask"]).sum(-1) if self.excluding else a.sum(-1)  # [batch dest head]
+            share = on_target / kept[..., None].clamp_min(1e-30)  # [batch dest head kind]
+            num = einops.rearrange((share * p["row_has_target"]).sum(1), "batch head kind -> batch kind head")
+            den = einops.repeat(p["has_target"].sum(-1).float(), "batch kind -> batch kind head", head=n_heads)
             return num, den
-        flat = einops.rearrange(a, "batch head dest src -> batch head (dest src)")
-        parts = torch.cat([self.targets, self.mask.expand(a.shape[0], 1, *self.mask.shape)], dim=1)
-        w = einops.rearrange(parts, "batch part dest src -> batch (dest src) part")
-        sums = torch.bmm(flat, w)  # [batch head part]: sum A*M*D_k for each kind, then sum A*M
+        flat = einops.rearrange(pattern, "batch head dest src -> batch head (dest src)").float()
+        sums = torch.bmm(flat, p["weights"])  # [batch head part]: sum A*M*D_k for each kind, then sum A*M
         a_md, a_m = sums[..., :-1], sums[..., -1:]
         if self.measure == "tl-mul":
             s = a_md / a_m
         else:
-            s = 1 - (a_m - 2 * a_md + self.target_cells) / a.shape[-1]
+            s = 1 - (a_m - 2 * a_md + p["target_cells"]) / pos
         num = einops.rearrange(s, "batch head kind -> batch kind head")
         return num, torch.ones_like(num)
 

@@ -206,7 +206,7 @@ def build_index(
         return open_index(out)
     check_state_fits(model, s, len(signs))
     work = out / "work"
-    collector = KeyCollector(s.layers, model.info.d_mlp, s.top_k, device=model.device, signs=signs)
+    collector = KeyCollector(s.layers, model.info.d_mlp, s.top_k, device=model.device, signs=signs, dtype=model.dtype)
     done = int(manifest["shards_done"])
     if done:
         collector.load_state_dict(load_tensors(work / f"state-{done - 1:05d}.safetensors"))

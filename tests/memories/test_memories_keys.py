@@ -226,3 +226,98 @@ def test_sparse_merge_of_stacked_layers_equals_the_dense_one():
         got = merge_topk_sparse(*got[:2], coef, refs, valid, ("+", "-"))
         for a, b_ in zip(want, got):
             assert torch.equal(a, b_)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("path", ["dense batch", "threshold", "mixed"])
+def test_sparse_merge_paths_in_the_coefficients_dtype_equal_the_float32_dense_merge(path, dtype):
+    """Every path of the sparse merge (the whole batch dense, the threshold scatter, a few
+    columns dense) with the state kept in the coefficients' dtype gives the values of the
+    float32 dense merge (refs: a position that really has that value, no repeats), and the
+    same activity counts; both ways of counting signs agree."""
+    from interp.memories import keys
+
+    gen = torch.Generator().manual_seed(6)
+    layers, k, n, pos = 2, 4, 9, 40
+    max_new = {"dense batch": 2 * k, "threshold": 10**6, "mixed": 2 * k}[path]
+    want = empty_topk(k, n, n_signs=2)
+    got = empty_topk(k, n, n_signs=2, dtype=dtype)
+    want = tuple(t.expand(layers, -1, -1, -1).clone() for t in want)
+    got = tuple(t.expand(layers, -1, -1, -1).clone() for t in got)
+    calls = {"dense batch": 0}
+    real = keys.dense_batch_merge
+
+    def counting(*a):
+        calls["dense batch"] += 1
+        return real(*a)
+
+    keys.dense_batch_merge = counting
+    try:
+        for b in range(8):
+            coef = torch.randn(layers, pos, n, generator=gen).to(dtype)
+            if path == "mixed" and b >= 2:
+                coef[:, :, 1] = 5.0 + b + torch.arange(pos) / 64  # a burst: one memory's column dense
+            refs, valid = torch.arange(b * pos, (b + 1) * pos), torch.rand(pos, generator=gen) > 0.2
+            want = merge_topk(*want[:2], torch.stack([signed(c.float(), ("+", "-")) for c in coef]), refs, valid)
+            got = merge_topk_sparse(*got[:2], coef, refs, valid, ("+", "-"), max_new=max_new, matvec=b % 2 == 0)
+            assert got[0].dtype == dtype
+            torch.testing.assert_close(got[0].float(), want[0], atol=0, rtol=0)
+            assert torch.equal(got[2], want[2])
+            assert torch.equal(got[1] >= 0, want[1] >= 0)
+            for row in got[1].transpose(-1, -2).reshape(-1, k).tolist():  # one memory's k refs
+                kept = [r for r in row if r >= 0]
+                assert len(set(kept)) == len(kept)
+            if dtype == torch.float32:  # no ties: the very same positions
+                assert torch.equal(got[1], want[1])
+    finally:
+        keys.dense_batch_merge = real
+    assert (calls["dense batch"] > 0) == (path == "dense batch" or path == "mixed")
+    if path == "threshold":
+        assert calls["dense batch"] == 0
+
+
+def test_count_signs_both_ways_agree():
+    gen = torch.Generator().manual_seed(7)
+    coef = torch.randn(50, 6, generator=gen).to(torch.bfloat16)
+    coef[::3] = 0
+    valid = torch.rand(50, generator=gen) > 0.3
+    a = keys_count(coef, valid, True)
+    b = keys_count(coef, valid, False)
+    assert torch.equal(a, b)
+    assert a[0].tolist() == ((coef > 0) & valid[:, None]).sum(0).tolist()
+
+
+def keys_count(coef, valid, matvec):
+    from interp.memories.keys import count_signs
+
+    return count_signs(coef, valid, ("+", "-"), matvec)
+
+
+def test_collector_states_follow_each_layers_device():
+    """A layer whose coefficients arrive on another device ('meta' here: a stand-in for a
+    second device, shapes and placement only -- a CPU has no second device) gets its state
+    there; the others stay put. The batch's positions are copied once per device."""
+    c = KeyCollector([0, 1], d_mlp=4, k=2, stacked=False, sparse=False)
+    c.set_batch(torch.arange(6), torch.ones(6, dtype=torch.bool))
+    c.observe(0, torch.randn(1, 6, 4))
+    c.observe(1, torch.randn(1, 6, 4, device="meta"))
+    assert c.state[0].coef.device.type == "cpu" and c.state[1].coef.device.type == "meta"
+    assert c.state[1].ref.device.type == c.state[1].active.device.type == "meta"
+    assert {d.type for d in c._on} == {"cpu", "meta"}
+    stacked = KeyCollector([0, 1], d_mlp=4, k=2, stacked=True, sparse=False)
+    stacked.set_batch(torch.arange(6), torch.ones(6, dtype=torch.bool))
+    stacked.observe(0, torch.randn(1, 6, 4))
+    stacked.observe(1, torch.randn(1, 6, 4, device="meta"))
+    stacked.flush()  # one stacked merge per device
+    assert stacked.state[0].coef.device.type == "cpu" and stacked.state[1].coef.device.type == "meta"
+
+
+def test_collector_keeps_its_state_in_the_given_dtype_and_reloads_it():
+    c = KeyCollector([0], d_mlp=3, k=2, dtype=torch.bfloat16)
+    c.set_batch(torch.arange(4), torch.ones(4, dtype=torch.bool))
+    c.observe(0, torch.randn(1, 4, 3).to(torch.bfloat16))
+    assert c.state[0].coef.dtype == torch.bfloat16
+    saved = c.state_dict()
+    again = KeyCollector([0], d_mlp=3, k=2, dtype=torch.bfloat16)
+    again.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved.items()})
+    assert again.state[0].coef.dtype == torch.bfloat16 and torch.equal(again.state[0].coef, c.state[0].coef)
