@@ -20,6 +20,9 @@ GQA. A receiver is a *query* head. Its key/value input is patched for that head 
 own k/v are recomputed from the patched residual stream, while the other query heads sharing
 the same KV head keep the clean k/v (`hook_k`/`hook_v` are per KV head, so the reference
 implementation computes the receiver's output in a separate run and patches its `hook_z`).
+
+Low precision and placement: see interp.circuits.replay (float32 sums, a null variant per batch,
+tensors on each layer's device). Results are float32 whatever the model's dtype.
 """
 
 from __future__ import annotations
