@@ -20,6 +20,9 @@ GQA. A receiver is a *query* head. Its key/value input is patched for that head 
 own k/v are recomputed from the patched residual stream, while the other query heads sharing
 the same KV head keep the clean k/v (`hook_k`/`hook_v` are per KV head, so the reference
 implementation computes the receiver's output in a separate run and patches its `hook_z`).
+
+Low precision and placement: see interp.circuits.replay (float32 sums, a null variant per batch,
+tensors on each layer's device). Results are float32 whatever the model's dtype.
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ def path_patch(
 
     if receivers is None:
         P, targets = end[:, None], [rp.n_layers]
+        null = metric(rp.clean_at(cache, rp.n_layers, P)[:, 0][None])  # the replay's own clean metric
     else:
         pos = task.position(receivers.position)
         P = torch.arange(T, device=dev).expand(B, T) if pos is None else pos.to(dev)[:, None]
@@ -152,23 +156,26 @@ def path_patch(
         every = receivers.position is None
         rp.check_null(cache, receivers.heads, receivers.components, every, P, end, metric)
     order = sorted(range(len(senders)), key=lambda i: senders[i][0])
-    out = cache.clean_metric.new_empty(len(senders), B)
+    clean_metric = cache.clean_metric.float()  # results are float32 whatever the model's dtype
+    out = clean_metric.new_empty(len(senders), B)
     last = max(targets)
     for start in range(0, len(order), chunk):
         idx = order[start : start + chunk]
         group = [senders[i] for i in idx]
         live = [j for j, (layer, _) in enumerate(group) if layer < last]  # others cannot reach any receiver
-        res = cache.clean_metric.expand(len(group), B).clone()
+        res = clean_metric.expand(len(group), B).clone()
         if live:
             resid = rp.frozen_pass(cache, [group[j] for j in live], P, targets)
             if receivers is None:
-                res[live] = metric(resid[rp.n_layers][:, :, 0]).to(res.dtype)
+                effect = metric(resid[rp.n_layers][:, :, 0]) - null  # the sums are float32; so is this difference
+                res[live] = (clean_metric.to(effect.device) + effect).to(res)
             else:
-                res[live] = rp.receiver_pass(cache, receivers.heads, receivers.components, every, P, end, resid, metric).to(res.dtype)
+                got = rp.receiver_pass(cache, receivers.heads, receivers.components, every, P, end, resid, metric)
+                res[live] = got.to(res)
         out[torch.tensor(idx)] = res
         if progress:
             progress(min(start + chunk, len(order)), len(order), "path patching")
-    return PathResult(senders, out.cpu(), cache.clean_metric.cpu(), cache.corrupted_metric.cpu())
+    return PathResult(senders, out.cpu(), clean_metric.cpu(), cache.corrupted_metric.float().cpu())
 
 
 def _check_heads(model: Model, heads: list[Head], what: str) -> None:
