@@ -7,8 +7,7 @@ device, each workload timed beside its baseline in the same run, with peak devic
     python benchmarks/scale.py --device cuda --growth-only     # only how cost grows with layers, heads, length
 
 Past --budget-s seconds no new shape starts (bf16 shapes first, then growth, then fp32); what was
-skipped is listed under the tables. The EAP-IG row is `eap_ig_workload` (a slot, filled on the
-circuits side; until then the table says "not run").
+skipped is listed under the tables. The EAP-IG row times benchmarks/circuits.py's `eap_ig_workload`.
 
 Workloads per shape (time ours / baseline = the ratio; peak memory is the device's high-water mark
 during the workload, the model's weights included):
@@ -166,11 +165,22 @@ def path_workload(model, n_prompts: int = 16, n_reference: int = 4, reference_mo
         per_sender = t_ref / len(ref_sample)
         idx = [chosen.index(h) for h in ref_sample]
         err = float((fast.patched[idx].float() - ref.patched.float()).abs().max())
-        effect = float((ref.patched.float() - ref.clean.float()[None]).abs().max())
-        out[name] = {"senders": len(chosen), "fast_s": t_fast, "reference_per_sender_s": per_sender,
-                     "reference_scaled_s": per_sender * len(chosen), "vs_loop": per_sender * len(chosen) / t_fast,
-                     "max_abs_diff": err, "largest_effect": effect, "diff_over_effect": err / max(effect, 1e-12),
-                     "peak_gib": peak.gib, "baseline_peak_gib": base_peak.gib}
+        true_effect = ref.patched.float() - ref.clean.float()[None]
+        effect = float(true_effect.abs().max())
+        # effects (patched - clean), which a low-precision clean run's own offset does not enter
+        fast_effect = fast.patched[idx].float() - fast.clean.float()[None]
+        effect_err = float((fast_effect - true_effect).abs().max())
+        row = {"senders": len(chosen), "fast_s": t_fast, "reference_per_sender_s": per_sender,
+               "reference_scaled_s": per_sender * len(chosen), "vs_loop": per_sender * len(chosen) / t_fast,
+               "max_abs_diff": err, "largest_effect": effect, "diff_over_effect": err / max(effect, 1e-12),
+               "effect_err": effect_err, "effect_err_over_effect": effect_err / max(effect, 1e-12),
+               "peak_gib": peak.gib, "baseline_peak_gib": base_peak.gib}
+        if reference_model is not None:  # the same reference loop in the timed dtype: bf16's own error
+            low = path_patch_reference(model, ds, ref_sample, receivers)
+            low_effect = low.patched.float() - low.clean.float()[None]
+            row["reference_effect_err"] = float((low_effect - true_effect).abs().max())
+            row["reference_effect_err_over_effect"] = row["reference_effect_err"] / max(effect, 1e-12)
+        out[name] = row
     return out
 
 
@@ -205,18 +215,17 @@ def memories_workload(model, n_tokens: int = 16384, batch: int = 32, seq: int = 
             "baseline_peak_gib": base_peak.gib}
 
 
-def eap_ig_workload(model, steps: int = 5, n_prompts: int = 16) -> dict | None:
-    """THE EAP-IG SLOT (filled on branch circfin). Return None while there is nothing to time; the
-    script then reports the workload as not run and goes on. When filled, return a dict with at
-    least these keys, so the tables pick it up:
-        "ours_s"        seconds of interp.circuits.attribute(model, task, "eap-ig", steps=steps, ...)
-        "baseline_s"    seconds of the baseline in the same run: steps x (one forward + one backward)
-                        of the same batch
-        "ratio"         ours_s / baseline_s
-        "peak_gib", "baseline_peak_gib"   Peak(model.device).gib around each (None on the CPU)
-    and any accuracy numbers under other keys. Use `timed` and `Peak` from this module; the task:
-    IOI with `n_prompts` prompts (`_ioi(model, n_prompts)` or interp.data.tasks.load_task)."""
-    return None
+def eap_ig_workload(model, steps: int = 5, n_prompts: int = 16, seq: int = 32) -> dict:
+    """interp.circuits.attribute(..., "eap-ig", steps) on `n_prompts` random clean/corrupted pairs of
+    `seq` tokens vs `steps` x (one forward + one backward to the input embeddings) of the same batch
+    (benchmarks/circuits.py's `eap_ig_workload`, timed interleaved). Peak: the device's high-water mark
+    during EAP-IG, weights included."""
+    from circuits import eap_ig_workload as workload  # benchmarks/circuits.py
+
+    r = workload(model, batch=n_prompts, seq=seq, steps=steps, device=model.device)
+    cuda = torch.device(model.device).type == "cuda"
+    return {"ours_s": r["time_s"], "baseline_s": r["baseline_s"], "ratio": r["ratio"], "steps": steps,
+            "peak_gib": r["peak_bytes"] / 2**30 if cuda else None, "baseline_peak_gib": None}
 
 
 # -- runs ----------------------------------------------------------------------------------------
@@ -341,7 +350,9 @@ def markdown(results: dict) -> str:
             lines.append(f"{head} | path -> {target} ({p['senders']} senders) | {_f(p['fast_s'])} | per-sender loop "
                          f"(scaled) | {_f(p['reference_scaled_s'])} | {p['vs_loop']:.0f}x faster "
                          f"| {_f(p['peak_gib'])} / {_f(p['baseline_peak_gib'])} "
-                         f"| vs fp32 ref: max {p['max_abs_diff']:.2e} = {p['diff_over_effect']:.1e} of the largest effect |")
+                         f"| vs fp32 ref: patched max {p['max_abs_diff']:.2e}; effects {p['effect_err_over_effect']:.1%} "
+                         f"of the largest" + (f" (the loop in this dtype: {p['reference_effect_err_over_effect']:.1%})"
+                                              if "reference_effect_err_over_effect" in p else "") + " |")
         if r.get("memories"):
             m = r["memories"]
             lines.append(f"{head} | memory index ({m['tokens']} tok) | {_f(m['index_s'])} | bare forward | {_f(m['forward_s'])} "
@@ -351,7 +362,7 @@ def markdown(results: dict) -> str:
             lines.append(f"{head} | EAP-IG | {_f(e['ours_s'])} | m x (forward + backward) | {_f(e['baseline_s'])} "
                          f"| {e['ratio']:.2f}x | {_f(e.get('peak_gib'))} / {_f(e.get('baseline_peak_gib'))} | |")
         elif "eap-ig" in r:
-            lines.append(f"{head} | EAP-IG | not run (interp has no EAP-IG workload in this script yet) | | | | | |")
+            lines.append(f"{head} | EAP-IG | not run | | | | | |")
     for key, g in results.items():
         if not key.startswith("growth_"):
             continue
