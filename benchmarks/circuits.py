@@ -92,6 +92,47 @@ def forward_backward(model, task):
     return run
 
 
+def random_task(model, batch: int, seq: int, seed: int = 0):
+    """`batch` random clean/corrupted pairs of `seq` tokens (BOS first), random answer and distractor,
+    logit difference at the last position: a workload of a given shape for any model."""
+    from interp.data.tasks import Task
+
+    g = torch.Generator().manual_seed(seed)
+    V = model.info.d_vocab
+    bos = model.tokenizer.bos_token_id if model.tokenizer.bos_token_id is not None else 0
+    clean, corrupted = (torch.randint(V, (batch, seq), generator=g) for _ in range(2))
+    clean[:, 0] = corrupted[:, 0] = bos
+    answers, distractors = (torch.randint(V, (batch,), generator=g) for _ in range(2))
+    dev = model.device
+    return Task("random", clean.to(dev), corrupted.to(dev), torch.full((batch,), seq - 1), answers, distractors, "logit-diff")
+
+
+def eap_ig_workload(model, batch: int = 16, seq: int = 32, steps: int = 5, device=None, repeats: int = 2) -> dict:
+    """EAP-IG (`steps` steps, the whole batch at once) on `batch` random pairs of `seq` tokens against
+    `steps` x (one forward + one backward to the input embeddings) of the same batch, timed
+    interleaved, best of `repeats`. Returns {"time_s", "baseline_s", "ratio", "peak_bytes"}: baseline_s
+    is already multiplied by `steps`; peak_bytes is the device's high-water mark during EAP-IG (CUDA:
+    torch.cuda.max_memory_allocated, weights included) or, on the CPU, the process's peak RSS.
+    The issue's goal: ratio <= 1.5."""
+    device = str(device or model.device)
+    task = random_task(model, batch, seq)
+    fb = forward_backward(model, task)
+    fb()  # warm-up
+    attribute(model, task, "eap-ig", steps=1, batch_size=batch)
+    cuda = device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    t = interleave({"fb": fb, "eap-ig": lambda: attribute(model, task, "eap-ig", steps=steps, batch_size=batch)},
+                   repeats, device)  # fmt: skip
+    if cuda:
+        peak_bytes = int(torch.cuda.max_memory_allocated())
+    else:
+        peak_bytes = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    time_s, baseline_s = t["eap-ig"][0], steps * t["fb"][0]
+    return {"time_s": time_s, "baseline_s": baseline_s, "ratio": time_s / baseline_s, "peak_bytes": peak_bytes}
+
+
 def bench_attribution(model, split, args) -> None:
     task, m = split.score, args.steps
     forward_backward(model, task)()  # warm-up

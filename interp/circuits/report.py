@@ -180,3 +180,33 @@ def circuit_heads(scores: EdgeScores, keep: torch.Tensor) -> list[tuple[int, int
     g = scores.graph
     heads = {(e.src.layer, e.src.head) for e in map(g.edge, keep.nonzero().flatten().tolist()) if e.src.kind == "head"}
     return sorted(heads)
+
+
+def read_scores(path: str | Path, graph) -> EdgeScores:
+    """The edge scores an `interp circuit` run wrote (DIR/edges.json or the file itself), back in
+    `graph`'s edge order, so curves can be re-measured (another ablation, unpruned circuits, other
+    held-out prompts) without scoring again. A file from another model's graph is refused."""
+    import json
+
+    path = Path(path)
+    path = path / "edges.json" if path.is_dir() else path
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise WorkbenchError(f"cannot read edge scores from {path}: {e}") from None
+    if data.get("n_edges") != graph.n_edges or len(data.get("edges", [])) != graph.n_edges:
+        raise WorkbenchError(f"{path} holds {data.get('n_edges')} edges but this model's graph has {graph.n_edges}; "
+                             "read it with the model it was written for")  # fmt: skip
+    writers = {n.name: i for i, n in enumerate(graph.writers)}
+    readers = {r.name: i for i, r in enumerate(graph.readers)}
+    flat = {(s, d): i for i, (s, d) in enumerate(zip(graph.src.tolist(), graph.dst.tolist()))}
+    scores = torch.full((graph.n_edges,), float("nan"))
+    for e in data["edges"]:
+        try:
+            scores[flat[(writers[e["src"]], readers[e["dst"]])]] = float(e["score"])
+        except KeyError:
+            raise WorkbenchError(f"{path}: edge {e['src']}->{e['dst']} is not in this model's graph") from None
+    if bool(scores.isnan().any()):
+        raise WorkbenchError(f"{path} lists some edges twice and misses others; write it again with interp circuit")
+    return EdgeScores(graph, scores, data["method"], data["task"], data["metric"], data["n_prompts"],
+                      data["clean_metric"], data["corrupted_metric"], data.get("steps"))  # fmt: skip

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from interp.cli import main
+from interp.errors import WorkbenchError
 
 
 def test_circuit_writes_edges_curve_and_graph(tiny_llama_dir, tmp_path, capsys):
@@ -28,6 +29,19 @@ def test_circuit_writes_edges_curve_and_graph(tiny_llama_dir, tmp_path, capsys):
         assert (out / f).is_file()
     printed = capsys.readouterr().out
     assert "12 nodes, 82 edges" in printed and "CPR" in printed and "at 5% of edges" in printed
+    # the scores read back in the graph's edge order, the same numbers the file lists strongest first
+    from interp import load
+    from interp.circuits.graph import Graph
+    from interp.circuits.report import read_scores
+
+    graph = Graph.of(load(str(tiny_llama_dir), device="cpu"))
+    back = read_scores(out, graph)
+    assert back.method == "eap-ig" and back.steps == 2 and back.n_prompts == 4
+    assert [(e["src"], e["dst"], e["score"]) for e in j["edges"][:10]] == back.top(10)
+    j["edges"][0] = dict(j["edges"][0], src="a9.h9")
+    (out / "bad.json").write_text(json.dumps(j))
+    with pytest.raises(WorkbenchError, match="not in this model's graph"):
+        read_scores(out / "bad.json", graph)
 
 
 def test_task_file_and_exact_method(tiny_gpt2_dir, tmp_path):
