@@ -123,19 +123,34 @@ class Model:
 # -- loading -------------------------------------------------------------------------------
 
 
-def load(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None) -> Model:
+def load(spec: str, device: str | torch.device | None = None, dtype: str | torch.dtype | None = None,
+         device_map: str | dict | None = None, max_memory: dict | None = None) -> Model:
     """Open any model spec (see `interp models`) as a hooked `Model`. Bad specs raise a
-    one-line `WorkbenchError` naming the fix."""
+    one-line `WorkbenchError` naming the fix.
+
+    `device_map` (transformers' / accelerate's: "auto", "balanced", or {module name: device}) with an
+    optional `max_memory` ({device: bytes or "70GiB"}) places a model larger than one device over
+    several, layer by layer; the bridge keeps that placement (TransformerLens 4.3 refuses maps that
+    mix CPU and GPU). The workbench's fast paths follow each layer's device. Give a device or a
+    device_map, not both."""
     source = resolve(spec)
+    if device_map is not None and device is not None:
+        raise WorkbenchError("give a device or a device_map, not both (a device_map names the devices itself)")
+    if max_memory is not None and device_map is None:
+        raise WorkbenchError('max_memory only applies with a device_map (e.g. device_map="auto")')
     dev, dt = pick_device(device), pick_dtype(dtype)
+    if source.kind == "inhouse" and device_map is not None:
+        raise WorkbenchError("in-house checkpoints load on one device; drop the device_map")
     if source.kind == "inhouse":
         from interp.models.inhouse import load_inhouse
 
         model, _, _ = load_inhouse(source.location, device=dev, dtype=dt, name=source.name)
         model.bridge.eval()
         return model
-    folder, hf_model, tokenizer = _open_hf(source, dt)
-    return from_hf(hf_model.to(dev), folder, tokenizer, source.name, source.kind, source.location)
+    folder, hf_model, tokenizer = _open_hf(source, dt, device_map, max_memory)
+    if device_map is None:
+        hf_model = hf_model.to(dev)
+    return from_hf(hf_model, folder, tokenizer, source.name, source.kind, source.location)
 
 
 def from_hf(hf_model, folder: str | Path, tokenizer, name: str, source: str = "local-hf", location: str = "") -> Model:
@@ -145,7 +160,10 @@ def from_hf(hf_model, folder: str | Path, tokenizer, name: str, source: str = "l
     from transformer_lens.model_bridge import TransformerBridge
 
     param = next(hf_model.parameters())
-    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer, device=param.device)
+    # a model placed by a device_map keeps its placement (the bridge reads it off hf_device_map)
+    placed = bool(getattr(hf_model, "hf_device_map", None))
+    bridge = TransformerBridge.boot_transformers(str(folder), hf_model=hf_model, tokenizer=tokenizer,
+                                                 device=None if placed else param.device)
     bridge.eval()
     info = model_info(bridge, name, source, location or str(folder))
     return Model(bridge, bridge.tokenizer, info, param.device, param.dtype)
@@ -174,7 +192,7 @@ def model_info(bridge, name: str, source: str, location: str) -> ModelInfo:
     )
 
 
-def _open_hf(source: Source, dtype: torch.dtype):
+def _open_hf(source: Source, dtype: torch.dtype, device_map=None, max_memory=None):
     """(folder, HF model, tokenizer) for every HF-format source."""
     if source.kind == "hub":
         folder = _hub_folder(source)
@@ -184,7 +202,7 @@ def _open_hf(source: Source, dtype: torch.dtype):
         folder = _gguf_folder(Path(source.location))
     else:
         folder = Path(source.location)
-    return folder, _from_pretrained(folder, dtype), _tokenizer(folder)
+    return folder, _from_pretrained(folder, dtype, device_map, max_memory), _tokenizer(folder)
 
 
 def _tokenizer(folder: Path):
@@ -215,13 +233,17 @@ def _check_safetensors(folder: Path) -> None:
             raise WorkbenchError(f"{str(path)!r} is corrupt or truncated ({e}); re-download or re-save the weights") from e
 
 
-def _from_pretrained(folder: Path, dtype: torch.dtype):
+def _from_pretrained(folder: Path, dtype: torch.dtype, device_map=None, max_memory=None):
     from transformers import AutoModelForCausalLM
 
     _check_safetensors(folder)
+    placement = {} if device_map is None else {"device_map": device_map}
+    if max_memory is not None:
+        placement["max_memory"] = max_memory
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            str(folder), dtype=dtype, attn_implementation="eager", use_safetensors=True, local_files_only=True
+            str(folder), dtype=dtype, attn_implementation="eager", use_safetensors=True, local_files_only=True,
+            **placement,
         )
     except (OSError, ValueError, RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

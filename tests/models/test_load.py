@@ -231,3 +231,27 @@ def test_devices_this_machine_lacks_are_refused(device, message):
 def test_whitespace_only_prompt_is_refused(tiny_gpt2):
     with pytest.raises(WorkbenchError, match="empty prompt"):
         tiny_gpt2.to_tokens("   \n\t ")
+
+
+def test_device_map_placement_and_its_bad_inputs(tiny_llama_dir, tiny_llama, monkeypatch):
+    """load(device_map=..., max_memory=...) hands both to transformers (accelerate places the
+    layers; on this CPU-only machine every entry can only say "cpu") and gives the same logits as
+    a plain load. A device together with a map and max_memory without one are refused in one line."""
+    seen = {}
+    original = AutoModelForCausalLM.from_pretrained.__func__
+
+    def spy(cls, *args, **kwargs):
+        seen.update(kwargs)
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", classmethod(spy))
+    device_map = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers": "cpu",
+                  "model.norm": "cpu", "lm_head": "cpu"}  # fmt: skip
+    placed = load(str(tiny_llama_dir), dtype="float32", device_map=device_map, max_memory={"cpu": "4GiB"})
+    assert seen["device_map"] == device_map and seen["max_memory"] == {"cpu": "4GiB"}
+    tokens = tiny_llama.to_tokens("a placed model")
+    torch.testing.assert_close(placed(tokens), tiny_llama(tokens), atol=1e-5, rtol=1e-5)
+    with pytest.raises(WorkbenchError, match="not both"):
+        load(str(tiny_llama_dir), device="cpu", device_map="auto")
+    with pytest.raises(WorkbenchError, match="only applies with a device_map"):
+        load(str(tiny_llama_dir), max_memory={"cpu": "1GiB"})
