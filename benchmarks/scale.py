@@ -390,6 +390,9 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="bf16", help="comma-separated: bf16, fp32 (bf16 first: the budget cuts last)")
     ap.add_argument("--fp32-shapes", default=None, help="shapes run in fp32 (default: all of --shapes)")
     ap.add_argument("--workloads", default="heads,path,memories,eap-ig")
+    ap.add_argument("--mem-tokens", type=int, default=None,
+                    help="tokens per timed indexing pass (default 16384: mostly the first batches, where every "
+                         "memory's top-k is still filling; more tokens reach the steady state an index build sees)")
     ap.add_argument("--tokenizer", default=None, help="tokenizer folder (default: SmolLM2's from the cache)")
     ap.add_argument("--growth", action="store_true", help="also how cost grows with layers, heads and length")
     ap.add_argument("--growth-only", action="store_true", help="only the growth runs")
@@ -400,7 +403,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="write the results as JSON here")
     ap.add_argument("--markdown", default=None, help="write the tables (markdown) here")
     args = ap.parse_args(argv)
-    sizes = SIZES["quick" if args.quick else "full"]
+    sizes = dict(SIZES["quick" if args.quick else "full"])
+    if args.mem_tokens:
+        sizes["mem_tokens"] = args.mem_tokens
     shapes = (args.shapes or ("tiny" if args.quick else "135m,1.7b,8b")).split(",")
     workloads = args.workloads.split(",")
     start = time.perf_counter()
