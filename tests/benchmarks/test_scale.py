@@ -33,13 +33,16 @@ def test_quick_run_times_every_workload_beside_its_baseline(quick):
         p = row["path"][target]
         assert p["fast_s"] > 0 and p["vs_loop"] > 0 and p["max_abs_diff"] < 1e-4  # fp32: exact
     assert m["index_over_forward"] > 0 and m["tokens"] > 0
-    assert row["eap-ig"] is None  # the slot, empty until the EAP-IG workload lands
+    for target in ("logits", "kv@S2"):  # effects (patched - clean) against the float32 loop
+        assert row["path"][target]["effect_err"] < 1e-4
+    e = row["eap-ig"]  # benchmarks/circuits.py's workload, beside m x (forward + backward)
+    assert e["ours_s"] > 0 and e["baseline_s"] > 0 and e["ratio"] == pytest.approx(e["ours_s"] / e["baseline_s"])
+    assert "| EAP-IG |" in text and "not run" not in text.split("| EAP-IG |")[1].split("\n")[0]
     for axis in ("length",):  # (one axis: the run stays short; the others differ only in their points)
         g = results["growth_fp32"][axis]
         assert [p["x"] for p in g["points"]] == sorted(p["x"] for p in g["points"]) and len(g["points"]) == 3
         assert all(g["exponents"][k] is not None for k in ("heads_s", "path_s", "memories_s"))
     assert "| tiny | fp32 |" in text and "TL detect_head" in text and "How cost grows" in text
-    assert "EAP-IG | not run" in text
 
 
 def test_growth_axes_have_three_rising_points_for_both_families():
