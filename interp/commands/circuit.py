@@ -38,10 +38,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     from interp.circuits.graph import Graph
     from interp.circuits.report import HEADLINE, check_settings, find_circuit, write_circuit
+    from interp.commands import step_bar
     from interp.data.tasks import BUILTIN, METRICS, load_task
     from interp.errors import WorkbenchError
     from interp.io import check_dir_target
@@ -63,13 +62,7 @@ def run(args) -> int:
     gqa = f"; k/v inputs belong to the {model.info.n_kv_heads} KV heads of a layer" if graph.n_kv != graph.n_heads else ""
     print(f"{model.info.name}: {graph.n_nodes:,} nodes, {graph.n_edges:,} edges ({len(graph.readers):,} inputs{gqa})")
     print(f"task {split.name}: {len(split.score)} scoring prompts, {len(split.heldout)} held out, metric {split.score.metric}")
-    bar = tqdm(total=1, desc="circuit", unit="step")
-
-    def progress(done: int, total: int, message: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_description(message)
-        bar.refresh()
+    bar, progress = step_bar("circuit")
 
     try:
         report = find_circuit(model, split, args.method, args.steps, args.ablation, not args.no_prune, args.exact_top,

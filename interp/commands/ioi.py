@@ -31,9 +31,8 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     from interp.circuits.pipeline import check_sizes, run_ioi, write_report
+    from interp.commands import step_bar
     from interp.io import check_dir_target
     from interp.models.load import load
 
@@ -43,13 +42,7 @@ def run(args) -> int:
     check_dir_target(args.out, "--out")
     start = time.time()
     model = load(args.model, device=args.device, dtype=args.dtype)
-    bar = tqdm(total=1, desc="ioi", unit="step")
-
-    def progress(done: int, total: int, message: str) -> None:
-        bar.total = total
-        bar.n = done
-        bar.set_description(message)
-        bar.refresh()
+    bar, progress = step_bar("ioi")
 
     try:
         report = run_ioi(model, args.n_prompts, args.seed, args.n_heldout, checks=not args.no_checks,
