@@ -211,6 +211,8 @@ class Ablator:
             pre = hooks.name("resid_pre", layer)
             mlp = _MLPInput(M[:mn, midx], n, diff, up) if g.has_mlp else None
             group = _Group(M[:n, idx], diff, up, mlp.tail if mlp is not None else None)
+            if mlp is not None:
+                mlp.settle(group)
             groups += [group] if mlp is None else [group, mlp]
             fwd += group.pre_hooks(pre, current)
             fwd += group.attention_hooks(layer, self._qkv(layer), self.base[input_hook("q", layer)], current, pre,
@@ -218,7 +220,7 @@ class Ablator:
             if mlp is not None and (mlp.active or mlp.inside):
                 mid = hooks.name("resid_mid", layer)
                 fwd += [(mid, remember(mid))] if mlp.active and not mlp.inside else []
-                fwd.append((f"blocks.{layer}.mlp.hook_in", mlp.hook(model.bridge.blocks[layer], group, self.base[input_hook("mlp", layer)],
+                fwd.append((f"blocks.{layer}.mlp.hook_in", mlp.hook(model.bridge.blocks[layer], self.base[input_hook("mlp", layer)],
                                                                      current, mid, self.projected[f"blocks.{layer}.mlp.hook_in"])))  # fmt: skip
         final = _Group(M[:, self._logits_input], diff, up)
         fwd.append((input_hook("logits", None), final.logits_hook(self.base[input_hook("logits", None)])))
@@ -312,11 +314,12 @@ class _Group:
         self.n_in, self.n_act = len(act_in), len(self.active)
         self.ablated = (inside & ~summed).nonzero().flatten()  # columns that take the fully ablated projection
         w = w[:, self.active]
-        self.has_tail = tail is not None
-        if self.has_tail:
-            w = torch.cat([w, tail[:, None]], 1)
         rows = w.ne(0).any(1).nonzero().flatten()
         gather = 3 * len(rows) < self.n  # gathering a few rows beats reading them all
+        # the MLP's earlier part rides along only when every row is read anyway
+        self.has_tail = tail is not None and self.n_act > 0 and not gather
+        if self.has_tail:
+            w = torch.cat([w, tail[:, None]], 1)
         self.rows = up.add(rows) if gather else None
         self.w = up.add((w[rows] if gather else w).to(diff.dtype))  # [rows|n active(+tail)]
         self.inside0 = bool(inside[0]) if len(inside) else True
@@ -410,35 +413,45 @@ class _Group:
 
 
 class _MLPInput:
-    """An MLP's input: its edges from the writers before its layer are summed with the layer's
-    attention inputs (`tail`, that group's extra column), those from the layer's heads here."""
+    """An MLP's input. When its layer's attention sum reads every earlier writer anyway, the MLP's
+    edges from them are summed there (`tail`, that group's extra column) and only those from the
+    layer's own heads here; otherwise its whole sum is made here (gathering its few rows)."""
 
     def __init__(self, sub: Tensor, n_before: int, diff: Tensor, up: _Uploads):
         inside, w = _signed(sub)
-        self.inside, w = bool(inside[0]), w[:, 0]
-        self.active = bool(w.ne(0).any())
-        self.tail = w[:n_before] if bool(w[:n_before].ne(0).any()) else None
-        heads = w[n_before:]
-        self.heads = up.add(heads.to(diff.dtype)) if bool(heads.ne(0).any()) else None
-        self.n_before, self.n_heads, self.diff, self.up = n_before, len(heads), diff, up
+        self.inside, self.w = bool(inside[0]), w[:, 0]
+        self.active = bool(self.w.ne(0).any())
+        self.tail = self.w[:n_before] if bool(self.w[:n_before].ne(0).any()) else None
+        self.n_before, self.n, self.diff, self.up = n_before, len(self.w), diff, up
+
+    def settle(self, attention: _Group) -> None:
+        """Fix which writers this hook sums, once the attention group has taken the tail or not."""
+        self.attention = attention
+        lo = self.n_before if attention.has_tail else 0
+        w = self.w[lo:]
+        rows = w.ne(0).nonzero().flatten()
+        self.rows = rows + lo if 3 * len(rows) < len(w) else torch.arange(lo, self.n)
+        self.part = self.up.add(self.w[self.rows].to(self.diff.dtype)) if len(rows) else None
+        self.contiguous = len(self.rows) == self.n - lo
+        self.lo, self.idx = lo, self.up.add(self.rows)
 
     def mark_read(self, read: Tensor) -> None:
-        """Mark the writers (the layer's heads) whose differences the hook reads."""
-        if self.active and self.heads is not None:
-            read[self.n_before : self.n_before + self.n_heads] = True
+        """Mark the writers whose differences the hook reads."""
+        if self.active and self.part is not None:
+            read[self.rows] = True
 
-    def hook(self, block, attention: _Group, base, current, mid, projected):
+    def hook(self, block, base, current, mid, projected):
         """The hook on the MLP's normalized input."""
 
         def hook(x, hook=None):
             if not self.active:
                 return projected.to(x.dtype) if self.inside else x
             s = base if self.inside else current[mid]
-            if self.tail is not None:
-                s = s + attention.done.pop("tail")
-            if self.heads is not None:
-                part = self.diff[self.n_before : self.n_before + self.n_heads].reshape(self.n_heads, -1)
-                s = s + (self.up[self.heads] @ part).view(s.shape)
+            if self.attention.has_tail:
+                s = s + self.attention.done.pop("tail")
+            if self.part is not None:
+                rows = self.diff[self.lo : self.n] if self.contiguous else self.diff.index_select(0, self.up[self.idx])
+                s = s + (self.up[self.part] @ rows.reshape(rows.shape[0], -1)).view(s.shape)
             return block.ln2(s.to(x.dtype))
 
         return hook
