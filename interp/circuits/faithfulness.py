@@ -29,8 +29,14 @@ rebuilt from whichever side is smaller -- base + the circuit's edges into it (ba
 everything ablated) or the current input - its ablated edges -- and only its projection (a head's
 q, a KV head's k or v before rotary, an MLP's normalized input) is recomputed from it. An input with
 no circuit edge takes the fully ablated projection, cached (under counterfactual ablation: the
-corrupted run's own); an input with every edge kept keeps the bridge's. A curve is the corrupted
-run, the clean run (the 100 % circuit changes nothing) and one forward per other size. The plainly
+corrupted run's own); an input with every edge kept keeps the bridge's. Each layer reads the
+writers' differences once: one matmul sums every rebuilt attention input of the layer together with
+its MLP input's part from the writers before the layer (the layer's own heads are added at the
+MLP); the rebuilt inputs are normalized together and projected by one batched matmul with the
+stacked W_Q/W_K/W_V rows. The circuit's structure is worked out on the CPU before the forward and
+sent to the device in one copy per dtype, so the forward never waits on the host. A curve is the
+corrupted run, the clean run (the 100 % circuit changes nothing) and one forward per other size
+(an empty circuit is the corrupted run; sizes that prune to the same circuit run once). The plainly
 written `ablated_reference` subtracts every excluded edge on its own, through the bridge's split
 per-input copies (interp.circuits.readers), and tests hold the two together.
 """
@@ -47,7 +53,7 @@ from torch import Tensor
 
 from interp import hooks
 from interp.circuits.attribute import EdgeScores
-from interp.circuits.graph import Graph
+from interp.circuits.graph import Graph, Node, prune
 from interp.circuits.readers import (
     check_inputs,
     input_hook,
@@ -77,6 +83,15 @@ def areas(percents, f) -> tuple[float, float]:
     return cpr, cmd
 
 
+def _areas_batched(percents, f: Tensor) -> Tensor:
+    """`areas` of many curves at once: f [size curve] -> [curve 2] (CPR, CMD)."""
+    x = [p / 100 for p in percents]
+    dx = torch.tensor([x[i + 1] - x[i] for i in range(len(x) - 1)], dtype=f.dtype)[:, None]
+    cpr = (dx * (f[:-1] + f[1:]) / 2).sum(0)
+    cmd = (dx * ((1 - f[:-1]).abs() + (1 - f[1:]).abs()) / 2).sum(0)
+    return torch.stack([cpr, cmd], 1)
+
+
 class Ablator:
     """A held-out task ready for ablate-outside forwards: the replacement outputs and the inputs
     with everything ablated, the metric, and the clean/empty metric per prompt."""
@@ -96,22 +111,27 @@ class Ablator:
         projections = [hooks.name(k, layer) for layer in range(L) for k in "qkv"]
         projections += [f"blocks.{layer}.mlp.hook_in" for layer in range(L)] if self.graph.has_mlp else []
         names += projections if ablation == "counterfactual" else []
-        ref_tokens = t.corrupted if ablation == "counterfactual" else t.clean
+        # one run of the reference prompts keeping their inputs and writers; under counterfactual
+        # ablation the clean prompts ride in the same batch (one forward instead of two)
+        B = len(t.clean)
+        both = ablation == "counterfactual"
+        ref_tokens = torch.cat([t.corrupted, t.clean]) if both else t.clean
         ref_cache: dict[str, Tensor] = {}
 
         def keep(name: str):
             def hook(x, hook=None):
-                ref_cache[name] = x.detach()
+                ref_cache[name] = x.detach()[:B]
 
             return hook
 
-        sink: dict[int, Tensor] = {}  # one run of the reference prompts: its inputs and its writers
-        ref_logits = model.run_with_hooks(ref_tokens, fwd_hooks=[(n, keep(n)) for n in names] +
-                                          writer_hooks(model, self.graph, sink.__setitem__))  # fmt: skip
+        sink: dict[int, Tensor] = {}
+        logits = model.run_with_hooks(ref_tokens, fwd_hooks=[(n, keep(n)) for n in names] +
+                                      writer_hooks(model, self.graph, lambda i, a: sink.__setitem__(i, a[:B])))  # fmt: skip
+        ref_logits = logits[:B]
         a_ref = stack_writers(sink, len(self.graph.writers))
         if ablation == "counterfactual":
             self.replacement = a_ref  # [batch pos writer d]
-            clean_logits = model(t.clean)
+            clean_logits = logits[B:]
         else:
             self.replacement = _means(model, as_task(mean_task), self.graph)[None, None]  # [1 1 writer d]
             clean_logits = ref_logits
@@ -140,20 +160,46 @@ class Ablator:
         self.m_corrupted = self.metric(end_logits(ref_logits, t.end)) if ablation == "counterfactual" else None
         self.rep_w = self.replacement.permute(2, 0, 1, 3).contiguous()  # [writer batch|1 pos|1 d]
         del a_ref
+        # where each layer's inputs sit among the readers, and how many writers come before them
+        g = self.graph
+        self._src, self._dst = g.src.cpu(), g.dst.cpu()
+
+        def first(idx: Tensor) -> int:
+            return g.n_writers_before(g.readers[int(idx[0])])
+
+        attn = [torch.cat([g.layer_readers(layer, k) for k in "qkv"]) for layer in range(L)]
+        self._attn_inputs = [(idx, first(idx)) for idx in attn]
+        mlp = [g.layer_readers(layer, "mlp") for layer in range(L)] if g.has_mlp else []
+        self._mlp_inputs = [(idx, first(idx)) for idx in mlp] if g.has_mlp else [(None, 0)] * L
+        self._logits_input = g.layer_readers(0, "logits")
+        self._stacked: dict[int, tuple] = {}
+        where = g.writer_index()  # the writers each of writer_diff_hooks' hooks fills
+        self._writer_span = {hooks.name("resid_pre", 0): (0, 1)}
+        for layer in range(L):
+            h0 = where[Node("head", layer, 0)]
+            self._writer_span[hooks.name("z", layer)] = (h0, h0 + g.n_heads)
+            if g.has_mlp:
+                m = where[Node("mlp", layer)]
+                self._writer_span[hooks.name("mlp_out", layer)] = (m, m + 1)
 
     @torch.no_grad()
     def run(self, keep: Bool[Tensor, "edge"]) -> Float[Tensor, "batch"]:
         """The metric per prompt with every edge outside `keep` ablated (one forward)."""
         g, model = self.graph, self.model
         dev = model.device
-        M = torch.zeros(len(g.writers), len(g.readers), dtype=torch.bool, device=dev)
-        M[g.src.to(dev), g.dst.to(dev)] = keep.to(dev)
+        keep = keep.detach().to("cpu", torch.bool)
         if bool(keep.all()):  # nothing ablated: the clean run
             return self.m_full
+        if self.m_corrupted is not None and not bool(keep.any()):  # everything ablated: the corrupted run
+            return self.m_corrupted
+        # the circuit's structure is worked out on the CPU (no device round trips during the forward)
+        M = torch.zeros(len(g.writers), len(g.readers), dtype=torch.bool)
+        M[self._src, self._dst] = keep
         B, T = self.task.clean.shape
         diff = torch.empty(len(g.writers), B, T, model.info.d_model, dtype=self.rep_w.dtype, device=dev)
-        fwd = writer_diff_hooks(model, g, diff, self.rep_w)  # writer outputs minus their replacements
+        fwd: list = []
         current: dict[str, Tensor] = {}
+        up, groups = _Uploads(dev), []
 
         def remember(name: str):
             def hook(x, hook=None):
@@ -161,114 +207,252 @@ class Ablator:
 
             return hook
 
-        for layer in range(g.n_layers):
-            block = model.bridge.blocks[layer]
+        for layer, ((idx, n), (midx, mn)) in enumerate(zip(self._attn_inputs, self._mlp_inputs)):
             pre = hooks.name("resid_pre", layer)
-            idx = torch.cat([g.layer_readers(layer, k) for k in "qkv"]).to(dev)
-            n = g.n_writers_before(g.readers[int(idx[0])])
-            group = _Group(M[:n, idx], diff, [k for k in "qkv" for _ in range(len(g.layer_readers(layer, k)))])
-            fwd.append((pre, remember(pre)))
-            cols = {"q": (0, g.n_heads), "k": (g.n_heads, g.n_kv), "v": (g.n_heads + g.n_kv, g.n_kv)}
-            for k, (start, width) in cols.items():
-                fwd.append((hooks.name(k, layer), group.attention_hook(
-                    block, k, start, width, self.base[input_hook("q", layer)], current, pre, self.projected[hooks.name(k, layer)],
-                    first=k == "q")))  # fmt: skip
-            if g.has_mlp:
+            mlp = _MLPInput(M[:mn, midx], n, diff, up) if g.has_mlp else None
+            group = _Group(M[:n, idx], diff, up, mlp.tail if mlp is not None else None)
+            if mlp is not None:
+                mlp.settle(group)
+            groups += [group] if mlp is None else [group, mlp]
+            fwd += group.pre_hooks(pre, current)
+            fwd += group.attention_hooks(layer, self._qkv(layer), self.base[input_hook("q", layer)], current, pre,
+                                         [self.projected[hooks.name(k, layer)] for k in "qkv"], g.n_heads, g.n_kv)  # fmt: skip
+            if mlp is not None and (mlp.active or mlp.inside):
                 mid = hooks.name("resid_mid", layer)
-                fwd.append((mid, remember(mid)))
-                ridx = g.layer_readers(layer, "mlp").to(dev)
-                mlp = _Group(M[: g.n_writers_before(g.readers[int(ridx[0])]), ridx], diff, ["mlp"])
-                fwd.append((f"blocks.{layer}.mlp.hook_in", mlp.mlp_hook(block, self.base[input_hook("mlp", layer)], current,
-                                                                         mid, self.projected[f"blocks.{layer}.mlp.hook_in"])))  # fmt: skip
-        ridx = g.layer_readers(0, "logits").to(dev)
-        final = _Group(M[:, ridx], diff, ["logits"])
+                fwd += [(mid, remember(mid))] if mlp.active and not mlp.inside else []
+                fwd.append((f"blocks.{layer}.mlp.hook_in", mlp.hook(model.bridge.blocks[layer], self.base[input_hook("mlp", layer)],
+                                                                     current, mid, self.projected[f"blocks.{layer}.mlp.hook_in"])))  # fmt: skip
+        final = _Group(M[:, self._logits_input], diff, up)
         fwd.append((input_hook("logits", None), final.logits_hook(self.base[input_hook("logits", None)])))
+        groups.append(final)
+        up.send()
+        read = torch.zeros(len(g.writers), dtype=torch.bool)  # the writers whose differences some sum reads
+        for group in groups:
+            group.mark_read(read)
+        # writer outputs minus their replacements, first, and only for the writers read
+        fwd = [(name, h) for name, h in writer_diff_hooks(model, g, diff, self.rep_w)
+               if bool(read[slice(*self._writer_span[name])].any())] + fwd  # fmt: skip
         logits = model.run_with_hooks(self.task.clean, fwd_hooks=fwd)
         return self.metric(end_logits(logits, self.task.end))
 
+    def _qkv(self, layer: int) -> tuple:
+        """(ln1, W [q heads + k heads + v heads, d_model, d_head], b or None) of one layer, stacked once
+        per Ablator (the weights are read when first needed and must not change while it lives)."""
+        if layer not in self._stacked:
+            block = self.model.bridge.blocks[layer]
+            a = block.attn
+            W = torch.cat([a.W_Q, a.W_K, a.W_V], 0)
+            bs = [a.b_Q, a.b_K, a.b_V]
+            b = None if all(x is None for x in bs) else torch.cat(
+                [x if x is not None else torch.zeros(w.shape[0], w.shape[2], dtype=w.dtype, device=w.device)
+                 for x, w in zip(bs, (a.W_Q, a.W_K, a.W_V))], 0)  # fmt: skip
+            self._stacked[layer] = (block.ln1, W, b)
+        return self._stacked[layer]
 
-def _project(block, kind: str, normed: Tensor, which: Tensor | None = None) -> Tensor:
-    """q, k or v (before rotary) of normalized inputs [..., d_model] -> [..., head, d_head], every
-    head, or with `which` ([reader]) one head per leading row of `normed` ([reader, ...])."""
+
+def _project(block, kind: str, normed: Tensor) -> Tensor:
+    """q, k or v (before rotary) of normalized inputs [..., d_model] -> [..., head, d_head], every head."""
     a = block.attn
     W, b = {"q": (a.W_Q, a.b_Q), "k": (a.W_K, a.b_K), "v": (a.W_V, a.b_V)}[kind]
-    if which is None:
-        out = torch.einsum("...d,hde->...he", normed, W.to(normed.dtype))
-        return out if b is None else out + b.to(out.dtype)
-    out = torch.einsum("r...d,rde->r...e", normed, W[which].to(normed.dtype))
-    return out if b is None else out + b[which].to(out.dtype).view(len(which), *([1] * (normed.dim() - 2)), -1)
+    out = torch.einsum("...d,hde->...he", normed, W.to(normed.dtype))
+    return out if b is None else out + b.to(out.dtype)
+
+
+def _signed(sub: Tensor) -> tuple[Tensor, Tensor]:
+    """(inside [reader], signed weights [writer reader]) of inputs with the circuit's edges `sub`
+    ([writer reader], True = kept, on the CPU): each input sums the smaller side, + its kept edges
+    from the fully ablated input ("inside") or - its ablated edges from its current residual stream."""
+    kept = sub.sum(0)
+    inside = kept <= sub.shape[0] - kept
+    return inside, torch.where(inside[None, :], sub.float(), -(~sub).float())
+
+
+class _Uploads:
+    """The small CPU tensors (indices, signed weights) one forward's hooks read on the device, sent
+    in one copy per dtype before the forward (each separate copy to an accelerator waits for it)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.cpu, self.dev = torch.device(device), [], []
+
+    def add(self, t: Tensor) -> int:
+        self.cpu.append(t)
+        return len(self.cpu) - 1
+
+    def send(self) -> None:
+        if self.device.type == "cpu":
+            self.dev = self.cpu
+            return
+        self.dev = [None] * len(self.cpu)
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, t in enumerate(self.cpu):
+            by_dtype.setdefault(t.dtype, []).append(i)
+        for ids in by_dtype.values():
+            flat = torch.cat([self.cpu[i].reshape(-1) for i in ids]).to(self.device)
+            for i, part in zip(ids, flat.split([self.cpu[i].numel() for i in ids])):
+                self.dev[i] = part.view(self.cpu[i].shape)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.dev[i]
 
 
 class _Group:
-    """The inputs of one layer's attention (q, k and v), of an MLP or of the logits, with the circuit's
-    edges among the n writers before them (`sub` [writer reader], True = kept). Each input is rebuilt
-    from the smaller side: the fully ablated input + its circuit edges ("inside"), or its current
-    residual stream - its ablated edges. An input left exactly at one end is not recomputed: the
-    fully ablated one takes its cached projection, an untouched one keeps the bridge's own; only
-    inputs with a non-empty sum (`active`) are normalized and projected here."""
+    """The inputs of one layer's attention (q heads, then k and v heads), of the logits or the part of
+    an MLP's input from the writers before its layer (`tail`), with the circuit's edges among the n
+    writers before them (`sub` [writer reader], True = kept, on the CPU). Each input is rebuilt from
+    the smaller side (`_signed`). An input left exactly at one end is not recomputed: the fully
+    ablated one takes its cached projection, an untouched one keeps the bridge's own. The inputs with
+    a non-empty sum (`active`, inside ones first) and the tail are summed by one matmul over the
+    writers' differences (each layer reads them once); the active ones are normalized once and
+    projected by one batched matmul."""
 
-    def __init__(self, sub: Tensor, diff: Tensor, kinds: list[str]):
-        self.n, self.diff, self.kinds = sub.shape[0], diff, kinds
-        self.inside = sub.sum(0) <= (~sub).sum(0)  # [reader]
-        weights = torch.where(self.inside[None, :], sub, ~sub)  # the edges each input sums
-        self.active = weights.any(0).nonzero().flatten()
-        w = weights[:, self.active].to(diff.dtype) * torch.where(self.inside[self.active], 1.0, -1.0).to(diff.dtype)
-        self.rows = w.any(1).nonzero().flatten()
-        self.gather = 3 * len(self.rows) < self.n  # gathering a few rows beats reading them all
-        self.w = w[self.rows] if self.gather else w  # [rows|n active]
+    def __init__(self, sub: Tensor, diff: Tensor, up: _Uploads, tail: Tensor | None = None):
+        self.n, self.diff, self.up = sub.shape[0], diff, up
+        inside, w = _signed(sub)
+        summed = w.ne(0).any(0)
+        act_in, act_out = (summed & inside).nonzero().flatten(), (summed & ~inside).nonzero().flatten()
+        self.active = torch.cat([act_in, act_out])  # [active] reader columns, inside ones first
+        self.n_in, self.n_act = len(act_in), len(self.active)
+        self.ablated = (inside & ~summed).nonzero().flatten()  # columns that take the fully ablated projection
+        w = w[:, self.active]
+        rows = w.ne(0).any(1).nonzero().flatten()
+        gather = 3 * len(rows) < self.n  # gathering a few rows beats reading them all
+        # the MLP's earlier part rides along only when every row is read anyway
+        self.has_tail = tail is not None and self.n_act > 0 and not gather
+        if self.has_tail:
+            w = torch.cat([w, tail[:, None]], 1)
+        self.rows = up.add(rows) if gather else None
+        self.w = up.add((w[rows] if gather else w).to(diff.dtype))  # [rows|n active(+tail)]
+        self.inside0 = bool(inside[0]) if len(inside) else True
         self.done: dict[str, Tensor] = {}
 
-    def signed_sum(self) -> Tensor:
-        """[active batch pos d]: + the circuit's edges (inside inputs), - the ablated ones (others)."""
-        part = self.diff[: self.n][self.rows] if self.gather else self.diff[: self.n]
+    def mark_read(self, read: Tensor) -> None:
+        """Mark the writers whose differences `sums` reads."""
+        if not (self.n_act or self.has_tail):
+            return
+        if self.rows is None:
+            read[: self.n] = True
+        else:
+            read[self.up.cpu[self.rows]] = True
+
+    def sums(self) -> Tensor:
+        """The signed sums of the active inputs (and the tail) [active(+1) batch pos d]."""
+        part = self.diff[: self.n] if self.rows is None else self.diff[: self.n].index_select(0, self.up[self.rows])
         B, T, d = part.shape[1:]
-        return (self.w.T @ part.reshape(part.shape[0], -1)).view(len(self.active), B, T, d)
+        w = self.up[self.w]
+        return (w.T @ part.reshape(part.shape[0], -1)).view(w.shape[1], B, T, d)
 
-    def rebuilt(self, base: Tensor, current: Tensor) -> Tensor:
-        """The active inputs' residual streams [active batch pos d]."""
-        start = torch.where(self.inside[self.active][:, None, None, None], base[None], current[None])
-        return start + self.signed_sum()
+    def rebuilt(self, sums: Tensor, base: Tensor, current: Tensor) -> Tensor:
+        """The active inputs' residual streams [active batch pos d], in place in `sums`."""
+        if self.n_in:
+            sums[: self.n_in] += base
+        if self.n_in < self.n_act:
+            sums[self.n_in : self.n_act] += current
+        return sums[: self.n_act]
 
-    def attention_hook(self, block, kind, start, width, base, current, pre, projected, first):
-        """The hook on hook_{kind} (kind's projections [batch pos width d_head], before rotary)."""
-        cols = torch.arange(start, start + width, device=self.inside.device)
-        act = {int(r): j for j, r in enumerate(self.active.tolist())}
-        ablated = [int(c) - start for c in cols.tolist() if self.inside[c] and int(c) not in act]
-        mine = [(act[int(c)], int(c) - start) for c in cols.tolist() if int(c) in act]
-        heads = torch.tensor([h for _, h in mine], dtype=torch.long)
+    def pre_hooks(self, pre: str, current: dict[str, Tensor]) -> list:
+        """The hook on the layer's resid_pre, if it has anything to sum: remembers the residual stream
+        and sums (every earlier writer is written by then)."""
 
         def hook(x, hook=None):
-            if first and len(self.active):  # the layer's active inputs, normalized once
-                self.done["normed"] = block.ln1(self.rebuilt(base, current[pre]).to(x.dtype))
-            if not ablated and not mine:
+            current[pre] = x
+            self.done["sums"] = self.sums()
+            if self.has_tail:
+                self.done["tail"] = self.done["sums"][-1]
+
+        return [(pre, hook)] if self.n_act or self.has_tail else []
+
+    def attention_hooks(self, layer, stacked, base, current, pre, projected, n_heads, n_kv) -> list:
+        """The hooks on hook_q, hook_k and hook_v ([batch pos width d_head], before rotary) of the kinds
+        with something to replace. The first to need it rebuilds, normalizes and projects every active
+        input of the layer (one batched matmul)."""
+        ln1, W, b = stacked
+        up, spans = self.up, {"q": (0, n_heads), "k": (n_heads, n_kv), "v": (n_heads + n_kv, n_kv)}
+        act, abl = self.active.tolist(), self.ablated.tolist()
+        which = up.add(self.active)
+
+        def project(dtype: torch.dtype) -> Tensor:
+            if "p" not in self.done:
+                normed = ln1(self.rebuilt(self.done.pop("sums"), base, current[pre]).to(dtype))
+                p = torch.einsum("abtd,ade->abte", normed, W[up[which]].to(normed.dtype))
+                self.done["p"] = p if b is None else p + b[up[which]][:, None, None, :].to(p.dtype)
+            return self.done["p"]
+
+        out = []
+        for kind, proj in zip("qkv", projected):
+            start, width = spans[kind]
+            mine = [(j, c - start) for j, c in enumerate(act) if start <= c < start + width]
+            ablated = [c - start for c in abl if start <= c < start + width]
+            if not mine and not ablated:  # every input of this kind keeps the bridge's projection
+                continue
+            sel = up.add(torch.tensor([j for j, _ in mine], dtype=torch.long))
+            heads = up.add(torch.tensor([h for _, h in mine], dtype=torch.long))
+            gone = up.add(torch.tensor(ablated, dtype=torch.long))
+
+            def hook(x, hook=None, mine=mine, ablated=ablated, sel=sel, heads=heads, gone=gone, projected=proj):
+                if len(ablated) == x.shape[2]:  # the whole kind fully ablated
+                    return projected.to(x.dtype, copy=True)
+                x = x.clone()
+                if ablated:
+                    x[:, :, up[gone]] = projected.index_select(2, up[gone]).to(x.dtype)
+                if mine:
+                    x[:, :, up[heads]] = project(x.dtype).index_select(0, up[sel]).permute(1, 2, 0, 3).to(x.dtype)
                 return x
-            x = x.clone()
-            if ablated:
-                x[:, :, ablated] = projected[:, :, ablated].to(x.dtype)
-            if mine:
-                normed = self.done["normed"][[j for j, _ in mine]]
-                x[:, :, heads] = _project(block, kind, normed, heads).permute(1, 2, 0, 3).to(x.dtype)
-            return x
 
-        return hook
-
-    def mlp_hook(self, block, base, current, mid, projected):
-        """The hook on the MLP's normalized input."""
-
-        def hook(x, hook=None):
-            if len(self.active):
-                return block.ln2(self.rebuilt(base, current[mid])[0].to(x.dtype))
-            return projected.to(x.dtype) if bool(self.inside[0]) else x
-
-        return hook
+            out.append((hooks.name(kind, layer), hook))
+        return out
 
     def logits_hook(self, base):
         """The hook on the final norm's input (the final residual stream)."""
 
         def hook(x, hook=None):
-            if len(self.active):
-                return self.rebuilt(base, x)[0].to(x.dtype)
-            return base.to(x.dtype).clone() if bool(self.inside[0]) else x
+            if self.n_act:
+                return self.rebuilt(self.sums(), base, x)[0].to(x.dtype)
+            return base.to(x.dtype).clone() if self.inside0 else x
+
+        return hook
+
+
+class _MLPInput:
+    """An MLP's input. When its layer's attention sum reads every earlier writer anyway, the MLP's
+    edges from them are summed there (`tail`, that group's extra column) and only those from the
+    layer's own heads here; otherwise its whole sum is made here (gathering its few rows)."""
+
+    def __init__(self, sub: Tensor, n_before: int, diff: Tensor, up: _Uploads):
+        inside, w = _signed(sub)
+        self.inside, self.w = bool(inside[0]), w[:, 0]
+        self.active = bool(self.w.ne(0).any())
+        self.tail = self.w[:n_before] if bool(self.w[:n_before].ne(0).any()) else None
+        self.n_before, self.n, self.diff, self.up = n_before, len(self.w), diff, up
+
+    def settle(self, attention: _Group) -> None:
+        """Fix which writers this hook sums, once the attention group has taken the tail or not."""
+        self.attention = attention
+        lo = self.n_before if attention.has_tail else 0
+        w = self.w[lo:]
+        rows = w.ne(0).nonzero().flatten()
+        self.rows = rows + lo if 3 * len(rows) < len(w) else torch.arange(lo, self.n)
+        self.part = self.up.add(self.w[self.rows].to(self.diff.dtype)) if len(rows) else None
+        self.contiguous = len(self.rows) == self.n - lo
+        self.lo, self.idx = lo, self.up.add(self.rows)
+
+    def mark_read(self, read: Tensor) -> None:
+        """Mark the writers whose differences the hook reads."""
+        if self.active and self.part is not None:
+            read[self.rows] = True
+
+    def hook(self, block, base, current, mid, projected):
+        """The hook on the MLP's normalized input."""
+
+        def hook(x, hook=None):
+            if not self.active:
+                return projected.to(x.dtype) if self.inside else x
+            s = base if self.inside else current[mid]
+            if self.attention.has_tail:
+                s = s + self.attention.done.pop("tail")
+            if self.part is not None:
+                rows = self.diff[self.lo : self.n] if self.contiguous else self.diff.index_select(0, self.up[self.idx])
+                s = s + (self.up[self.part] @ rows.reshape(rows.shape[0], -1)).view(s.shape)
+            return block.ln2(s.to(x.dtype))
 
         return hook
 
@@ -360,10 +544,13 @@ class Curve:
 def circuits_at(scores: EdgeScores, percents=MIB_PERCENTS, ranking: str = "abs", pruned: bool = True):
     """(requested n, circuit mask) for each size."""
     E = scores.graph.n_edges
+    order = scores.order(ranking)  # ranked once for every size
     out = []
     for p in percents:
         n = int(p / 100 * E)
-        out.append((n, scores.circuit(n, ranking, pruned)))
+        keep = torch.zeros(E, dtype=torch.bool)
+        keep[order[:n]] = True
+        out.append((n, prune(scores.graph, keep) if pruned else keep))
     return out
 
 
@@ -387,9 +574,12 @@ def faithfulness_curve(
         raise WorkbenchError("circuit sizes must be increasing percentages in 0..100")
     ab = ablator or Ablator(model, heldout, ablation, mean_task, scores.graph)
     sizes = circuits_at(scores, percents, ranking, pruned)
-    per = []
+    per, seen = [], {}
     for i, (_, keep) in enumerate(sizes):
-        per.append(ab.run(keep).float().cpu())
+        key = keep.cpu().numpy().tobytes()  # sizes that prune to the same circuit run once
+        if key not in seen:
+            seen[key] = ab.run(keep).float().cpu()
+        per.append(seen[key])
         if progress:
             progress(i + 1, len(sizes), "faithfulness")
     per_t = torch.stack(per)  # [size batch]
@@ -407,7 +597,7 @@ def faithfulness_curve(
     pb, fb, eb = per_t[:, idx].mean(2), full[idx].mean(1), empty[idx].mean(1)  # [size boot], [boot]
     fboot = (pb - eb) / (fb - eb)
     lo, hi = fboot.nanquantile(0.025, dim=1).tolist(), fboot.nanquantile(0.975, dim=1).tolist()
-    areas_b = torch.tensor([areas(percents, fboot[:, j].tolist()) for j in range(n_boot)])
+    areas_b = _areas_batched(percents, fboot.double())
     q = lambda x: (float(x.nanquantile(0.025)), float(x.nanquantile(0.975)))  # noqa: E731
     return Curve(percents, [n for n, _ in sizes], [int(k.sum()) for _, k in sizes], f, lo, hi, cpr, cmd,
                  q(areas_b[:, 0]), q(areas_b[:, 1]), float(full.mean()), float(empty.mean()),

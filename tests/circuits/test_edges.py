@@ -7,7 +7,6 @@ import pytest
 import torch
 from circuit_helpers import scrambled_task
 
-from interp import load
 from interp.circuits.edges import EdgePatcher, edge_effects, edge_effects_reference
 from interp.data.tasks import end_logits, metric_fn
 from interp.errors import WorkbenchError
@@ -40,15 +39,6 @@ def test_attention_only_model(tiny_gpt2):
     fast = edge_effects(model, task)
     assert fast.graph.n_edges == len(ref) and not any(r.kind == "mlp" for r in fast.graph.readers)
     assert float((fast.scores - ref).abs().max()) < 1e-5 and float(ref.abs().max()) > 1e-3
-
-
-@pytest.fixture(scope="module")
-def tiny_llama_bf16(tiny_llama_dir):
-    model = load(str(tiny_llama_dir), device="cpu", dtype="bfloat16")
-    with torch.no_grad():
-        for block in model.bridge.blocks:
-            block.attn.q.original_component.weight.mul_(16.0)
-    return model
 
 
 def test_bfloat16_within_tolerance(tiny_llama_bf16, tiny_llama, sharp):
