@@ -20,3 +20,15 @@ def scrambled(model, n: int, seed: int):
 
 def scrambled_task(model, n: int, seed: int):
     return from_ioi(scrambled(model, n, seed))
+
+
+def sharpen_queries(model, request, factor: float = 16.0):
+    """Multiply every layer's query weights by `factor` until the test ends (restored by a
+    finalizer): freshly initialised attention is nearly uniform, so patching or keeping a head
+    would barely move anything."""
+    weights = [model.bridge.blocks[layer].attn.q.original_component.weight for layer in range(model.info.n_layers)]
+    with torch.no_grad():
+        for w in weights:
+            w.mul_(factor)
+    request.addfinalizer(lambda: [w.data.div_(factor) for w in weights])
+    return model

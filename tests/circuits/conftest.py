@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from circuit_helpers import sharpen_queries
 
 
 @pytest.fixture
@@ -13,12 +14,7 @@ def sharp(request):
 
     def get(name: str):
         model = request.getfixturevalue(name)
-        weights = [model.bridge.blocks[layer].attn.q.original_component.weight for layer in range(model.info.n_layers)]
-        with torch.no_grad():
-            for w in weights:
-                w.mul_(16.0)
-        request.addfinalizer(lambda: [w.data.div_(16.0) for w in weights])
-        return model
+        return sharpen_queries(model, request)
 
     return get
 

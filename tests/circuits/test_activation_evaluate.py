@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from circuit_helpers import sharpen_queries
 
 from interp.circuits.activation import patch_heads, patch_resid
 from interp.circuits.evaluate import abc_means, ablated_logit_diff, evaluate
@@ -125,12 +126,7 @@ def sharp_model(request):
 
         model = request.getfixturevalue(fixture) if dtype == "float32" else \
             load(str(request.getfixturevalue(f"{fixture}_dir")), device="cpu", dtype=dtype)
-        weights = [model.bridge.blocks[layer].attn.q.original_component.weight for layer in range(model.info.n_layers)]
-        with torch.no_grad():
-            for w in weights:
-                w.mul_(16.0)
-        request.addfinalizer(lambda: [w.data.div_(16.0) for w in weights])
-        return model
+        return sharpen_queries(model, request)
 
     return get
 
