@@ -7,7 +7,7 @@ final residual stream (the logits, `ln_final.hook_in`).
 
 The fast engines never need per-input copies of the residual stream: attribution takes gradients
 at the projections and pulls them back through the norm (interp.circuits.attribute), the ablation
-engine rebuilds only the projections whose inputs change (interp.circuits.faithfulness), and exact
+engine rebuilds only the projections whose inputs change (interp.circuits.ablate), and exact
 patching replays from the clean cache (interp.circuits.edges). The plainly written references do
 use them: TransformerLens 4.3's HF bridges can give every input its own copy (`cfg.use_split_qkv_input`
 forks each attention layer's pre-norm input into one copy per query head, `attn.hook_q_input`, and

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from interp.circuits.ablate import ABLATIONS, Ablator
 from interp.circuits.attribute import EdgeScores, attribute, check_method
 from interp.circuits.edges import edge_effects
-from interp.circuits.faithfulness import ABLATIONS, MIB_PERCENTS, Ablator, Curve, faithfulness_curve
+from interp.circuits.faithfulness import MIB_PERCENTS, Curve, faithfulness_curve
 from interp.data.tasks import TaskSplit
 from interp.errors import WorkbenchError
 from interp.io import write_json

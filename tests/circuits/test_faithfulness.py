@@ -7,8 +7,9 @@ import pytest
 import torch
 from circuit_helpers import scrambled_task
 
+from interp.circuits.ablate import Ablator, ablated_reference
 from interp.circuits.attribute import attribute
-from interp.circuits.faithfulness import Ablator, ablated_reference, areas, faithfulness_curve
+from interp.circuits.faithfulness import areas, faithfulness_curve
 from interp.circuits.graph import Graph
 from interp.data.tasks import end_logits, metric_fn
 from interp.errors import WorkbenchError

@@ -1,0 +1,461 @@
+"""The ablation engine behind faithfulness (interp.circuits.faithfulness): the model with every
+edge outside a circuit ablated, one forward per circuit.
+
+One forward per circuit, on the bridge's own forward pass: hooks keep every writer's output minus
+its replacement (writer-major, in place), and each input whose circuit edges differ from "all" is
+rebuilt from whichever side is smaller -- base + the circuit's edges into it (base: the input with
+everything ablated) or the current input - its ablated edges -- and only its projection (a head's
+q, a KV head's k or v before rotary, an MLP's normalized input) is recomputed from it. An input with
+no circuit edge takes the fully ablated projection, cached (under counterfactual ablation: the
+corrupted run's own); an input with every edge kept keeps the bridge's. Each layer reads the
+writers' differences once: one matmul sums every rebuilt attention input of the layer together with
+its MLP input's part from the writers before the layer (the layer's own heads are added at the
+MLP); the rebuilt inputs are normalized together and projected by one batched matmul with the
+stacked W_Q/W_K/W_V rows. The circuit's structure is worked out on the CPU before the forward and
+sent to the device in one copy per dtype, so the forward never waits on the host. A curve is the
+corrupted run, the clean run (the 100 % circuit changes nothing) and one forward per other size
+(an empty circuit is the corrupted run; sizes that prune to the same circuit run once). The plainly
+written `ablated_reference` subtracts every excluded edge on its own, through the bridge's split
+per-input copies (interp.circuits.readers), and tests hold the two together.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from interp import hooks
+from interp.circuits.graph import Graph, Node
+from interp.circuits.readers import (
+    check_inputs,
+    input_hook,
+    layer_inputs,
+    split_inputs,
+    stack_writers,
+    writer_diff_hooks,
+    writer_hooks,
+    writer_outputs,
+)
+from interp.data.tasks import Task, as_task, end_logits, metric_fn
+from interp.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from interp.models import Model
+
+ABLATIONS: tuple[str, ...] = ("counterfactual", "mean")
+
+
+class Ablator:
+    """A held-out task ready for ablate-outside forwards: the replacement outputs and the inputs
+    with everything ablated, the metric, and the clean/empty metric per prompt."""
+
+    @torch.no_grad()
+    def __init__(self, model: Model, task: Task, ablation: str = "counterfactual", mean_task: Task | None = None,
+                 graph: Graph | None = None):  # fmt: skip
+        if ablation not in ABLATIONS:
+            raise WorkbenchError(f"unknown ablation {ablation!r}; choose 'counterfactual' or 'mean'")
+        if ablation == "mean" and mean_task is None:
+            raise WorkbenchError("mean ablation needs prompts to average over (the scoring prompts)")
+        self.model, self.task, self.ablation = model, as_task(task), ablation
+        self.graph = graph or Graph.of(model)
+        t, L = self.task, model.info.n_layers
+        names = [hooks.name("resid_pre", layer) for layer in range(L)] + [hooks.final_resid(L)]
+        names += [hooks.name("resid_mid", layer) for layer in range(L)] if self.graph.has_mlp else []
+        projections = [hooks.name(k, layer) for layer in range(L) for k in "qkv"]
+        projections += [f"blocks.{layer}.mlp.hook_in" for layer in range(L)] if self.graph.has_mlp else []
+        names += projections if ablation == "counterfactual" else []
+        # one run of the reference prompts keeping their inputs and writers; under counterfactual
+        # ablation the clean prompts ride in the same batch (one forward instead of two)
+        B = len(t.clean)
+        both = ablation == "counterfactual"
+        ref_tokens = torch.cat([t.corrupted, t.clean]) if both else t.clean
+        ref_cache: dict[str, Tensor] = {}
+
+        def keep(name: str):
+            def hook(x, hook=None):
+                ref_cache[name] = x.detach()[:B]
+
+            return hook
+
+        sink: dict[int, Tensor] = {}
+        logits = model.run_with_hooks(ref_tokens, fwd_hooks=[(n, keep(n)) for n in names] +
+                                      writer_hooks(model, self.graph, lambda i, a: sink.__setitem__(i, a[:B])))  # fmt: skip
+        ref_logits = logits[:B]
+        a_ref = stack_writers(sink, len(self.graph.writers))
+        if ablation == "counterfactual":
+            self.replacement = a_ref  # [batch pos writer d]
+            clean_logits = logits[B:]
+        else:
+            self.replacement = _means(model, as_task(mean_task), self.graph)[None, None]  # [1 1 writer d]
+            clean_logits = ref_logits
+        self.clean_end = end_logits(clean_logits, t.end)
+        self.metric = metric_fn(t, self.clean_end)
+        self.m_full = self.metric(self.clean_end)  # the whole graph is the clean run
+        self.base = {}
+        for name, kind, layer, idx in layer_inputs(self.graph):
+            ref = {"mlp": hooks.name("resid_mid", layer), "logits": hooks.final_resid(L)}.get(kind, hooks.name("resid_pre", layer))
+            x = ref_cache[ref]
+            if ablation == "mean":  # the input with every earlier writer at its mean
+                n = self.graph.n_writers_before(self.graph.readers[int(idx[0])])
+                x = x - (a_ref[:, :, :n] - self.replacement[:, :, :n]).sum(2)
+            self.base[name] = x
+        # what each fully ablated input projects to (q/k/v before rotary, the MLP's normalized input):
+        # the corrupted run's own under counterfactual ablation, computed from the base under mean
+        self.projected = {}
+        for layer in range(L):
+            block, x = model.bridge.blocks[layer], self.base[input_hook("q", layer)]
+            for k in "qkv":
+                self.projected[hooks.name(k, layer)] = (
+                    ref_cache[hooks.name(k, layer)] if ablation == "counterfactual" else _project(block, k, block.ln1(x)))
+            if self.graph.has_mlp:
+                name = f"blocks.{layer}.mlp.hook_in"
+                self.projected[name] = ref_cache[name] if ablation == "counterfactual" else block.ln2(self.base[input_hook("mlp", layer)])
+        self.m_corrupted = self.metric(end_logits(ref_logits, t.end)) if ablation == "counterfactual" else None
+        self.rep_w = self.replacement.permute(2, 0, 1, 3).contiguous()  # [writer batch|1 pos|1 d]
+        del a_ref
+        # where each layer's inputs sit among the readers, and how many writers come before them
+        g = self.graph
+        self._src, self._dst = g.src.cpu(), g.dst.cpu()
+
+        def first(idx: Tensor) -> int:
+            return g.n_writers_before(g.readers[int(idx[0])])
+
+        attn = [torch.cat([g.layer_readers(layer, k) for k in "qkv"]) for layer in range(L)]
+        self._attn_inputs = [(idx, first(idx)) for idx in attn]
+        mlp = [g.layer_readers(layer, "mlp") for layer in range(L)] if g.has_mlp else []
+        self._mlp_inputs = [(idx, first(idx)) for idx in mlp] if g.has_mlp else [(None, 0)] * L
+        self._logits_input = g.layer_readers(0, "logits")
+        self._stacked: dict[int, tuple] = {}
+        where = g.writer_index()  # the writers each of writer_diff_hooks' hooks fills
+        self._writer_span = {hooks.name("resid_pre", 0): (0, 1)}
+        for layer in range(L):
+            h0 = where[Node("head", layer, 0)]
+            self._writer_span[hooks.name("z", layer)] = (h0, h0 + g.n_heads)
+            if g.has_mlp:
+                m = where[Node("mlp", layer)]
+                self._writer_span[hooks.name("mlp_out", layer)] = (m, m + 1)
+
+    @torch.no_grad()
+    def run(self, keep: Bool[Tensor, "edge"]) -> Float[Tensor, "batch"]:
+        """The metric per prompt with every edge outside `keep` ablated (one forward)."""
+        g, model = self.graph, self.model
+        dev = model.device
+        keep = keep.detach().to("cpu", torch.bool)
+        if bool(keep.all()):  # nothing ablated: the clean run
+            return self.m_full
+        if self.m_corrupted is not None and not bool(keep.any()):  # everything ablated: the corrupted run
+            return self.m_corrupted
+        # the circuit's structure is worked out on the CPU (no device round trips during the forward)
+        M = torch.zeros(len(g.writers), len(g.readers), dtype=torch.bool)
+        M[self._src, self._dst] = keep
+        B, T = self.task.clean.shape
+        diff = torch.empty(len(g.writers), B, T, model.info.d_model, dtype=self.rep_w.dtype, device=dev)
+        fwd: list = []
+        current: dict[str, Tensor] = {}
+        up, groups = _Uploads(dev), []
+
+        def remember(name: str):
+            def hook(x, hook=None):
+                current[name] = x
+
+            return hook
+
+        for layer, ((idx, n), (midx, mn)) in enumerate(zip(self._attn_inputs, self._mlp_inputs)):
+            pre = hooks.name("resid_pre", layer)
+            mlp = _MLPInput(M[:mn, midx], n, diff, up) if g.has_mlp else None
+            group = _Group(M[:n, idx], diff, up, mlp.tail if mlp is not None else None)
+            if mlp is not None:
+                mlp.settle(group)
+            groups += [group] if mlp is None else [group, mlp]
+            fwd += group.pre_hooks(pre, current)
+            fwd += group.attention_hooks(layer, self._qkv(layer), self.base[input_hook("q", layer)], current, pre,
+                                         [self.projected[hooks.name(k, layer)] for k in "qkv"], g.n_heads, g.n_kv)  # fmt: skip
+            if mlp is not None and (mlp.active or mlp.inside):
+                mid = hooks.name("resid_mid", layer)
+                fwd += [(mid, remember(mid))] if mlp.active and not mlp.inside else []
+                fwd.append((f"blocks.{layer}.mlp.hook_in", mlp.hook(model.bridge.blocks[layer], self.base[input_hook("mlp", layer)],
+                                                                     current, mid, self.projected[f"blocks.{layer}.mlp.hook_in"])))  # fmt: skip
+        final = _Group(M[:, self._logits_input], diff, up)
+        fwd.append((input_hook("logits", None), final.logits_hook(self.base[input_hook("logits", None)])))
+        groups.append(final)
+        up.send()
+        read = torch.zeros(len(g.writers), dtype=torch.bool)  # the writers whose differences some sum reads
+        for group in groups:
+            group.mark_read(read)
+        # writer outputs minus their replacements, first, and only for the writers read
+        fwd = [(name, h) for name, h in writer_diff_hooks(model, g, diff, self.rep_w)
+               if bool(read[slice(*self._writer_span[name])].any())] + fwd  # fmt: skip
+        logits = model.run_with_hooks(self.task.clean, fwd_hooks=fwd)
+        return self.metric(end_logits(logits, self.task.end))
+
+    def _qkv(self, layer: int) -> tuple:
+        """(ln1, W [q heads + k heads + v heads, d_model, d_head], b or None) of one layer, stacked once
+        per Ablator (the weights are read when first needed and must not change while it lives)."""
+        if layer not in self._stacked:
+            block = self.model.bridge.blocks[layer]
+            a = block.attn
+            W = torch.cat([a.W_Q, a.W_K, a.W_V], 0)
+            bs = [a.b_Q, a.b_K, a.b_V]
+            b = None if all(x is None for x in bs) else torch.cat(
+                [x if x is not None else torch.zeros(w.shape[0], w.shape[2], dtype=w.dtype, device=w.device)
+                 for x, w in zip(bs, (a.W_Q, a.W_K, a.W_V))], 0)  # fmt: skip
+            self._stacked[layer] = (block.ln1, W, b)
+        return self._stacked[layer]
+
+
+def _project(block, kind: str, normed: Tensor) -> Tensor:
+    """q, k or v (before rotary) of normalized inputs [..., d_model] -> [..., head, d_head], every head."""
+    a = block.attn
+    W, b = {"q": (a.W_Q, a.b_Q), "k": (a.W_K, a.b_K), "v": (a.W_V, a.b_V)}[kind]
+    out = torch.einsum("...d,hde->...he", normed, W.to(normed.dtype))
+    return out if b is None else out + b.to(out.dtype)
+
+
+def _signed(sub: Tensor) -> tuple[Tensor, Tensor]:
+    """(inside [reader], signed weights [writer reader]) of inputs with the circuit's edges `sub`
+    ([writer reader], True = kept, on the CPU): each input sums the smaller side, + its kept edges
+    from the fully ablated input ("inside") or - its ablated edges from its current residual stream."""
+    kept = sub.sum(0)
+    inside = kept <= sub.shape[0] - kept
+    return inside, torch.where(inside[None, :], sub.float(), -(~sub).float())
+
+
+class _Uploads:
+    """The small CPU tensors (indices, signed weights) one forward's hooks read on the device, sent
+    in one copy per dtype before the forward (each separate copy to an accelerator waits for it)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.cpu, self.dev = torch.device(device), [], []
+
+    def add(self, t: Tensor) -> int:
+        self.cpu.append(t)
+        return len(self.cpu) - 1
+
+    def send(self) -> None:
+        if self.device.type == "cpu":
+            self.dev = self.cpu
+            return
+        self.dev = [None] * len(self.cpu)
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, t in enumerate(self.cpu):
+            by_dtype.setdefault(t.dtype, []).append(i)
+        for ids in by_dtype.values():
+            flat = torch.cat([self.cpu[i].reshape(-1) for i in ids]).to(self.device)
+            for i, part in zip(ids, flat.split([self.cpu[i].numel() for i in ids])):
+                self.dev[i] = part.view(self.cpu[i].shape)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.dev[i]
+
+
+class _Group:
+    """The inputs of one layer's attention (q heads, then k and v heads), of the logits or the part of
+    an MLP's input from the writers before its layer (`tail`), with the circuit's edges among the n
+    writers before them (`sub` [writer reader], True = kept, on the CPU). Each input is rebuilt from
+    the smaller side (`_signed`). An input left exactly at one end is not recomputed: the fully
+    ablated one takes its cached projection, an untouched one keeps the bridge's own. The inputs with
+    a non-empty sum (`active`, inside ones first) and the tail are summed by one matmul over the
+    writers' differences (each layer reads them once); the active ones are normalized once and
+    projected by one batched matmul."""
+
+    def __init__(self, sub: Tensor, diff: Tensor, up: _Uploads, tail: Tensor | None = None):
+        self.n, self.diff, self.up = sub.shape[0], diff, up
+        inside, w = _signed(sub)
+        summed = w.ne(0).any(0)
+        act_in, act_out = (summed & inside).nonzero().flatten(), (summed & ~inside).nonzero().flatten()
+        self.active = torch.cat([act_in, act_out])  # [active] reader columns, inside ones first
+        self.n_in, self.n_act = len(act_in), len(self.active)
+        self.ablated = (inside & ~summed).nonzero().flatten()  # columns that take the fully ablated projection
+        w = w[:, self.active]
+        rows = w.ne(0).any(1).nonzero().flatten()
+        gather = 3 * len(rows) < self.n  # gathering a few rows beats reading them all
+        # the MLP's earlier part rides along only when every row is read anyway
+        self.has_tail = tail is not None and self.n_act > 0 and not gather
+        if self.has_tail:
+            w = torch.cat([w, tail[:, None]], 1)
+        self.rows = up.add(rows) if gather else None
+        self.w = up.add((w[rows] if gather else w).to(diff.dtype))  # [rows|n active(+tail)]
+        self.inside0 = bool(inside[0]) if len(inside) else True
+        self.done: dict[str, Tensor] = {}
+
+    def mark_read(self, read: Tensor) -> None:
+        """Mark the writers whose differences `sums` reads."""
+        if not (self.n_act or self.has_tail):
+            return
+        if self.rows is None:
+            read[: self.n] = True
+        else:
+            read[self.up.cpu[self.rows]] = True
+
+    def sums(self) -> Tensor:
+        """The signed sums of the active inputs (and the tail) [active(+1) batch pos d]."""
+        part = self.diff[: self.n] if self.rows is None else self.diff[: self.n].index_select(0, self.up[self.rows])
+        B, T, d = part.shape[1:]
+        w = self.up[self.w]
+        return (w.T @ part.reshape(part.shape[0], -1)).view(w.shape[1], B, T, d)
+
+    def rebuilt(self, sums: Tensor, base: Tensor, current: Tensor) -> Tensor:
+        """The active inputs' residual streams [active batch pos d], in place in `sums`."""
+        if self.n_in:
+            sums[: self.n_in] += base
+        if self.n_in < self.n_act:
+            sums[self.n_in : self.n_act] += current
+        return sums[: self.n_act]
+
+    def pre_hooks(self, pre: str, current: dict[str, Tensor]) -> list:
+        """The hook on the layer's resid_pre, if it has anything to sum: remembers the residual stream
+        and sums (every earlier writer is written by then)."""
+
+        def hook(x, hook=None):
+            current[pre] = x
+            self.done["sums"] = self.sums()
+            if self.has_tail:
+                self.done["tail"] = self.done["sums"][-1]
+
+        return [(pre, hook)] if self.n_act or self.has_tail else []
+
+    def attention_hooks(self, layer, stacked, base, current, pre, projected, n_heads, n_kv) -> list:
+        """The hooks on hook_q, hook_k and hook_v ([batch pos width d_head], before rotary) of the kinds
+        with something to replace. The first to need it rebuilds, normalizes and projects every active
+        input of the layer (one batched matmul)."""
+        ln1, W, b = stacked
+        up, spans = self.up, {"q": (0, n_heads), "k": (n_heads, n_kv), "v": (n_heads + n_kv, n_kv)}
+        act, abl = self.active.tolist(), self.ablated.tolist()
+        which = up.add(self.active)
+
+        def project(dtype: torch.dtype) -> Tensor:
+            if "p" not in self.done:
+                normed = ln1(self.rebuilt(self.done.pop("sums"), base, current[pre]).to(dtype))
+                p = torch.einsum("abtd,ade->abte", normed, W[up[which]].to(normed.dtype))
+                self.done["p"] = p if b is None else p + b[up[which]][:, None, None, :].to(p.dtype)
+            return self.done["p"]
+
+        out = []
+        for kind, proj in zip("qkv", projected):
+            start, width = spans[kind]
+            mine = [(j, c - start) for j, c in enumerate(act) if start <= c < start + width]
+            ablated = [c - start for c in abl if start <= c < start + width]
+            if not mine and not ablated:  # every input of this kind keeps the bridge's projection
+                continue
+            sel = up.add(torch.tensor([j for j, _ in mine], dtype=torch.long))
+            heads = up.add(torch.tensor([h for _, h in mine], dtype=torch.long))
+            gone = up.add(torch.tensor(ablated, dtype=torch.long))
+
+            def hook(x, hook=None, mine=mine, ablated=ablated, sel=sel, heads=heads, gone=gone, projected=proj):
+                if len(ablated) == x.shape[2]:  # the whole kind fully ablated
+                    return projected.to(x.dtype, copy=True)
+                x = x.clone()
+                if ablated:
+                    x[:, :, up[gone]] = projected.index_select(2, up[gone]).to(x.dtype)
+                if mine:
+                    x[:, :, up[heads]] = project(x.dtype).index_select(0, up[sel]).permute(1, 2, 0, 3).to(x.dtype)
+                return x
+
+            out.append((hooks.name(kind, layer), hook))
+        return out
+
+    def logits_hook(self, base):
+        """The hook on the final norm's input (the final residual stream)."""
+
+        def hook(x, hook=None):
+            if self.n_act:
+                return self.rebuilt(self.sums(), base, x)[0].to(x.dtype)
+            return base.to(x.dtype).clone() if self.inside0 else x
+
+        return hook
+
+
+class _MLPInput:
+    """An MLP's input. When its layer's attention sum reads every earlier writer anyway, the MLP's
+    edges from them are summed there (`tail`, that group's extra column) and only those from the
+    layer's own heads here; otherwise its whole sum is made here (gathering its few rows)."""
+
+    def __init__(self, sub: Tensor, n_before: int, diff: Tensor, up: _Uploads):
+        inside, w = _signed(sub)
+        self.inside, self.w = bool(inside[0]), w[:, 0]
+        self.active = bool(self.w.ne(0).any())
+        self.tail = self.w[:n_before] if bool(self.w[:n_before].ne(0).any()) else None
+        self.n_before, self.n, self.diff, self.up = n_before, len(self.w), diff, up
+
+    def settle(self, attention: _Group) -> None:
+        """Fix which writers this hook sums, once the attention group has taken the tail or not."""
+        self.attention = attention
+        lo = self.n_before if attention.has_tail else 0
+        w = self.w[lo:]
+        rows = w.ne(0).nonzero().flatten()
+        self.rows = rows + lo if 3 * len(rows) < len(w) else torch.arange(lo, self.n)
+        self.part = self.up.add(self.w[self.rows].to(self.diff.dtype)) if len(rows) else None
+        self.contiguous = len(self.rows) == self.n - lo
+        self.lo, self.idx = lo, self.up.add(self.rows)
+
+    def mark_read(self, read: Tensor) -> None:
+        """Mark the writers whose differences the hook reads."""
+        if self.active and self.part is not None:
+            read[self.rows] = True
+
+    def hook(self, block, base, current, mid, projected):
+        """The hook on the MLP's normalized input."""
+
+        def hook(x, hook=None):
+            if not self.active:
+                return projected.to(x.dtype) if self.inside else x
+            s = base if self.inside else current[mid]
+            if self.attention.has_tail:
+                s = s + self.attention.done.pop("tail")
+            if self.part is not None:
+                rows = self.diff[self.lo : self.n] if self.contiguous else self.diff.index_select(0, self.up[self.idx])
+                s = s + (self.up[self.part] @ rows.reshape(rows.shape[0], -1)).view(s.shape)
+            return block.ln2(s.to(x.dtype))
+
+        return hook
+
+
+@torch.no_grad()
+def _means(model: Model, task: Task, graph: Graph) -> Float[Tensor, "writer d_model"]:
+    """Each writer's output averaged over every real position (up to END) of `task`'s clean prompts."""
+    _, a = writer_outputs(model, task.clean, graph)
+    real = torch.arange(a.shape[1], device=a.device)[None, :] <= task.end.to(a.device)[:, None]  # [batch pos]
+    return (a * real[:, :, None, None]).sum((0, 1)) / real.sum()
+
+
+@torch.no_grad()
+def ablated_reference(model: Model, task: Task, keep: Bool[Tensor, "edge"], ablation: str = "counterfactual",
+                      mean_task: Task | None = None) -> Float[Tensor, "batch"]:  # fmt: skip
+    """The same as `Ablator.run`, written plainly: every excluded edge subtracted on its own, in a
+    Python loop over edges, from the writers' outputs captured in the same forward."""
+    task = as_task(task)
+    graph = Graph.of(model)
+    check_inputs(model)
+    _, corr = writer_outputs(model, task.corrupted, graph)
+    rep = corr if ablation == "counterfactual" else _means(model, mean_task, graph)[None, None].expand_as(corr)
+    sink: dict[int, Tensor] = {}
+    excluded: dict[int, list[int]] = {}
+    for e in (~keep).nonzero().flatten().tolist():
+        excluded.setdefault(int(graph.dst[e]), []).append(int(graph.src[e]))
+
+    def live(w: int) -> Tensor:
+        first = max(k for k in sink if k <= w)
+        return sink[first][:, :, w - first]
+
+    fwd = list(writer_hooks(model, graph, sink.__setitem__))
+    for name, kind, _, idx in layer_inputs(graph):
+
+        def hook(x, hook=None, idx=idx, kind=kind):
+            x = x.clone()
+            for j, r in enumerate(idx.tolist()):
+                for w in excluded.get(r, []):
+                    d = live(w) - rep[:, :, w]
+                    if kind in ("q", "k", "v"):
+                        x[:, :, j] -= d
+                    else:
+                        x -= d
+            return x
+
+        fwd.append((name, hook))
+    with split_inputs(model):
+        logits = model.run_with_hooks(task.clean, fwd_hooks=fwd)
+    clean_end = end_logits(model(task.clean), task.end)
+    return metric_fn(task, clean_end)(end_logits(logits, task.end))
