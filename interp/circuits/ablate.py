@@ -61,16 +61,32 @@ class Ablator:
             raise WorkbenchError("mean ablation needs prompts to average over (the scoring prompts)")
         self.model, self.task, self.ablation = model, as_task(task), ablation
         self.graph = graph or Graph.of(model)
-        t, L = self.task, model.info.n_layers
+        ref_cache, ref_logits, clean_logits, a_ref = self._reference_run()
+        if ablation == "counterfactual":
+            self.replacement = a_ref  # [batch pos writer d]
+        else:
+            self.replacement = _means(model, as_task(mean_task), self.graph)[None, None]  # [1 1 writer d]
+        self.clean_end = end_logits(clean_logits, self.task.end)
+        self.metric = metric_fn(self.task, self.clean_end)
+        self.m_full = self.metric(self.clean_end)  # the whole graph is the clean run
+        self._fully_ablated_inputs(ref_cache, a_ref)
+        self.m_corrupted = self.metric(end_logits(ref_logits, self.task.end)) if ablation == "counterfactual" else None
+        self.rep_w = self.replacement.permute(2, 0, 1, 3).contiguous()  # [writer batch|1 pos|1 d]
+        self._layout()
+
+    def _reference_run(self):
+        """One run of the reference prompts keeping their inputs, projections and writers: (cache,
+        reference logits, clean logits, writers [batch pos writer d]). Under counterfactual ablation
+        the reference is the corrupted run and the clean prompts ride in the same batch (one forward
+        instead of two); under mean ablation the reference is the clean run."""
+        model, t, L = self.model, self.task, self.model.info.n_layers
         names = [hooks.name("resid_pre", layer) for layer in range(L)] + [hooks.final_resid(L)]
         names += [hooks.name("resid_mid", layer) for layer in range(L)] if self.graph.has_mlp else []
         projections = [hooks.name(k, layer) for layer in range(L) for k in "qkv"]
         projections += [f"blocks.{layer}.mlp.hook_in" for layer in range(L)] if self.graph.has_mlp else []
-        names += projections if ablation == "counterfactual" else []
-        # one run of the reference prompts keeping their inputs and writers; under counterfactual
-        # ablation the clean prompts ride in the same batch (one forward instead of two)
+        both = self.ablation == "counterfactual"
+        names += projections if both else []
         B = len(t.clean)
-        both = ablation == "counterfactual"
         ref_tokens = torch.cat([t.corrupted, t.clean]) if both else t.clean
         ref_cache: dict[str, Tensor] = {}
 
@@ -83,41 +99,35 @@ class Ablator:
         sink: dict[int, Tensor] = {}
         logits = model.run_with_hooks(ref_tokens, fwd_hooks=[(n, keep(n)) for n in names] +
                                       writer_hooks(model, self.graph, lambda i, a: sink.__setitem__(i, a[:B])))  # fmt: skip
-        ref_logits = logits[:B]
         a_ref = stack_writers(sink, len(self.graph.writers))
-        if ablation == "counterfactual":
-            self.replacement = a_ref  # [batch pos writer d]
-            clean_logits = logits[B:]
-        else:
-            self.replacement = _means(model, as_task(mean_task), self.graph)[None, None]  # [1 1 writer d]
-            clean_logits = ref_logits
-        self.clean_end = end_logits(clean_logits, t.end)
-        self.metric = metric_fn(t, self.clean_end)
-        self.m_full = self.metric(self.clean_end)  # the whole graph is the clean run
+        return ref_cache, logits[:B], (logits[B:] if both else logits[:B]), a_ref
+
+    def _fully_ablated_inputs(self, ref_cache: dict[str, Tensor], a_ref: Tensor) -> None:
+        """`base`: each input with every edge into it ablated; `projected`: what that input projects
+        to (q/k/v before rotary, the MLP's normalized input) -- the corrupted run's own under
+        counterfactual ablation, computed from the base under mean ablation."""
+        model, L, mean = self.model, self.model.info.n_layers, self.ablation == "mean"
         self.base = {}
         for name, kind, layer, idx in layer_inputs(self.graph):
             ref = {"mlp": hooks.name("resid_mid", layer), "logits": hooks.final_resid(L)}.get(kind, hooks.name("resid_pre", layer))
             x = ref_cache[ref]
-            if ablation == "mean":  # the input with every earlier writer at its mean
+            if mean:  # the input with every earlier writer at its mean
                 n = self.graph.n_writers_before(self.graph.readers[int(idx[0])])
                 x = x - (a_ref[:, :, :n] - self.replacement[:, :, :n]).sum(2)
             self.base[name] = x
-        # what each fully ablated input projects to (q/k/v before rotary, the MLP's normalized input):
-        # the corrupted run's own under counterfactual ablation, computed from the base under mean
         self.projected = {}
         for layer in range(L):
             block, x = model.bridge.blocks[layer], self.base[input_hook("q", layer)]
             for k in "qkv":
-                self.projected[hooks.name(k, layer)] = (
-                    ref_cache[hooks.name(k, layer)] if ablation == "counterfactual" else _project(block, k, block.ln1(x)))
+                self.projected[hooks.name(k, layer)] = _project(block, k, block.ln1(x)) if mean else ref_cache[hooks.name(k, layer)]
             if self.graph.has_mlp:
                 name = f"blocks.{layer}.mlp.hook_in"
-                self.projected[name] = ref_cache[name] if ablation == "counterfactual" else block.ln2(self.base[input_hook("mlp", layer)])
-        self.m_corrupted = self.metric(end_logits(ref_logits, t.end)) if ablation == "counterfactual" else None
-        self.rep_w = self.replacement.permute(2, 0, 1, 3).contiguous()  # [writer batch|1 pos|1 d]
-        del a_ref
-        # where each layer's inputs sit among the readers, and how many writers come before them
-        g = self.graph
+                self.projected[name] = block.ln2(self.base[input_hook("mlp", layer)]) if mean else ref_cache[name]
+
+    def _layout(self) -> None:
+        """Where each layer's inputs sit among the readers, how many writers come before them, and
+        the writers each of writer_diff_hooks' hooks fills (worked out once, on the CPU)."""
+        g, L = self.graph, self.model.info.n_layers
         self._src, self._dst = g.src.cpu(), g.dst.cpu()
 
         def first(idx: Tensor) -> int:
@@ -129,7 +139,7 @@ class Ablator:
         self._mlp_inputs = [(idx, first(idx)) for idx in mlp] if g.has_mlp else [(None, 0)] * L
         self._logits_input = g.layer_readers(0, "logits")
         self._stacked: dict[int, tuple] = {}
-        where = g.writer_index()  # the writers each of writer_diff_hooks' hooks fills
+        where = g.writer_index()
         self._writer_span = {hooks.name("resid_pre", 0): (0, 1)}
         for layer in range(L):
             h0 = where[Node("head", layer, 0)]
