@@ -394,9 +394,12 @@ class KeyCollector:
     `fused` (default: on CUDA) is `merge_topk_sparse`'s: the batch is read by one compiled scan
     (`scan_batch`; the first batch of a process pays for compiling it, about 13 s on an H200
     machine). Measured on an H200 (random-weight Llama shapes in bf16, 2 x 65,536 tokens, batch
-    32 x 128, the second half timed against bare forwards of the same windows, 2026-12-02):
-    8b 1.51x a bare forward before, 1.17x fused, 1.16x fused and lagged; peak 62.5 -> 22.1 GiB
-    (the forward's: 15.0); 135m about 1.0x either way.
+    32 x 128, the second half timed against bare forwards of the same windows, 2026-12-02),
+    before -> fused and lagged: 8b 1.35x -> 1.15x a bare forward, peak 62.5 -> 22.3 GiB (the
+    forward's 15.0); 1.7b 1.53x -> 1.22x, peak 42.2 -> 7.4 GiB (4.5); 135m about 0.9-1.0x
+    either way. Fused alone gave 8b 1.17x; lagged alone barely helps (its merge still makes a
+    list of every candidate of the first batches). Gathering several batches per merge was
+    tried and was slower at 1.7b (1.32x).
     Earlier, on an H200 (synthetic SwiGLU coefficients, 30 x 1536 neurons, top-25, past 40k
     positions, float32), before the merge ran in the model's dtype: one stacked flush of 4096 /
     8192 positions took 9.5 / 17.5 ms dense with one sign, 20.5 / 38.1 ms dense with two,
