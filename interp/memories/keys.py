@@ -20,7 +20,9 @@ score sits near -0.75, not those most opposed to the key. Indexes of non-gated M
 on the model's device, so memory is O(layers · signs · d_mlp · k) whatever the corpus size.
 `merge_topk_sparse` gives the same result (up to ties) by first keeping only the coefficients
 that beat each memory's current k-th best (few, once the first batches are in), so most of a
-batch never reaches a top-k; on the CPU it is what makes two signs cost less than one did.
+batch never reaches a top-k; on the CPU it is what makes two signs cost less than one did. On
+CUDA it reads each batch once, through a compiled scan (`scan_batch`), and `KeyCollector` runs
+the merges a batch late on a side stream (`lagged`).
 `KeyCollector` owns that state for several layers and hands out the forward hooks.
 """
 
@@ -130,6 +132,43 @@ def count_signs(
     return torch.stack([(nonzero + net if s == "+" else nonzero - net).div_(2).round_().long() for s in signs], dim=-2)
 
 
+def _scan(coef: Tensor, valid: Tensor, thr: Tensor, factors: tuple[float, ...]) -> tuple[Tensor, Tensor, Tensor]:
+    c = torch.where(valid[None, :, None], coef, 0)
+    active, enter, code = [], [], None
+    for s, f in enumerate(factors):
+        side = c if f > 0 else -c
+        active.append((side > 0).sum(-2))
+        e = side > thr[:, s, None]
+        enter.append(e.sum(-2))
+        part = e.to(torch.int8) * (s + 1)
+        code = part if code is None else code + part
+    return torch.stack(active, 1), torch.stack(enter, 1), code
+
+
+_COMPILED: dict[str, object] = {}
+
+
+def scan_batch(
+    coef: Float[Tensor, "block pos neuron"], valid: Bool[Tensor, " pos"], thr: Float[Tensor, "block sign neuron"],
+    factors: tuple[float, ...], compiled: bool = False,
+) -> tuple[Int[Tensor, "block sign neuron"], Int[Tensor, "block sign neuron"], Int[Tensor, "block pos neuron"]]:
+    """One read of a batch of coefficients for `merge_topk_sparse`: per memory (block, sign,
+    neuron) how many valid positions have that sign's coefficient (factor · c) > 0 and how many
+    beat `thr` (the candidates), and a code per position: 0 = no candidate, s + 1 = a candidate
+    of sign s (the signs exclude each other: thr >= 0). `compiled`: through torch.compile (one
+    kernel or two instead of a pass per comparison; the eager function otherwise, and whenever
+    compiling fails)."""
+    if compiled and _COMPILED.get("failed") is None:
+        fn = _COMPILED.setdefault("scan", torch.compile(_scan, dynamic=True))
+        try:
+            return fn(coef, valid, thr, factors)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, ImportError):  # no compiler backend here (dynamo's errors are RuntimeErrors): eagerly
+            _COMPILED["failed"] = True
+    return _scan(coef, valid, thr, factors)
+
+
 def dense_batch_merge(
     state: Float[Tensor, "block sign k neuron"],
     state_refs: Int[Tensor, "block sign k neuron"],
@@ -163,6 +202,7 @@ def merge_topk_sparse(
     signs: tuple[str, ...] = ("+", "-"),
     max_new: int | None = None,
     matvec: bool | None = None,
+    fused: bool | None = None,
 ) -> tuple[Float[Tensor, "*layer sign k neuron"], Int[Tensor, "*layer sign k neuron"], Int[Tensor, "*layer sign neuron"]]:
     """`merge_topk(top_coef, top_ref, signed(coef, signs), refs, valid)` through a threshold:
     only coefficients above a memory's current k-th best (and above 0) can enter, so they are
@@ -176,19 +216,57 @@ def merge_topk_sparse(
     The comparisons and the merge run in the state's dtype: give a state in the coefficients'
     dtype (KeyCollector does) and no copy of the batch is converted -- the values are the
     coefficients themselves, so the comparisons are exact in any dtype. Two host syncs in the
-    steady state (three when some memory has too many candidates)."""
+    steady state (three when some memory has too many candidates).
+
+    `fused` (default: on CUDA) reads the batch through `scan_batch` -- compiled there, so the
+    counts, the candidates per memory and where they sit come from about two reads of the batch
+    instead of a dozen passes -- and decides between the dense and the sparse merge before any
+    candidate list is made (a list of every position of the first batches would be several
+    times the batch). Otherwise the signs are counted by `count_signs` and the candidates found
+    by one comparison per sign (what is fastest on a CPU). Both give the same state."""
     *lead, n_signs, k, n = top_coef.shape
-    pos = coef.shape[-2]
     state = top_coef.reshape(-1, n_signs, k, n)
     state_refs = top_ref.reshape(-1, n_signs, k, n)
-    n_blocks, dev = state.shape[0], state.device
-    coef3 = coef.reshape(-1, pos, n).to(state.dtype)
+    coef3 = coef.reshape(-1, coef.shape[-2], n).to(state.dtype)
+    cap = max_new if max_new is not None else 2 * k
+    fused = state.device.type == "cuda" if fused is None else fused
+    find = _scan_candidates if fused else _compare_candidates
+    active, coef3, found = find(coef3, valid, state[:, :, k - 1].clamp(min=0), signs, cap, matvec)
+    active = active.reshape(*lead, n_signs, n)
+    if found is None:  # nothing beats any memory's k-th best
+        return top_coef.clone(), top_ref.clone(), active
+    if found == "dense":  # most memories with candidates have too many: merge the whole batch densely
+        values, out_refs = dense_batch_merge(state, state_refs, coef3, refs, signs)
+    else:
+        values, out_refs = _scatter_merge(state, state_refs, coef3, refs, valid, signs, cap, *found)
+    return values.reshape(top_coef.shape), out_refs.reshape(top_ref.shape), active
+
+
+def _scan_candidates(coef3, valid, thr, signs, cap, matvec):
+    """merge_topk_sparse's candidates through `scan_batch`, the dense-or-sparse choice made from
+    the counts before any list is made: (active, coef3, None | "dense" | candidates)."""
+    dev, n_signs, n = coef3.device, len(signs), coef3.shape[-1]
+    ok = valid if valid is not None else torch.ones(coef3.shape[1], dtype=torch.bool, device=dev)
+    active, counts, code = scan_batch(coef3, ok, thr, tuple(SIGN_FACTOR[s] for s in signs), compiled=dev.type == "cuda")
+    counts = counts.reshape(-1)
+    stats = torch.stack([(counts > cap).sum(), counts.max(), (counts > 0).sum(), counts.sum()])
+    n_over, most, n_cols, total = stats.tolist()  # host sync 1
+    if total == 0:
+        return active, coef3, None
+    if 4 * n_over > n_cols:  # the dense merge reads every position: the invalid ones must hold 0
+        return active, coef3 if valid is None else coef3.masked_fill(~valid[None, :, None], 0), "dense"
+    b, p, nn = code.nonzero(as_tuple=True)  # host sync 2
+    sg = code[b, p, nn].long() - 1
+    return active, coef3, (b, sg, p, nn, (b * n_signs + sg) * n + nn, counts, n_over, most, n_cols)
+
+
+def _compare_candidates(coef3, valid, thr, signs, cap, matvec):
+    """The same as `_scan_candidates` by one comparison per sign (the CPU's way)."""
+    n_blocks, pos, n = coef3.shape
     if valid is not None:  # an invalid position holds 0: it never enters and counts for no sign
         coef3 = coef3.masked_fill(~valid[None, :, None], 0)
     active = count_signs(coef3, None, signs, matvec)  # [block sign neuron]
-    cap = max_new if max_new is not None else 2 * k
-    thr = state[:, :, k - 1].clamp(min=0)  # [block sign neuron]
-    enter = torch.empty((n_blocks, n_signs, pos, n), dtype=torch.bool, device=dev)
+    enter = torch.empty((n_blocks, len(signs), pos, n), dtype=torch.bool, device=coef3.device)
     for s, sign in enumerate(signs):
         if sign == "+":
             torch.gt(coef3, thr[:, s, None], out=enter[:, s])
@@ -197,14 +275,22 @@ def merge_topk_sparse(
     b, sg, p, nn = enter.nonzero(as_tuple=True)  # host sync 1
     del enter
     if len(b) == 0:
-        return top_coef.clone(), top_ref.clone(), active.reshape(*lead, n_signs, n)
-    column = (b * n_signs + sg) * n + nn  # a memory: (block, sign, neuron)
-    n_memories = n_blocks * n_signs * n
-    counts = torch.zeros(n_memories, dtype=torch.long, device=dev).index_add_(0, column, torch.ones_like(column))
+        return active, coef3, None
+    column = (b * len(signs) + sg) * n + nn  # a memory: (block, sign, neuron)
+    counts = torch.zeros(n_blocks * len(signs) * n, dtype=torch.long, device=coef3.device)
+    counts.index_add_(0, column, torch.ones_like(column))
     n_over, most, n_cols = torch.stack([(counts > cap).sum(), counts.max(), (counts > 0).sum()]).tolist()  # sync 2
-    if 4 * n_over > n_cols:  # most memories with candidates have too many: merge the whole batch densely
-        values, out_refs = dense_batch_merge(state, state_refs, coef3, refs, signs)
-        return values.reshape(top_coef.shape), out_refs.reshape(top_ref.shape), active.reshape(*lead, n_signs, n)
+    if 4 * n_over > n_cols:
+        return active, coef3, "dense"
+    return active, coef3, (b, sg, p, nn, column, counts, n_over, most, n_cols)
+
+
+def _scatter_merge(state, state_refs, coef3, refs, valid, signs, cap, b, sg, p, nn, column, counts, n_over, most, n_cols):
+    """Merge the candidates (b, sg, p, nn; `column` = their memory) into the state: the memories
+    with more than `cap` by a dense merge of their own columns, the rest scattered into a few
+    rows and merged by one top-k."""
+    n_blocks, n_signs, k, n = state.shape
+    n_memories, dev = n_blocks * n_signs * n, state.device
     minus = signs.index("-") if "-" in signs else -1  # the sign axis' "-" (no tensor sent to the device)
 
     def signed_values(values: Tensor, sign_axis: Tensor) -> Tensor:
@@ -216,7 +302,7 @@ def merge_topk_sparse(
         over = counts > cap
         cols = over.nonzero().squeeze(-1)
         memory = signed_values(coef3[cols // (n_signs * n), :, cols % n], (cols // n % n_signs)[:, None]).T  # [pos, column]
-        old_coef[:, cols], old_ref[:, cols], _ = merge_topk(old_coef[:, cols], old_ref[:, cols], memory, refs)
+        old_coef[:, cols], old_ref[:, cols], _ = merge_topk(old_coef[:, cols], old_ref[:, cols], memory, refs, valid)
         keep = ~over[column]
         b, sg, p, nn, column = b[keep], sg[keep], p[keep], nn[keep], column[keep]
         counts = counts.masked_fill(over, 0)
@@ -239,8 +325,7 @@ def merge_topk_sparse(
         old_coef[:, cols] = best
         old_ref[:, cols] = torch.cat([old_ref[:, cols], new_ref]).gather(0, where)
     values = old_coef.reshape(k, n_blocks, n_signs, n).permute(1, 2, 0, 3)
-    out_refs = old_ref.reshape(k, n_blocks, n_signs, n).permute(1, 2, 0, 3)
-    return (values.reshape(top_coef.shape), out_refs.reshape(top_ref.shape), active.reshape(*lead, n_signs, n))
+    return values, old_ref.reshape(k, n_blocks, n_signs, n).permute(1, 2, 0, 3)
 
 
 def empty_topk(k: int, d_mlp: int, device=None, n_signs: int | None = None,
@@ -296,26 +381,49 @@ class KeyCollector:
     8 GiB; 1 GiB off CUDA). Otherwise (the CPU default) each layer is merged as it comes.
     Either way the merge is `merge_topk_sparse` (`sparse=False`: the dense `merge_topk`, twice
     the work for two signs).
-    Measured on an H200 (synthetic SwiGLU coefficients, 30 x 1536 neurons, top-25, past 40k
+
+    `lagged` (default: stacked on CUDA) runs each batch's merge one batch late, on a side stream
+    of its device: `flush()` after batch i's forward has been queued merges batch i-1, so the
+    merge's host syncs (it needs to know how many candidates entered) wait only for the merge's
+    own kernels, which run beside batch i's forward, instead of draining the whole queue and
+    leaving the device idle while the next forward is launched. Everything that reads the state
+    (`state`, `state_dict()`, `drain()`) first merges what is left and joins the side streams, so
+    callers see the same state as without the lag; the cost is one more batch of coefficients
+    held.
+
+    `fused` (default: on CUDA) is `merge_topk_sparse`'s: the batch is read by one compiled scan
+    (`scan_batch`; the first batch of a process pays for compiling it, about 13 s on an H200
+    machine). Measured on an H200 (random-weight Llama shapes in bf16, 2 x 65,536 tokens, batch
+    32 x 128, the second half timed against bare forwards of the same windows, 2026-12-02),
+    before -> fused and lagged: 8b 1.35x -> 1.15x a bare forward, peak 62.5 -> 22.3 GiB (the
+    forward's 15.0); 1.7b 1.53x -> 1.22x, peak 42.2 -> 7.4 GiB (4.5); 135m about 0.9-1.0x
+    either way. Fused alone gave 8b 1.17x; lagged alone barely helps (its merge still makes a
+    list of every candidate of the first batches). Gathering several batches per merge was
+    tried and was slower at 1.7b (1.32x).
+    Earlier, on an H200 (synthetic SwiGLU coefficients, 30 x 1536 neurons, top-25, past 40k
     positions, float32), before the merge ran in the model's dtype: one stacked flush of 4096 /
     8192 positions took 9.5 / 17.5 ms dense with one sign, 20.5 / 38.1 ms dense with two,
     11.8 / 15.2 ms sparse with two."""
 
     def __init__(self, layers: list[int], d_mlp: int, k: int, device=None, stacked: bool | None = None,
                  max_pending_bytes: int | None = None, signs: tuple[str, ...] = SIGNS, sparse: bool = True,
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, lagged: bool | None = None, fused: bool | None = None):
         self.layers = list(layers)
         self.signs = tuple(check_sign(s) for s in signs)
         self.device = torch.device(device or "cpu")
         self.dtype = dtype or torch.float32
         self.stacked = self.device.type == "cuda" if stacked is None else stacked
         self.sparse = sparse
+        self.fused = fused  # merge_topk_sparse's scan (None: fused on CUDA)
         self.max_pending_bytes = default_pending_bytes(self.device) if max_pending_bytes is None else max_pending_bytes
-        self.state = {}
+        self.lagged = (self.stacked and self.device.type == "cuda") if lagged is None else (lagged and self.stacked)
+        self._state = {}
         for layer in self.layers:
             coef, ref = empty_topk(k, d_mlp, self.device, len(self.signs), self.dtype)
             active = torch.zeros(len(self.signs), d_mlp, dtype=torch.long, device=self.device)
-            self.state[layer] = LayerKeys(coef, ref, active)
+            self._state[layer] = LayerKeys(coef, ref, active)
+        self._late: list[tuple[dict[int, Tensor], Tensor, Tensor, dict]] = []  # lagged batches not merged yet
+        self._sides: dict[torch.device, torch.cuda.Stream] = {}  # a side stream per device (lagged)
         self.n_positions = 0  # valid positions seen so far
         self._refs: Tensor | None = None  # this batch's positions, on the CPU
         self._valid: Tensor | None = None
@@ -337,7 +445,7 @@ class KeyCollector:
 
     def _follow(self, layer: int, device: torch.device) -> LayerKeys:
         """The layer's state, moved to `device` if its coefficients come from there."""
-        s = self.state[layer]
+        s = self._state[layer]
         if s.coef.device != device:
             s.coef, s.ref, s.active = s.coef.to(device), s.ref.to(device), s.active.to(device)
         return s
@@ -355,33 +463,81 @@ class KeyCollector:
         s = self._follow(layer, flat.device)
         refs, valid = self.batch_on(flat.device)
         if self.sparse:
-            s.coef, s.ref, positive = merge_topk_sparse(s.coef, s.ref, flat, refs, valid, self.signs)
+            s.coef, s.ref, positive = merge_topk_sparse(s.coef, s.ref, flat, refs, valid, self.signs, fused=self.fused)
         else:
             s.coef, s.ref, positive = merge_topk(s.coef, s.ref, signed(flat, self.signs), refs, valid)
         s.active += positive
 
+    @property
+    def state(self) -> dict[int, LayerKeys]:
+        """Every layer's running top-k, with everything seen so far merged in."""
+        self.drain()
+        return self._state
+
     def flush(self) -> None:
         """Merge the pending layers' coefficients (stacked mode; a no-op otherwise), one stacked
-        call per device they are on."""
-        by_device: dict[torch.device, list[int]] = {}
-        for layer, flat in self._pending.items():
-            by_device.setdefault(flat.device, []).append(layer)
-        for device, layers in by_device.items():
-            self._flush(device, layers)
+        call per device they are on -- under `lagged`, the previous batch's instead, and this
+        one's at the next flush or `drain()`."""
+        if not self._pending:
+            return
+        batch = (dict(self._pending), self._refs, self._valid, {})
         self._pending.clear()
         self._pending_bytes = 0
+        if not self.lagged:
+            self._merge(batch)
+            return
+        for flat in batch[0].values():  # the point after which the side stream may read them
+            if flat.device.type == "cuda" and flat.device not in batch[3]:
+                ev = torch.cuda.Event()
+                ev.record(torch.cuda.current_stream(flat.device))
+                batch[3][flat.device] = ev
+        self._late.append(batch)
+        while len(self._late) > 1:
+            self._merge(self._late.pop(0))
 
-    def _flush(self, device: torch.device, layers: list[int]) -> None:
+    def drain(self) -> None:
+        """Merge every batch still waiting (lagged) and make the state safe to read on the
+        current streams."""
+        if self._pending:
+            self.flush()
+        while self._late:
+            self._merge(self._late.pop(0))
+        for device, side in self._sides.items():
+            torch.cuda.current_stream(device).wait_stream(side)
+
+    def _merge(self, batch) -> None:
+        pending, refs, valid, events = batch
+        by_device: dict[torch.device, list[int]] = {}
+        for layer, flat in pending.items():
+            by_device.setdefault(flat.device, []).append(layer)
+        for device, layers in by_device.items():
+            if device not in events:
+                self._flush(device, layers, pending, refs, valid)
+                continue
+            side = self._sides.setdefault(device, torch.cuda.Stream(device))
+            side.wait_event(events[device])
+            for layer in layers:  # the allocator must not hand their memory on before the side stream is done
+                st = self._state[layer]  # (the state too: the first one, or one loaded, was made on the main stream)
+                for t in (pending[layer], st.coef, st.ref, st.active):
+                    t.record_stream(side)
+            with torch.cuda.stream(side):
+                self._flush(device, layers, pending, refs, valid)
+
+    def _flush(self, device: torch.device, layers: list[int], pending: dict[int, Tensor], refs: Tensor,
+               valid: Tensor) -> None:  # fmt: skip
         states = [self._follow(layer, device) for layer in layers]
-        refs, valid = self.batch_on(device)
+        refs, valid = refs.to(device, non_blocking=True), valid.to(device, non_blocking=True)
         top, ref = torch.stack([s.coef for s in states]), torch.stack([s.ref for s in states])
         if self.sparse:
-            pending = torch.stack([self._pending[layer] for layer in layers])  # our own copy: masked in place
-            pending.masked_fill_(~valid[None, :, None], 0)  # invalid positions never enter (merge_topk_sparse)
-            coef, ref, positive = merge_topk_sparse(top, ref, pending, refs, None, self.signs)
+            stack = torch.stack([pending[layer] for layer in layers])  # our own copy
+            fused = device.type == "cuda" if self.fused is None else self.fused
+            if not fused:  # masked in place here; the fused scan masks as it reads
+                stack.masked_fill_(~valid[None, :, None], 0)
+            coef, ref, positive = merge_topk_sparse(top, ref, stack, refs, valid if fused else None, self.signs,
+                                                    fused=fused)  # fmt: skip
         else:
-            pending = torch.stack([signed(self._pending[layer], self.signs) for layer in layers])
-            coef, ref, positive = merge_topk(top, ref, pending, refs, valid)
+            stack = torch.stack([signed(pending[layer], self.signs) for layer in layers])
+            coef, ref, positive = merge_topk(top, ref, stack, refs, valid)
         active = torch.stack([s.active for s in states]) + positive
         for i, s in enumerate(states):
             s.coef, s.ref, s.active = coef[i], ref[i], active[i]
@@ -398,15 +554,16 @@ class KeyCollector:
 
     # -- checkpointing (plain tensors, so a safetensors file holds the whole state) ----------
     def state_dict(self) -> dict[str, Tensor]:
-        self.flush()
+        self.drain()
         out = {"n_positions": torch.tensor([self.n_positions])}
-        for layer, s in self.state.items():
+        for layer, s in self._state.items():
             out[f"{layer}.coef"], out[f"{layer}.ref"], out[f"{layer}.active"] = s.coef, s.ref, s.active
         return {k: v.detach().cpu().contiguous() for k, v in out.items()}
 
     def load_state_dict(self, tensors: dict[str, Tensor]) -> None:
+        self.drain()
         self.n_positions = int(tensors["n_positions"][0])
-        for layer, s in self.state.items():
+        for layer, s in self._state.items():
             dev = s.coef.device
             s.coef = tensors[f"{layer}.coef"].to(dev, self.dtype)
             s.ref = tensors[f"{layer}.ref"].to(dev)

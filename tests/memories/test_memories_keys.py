@@ -18,8 +18,12 @@ def brute_topk(coef, valid, k):
     return want.values, torch.where(torch.isfinite(want.values), want.indices, torch.full_like(want.indices, -1))
 
 
-def sparse(top, ref, coef, refs, valid):
-    return merge_topk_sparse(top, ref, coef, refs, valid, ("+", "-"))
+def sparse(top, ref, coef, refs, valid, fused=False):
+    return merge_topk_sparse(top, ref, coef, refs, valid, ("+", "-"), fused=fused)
+
+
+def sparse_fused(top, ref, coef, refs, valid):
+    return sparse(top, ref, coef, refs, valid, fused=True)
 
 
 def dense(top, ref, coef, refs, valid):
@@ -27,7 +31,7 @@ def dense(top, ref, coef, refs, valid):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("merge", [dense, sparse])
+@pytest.mark.parametrize("merge", [dense, sparse, sparse_fused])
 def test_merge_topk_matches_topk_over_everything(merge, dtype):
     """Coefficients come in the model's dtype (bfloat16 too); the state is float32."""
     gen = torch.Generator().manual_seed(0)
@@ -55,7 +59,8 @@ def test_merge_topk_matches_topk_over_everything(merge, dtype):
     assert (ref[1, :, 3] >= 0).all()
 
 
-def test_sparse_merge_takes_its_threshold_path_and_equals_the_dense_one():
+@pytest.mark.parametrize("fused", [False, True])
+def test_sparse_merge_takes_its_threshold_path_and_equals_the_dense_one(fused):
     """Past the first batches only a few coefficients beat the running k-th best: the sparse
     merge then scatters them into a few rows (not the dense fallback) and gives the same state,
     activity counts included."""
@@ -78,7 +83,7 @@ def test_sparse_merge_takes_its_threshold_path_and_equals_the_dense_one():
         want = dense(*want[:2], coef, refs, valid)
         keys.merge_topk = counting
         try:
-            got = sparse(*got[:2], coef, refs, valid)
+            got = sparse(*got[:2], coef, refs, valid, fused)
         finally:
             keys.merge_topk = real
         for a, b_ in zip(want, got):
@@ -87,7 +92,7 @@ def test_sparse_merge_takes_its_threshold_path_and_equals_the_dense_one():
 
 
 def test_unfilled_slots_stay_empty():
-    for merge in (dense, sparse):
+    for merge in (dense, sparse, sparse_fused):
         top, ref = empty_topk(5, 3, n_signs=2)
         top, ref, _ = merge(top, ref, torch.ones(2, 3), torch.tensor([10, 11]), torch.tensor([True, False]))
         assert ref[0, :, 0].tolist() == [10, -1, -1, -1, -1]
@@ -195,6 +200,37 @@ def test_stacked_collector_equals_the_per_layer_one():
             assert torch.equal(got[key], want[key]), key
 
 
+def test_lagged_collector_merges_one_batch_late_and_reads_the_same_state():
+    """Lagged merging (a batch's merge runs at the next flush; on CUDA on a side stream) gives the
+    plain state whenever it is read: `state`, `state_dict()` and `drain()` merge what is waiting."""
+    gen = torch.Generator().manual_seed(5)
+    layers, d_mlp = [0, 1], 6
+    plain = KeyCollector(layers, d_mlp, k=3, stacked=False)
+    lagged = KeyCollector(layers, d_mlp, k=3, stacked=True, lagged=True)
+    capped = KeyCollector(layers, d_mlp, k=3, stacked=True, lagged=True, max_pending_bytes=50, fused=True)
+    assert not KeyCollector(layers, d_mlp, k=3, stacked=True).lagged  # only on CUDA by default
+    for batch in range(5):
+        refs = torch.arange(batch * 8, batch * 8 + 8)
+        valid = torch.rand(8, generator=gen) > 0.25
+        acts = {layer: torch.randn(2, 4, d_mlp, generator=gen) for layer in layers}
+        for c in (plain, lagged, capped):
+            c.set_batch(refs, valid)
+            for layer in layers:
+                c.observe(layer, acts[layer].clone())
+            c.flush()
+        assert len(lagged._late) == 1  # this batch waits for the next flush
+        if batch == 2:  # reading the state mid-way merges everything seen so far
+            for layer in layers:
+                assert torch.equal(lagged.state[layer].coef, plain.state[layer].coef)
+            assert not lagged._late
+    want = plain.state_dict()
+    for c in (lagged, capped):
+        got = c.state_dict()
+        assert not c._late
+        for key in want:
+            assert torch.equal(got[key], want[key]), key
+
+
 def test_stream_keys_gives_the_same_index_with_stacked_merges(tiny_gpt2):
     from interp.memories.build import stream_keys
 
@@ -223,14 +259,15 @@ def test_sparse_merge_of_stacked_layers_equals_the_dense_one():
         coef = torch.randn(layers, 32, n, generator=gen)
         refs, valid = torch.arange(b * 32, b * 32 + 32), torch.rand(32, generator=gen) > 0.2
         want = merge_topk(*want[:2], torch.stack([signed(c, ("+", "-")) for c in coef]), refs, valid)
-        got = merge_topk_sparse(*got[:2], coef, refs, valid, ("+", "-"))
+        got = merge_topk_sparse(*got[:2], coef, refs, valid, ("+", "-"), fused=b % 2 == 1)  # both scans in turn
         for a, b_ in zip(want, got):
             assert torch.equal(a, b_)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("path", ["dense batch", "threshold", "mixed"])
-def test_sparse_merge_paths_in_the_coefficients_dtype_equal_the_float32_dense_merge(path, dtype):
+@pytest.mark.parametrize("fused", [False, True])
+def test_sparse_merge_paths_in_the_coefficients_dtype_equal_the_float32_dense_merge(path, dtype, fused):
     """Every path of the sparse merge (the whole batch dense, the threshold scatter, a few
     columns dense) with the state kept in the coefficients' dtype gives the values of the
     float32 dense merge (refs: a position that really has that value, no repeats), and the
@@ -259,7 +296,8 @@ def test_sparse_merge_paths_in_the_coefficients_dtype_equal_the_float32_dense_me
                 coef[:, :, 1] = 5.0 + b + torch.arange(pos) / 64  # a burst: one memory's column dense
             refs, valid = torch.arange(b * pos, (b + 1) * pos), torch.rand(pos, generator=gen) > 0.2
             want = merge_topk(*want[:2], torch.stack([signed(c.float(), ("+", "-")) for c in coef]), refs, valid)
-            got = merge_topk_sparse(*got[:2], coef, refs, valid, ("+", "-"), max_new=max_new, matvec=b % 2 == 0)
+            got = merge_topk_sparse(*got[:2], coef, refs, valid, ("+", "-"), max_new=max_new, matvec=b % 2 == 0,
+                                    fused=fused)  # fmt: skip
             assert got[0].dtype == dtype
             torch.testing.assert_close(got[0].float(), want[0], atol=0, rtol=0)
             assert torch.equal(got[2], want[2])
@@ -321,3 +359,16 @@ def test_collector_keeps_its_state_in_the_given_dtype_and_reloads_it():
     again = KeyCollector([0], d_mlp=3, k=2, dtype=torch.bfloat16)
     again.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in saved.items()})
     assert again.state[0].coef.dtype == torch.bfloat16 and torch.equal(again.state[0].coef, c.state[0].coef)
+
+
+@pytest.mark.parametrize("signs", [("+",), ("-",), ("+", "-")])
+def test_fused_scan_equals_the_plain_one_for_every_set_of_signs(signs):
+    gen = torch.Generator().manual_seed(8)
+    plain = fused = tuple(t.expand(2, -1, -1, -1).clone() for t in empty_topk(3, 7, n_signs=len(signs)))
+    for b in range(6):
+        coef = torch.randn(2, 16, 7, generator=gen)
+        refs, valid = torch.arange(b * 16, b * 16 + 16), torch.rand(16, generator=gen) > 0.3
+        plain = merge_topk_sparse(*plain[:2], coef, refs, valid, signs, fused=False)
+        fused = merge_topk_sparse(*fused[:2], coef, refs, valid, signs, fused=True)
+        for a, b_ in zip(plain, fused):
+            assert torch.equal(a, b_)
