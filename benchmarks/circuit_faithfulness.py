@@ -21,8 +21,13 @@ Then the chosen setting (and today's default) is rerun as the pipeline would: sc
 scoring side (load_task's scoring prompts, every even template) and f on the held-out prompts, with
 a per-template breakdown. Scores are cached in --cache so reruns only measure.
 
-    python benchmarks/circuit_faithfulness.py --model smollm2-135m --n-prompts 32 --n-heldout 64
-    python benchmarks/circuit_faithfulness.py --device cuda --n-prompts 256 --n-heldout 512 --configs all
+    python benchmarks/circuit_faithfulness.py --model smollm2-135m --n-prompts 32 --n-heldout 32 --percents 5,10,20
+    python benchmarks/circuit_faithfulness.py --device cuda --dtype float32 --n-prompts 256 --n-heldout 256 \
+        --final-heldout 512 --configs eap-ig5,eap-ig10,eap-ig20,eap --selections topn-abs,topn-signed \
+        --percents 1,2,5,10,20,50 --out runs/cf_gpu.json
+
+`--configs none --choose CONFIG/SELECTION` skips the grid and runs only the final comparison;
+`--final-heldout 0` skips the final run.
 """
 
 from __future__ import annotations
@@ -132,7 +137,8 @@ def main(argv=None) -> int:
     p.add_argument("--percents", default="2,5,10,20")
     p.add_argument("--choose", default=None, help="CONFIG/SELECTION for the final run instead of the validation choice "
                    "(e.g. one chosen on validation in an earlier run; with --configs none the grid is skipped)")
-    p.add_argument("--final-heldout", type=int, default=None, help="held-out prompts of the final run (default --n-heldout)")
+    p.add_argument("--final-heldout", type=int, default=None, help="held-out prompts of the final run (default --n-heldout; "
+                   "0 skips the final run)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--cache", default="runs/faithfulness_cache")
@@ -186,12 +192,12 @@ def main(argv=None) -> int:
     if args.choose:
         chosen = tuple(args.choose.split("/"))
     final = {}
-    nf = args.final_heldout or nh
+    nf = nh if args.final_heldout is None else args.final_heldout
     finals = {}  # the primary held-out set (ABC) and, labelled, the same prompts ablated to MIB's S2 -> IO prompt
-    for name, corr in (("heldout", "abc"), ("heldout-s2io", "s2-io")):
+    for name, corr in (("heldout", "abc"), ("heldout-s2io", "s2-io")) if nf else []:
         held, tids, expanded = ioi(model, nf, seed + 1, HELD, corr)
         finals[name] = (held, Ablator(model, held, "counterfactual", None, Graph.of(model)), tids, expanded)
-    for cfg, sel in dict.fromkeys([DEFAULT] + ([chosen] if chosen else [])):
+    for cfg, sel in dict.fromkeys([DEFAULT] + ([chosen] if chosen else [])) if nf else []:
         sc = scores_for(model, cache, tag, cfg, n, seed, "score", args.batch_size)
         for name, (held, ab, tids, expanded) in finals.items():
             c, neg = curve_row(model, sc, sel, ab, held, percents, args.n_boot)
