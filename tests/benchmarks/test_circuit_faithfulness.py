@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -36,14 +37,8 @@ def test_greedy_selection_gives_the_pruned_greedy_prefixes():
 
 
 def test_per_template_faithfulness_by_hand():
-    class Curve:
-        percents = [5.0]
-        per_prompt = torch.tensor([[1.0, 0.5, 2.0, 2.0]])
-
-    class Ab:
-        m_full = torch.tensor([2.0, 1.0, 3.0, 3.0])
-        m_corrupted = torch.tensor([0.0, 0.0, 1.0, 1.0])
-
-    got = study.per_template(Curve, Ab, torch.tensor([0, 0, 1, 1]), ["t0", "t1"])
+    curve = SimpleNamespace(percents=[5.0], per_prompt=torch.tensor([[1.0, 0.5, 2.0, 2.0]]))
+    ab = SimpleNamespace(m_full=torch.tensor([2.0, 1.0, 3.0, 3.0]), m_corrupted=torch.tensor([0.0, 0.0, 1.0, 1.0]))
+    got = study.per_template(curve, ab, torch.tensor([0, 0, 1, 1]), ["t0", "t1"])
     assert got["t0"] == {"n": 2, "f": (0.75 - 0.0) / 1.5, "gap": 1.5}
     assert abs(got["t1"]["f"] - 0.5) < 1e-6 and got["t1"]["gap"] == 2.0
