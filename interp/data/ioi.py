@@ -67,6 +67,10 @@ OBJECTS: list[str] = (
 ).split()
 
 POSITION_NAMES = ("IO", "S1", "S1+1", "S2", "END")
+# the corrupted prompt of each pair (see `make_ioi`): "abc" three unrelated names (the default,
+# Wang et al.'s ABC); "s2-io" the second S replaced by IO, so the answer flips to S (MIB's IOI
+# counterfactual, `s2_io_flip`); "new-s" both S replaced by one unrelated name (IO kept)
+CORRUPTIONS = ("abc", "s2-io", "new-s")
 PARTS = ("discovery", "evaluation")  # disjoint halves of templates and names (see the module docstring)
 
 
@@ -181,6 +185,7 @@ def make_ioi(
     objects: list[str] | None = None,
     template_ids: list[int] | None = None,
     part: str | None = None,
+    corruption: str = "abc",
 ) -> IOIDataset:
     """`n_prompts` IOI prompts (half ABBA, half BABA, templates cycled) with ABC corruptions.
 
@@ -188,7 +193,11 @@ def make_ioi(
     tokenizer; lists you pass must be one token each (else a WorkbenchError names the word).
     `part` ("discovery" / "evaluation") keeps only that half of the templates and names (given
     or default), so the two parts share neither. `template_ids` (one per prompt) picks the
-    expanded template (of the part's templates) of each prompt instead of cycling them."""
+    expanded template (of the part's templates) of each prompt instead of cycling them.
+    `corruption` (`CORRUPTIONS`) picks the corrupted prompt; the clean prompts are the same for
+    every choice (the same draws from `seed`)."""
+    if corruption not in CORRUPTIONS:
+        raise WorkbenchError(f"unknown IOI corruption {corruption!r}; choose one of {', '.join(CORRUPTIONS)}")
     if n_prompts < 1:
         raise WorkbenchError(f"n_prompts must be at least 1 (got {n_prompts})")
     tok = model.tokenizer
@@ -218,12 +227,12 @@ def make_ioi(
         io, s, c1, c2, c3 = rng.sample(names, 5)
         place, obj = rng.choice(places), rng.choice(objects)
         rows.append((t, io, s, (c1, c2, c3), place, obj))
-    ds = _tokenize(model, expanded, rows, seed)
+    ds = _tokenize(model, expanded, rows, seed, corruption)
     ds.base_templates, ds.names, ds.part = list(templates), list(names), part
     return ds
 
 
-def _tokenize(model: Model, expanded: list[str], rows, seed: int) -> IOIDataset:
+def _tokenize(model: Model, expanded: list[str], rows, seed: int, corruption: str = "abc") -> IOIDataset:
     tok = model.tokenizer
     clean_ids, corr_ids, prompts, corr_prompts = [], [], [], []
     pos = {k: [] for k in POSITION_NAMES}
@@ -231,8 +240,11 @@ def _tokenize(model: Model, expanded: list[str], rows, seed: int) -> IOIDataset:
     for t, io, s, (c1, c2, c3), place, obj in rows:
         template = expanded[t]
         text = _fill(template, io, s, place, obj)
-        # ABC: IO -> c1, S1 -> c2, S2 -> c3 (three unrelated names)
-        abc = _fill_abc(template, c1, c2, c3, place, obj)
+        if corruption == "abc":  # the name slots, in textual order, get c1, c2, c3 (three unrelated names)
+            abc = _fill_abc(template, c1, c2, c3, place, obj)
+        else:  # by role: [A] is IO, the first [B] S1, the second S2
+            io_, s1_, s2_ = (io, s, io) if corruption == "s2-io" else (io, c1, c1)
+            abc = _fill_roles(template, io_, s1_, s2_, place, obj)
         ids = model.to_tokens(text)[0].tolist()
         cids = model.to_tokens(abc)[0].tolist()
         io_id = tok.encode(" " + io, add_special_tokens=False)[0]
@@ -278,6 +290,12 @@ def _fill_abc(template: str, c1: str, c2: str, c3: str, place: str, obj: str) ->
         a, b = out.find("[A]"), out.find("[B]")
         first = min(x for x in (a, b) if x >= 0)
         out = out[:first] + name + out[first + 3 :]
+    return out.replace("[PLACE]", place).replace("[OBJECT]", obj)
+
+
+def _fill_roles(template: str, io: str, s1: str, s2: str, place: str, obj: str) -> str:
+    """The template with IO's slot [A], S1's (the first [B]) and S2's (the second [B]) filled."""
+    out = template.replace("[A]", io).replace("[B]", s1, 1).replace("[B]", s2, 1)
     return out.replace("[PLACE]", place).replace("[OBJECT]", obj)
 
 

@@ -249,11 +249,14 @@ def as_task(data) -> Task:
     raise WorkbenchError(f"expected a Task or an IOIDataset, got {type(data).__name__}")
 
 
-def ioi_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0) -> TaskSplit:
+def ioi_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, corruption: str = "abc",
+             heldout_corruption: str = "abc") -> TaskSplit:  # fmt: skip
+    """IOI's split; `corruption` (interp.data.ioi.CORRUPTIONS) is the scoring prompts' corrupted
+    prompt, `heldout_corruption` the held-out ones' (what faithfulness ablates to)."""
     from interp.data.ioi import BASE_TEMPLATES, make_ioi
 
-    score = make_ioi(model, n_prompts, seed=seed, templates=BASE_TEMPLATES[0::2])
-    heldout = make_ioi(model, n_heldout, seed=seed + 1, templates=BASE_TEMPLATES[1::2])
+    score = make_ioi(model, n_prompts, seed=seed, templates=BASE_TEMPLATES[0::2], corruption=corruption)
+    heldout = make_ioi(model, n_heldout, seed=seed + 1, templates=BASE_TEMPLATES[1::2], corruption=heldout_corruption)
     return TaskSplit(from_ioi(score), from_ioi(heldout))
 
 
@@ -458,10 +461,14 @@ DEFAULT_PROMPTS = 32  # scoring prompts of a built-in task when none are asked f
 
 
 def load_task(spec: str, model: Model, n_prompts: int | None = None, n_heldout: int | None = None, seed: int = 0,
-              metric: str | None = None) -> TaskSplit:  # fmt: skip
+              metric: str | None = None, corruption: str | None = None) -> TaskSplit:  # fmt: skip
     """A built-in task (`BUILTIN`) or a .jsonl file, split into scoring and held-out prompts, with
     its default metric or `metric`. Built-ins draw `n_prompts` (default 32) and `n_heldout`
-    (default: as many); a file is split half and half unless told. Checks the model can run it."""
+    (default: as many); a file is split half and half unless told. Checks the model can run it.
+    `corruption` (IOI only, opt-in): the scoring prompts' corrupted prompt (interp.data.ioi.CORRUPTIONS;
+    the held-out prompts keep ABC, so faithfulness is measured the same way whatever scored the edges)."""
+    if corruption is not None and spec != "ioi":
+        raise WorkbenchError(f"a choice of corruption is an IOI option; task {spec!r} has its own corrupted prompts")
     if (n_prompts is not None and n_prompts < 1) or (n_heldout is not None and n_heldout < 1):
         raise WorkbenchError(f"a task needs at least 1 scoring and 1 held-out prompt (got {n_prompts}, {n_heldout})")
     if spec in BUILTIN:
@@ -473,7 +480,7 @@ def load_task(spec: str, model: Model, n_prompts: int | None = None, n_heldout: 
                 f"{MIN_LAYERS[spec]} (a circuit for it composes heads across layers): use a deeper model"
             )
         make = {"ioi": ioi_task, "greater-than": greater_than_task, "induction": induction_task}[spec]
-        split = make(model, n_prompts, n_held, seed)
+        split = make(model, n_prompts, n_held, seed, **({"corruption": corruption} if corruption else {}))
     elif str(spec).endswith(".jsonl") or Path(spec).expanduser().is_file():
         split = read_jsonl(spec, model, n_prompts, n_heldout, seed)
     else:
