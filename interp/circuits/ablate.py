@@ -66,17 +66,18 @@ class Ablator:
             self.replacement = a_ref  # [batch pos writer d]
         else:
             self.replacement = _means(model, as_task(mean_task), self.graph)[None, None]  # [1 1 writer d]
-        self.clean_end = end_logits(clean_logits, self.task.end)
+        self.clean_end = clean_logits
         self.metric = metric_fn(self.task, self.clean_end)
         self.m_full = self.metric(self.clean_end)  # the whole graph is the clean run
         self._fully_ablated_inputs(ref_cache, a_ref)
-        self.m_corrupted = self.metric(end_logits(ref_logits, self.task.end)) if ablation == "counterfactual" else None
+        self.m_corrupted = self.metric(ref_logits) if ablation == "counterfactual" else None
         self.rep_w = self.replacement.permute(2, 0, 1, 3).contiguous()  # [writer batch|1 pos|1 d]
         self._layout()
 
     def _reference_run(self):
         """One run of the reference prompts keeping their inputs, projections and writers: (cache,
-        reference logits, clean logits, writers [batch pos writer d]). Under counterfactual ablation
+        reference logits at END, clean logits at END, writers [batch pos writer d]); the pass stops at
+        the final residual stream and only END is read out. Under counterfactual ablation
         the reference is the corrupted run and the clean prompts ride in the same batch (one forward
         instead of two); under mean ablation the reference is the clean run."""
         model, t, L = self.model, self.task, self.model.info.n_layers
@@ -90,16 +91,22 @@ class Ablator:
         ref_tokens = torch.cat([t.corrupted, t.clean]) if both else t.clean
         ref_cache: dict[str, Tensor] = {}
 
+        final: dict[str, Tensor] = {}
+
         def keep(name: str):
             def hook(x, hook=None):
                 ref_cache[name] = x.detach()[:B]
+                if name == hooks.final_resid(L):
+                    final["x"] = x.detach()
 
             return hook
 
         sink: dict[int, Tensor] = {}
-        logits = model.run_with_hooks(ref_tokens, fwd_hooks=[(n, keep(n)) for n in names] +
-                                      writer_hooks(model, self.graph, lambda i, a: sink.__setitem__(i, a[:B])))  # fmt: skip
+        hooks.run_until(model, ref_tokens, [(n, keep(n)) for n in names] +
+                        writer_hooks(model, self.graph, lambda i, a: sink.__setitem__(i, a[:B])), hooks.final_resid(L))  # fmt: skip
         a_ref = stack_writers(sink, len(self.graph.writers))
+        end = t.end.to(final["x"].device).repeat(2 if both else 1)
+        logits = _readout(model, final["x"][torch.arange(len(end), device=end.device), end])  # [batch vocab], END only
         return ref_cache, logits[:B], (logits[B:] if both else logits[:B]), a_ref
 
     def _fully_ablated_inputs(self, ref_cache: dict[str, Tensor], a_ref: Tensor) -> None:
@@ -138,6 +145,9 @@ class Ablator:
         mlp = [g.layer_readers(layer, "mlp") for layer in range(L)] if g.has_mlp else []
         self._mlp_inputs = [(idx, first(idx)) for idx in mlp] if g.has_mlp else [(None, 0)] * L
         self._logits_input = g.layer_readers(0, "logits")
+        dev = self.model.device
+        self._end_at = (torch.arange(len(self.task.end), device=dev), self.task.end.to(dev))  # each prompt's END
+        self._base_end = self.base[input_hook("logits", None)][self._end_at]
         self._stacked: dict[int, tuple] = {}
         where = g.writer_index()
         self._writer_span = {hooks.name("resid_pre", 0): (0, 1)}
@@ -188,8 +198,8 @@ class Ablator:
                 fwd += [(mid, remember(mid))] if mlp.active and not mlp.inside else []
                 fwd.append((f"blocks.{layer}.mlp.hook_in", mlp.hook(model.bridge.blocks[layer], self.base[input_hook("mlp", layer)],
                                                                      current, mid, self.projected[f"blocks.{layer}.mlp.hook_in"])))  # fmt: skip
-        final = _Group(M[:, self._logits_input], diff, up)
-        fwd.append((input_hook("logits", None), final.logits_hook(self.base[input_hook("logits", None)])))
+        final, got = _Group(M[:, self._logits_input], diff, up), {}
+        fwd.append((hooks.final_resid(g.n_layers), final.end_hook(self._base_end, self._end_at, got)))
         groups.append(final)
         up.send()
         read = torch.zeros(len(g.writers), dtype=torch.bool)  # the writers whose differences some sum reads
@@ -198,8 +208,8 @@ class Ablator:
         # writer outputs minus their replacements, first, and only for the writers read
         fwd = [(name, h) for name, h in writer_diff_hooks(model, g, diff, self.rep_w)
                if bool(read[slice(*self._writer_span[name])].any())] + fwd  # fmt: skip
-        logits = model.run_with_hooks(self.task.clean, fwd_hooks=fwd)
-        return self.metric(end_logits(logits, self.task.end))
+        hooks.run_until(model, self.task.clean, fwd, hooks.final_resid(g.n_layers))  # nothing after it is read
+        return self.metric(_readout(model, got["x"]))
 
     def _qkv(self, layer: int) -> tuple:
         """(ln1, W [q heads + k heads + v heads, d_model, d_head], b or None) of one layer, stacked once
@@ -214,6 +224,12 @@ class Ablator:
                  for x, w in zip(bs, (a.W_Q, a.W_K, a.W_V))], 0)  # fmt: skip
             self._stacked[layer] = (block.ln1, W, b)
         return self._stacked[layer]
+
+
+def _readout(model: Model, resid_end: Float[Tensor, "row d_model"]) -> Float[Tensor, "row vocab"]:
+    """Logits from final residual streams at END only: the bridge's final norm and unembedding on
+    those rows (the positions before END are never read out)."""
+    return model.bridge.unembed(model.bridge.ln_final(resid_end[:, None]))[:, 0]
 
 
 def _project(block, kind: str, normed: Tensor) -> Tensor:
@@ -300,12 +316,14 @@ class _Group:
         else:
             read[self.up.cpu[self.rows]] = True
 
-    def sums(self) -> Tensor:
-        """The signed sums of the active inputs (and the tail) [active(+1) batch pos d]."""
+    def sums(self, at: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The signed sums of the active inputs (and the tail) [active(+1) batch pos d], or at the
+        positions `at` only ((batch index, position) -> [active(+1) row d])."""
         part = self.diff[: self.n] if self.rows is None else self.diff[: self.n].index_select(0, self.up[self.rows])
-        B, T, d = part.shape[1:]
+        if at is not None:
+            part = part[:, at[0], at[1]]
         w = self.up[self.w]
-        return (w.T @ part.reshape(part.shape[0], -1)).view(w.shape[1], B, T, d)
+        return (w.T @ part.reshape(part.shape[0], -1)).view(w.shape[1], *part.shape[1:])
 
     def rebuilt(self, sums: Tensor, base: Tensor, current: Tensor) -> Tensor:
         """The active inputs' residual streams [active batch pos d], in place in `sums`."""
@@ -367,13 +385,15 @@ class _Group:
             out.append((hooks.name(kind, layer), hook))
         return out
 
-    def logits_hook(self, base):
-        """The hook on the final norm's input (the final residual stream)."""
+    def end_hook(self, base_end: Tensor, at: tuple[Tensor, Tensor], got: dict[str, Tensor]):
+        """The hook on the final residual stream: puts the logits' input at each prompt's END
+        ([batch d], positions `at`) into got["x"] (nothing else of it is read)."""
 
         def hook(x, hook=None):
             if self.n_act:
-                return self.rebuilt(self.sums(), base, x)[0].to(x.dtype)
-            return base.to(x.dtype).clone() if self.inside0 else x
+                got["x"] = self.rebuilt(self.sums(at), base_end, x[at])[0].to(x.dtype)
+            else:
+                got["x"] = base_end.to(x.dtype) if self.inside0 else x[at]
 
         return hook
 
