@@ -41,6 +41,7 @@ from interp.circuits.readers import (
 )
 from interp.data.tasks import Task, as_task, end_logits, metric_fn
 from interp.errors import WorkbenchError
+from interp.types import Progress
 
 if TYPE_CHECKING:
     from interp.models import Model
@@ -210,6 +211,55 @@ class Ablator:
                if bool(read[slice(*self._writer_span[name])].any())] + fwd  # fmt: skip
         hooks.run_until(model, self.task.clean, fwd, hooks.final_resid(g.n_layers))  # nothing after it is read
         return self.metric(_readout(model, got["x"]))
+
+    @torch.no_grad()
+    def run_many(self, keeps: list[Tensor], stacked: bool | None = None, max_rows: int | None = None,
+                 progress: Progress | None = None) -> Float[Tensor, "size batch"]:  # fmt: skip
+        """The metric per prompt for each circuit of `keeps` ([size batch]). The full circuit is the
+        clean run, an empty one under counterfactual ablation the corrupted run, and circuits that
+        are equal run once. `stacked` (default: on any device but the CPU) runs the rest in one
+        forward with the circuits stacked along the batch (`_Stacked`), at most `max_rows` prompts x
+        circuits per forward (default: what half the free accelerator memory holds; chunks of
+        circuits otherwise); else one forward per circuit (`run`). `progress` hears after each forward
+        (circuits done, of all)."""
+        keeps = [k.detach().to("cpu", torch.bool) for k in keeps]
+        out: list[Tensor | None] = [None] * len(keeps)
+        todo: dict[bytes, list[int]] = {}
+        for i, k in enumerate(keeps):
+            if bool(k.all()):
+                out[i] = self.m_full
+            elif self.m_corrupted is not None and not bool(k.any()):
+                out[i] = self.m_corrupted
+            else:
+                todo.setdefault(k.numpy().tobytes(), []).append(i)
+        groups = list(todo.values())
+        stacked = self.model.device.type != "cpu" if stacked is None else stacked
+        per = max(1, (max_rows or self._fitting_rows()) // len(self.task)) if stacked else 1
+        for c in range(0, len(groups), per):
+            chunk = groups[c : c + per]
+            if stacked:
+                got = _Stacked(self, torch.stack([keeps[ids[0]] for ids in chunk])).run()
+            else:
+                got = self.run(keeps[chunk[0][0]])[None]
+            for j, ids in enumerate(chunk):
+                for i in ids:
+                    out[i] = got[j]
+            if progress:
+                progress(len(keeps) - sum(len(ids) for ids in groups[c + per :]), len(keeps), "faithfulness")
+        if not out:
+            return self.m_full.new_zeros(0, len(self.task))
+        return torch.stack(out)
+
+    def _fitting_rows(self) -> int:
+        """How many prompts x circuits one stacked forward holds in half the free accelerator memory
+        (every writer's difference, a layer's rebuilt inputs and MLP activations per row); 4 GiB on
+        the CPU."""
+        info, g = self.model.info, self.graph
+        T, size = self.task.clean.shape[1], self.rep_w.element_size()
+        per_row = T * size * (info.d_model * (len(g.writers) + 4 * (g.n_heads + 2 * g.n_kv) + 8) + 4 * (info.d_mlp or 0))
+        dev = torch.device(self.model.device)
+        free = torch.cuda.mem_get_info(dev)[0] // 2 if dev.type == "cuda" else 4 * 2**30
+        return max(1, int(free // per_row))
 
     def _qkv(self, layer: int) -> tuple:
         """(ln1, W [q heads + k heads + v heads, d_model, d_head], b or None) of one layer, stacked once
@@ -441,6 +491,220 @@ class _MLPInput:
             return block.ln2(s.to(x.dtype))
 
         return hook
+
+
+class _Stacked:
+    """Several circuits in one forward, stacked size-major along the batch (row s * B + b is prompt b
+    under circuit s): `Ablator.run`'s hooks with a size axis, for accelerators, where a forward costs
+    its kernel count. Each layer's inputs are rebuilt by one batched matmul over the sizes, with
+    signed weights [size, writer, input] (`_signed` per size; the MLP's part from the writers before
+    its layer rides along as one more column), base or current stream per (size, input) by a
+    torch.where, and a (size, input) left at an end takes the bridge's own projection or the fully
+    ablated one, also by a torch.where. All of it is worked out on the CPU and uploaded in one copy
+    per dtype: the forward never waits on the host."""
+
+    def __init__(self, ab: Ablator, keeps: Bool[Tensor, "size edge"]):
+        g, model = ab.graph, ab.model
+        self.ab, self.g, self.model, dev = ab, g, model, model.device
+        self.S, (self.B, self.T) = len(keeps), ab.task.clean.shape
+        M = torch.zeros(self.S, len(g.writers), len(g.readers), dtype=torch.bool)
+        M[:, ab._src, ab._dst] = keeps
+        self.up, self.read = _Uploads(dev), torch.zeros(len(g.writers), dtype=torch.bool)
+        self.diff = torch.empty(len(g.writers), self.S * self.B, self.T, model.info.d_model, dtype=ab.rep_w.dtype, device=dev)
+        self.fwd: list = []
+        self.done: dict[str, Tensor] = {}
+        for layer, ((idx, n), (midx, mn)) in enumerate(zip(ab._attn_inputs, ab._mlp_inputs)):
+            self._layer(layer, M[:, :n, idx], M[:, :mn, int(midx[0])] if g.has_mlp else None)
+        self._logits(M[:, :, int(ab._logits_input[0])])
+        self.up.send()
+        self.fwd = self._diff_hooks() + self.fwd
+
+    @torch.no_grad()
+    def run(self) -> Float[Tensor, "size batch"]:
+        S, B = self.S, self.B
+        hooks.run_until(self.model, self.ab.task.clean.repeat(S, 1), self.fwd, hooks.final_resid(self.g.n_layers))
+        return self.ab.metric(_readout(self.model, self.done.pop("end")).view(S, B, -1))
+
+    # -- structure, on the CPU -----------------------------------------------------------------------
+    @staticmethod
+    def _ends(sub: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Inputs with edges `sub` [size, n, input] (True = kept): (inside [size input], signed weights
+        [size n input], untouched [size input]: every edge kept, ablated [size input]: none kept)."""
+        pairs = [_signed(s) for s in sub]
+        inside, w = torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+        empty = ~w.ne(0).any(1)
+        return inside, w, empty & ~inside, empty & inside
+
+    def _mix(self, w: Tensor, lo: int = 0) -> tuple:
+        """Upload the weights [size, k, column] of one batched sum over the differences of writers
+        lo..lo+k (gathering the rows some weight reads when they are few); marks them read."""
+        rows = w.ne(0).any(2).any(0).nonzero().flatten()
+        gather = 3 * len(rows) < w.shape[1]
+        self.read[rows + lo if gather else slice(lo, lo + w.shape[1])] = True
+        w = w[:, rows] if gather else w
+        weights = self.up.add(w.transpose(1, 2).to(self.diff.dtype).contiguous())  # [size column k]
+        return self.up.add(rows + lo) if gather else None, weights, lo, lo + (0 if gather else w.shape[1])
+
+    def _layer(self, layer: int, sub: Tensor, msub: Tensor | None) -> None:
+        n, S = sub.shape[1], self.S
+        inside, w, untouched, ablated = self._ends(sub)
+        cols = (~(untouched | ablated)).any(0).nonzero().flatten()  # inputs some size recomputes
+        columns, tail = w[:, :, cols], False
+        if msub is not None:
+            m_in, m_w, m_un, m_ab = (t.squeeze(-1) for t in self._ends(msub[:, :, None]))
+            m_active = not bool((m_un | m_ab).all())
+            tail = m_active and bool(m_w[:, :n].ne(0).any())
+            if tail:
+                columns = torch.cat([columns, m_w[:, :n, None]], 2)
+        if columns.shape[2]:
+            mix, ins, sel = self._mix(columns), self.up.add(inside[:, cols].reshape(S, -1, 1, 1, 1)), self.up.add(cols)
+            self.fwd.append((hooks.name("resid_pre", layer), self._pre_hook(layer, mix, len(cols), ins, sel, tail)))
+        self._attention_hooks(layer, cols, untouched, ablated)
+        if msub is None or not (m_active or bool(m_ab.any())):
+            return
+        mid = hooks.name("resid_mid", layer)
+        heads = None
+        if m_active:
+            self.fwd.append((mid, self._remember(mid)))
+            heads = self._mix(m_w[:, n:, None], n) if bool(m_w[:, n:].ne(0).any()) else None
+        masks = self.up.add(torch.stack([m_in, m_un, m_ab]).view(3, S, 1, 1, 1))
+        self.fwd.append((f"blocks.{layer}.mlp.hook_in", self._mlp_hook(layer, heads, masks, m_active, tail,
+                                                                       bool(m_un.any()), bool(m_ab.any()))))  # fmt: skip
+
+    def _logits(self, sub: Tensor) -> None:
+        inside, w = (t.squeeze(-1) for t in self._ends(sub[:, :, None])[:2])
+        mix = self._mix(w[:, :, None]) if bool(w.ne(0).any()) else None
+        ins, dev = self.up.add(inside.view(-1, 1, 1)), self.model.device
+        at = (torch.arange(self.S * self.B, device=dev), self.ab.task.end.to(dev).repeat(self.S))
+
+        def hook(x, hook=None):
+            r = torch.where(self.up[ins], self.ab._base_end, x[at].view(self.S, self.B, -1))
+            if mix is not None:
+                r = r + self._sums(mix, at)[:, 0]
+            self.done["end"] = r.reshape(self.S * self.B, -1).to(x.dtype)
+
+        self.fwd.append((hooks.final_resid(self.g.n_layers), hook))
+
+    # -- the hooks --------------------------------------------------------------------------------
+    def _sums(self, mix: tuple, at: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """sum_w weight[s, w, c] diff[w, rows of size s] -> [size column batch pos d] ([size column
+        batch d] at the positions `at`)."""
+        rows, w, lo, hi = mix
+        part = self.diff[lo:hi] if rows is None else self.diff.index_select(0, self.up[rows])
+        if at is not None:
+            part = part[:, at[0], at[1]]
+        out = torch.bmm(self.up[w], part.reshape(part.shape[0], self.S, -1).transpose(0, 1))
+        return out.view(self.S, out.shape[1], self.B, *part.shape[2:])
+
+    def _remember(self, name: str):
+        def hook(x, hook=None):
+            self.done[name] = x
+
+        return hook
+
+    def _pre_hook(self, layer: int, mix: tuple, n_cols: int, ins: int, sel: int, tail: bool):
+        """On the layer's resid_pre: one batched sum; the recomputed inputs rebuilt, normalized and
+        projected (one batched matmul with their stacked W_Q/W_K/W_V rows); the MLP's tail kept."""
+        base, (ln1, W, b) = self.ab.base[input_hook("q", layer)], self.ab._qkv(layer)
+        S, B = self.S, self.B
+
+        def hook(x, hook=None):
+            sums = self._sums(mix)  # [size column batch pos d]
+            if tail:
+                self.done["tail"] = sums[:, n_cols]
+            if n_cols:
+                cur = x.view(S, 1, B, *x.shape[1:])
+                normed = ln1((sums[:, :n_cols] + torch.where(self.up[ins], base, cur)).to(x.dtype))
+                cols = self.up[sel]
+                p = torch.einsum("scbtd,cde->scbte", normed, W.index_select(0, cols).to(normed.dtype))
+                self.done["p"] = p if b is None else p + b.index_select(0, cols)[None, :, None, None].to(p.dtype)
+
+        return hook
+
+    def _attention_hooks(self, layer: int, cols: Tensor, untouched: Tensor, ablated: Tensor) -> None:
+        """The hooks on hook_q, hook_k and hook_v of the kinds with something to replace."""
+        g, S, B, up = self.g, self.S, self.B, self.up
+        where = {int(c): j for j, c in enumerate(cols.tolist())}
+        for kind, start, width in (("q", 0, g.n_heads), ("k", g.n_heads, g.n_kv), ("v", g.n_heads + g.n_kv, g.n_kv)):
+            mine = [(where[c], c - start) for c in range(start, start + width) if c in where]
+            redone = torch.zeros(width, dtype=torch.bool)
+            redone[[h for _, h in mine]] = True
+            own = untouched[:, start : start + width] & redone  # recomputed, but the bridge's own is exact
+            gone = ablated[:, start : start + width]
+            if not mine and not bool(gone.any()):
+                continue
+            sel = up.add(torch.tensor([j for j, _ in mine], dtype=torch.long))
+            heads = up.add(torch.tensor([h for _, h in mine], dtype=torch.long))
+            own_i = up.add(own.view(S, 1, 1, width, 1)) if bool(own.any()) else None
+            gone_i = up.add(gone.view(S, 1, 1, width, 1)) if bool(gone.any()) else None
+            projected = self.ab.projected[hooks.name(kind, layer)]
+
+            def hook(x, hook=None, mine=mine, sel=sel, heads=heads, own_i=own_i, gone_i=gone_i, projected=projected):
+                x5 = x.view(S, B, *x.shape[1:])
+                new = x5
+                if mine:
+                    p = self.done["p"].index_select(1, up[sel]).permute(0, 2, 3, 1, 4).to(x.dtype)  # [size b pos m e]
+                    new = p if len(mine) == x.shape[2] else x5.index_copy(3, up[heads], p)
+                    if own_i is not None:
+                        new = torch.where(up[own_i], x5, new)
+                if gone_i is not None:
+                    new = torch.where(up[gone_i], projected.to(x.dtype), new)
+                return new.reshape(x.shape)
+
+            self.fwd.append((hooks.name(kind, layer), hook))
+
+    def _mlp_hook(self, layer: int, heads: tuple | None, masks: int, active: bool, tail: bool, any_own: bool, any_gone: bool):
+        """The hook on the MLP's normalized input."""
+        block, S, B = self.model.bridge.blocks[layer], self.S, self.B
+        base, mid = self.ab.base[input_hook("mlp", layer)], hooks.name("resid_mid", layer)
+        projected = self.ab.projected[f"blocks.{layer}.mlp.hook_in"]
+
+        def hook(x, hook=None):
+            x4 = x.view(S, B, *x.shape[1:])
+            inside, own, gone = self.up[masks]
+            new = x4
+            if active:
+                s = torch.where(inside, base, self.done.pop(mid).view(x4.shape))
+                if tail:
+                    s = s + self.done.pop("tail")
+                if heads is not None:
+                    s = s + self._sums(heads)[:, 0]
+                new = block.ln2(s.to(x.dtype))
+                if any_own:
+                    new = torch.where(own, x4, new)
+            if any_gone:
+                new = torch.where(gone, projected.to(x.dtype), new)
+            return new.reshape(x.shape)
+
+        return hook
+
+    def _diff_hooks(self) -> list:
+        """Each read writer's output minus its replacement into `diff` (every size's rows at once)."""
+        S, B, T = self.S, self.B, self.T
+        diff, rep, out = self.diff, self.ab.rep_w, []
+        d = diff.shape[-1]
+
+        def single(i: int):
+            def hook(x, hook=None):
+                torch.sub(x.detach().reshape(S, B, T, d), rep[i], out=diff[i].view(S, B, T, d))
+
+            return hook
+
+        def heads(layer: int, lo: int, hi: int):
+            W_O = self.model.bridge.blocks[layer].attn.W_O  # [head d_head d_model]
+
+            def hook(z, hook=None):
+                H = hi - lo
+                o = diff[lo:hi]
+                torch.bmm(z.detach().permute(2, 0, 1, 3).reshape(H, S * B * T, -1), W_O.to(z.dtype), out=o.view(H, -1, d))
+                o.view(H, S, B, T, d).sub_(rep[lo:hi][:, None])
+
+            return hook
+
+        for name, (lo, hi) in self.ab._writer_span.items():
+            if bool(self.read[lo:hi].any()):
+                out.append((name, heads(int(name.split(".")[1]), lo, hi) if name.endswith("hook_z") else single(lo)))
+        return out
 
 
 @torch.no_grad()
