@@ -169,7 +169,15 @@ class Ablator:
             return self.m_full
         if self.m_corrupted is not None and not bool(keep.any()):  # everything ablated: the corrupted run
             return self.m_corrupted
-        # the circuit's structure is worked out on the CPU (no device round trips during the forward)
+        fwd, got = self._plan(keep)
+        hooks.run_until(self.model, self.task.clean, fwd, hooks.final_resid(self.graph.n_layers))  # nothing after it is read
+        return self.metric(_readout(self.model, got["x"]))
+
+    def _plan(self, keep: Bool[Tensor, "edge"]) -> tuple[list, dict[str, Tensor]]:
+        """The hooks of one ablated forward and where its logits' input at END will be put: the
+        circuit's structure is worked out on the CPU (no device round trips during the forward)."""
+        g, model = self.graph, self.model
+        dev = model.device
         M = torch.zeros(len(g.writers), len(g.readers), dtype=torch.bool)
         M[self._src, self._dst] = keep
         B, T = self.task.clean.shape
@@ -209,8 +217,7 @@ class Ablator:
         # writer outputs minus their replacements, first, and only for the writers read
         fwd = [(name, h) for name, h in writer_diff_hooks(model, g, diff, self.rep_w)
                if bool(read[slice(*self._writer_span[name])].any())] + fwd  # fmt: skip
-        hooks.run_until(model, self.task.clean, fwd, hooks.final_resid(g.n_layers))  # nothing after it is read
-        return self.metric(_readout(model, got["x"]))
+        return fwd, got
 
     @torch.no_grad()
     def run_many(self, keeps: list[Tensor], stacked: bool | None = None, max_rows: int | None = None,
@@ -223,16 +230,7 @@ class Ablator:
         circuits otherwise); else one forward per circuit (`run`). `progress` hears after each forward
         (circuits done, of all)."""
         keeps = [k.detach().to("cpu", torch.bool) for k in keeps]
-        out: list[Tensor | None] = [None] * len(keeps)
-        todo: dict[bytes, list[int]] = {}
-        for i, k in enumerate(keeps):
-            if bool(k.all()):
-                out[i] = self.m_full
-            elif self.m_corrupted is not None and not bool(k.any()):
-                out[i] = self.m_corrupted
-            else:
-                todo.setdefault(k.numpy().tobytes(), []).append(i)
-        groups = list(todo.values())
+        out, groups = self._distinct(keeps)
         stacked = self.model.device.type != "cpu" if stacked is None else stacked
         per = max(1, (max_rows or self._fitting_rows()) // len(self.task)) if stacked else 1
         for c in range(0, len(groups), per):
@@ -249,6 +247,20 @@ class Ablator:
         if not out:
             return self.m_full.new_zeros(0, len(self.task))
         return torch.stack(out)
+
+    def _distinct(self, keeps: list[Tensor]) -> tuple[list[Tensor | None], list[list[int]]]:
+        """(the metric of each circuit known without a forward, else None; the indices of each
+        distinct circuit left to run)."""
+        out: list[Tensor | None] = [None] * len(keeps)
+        todo: dict[bytes, list[int]] = {}
+        for i, k in enumerate(keeps):
+            if bool(k.all()):
+                out[i] = self.m_full
+            elif self.m_corrupted is not None and not bool(k.any()):
+                out[i] = self.m_corrupted
+            else:
+                todo.setdefault(k.numpy().tobytes(), []).append(i)
+        return out, list(todo.values())
 
     def _fitting_rows(self) -> int:
         """How many prompts x circuits one stacked forward holds in half the free accelerator memory
