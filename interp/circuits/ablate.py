@@ -558,10 +558,15 @@ class _Stacked:
         return self.up.add(rows + lo) if gather else None, weights, lo, lo + (0 if gather else w.shape[1])
 
     def _layer(self, layer: int, sub: Tensor, msub: Tensor | None) -> None:
+        """A layer's hooks. If some size rebuilds some attention input, every attention input of the
+        layer is rebuilt for every size (no per-head selection: one sum, one norm, one projection);
+        if every (size, input) is at an end, only the fully ablated ones are swapped in. The MLP's
+        input likewise."""
         n, S = sub.shape[1], self.S
         inside, w, untouched, ablated = self._ends(sub)
-        cols = (~(untouched | ablated)).any(0).nonzero().flatten()  # inputs some size recomputes
-        columns, tail = w[:, :, cols], False
+        attn = not bool((untouched | ablated).all())
+        columns = w if attn else w[:, :, :0]
+        m_active = tail = False
         if msub is not None:
             m_in, m_w, m_un, m_ab = (t.squeeze(-1) for t in self._ends(msub[:, :, None]))
             m_active = not bool((m_un | m_ab).all())
@@ -569,9 +574,9 @@ class _Stacked:
             if tail:
                 columns = torch.cat([columns, m_w[:, :n, None]], 2)
         if columns.shape[2]:
-            mix, ins, sel = self._mix(columns), self.up.add(inside[:, cols].reshape(S, -1, 1, 1, 1)), self.up.add(cols)
-            self.fwd.append((hooks.name("resid_pre", layer), self._pre_hook(layer, mix, len(cols), ins, sel, tail)))
-        self._attention_hooks(layer, cols, untouched, ablated)
+            ins = self.up.add(inside.reshape(S, -1, 1, 1, 1))
+            self.fwd.append((hooks.name("resid_pre", layer), self._pre_hook(layer, self._mix(columns), attn, ins, tail)))
+        self._attention_hooks(layer, attn, ablated)
         if msub is None or not (m_active or bool(m_ab.any())):
             return
         mid = hooks.name("resid_mid", layer)
@@ -579,9 +584,8 @@ class _Stacked:
         if m_active:
             self.fwd.append((mid, self._remember(mid)))
             heads = self._mix(m_w[:, n:, None], n) if bool(m_w[:, n:].ne(0).any()) else None
-        masks = self.up.add(torch.stack([m_in, m_un, m_ab]).view(3, S, 1, 1, 1))
-        self.fwd.append((f"blocks.{layer}.mlp.hook_in", self._mlp_hook(layer, heads, masks, m_active, tail,
-                                                                       bool(m_un.any()), bool(m_ab.any()))))  # fmt: skip
+        mask = self.up.add((m_in if m_active else m_ab).view(S, 1, 1, 1))
+        self.fwd.append((f"blocks.{layer}.mlp.hook_in", self._mlp_hook(layer, heads, mask, m_active, tail)))
 
     def _logits(self, sub: Tensor) -> None:
         inside, w = (t.squeeze(-1) for t in self._ends(sub[:, :, None])[:2])
@@ -614,79 +618,60 @@ class _Stacked:
 
         return hook
 
-    def _pre_hook(self, layer: int, mix: tuple, n_cols: int, ins: int, sel: int, tail: bool):
-        """On the layer's resid_pre: one batched sum; the recomputed inputs rebuilt, normalized and
-        projected (one batched matmul with their stacked W_Q/W_K/W_V rows); the MLP's tail kept."""
+    def _pre_hook(self, layer: int, mix: tuple, attn: bool, ins: int, tail: bool):
+        """On the layer's resid_pre: one batched sum; every attention input rebuilt, normalized and
+        projected (one batched matmul with the stacked W_Q/W_K/W_V) into [size batch pos input
+        d_head]; the MLP's tail kept."""
         base, (ln1, W, b) = self.ab.base[input_hook("q", layer)], self.ab._qkv(layer)
-        S, B = self.S, self.B
+        S, B, n_cols = self.S, self.B, W.shape[0] if attn else 0
 
         def hook(x, hook=None):
             sums = self._sums(mix)  # [size column batch pos d]
             if tail:
                 self.done["tail"] = sums[:, n_cols]
-            if n_cols:
+            if attn:
                 cur = x.view(S, 1, B, *x.shape[1:])
                 normed = ln1((sums[:, :n_cols] + torch.where(self.up[ins], base, cur)).to(x.dtype))
-                cols = self.up[sel]
-                p = torch.einsum("scbtd,cde->scbte", normed, W.index_select(0, cols).to(normed.dtype))
-                self.done["p"] = p if b is None else p + b.index_select(0, cols)[None, :, None, None].to(p.dtype)
+                p = torch.einsum("scbtd,cde->sbtce", normed, W.to(normed.dtype))
+                self.done["p"] = p if b is None else p + b.to(p.dtype)
 
         return hook
 
-    def _attention_hooks(self, layer: int, cols: Tensor, untouched: Tensor, ablated: Tensor) -> None:
-        """The hooks on hook_q, hook_k and hook_v of the kinds with something to replace."""
+    def _attention_hooks(self, layer: int, attn: bool, ablated: Tensor) -> None:
+        """The hooks on hook_q, hook_k and hook_v: the rebuilt projections, or (when no size rebuilds
+        any input of the layer) the fully ablated projection where an input has no circuit edge."""
         g, S, B, up = self.g, self.S, self.B, self.up
-        where = {int(c): j for j, c in enumerate(cols.tolist())}
         for kind, start, width in (("q", 0, g.n_heads), ("k", g.n_heads, g.n_kv), ("v", g.n_heads + g.n_kv, g.n_kv)):
-            mine = [(where[c], c - start) for c in range(start, start + width) if c in where]
-            redone = torch.zeros(width, dtype=torch.bool)
-            redone[[h for _, h in mine]] = True
-            own = untouched[:, start : start + width] & redone  # recomputed, but the bridge's own is exact
             gone = ablated[:, start : start + width]
-            if not mine and not bool(gone.any()):
+            if not attn and not bool(gone.any()):
                 continue
-            sel = up.add(torch.tensor([j for j, _ in mine], dtype=torch.long))
-            heads = up.add(torch.tensor([h for _, h in mine], dtype=torch.long))
-            own_i = up.add(own.view(S, 1, 1, width, 1)) if bool(own.any()) else None
-            gone_i = up.add(gone.view(S, 1, 1, width, 1)) if bool(gone.any()) else None
+            gone_i = up.add(gone.view(S, 1, 1, width, 1))
             projected = self.ab.projected[hooks.name(kind, layer)]
 
-            def hook(x, hook=None, mine=mine, sel=sel, heads=heads, own_i=own_i, gone_i=gone_i, projected=projected):
-                x5 = x.view(S, B, *x.shape[1:])
-                new = x5
-                if mine:
-                    p = self.done["p"].index_select(1, up[sel]).permute(0, 2, 3, 1, 4).to(x.dtype)  # [size b pos m e]
-                    new = p if len(mine) == x.shape[2] else x5.index_copy(3, up[heads], p)
-                    if own_i is not None:
-                        new = torch.where(up[own_i], x5, new)
-                if gone_i is not None:
-                    new = torch.where(up[gone_i], projected.to(x.dtype), new)
-                return new.reshape(x.shape)
+            def hook(x, hook=None, start=start, width=width, gone_i=gone_i, projected=projected):
+                if attn:
+                    return self.done["p"][:, :, :, start : start + width].reshape(x.shape).to(x.dtype)
+                return torch.where(up[gone_i], projected.to(x.dtype), x.view(S, B, *x.shape[1:])).reshape(x.shape)
 
             self.fwd.append((hooks.name(kind, layer), hook))
 
-    def _mlp_hook(self, layer: int, heads: tuple | None, masks: int, active: bool, tail: bool, any_own: bool, any_gone: bool):
-        """The hook on the MLP's normalized input."""
+    def _mlp_hook(self, layer: int, heads: tuple | None, mask: int, active: bool, tail: bool):
+        """The hook on the MLP's normalized input: rebuilt for every size, or (when no size rebuilds
+        it) the fully ablated one where it has no circuit edge."""
         block, S, B = self.model.bridge.blocks[layer], self.S, self.B
         base, mid = self.ab.base[input_hook("mlp", layer)], hooks.name("resid_mid", layer)
         projected = self.ab.projected[f"blocks.{layer}.mlp.hook_in"]
 
         def hook(x, hook=None):
             x4 = x.view(S, B, *x.shape[1:])
-            inside, own, gone = self.up[masks]
-            new = x4
-            if active:
-                s = torch.where(inside, base, self.done.pop(mid).view(x4.shape))
-                if tail:
-                    s = s + self.done.pop("tail")
-                if heads is not None:
-                    s = s + self._sums(heads)[:, 0]
-                new = block.ln2(s.to(x.dtype))
-                if any_own:
-                    new = torch.where(own, x4, new)
-            if any_gone:
-                new = torch.where(gone, projected.to(x.dtype), new)
-            return new.reshape(x.shape)
+            if not active:
+                return torch.where(self.up[mask], projected.to(x.dtype), x4).reshape(x.shape)
+            s = torch.where(self.up[mask], base, self.done.pop(mid).view(x4.shape))
+            if tail:
+                s = s + self.done.pop("tail")
+            if heads is not None:
+                s = s + self._sums(heads)[:, 0]
+            return block.ln2(s.to(x.dtype)).reshape(x.shape)
 
         return hook
 
