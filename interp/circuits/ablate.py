@@ -21,6 +21,7 @@ per-input copies (interp.circuits.readers), and tests hold the two together.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import torch
@@ -158,6 +159,9 @@ class Ablator:
             if g.has_mlp:
                 m = where[Node("mlp", layer)]
                 self._writer_span[hooks.name("mlp_out", layer)] = (m, m + 1)
+        self._mlp_writer = {layer: where[Node("mlp", layer)] for layer in range(L)} if g.has_mlp else {}
+        can_skip = all(hasattr(self.model.bridge.blocks[layer].mlp, "hook_out") for layer in self._mlp_writer)
+        self._mlp_rep = {layer: self.rep_w[w] for layer, w in self._mlp_writer.items()} if can_skip else {}
 
     @torch.no_grad()
     def run(self, keep: Bool[Tensor, "edge"]) -> Float[Tensor, "batch"]:
@@ -169,13 +173,15 @@ class Ablator:
             return self.m_full
         if self.m_corrupted is not None and not bool(keep.any()):  # everything ablated: the corrupted run
             return self.m_corrupted
-        fwd, got = self._plan(keep)
-        hooks.run_until(self.model, self.task.clean, fwd, hooks.final_resid(self.graph.n_layers))  # nothing after it is read
+        fwd, got, skipped = self._plan(keep)
+        with _skipped_mlps(self.model, skipped):
+            hooks.run_until(self.model, self.task.clean, fwd, hooks.final_resid(self.graph.n_layers))  # nothing after it is read
         return self.metric(_readout(self.model, got["x"]))
 
-    def _plan(self, keep: Bool[Tensor, "edge"]) -> tuple[list, dict[str, Tensor]]:
-        """The hooks of one ablated forward and where its logits' input at END will be put: the
-        circuit's structure is worked out on the CPU (no device round trips during the forward)."""
+    def _plan(self, keep: Bool[Tensor, "edge"]) -> tuple[list, dict[str, Tensor], dict[int, Tensor]]:
+        """The hooks of one ablated forward, where its logits' input at END will be put, and the
+        MLPs not computed (their outputs): the circuit's structure is worked out on the CPU (no device
+        round trips during the forward)."""
         g, model = self.graph, self.model
         dev = model.device
         M = torch.zeros(len(g.writers), len(g.readers), dtype=torch.bool)
@@ -192,10 +198,13 @@ class Ablator:
 
             return hook
 
+        skipped = self._unread_mlps(M)
+        zero = torch.zeros(len(g.writers), dtype=torch.bool)
+        zero[[self._mlp_writer[layer] for layer in skipped]] = True
         for layer, ((idx, n), (midx, mn)) in enumerate(zip(self._attn_inputs, self._mlp_inputs)):
             pre = hooks.name("resid_pre", layer)
-            mlp = _MLPInput(M[:mn, midx], n, diff, up) if g.has_mlp else None
-            group = _Group(M[:n, idx], diff, up, mlp.tail if mlp is not None else None)
+            mlp = _MLPInput(M[:mn, midx], n, diff, up, zero) if g.has_mlp and layer not in skipped else None
+            group = _Group(M[:n, idx], diff, up, mlp.tail if mlp is not None else None, zero)
             if mlp is not None:
                 mlp.settle(group)
             groups += [group] if mlp is None else [group, mlp]
@@ -207,7 +216,7 @@ class Ablator:
                 fwd += [(mid, remember(mid))] if mlp.active and not mlp.inside else []
                 fwd.append((f"blocks.{layer}.mlp.hook_in", mlp.hook(model.bridge.blocks[layer], self.base[input_hook("mlp", layer)],
                                                                      current, mid, self.projected[f"blocks.{layer}.mlp.hook_in"])))  # fmt: skip
-        final, got = _Group(M[:, self._logits_input], diff, up), {}
+        final, got = _Group(M[:, self._logits_input], diff, up, zero=zero), {}
         fwd.append((hooks.final_resid(g.n_layers), final.end_hook(self._base_end, self._end_at, got)))
         groups.append(final)
         up.send()
@@ -217,7 +226,14 @@ class Ablator:
         # writer outputs minus their replacements, first, and only for the writers read
         fwd = [(name, h) for name, h in writer_diff_hooks(model, g, diff, self.rep_w)
                if bool(read[slice(*self._writer_span[name])].any())] + fwd  # fmt: skip
-        return fwd, got
+        return fwd, got, {layer: self._mlp_rep[layer] for layer in skipped}
+
+    def _unread_mlps(self, M: Tensor) -> list[int]:
+        """The layers whose MLP no circuit edge leaves ([writer reader] `M`): nobody reads it
+        through the circuit, so it outputs exactly its replacement and is not computed."""
+        if not self._mlp_rep:
+            return []
+        return [layer for layer, w in self._mlp_writer.items() if not bool(M[w].any())]
 
     @torch.no_grad()
     def run_many(self, keeps: list[Tensor], stacked: bool | None = None, max_rows: int | None = None,
@@ -288,6 +304,26 @@ class Ablator:
         return self._stacked[layer]
 
 
+@contextmanager
+def _skipped_mlps(model: Model, outputs: dict[int, Tensor]):
+    """Inside the block, the MLPs of the layers in `outputs` are not computed: each returns its
+    given output ([batch|1 pos|1 d_model], broadcast to its input's shape) through its hook_out, so
+    the hooks on hook_mlp_out still see it."""
+    blocks = model.bridge.blocks
+    try:
+        for layer, out in outputs.items():
+            mlp = blocks[layer].mlp
+
+            def skip(x, *args, mlp=mlp, out=out, **kwargs):
+                return mlp.hook_out(out.to(x.dtype).expand(*x.shape[:-1], out.shape[-1]))
+
+            object.__setattr__(mlp, "forward", skip)  # on the bridge itself (its __setattr__ would pass it to HF's)
+        yield
+    finally:
+        for layer in outputs:
+            blocks[layer].mlp.__dict__.pop("forward", None)
+
+
 def _readout(model: Model, resid_end: Float[Tensor, "row d_model"]) -> Float[Tensor, "row vocab"]:
     """Logits from final residual streams at END only: the bridge's final norm and unembedding on
     those rows (the positions before END are never read out)."""
@@ -302,13 +338,17 @@ def _project(block, kind: str, normed: Tensor) -> Tensor:
     return out if b is None else out + b.to(out.dtype)
 
 
-def _signed(sub: Tensor) -> tuple[Tensor, Tensor]:
+def _signed(sub: Tensor, zero: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(inside [reader], signed weights [writer reader]) of inputs with the circuit's edges `sub`
     ([writer reader], True = kept, on the CPU): each input sums the smaller side, + its kept edges
-    from the fully ablated input ("inside") or - its ablated edges from its current residual stream."""
+    from the fully ablated input ("inside") or - its ablated edges from its current residual stream.
+    Writers in `zero` ([writer]) output exactly their replacement (`_skipped_mlps`): no weight."""
     kept = sub.sum(0)
     inside = kept <= sub.shape[0] - kept
-    return inside, torch.where(inside[None, :], sub.float(), -(~sub).float())
+    w = torch.where(inside[None, :], sub.float(), -(~sub).float())
+    if zero is not None:
+        w[zero[: len(w)]] = 0
+    return inside, w
 
 
 class _Uploads:
@@ -349,9 +389,9 @@ class _Group:
     writers' differences (each layer reads them once); the active ones are normalized once and
     projected by one batched matmul."""
 
-    def __init__(self, sub: Tensor, diff: Tensor, up: _Uploads, tail: Tensor | None = None):
+    def __init__(self, sub: Tensor, diff: Tensor, up: _Uploads, tail: Tensor | None = None, zero: Tensor | None = None):
         self.n, self.diff, self.up = sub.shape[0], diff, up
-        inside, w = _signed(sub)
+        inside, w = _signed(sub, zero)
         summed = w.ne(0).any(0)
         act_in, act_out = (summed & inside).nonzero().flatten(), (summed & ~inside).nonzero().flatten()
         self.active = torch.cat([act_in, act_out])  # [active] reader columns, inside ones first
@@ -465,8 +505,8 @@ class _MLPInput:
     edges from them are summed there (`tail`, that group's extra column) and only those from the
     layer's own heads here; otherwise its whole sum is made here (gathering its few rows)."""
 
-    def __init__(self, sub: Tensor, n_before: int, diff: Tensor, up: _Uploads):
-        inside, w = _signed(sub)
+    def __init__(self, sub: Tensor, n_before: int, diff: Tensor, up: _Uploads, zero: Tensor | None = None):
+        inside, w = _signed(sub, zero)
         self.inside, self.w = bool(inside[0]), w[:, 0]
         self.active = bool(self.w.ne(0).any())
         self.tail = self.w[:n_before] if bool(self.w[:n_before].ne(0).any()) else None

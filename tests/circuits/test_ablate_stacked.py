@@ -81,3 +81,29 @@ def test_curve_stacked_equals_per_size(tiny_llama, sharp):
     for c in (per, small):
         assert max(abs(a - b) for a, b in zip(one.faithfulness, c.faithfulness)) < 1e-5
     assert torch.allclose(one.per_prompt, per.per_prompt, atol=2e-5)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_unread_mlp_is_not_computed(fixture, sharp):
+    """An MLP no circuit edge leaves outputs exactly its replacement: the per-size engine skips its
+    computation, still equals the reference, and leaves the bridge as it was."""
+    model = sharp(fixture)
+    held = scrambled_task(model, 3, seed=2)
+    g = Graph.of(model)
+    ab = Ablator(model, held)
+    w1 = g.writer_index()[ablate.Node("mlp", 1)]
+    keep = torch.rand(g.n_edges, generator=torch.Generator().manual_seed(3)) < 0.5
+    keep[g.src == w1] = False  # nothing reads MLP 1 through the circuit
+    calls = []
+    handle = model.bridge.blocks[1].mlp.original_component.register_forward_hook(lambda *a: calls.append(1))
+    try:
+        with torch.no_grad():
+            before = model(held.clean)
+        fast = ab.run(keep)
+        assert len(calls) == 1  # the plain forward's only
+        with torch.no_grad():
+            assert torch.equal(model(held.clean), before)  # the bridge's MLP is back
+    finally:
+        handle.remove()
+    assert torch.allclose(fast, ablated_reference(model, held, keep), atol=2e-5)
+    assert float((fast - ab.m_full).abs().max()) > 1e-3
