@@ -1,22 +1,37 @@
 """The ablation engine behind faithfulness (interp.circuits.faithfulness): the model with every
-edge outside a circuit ablated, one forward per circuit.
+edge outside a circuit ablated.
 
-One forward per circuit, on the bridge's own forward pass: hooks keep every writer's output minus
-its replacement (writer-major, in place), and each input whose circuit edges differ from "all" is
-rebuilt from whichever side is smaller -- base + the circuit's edges into it (base: the input with
-everything ablated) or the current input - its ablated edges -- and only its projection (a head's
-q, a KV head's k or v before rotary, an MLP's normalized input) is recomputed from it. An input with
-no circuit edge takes the fully ablated projection, cached (under counterfactual ablation: the
-corrupted run's own); an input with every edge kept keeps the bridge's. Each layer reads the
-writers' differences once: one matmul sums every rebuilt attention input of the layer together with
-its MLP input's part from the writers before the layer (the layer's own heads are added at the
-MLP); the rebuilt inputs are normalized together and projected by one batched matmul with the
-stacked W_Q/W_K/W_V rows. The circuit's structure is worked out on the CPU before the forward and
-sent to the device in one copy per dtype, so the forward never waits on the host. A curve is the
-corrupted run, the clean run (the 100 % circuit changes nothing) and one forward per other size
-(an empty circuit is the corrupted run; sizes that prune to the same circuit run once). The plainly
-written `ablated_reference` subtracts every excluded edge on its own, through the bridge's split
-per-input copies (interp.circuits.readers), and tests hold the two together.
+One forward per circuit (`Ablator.run`), on the bridge's own forward pass: hooks keep every writer's
+output minus its replacement (writer-major, in place), and each input whose circuit edges differ
+from "all" is rebuilt from whichever side is smaller -- base + the circuit's edges into it (base:
+the input with everything ablated) or the current input - its ablated edges -- and only its
+projection (a head's q, a KV head's k or v before rotary, an MLP's normalized input) is recomputed
+from it. An input with no circuit edge takes the fully ablated projection, cached (under
+counterfactual ablation: the corrupted run's own); an input with every edge kept keeps the
+bridge's. Each layer reads the writers' differences once: one matmul sums every rebuilt attention
+input of the layer together with its MLP input's part from the writers before the layer (the
+layer's own heads are added at the MLP); the rebuilt inputs are normalized together and projected
+by one batched matmul with the stacked W_Q/W_K/W_V rows. Two exact shortcuts: the pass stops at the
+final residual stream and only END goes through the final norm and the unembedding (the metric
+reads nothing else), and an MLP that no circuit edge leaves is not computed at all -- nobody reads
+it through the circuit, so it returns its replacement (its difference is zero and weighs nothing).
+The circuit's structure is worked out on the CPU before the forward and sent to the device in one
+copy per dtype, so the forward never waits on the host.
+
+A curve (`Ablator.run_many`) is the corrupted run, the clean run (the 100 % circuit changes
+nothing; both in one batch, the Ablator's reference run) and the other sizes (an empty circuit is
+the corrupted run; sizes that prune to the same circuit run once), in one of two ways, picked by
+device:
+- on an accelerator, where a forward costs its kernel count, every size in ONE forward, stacked
+  size-major along the batch (`_Stacked`): each layer's inputs are rebuilt for every size by one
+  batched matmul with signed weights [size, input, writer] over that size's rows of the writers'
+  differences, base or current per (size, input) by a torch.where, so a curve launches about two
+  forwards' kernels; at most `max_rows` prompts x sizes per forward (default: what half the free
+  device memory holds), in chunks of sizes beyond;
+- on the CPU, which is bound by arithmetic (stacking cuts no FLOPs, and the union of every size's
+  rebuilt inputs costs more than each size's own), one forward per size.
+The plainly written `ablated_reference` subtracts every excluded edge on its own, through the
+bridge's split per-input copies (interp.circuits.readers), and tests hold both ways to it.
 """
 
 from __future__ import annotations
@@ -166,16 +181,13 @@ class Ablator:
     @torch.no_grad()
     def run(self, keep: Bool[Tensor, "edge"]) -> Float[Tensor, "batch"]:
         """The metric per prompt with every edge outside `keep` ablated (one forward)."""
-        g, model = self.graph, self.model
-        dev = model.device
         keep = keep.detach().to("cpu", torch.bool)
-        if bool(keep.all()):  # nothing ablated: the clean run
-            return self.m_full
-        if self.m_corrupted is not None and not bool(keep.any()):  # everything ablated: the corrupted run
-            return self.m_corrupted
+        known, _ = self._distinct([keep])  # nothing ablated: the clean run; everything: the corrupted run
+        if known[0] is not None:
+            return known[0]
         fwd, got, skipped = self._plan(keep)
-        with _skipped_mlps(self.model, skipped):
-            hooks.run_until(self.model, self.task.clean, fwd, hooks.final_resid(self.graph.n_layers))  # nothing after it is read
+        with _skipped_mlps(self.model, skipped):  # nothing after the final residual stream is read
+            hooks.run_until(self.model, self.task.clean, fwd, hooks.final_resid(self.graph.n_layers))
         return self.metric(_readout(self.model, got["x"]))
 
     def _plan(self, keep: Bool[Tensor, "edge"]) -> tuple[list, dict[str, Tensor], dict[int, Tensor]]:

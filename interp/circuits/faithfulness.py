@@ -23,8 +23,9 @@ under f and CMD the area under |1 - f|, both by the trapezoid rule over the frac
 for CMD; `ranking` picks one (the CLI computes both). Intervals come from a bootstrap over the
 held-out prompts (the whole curve recomputed per resample from the same per-prompt metrics).
 
-The ablated forward passes are interp.circuits.ablate's (its docstring says how a circuit costs one
-forward); the plainly written `ablated_reference` there is what tests hold the engine to.
+The ablated forward passes are interp.circuits.ablate's (`Ablator.run_many`: on an accelerator
+every size in one forward, stacked along the batch; on the CPU one forward per size); the plainly
+written `ablated_reference` there is what tests hold the engine to.
 """
 
 from __future__ import annotations
