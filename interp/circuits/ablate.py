@@ -120,7 +120,7 @@ class Ablator:
 
         sink: dict[int, Tensor] = {}
         hooks.run_until(model, ref_tokens, [(n, keep(n)) for n in names] +
-                        writer_hooks(model, self.graph, lambda i, a: sink.__setitem__(i, a[:B])), hooks.final_resid(L))  # fmt: skip
+                        writer_hooks(model, self.graph, sink.__setitem__, rows=B), hooks.final_resid(L))  # fmt: skip
         a_ref = stack_writers(sink, len(self.graph.writers))
         end = t.end.to(final["x"].device).repeat(2 if both else 1)
         logits = _readout(model, final["x"][torch.arange(len(end), device=end.device), end])  # [batch vocab], END only
