@@ -227,6 +227,10 @@ def bench_curve(model, split, args) -> None:
     print(f"2. faithfulness curve (10 sizes, {len(held)} held-out prompts, {how}): {t['curve'][0]:.2f}s wall  "
           f"{t['curve'][1]:.2f}s cpu   forward {t['fwd'][0]:.2f}s / {t['fwd'][1]:.2f}s   -> {t['curve'][0] / t['fwd'][0]:.1f} / "
           f"{t['curve'][1] / t['fwd'][1]:.1f} forwards (goal <= 12); {mem} during the curve")  # fmt: skip
+    if model.device.type != "cpu":  # the per-size way, timed in the same run, for comparison
+        t2 = interleave({"fwd": fwd, "curve": lambda: faithfulness_curve(model, scores, held, n_boot=200, stacked=False)},
+                        args.repeats, args.device)  # fmt: skip
+        print(f"   one forward per size instead: {t2['curve'][0]:.2f}s wall -> {t2['curve'][0] / t2['fwd'][0]:.1f} forwards")
     print("   f:", " ".join(f"{p:g}%={f:.2f}" for p, f in zip(c.percents, c.faithfulness)), f"  CPR {c.cpr:.3f} CMD {c.cmd:.3f}")
     # the GPU proxy: kernel-launching ops of the curve against those of one plain forward
     with OpCount() as one:
