@@ -561,11 +561,13 @@ class _Stacked:
     """Several circuits in one forward, stacked size-major along the batch (row s * B + b is prompt b
     under circuit s): `Ablator.run`'s hooks with a size axis, for accelerators, where a forward costs
     its kernel count. Each layer's inputs are rebuilt by one batched matmul over the sizes, with
-    signed weights [size, writer, input] (`_signed` per size; the MLP's part from the writers before
-    its layer rides along as one more column), base or current stream per (size, input) by a
-    torch.where, and a (size, input) left at an end takes the bridge's own projection or the fully
-    ablated one, also by a torch.where. All of it is worked out on the CPU and uploaded in one copy
-    per dtype: the forward never waits on the host."""
+    signed weights [size, writer, input] (`_signed`'s choice per size; the MLP's part from the
+    writers before its layer rides along as one more column), base or current stream per (size,
+    input) by a torch.where; once any size rebuilds an attention input of a layer, all of them are
+    rebuilt for every size (one norm, one projection, no per-head selection), and only a layer
+    with every (size, input) at an end swaps in the fully ablated projections by a torch.where. All
+    of it is worked out on the CPU and uploaded in one copy per dtype: the forward never waits on
+    the host. (MLPs are always computed here: the largest size of a curve reads them all.)"""
 
     def __init__(self, ab: Ablator, keeps: Bool[Tensor, "size edge"]):
         g, model = ab.graph, ab.model
@@ -606,9 +608,10 @@ class _Stacked:
         rows = w.ne(0).any(2).any(0).nonzero().flatten()
         gather = 3 * len(rows) < w.shape[1]
         self.read[rows + lo if gather else slice(lo, lo + w.shape[1])] = True
+        k = w.shape[1]
         w = w[:, rows] if gather else w
         weights = self.up.add(w.transpose(1, 2).to(self.diff.dtype).contiguous())  # [size column k]
-        return self.up.add(rows + lo) if gather else None, weights, lo, lo + (0 if gather else w.shape[1])
+        return (self.up.add(rows + lo), weights, lo, lo) if gather else (None, weights, lo, lo + k)
 
     def _layer(self, layer: int, sub: Tensor, msub: Tensor | None) -> None:
         """A layer's hooks. If some size rebuilds some attention input, every attention input of the
