@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from interp import hooks, load
 from interp.circuits.attribute import attribute
@@ -149,7 +150,64 @@ def bench_attribution(model, split, args) -> None:
               + ("   (goal <= 1.5)" if k == "eap-ig" else ""))  # fmt: skip
 
 
+class OpCount(TorchDispatchMode):
+    """Counts the aten ops that launch a kernel on an accelerator (every op but views, allocations
+    and detach), leaving out those run inside the functions in `host` (the CPU structure code, which
+    never touches the device), and the device-to-host reads (`syncs`)."""
+
+    FREE = {"empty", "empty_strided", "empty_like", "detach", "lift_fresh", "alias", "_unsafe_view", "_local_scalar_dense"}
+
+    def __init__(self, host=()):
+        super().__init__()
+        self.ops = self.syncs = self.depth = 0
+        self.host = host
+
+    def __enter__(self):
+        self.saved = []
+        for owner, name in self.host:
+            fn = getattr(owner, name)
+            self.saved.append((owner, name, fn))
+            setattr(owner, name, self._quiet(fn))
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        for owner, name, fn in self.saved:
+            setattr(owner, name, fn)
+        return super().__exit__(*exc)
+
+    def _quiet(self, fn):
+        def wrapped(*a, **k):
+            self.depth += 1
+            try:
+                return fn(*a, **k)
+            finally:
+                self.depth -= 1
+
+        return wrapped
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not self.depth:
+            name = func.overloadpacket.__name__
+            self.syncs += name == "_local_scalar_dense"
+            self.ops += not (func.is_view or name in self.FREE)
+        return func(*args, **(kwargs or {}))
+
+
+def curve_ops(model, held, keeps, graph, stacked: bool) -> tuple[int, int]:
+    """(device ops, device-to-host reads) of a whole curve's ablation work: the Ablator's reference
+    run and every size's forward (the bootstrap runs on the CPU)."""
+    from interp.circuits import ablate
+
+    host = [(ablate.Ablator, "_plan"), (ablate.Ablator, "_distinct"), (ablate.Ablator, "_layout"),
+            (ablate._Stacked, "__init__")]  # fmt: skip
+    with OpCount(host) as c:
+        ablate.Ablator(model, held, graph=graph).run_many(keeps, stacked=stacked, max_rows=1 << 30)
+    return c.ops, c.syncs
+
+
 def bench_curve(model, split, args) -> None:
+    from interp.circuits.faithfulness import circuits_at
+
     scores = attribute(model, split.score, "eap-ig", steps=args.steps, batch_size=len(split.score))
     held = split.heldout
 
@@ -158,12 +216,30 @@ def bench_curve(model, split, args) -> None:
             model(held.clean)
 
     fwd()
+    cuda = args.device.startswith("cuda")
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     t = interleave({"fwd": fwd, "curve": lambda: faithfulness_curve(model, scores, held, n_boot=200)}, args.repeats, args.device)
+    mem = f"peak GPU memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB" if cuda else peak()
     c = faithfulness_curve(model, scores, held, n_boot=200)
-    print(f"2. faithfulness curve (10 sizes, {len(held)} held-out prompts): {t['curve'][0]:.2f}s wall  {t['curve'][1]:.2f}s cpu"
-          f"   forward {t['fwd'][0]:.2f}s / {t['fwd'][1]:.2f}s   -> {t['curve'][0] / t['fwd'][0]:.1f} / "
-          f"{t['curve'][1] / t['fwd'][1]:.1f} forwards (goal <= 12)")  # fmt: skip
+    how = "stacked" if model.device.type != "cpu" else "one forward per size"
+    print(f"2. faithfulness curve (10 sizes, {len(held)} held-out prompts, {how}): {t['curve'][0]:.2f}s wall  "
+          f"{t['curve'][1]:.2f}s cpu   forward {t['fwd'][0]:.2f}s / {t['fwd'][1]:.2f}s   -> {t['curve'][0] / t['fwd'][0]:.1f} / "
+          f"{t['curve'][1] / t['fwd'][1]:.1f} forwards (goal <= 12); {mem} during the curve")  # fmt: skip
+    if model.device.type != "cpu":  # the per-size way, timed in the same run, for comparison
+        t2 = interleave({"fwd": fwd, "curve": lambda: faithfulness_curve(model, scores, held, n_boot=200, stacked=False)},
+                        args.repeats, args.device)  # fmt: skip
+        print(f"   one forward per size instead: {t2['curve'][0]:.2f}s wall -> {t2['curve'][0] / t2['fwd'][0]:.1f} forwards")
     print("   f:", " ".join(f"{p:g}%={f:.2f}" for p, f in zip(c.percents, c.faithfulness)), f"  CPR {c.cpr:.3f} CMD {c.cmd:.3f}")
+    # the GPU proxy: kernel-launching ops of the curve against those of one plain forward
+    with OpCount() as one:
+        fwd()
+    keeps = [k for _, k in circuits_at(scores)]
+    for stacked in (True, False):
+        ops, syncs = curve_ops(model, held, keeps, scores.graph, stacked)
+        print(f"   device ops, {'stacked' if stacked else 'per size'}: {ops} for the curve, {one.ops} per plain forward -> "
+              f"{ops / one.ops:.2f} forwards' worth of kernels; {syncs} device-to-host reads")  # fmt: skip
 
 
 def mha_model(shape: str, device: str, dtype: str | None):

@@ -23,8 +23,9 @@ under f and CMD the area under |1 - f|, both by the trapezoid rule over the frac
 for CMD; `ranking` picks one (the CLI computes both). Intervals come from a bootstrap over the
 held-out prompts (the whole curve recomputed per resample from the same per-prompt metrics).
 
-The ablated forward passes are interp.circuits.ablate's (its docstring says how a circuit costs one
-forward); the plainly written `ablated_reference` there is what tests hold the engine to.
+The ablated forward passes are interp.circuits.ablate's (`Ablator.run_many`: on an accelerator
+every size in one forward, stacked along the batch; on the CPU one forward per size); the plainly
+written `ablated_reference` there is what tests hold the engine to.
 """
 
 from __future__ import annotations
@@ -129,22 +130,18 @@ def faithfulness_curve(
     seed: int = 0,
     ablator: Ablator | None = None,
     progress: Progress | None = None,
+    stacked: bool | None = None,
+    max_rows: int | None = None,
 ) -> Curve:
-    """f at each size (see the module docstring), with bootstrap intervals over held-out prompts."""
+    """f at each size (see the module docstring), with bootstrap intervals over held-out prompts.
+    `stacked` and `max_rows` choose how the sizes run (`Ablator.run_many`: by default every size in
+    one forward on an accelerator, one forward per size on the CPU)."""
     percents = [float(p) for p in percents]
     if not percents or any(not 0 <= p <= 100 for p in percents) or percents != sorted(percents):
         raise WorkbenchError("circuit sizes must be increasing percentages in 0..100")
     ab = ablator or Ablator(model, heldout, ablation, mean_task, scores.graph)
     sizes = circuits_at(scores, percents, ranking, pruned)
-    per, seen = [], {}
-    for i, (_, keep) in enumerate(sizes):
-        key = keep.cpu().numpy().tobytes()  # sizes that prune to the same circuit run once
-        if key not in seen:
-            seen[key] = ab.run(keep).float().cpu()
-        per.append(seen[key])
-        if progress:
-            progress(i + 1, len(sizes), "faithfulness")
-    per_t = torch.stack(per)  # [size batch]
+    per_t = ab.run_many([k for _, k in sizes], stacked, max_rows, progress).float().cpu()  # [size batch]
     full = ab.m_full.float().cpu()
     empty = ab.m_corrupted.float().cpu() if ab.m_corrupted is not None else ab.run(torch.zeros(scores.graph.n_edges, dtype=torch.bool)).float().cpu()
     gap = float(full.mean() - empty.mean())
