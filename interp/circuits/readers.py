@@ -106,10 +106,11 @@ def head_out(model: Model, layer: int, z: Float[Tensor, "... head d_head"]) -> F
     return einops.einsum(z, W_O.to(z.dtype), "... head e, head e d -> ... head d")
 
 
-def writer_hooks(model: Model, graph: Graph, put: Callable[[int, Tensor], None]) -> list:
+def writer_hooks(model: Model, graph: Graph, put: Callable[[int, Tensor], None], rows: int | None = None) -> list:
     """Forward hooks that hand each writer group's output to `put(first, output)`, `first` being the
     group's first writer index: the embedding [batch pos 1 d], a layer's heads [batch pos head d]
-    (z_h @ W_O[h]), an MLP [batch pos 1 d]; in forward order, detached."""
+    (z_h @ W_O[h]), an MLP [batch pos 1 d]; in forward order, detached; only the batch's first
+    `rows` rows when given."""
     from interp.circuits.graph import Node
 
     where = graph.writer_index()
@@ -117,7 +118,7 @@ def writer_hooks(model: Model, graph: Graph, put: Callable[[int, Tensor], None])
     def hand(first: int, fn: Callable[[Tensor], Tensor]):
         def hook(x, hook=None):
             with torch.no_grad():
-                put(first, fn(x.detach()))
+                put(first, fn(x.detach()[:rows]))
 
         return hook
 
