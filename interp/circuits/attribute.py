@@ -28,15 +28,21 @@ out of the embedding at once *is* the corrupted run), which plain EAP only appro
 How the gradient at an input's own copy is had without copying the residual stream: one ordinary
 forward and backward gives the gradients at every head's q (per query head), k and v (per KV head)
 before rotary, at each MLP's normalized input and at the final norm's input; each is pulled back
-through its W_Q[h] (W_K[g], W_V[g]) and the block's norm at that layer's residual stream (one
-vector-Jacobian product per layer). Tests hold the result to finite differences of exact edge
-patching and to TransformerLens's split-input gradients.
+through its W_Q[h] (W_K[g], W_V[g]) and the block's norm at that layer's residual stream, with the
+norm's vector-Jacobian product written out (`_Pullback`; held once per model to autograd through
+the norm module itself, which it falls back to). Tests hold the result to finite differences of
+exact edge patching and to TransformerLens's split-input gradients.
 
 Cost: EAP-IG is one clean forward (no gradient; it gives the clean writers and the clean logits)
-plus m forward+backward passes (the k = 0 pass *is* the corrupted run, so the corrupted writers are
-read from it), batched over prompts (`batch_size` at a time); the m gradients are summed per input
-and contracted with the activation differences once per batch. EAP is one forward+backward at the
-clean run and one corrupted forward.
+plus m forward+backward passes' worth of rows (the k = 0 pass *is* the corrupted run, so the
+corrupted writers are read from it). The steps are stacked along the batch: one forward+backward
+runs up to `batch_size` rows, i.e. max(1, batch_size // prompts) steps of a chunk of at most
+`batch_size` prompts, so with batch_size >= m x prompts all m steps are one pass (on a GPU that
+that is m times fewer passes, and so kernel launches). Within a pass the pull-back is summed over the stacked
+steps before its one contraction with W per layer, and contracted with the activation differences
+(one matrix product per layer into a column block of the scores) at once, or, when a chunk's steps
+take several passes, once after the last. EAP is one forward+backward at the clean run and one
+corrupted forward. Nothing in the loops waits on the device (no .item(), no host copies).
 """
 
 from __future__ import annotations
