@@ -148,10 +148,13 @@ def peak_of(fn, device: str) -> str:
 
 
 # aten operators that launch no kernel of their own (views, metadata, wrappers around other operators)
-NO_KERNEL = set("""view as_strided reshape slice unsqueeze squeeze permute transpose t expand expand_as detach select
-    narrow _unsafe_view _reshape_alias resolve_conj resolve_neg empty empty_strided empty_like lift_fresh numpy_T
-    view_as alias split split_with_sizes chunk unbind result_type to linear matmul contiguous _to_copy clone einsum
-    flatten unflatten repeat type_as dropout""".split())  # fmt: skip
+NO_KERNEL = {
+    "view", "as_strided", "reshape", "slice", "unsqueeze", "squeeze", "permute", "transpose", "t", "expand",
+    "expand_as", "detach", "select", "narrow", "_unsafe_view", "_reshape_alias", "resolve_conj", "resolve_neg",
+    "empty", "empty_strided", "empty_like", "lift_fresh", "numpy_T", "view_as", "alias", "split", "split_with_sizes",
+    "chunk", "unbind", "result_type", "to", "linear", "matmul", "contiguous", "_to_copy", "clone", "einsum",
+    "flatten", "unflatten", "repeat", "type_as", "dropout",
+}
 
 
 def aten_ops(fn) -> int:

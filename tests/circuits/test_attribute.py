@@ -152,7 +152,9 @@ def test_analytic_pullback_equals_autograd_through_the_norm(fixture, sharp, requ
     assert A._ANALYTIC[id(model)]  # its first pass agreed with autograd
     monkeypatch.setattr(A._Pullback, "gradients", A._Pullback.reference)
     slow = attribute(model, task, "eap-ig", steps=3, batch_size=9)
-    assert torch.allclose(fast.scores, slow.scores, atol=1e-6, rtol=1e-4), float((fast.scores - slow.scores).abs().max())
+    assert torch.allclose(fast.scores, slow.scores, atol=1e-6, rtol=1e-4), float(
+        (fast.scores - slow.scores).abs().max()
+    )
     assert float(slow.scores.abs().max()) > 1e-3
 
 
@@ -163,7 +165,9 @@ def test_a_misread_norm_falls_back_to_autograd(tiny_gpt2, sharp, request, monkey
     task = scrambled_task(model, 2, seed=1)
     right = attribute(model, task, "eap-ig", steps=2)
     monkeypatch.setattr(A, "_ANALYTIC", {})
-    monkeypatch.setattr(A, "_norm_form", lambda *a: (torch.ones(model.info.d_model), None, 1e-5))  # bias and weight lost
+    monkeypatch.setattr(
+        A, "_norm_form", lambda *a: (torch.ones(model.info.d_model), None, 1e-5)
+    )  # bias and weight lost
     with pytest.warns(UserWarning, match="autograd path"):
         fallen = attribute(model, task, "eap-ig", steps=2)
     assert not A._ANALYTIC[id(model)]
@@ -178,10 +182,20 @@ def test_stacked_steps_equal_one_step_a_pass(fixture, sharp, request):
     task = scrambled_task(model, 3, seed=5)
     one = attribute(model, task, "eap-ig", steps=4, batch_size=3)
     assert float(one.scores.abs().max()) > 1e-3
-    for rows in (12, 7, 2, 100):  # 1 pass of 12 rows; 2 of 6; prompts 2+1 with 1 and 2 steps a pass; more rows than needed
+    for rows in (
+        12,
+        7,
+        2,
+        100,
+    ):  # 1 pass of 12 rows; 2 of 6; prompts 2+1 with 1 and 2 steps a pass; more rows than needed
         got = attribute(model, task, "eap-ig", steps=4, batch_size=rows)
-        assert torch.allclose(got.scores, one.scores, atol=1e-6, rtol=1e-4), (rows, float((got.scores - one.scores).abs().max()))
-        assert (got.clean_metric, got.corrupted_metric) == pytest.approx((one.clean_metric, one.corrupted_metric), abs=1e-5)
+        assert torch.allclose(got.scores, one.scores, atol=1e-6, rtol=1e-4), (
+            rows,
+            float((got.scores - one.scores).abs().max()),
+        )
+        assert (got.clean_metric, got.corrupted_metric) == pytest.approx(
+            (one.clean_metric, one.corrupted_metric), abs=1e-5
+        )
     eap = attribute(model, task, "eap", batch_size=1), attribute(model, task, "eap", batch_size=3)
     assert torch.allclose(eap[0].scores, eap[1].scores, atol=1e-6, rtol=1e-4)
 
