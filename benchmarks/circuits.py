@@ -6,7 +6,9 @@ a shared machine):
 
 1. EAP-IG with m steps on --model (IOI, --n-prompts prompts, one batch) against one forward +
    one backward of the same batch (the backward to the input embeddings: activation gradients,
-   no weight gradients). Goal: <= 1.5 x m x (forward + backward). EAP against the same baseline.
+   no weight gradients). Goal: <= 1.5 x m x (forward + backward). The steps are stacked along
+   the batch (m x prompts rows in one forward+backward); one step a pass and EAP are timed
+   against the same baseline; --ops counts aten operators too (a proxy for GPU launches).
 2. The whole faithfulness curve (MIB's 10 sizes, counterfactual ablation, pruned top-n) on the
    held-out batch against one plain forward of that batch. Goal: <= 12 forwards.
 3. On an MHA GPT-2-shaped model built here (random weights, GPT-2's tokenizer; --tl-shape):
@@ -20,7 +22,7 @@ a shared machine):
    engine against the plain one-forward-per-edge reference.
 
     .venv/bin/python benchmarks/circuits.py [--device cpu|cuda] [--model smollm2-135m] [--dtype float32]
-        [--n-prompts 16] [--steps 5] [--repeats 2] [--tl-shape small|gpt2] [--tl-sources 8] [--skip 1,2,3,4]
+        [--n-prompts 16] [--steps 5] [--repeats 2] [--tl-shape small|gpt2] [--tl-sources 8] [--skip 1,2,3,4] [--ops]
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def random_task(model, batch: int, seq: int, seed: int = 0):
 
 
 def eap_ig_workload(model, batch: int = 16, seq: int = 32, steps: int = 5, device=None, repeats: int = 2) -> dict:
-    """EAP-IG (`steps` steps, the whole batch at once) on `batch` random pairs of `seq` tokens against
+    """EAP-IG (`steps` steps stacked, the whole batch at once) on `batch` random pairs of `seq` tokens against
     `steps` x (one forward + one backward to the input embeddings) of the same batch, timed
     interleaved, best of `repeats`. Returns {"time_s", "baseline_s", "ratio", "peak_bytes"}: baseline_s
     is already multiplied by `steps`; peak_bytes is the device's high-water mark during EAP-IG (CUDA:
@@ -124,7 +126,7 @@ def eap_ig_workload(model, batch: int = 16, seq: int = 32, steps: int = 5, devic
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t = interleave({"fb": fb, "eap-ig": lambda: attribute(model, task, "eap-ig", steps=steps, batch_size=batch)},
+    t = interleave({"fb": fb, "eap-ig": lambda: attribute(model, task, "eap-ig", steps=steps, batch_size=steps * batch)},
                    repeats, device)  # fmt: skip
     if cuda:
         peak_bytes = int(torch.cuda.max_memory_allocated())
@@ -134,20 +136,61 @@ def eap_ig_workload(model, batch: int = 16, seq: int = 32, steps: int = 5, devic
     return {"time_s": time_s, "baseline_s": baseline_s, "ratio": time_s / baseline_s, "peak_bytes": peak_bytes}
 
 
+def peak_of(fn, device: str) -> str:
+    """The device's high-water mark over one untimed run of fn (CUDA: allocated bytes, weights
+    included), or '' on the CPU (the process's peak RSS is printed at the end)."""
+    if not device.startswith("cuda"):
+        return ""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return f"   peak {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
+
+
+# aten operators that launch no kernel of their own (views, metadata, wrappers around other operators)
+NO_KERNEL = {
+    "view", "as_strided", "reshape", "slice", "unsqueeze", "squeeze", "permute", "transpose", "t", "expand",
+    "expand_as", "detach", "select", "narrow", "_unsafe_view", "_reshape_alias", "resolve_conj", "resolve_neg",
+    "empty", "empty_strided", "empty_like", "lift_fresh", "numpy_T", "view_as", "alias", "split", "split_with_sizes",
+    "chunk", "unbind", "result_type", "to", "linear", "matmul", "contiguous", "_to_copy", "clone", "einsum",
+    "flatten", "unflatten", "repeat", "type_as", "dropout",
+}
+
+
+def aten_ops(fn) -> int:
+    """How many kernel-launching aten operators one run of fn calls (torch.profiler on the CPU; leaf
+    operators, views and wrappers left out): a proxy for what a launch-bound GPU pays for."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name.startswith("aten::") and e.name[6:] not in NO_KERNEL
+               and not any(c.name.startswith("aten::") for c in e.cpu_children))  # fmt: skip
+
+
 def bench_attribution(model, split, args) -> None:
+    """EAP-IG with its m steps stacked along the batch (m x prompts rows per forward+backward), and one
+    step per pass (batch_size = the prompts), against m x (forward + backward) of the prompt batch."""
     task, m = split.score, args.steps
     forward_backward(model, task)()  # warm-up
     attribute(model, task, "eap", batch_size=len(task))
-    t = interleave({"fb": forward_backward(model, task),
-                    "eap-ig": lambda: attribute(model, task, "eap-ig", steps=m, batch_size=len(task)),
-                    "eap": lambda: attribute(model, task, "eap", batch_size=len(task))}, args.repeats, args.device)  # fmt: skip
+    runs = {"fb": forward_backward(model, task),
+            "eap-ig": lambda: attribute(model, task, "eap-ig", steps=m, batch_size=m * len(task)),
+            "eap-ig/1": lambda: attribute(model, task, "eap-ig", steps=m, batch_size=len(task)),
+            "eap": lambda: attribute(model, task, "eap", batch_size=len(task))}  # fmt: skip
+    t = interleave(runs, args.repeats, args.device)
     fb = t["fb"]
-    for k in ("eap-ig", "eap"):
-        steps = m if k == "eap-ig" else 1
+    ops = {k: aten_ops(fn) for k, fn in runs.items()} if args.ops else {}
+    for k, what in (("eap-ig", "steps stacked"), ("eap-ig/1", "1 step a pass"), ("eap", "1 step")):
+        steps = 1 if k == "eap" else m
         wall, cpu = t[k][0] / (steps * fb[0]), t[k][1] / (steps * fb[1])
-        print(f"1. {k:<7} ({steps} step{'s' if steps > 1 else ''}): {t[k][0]:7.2f}s wall  {t[k][1]:7.2f}s cpu   "
-              f"forward+backward {fb[0]:.2f}s / {fb[1]:.2f}s   -> {wall:.2f} / {cpu:.2f} x steps x (fwd+bwd)"
-              + ("   (goal <= 1.5)" if k == "eap-ig" else ""))  # fmt: skip
+        count = f"   aten ops {ops[k]} = {ops[k] / (steps * ops['fb']):.2f} x steps x (fwd+bwd)" if ops else ""
+        print(f"1. {k:<8} ({steps} x {what}): {t[k][0]:7.2f}s wall  {t[k][1]:7.2f}s cpu   "
+              f"forward+backward {fb[0]:.3f}s / {fb[1]:.3f}s   -> {wall:.2f} / {cpu:.2f} x steps x (fwd+bwd)"
+              + ("   (goal <= 1.5)" if k == "eap-ig" else "") + count + peak_of(runs[k], args.device))  # fmt: skip
+    print(f"   forward+backward of {len(task)} prompts{peak_of(runs['fb'], args.device)}"
+          + (f"   aten ops {ops['fb']}" if ops else ""))  # fmt: skip
 
 
 class OpCount(TorchDispatchMode):
@@ -384,6 +427,7 @@ def main() -> None:
     p.add_argument("--ref-edges", type=int, default=64, help="edges the one-forward-per-edge reference patches")
     p.add_argument("--full-tl", action="store_true", help="also time TL's whole all-sources sweep")
     p.add_argument("--skip", default="", help="comma-separated sections to skip, e.g. 3,4")
+    p.add_argument("--ops", action="store_true", help="1: also count aten operators (torch.profiler, a GPU launch proxy)")
     args = p.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     torch.set_grad_enabled(False)

@@ -123,3 +123,105 @@ def test_circuits_and_bad_input(tiny_llama):
         attribute(tiny_llama, task, "eap-ig", steps=0)
     with pytest.raises(WorkbenchError, match="ranking"):
         s.order("sideways")
+
+
+def _loosened(model, request, scale: float = 0.3):
+    """Random norm weights and biases everywhere (restored after the test): a fresh init's norm
+    weights are 1 and its biases 0, which would leave the norm and bias terms of the pull-back
+    untested."""
+    g = torch.Generator().manual_seed(7)
+    saved = []
+    with torch.no_grad():
+        for n, p in model.bridge.named_parameters():
+            if "bias" in n or "ln" in n or "norm" in n:
+                saved.append((p, p.detach().clone()))
+                p.add_(scale * torch.randn(p.shape, generator=g).to(p.dtype))
+    request.addfinalizer(lambda: [p.data.copy_(v) for p, v in reversed(saved)])  # last first: some share storage
+    return model
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_analytic_pullback_equals_autograd_through_the_norm(fixture, sharp, request, monkeypatch):
+    """The analytic norm pull-back summed over stacked steps (RMSNorm for the llama, LayerNorm with
+    biases and attention biases for GPT-2) gives the scores of the plain autograd one."""
+    from interp.circuits import attribute as A
+
+    model = _loosened(sharp(fixture), request)
+    task = scrambled_task(model, 3, seed=3)
+    fast = attribute(model, task, "eap-ig", steps=3, batch_size=9)
+    assert A._ANALYTIC[id(model)]  # its first pass agreed with autograd
+    monkeypatch.setattr(A._Pullback, "gradients", A._Pullback.reference)
+    slow = attribute(model, task, "eap-ig", steps=3, batch_size=9)
+    assert torch.allclose(fast.scores, slow.scores, atol=1e-6, rtol=1e-4), float(
+        (fast.scores - slow.scores).abs().max()
+    )
+    assert float(slow.scores.abs().max()) > 1e-3
+
+
+def test_a_misread_norm_falls_back_to_autograd(tiny_gpt2, sharp, request, monkeypatch):
+    from interp.circuits import attribute as A
+
+    model = _loosened(sharp("tiny_gpt2"), request)
+    task = scrambled_task(model, 2, seed=1)
+    right = attribute(model, task, "eap-ig", steps=2)
+    monkeypatch.setattr(A, "_ANALYTIC", {})
+    monkeypatch.setattr(
+        A, "_norm_form", lambda *a: (torch.ones(model.info.d_model), None, 1e-5)
+    )  # bias and weight lost
+    with pytest.warns(UserWarning, match="autograd path"):
+        fallen = attribute(model, task, "eap-ig", steps=2)
+    assert not A._ANALYTIC[id(model)]
+    assert torch.allclose(fallen.scores, right.scores, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_stacked_steps_equal_one_step_a_pass(fixture, sharp, request):
+    """Steps stacked along the batch (all in one pass, two a pass, one a pass with uneven prompt
+    chunks) give the scores of one step per forward+backward, in float32."""
+    model = _loosened(sharp(fixture), request, 0.1)
+    task = scrambled_task(model, 3, seed=5)
+    one = attribute(model, task, "eap-ig", steps=4, batch_size=3)
+    assert float(one.scores.abs().max()) > 1e-3
+    for rows in (
+        12,
+        7,
+        2,
+        100,
+    ):  # 1 pass of 12 rows; 2 of 6; prompts 2+1 with 1 and 2 steps a pass; more rows than needed
+        got = attribute(model, task, "eap-ig", steps=4, batch_size=rows)
+        assert torch.allclose(got.scores, one.scores, atol=1e-6, rtol=1e-4), (
+            rows,
+            float((got.scores - one.scores).abs().max()),
+        )
+        assert (got.clean_metric, got.corrupted_metric) == pytest.approx(
+            (one.clean_metric, one.corrupted_metric), abs=1e-5
+        )
+    eap = attribute(model, task, "eap", batch_size=1), attribute(model, task, "eap", batch_size=3)
+    assert torch.allclose(eap[0].scores, eap[1].scores, atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_stacked_steps_in_bfloat16(fixture, sharp, request, tiny_gpt2_dir):
+    """In bfloat16 stacking changes the scores by no more than bfloat16 itself does: stacked and
+    one-step-a-pass scores are both near the float32 ones and near each other."""
+    from interp import load
+
+    f32 = sharp(fixture)
+    if fixture == "tiny_llama":
+        bf16 = request.getfixturevalue("tiny_llama_bf16")
+    else:
+        bf16 = load(str(tiny_gpt2_dir), device="cpu", dtype="bfloat16")
+        with torch.no_grad():
+            for block in bf16.bridge.blocks:
+                block.attn.q.original_component.weight.mul_(16.0)
+    task = scrambled_task(f32, 4, seed=6)
+    ref = attribute(f32, task, "eap-ig", steps=4, batch_size=16).scores
+    stacked = attribute(bf16, task, "eap-ig", steps=4, batch_size=16).scores
+    one = attribute(bf16, task, "eap-ig", steps=4, batch_size=4).scores
+    scale = float(ref.abs().max())
+    err_stacked, err_one = float((stacked - ref).abs().max()), float((one - ref).abs().max())
+    assert scale > 1e-3
+    assert err_stacked <= 0.05 * scale and err_one <= 0.05 * scale, (err_stacked, err_one, scale)
+    assert float((stacked - one).abs().max()) <= 0.05 * scale
+    top = lambda s: set(torch.argsort(s.abs(), descending=True)[:10].tolist())  # noqa: E731
+    assert len(top(stacked) & top(ref)) >= 7
