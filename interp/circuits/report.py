@@ -129,7 +129,7 @@ def find_circuit(
     ablation: str = "counterfactual",
     pruned: bool = True,
     exact_top: int = 20,
-    batch_size: int = 16,
+    batch_size: int = 80,
     n_boot: int = 1000,
     seed: int = 0,
     percents=MIB_PERCENTS,

@@ -29,7 +29,8 @@ def add_parser(sub) -> None:
     p.add_argument("--no-prune", action="store_true", help="keep the raw top-n edges (default: only those on a path "
                    "from the embedding to the logits)")  # fmt: skip
     p.add_argument("--exact-top", type=int, default=20, help="strongest edges to patch exactly beside their estimate (0: skip)")
-    p.add_argument("--batch-size", type=int, default=16, help="prompts per attribution batch (default 16)")
+    p.add_argument("--batch-size", type=int, default=80,
+                   help="rows (prompts x EAP-IG steps) per forward+backward of the attribution (default 80)")
     p.add_argument("--seed", type=int, default=0, help="seed for the prompts and the bootstrap (default 0)")
     p.add_argument("--out", default="runs/circuit", help="output folder (default runs/circuit)")
     p.add_argument("--device", default=None, help="cpu, cuda, auto (default auto)")

@@ -1,0 +1,466 @@
+"""The hooks behind interp.circuits.ablate's ablated forwards: each rebuilds the inputs of one layer
+from the writers' differences (see that module's docstring). Two engines: one circuit a forward
+(`_Group` for a layer's attention inputs, the logits' input or an MLP's earlier part, `_MLPInput` for
+an MLP's input) and every circuit of a curve in one forward, stacked size-major along the batch
+(`_Stacked`), with the helpers both share: the one-copy uploads, the signed weights, the MLPs that
+are not computed, the END-only readout."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from interp import hooks
+from interp.circuits.readers import input_hook
+
+if TYPE_CHECKING:
+    from interp.circuits.ablate import Ablator
+    from interp.models import Model
+
+
+@contextmanager
+def _skipped_mlps(model: Model, outputs: dict[int, Tensor]):
+    """Inside the block, the MLPs of the layers in `outputs` are not computed: each returns its
+    given output ([batch|1 pos|1 d_model], broadcast to its input's shape) through its hook_out, so
+    the hooks on hook_mlp_out still see it."""
+    blocks = model.bridge.blocks
+    try:
+        for layer, out in outputs.items():
+            mlp = blocks[layer].mlp
+
+            def skip(x, *args, mlp=mlp, out=out, **kwargs):
+                return mlp.hook_out(out.to(x.dtype).expand(*x.shape[:-1], out.shape[-1]))
+
+            object.__setattr__(mlp, "forward", skip)  # on the bridge itself (its __setattr__ would pass it to HF's)
+        yield
+    finally:
+        for layer in outputs:
+            blocks[layer].mlp.__dict__.pop("forward", None)
+
+
+def _readout(model: Model, resid_end: Float[Tensor, "row d_model"]) -> Float[Tensor, "row vocab"]:
+    """Logits from final residual streams at END only: the bridge's final norm and unembedding on
+    those rows (the positions before END are never read out)."""
+    return model.bridge.unembed(model.bridge.ln_final(resid_end[:, None]))[:, 0]
+
+
+def _project(block, kind: str, normed: Tensor) -> Tensor:
+    """q, k or v (before rotary) of normalized inputs [..., d_model] -> [..., head, d_head], every head."""
+    a = block.attn
+    W, b = {"q": (a.W_Q, a.b_Q), "k": (a.W_K, a.b_K), "v": (a.W_V, a.b_V)}[kind]
+    out = torch.einsum("...d,hde->...he", normed, W.to(normed.dtype))
+    return out if b is None else out + b.to(out.dtype)
+
+
+def _signed(sub: Tensor, zero: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(inside [reader], signed weights [writer reader]) of inputs with the circuit's edges `sub`
+    ([writer reader], True = kept, on the CPU): each input sums the smaller side, + its kept edges
+    from the fully ablated input ("inside") or - its ablated edges from its current residual stream.
+    Writers in `zero` ([writer]) output exactly their replacement (`_skipped_mlps`): no weight."""
+    kept = sub.sum(0)
+    inside = kept <= sub.shape[0] - kept
+    w = torch.where(inside[None, :], sub.float(), -(~sub).float())
+    if zero is not None:
+        w[zero[: len(w)]] = 0
+    return inside, w
+
+
+class _Uploads:
+    """The small CPU tensors (indices, signed weights) one forward's hooks read on the device, sent
+    in one copy per dtype before the forward (each separate copy to an accelerator waits for it)."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.cpu, self.dev = torch.device(device), [], []
+
+    def add(self, t: Tensor) -> int:
+        self.cpu.append(t)
+        return len(self.cpu) - 1
+
+    def send(self) -> None:
+        if self.device.type == "cpu":
+            self.dev = self.cpu
+            return
+        self.dev = [None] * len(self.cpu)
+        by_dtype: dict[torch.dtype, list[int]] = {}
+        for i, t in enumerate(self.cpu):
+            by_dtype.setdefault(t.dtype, []).append(i)
+        for ids in by_dtype.values():
+            flat = torch.cat([self.cpu[i].reshape(-1) for i in ids]).to(self.device)
+            for i, part in zip(ids, flat.split([self.cpu[i].numel() for i in ids])):
+                self.dev[i] = part.view(self.cpu[i].shape)
+
+    def __getitem__(self, i: int) -> Tensor:
+        return self.dev[i]
+
+
+class _Group:
+    """The inputs of one layer's attention (q heads, then k and v heads), of the logits or the part of
+    an MLP's input from the writers before its layer (`tail`), with the circuit's edges among the n
+    writers before them (`sub` [writer reader], True = kept, on the CPU). Each input is rebuilt from
+    the smaller side (`_signed`). An input left exactly at one end is not recomputed: the fully
+    ablated one takes its cached projection, an untouched one keeps the bridge's own. The inputs with
+    a non-empty sum (`active`, inside ones first) and the tail are summed by one matmul over the
+    writers' differences (each layer reads them once); the active ones are normalized once and
+    projected by one batched matmul."""
+
+    def __init__(self, sub: Tensor, diff: Tensor, up: _Uploads, tail: Tensor | None = None, zero: Tensor | None = None):
+        self.n, self.diff, self.up = sub.shape[0], diff, up
+        inside, w = _signed(sub, zero)
+        summed = w.ne(0).any(0)
+        act_in, act_out = (summed & inside).nonzero().flatten(), (summed & ~inside).nonzero().flatten()
+        self.active = torch.cat([act_in, act_out])  # [active] reader columns, inside ones first
+        self.n_in, self.n_act = len(act_in), len(self.active)
+        self.ablated = (inside & ~summed).nonzero().flatten()  # columns that take the fully ablated projection
+        w = w[:, self.active]
+        rows = w.ne(0).any(1).nonzero().flatten()
+        gather = 3 * len(rows) < self.n  # gathering a few rows beats reading them all
+        # the MLP's earlier part rides along only when every row is read anyway
+        self.has_tail = tail is not None and self.n_act > 0 and not gather
+        if self.has_tail:
+            w = torch.cat([w, tail[:, None]], 1)
+        self.rows = up.add(rows) if gather else None
+        self.w = up.add((w[rows] if gather else w).to(diff.dtype))  # [rows|n active(+tail)]
+        self.inside0 = bool(inside[0]) if len(inside) else True
+        self.done: dict[str, Tensor] = {}
+
+    def mark_read(self, read: Tensor) -> None:
+        """Mark the writers whose differences `sums` reads."""
+        if not (self.n_act or self.has_tail):
+            return
+        if self.rows is None:
+            read[: self.n] = True
+        else:
+            read[self.up.cpu[self.rows]] = True
+
+    def sums(self, at: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """The signed sums of the active inputs (and the tail) [active(+1) batch pos d], or at the
+        positions `at` only ((batch index, position) -> [active(+1) row d])."""
+        part = self.diff[: self.n] if self.rows is None else self.diff[: self.n].index_select(0, self.up[self.rows])
+        if at is not None:
+            part = part[:, at[0], at[1]]
+        w = self.up[self.w]
+        return (w.T @ part.reshape(part.shape[0], -1)).view(w.shape[1], *part.shape[1:])
+
+    def rebuilt(self, sums: Tensor, base: Tensor, current: Tensor) -> Tensor:
+        """The active inputs' residual streams [active batch pos d], in place in `sums`."""
+        if self.n_in:
+            sums[: self.n_in] += base
+        if self.n_in < self.n_act:
+            sums[self.n_in : self.n_act] += current
+        return sums[: self.n_act]
+
+    def pre_hooks(self, pre: str, current: dict[str, Tensor]) -> list:
+        """The hook on the layer's resid_pre, if it has anything to sum: remembers the residual stream
+        and sums (every earlier writer is written by then)."""
+
+        def hook(x, hook=None):
+            current[pre] = x
+            self.done["sums"] = self.sums()
+            if self.has_tail:
+                self.done["tail"] = self.done["sums"][-1]
+
+        return [(pre, hook)] if self.n_act or self.has_tail else []
+
+    def attention_hooks(self, layer, stacked, base, current, pre, projected, n_heads, n_kv) -> list:
+        """The hooks on hook_q, hook_k and hook_v ([batch pos width d_head], before rotary) of the kinds
+        with something to replace. The first to need it rebuilds, normalizes and projects every active
+        input of the layer (one batched matmul)."""
+        ln1, W, b = stacked
+        up, spans = self.up, {"q": (0, n_heads), "k": (n_heads, n_kv), "v": (n_heads + n_kv, n_kv)}
+        act, abl = self.active.tolist(), self.ablated.tolist()
+        which = up.add(self.active)
+
+        def project(dtype: torch.dtype) -> Tensor:
+            if "p" not in self.done:
+                normed = ln1(self.rebuilt(self.done.pop("sums"), base, current[pre]).to(dtype))
+                p = torch.einsum("abtd,ade->abte", normed, W[up[which]].to(normed.dtype))
+                self.done["p"] = p if b is None else p + b[up[which]][:, None, None, :].to(p.dtype)
+            return self.done["p"]
+
+        out = []
+        for kind, proj in zip("qkv", projected):
+            start, width = spans[kind]
+            mine = [(j, c - start) for j, c in enumerate(act) if start <= c < start + width]
+            ablated = [c - start for c in abl if start <= c < start + width]
+            if not mine and not ablated:  # every input of this kind keeps the bridge's projection
+                continue
+            sel = up.add(torch.tensor([j for j, _ in mine], dtype=torch.long))
+            heads = up.add(torch.tensor([h for _, h in mine], dtype=torch.long))
+            gone = up.add(torch.tensor(ablated, dtype=torch.long))
+
+            def hook(x, hook=None, mine=mine, ablated=ablated, sel=sel, heads=heads, gone=gone, projected=proj):
+                if len(ablated) == x.shape[2]:  # the whole kind fully ablated
+                    return projected.to(x.dtype, copy=True)
+                x = x.clone()
+                if ablated:
+                    x[:, :, up[gone]] = projected.index_select(2, up[gone]).to(x.dtype)
+                if mine:
+                    x[:, :, up[heads]] = project(x.dtype).index_select(0, up[sel]).permute(1, 2, 0, 3).to(x.dtype)
+                return x
+
+            out.append((hooks.name(kind, layer), hook))
+        return out
+
+    def end_hook(self, base_end: Tensor, at: tuple[Tensor, Tensor], got: dict[str, Tensor]):
+        """The hook on the final residual stream: puts the logits' input at each prompt's END
+        ([batch d], positions `at`) into got["x"] (nothing else of it is read)."""
+
+        def hook(x, hook=None):
+            if self.n_act:
+                got["x"] = self.rebuilt(self.sums(at), base_end, x[at])[0].to(x.dtype)
+            else:
+                got["x"] = base_end.to(x.dtype) if self.inside0 else x[at]
+
+        return hook
+
+
+class _MLPInput:
+    """An MLP's input. When its layer's attention sum reads every earlier writer anyway, the MLP's
+    edges from them are summed there (`tail`, that group's extra column) and only those from the
+    layer's own heads here; otherwise its whole sum is made here (gathering its few rows)."""
+
+    def __init__(self, sub: Tensor, n_before: int, diff: Tensor, up: _Uploads, zero: Tensor | None = None):
+        inside, w = _signed(sub, zero)
+        self.inside, self.w = bool(inside[0]), w[:, 0]
+        self.active = bool(self.w.ne(0).any())
+        self.tail = self.w[:n_before] if bool(self.w[:n_before].ne(0).any()) else None
+        self.n_before, self.n, self.diff, self.up = n_before, len(self.w), diff, up
+
+    def settle(self, attention: _Group) -> None:
+        """Fix which writers this hook sums, once the attention group has taken the tail or not."""
+        self.attention = attention
+        lo = self.n_before if attention.has_tail else 0
+        w = self.w[lo:]
+        rows = w.ne(0).nonzero().flatten()
+        self.rows = rows + lo if 3 * len(rows) < len(w) else torch.arange(lo, self.n)
+        self.part = self.up.add(self.w[self.rows].to(self.diff.dtype)) if len(rows) else None
+        self.contiguous = len(self.rows) == self.n - lo
+        self.lo, self.idx = lo, self.up.add(self.rows)
+
+    def mark_read(self, read: Tensor) -> None:
+        """Mark the writers whose differences the hook reads."""
+        if self.active and self.part is not None:
+            read[self.rows] = True
+
+    def hook(self, block, base, current, mid, projected):
+        """The hook on the MLP's normalized input."""
+
+        def hook(x, hook=None):
+            if not self.active:
+                return projected.to(x.dtype) if self.inside else x
+            s = base if self.inside else current[mid]
+            if self.attention.has_tail:
+                s = s + self.attention.done.pop("tail")
+            if self.part is not None:
+                rows = self.diff[self.lo : self.n] if self.contiguous else self.diff.index_select(0, self.up[self.idx])
+                s = s + (self.up[self.part] @ rows.reshape(rows.shape[0], -1)).view(s.shape)
+            return block.ln2(s.to(x.dtype))
+
+        return hook
+
+
+class _Stacked:
+    """Several circuits in one forward, stacked size-major along the batch (row s * B + b is prompt b
+    under circuit s): `Ablator.run`'s hooks with a size axis, for accelerators, where a forward costs
+    its kernel count. Each layer's inputs are rebuilt by one batched matmul over the sizes, with
+    signed weights [size, writer, input] (`_signed`'s choice per size; the MLP's part from the
+    writers before its layer rides along as one more column), base or current stream per (size,
+    input) by a torch.where; once any size rebuilds an attention input of a layer, all of them are
+    rebuilt for every size (one norm, one projection, no per-head selection), and only a layer
+    with every (size, input) at an end swaps in the fully ablated projections by a torch.where. All
+    of it is worked out on the CPU and uploaded in one copy per dtype: the forward never waits on
+    the host. (MLPs are always computed here: the largest size of a curve reads them all.)"""
+
+    def __init__(self, ab: Ablator, keeps: Bool[Tensor, "size edge"]):
+        g, model = ab.graph, ab.model
+        self.ab, self.g, self.model, dev = ab, g, model, model.device
+        self.S, (self.B, self.T) = len(keeps), ab.task.clean.shape
+        M = torch.zeros(self.S, len(g.writers), len(g.readers), dtype=torch.bool)
+        M[:, ab._src, ab._dst] = keeps
+        self.up, self.read = _Uploads(dev), torch.zeros(len(g.writers), dtype=torch.bool)
+        self.diff = torch.empty(len(g.writers), self.S * self.B, self.T, model.info.d_model, dtype=ab.rep_w.dtype, device=dev)
+        self.fwd: list = []
+        self.done: dict[str, Tensor] = {}
+        for layer, ((idx, n), (midx, mn)) in enumerate(zip(ab._attn_inputs, ab._mlp_inputs)):
+            self._layer(layer, M[:, :n, idx], M[:, :mn, int(midx[0])] if g.has_mlp else None)
+        self._logits(M[:, :, int(ab._logits_input[0])])
+        self.up.send()
+        self.fwd = self._diff_hooks() + self.fwd
+
+    @torch.no_grad()
+    def run(self) -> Float[Tensor, "size batch"]:
+        S, B = self.S, self.B
+        hooks.run_until(self.model, self.ab.task.clean.repeat(S, 1), self.fwd, hooks.final_resid(self.g.n_layers))
+        return self.ab.metric(_readout(self.model, self.done.pop("end")).view(S, B, -1))
+
+    # -- structure, on the CPU -----------------------------------------------------------------------
+    @staticmethod
+    def _ends(sub: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Inputs with edges `sub` [size, n, input] (True = kept): (inside [size input], signed weights
+        [size n input], untouched [size input]: every edge kept, ablated [size input]: none kept)."""
+        kept = sub.sum(1)
+        inside = kept <= sub.shape[1] - kept  # `_signed`'s choice, for every size at once
+        w = torch.where(inside[:, None], sub.float(), -(~sub).float())
+        empty = ~w.ne(0).any(1)
+        return inside, w, empty & ~inside, empty & inside
+
+    def _mix(self, w: Tensor, lo: int = 0) -> tuple:
+        """Upload the weights [size, k, column] of one batched sum over the differences of writers
+        lo..lo+k (gathering the rows some weight reads when they are few); marks them read."""
+        rows = w.ne(0).any(2).any(0).nonzero().flatten()
+        gather = 3 * len(rows) < w.shape[1]
+        self.read[rows + lo if gather else slice(lo, lo + w.shape[1])] = True
+        k = w.shape[1]
+        w = w[:, rows] if gather else w
+        weights = self.up.add(w.transpose(1, 2).to(self.diff.dtype).contiguous())  # [size column k]
+        return (self.up.add(rows + lo), weights, lo, lo) if gather else (None, weights, lo, lo + k)
+
+    def _layer(self, layer: int, sub: Tensor, msub: Tensor | None) -> None:
+        """A layer's hooks. If some size rebuilds some attention input, every attention input of the
+        layer is rebuilt for every size (no per-head selection: one sum, one norm, one projection);
+        if every (size, input) is at an end, only the fully ablated ones are swapped in. The MLP's
+        input likewise."""
+        n, S = sub.shape[1], self.S
+        inside, w, untouched, ablated = self._ends(sub)
+        attn = not bool((untouched | ablated).all())
+        columns = w if attn else w[:, :, :0]
+        m_active = tail = False
+        if msub is not None:
+            m_in, m_w, m_un, m_ab = (t.squeeze(-1) for t in self._ends(msub[:, :, None]))
+            m_active = not bool((m_un | m_ab).all())
+            tail = m_active and bool(m_w[:, :n].ne(0).any())
+            if tail:
+                columns = torch.cat([columns, m_w[:, :n, None]], 2)
+        if columns.shape[2]:
+            ins = self.up.add(inside.reshape(S, -1, 1, 1, 1))
+            self.fwd.append((hooks.name("resid_pre", layer), self._pre_hook(layer, self._mix(columns), attn, ins, tail)))
+        self._attention_hooks(layer, attn, ablated)
+        if msub is None or not (m_active or bool(m_ab.any())):
+            return
+        mid = hooks.name("resid_mid", layer)
+        heads = None
+        if m_active:
+            self.fwd.append((mid, self._remember(mid)))
+            heads = self._mix(m_w[:, n:, None], n) if bool(m_w[:, n:].ne(0).any()) else None
+        mask = self.up.add((m_in if m_active else m_ab).view(S, 1, 1, 1))
+        self.fwd.append((f"blocks.{layer}.mlp.hook_in", self._mlp_hook(layer, heads, mask, m_active, tail)))
+
+    def _logits(self, sub: Tensor) -> None:
+        inside, w = (t.squeeze(-1) for t in self._ends(sub[:, :, None])[:2])
+        mix = self._mix(w[:, :, None]) if bool(w.ne(0).any()) else None
+        ins, dev = self.up.add(inside.view(-1, 1, 1)), self.model.device
+        at = (torch.arange(self.S * self.B, device=dev), self.ab.task.end.to(dev).repeat(self.S))
+
+        def hook(x, hook=None):
+            r = torch.where(self.up[ins], self.ab._base_end, x[at].view(self.S, self.B, -1))
+            if mix is not None:
+                r = r + self._sums(mix, at)[:, 0]
+            self.done["end"] = r.reshape(self.S * self.B, -1).to(x.dtype)
+
+        self.fwd.append((hooks.final_resid(self.g.n_layers), hook))
+
+    # -- the hooks --------------------------------------------------------------------------------
+    def _sums(self, mix: tuple, at: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """sum_w weight[s, w, c] diff[w, rows of size s] -> [size column batch pos d] ([size column
+        batch d] at the positions `at`)."""
+        rows, w, lo, hi = mix
+        part = self.diff[lo:hi] if rows is None else self.diff.index_select(0, self.up[rows])
+        if at is not None:
+            part = part[:, at[0], at[1]]
+        out = torch.bmm(self.up[w], part.reshape(part.shape[0], self.S, -1).transpose(0, 1))
+        return out.view(self.S, out.shape[1], self.B, *part.shape[2:])
+
+    def _remember(self, name: str):
+        def hook(x, hook=None):
+            self.done[name] = x
+
+        return hook
+
+    def _pre_hook(self, layer: int, mix: tuple, attn: bool, ins: int, tail: bool):
+        """On the layer's resid_pre: one batched sum; every attention input rebuilt, normalized and
+        projected (one batched matmul with the stacked W_Q/W_K/W_V) into [size batch pos input
+        d_head]; the MLP's tail kept."""
+        base, (ln1, W, b) = self.ab.base[input_hook("q", layer)], self.ab._qkv(layer)
+        S, B, n_cols = self.S, self.B, W.shape[0] if attn else 0
+
+        def hook(x, hook=None):
+            sums = self._sums(mix)  # [size column batch pos d]
+            if tail:
+                self.done["tail"] = sums[:, n_cols]
+            if attn:
+                cur = x.view(S, 1, B, *x.shape[1:])
+                normed = ln1((sums[:, :n_cols] + torch.where(self.up[ins], base, cur)).to(x.dtype))
+                p = torch.einsum("scbtd,cde->sbtce", normed, W.to(normed.dtype))
+                self.done["p"] = p if b is None else p + b.to(p.dtype)
+
+        return hook
+
+    def _attention_hooks(self, layer: int, attn: bool, ablated: Tensor) -> None:
+        """The hooks on hook_q, hook_k and hook_v: the rebuilt projections, or (when no size rebuilds
+        any input of the layer) the fully ablated projection where an input has no circuit edge."""
+        g, S, B, up = self.g, self.S, self.B, self.up
+        for kind, start, width in (("q", 0, g.n_heads), ("k", g.n_heads, g.n_kv), ("v", g.n_heads + g.n_kv, g.n_kv)):
+            gone = ablated[:, start : start + width]
+            if not attn and not bool(gone.any()):
+                continue
+            gone_i = up.add(gone.view(S, 1, 1, width, 1))
+            projected = self.ab.projected[hooks.name(kind, layer)]
+
+            def hook(x, hook=None, start=start, width=width, gone_i=gone_i, projected=projected):
+                if attn:
+                    return self.done["p"][:, :, :, start : start + width].reshape(x.shape).to(x.dtype)
+                return torch.where(up[gone_i], projected.to(x.dtype), x.view(S, B, *x.shape[1:])).reshape(x.shape)
+
+            self.fwd.append((hooks.name(kind, layer), hook))
+
+    def _mlp_hook(self, layer: int, heads: tuple | None, mask: int, active: bool, tail: bool):
+        """The hook on the MLP's normalized input: rebuilt for every size, or (when no size rebuilds
+        it) the fully ablated one where it has no circuit edge."""
+        block, S, B = self.model.bridge.blocks[layer], self.S, self.B
+        base, mid = self.ab.base[input_hook("mlp", layer)], hooks.name("resid_mid", layer)
+        projected = self.ab.projected[f"blocks.{layer}.mlp.hook_in"]
+
+        def hook(x, hook=None):
+            x4 = x.view(S, B, *x.shape[1:])
+            if not active:
+                return torch.where(self.up[mask], projected.to(x.dtype), x4).reshape(x.shape)
+            s = torch.where(self.up[mask], base, self.done.pop(mid).view(x4.shape))
+            if tail:
+                s = s + self.done.pop("tail")
+            if heads is not None:
+                s = s + self._sums(heads)[:, 0]
+            return block.ln2(s.to(x.dtype)).reshape(x.shape)
+
+        return hook
+
+    def _diff_hooks(self) -> list:
+        """Each read writer's output minus its replacement into `diff` (every size's rows at once)."""
+        S, B, T = self.S, self.B, self.T
+        diff, rep, out = self.diff, self.ab.rep_w, []
+        d = diff.shape[-1]
+
+        def single(i: int):
+            def hook(x, hook=None):
+                torch.sub(x.detach().reshape(S, B, T, d), rep[i], out=diff[i].view(S, B, T, d))
+
+            return hook
+
+        def heads(layer: int, lo: int, hi: int):
+            W_O = self.model.bridge.blocks[layer].attn.W_O  # [head d_head d_model]
+
+            def hook(z, hook=None):
+                H = hi - lo
+                o = diff[lo:hi]
+                torch.bmm(z.detach().permute(2, 0, 1, 3).reshape(H, S * B * T, -1), W_O.to(z.dtype), out=o.view(H, -1, d))
+                o.view(H, S, B, T, d).sub_(rep[lo:hi][:, None])
+
+            return hook
+
+        for name, (lo, hi) in self.ab._writer_span.items():
+            if bool(self.read[lo:hi].any()):
+                out.append((name, heads(int(name.split(".")[1]), lo, hi) if name.endswith("hook_z") else single(lo)))
+        return out
