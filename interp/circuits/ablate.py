@@ -242,11 +242,15 @@ class Ablator:
         return fwd, got, {layer: self._mlp_rep[layer] for layer in skipped}
 
     def _unread_mlps(self, M: Tensor) -> list[int]:
-        """The layers whose MLP no circuit edge leaves ([writer reader] `M`): nobody reads it
-        through the circuit, so it outputs exactly its replacement and is not computed."""
+        """The layers whose MLP is not computed, because it would write exactly its replacement
+        ([writer reader] `M`): no circuit edge leaves it (nobody reads it through the circuit), or,
+        under counterfactual ablation, none enters it (it reads the corrupted run's own input, so it
+        writes the corrupted run's own output)."""
         if not self._mlp_rep:
             return []
-        return [layer for layer, w in self._mlp_writer.items() if not bool(M[w].any())]
+        fed = self.ablation == "counterfactual"
+        return [layer for layer, w in self._mlp_writer.items()
+                if not bool(M[w].any()) or (fed and not bool(M[:, int(self._mlp_inputs[layer][0][0])].any()))]  # fmt: skip
 
     @torch.no_grad()
     def run_many(self, keeps: list[Tensor], stacked: bool | None = None, max_rows: int | None = None,

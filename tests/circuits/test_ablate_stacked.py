@@ -83,17 +83,23 @@ def test_curve_stacked_equals_per_size(tiny_llama, sharp):
     assert torch.allclose(one.per_prompt, per.per_prompt, atol=2e-5)
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
-def test_unread_mlp_is_not_computed(fixture, sharp):
-    """An MLP no circuit edge leaves outputs exactly its replacement: the per-size engine skips its
-    computation, still equals the reference, and leaves the bridge as it was."""
+@pytest.mark.parametrize("fixture, cut", [("tiny_llama", "out"), ("tiny_gpt2", "out"), ("tiny_llama", "in"),
+                                          ("tiny_gpt2", "in")])  # fmt: skip
+def test_unread_mlp_is_not_computed(fixture, cut, sharp):
+    """An MLP no circuit edge leaves (or, under counterfactual ablation, none enters) outputs exactly
+    its replacement: the per-size engine skips its computation, still equals the reference, and
+    leaves the bridge as it was."""
     model = sharp(fixture)
     held = scrambled_task(model, 3, seed=2)
     g = Graph.of(model)
     ab = Ablator(model, held)
     w1 = g.writer_index()[ablate.Node("mlp", 1)]
     keep = torch.rand(g.n_edges, generator=torch.Generator().manual_seed(3)) < 0.5
-    keep[g.src == w1] = False  # nothing reads MLP 1 through the circuit
+    if cut == "out":
+        keep[g.src == w1] = False  # nothing reads MLP 1 through the circuit
+    else:
+        keep[g.dst == int(g.layer_readers(1, "mlp")[0])] = False  # MLP 1 reads the corrupted run's input
+        assert bool(keep[g.src == w1].any())
     calls = []
     handle = model.bridge.blocks[1].mlp.original_component.register_forward_hook(lambda *a: calls.append(1))
     try:
@@ -107,3 +113,20 @@ def test_unread_mlp_is_not_computed(fixture, sharp):
         handle.remove()
     assert torch.allclose(fast, ablated_reference(model, held, keep), atol=2e-5)
     assert float((fast - ab.m_full).abs().max()) > 1e-3
+
+
+def test_mlp_with_no_circuit_input_is_computed_under_mean_ablation(sharp):
+    """Under mean ablation an MLP with every input edge ablated reads the mean-ablated input, whose
+    output is not its replacement (the mean output): it must be computed."""
+    model = sharp("tiny_llama")
+    held, means = scrambled_task(model, 3, seed=2), scrambled_task(model, 4, seed=5)
+    g = Graph.of(model)
+    ab = Ablator(model, held, "mean", means)
+    keep = torch.rand(g.n_edges, generator=torch.Generator().manual_seed(3)) < 0.5
+    keep[g.dst == int(g.layer_readers(1, "mlp")[0])] = False
+    M = torch.zeros(len(g.writers), len(g.readers), dtype=torch.bool)
+    M[ab._src, ab._dst] = keep
+    assert ab._mlp_rep and 1 not in ab._unread_mlps(M)
+    assert 1 in Ablator(model, held)._unread_mlps(M)  # the counterfactual Ablator skips it
+    assert torch.allclose(ab.run(keep), ablated_reference(model, held, keep, "mean", means), atol=2e-5)
+
