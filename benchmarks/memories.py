@@ -151,7 +151,8 @@ def main() -> None:
     from interp.data.corpus import open_corpus, windows
     from interp.memories import IndexSettings, build_index, trace
     from interp.memories.build import stream_keys, window_table
-    from interp.memories.keys import KeyCollector, signs_for
+    from interp.memories.collector import KeyCollector
+    from interp.memories.keys import signs_for
 
     model = load(args.model, device=args.device, dtype=args.dtype)
     info = model.info

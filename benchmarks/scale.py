@@ -186,7 +186,7 @@ def path_workload(model, n_prompts: int = 16, n_reference: int = 4, reference_mo
 
 def memories_workload(model, n_tokens: int = 16384, batch: int = 32, seq: int = 128) -> dict:
     from interp.memories.build import stream_keys
-    from interp.memories.keys import KeyCollector
+    from interp.memories.collector import KeyCollector
 
     dev = model.device
     g = torch.Generator().manual_seed(0)

@@ -4,9 +4,10 @@ agreement by layer with a permutation test, the memories behind a prediction (LM
 trace), interventions, an on-disk index."""
 
 from interp.memories.build import IndexSettings, build_index
+from interp.memories.collector import KeyCollector
 from interp.memories.index import MemoryIndex, MemoryView, SearchHit, Trigger, open_index
 from interp.memories.intervene import InterventionResult, SwitchOff, intervene, switch_off
-from interp.memories.keys import SIGNS, KeyCollector, coefficient_hook, merge_topk, merge_topk_sparse, parse_memory
+from interp.memories.keys import SIGNS, coefficient_hook, merge_topk, merge_topk_sparse, parse_memory
 from interp.memories.trace import LayerTrace, Trace, TracedMemory, trace
 from interp.memories.values import project_values, search_values, value_logits
 

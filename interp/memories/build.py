@@ -30,8 +30,9 @@ from interp.data.corpus import open_corpus, windows
 from interp.errors import WorkbenchError
 from interp.io import check_dir_target, write_json, write_tensors
 from interp.memories.agreement import layer_agreement
+from interp.memories.collector import KeyCollector
 from interp.memories.index import FORMAT, MemoryIndex, load_tensors, open_index, read_manifest
-from interp.memories.keys import KeyCollector, coefficient_hook, signs_for
+from interp.memories.keys import coefficient_hook, signs_for
 from interp.memories.values import project_values
 from interp.types import Progress
 

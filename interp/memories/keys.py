@@ -23,12 +23,12 @@ that beat each memory's current k-th best (few, once the first batches are in), 
 batch never reaches a top-k; on the CPU it is what makes two signs cost less than one did. On
 CUDA it reads each batch once, through a compiled scan (`scan_batch`), and `KeyCollector` runs
 the merges a batch late on a side stream (`lagged`).
-`KeyCollector` owns that state for several layers and hands out the forward hooks.
+`interp.memories.collector.KeyCollector` owns that state for several layers and hands out the
+forward hooks.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal, get_args
 
 import torch
@@ -159,7 +159,9 @@ def scan_batch(
     kernel or two instead of a pass per comparison; the eager function otherwise, and whenever
     compiling fails)."""
     if compiled and _COMPILED.get("failed") is None:
-        fn = _COMPILED.setdefault("scan", torch.compile(_scan, dynamic=True))
+        if "scan" not in _COMPILED:  # wrapped once (compiled at its first call)
+            _COMPILED["scan"] = torch.compile(_scan, dynamic=True)
+        fn = _COMPILED["scan"]
         try:
             return fn(coef, valid, thr, factors)
         except torch.OutOfMemoryError:
@@ -249,15 +251,25 @@ def _scan_candidates(coef3, valid, thr, signs, cap, matvec):
     ok = valid if valid is not None else torch.ones(coef3.shape[1], dtype=torch.bool, device=dev)
     active, counts, code = scan_batch(coef3, ok, thr, tuple(SIGN_FACTOR[s] for s in signs), compiled=dev.type == "cuda")
     counts = counts.reshape(-1)
-    stats = torch.stack([(counts > cap).sum(), counts.max(), (counts > 0).sum(), counts.sum()])
-    n_over, most, n_cols, total = stats.tolist()  # host sync 1
-    if total == 0:
+    n_over, most, n_cols = _summary(counts, cap)  # host sync 1
+    if n_cols == 0:
         return active, coef3, None
-    if 4 * n_over > n_cols:  # the dense merge reads every position: the invalid ones must hold 0
+    if _dense(n_over, n_cols):  # the dense merge reads every position: the invalid ones must hold 0
         return active, coef3 if valid is None else coef3.masked_fill(~valid[None, :, None], 0), "dense"
     b, p, nn = code.nonzero(as_tuple=True)  # host sync 2
     sg = code[b, p, nn].long() - 1
     return active, coef3, (b, sg, p, nn, (b * n_signs + sg) * n + nn, counts, n_over, most, n_cols)
+
+
+def _summary(counts: Int[Tensor, " memory"], cap: int) -> tuple[int, int, int]:
+    """(memories with more than `cap` candidates, the most any has, memories with any): one host sync."""
+    n_over, most, n_cols = torch.stack([(counts > cap).sum(), counts.max(), (counts > 0).sum()]).tolist()
+    return n_over, most, n_cols
+
+
+def _dense(n_over: int, n_cols: int) -> bool:
+    """Most memories with candidates have too many: merge the whole batch densely."""
+    return 4 * n_over > n_cols
 
 
 def _compare_candidates(coef3, valid, thr, signs, cap, matvec):
@@ -279,8 +291,8 @@ def _compare_candidates(coef3, valid, thr, signs, cap, matvec):
     column = (b * len(signs) + sg) * n + nn  # a memory: (block, sign, neuron)
     counts = torch.zeros(n_blocks * len(signs) * n, dtype=torch.long, device=coef3.device)
     counts.index_add_(0, column, torch.ones_like(column))
-    n_over, most, n_cols = torch.stack([(counts > cap).sum(), counts.max(), (counts > 0).sum()]).tolist()  # sync 2
-    if 4 * n_over > n_cols:
+    n_over, most, n_cols = _summary(counts, cap)  # host sync 2
+    if _dense(n_over, n_cols):
         return active, coef3, "dense"
     return active, coef3, (b, sg, p, nn, column, counts, n_over, most, n_cols)
 
@@ -342,229 +354,3 @@ def empty_topk(k: int, d_mlp: int, device=None, n_signs: int | None = None,
 def signed(coef: Float[Tensor, "pos neuron"], signs: tuple[str, ...]) -> Float[Tensor, "sign pos neuron"]:
     """Each sign's memory coefficients (sign · c) stacked: [c] or [c, -c]."""
     return torch.stack([coef if s == "+" else -coef for s in signs])
-
-
-def default_pending_bytes(device: torch.device) -> int:
-    """How many bytes of coefficients a stacked collector keeps before merging (class doc)."""
-    if device.type != "cuda":
-        return 1 << 30
-    from interp.models.device import available_bytes
-
-    return int(min(max((available_bytes(device) or 0) // 16, 1 << 28), 1 << 33))
-
-
-@dataclass
-class LayerKeys:
-    coef: Float[Tensor, "sign k neuron"]  # the k largest coefficients seen, per memory (sign, neuron)
-    ref: Int[Tensor, "sign k neuron"]  # their global positions (window * seq_len + pos), -1 = empty
-    active: Int[Tensor, "sign neuron"]  # how many valid positions had that sign's coefficient > 0
-
-
-class KeyCollector:
-    """Running top-k trigger positions and activity counts, for the chosen layers and `signs`
-    (default both), starting on `device`, the values kept in `dtype` (build_index passes the
-    model's: the values are coefficients, so nothing is lost and no batch is converted).
-
-    Call `set_batch(refs, valid)` before each forward pass over a batch, with the global
-    position of every token of the batch (flattened batch-major) and which ones count, and
-    `flush()` after it.
-
-    Device-following: each layer's state lives where that layer's coefficients arrive (a model
-    split over devices keeps every layer's top-k on its own device); the batch's positions are
-    copied once to each device that needs them.
-
-    `stacked` (default: on CUDA) defers the merges: the hooks only keep each layer's
-    coefficients, and `flush()` merges all pending layers (of one device) and signs in one
-    stacked call -- a few dozen kernel launches and two host syncs per batch instead of per
-    layer, which is what bounds a small batch on a GPU. Pending coefficients are flushed early
-    past `max_pending_bytes` (default: a 16th of the device's free memory, between 256 MiB and
-    8 GiB; 1 GiB off CUDA). Otherwise (the CPU default) each layer is merged as it comes.
-    Either way the merge is `merge_topk_sparse` (`sparse=False`: the dense `merge_topk`, twice
-    the work for two signs).
-
-    `lagged` (default: stacked on CUDA) runs each batch's merge one batch late, on a side stream
-    of its device: `flush()` after batch i's forward has been queued merges batch i-1, so the
-    merge's host syncs (it needs to know how many candidates entered) wait only for the merge's
-    own kernels, which run beside batch i's forward, instead of draining the whole queue and
-    leaving the device idle while the next forward is launched. Everything that reads the state
-    (`state`, `state_dict()`, `drain()`) first merges what is left and joins the side streams, so
-    callers see the same state as without the lag; the cost is one more batch of coefficients
-    held.
-
-    `fused` (default: on CUDA) is `merge_topk_sparse`'s: the batch is read by one compiled scan
-    (`scan_batch`; the first batch of a process pays for compiling it, about 13 s on an H200
-    machine). Measured on an H200 (random-weight Llama shapes in bf16, 2 x 65,536 tokens, batch
-    32 x 128, the second half timed against bare forwards of the same windows, 2026-12-02),
-    before -> fused and lagged: 8b 1.35x -> 1.15x a bare forward, peak 62.5 -> 22.3 GiB (the
-    forward's 15.0); 1.7b 1.53x -> 1.22x, peak 42.2 -> 7.4 GiB (4.5); 135m about 0.9-1.0x
-    either way. Fused alone gave 8b 1.17x; lagged alone barely helps (its merge still makes a
-    list of every candidate of the first batches). Gathering several batches per merge was
-    tried and was slower at 1.7b (1.32x).
-    Earlier, on an H200 (synthetic SwiGLU coefficients, 30 x 1536 neurons, top-25, past 40k
-    positions, float32), before the merge ran in the model's dtype: one stacked flush of 4096 /
-    8192 positions took 9.5 / 17.5 ms dense with one sign, 20.5 / 38.1 ms dense with two,
-    11.8 / 15.2 ms sparse with two."""
-
-    def __init__(self, layers: list[int], d_mlp: int, k: int, device=None, stacked: bool | None = None,
-                 max_pending_bytes: int | None = None, signs: tuple[str, ...] = SIGNS, sparse: bool = True,
-                 dtype: torch.dtype | None = None, lagged: bool | None = None, fused: bool | None = None):
-        self.layers = list(layers)
-        self.signs = tuple(check_sign(s) for s in signs)
-        self.device = torch.device(device or "cpu")
-        self.dtype = dtype or torch.float32
-        self.stacked = self.device.type == "cuda" if stacked is None else stacked
-        self.sparse = sparse
-        self.fused = fused  # merge_topk_sparse's scan (None: fused on CUDA)
-        self.max_pending_bytes = default_pending_bytes(self.device) if max_pending_bytes is None else max_pending_bytes
-        self.lagged = (self.stacked and self.device.type == "cuda") if lagged is None else (lagged and self.stacked)
-        self._state = {}
-        for layer in self.layers:
-            coef, ref = empty_topk(k, d_mlp, self.device, len(self.signs), self.dtype)
-            active = torch.zeros(len(self.signs), d_mlp, dtype=torch.long, device=self.device)
-            self._state[layer] = LayerKeys(coef, ref, active)
-        self._late: list[tuple[dict[int, Tensor], Tensor, Tensor, dict]] = []  # lagged batches not merged yet
-        self._sides: dict[torch.device, torch.cuda.Stream] = {}  # a side stream per device (lagged)
-        self.n_positions = 0  # valid positions seen so far
-        self._refs: Tensor | None = None  # this batch's positions, on the CPU
-        self._valid: Tensor | None = None
-        self._on: dict[torch.device, tuple[Tensor, Tensor]] = {}  # ... copied to each device
-        self._pending: dict[int, Tensor] = {}
-        self._pending_bytes = 0
-
-    def set_batch(self, refs: Int[Tensor, " pos"], valid: Bool[Tensor, " pos"]) -> None:
-        self.flush()  # anything still pending belongs to the previous batch's positions
-        self.n_positions += int(valid.sum())  # counted before the move: no device sync
-        self._refs, self._valid = refs, valid
-        self._on = {}
-
-    def batch_on(self, device: torch.device) -> tuple[Tensor, Tensor]:
-        """(refs, valid) of the current batch on `device`."""
-        if device not in self._on:
-            self._on[device] = (self._refs.to(device, non_blocking=True), self._valid.to(device, non_blocking=True))
-        return self._on[device]
-
-    def _follow(self, layer: int, device: torch.device) -> LayerKeys:
-        """The layer's state, moved to `device` if its coefficients come from there."""
-        s = self._state[layer]
-        if s.coef.device != device:
-            s.coef, s.ref, s.active = s.coef.to(device), s.ref.to(device), s.active.to(device)
-        return s
-
-    def observe(self, layer: int, coef: Float[Tensor, "batch pos neuron"]) -> None:
-        flat = coef.detach().reshape(-1, coef.shape[-1])
-        if self.stacked:
-            if layer in self._pending:
-                self.flush()
-            self._pending[layer] = flat
-            self._pending_bytes += flat.numel() * flat.element_size()
-            if self._pending_bytes > self.max_pending_bytes:
-                self.flush()
-            return
-        s = self._follow(layer, flat.device)
-        refs, valid = self.batch_on(flat.device)
-        if self.sparse:
-            s.coef, s.ref, positive = merge_topk_sparse(s.coef, s.ref, flat, refs, valid, self.signs, fused=self.fused)
-        else:
-            s.coef, s.ref, positive = merge_topk(s.coef, s.ref, signed(flat, self.signs), refs, valid)
-        s.active += positive
-
-    @property
-    def state(self) -> dict[int, LayerKeys]:
-        """Every layer's running top-k, with everything seen so far merged in."""
-        self.drain()
-        return self._state
-
-    def flush(self) -> None:
-        """Merge the pending layers' coefficients (stacked mode; a no-op otherwise), one stacked
-        call per device they are on -- under `lagged`, the previous batch's instead, and this
-        one's at the next flush or `drain()`."""
-        if not self._pending:
-            return
-        batch = (dict(self._pending), self._refs, self._valid, {})
-        self._pending.clear()
-        self._pending_bytes = 0
-        if not self.lagged:
-            self._merge(batch)
-            return
-        for flat in batch[0].values():  # the point after which the side stream may read them
-            if flat.device.type == "cuda" and flat.device not in batch[3]:
-                ev = torch.cuda.Event()
-                ev.record(torch.cuda.current_stream(flat.device))
-                batch[3][flat.device] = ev
-        self._late.append(batch)
-        while len(self._late) > 1:
-            self._merge(self._late.pop(0))
-
-    def drain(self) -> None:
-        """Merge every batch still waiting (lagged) and make the state safe to read on the
-        current streams."""
-        if self._pending:
-            self.flush()
-        while self._late:
-            self._merge(self._late.pop(0))
-        for device, side in self._sides.items():
-            torch.cuda.current_stream(device).wait_stream(side)
-
-    def _merge(self, batch) -> None:
-        pending, refs, valid, events = batch
-        by_device: dict[torch.device, list[int]] = {}
-        for layer, flat in pending.items():
-            by_device.setdefault(flat.device, []).append(layer)
-        for device, layers in by_device.items():
-            if device not in events:
-                self._flush(device, layers, pending, refs, valid)
-                continue
-            side = self._sides.setdefault(device, torch.cuda.Stream(device))
-            side.wait_event(events[device])
-            for layer in layers:  # the allocator must not hand their memory on before the side stream is done
-                st = self._state[layer]  # (the state too: the first one, or one loaded, was made on the main stream)
-                for t in (pending[layer], st.coef, st.ref, st.active):
-                    t.record_stream(side)
-            with torch.cuda.stream(side):
-                self._flush(device, layers, pending, refs, valid)
-
-    def _flush(self, device: torch.device, layers: list[int], pending: dict[int, Tensor], refs: Tensor,
-               valid: Tensor) -> None:  # fmt: skip
-        states = [self._follow(layer, device) for layer in layers]
-        refs, valid = refs.to(device, non_blocking=True), valid.to(device, non_blocking=True)
-        top, ref = torch.stack([s.coef for s in states]), torch.stack([s.ref for s in states])
-        if self.sparse:
-            stack = torch.stack([pending[layer] for layer in layers])  # our own copy
-            fused = device.type == "cuda" if self.fused is None else self.fused
-            if not fused:  # masked in place here; the fused scan masks as it reads
-                stack.masked_fill_(~valid[None, :, None], 0)
-            coef, ref, positive = merge_topk_sparse(top, ref, stack, refs, valid if fused else None, self.signs,
-                                                    fused=fused)  # fmt: skip
-        else:
-            stack = torch.stack([signed(pending[layer], self.signs) for layer in layers])
-            coef, ref, positive = merge_topk(top, ref, stack, refs, valid)
-        active = torch.stack([s.active for s in states]) + positive
-        for i, s in enumerate(states):
-            s.coef, s.ref, s.active = coef[i], ref[i], active[i]
-
-    def hooks(self) -> list[tuple[str, object]]:
-        def make(layer: int):
-            def hook(activation: Tensor, hook=None) -> Tensor:
-                self.observe(layer, activation)
-                return activation
-
-            return hook
-
-        return [(coefficient_hook(layer), make(layer)) for layer in self.layers]
-
-    # -- checkpointing (plain tensors, so a safetensors file holds the whole state) ----------
-    def state_dict(self) -> dict[str, Tensor]:
-        self.drain()
-        out = {"n_positions": torch.tensor([self.n_positions])}
-        for layer, s in self._state.items():
-            out[f"{layer}.coef"], out[f"{layer}.ref"], out[f"{layer}.active"] = s.coef, s.ref, s.active
-        return {k: v.detach().cpu().contiguous() for k, v in out.items()}
-
-    def load_state_dict(self, tensors: dict[str, Tensor]) -> None:
-        self.drain()
-        self.n_positions = int(tensors["n_positions"][0])
-        for layer, s in self._state.items():
-            dev = s.coef.device
-            s.coef = tensors[f"{layer}.coef"].to(dev, self.dtype)
-            s.ref = tensors[f"{layer}.ref"].to(dev)
-            s.active = tensors[f"{layer}.active"].to(dev)

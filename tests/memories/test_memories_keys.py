@@ -8,7 +8,8 @@ import torch
 
 from interp.errors import WorkbenchError
 from interp.memories import IndexSettings, build_index, merge_topk, merge_topk_sparse, parse_memory
-from interp.memories.keys import KeyCollector, coefficient_hook, empty_topk, signed
+from interp.memories.collector import KeyCollector
+from interp.memories.keys import coefficient_hook, empty_topk, signed
 
 
 def brute_topk(coef, valid, k):
