@@ -30,7 +30,7 @@ device:
   device memory holds), in chunks of sizes beyond;
 - on the CPU, which is bound by arithmetic (stacking cuts no FLOPs, and the union of every size's
   rebuilt inputs costs more than each size's own), one forward per size.
-The hooks of both ways live in interp.circuits.rebuild. The plainly written `ablated_reference`
+The hooks live in interp.circuits.rebuild (one circuit a forward) and interp.circuits.stacked. The plainly written `ablated_reference`
 subtracts every excluded edge on its own, through the bridge's split per-input copies
 (interp.circuits.readers), and tests hold both ways to it.
 """
@@ -55,7 +55,8 @@ from interp.circuits.readers import (
     writer_hooks,
     writer_outputs,
 )
-from interp.circuits.rebuild import _Group, _MLPInput, _project, _readout, _skipped_mlps, _Stacked, _Uploads
+from interp.circuits.rebuild import _Group, _MLPInput, _project, _readout, _skipped_mlps, _Uploads
+from interp.circuits.stacked import _Stacked
 from interp.data.tasks import Task, as_task, end_logits, metric_fn
 from interp.errors import WorkbenchError
 from interp.types import Progress
