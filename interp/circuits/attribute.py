@@ -143,63 +143,71 @@ def attribute(
         return edge_effects(model, task, progress=progress)
     graph = Graph.of(model)
     alphas = ([1.0] if at == "clean" else [0.0]) if method == "eap" else [k / steps for k in range(steps)]
-    W = len(graph.writers)
     dev = model.device
     pull = _Pullback(model, graph)
-    St = torch.zeros(len(graph.readers), W, dtype=torch.float32, device=dev)  # [reader, writer]
+    St = torch.zeros(len(graph.readers), len(graph.writers), dtype=torch.float32, device=dev)  # [reader, writer]
     chunks = [_on(part, dev) for part in task.chunks(min(batch_size, len(task)))]
     plans = [_stacks(alphas, max(1, batch_size // len(part))) for part in chunks]
-    total, done = sum(len(p) for p in plans), 0
-    sums = torch.zeros(2, dtype=torch.float64, device=dev)
-    for part, plan in zip(chunks, plans):
-        P = len(part)
-        x0 = hooks.capture(model, torch.cat([part.clean, part.corrupted]), [hooks.name("resid_pre", 0)])
-        x0_clean, x0_corr = x0[hooks.name("resid_pre", 0)].split(P)
-        # the run without a gradient: the clean one (EAP-IG, EAP at corrupted) or the corrupted one
-        plain = part.corrupted if alphas == [1.0] else part.clean
-        logits, a_plain = writer_outputs(model, plain, graph)
-        plain_end = end_logits(logits, part.end)
-        del logits
-        metric = None if alphas == [1.0] else metric_fn(part, plain_end)  # None: kl's reference is the pass's own run
-        acc: dict[tuple[int | None, str], Tensor] = {}
-        D = None
-        for i, group in enumerate(plan):
-            sink: dict[int, Tensor] = {}
-            x = torch.cat([_interpolate(x0_clean, x0_corr, a) for a in group])
-            run = _gradient_pass(model, part, metric, x, len(group), len(task), sink if i == 0 else None)
-            if i == 0:  # the pass's first P rows are an end point (alpha 0 or 1): a real run
-                end, a_pass = run.end[0], stack_writers(sink, W)
-                if metric is None:
-                    clean_end, corr_end = end, plain_end
-                    metric = metric_fn(part, clean_end)
-                    a_clean, a_corr = a_pass, a_plain
-                else:
-                    clean_end, corr_end = plain_end, end
-                    a_clean, a_corr = a_plain, a_pass
-                sums += torch.stack([metric(clean_end).sum(), metric(corr_end).sum()]).double()
-                # activation differences as one [writer, batch*pos*d_model] matrix
-                D = (a_clean.float() - a_corr.float()).permute(2, 0, 1, 3).reshape(W, -1)
-                del a_clean, a_corr, a_pass, a_plain, sink
-            for key, cols, n, G in pull.pullback(run):
-                if len(plan) == 1:  # contract at once: only one layer's gradients are alive
-                    _contract(St, cols, n, G, D)
-                elif key in acc:
-                    acc[key] += G
-                else:
-                    acc[key] = G
-            del run
-            done += 1
-            if progress:
-                progress(done, total, f"{method} gradients")
-        for key, G in acc.items():
-            cols, n = pull.where[key]
-            _contract(St, cols, n, G, D)
-        del D, acc
+    total, done = sum(len(p) for p in plans), [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0], total, f"{method} gradients")
+
+    sums = sum(_chunk_scores(model, graph, pull, part, alphas, plan, St, len(task), tick) for part, plan in zip(chunks, plans))
     scores = (St[graph.dst.to(dev), graph.src.to(dev)] / len(alphas)).cpu()
     sums = sums.cpu()
     return EdgeScores(graph, scores, method, task.name, task.metric, len(task), float(sums[0] / len(task)),
                       float(sums[1] / len(task)), steps if method == "eap-ig" else None,
                       at if method == "eap" else "clean")  # fmt: skip
+
+
+def _chunk_scores(model: Model, graph: Graph, pull: _Pullback, part: Task, alphas: list[float],
+                  plan: list[list[float]], St: Tensor, n_total: int, tick) -> Tensor:  # fmt: skip
+    """Add one chunk of prompts' scores into St [reader, writer] (pass by pass, `plan`'s steps
+    stacked in each) and return the sums of its clean and corrupted metrics [2] (float64)."""
+    W, P = len(graph.writers), len(part)
+    x0 = hooks.capture(model, torch.cat([part.clean, part.corrupted]), [hooks.name("resid_pre", 0)])
+    x0_clean, x0_corr = x0[hooks.name("resid_pre", 0)].split(P)
+    # the run without a gradient: the clean one (EAP-IG, EAP at corrupted) or the corrupted one
+    plain = part.corrupted if alphas == [1.0] else part.clean
+    logits, a_plain = writer_outputs(model, plain, graph)
+    plain_end = end_logits(logits, part.end)
+    del logits
+    metric = None if alphas == [1.0] else metric_fn(part, plain_end)  # None: kl's reference is the pass's own run
+    acc: dict[tuple[int | None, str], Tensor] = {}
+    D = sums = None
+    for i, group in enumerate(plan):
+        sink: dict[int, Tensor] = {}
+        x = torch.cat([_interpolate(x0_clean, x0_corr, a) for a in group])
+        run = _gradient_pass(model, part, metric, x, len(group), n_total, sink if i == 0 else None)
+        if i == 0:  # the pass's first P rows are an end point (alpha 0 or 1): a real run
+            end, a_pass = run.end[0], stack_writers(sink, W)
+            if metric is None:
+                clean_end, corr_end = end, plain_end
+                metric = metric_fn(part, clean_end)
+                a_clean, a_corr = a_pass, a_plain
+            else:
+                clean_end, corr_end = plain_end, end
+                a_clean, a_corr = a_plain, a_pass
+            sums = torch.stack([metric(clean_end).sum(), metric(corr_end).sum()]).double()
+            # activation differences as one [writer, batch*pos*d_model] matrix
+            D = (a_clean.float() - a_corr.float()).permute(2, 0, 1, 3).reshape(W, -1)
+            del a_clean, a_corr, a_pass, a_plain, sink
+        for key, cols, n, G in pull.pullback(run):
+            if len(plan) == 1:  # contract at once: only one layer's gradients are alive
+                _contract(St, cols, n, G, D)
+            elif key in acc:
+                acc[key] += G
+            else:
+                acc[key] = G
+        del run
+        tick()
+    for key, G in acc.items():
+        cols, n = pull.where[key]
+        _contract(St, cols, n, G, D)
+    return sums
 
 
 def _stacks(alphas: list[float], per: int) -> list[list[float]]:
