@@ -198,11 +198,13 @@ CASES.update({
     "circuit-blank-prompt": (CIRCUIT_TASK + ["{ws}/blank.jsonl"], "line 2"),
     "circuit-method": (CIRCUIT_TASK + ["ioi", "--method", "acdc"], "unknown method 'acdc'"),
     "circuit-task": (CIRCUIT_TASK + ["sorting"], "unknown task 'sorting'"),
+    "circuit-corruption": (CIRCUIT_TASK + ["ioi", "--corruption", "xyz"], "unknown IOI corruption 'xyz'"),
+    "circuit-corruption-not-ioi": (CIRCUIT_TASK + ["induction", "--corruption", "abc"], "drop --corruption"),
 })  # fmt: skip
 # refused before the model loads: every output path, and the settings that need no model to judge
 BEFORE_LOADING = {c for c in CASES if "-out" in c or "-plot" in c} | {
     "heads-mps", "heads-blank-text", "index-top-k", "intervene-nan", "intervene-inf", "intervene-blank", "trace-blank",
-    "circuit-method", "circuit-task"}  # fmt: skip
+    "circuit-method", "circuit-task", "circuit-corruption", "circuit-corruption-not-ioi"}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(CASES))

@@ -11,7 +11,8 @@ from apps import state
 from interp.circuits.attribute import METHODS
 from interp.circuits.faithfulness import MIB_PERCENTS
 from interp.circuits.report import HEADLINE, circuit_heads, find_circuit
-from interp.data.tasks import BUILTIN, load_task
+from interp.data.ioi import CORRUPTIONS
+from interp.data.tasks import BUILTIN, IOI_CORRUPTION, load_task
 from interp.viz.circuits import edge_graph, exact_check_figure, faithfulness_figure
 
 FILE = "a task file (.jsonl)"
@@ -30,15 +31,20 @@ with state.shows_errors():
     n_prompts = int(c3.number_input("Prompts", 2, 256, 16, key="circ_prompts", help="scoring prompts (as many held out)"))
     steps = int(c4.number_input("Steps", 1, 64, 5, key="circ_steps", help="EAP-IG integration steps"))
     exact_top = int(c5.number_input("Exact check", 0, 100, 10, key="circ_exact", help="strongest edges patched exactly"))
-    task_spec = choice
+    task_spec, corruption = choice, None
+    if choice == "ioi":
+        corruption = st.radio("IOI counterfactual", CORRUPTIONS, index=CORRUPTIONS.index(IOI_CORRUPTION), horizontal=True,
+                              key="circ_corruption", help="s2-io: MIB's (the second S becomes IO, so the answer flips); "
+                              "abc: Wang et al.'s (three other names); new-s: both S become one new name. Scoring and "
+                              "held-out prompts share it.")  # fmt: skip
     if choice == FILE:
         typed = st.text_input("Path to a .jsonl file of {clean, corrupted, answer, distractor} pairs", key="circ_file").strip()
         task_spec = str(state.user_path(typed, "task file")) if typed else ""
-    key = ("circuit", spec, task_spec, method, n_prompts, steps, exact_top)
+    key = ("circuit", spec, task_spec, corruption, method, n_prompts, steps, exact_top)
     report = state.remembered(key)
     if report is None and task_spec and st.button("Find the circuit", type="primary", key="circ_run"):
         n_files = None if choice == FILE else n_prompts
-        split = load_task(task_spec, model, n_files, None if choice == FILE else n_prompts)
+        split = load_task(task_spec, model, n_files, None if choice == FILE else n_prompts, corruption=corruption)
         report = state.remember(key, "Finding the circuit", lambda progress: find_circuit(
             model, split, method, steps, exact_top=exact_top, n_boot=300, progress=progress))
     if report is None:

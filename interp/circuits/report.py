@@ -69,6 +69,8 @@ class CircuitReport:
             "model": self.model,
             "task": self.split.name,
             "metric": s.metric,
+            "corruption": self.split.score.corruption,  # how the corrupted prompts were made (IOI), else None
+            "heldout_corruption": self.split.heldout.corruption,
             "method": s.method,
             "steps": s.steps,
             "n_prompts": len(self.split.score),

@@ -21,6 +21,8 @@ def add_parser(sub) -> None:
                    '{"clean", "corrupted", "answer", "distractor"} pairs')  # fmt: skip
     p.add_argument("--method", default="eap-ig", help="eap-ig (default), eap or exact")
     p.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps (default 5)")
+    p.add_argument("--corruption", default=None, help="IOI only: s2-io (default; MIB's counterfactual, the second S "
+                   "becomes IO), abc (Wang et al.'s: three other names) or new-s (both S become one new name)")  # fmt: skip
     p.add_argument("--metric", default=None, help="logit-diff, logit, prob, prob-diff or kl (default: the task's own)")
     p.add_argument("--n-prompts", type=int, default=None, help="scoring prompts (default 32; a task file: half its rows)")
     p.add_argument("--n-heldout", type=int, default=None, help="held-out prompts for faithfulness (default: --n-prompts)")
@@ -42,6 +44,7 @@ def run(args) -> int:
     from interp.circuits.graph import Graph
     from interp.circuits.report import HEADLINE, check_settings, find_circuit, write_circuit
     from interp.commands import step_bar
+    from interp.data.ioi import CORRUPTIONS
     from interp.data.tasks import BUILTIN, METRICS, load_task
     from interp.errors import WorkbenchError
     from interp.io import check_dir_target
@@ -53,16 +56,21 @@ def run(args) -> int:
         raise WorkbenchError(f"unknown metric {args.metric!r}; use --metric with one of {', '.join(METRICS)}")
     if args.task not in BUILTIN and not args.task.endswith(".jsonl") and not Path(args.task).is_file():
         raise WorkbenchError(f"unknown task {args.task!r}; use --task {', --task '.join(BUILTIN)} or a .jsonl file of pairs")
+    if args.corruption is not None and args.task != "ioi":
+        raise WorkbenchError(f"--corruption is an IOI option; task {args.task!r} brings its own corrupted prompts: drop --corruption")
+    if args.corruption is not None and args.corruption not in CORRUPTIONS:
+        raise WorkbenchError(f"unknown IOI corruption {args.corruption!r}; use --corruption with one of {', '.join(CORRUPTIONS)}")
     if args.batch_size < 1:
         raise WorkbenchError(f"--batch-size must be at least 1 (got {args.batch_size})")
     check_dir_target(args.out, "--out")
     start = time.time()
     model = load(args.model, device=args.device, dtype=args.dtype)
-    split = load_task(args.task, model, args.n_prompts, args.n_heldout, args.seed, args.metric)
+    split = load_task(args.task, model, args.n_prompts, args.n_heldout, args.seed, args.metric, args.corruption)
     graph = Graph.of(model)
     gqa = f"; k/v inputs belong to the {model.info.n_kv_heads} KV heads of a layer" if graph.n_kv != graph.n_heads else ""
     print(f"{model.info.name}: {graph.n_nodes:,} nodes, {graph.n_edges:,} edges ({len(graph.readers):,} inputs{gqa})")
-    print(f"task {split.name}: {len(split.score)} scoring prompts, {len(split.heldout)} held out, metric {split.score.metric}")
+    corr = f", corruption {split.score.corruption}" if split.score.corruption else ""
+    print(f"task {split.name}: {len(split.score)} scoring prompts, {len(split.heldout)} held out, metric {split.score.metric}{corr}")
     bar, progress = step_bar("circuit")
 
     try:

@@ -100,6 +100,7 @@ class IOIDataset:
     base_templates: list[str] = field(default_factory=list)  # the templates before expansion
     names: list[str] = field(default_factory=list)  # the names the prompts (clean and ABC) draw from
     part: str | None = None  # "discovery" / "evaluation" half of templates and names, None: all
+    corruption: str = "abc"  # how the corrupted prompts were made (`CORRUPTIONS`)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -125,6 +126,7 @@ class IOIDataset:
             self.base_templates,
             self.names,
             self.part,
+            self.corruption,
         )
 
     def split(self, n_first: int) -> tuple[IOIDataset, IOIDataset]:
@@ -228,7 +230,7 @@ def make_ioi(
         place, obj = rng.choice(places), rng.choice(objects)
         rows.append((t, io, s, (c1, c2, c3), place, obj))
     ds = _tokenize(model, expanded, rows, seed, corruption)
-    ds.base_templates, ds.names, ds.part = list(templates), list(names), part
+    ds.base_templates, ds.names, ds.part, ds.corruption = list(templates), list(names), part, corruption
     return ds
 
 

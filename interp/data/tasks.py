@@ -19,8 +19,14 @@ Metrics (`METRICS`, per prompt, at END; higher = more of the clean behaviour):
   scores with it; EAP-IG does not.
 
 Built-in tasks:
-- `ioi`: `interp.data.ioi.make_ioi` (ABC corruption), scoring prompts from the even base
-  templates and held-out prompts from the odd ones; metric logit(IO) - logit(S).
+- `ioi`: `interp.data.ioi.make_ioi`, scoring prompts from the even base templates and held-out
+  prompts from the odd ones; metric logit(IO) - logit(S). The corrupted prompt is MIB's IOI
+  counterfactual by default (`IOI_CORRUPTION` = "s2-io", MIB's s2_io_flip: the second mention of
+  S becomes IO, "... John gave a drink to" -> "... Mary gave a drink to", so the answer flips to
+  S and m(empty) is about minus the clean gap); `corruption="abc"` gives Wang et al.'s ABC prompt
+  (all three names replaced by unrelated ones, m(empty) about 0), the one path patching uses.
+  Scoring and held-out prompts share the corruption: a circuit is judged by the counterfactual it
+  was found with (MIB does the same).
 - `greater-than` (Hanna, Liu and Variengien 2023): "The {noun} lasted from the year XXYY to the
   year XX", corrupted start year XX01. On tokenizers that write years as two 2-digit tokens
   (GPT-2: " 17", "32") the next token is YY' and the metric is p(YY' > YY) - p(YY' <= YY) over
@@ -79,6 +85,7 @@ class Task:
     candidates: Int[Tensor, "cand"] | None = None  # prob-diff: the ordered candidate ids
     sides: Int[Tensor, "batch cand"] | None = None  # prob-diff: +1 good, -1 bad, 0 neither, per prompt
     min_layers: int = 1  # the shallowest model the task makes sense on
+    corruption: str | None = None  # how the corrupted prompts were made, where a task has a choice (IOI: `CORRUPTIONS`)
 
     def __post_init__(self):
         check_metric(self, self.metric)
@@ -235,6 +242,7 @@ def from_ioi(ds: IOIDataset, metric: str = "logit-diff") -> Task:
     return Task(
         "ioi", ds.tokens, ds.corrupted_tokens, ds.positions["END"].clone(), ds.io_ids.clone(), ds.s_ids.clone(),
         metric, dict(ds.positions), list(ds.prompts), list(ds.corrupted_prompts), min_layers=MIN_LAYERS["ioi"],
+        corruption=ds.corruption,
     )  # fmt: skip
 
 
@@ -249,10 +257,15 @@ def as_task(data) -> Task:
     raise WorkbenchError(f"expected a Task or an IOIDataset, got {type(data).__name__}")
 
 
-def ioi_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, corruption: str = "abc",
-             heldout_corruption: str = "abc") -> TaskSplit:  # fmt: skip
+IOI_CORRUPTION = "s2-io"  # the circuit task's counterfactual: MIB's IOI default (s2_io_flip)
+
+
+def ioi_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, corruption: str = IOI_CORRUPTION,
+             heldout_corruption: str | None = None) -> TaskSplit:  # fmt: skip
     """IOI's split; `corruption` (interp.data.ioi.CORRUPTIONS) is the scoring prompts' corrupted
-    prompt, `heldout_corruption` the held-out ones' (what faithfulness ablates to)."""
+    prompt, `heldout_corruption` the held-out ones' (what faithfulness ablates to; default: the
+    same, so a circuit is judged by the counterfactual it was found with, as MIB does)."""
+    heldout_corruption = corruption if heldout_corruption is None else heldout_corruption
     from interp.data.ioi import BASE_TEMPLATES, make_ioi
 
     score = make_ioi(model, n_prompts, seed=seed, templates=BASE_TEMPLATES[0::2], corruption=corruption)
@@ -465,8 +478,8 @@ def load_task(spec: str, model: Model, n_prompts: int | None = None, n_heldout: 
     """A built-in task (`BUILTIN`) or a .jsonl file, split into scoring and held-out prompts, with
     its default metric or `metric`. Built-ins draw `n_prompts` (default 32) and `n_heldout`
     (default: as many); a file is split half and half unless told. Checks the model can run it.
-    `corruption` (IOI only, opt-in): the scoring prompts' corrupted prompt (interp.data.ioi.CORRUPTIONS;
-    the held-out prompts keep ABC, so faithfulness is measured the same way whatever scored the edges)."""
+    `corruption` (IOI only): how the corrupted prompts are made, on both sides
+    (interp.data.ioi.CORRUPTIONS; default `IOI_CORRUPTION`, MIB's S2 -> IO; 'abc' is Wang et al.'s)."""
     if corruption is not None and spec != "ioi":
         raise WorkbenchError(f"a choice of corruption is an IOI option; task {spec!r} has its own corrupted prompts")
     if (n_prompts is not None and n_prompts < 1) or (n_heldout is not None and n_heldout < 1):

@@ -17,6 +17,7 @@ def test_circuit_writes_edges_curve_and_graph(tiny_llama_dir, tmp_path, capsys):
     assert rc == 0
     j = json.loads((out / "edges.json").read_text())
     assert j["task"] == "ioi" and j["method"] == "eap-ig" and j["steps"] == 2
+    assert j["corruption"] == j["heldout_corruption"] == "s2-io"  # MIB's IOI counterfactual, on both sides
     assert j["n_edges"] == len(j["edges"]) == 82 and len(j["nodes"]) == 12
     assert set(j["edges"][0]) == {"src", "dst", "score"}
     scores = [abs(e["score"]) for e in j["edges"]]
@@ -29,6 +30,7 @@ def test_circuit_writes_edges_curve_and_graph(tiny_llama_dir, tmp_path, capsys):
         assert (out / f).is_file()
     printed = capsys.readouterr().out
     assert "12 nodes, 82 edges" in printed and "CPR" in printed and "at 5% of edges" in printed
+    assert "corruption s2-io" in printed
     # the scores read back in the graph's edge order, the same numbers the file lists strongest first
     from interp import load
     from interp.circuits.graph import Graph
@@ -56,6 +58,7 @@ def test_task_file_and_exact_method(tiny_gpt2_dir, tmp_path):
     assert rc == 0
     j = json.loads((out / "edges.json").read_text())
     assert j["task"] == "pairs" and j["n_prompts"] == 2 and j["n_heldout"] == 2 and j["method"] == "exact"
+    assert j["corruption"] is None  # a task file brings its own corrupted prompts
     assert all(r["estimate"] == r["exact"] for r in j["exact_check"])  # exact scores are their own check
 
 
@@ -116,3 +119,13 @@ def test_too_shallow_a_model(tmp_path, capsys):
     assert main(["circuit", "--model", str(folder), "--task", "induction", "--device", "cpu", "--out", str(out)]) == 2
     (err,) = _errors(capsys)
     assert "needs at least 2" in err and "deeper model" in err and not out.exists()
+
+
+def test_ioi_corruption_option_reaches_both_sides(tiny_llama_dir, tmp_path, capsys):
+    out = tmp_path / "abc"
+    rc = main(["circuit", "--model", str(tiny_llama_dir), "--task", "ioi", "--corruption", "abc", "--method", "eap",
+               "--n-prompts", "3", "--n-heldout", "2", "--exact-top", "0", "--device", "cpu", "--out", str(out)])  # fmt: skip
+    assert rc == 0
+    j = json.loads((out / "edges.json").read_text())
+    assert j["corruption"] == j["heldout_corruption"] == "abc"
+    assert "corruption abc" in capsys.readouterr().out

@@ -1,12 +1,12 @@
-"""IOI's opt-in corruptions: which name goes where, the clean prompts untouched, load_task's option."""
+"""IOI's corruptions: which name goes where, the clean prompts untouched, load_task's option."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from interp.data.ioi import CORRUPTIONS, make_ioi
-from interp.data.tasks import load_task
+from interp.data.ioi import BASE_TEMPLATES, CORRUPTIONS, make_ioi
+from interp.data.tasks import IOI_CORRUPTION, ioi_task, load_task
 from interp.errors import WorkbenchError
 
 
@@ -43,12 +43,23 @@ def test_each_corruption_puts_the_right_names_in_the_slots(fixture, request):
 def test_unknown_corruption_and_load_task_option(tiny_llama, tiny_gpt2):
     with pytest.raises(WorkbenchError, match="unknown IOI corruption 'xyz'"):
         make_ioi(tiny_llama, 4, corruption="xyz")
-    split = load_task("ioi", tiny_llama, 6, 5, seed=3, corruption="s2-io")
     default = load_task("ioi", tiny_llama, 6, 5, seed=3)
-    assert split.score.prompts == default.score.prompts and split.score.corrupted_prompts != default.score.corrupted_prompts
-    # the held-out prompts keep ABC, so faithfulness means the same whatever scored the edges
-    assert split.heldout.corrupted_prompts == default.heldout.corrupted_prompts
-    rows = torch.arange(6)
-    assert (split.score.corrupted.cpu()[rows, split.score.positions["S2"]] == split.score.answers).all()
+    abc = load_task("ioi", tiny_llama, 6, 5, seed=3, corruption="abc")
+    # the circuit task's default is MIB's counterfactual (S2 -> IO), on both sides: a circuit is
+    # judged by the counterfactual it was found with
+    assert IOI_CORRUPTION == "s2-io"
+    for side in ("score", "heldout"):
+        d, a = getattr(default, side), getattr(abc, side)
+        assert d.corruption == "s2-io" and a.corruption == "abc"
+        assert d.prompts == a.prompts and d.corrupted_prompts != a.corrupted_prompts
+        rows = torch.arange(len(d))
+        assert (d.corrupted.cpu()[rows, d.positions["S2"]] == d.answers).all()  # S2 now names IO
+        assert (a.corrupted.cpu()[rows, a.positions["S2"]] != a.distractors).all()
+        assert a.corrupted_prompts == make_ioi(tiny_llama, len(a), seed=3 + (side == "heldout"),
+                                               templates=BASE_TEMPLATES[side == "heldout" :: 2]).corrupted_prompts
+    # the two sides can still differ when asked (scores found with one counterfactual, judged by another)
+    mixed = ioi_task(tiny_llama, 6, 5, seed=3, corruption="s2-io", heldout_corruption="abc")
+    assert mixed.score.corrupted_prompts == default.score.corrupted_prompts
+    assert mixed.heldout.corrupted_prompts == abc.heldout.corrupted_prompts
     with pytest.raises(WorkbenchError, match="IOI option"):
         load_task("induction", tiny_gpt2, 2, 2, corruption="s2-io")
