@@ -11,10 +11,15 @@ counterfactual ablation: the corrupted run's own); an input with every edge kept
 bridge's. Each layer reads the writers' differences once: one matmul sums every rebuilt attention
 input of the layer together with its MLP input's part from the writers before the layer (the
 layer's own heads are added at the MLP); the rebuilt inputs are normalized together and projected
-by one batched matmul with the stacked W_Q/W_K/W_V rows. Two exact shortcuts: the pass stops at the
+by one batched matmul with the stacked W_Q/W_K/W_V rows. Exact shortcuts: the pass stops at the
 final residual stream and only END goes through the final norm and the unembedding (the metric
-reads nothing else), and an MLP that no circuit edge leaves is not computed at all -- nobody reads
-it through the circuit, so it returns its replacement (its difference is zero and weighs nothing).
+reads nothing else); an MLP that no circuit edge leaves is not computed at all -- nobody reads
+it through the circuit, so it returns its replacement (its difference is zero and weighs nothing);
+a q/k/v linear whose every head is rebuilt or fully ablated skips its matmul, and in float32 a
+layer's output projection is the sum of the per-head outputs the differences need anyway; under
+counterfactual ablation, before the first position where any clean prompt differs from its
+corrupted one (S2 under IOI's S2 -> IO) every run agrees, so differences, sums and rebuilt
+projections cover the positions from there on only.
 The circuit's structure is worked out on the CPU before the forward and sent to the device in one
 copy per dtype, so the forward never waits on the host.
 
@@ -55,7 +60,17 @@ from interp.circuits.readers import (
     writer_hooks,
     writer_outputs,
 )
-from interp.circuits.rebuild import _Group, _MLPInput, _project, _readout, _skipped_mlps, _Uploads
+from interp.circuits.rebuild import (
+    _Group,
+    _MLPInput,
+    _project,
+    _readout,
+    _skipped_mlps,
+    _stubbed,
+    _Uploads,
+    _windowed,
+    _windowed_mlps,
+)
 from interp.circuits.stacked import _Stacked
 from interp.data.tasks import Task, as_task, end_logits, metric_fn
 from interp.errors import WorkbenchError
@@ -80,6 +95,7 @@ class Ablator:
             raise WorkbenchError("mean ablation needs prompts to average over (the scoring prompts)")
         self.model, self.task, self.ablation = model, as_task(task), ablation
         self.graph = graph or Graph.of(model)
+        self.t0 = self._first_difference() if ablation == "counterfactual" else 0
         ref_cache, ref_logits, clean_logits, a_ref = self._reference_run()
         if ablation == "counterfactual":
             self.replacement = a_ref  # [batch pos writer d]
@@ -91,7 +107,20 @@ class Ablator:
         self._fully_ablated_inputs(ref_cache, a_ref)
         self.m_corrupted = self.metric(ref_logits) if ablation == "counterfactual" else None
         self.rep_w = self.replacement.permute(2, 0, 1, 3).contiguous()  # [writer batch|1 pos|1 d]
+        self._rep_window = self.rep_w[:, :, self.t0 :].contiguous() if self.t0 else self.rep_w
+        self._attn_before = {layer: ref_cache[hooks.name("attn_out", layer)][:, : self.t0]
+                             for layer in range(model.info.n_layers)} if self.t0 else {}  # fmt: skip
         self._layout()
+
+    def _first_difference(self) -> int:
+        """The first position at which some clean prompt differs from its corrupted one (at most the
+        earliest END). Before it every activation of the clean, the corrupted and any ablated run is
+        the same (a causal model reads only earlier positions), so every writer's difference is
+        exactly zero there: the one-circuit forwards rebuild inputs from this position on only."""
+        t = self.task
+        differs = (t.clean != t.corrupted).any(0).nonzero().flatten()
+        first = int(differs[0]) if len(differs) else t.clean.shape[1]
+        return min(first, int(t.end.min()))
 
     def _reference_run(self):
         """One run of the reference prompts keeping their inputs, projections and writers: (cache,
@@ -106,6 +135,7 @@ class Ablator:
         projections += [f"blocks.{layer}.mlp.hook_in" for layer in range(L)] if self.graph.has_mlp else []
         both = self.ablation == "counterfactual"
         names += projections if both else []
+        names += [hooks.name("attn_out", layer) for layer in range(L)] if both and self.t0 else []
         B = len(t.clean)
         ref_tokens = torch.cat([t.corrupted, t.clean]) if both else t.clean
         ref_cache: dict[str, Tensor] = {}
@@ -177,6 +207,11 @@ class Ablator:
                 m = where[Node("mlp", layer)]
                 self._writer_span[hooks.name("mlp_out", layer)] = (m, m + 1)
         self._mlp_writer = {layer: where[Node("mlp", layer)] for layer in range(L)} if g.has_mlp else {}
+        # the output projection can be skipped where its input's per-head products are summed exactly
+        # as the bridge would (float32; in bf16 nine rounded products are not the bridge's one matmul)
+        self._o_windowed = all(getattr(getattr(b.attn, "o", None), "original_component", None) is not None
+                               for b in self.model.bridge.blocks)  # fmt: skip
+        self._o_from_heads = self.rep_w.dtype in (torch.float32, torch.float64) and self._o_windowed
         can_skip = all(hasattr(self.model.bridge.blocks[layer].mlp, "hook_out") for layer in self._mlp_writer)
         self._mlp_rep = {layer: self.rep_w[w] for layer, w in self._mlp_writer.items()} if can_skip else {}
 
@@ -187,24 +222,28 @@ class Ablator:
         known, _ = self._distinct([keep])  # nothing ablated: the clean run; everything: the corrupted run
         if known[0] is not None:
             return known[0]
-        fwd, got, skipped = self._plan(keep)
-        with _skipped_mlps(self.model, skipped):  # nothing after the final residual stream is read
+        fwd, got, skipped, stubs = self._plan(keep)
+        computed = {layer: self.rep_w[w][:, : self.t0] for layer, w in self._mlp_writer.items() if layer not in skipped}
+        with _skipped_mlps(self.model, skipped), _stubbed(stubs), _windowed_mlps(self.model, computed if self.t0 else {}, self.t0):
             hooks.run_until(self.model, self.task.clean, fwd, hooks.final_resid(self.graph.n_layers))
         return self.metric(_readout(self.model, got["x"]))
 
-    def _plan(self, keep: Bool[Tensor, "edge"]) -> tuple[list, dict[str, Tensor], dict[int, Tensor]]:
-        """The hooks of one ablated forward, where its logits' input at END will be put, and the
-        MLPs not computed (their outputs): the circuit's structure is worked out on the CPU (no device
-        round trips during the forward)."""
+    def _plan(self, keep: Bool[Tensor, "edge"]) -> tuple[list, dict[str, Tensor], dict[int, Tensor], dict]:
+        """The hooks of one ablated forward, where its logits' input at END will be put, the MLPs not
+        computed (their outputs) and the linears whose matmul is skipped (`_stubbed`: a q/k/v linear
+        whose every head is replaced; in float32, the output projection of a layer whose head outputs
+        are computed anyway, which then returns their sum): the circuit's structure is worked out on
+        the CPU (no device round trips during the forward)."""
         g, model = self.graph, self.model
         dev = model.device
         M = torch.zeros(len(g.writers), len(g.readers), dtype=torch.bool)
         M[self._src, self._dst] = keep
         B, T = self.task.clean.shape
-        diff = torch.empty(len(g.writers), B, T, model.info.d_model, dtype=self.rep_w.dtype, device=dev)
+        t0 = self.t0  # writers' differences from the first differing position on (zero before it)
+        diff = torch.empty(len(g.writers), B, T - t0, model.info.d_model, dtype=self.rep_w.dtype, device=dev)
         fwd: list = []
         current: dict[str, Tensor] = {}
-        up, groups = _Uploads(dev), []
+        up, groups, stubs = _Uploads(dev), [], {}
 
         def remember(name: str):
             def hook(x, hook=None):
@@ -217,30 +256,47 @@ class Ablator:
         zero[[self._mlp_writer[layer] for layer in skipped]] = True
         for layer, ((idx, n), (midx, mn)) in enumerate(zip(self._attn_inputs, self._mlp_inputs)):
             pre = hooks.name("resid_pre", layer)
-            mlp = _MLPInput(M[:mn, midx], n, diff, up, zero) if g.has_mlp and layer not in skipped else None
-            group = _Group(M[:n, idx], diff, up, mlp.tail if mlp is not None else None, zero)
+            mlp = _MLPInput(M[:mn, midx], n, diff, up, zero, t0) if g.has_mlp and layer not in skipped else None
+            group = _Group(M[:n, idx], diff, up, mlp.tail if mlp is not None else None, zero, t0)
             if mlp is not None:
                 mlp.settle(group)
             groups += [group] if mlp is None else [group, mlp]
             fwd += group.pre_hooks(pre, current)
             fwd += group.attention_hooks(layer, self._qkv(layer), self.base[input_hook("q", layer)], current, pre,
-                                         [self.projected[hooks.name(k, layer)] for k in "qkv"], g.n_heads, g.n_kv)  # fmt: skip
+                                         [self.projected[hooks.name(k, layer)] for k in "qkv"], g.n_heads, g.n_kv,
+                                         model.bridge.blocks[layer].attn, stubs)  # fmt: skip
             if mlp is not None and (mlp.active or mlp.inside):
                 mid = hooks.name("resid_mid", layer)
                 fwd += [(mid, remember(mid))] if mlp.active and not mlp.inside else []
                 fwd.append((f"blocks.{layer}.mlp.hook_in", mlp.hook(model.bridge.blocks[layer], self.base[input_hook("mlp", layer)],
                                                                      current, mid, self.projected[f"blocks.{layer}.mlp.hook_in"])))  # fmt: skip
-        final, got = _Group(M[:, self._logits_input], diff, up, zero=zero), {}
+        final, got = _Group(M[:, self._logits_input], diff, up, zero=zero, t0=t0), {}
         fwd.append((hooks.final_resid(g.n_layers), final.end_hook(self._base_end, self._end_at, got)))
         groups.append(final)
         up.send()
         read = torch.zeros(len(g.writers), dtype=torch.bool)  # the writers whose differences some sum reads
         for group in groups:
             group.mark_read(read)
-        # writer outputs minus their replacements, first, and only for the writers read
-        fwd = [(name, h) for name, h in writer_diff_hooks(model, g, diff, self.rep_w)
+        # writer outputs minus their replacements, first, and only for the writers read; in float32
+        # a layer's attention output is then the sum of its head outputs (no second matmul)
+        heads_read = [layer for layer in range(g.n_layers) if bool(read[slice(*self._writer_span[hooks.name("z", layer)])].any())]
+        sums: dict[int, Tensor | None] = dict.fromkeys(heads_read if self._o_from_heads else [])
+        if t0 and self._o_windowed:  # every other output projection: its matmul from t0 on only
+            for layer in range(g.n_layers):
+                if layer not in sums:
+                    o = model.bridge.blocks[layer].attn.o
+                    stubs[o] = _windowed(o, self._attn_before[layer], t0)
+        for layer in sums:
+            o = model.bridge.blocks[layer].attn.o
+
+            def attn_out(z, layer=layer, bias=o.original_component.bias):
+                out = sums.pop(layer) if bias is None else sums.pop(layer) + bias
+                return torch.cat([self._attn_before[layer].to(out.dtype), out], 1) if t0 else out
+
+            stubs[o] = attn_out
+        fwd = [(name, h) for name, h in writer_diff_hooks(model, g, diff, self._rep_window, sums, t0)
                if bool(read[slice(*self._writer_span[name])].any())] + fwd  # fmt: skip
-        return fwd, got, {layer: self._mlp_rep[layer] for layer in skipped}
+        return fwd, got, {layer: self._mlp_rep[layer] for layer in skipped}, stubs
 
     def _unread_mlps(self, M: Tensor) -> list[int]:
         """The layers whose MLP is not computed, because it would write exactly its replacement

@@ -130,9 +130,13 @@ def writer_hooks(model: Model, graph: Graph, put: Callable[[int, Tensor], None],
     return out
 
 
-def writer_diff_hooks(model: Model, graph: Graph, buffer: Tensor, minus: Tensor) -> list:
+def writer_diff_hooks(model: Model, graph: Graph, buffer: Tensor, minus: Tensor,
+                      head_sums: dict[int, Tensor | None] | None = None, start: int = 0) -> list:  # fmt: skip
     """Forward hooks that write each writer's output minus `minus` ([writer batch|1 pos|1 d]) into
-    `buffer` ([writer batch pos d], writer-major, filled in place without intermediate copies)."""
+    `buffer` ([writer batch pos d], writer-major, filled in place without intermediate copies).
+    For each layer among `head_sums`' keys, `head_sums[layer]` also receives the sum of the layer's
+    head outputs [batch pos d] (its attention output without b_O), taken before the subtraction.
+    From `start` on: the buffer and `minus` hold the positions start.. only."""
     from interp.circuits.graph import Node
 
     where = graph.writer_index()
@@ -140,7 +144,8 @@ def writer_diff_hooks(model: Model, graph: Graph, buffer: Tensor, minus: Tensor)
 
     def single(i: int):
         def hook(x, hook=None):
-            torch.sub(x.detach(), minus[i], out=buffer[i])
+            x = x.detach()
+            torch.sub(x[:, start:] if x.shape[1] != buffer.shape[2] else x, minus[i], out=buffer[i])
 
         return hook
 
@@ -150,7 +155,10 @@ def writer_diff_hooks(model: Model, graph: Graph, buffer: Tensor, minus: Tensor)
 
         def hook(z, hook=None):
             out = buffer[first : first + H]
-            torch.bmm(z.detach().permute(2, 0, 1, 3).reshape(H, B * T, -1), W_O.to(z.dtype), out=out.view(H, B * T, d))
+            z = z.detach()[:, start:]
+            torch.bmm(z.permute(2, 0, 1, 3).reshape(H, B * T, -1), W_O.to(z.dtype), out=out.view(H, B * T, d))
+            if head_sums is not None and layer in head_sums:
+                head_sums[layer] = out.sum(0)
             out.sub_(minus[first : first + H])
 
         return hook

@@ -39,6 +39,56 @@ def _skipped_mlps(model: Model, outputs: dict[int, Tensor]):
             blocks[layer].mlp.__dict__.pop("forward", None)
 
 
+@contextmanager
+def _windowed_mlps(model: Model, before: dict[int, Tensor], t0: int):
+    """Inside the block, the MLPs of the layers in `before` compute the positions t0.. only (their
+    hooks see those positions) and return `before[layer]` ([batch t0 d_model]) for the ones before."""
+    blocks = model.bridge.blocks
+    try:
+        for layer, known in before.items():
+            mlp = blocks[layer].mlp
+
+            def window(x, *args, mlp=mlp, known=known, **kwargs):
+                return torch.cat([known.to(x.dtype), type(mlp).forward(mlp, x[:, t0:].contiguous(), *args, **kwargs)], 1)
+
+            object.__setattr__(mlp, "forward", window)
+        yield
+    finally:
+        for layer in before:
+            blocks[layer].mlp.__dict__.pop("forward", None)
+
+
+def _windowed(linear, before: Tensor, t0: int):
+    """An output maker for `_stubbed`: the linear's matmul at the positions t0.. only, after the
+    output `before` ([batch t0 out]) known for the positions before."""
+    module = linear.original_component
+    return lambda x: torch.cat([before.to(x.dtype), module(x[:, t0:].contiguous())], 1)
+
+
+@contextmanager
+def _stubbed(linears: dict):
+    """Inside the block, each LinearBridge of `linears` skips its matmul: `make(input)` gives its
+    output. Its hook_in and hook_out still fire, as in LinearBridge.forward (a hook replaces that
+    output wholly, so the matmul would be thrown away)."""
+    try:
+        for lin, make in linears.items():
+
+            def forward(x, *args, lin=lin, make=make, **kwargs):
+                if lin._suppress_next_hook_in:
+                    object.__setattr__(lin, "_suppress_next_hook_in", False)
+                else:
+                    x = lin.hook_in(x)
+                out = lin.hook_out(make(x))
+                object.__setattr__(lin, "_fired_hook_out", True)
+                return out
+
+            object.__setattr__(lin, "forward", forward)
+        yield
+    finally:
+        for lin in linears:
+            lin.__dict__.pop("forward", None)
+
+
 def _readout(model: Model, resid_end: Float[Tensor, "row d_model"]) -> Float[Tensor, "row vocab"]:
     """Logits from final residual streams at END only: the bridge's final norm and unembedding on
     those rows (the positions before END are never read out)."""
@@ -104,8 +154,9 @@ class _Group:
     writers' differences (each layer reads them once); the active ones are normalized once and
     projected by one batched matmul."""
 
-    def __init__(self, sub: Tensor, diff: Tensor, up: _Uploads, tail: Tensor | None = None, zero: Tensor | None = None):
-        self.n, self.diff, self.up = sub.shape[0], diff, up
+    def __init__(self, sub: Tensor, diff: Tensor, up: _Uploads, tail: Tensor | None = None, zero: Tensor | None = None,
+                 t0: int = 0):  # fmt: skip
+        self.n, self.diff, self.up, self.t0 = sub.shape[0], diff, up, t0
         inside, w = _signed(sub, zero)
         summed = w.ne(0).any(0)
         act_in, act_out = (summed & inside).nonzero().flatten(), (summed & ~inside).nonzero().flatten()
@@ -134,11 +185,12 @@ class _Group:
             read[self.up.cpu[self.rows]] = True
 
     def sums(self, at: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """The signed sums of the active inputs (and the tail) [active(+1) batch pos d], or at the
-        positions `at` only ((batch index, position) -> [active(+1) row d])."""
+        """The signed sums of the active inputs (and the tail) [active(+1) batch pos-t0 d] (the
+        positions t0.. that `diff` holds), or at the positions `at` only ((batch index, position) ->
+        [active(+1) row d])."""
         part = self.diff[: self.n] if self.rows is None else self.diff[: self.n].index_select(0, self.up[self.rows])
         if at is not None:
-            part = part[:, at[0], at[1]]
+            part = part[:, at[0], at[1] - self.t0]
         w = self.up[self.w]
         return (w.T @ part.reshape(part.shape[0], -1)).view(w.shape[1], *part.shape[1:])
 
@@ -162,41 +214,61 @@ class _Group:
 
         return [(pre, hook)] if self.n_act or self.has_tail else []
 
-    def attention_hooks(self, layer, stacked, base, current, pre, projected, n_heads, n_kv) -> list:
+    def attention_hooks(self, layer, stacked, base, current, pre, projected, n_heads, n_kv, attn=None,
+                        stubs: dict | None = None) -> list:  # fmt: skip
         """The hooks on hook_q, hook_k and hook_v ([batch pos width d_head], before rotary) of the kinds
         with something to replace. The first to need it rebuilds, normalizes and projects every active
-        input of the layer (one batched matmul)."""
+        input of the layer (one batched matmul). A kind whose every head is replaced needs nothing of
+        the bridge's own projection: with `stubs`, its linear (of the attention bridge `attn`) goes
+        there (module -> output maker, for `_stubbed`) and the hook fills the empty output."""
         ln1, W, b = stacked
         up, spans = self.up, {"q": (0, n_heads), "k": (n_heads, n_kv), "v": (n_heads + n_kv, n_kv)}
         act, abl = self.active.tolist(), self.ablated.tolist()
         which = up.add(self.active)
 
-        def project(dtype: torch.dtype) -> Tensor:
+        t0 = self.t0
+
+        def project(dtype: torch.dtype) -> Tensor:  # positions t0.. only
             if "p" not in self.done:
-                normed = ln1(self.rebuilt(self.done.pop("sums"), base, current[pre]).to(dtype))
+                normed = ln1(self.rebuilt(self.done.pop("sums"), base[:, t0:], current[pre][:, t0:]).to(dtype))
                 p = torch.einsum("abtd,ade->abte", normed, W[up[which]].to(normed.dtype))
                 self.done["p"] = p if b is None else p + b[up[which]][:, None, None, :].to(p.dtype)
             return self.done["p"]
 
-        out = []
+        out, made = [], {}
         for kind, proj in zip("qkv", projected):
             start, width = spans[kind]
             mine = [(j, c - start) for j, c in enumerate(act) if start <= c < start + width]
             ablated = [c - start for c in abl if start <= c < start + width]
+            if t0 and stubs is not None and hasattr(attn, kind):  # before t0 the output is the cached one
+                stubs[getattr(attn, kind)] = _windowed(getattr(attn, kind), proj[:, :t0].flatten(2), t0)
             if not mine and not ablated:  # every input of this kind keeps the bridge's projection
                 continue
             sel = up.add(torch.tensor([j for j, _ in mine], dtype=torch.long))
             heads = up.add(torch.tensor([h for _, h in mine], dtype=torch.long))
             gone = up.add(torch.tensor(ablated, dtype=torch.long))
 
-            def hook(x, hook=None, mine=mine, ablated=ablated, sel=sel, heads=heads, gone=gone, projected=proj):
+            if len(mine) + len(ablated) == width and stubs is not None and hasattr(attn, kind):  # no head keeps
+                # the bridge's projection: its linear makes an empty output (remembered, so the hook fills it
+                # in place only when that is what reaches it)
+                def make(x, n=width * W.shape[-1], kind=kind):
+                    made[kind] = x.new_empty(*x.shape[:-1], n)
+                    return made[kind]
+
+                stubs[getattr(attn, kind)] = make
+
+            def hook(x, hook=None, mine=mine, ablated=ablated, sel=sel, heads=heads, gone=gone, projected=proj, kind=kind):
+                ours = made.pop(kind, None)
                 if len(ablated) == x.shape[2]:  # the whole kind fully ablated
                     return projected.to(x.dtype, copy=True)
-                x = x.clone()
+                if ours is None or x.untyped_storage().data_ptr() != ours.untyped_storage().data_ptr():
+                    x = x.clone()
+                elif t0:  # an empty output: before t0 every head reads what the corrupted (= clean) run read
+                    x[:, :t0] = projected[:, :t0].to(x.dtype)
                 if ablated:
                     x[:, :, up[gone]] = projected.index_select(2, up[gone]).to(x.dtype)
                 if mine:
-                    x[:, :, up[heads]] = project(x.dtype).index_select(0, up[sel]).permute(1, 2, 0, 3).to(x.dtype)
+                    x[:, t0:, up[heads]] = project(x.dtype).index_select(0, up[sel]).permute(1, 2, 0, 3).to(x.dtype)
                 return x
 
             out.append((hooks.name(kind, layer), hook))
@@ -220,7 +292,8 @@ class _MLPInput:
     edges from them are summed there (`tail`, that group's extra column) and only those from the
     layer's own heads here; otherwise its whole sum is made here (gathering its few rows)."""
 
-    def __init__(self, sub: Tensor, n_before: int, diff: Tensor, up: _Uploads, zero: Tensor | None = None):
+    def __init__(self, sub: Tensor, n_before: int, diff: Tensor, up: _Uploads, zero: Tensor | None = None, t0: int = 0):
+        self.t0 = t0
         inside, w = _signed(sub, zero)
         self.inside, self.w = bool(inside[0]), w[:, 0]
         self.active = bool(self.w.ne(0).any())
@@ -247,14 +320,21 @@ class _MLPInput:
         """The hook on the MLP's normalized input."""
 
         def hook(x, hook=None):
+            w = x.shape[1] != projected.shape[1]  # the MLP computes the positions t0.. only
             if not self.active:
-                return projected.to(x.dtype) if self.inside else x
+                return (projected[:, self.t0 :] if w else projected).to(x.dtype) if self.inside else x
             s = base if self.inside else current[mid]
+            t0, add = self.t0, None  # the change, at the positions t0.. only
             if self.attention.has_tail:
-                s = s + self.attention.done.pop("tail")
+                add = self.attention.done.pop("tail")
             if self.part is not None:
                 rows = self.diff[self.lo : self.n] if self.contiguous else self.diff.index_select(0, self.up[self.idx])
-                s = s + (self.up[self.part] @ rows.reshape(rows.shape[0], -1)).view(s.shape)
+                part = (self.up[self.part] @ rows.reshape(rows.shape[0], -1)).view(rows.shape[1:])
+                add = part if add is None else add + part
+            if w:
+                s = s[:, t0:] if add is None else s[:, t0:] + add
+            elif add is not None:
+                s = torch.cat([s[:, :t0], s[:, t0:] + add], 1) if t0 else s + add
             return block.ln2(s.to(x.dtype))
 
         return hook

@@ -32,3 +32,11 @@ def sharpen_queries(model, request, factor: float = 16.0):
             w.mul_(factor)
     request.addfinalizer(lambda: [w.data.div_(factor) for w in weights])
     return model
+
+
+def late_scrambled_task(model, n: int, seed: int, start: int):
+    """`scrambled_task` with every prompt's first `start` tokens left clean: the clean and corrupted
+    runs agree before `start`."""
+    ds = scrambled(model, n, seed)
+    ds.corrupted_tokens = torch.cat([ds.tokens[:, :start], ds.corrupted_tokens[:, start:]], dim=1)
+    return from_ioi(ds)

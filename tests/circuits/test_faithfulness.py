@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from circuit_helpers import scrambled_task
+from circuit_helpers import late_scrambled_task, scrambled_task
 
 from interp.circuits.ablate import Ablator, ablated_reference
 from interp.circuits.attribute import attribute
@@ -42,6 +42,7 @@ def test_bfloat16_within_tolerance(tiny_llama_bf16, tiny_llama, sharp):
     for frac in (0.05, 0.5):
         keep = torch.rand(Graph.of(model).n_edges, generator=gen) < frac
         fast, plain = ab.run(keep).float(), ablated_reference(model, held, keep).float()
+        assert not ab._o_from_heads and ab32._o_from_heads  # bf16 keeps the bridge's output projection
         scale = max(float((ab.m_full.float() - ab.m_corrupted.float()).abs().max()), float(plain.abs().max()))
         assert float((fast - plain).abs().max()) <= 0.03 * scale, (fast, plain, scale)
         assert float((fast - ab32.run(keep)).abs().max()) <= 0.1 * scale
@@ -126,3 +127,57 @@ def test_single_prompt_equals_transformer_lens(tiny_gpt2, sharp):
     c = faithfulness_curve(model, scores, one, percents=(30,), n_boot=5)
     assert c.n_edges[0] == int(keep.sum())
     assert abs(c.faithfulness[0] - res.recovered) < 1e-4, (c.faithfulness[0], res.recovered)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_skipped_matmuls_are_not_computed_and_change_nothing(fixture, sharp, monkeypatch):
+    """The engine skips a q/k/v linear whose every head it replaces and, in float32, the output
+    projection of a layer whose head outputs it computes anyway; every other linear and MLP of the
+    layers runs on the positions from the first difference on only. Those matmuls do not run (or
+    see only those positions), and the metric still equals the plain per-edge reconstruction."""
+    model = sharp(fixture)
+    held = late_scrambled_task(model, 3, seed=2, start=4)
+    g = Graph.of(model)
+    ab = Ablator(model, held)
+    keep = torch.rand(g.n_edges, generator=torch.Generator().manual_seed(1)) < 0.3
+    stubs = ab._plan(keep)[3]
+    attn = [b.attn for b in model.bridge.blocks]
+    assert ab.t0 == 4 and any(a.o in stubs for a in attn)
+    assert fixture == "tiny_gpt2" or any(getattr(a, k) in stubs for a in attn for k in "qkv")
+    widths: dict[str, set[int]] = {}
+    for layer, a in enumerate(attn):
+        for k in "qkvo":
+            lin = getattr(a, k).original_component
+
+            def counted(x, *rest, f=lin.forward, n=f"{layer}{k}"):
+                widths.setdefault(n, set()).add(x.shape[1])
+                return f(x, *rest)
+
+            monkeypatch.setattr(lin, "forward", counted)
+    fast = ab.run(keep)
+    T = held.clean.shape[1]
+    stubbed = {f"{layer}{k}" for layer, a in enumerate(attn) for k in "qkvo" if getattr(a, k) in stubs}
+    assert stubbed and widths
+    assert all(widths.get(n, {T - 4}) == {T - 4} for n in stubbed)  # windowed: the positions 4.. only
+    assert any(n not in widths for n in stubbed)  # some matmuls never ran at all
+    assert torch.allclose(fast, ablated_reference(model, held, keep), atol=2e-5)
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_positions_before_the_first_difference_are_not_rebuilt(fixture, sharp):
+    """Where every clean prompt agrees with its corrupted one up to a position, every writer's
+    difference is zero before it: the engine rebuilds from there on only, and still equals the plain
+    per-edge reconstruction (mean ablation, whose replacement differs everywhere, rebuilds all)."""
+    model = sharp(fixture)
+    held, mean_over = late_scrambled_task(model, 3, seed=2, start=6), scrambled_task(model, 4, seed=9)
+    g = Graph.of(model)
+    ab, ab_mean = Ablator(model, held), Ablator(model, held, "mean", mean_over)
+    assert ab.t0 == 6 and ab_mean.t0 == 0 and Ablator(model, scrambled_task(model, 3, seed=2)).t0 == 1
+    gen = torch.Generator().manual_seed(3)
+    for frac in (0.05, 0.3, 0.7, 0.97):
+        keep = torch.rand(g.n_edges, generator=gen) < frac
+        fast, plain = ab.run(keep), ablated_reference(model, held, keep)
+        assert torch.allclose(fast, plain, atol=2e-5), (frac, fast, plain)
+        if frac < 0.9:
+            assert float((fast - ab.m_full).abs().max()) > 1e-3
+        assert torch.allclose(ab_mean.run(keep), ablated_reference(model, held, keep, "mean", mean_over), atol=2e-5)
