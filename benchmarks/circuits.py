@@ -10,7 +10,8 @@ a shared machine):
    the batch (m x prompts rows in one forward+backward); one step a pass and EAP are timed
    against the same baseline; --ops counts aten operators too (a proxy for GPU launches).
 2. The whole faithfulness curve (MIB's 10 sizes, counterfactual ablation, pruned top-n) on the
-   held-out batch against one plain forward of that batch. Goal: <= 12 forwards.
+   held-out batch (IOI's default counterfactual, S2 -> IO; --corruption abc for Wang et al.'s)
+   against one plain forward of that batch. Goal: <= 12 forwards.
 3. On an MHA GPT-2-shaped model built here (random weights, GPT-2's tokenizer; --tl-shape):
    every head -> head q edge patched exactly (`edge_effects` on the swapped task, i.e. direct
    path patching) against TransformerLens 4.3's `get_act_patch_direct_path_all_sources(
@@ -420,6 +421,7 @@ def main() -> None:
     p.add_argument("--n-prompts", type=int, default=16, help="scoring prompts (one batch), as many held out")
     p.add_argument("--steps", type=int, default=5, help="EAP-IG steps")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--corruption", default=None, help="IOI's counterfactual (default: the task's, s2-io); abc, new-s")
     p.add_argument("--tl-shape", default="small", choices=sorted(SHAPES))
     p.add_argument("--tl-prompts", type=int, default=8)
     p.add_argument("--tl-sources", type=int, default=8, help="source heads TL's direct path patching is timed on")
@@ -434,9 +436,9 @@ def main() -> None:
     print(f"device {args.device}, dtype {args.dtype or 'default'}, {torch.get_num_threads()} threads")
     if not {"1", "2"} <= skip:
         model = load(args.model, device=args.device, dtype=args.dtype)
-        split = load_task("ioi", model, args.n_prompts, args.n_prompts, seed=0)
+        split = load_task("ioi", model, args.n_prompts, args.n_prompts, seed=0, corruption=args.corruption)
         g = Graph.of(model)
-        print(f"{model.info.name}: {g.n_nodes} nodes, {g.n_edges} edges; IOI {len(split.score)} scoring prompts "
+        print(f"{model.info.name}: {g.n_nodes} nodes, {g.n_edges} edges; IOI ({split.score.corruption}) {len(split.score)} scoring prompts "
               f"x {split.score.clean.shape[1]} tokens, {len(split.heldout)} held out x {split.heldout.clean.shape[1]}")  # fmt: skip
         if "1" not in skip:
             bench_attribution(model, split, args)
