@@ -1,22 +1,5 @@
-"""Tasks: what every circuit method scores. A task is data, not code.
-
-A `Task` holds clean prompts and their corrupted counterparts as token tensors (BOS first,
-right-padded by repeating each prompt's last token; a clean prompt and its corruption always
-have the same length, pairs whose lengths differ are refused), each prompt's END (the position
-whose next-token prediction is scored), the answer and distractor token ids, the metric, and
-named positions where the task has them (IOI: IO, S1, S1+1, S2, END). `load_task` returns a
-`TaskSplit`: a scoring part (what attribution sees) and a held-out part (what faithfulness is
-measured on); the held-out prompts are drawn apart from the scoring ones (other IOI templates,
-other greater-than nouns, other random sequences, other rows of a file).
-
-Metrics (`METRICS`, per prompt, at END; higher = more of the clean behaviour):
-- `logit-diff`: logit(answer) - logit(distractor) (the default when there is a distractor);
-- `logit`: logit(answer) (induction's default);
-- `prob`: softmax probability of the answer;
-- `prob-diff`: probability on the "good" candidates minus the "bad" ones (greater-than's);
-- `kl`: -KL(clean || run) over the whole next-token distribution (0 on the clean run itself).
-  Its gradient vanishes at the clean run, so plain EAP (gradient at clean) gives all-zero
-  scores with it; EAP-IG does not.
+"""The task sources and the one entry point, `load_task` (the Task type and the metrics are
+interp.data.task, re-exported here).
 
 Built-in tasks:
 - `ioi`: `interp.data.ioi.make_ioi`, scoring prompts from the even base templates and held-out
@@ -48,214 +31,32 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp.data.task import (  # noqa: F401  (re-exported: the Task type and the metrics)
+    BUILTIN,
+    METRICS,
+    MIN_LAYERS,
+    MetricFn,
+    Task,
+    TaskSplit,
+    as_task,
+    check_metric,
+    end_logits,
+    from_ioi,
+    metric_fn,
+)
 from interp.errors import WorkbenchError
 
 if TYPE_CHECKING:
-    from interp.data.ioi import IOIDataset
     from interp.models import Model
-
-METRICS: tuple[str, ...] = ("logit-diff", "logit", "prob", "prob-diff", "kl")
-BUILTIN: tuple[str, ...] = ("ioi", "greater-than", "induction")
-MIN_LAYERS = {"ioi": 2, "induction": 2, "greater-than": 1}  # compositions the task needs at least
-
-
-@dataclass
-class Task:
-    """Clean/corrupted prompt pairs with what the metric reads (see the module docstring)."""
-
-    name: str  # "ioi", "greater-than", "induction" or the file's name
-    clean: Int[Tensor, "batch pos"]  # clean tokens, BOS first, right-padded
-    corrupted: Int[Tensor, "batch pos"]  # corrupted tokens, the same length as the clean ones pair by pair
-    end: Int[Tensor, "batch"]  # each prompt's END (its last real position)
-    answers: Int[Tensor, "batch"]  # the token the clean prompt should predict at END
-    distractors: Int[Tensor, "batch"] | None  # the token it should not (None: no distractor)
-    metric: str  # one of METRICS
-    positions: dict[str, Int[Tensor, "batch"]] = field(default_factory=dict)  # named positions (END included)
-    prompts: list[str] = field(default_factory=list)  # clean texts
-    corrupted_prompts: list[str] = field(default_factory=list)  # corrupted texts
-    candidates: Int[Tensor, "cand"] | None = None  # prob-diff: the ordered candidate ids
-    sides: Int[Tensor, "batch cand"] | None = None  # prob-diff: +1 good, -1 bad, 0 neither, per prompt
-    min_layers: int = 1  # the shallowest model the task makes sense on
-    corruption: str | None = None  # how the corrupted prompts were made, where a task has a choice (IOI: `CORRUPTIONS`)
-
-    def __post_init__(self):
-        check_metric(self, self.metric)
-        if self.clean.shape != self.corrupted.shape:
-            raise WorkbenchError(
-                f"task {self.name!r}: clean tokens {tuple(self.clean.shape)} and corrupted {tuple(self.corrupted.shape)} "
-                "differ in shape; every pair must tokenize to the same length"
-            )
-        self.positions.setdefault("END", self.end)
-
-    def __len__(self) -> int:
-        return self.clean.shape[0]
-
-    @property
-    def device(self) -> torch.device:
-        return self.clean.device
-
-    def subset(self, idx) -> Task:
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        keep = int(self.end[idx].max()) + 1
-        pick = lambda x: None if x is None else x[idx.to(x.device)]  # noqa: E731
-        return replace(
-            self,
-            clean=self.clean[idx.to(self.device), :keep],
-            corrupted=self.corrupted[idx.to(self.device), :keep],
-            end=self.end[idx],
-            answers=self.answers[idx],
-            distractors=pick(self.distractors),
-            positions={k: v[idx] for k, v in self.positions.items()},
-            prompts=[self.prompts[i] for i in idx.tolist()] if self.prompts else [],
-            corrupted_prompts=[self.corrupted_prompts[i] for i in idx.tolist()] if self.corrupted_prompts else [],
-            sides=pick(self.sides),
-        )
-
-    def split(self, n_first: int) -> tuple[Task, Task]:
-        return self.subset(range(n_first)), self.subset(range(n_first, len(self)))
-
-    def chunks(self, size: int) -> list[Task]:
-        """The prompts in consecutive pieces of at most `size` (each trimmed to its own width)."""
-        return [self.subset(range(i, min(i + size, len(self)))) for i in range(0, len(self), size)]
-
-    def swapped(self) -> Task:
-        """The same pairs with clean and corrupted exchanged (answers kept): the denoising view."""
-        return replace(self, clean=self.corrupted, corrupted=self.clean, prompts=self.corrupted_prompts,
-                       corrupted_prompts=self.prompts)  # fmt: skip
-
-    def with_metric(self, metric: str) -> Task:
-        return replace(self, metric=check_metric(self, metric))
-
-    def to(self, device) -> Task:
-        return replace(self, clean=self.clean.to(device), corrupted=self.corrupted.to(device))
-
-    def position(self, name: str | None) -> Int[Tensor, "batch"] | None:
-        """A named position's index per prompt, or None for every position ('all' or None)."""
-        if name is None or name == "all":
-            return None
-        if name not in self.positions:
-            raise WorkbenchError(f"task {self.name!r} has no position {name!r}; choose one of {list(self.positions)} or 'all'")
-        return self.positions[name]
-
-    def check(self, model: Model) -> Task:
-        """Refuse a model the task cannot run on (too shallow, too short a context, too small a vocabulary)."""
-        info = model.info
-        if info.n_layers < self.min_layers:
-            raise WorkbenchError(
-                f"{info.name} has {info.n_layers} layer(s); the {self.name} task needs at least {self.min_layers} "
-                "(a circuit for it composes heads across layers): use a deeper model"
-            )
-        if self.clean.shape[1] > info.n_ctx:
-            raise WorkbenchError(f"task prompts are {self.clean.shape[1]} tokens but {info.name} reads {info.n_ctx}; shorten them")
-        top = max(int(self.clean.max()), int(self.corrupted.max()), int(self.answers.max()))
-        if top >= info.d_vocab:
-            raise WorkbenchError(f"task token id {top} is outside {info.name}'s vocabulary ({info.d_vocab}); "
-                                 "build the task with this model's tokenizer")  # fmt: skip
-        return self
-
-
-def check_metric(task: Task, metric: str) -> str:
-    if metric not in METRICS:
-        raise WorkbenchError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    if metric == "logit-diff" and task.distractors is None:
-        raise WorkbenchError(f"task {task.name!r} has no distractor tokens, so no logit difference; use metric 'logit' or 'prob'")
-    if metric == "prob-diff" and task.sides is None:
-        raise WorkbenchError(f"metric 'prob-diff' needs good/bad candidate tokens, which task {task.name!r} lacks")
-    return metric
-
-
-@dataclass
-class TaskSplit:
-    """A task's scoring prompts and its held-out prompts."""
-
-    score: Task
-    heldout: Task
-
-    @property
-    def name(self) -> str:
-        return self.score.name
-
-
-# -- metrics ---------------------------------------------------------------------------------------
-
-MetricFn = Callable[[Tensor], Tensor]  # logits at END [..., batch, vocab] -> [..., batch]
-
-
-def end_logits(logits: Float[Tensor, "batch pos vocab"], end: Int[Tensor, "batch"]) -> Float[Tensor, "batch vocab"]:
-    """Each prompt's logits at its END (logits may stack several copies of the batch)."""
-    reps = logits.shape[0] // len(end)
-    e = end.to(logits.device).repeat(reps)
-    return logits[torch.arange(logits.shape[0], device=logits.device), e]
-
-
-def metric_fn(task: Task, clean_end: Float[Tensor, "batch vocab"] | None = None) -> MetricFn:
-    """The task's metric as a function of the logits at END, [..., batch, vocab] -> [..., batch]
-    (any leading variant axes broadcast). `kl` needs the clean run's logits at END."""
-    answers = task.answers
-    distractors = task.distractors
-    kind = task.metric
-
-    def take(logits: Tensor, ids: Tensor) -> Tensor:
-        ids = ids.to(logits.device).view(*([1] * (logits.dim() - 2)), -1, 1).expand(*logits.shape[:-1], 1)
-        return logits.gather(-1, ids)[..., 0]
-
-    if kind == "logit-diff":
-        return lambda logits: take(logits, answers) - take(logits, distractors)
-    if kind == "logit":
-        return lambda logits: take(logits, answers)
-    if kind == "prob":
-        return lambda logits: take(logits.float().softmax(-1), answers)
-    if kind == "prob-diff":
-        cand, sides = task.candidates, task.sides.float()
-
-        def prob_diff(logits: Tensor) -> Tensor:
-            p = logits.float().softmax(-1)[..., cand.to(logits.device)]  # [..., batch, cand]
-            return (p * sides.to(logits.device)).sum(-1)
-
-        return prob_diff
-    if clean_end is None:
-        raise WorkbenchError("the kl metric needs the clean run's logits")
-    ref = clean_end.detach().float().log_softmax(-1)
-
-    def neg_kl(logits: Tensor) -> Tensor:
-        logp = logits.float().log_softmax(-1)
-        r = ref.to(logits.device)
-        return -(r.exp() * (r - logp)).sum(-1)
-
-    return neg_kl
 
 
 # -- IOI --------------------------------------------------------------------------------------------
-
-
-def from_ioi(ds: IOIDataset, metric: str = "logit-diff") -> Task:
-    """An `IOIDataset` as a Task (clean = IOI, corrupted = ABC, answer = IO, distractor = S)."""
-    return Task(
-        "ioi", ds.tokens, ds.corrupted_tokens, ds.positions["END"].clone(), ds.io_ids.clone(), ds.s_ids.clone(),
-        metric, dict(ds.positions), list(ds.prompts), list(ds.corrupted_prompts), min_layers=MIN_LAYERS["ioi"],
-        corruption=ds.corruption,
-    )  # fmt: skip
-
-
-def as_task(data) -> Task:
-    """A Task as it is, or an IOIDataset through `from_ioi`."""
-    if isinstance(data, Task):
-        return data
-    from interp.data.ioi import IOIDataset
-
-    if isinstance(data, IOIDataset):
-        return from_ioi(data)
-    raise WorkbenchError(f"expected a Task or an IOIDataset, got {type(data).__name__}")
-
 
 IOI_CORRUPTION = "s2-io"  # the circuit task's counterfactual: MIB's IOI default (s2_io_flip)
 
