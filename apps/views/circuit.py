@@ -60,7 +60,8 @@ with state.shows_errors():
         percent = st.select_slider("Circuit size (% of edges)", options=list(MIB_PERCENTS), value=HEADLINE, key="circ_size")
         keep = report.circuit(percent)
         heads = circuit_heads(s, keep)
-        st.caption(f"{int(keep.sum()):,} edges after pruning to paths from the embedding to the logits; "
+        corr = report.split.score.corruption
+        st.caption((f"Counterfactual: {corr}. " if corr else "") + f"{int(keep.sum()):,} edges after pruning to paths from the embedding to the logits; "
                    f"heads used: {', '.join(f'{a}.{b}' for a, b in heads[:30])}{' …' if len(heads) > 30 else ''}")
         st.plotly_chart(edge_graph(g, s.scores, keep, f"Circuit at {percent:g}% of edges ({s.method}, {report.split.name})"),
                         key="circ_graph")  # fmt: skip

@@ -22,6 +22,10 @@ def test_circuit_view_tiny(tiny_llama_dir, tmp_path):
     at.select_slider(key="circ_size").set_value(50).run()
     assert figures(at)[0]["layout"]["title"]["text"].startswith("Circuit at 50% of edges")
     assert not at.button  # the result is kept: no second run
+    assert any(c.value.startswith("Counterfactual: s2-io.") for c in at.caption)  # MIB's IOI counterfactual by default
+    at.radio(key="circ_corruption").set_value("abc").run()  # another counterfactual is another circuit
+    at.button(key="circ_run").click().run()
+    assert not errors(at) and any(c.value.startswith("Counterfactual: abc.") for c in at.caption)
     # a task file whose pair lengths differ: a one-line error, the page keeps working
     bad = tmp_path / "bad.jsonl"
     rows = [{"clean": "a b c", "corrupted": "a b d", "answer": " e"}, {"clean": "a b c d e f", "corrupted": "x", "answer": " e"}]
