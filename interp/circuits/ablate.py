@@ -65,6 +65,7 @@ from interp.circuits.rebuild import (
     _MLPInput,
     _project,
     _readout,
+    _replaced_forwards,
     _skipped_mlps,
     _stubbed,
     _Uploads,
@@ -223,8 +224,10 @@ class Ablator:
         if known[0] is not None:
             return known[0]
         fwd, got, skipped, stubs = self._plan(keep)
-        computed = {layer: self.rep_w[w][:, : self.t0] for layer, w in self._mlp_writer.items() if layer not in skipped}
-        with _skipped_mlps(self.model, skipped), _stubbed(stubs), _windowed_mlps(self.model, computed if self.t0 else {}, self.t0):
+        computed = {layer: self.rep_w[w][:, : self.t0] for layer, w in self._mlp_writer.items()
+                    if layer not in skipped} if self.t0 else {}  # fmt: skip
+        forwards = {**_skipped_mlps(self.model, skipped), **_windowed_mlps(self.model, computed, self.t0), **_stubbed(stubs)}
+        with _replaced_forwards(forwards):
             hooks.run_until(self.model, self.task.clean, fwd, hooks.final_resid(self.graph.n_layers))
         return self.metric(_readout(self.model, got["x"]))
 

@@ -20,42 +20,40 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def _skipped_mlps(model: Model, outputs: dict[int, Tensor]):
-    """Inside the block, the MLPs of the layers in `outputs` are not computed: each returns its
-    given output ([batch|1 pos|1 d_model], broadcast to its input's shape) through its hook_out, so
-    the hooks on hook_mlp_out still see it."""
-    blocks = model.bridge.blocks
+def _replaced_forwards(forwards: dict):
+    """Inside the block, each module of `forwards` runs its given forward instead of its own (set on
+    the bridge component itself: its __setattr__ would pass it on to HF's module)."""
     try:
-        for layer, out in outputs.items():
-            mlp = blocks[layer].mlp
-
-            def skip(x, *args, mlp=mlp, out=out, **kwargs):
-                return mlp.hook_out(out.to(x.dtype).expand(*x.shape[:-1], out.shape[-1]))
-
-            object.__setattr__(mlp, "forward", skip)  # on the bridge itself (its __setattr__ would pass it to HF's)
+        for module, forward in forwards.items():
+            object.__setattr__(module, "forward", forward)
         yield
     finally:
-        for layer in outputs:
-            blocks[layer].mlp.__dict__.pop("forward", None)
+        for module in forwards:
+            module.__dict__.pop("forward", None)
 
 
-@contextmanager
-def _windowed_mlps(model: Model, before: dict[int, Tensor], t0: int):
-    """Inside the block, the MLPs of the layers in `before` compute the positions t0.. only (their
+def _skipped_mlps(model: Model, outputs: dict[int, Tensor]) -> dict:
+    """Forwards (for `_replaced_forwards`) by which the MLPs of the layers in `outputs` are not
+    computed: each returns its given output ([batch|1 pos|1 d_model], broadcast to its input's
+    shape) through its hook_out, so the hooks on hook_mlp_out still see it."""
+
+    def skip(mlp, out):
+        return lambda x, *args, **kwargs: mlp.hook_out(out.to(x.dtype).expand(*x.shape[:-1], out.shape[-1]))
+
+    mlps = {layer: model.bridge.blocks[layer].mlp for layer in outputs}
+    return {mlps[layer]: skip(mlps[layer], out) for layer, out in outputs.items()}
+
+
+def _windowed_mlps(model: Model, before: dict[int, Tensor], t0: int) -> dict:
+    """Forwards by which the MLPs of the layers in `before` compute the positions t0.. only (their
     hooks see those positions) and return `before[layer]` ([batch t0 d_model]) for the ones before."""
-    blocks = model.bridge.blocks
-    try:
-        for layer, known in before.items():
-            mlp = blocks[layer].mlp
 
-            def window(x, *args, mlp=mlp, known=known, **kwargs):
-                return torch.cat([known.to(x.dtype), type(mlp).forward(mlp, x[:, t0:].contiguous(), *args, **kwargs)], 1)
+    def window(mlp, known):
+        own = type(mlp).forward
+        return lambda x, *args, **kwargs: torch.cat([known.to(x.dtype), own(mlp, x[:, t0:].contiguous(), *args, **kwargs)], 1)
 
-            object.__setattr__(mlp, "forward", window)
-        yield
-    finally:
-        for layer in before:
-            blocks[layer].mlp.__dict__.pop("forward", None)
+    mlps = {layer: model.bridge.blocks[layer].mlp for layer in before}
+    return {mlps[layer]: window(mlps[layer], known) for layer, known in before.items()}
 
 
 def _windowed(linear, before: Tensor, t0: int):
@@ -65,28 +63,23 @@ def _windowed(linear, before: Tensor, t0: int):
     return lambda x: torch.cat([before.to(x.dtype), module(x[:, t0:].contiguous())], 1)
 
 
-@contextmanager
-def _stubbed(linears: dict):
-    """Inside the block, each LinearBridge of `linears` skips its matmul: `make(input)` gives its
-    output. Its hook_in and hook_out still fire, as in LinearBridge.forward (a hook replaces that
-    output wholly, so the matmul would be thrown away)."""
-    try:
-        for lin, make in linears.items():
+def _stubbed(linears: dict) -> dict:
+    """Forwards by which each LinearBridge of `linears` skips its matmul: `make(input)` gives its
+    output. Its hook_in and hook_out still fire, as in LinearBridge.forward."""
 
-            def forward(x, *args, lin=lin, make=make, **kwargs):
-                if lin._suppress_next_hook_in:
-                    object.__setattr__(lin, "_suppress_next_hook_in", False)
-                else:
-                    x = lin.hook_in(x)
-                out = lin.hook_out(make(x))
-                object.__setattr__(lin, "_fired_hook_out", True)
-                return out
+    def stub(lin, make):
+        def forward(x, *args, **kwargs):
+            if lin._suppress_next_hook_in:
+                object.__setattr__(lin, "_suppress_next_hook_in", False)
+            else:
+                x = lin.hook_in(x)
+            out = lin.hook_out(make(x))
+            object.__setattr__(lin, "_fired_hook_out", True)
+            return out
 
-            object.__setattr__(lin, "forward", forward)
-        yield
-    finally:
-        for lin in linears:
-            lin.__dict__.pop("forward", None)
+        return forward
+
+    return {lin: stub(lin, make) for lin, make in linears.items()}
 
 
 def _readout(model: Model, resid_end: Float[Tensor, "row d_model"]) -> Float[Tensor, "row vocab"]:
@@ -249,19 +242,19 @@ class _Group:
             gone = up.add(torch.tensor(ablated, dtype=torch.long))
 
             if len(mine) + len(ablated) == width and stubs is not None and hasattr(attn, kind):  # no head keeps
-                # the bridge's projection: its linear makes an empty output (remembered, so the hook fills it
-                # in place only when that is what reaches it)
+                # the bridge's projection: its linear makes an empty output (noted, so the hook fills it in
+                # place only when the linear ran: an attention that never calls it gets a copy)
                 def make(x, n=width * W.shape[-1], kind=kind):
-                    made[kind] = x.new_empty(*x.shape[:-1], n)
-                    return made[kind]
+                    made[kind] = True
+                    return x.new_empty(*x.shape[:-1], n)
 
                 stubs[getattr(attn, kind)] = make
 
             def hook(x, hook=None, mine=mine, ablated=ablated, sel=sel, heads=heads, gone=gone, projected=proj, kind=kind):
-                ours = made.pop(kind, None)
+                stubbed = made.pop(kind, False)  # the linear made an empty output: ours to fill in place
                 if len(ablated) == x.shape[2]:  # the whole kind fully ablated
                     return projected.to(x.dtype, copy=True)
-                if ours is None or x.untyped_storage().data_ptr() != ours.untyped_storage().data_ptr():
+                if not stubbed:
                     x = x.clone()
                 elif t0:  # an empty output: before t0 every head reads what the corrupted (= clean) run read
                     x[:, :t0] = projected[:, :t0].to(x.dtype)

@@ -44,7 +44,7 @@ def run(args) -> int:
     from interp.circuits.graph import Graph
     from interp.circuits.report import HEADLINE, check_settings, find_circuit, write_circuit
     from interp.commands import step_bar
-    from interp.data.ioi import CORRUPTIONS
+    from interp.data.ioi import check_corruption
     from interp.data.tasks import BUILTIN, METRICS, load_task
     from interp.errors import WorkbenchError
     from interp.io import check_dir_target
@@ -58,8 +58,8 @@ def run(args) -> int:
         raise WorkbenchError(f"unknown task {args.task!r}; use --task {', --task '.join(BUILTIN)} or a .jsonl file of pairs")
     if args.corruption is not None and args.task != "ioi":
         raise WorkbenchError(f"--corruption is an IOI option; task {args.task!r} brings its own corrupted prompts: drop --corruption")
-    if args.corruption is not None and args.corruption not in CORRUPTIONS:
-        raise WorkbenchError(f"unknown IOI corruption {args.corruption!r}; use --corruption with one of {', '.join(CORRUPTIONS)}")
+    if args.corruption is not None:
+        check_corruption(args.corruption)
     if args.batch_size < 1:
         raise WorkbenchError(f"--batch-size must be at least 1 (got {args.batch_size})")
     check_dir_target(args.out, "--out")

@@ -74,6 +74,13 @@ CORRUPTIONS = ("abc", "s2-io", "new-s")
 PARTS = ("discovery", "evaluation")  # disjoint halves of templates and names (see the module docstring)
 
 
+def check_corruption(corruption: str) -> str:
+    """Refuse a corruption that is not one of `CORRUPTIONS`."""
+    if corruption not in CORRUPTIONS:
+        raise WorkbenchError(f"unknown IOI corruption {corruption!r}; choose one of {', '.join(CORRUPTIONS)}")
+    return corruption
+
+
 def part_of(words: list[str], part: str | None) -> list[str]:
     """The half of `words` that belongs to `part` (even indices: discovery, odd: evaluation)."""
     if part is None:
@@ -198,8 +205,7 @@ def make_ioi(
     expanded template (of the part's templates) of each prompt instead of cycling them.
     `corruption` (`CORRUPTIONS`) picks the corrupted prompt; the clean prompts are the same for
     every choice (the same draws from `seed`)."""
-    if corruption not in CORRUPTIONS:
-        raise WorkbenchError(f"unknown IOI corruption {corruption!r}; choose one of {', '.join(CORRUPTIONS)}")
+    check_corruption(corruption)
     if n_prompts < 1:
         raise WorkbenchError(f"n_prompts must be at least 1 (got {n_prompts})")
     tok = model.tokenizer
