@@ -183,6 +183,31 @@ def _pick(effect: Tensor, keep: Tensor, limit: int, sign: float = -1.0) -> list[
 
 
 @torch.no_grad()
+def _direct_classes(e: Tensor, att: dict[str, Tensor], cfg: DiscoveryConfig) -> dict[str, list[Head]]:
+    """The heads that act on the logits directly, by their path-patching effect `e` [layer head] and
+    where END attends: name movers (to IO), S suppression (to S), negative name movers, other direct."""
+    to_io, to_s = att["END->IO"], torch.maximum(att["END->S1"], att["END->S2"])
+    io_att = (to_io >= cfg.io_attention) & (to_io >= to_s)
+    s_att = (to_s >= cfg.io_attention) & (to_s > to_io)
+    strong = e <= -cfg.name_mover_effect
+    return {
+        "name mover": _pick(e, strong & io_att, cfg.max_per_class),
+        "s suppression": _pick(e, strong & s_att, cfg.max_per_class),
+        "negative name mover": _pick(e, (e >= cfg.negative_effect) & io_att, cfg.max_per_class, +1.0),
+        "other direct": _pick(e.abs(), (e.abs() >= cfg.name_mover_effect) & ~io_att & ~s_att, cfg.max_per_class, +1.0),
+    }
+
+
+def _exclusive(classes: dict[str, list[Head]]) -> dict[str, list[Head]]:
+    """Each head in the first class (in `CLASSES` order) that claims it; empty classes dropped."""
+    taken: set[Head] = set()
+    out = {}
+    for c in CLASSES:
+        out[c] = [h for h in classes[c] if h not in taken]
+        taken.update(out[c])
+    return {c: hs for c, hs in out.items() if hs}
+
+
 def discover(
     model: Model, ds: IOIDataset, config: DiscoveryConfig | None = None, progress: Progress | None = None
 ) -> Discovery:
@@ -214,17 +239,8 @@ def discover(
         effects[name] = res.grid(L, H)
         return effects[name]
 
-    e = step(1, "logits", None)
-    to_io, to_s = att["END->IO"], torch.maximum(att["END->S1"], att["END->S2"])
-    io_att = (to_io >= cfg.io_attention) & (to_io >= to_s)
-    s_att = (to_s >= cfg.io_attention) & (to_s > to_io)
-    strong = e <= -cfg.name_mover_effect
-    classes["name mover"] = _pick(e, strong & io_att, cfg.max_per_class)
-    classes["s suppression"] = _pick(e, strong & s_att, cfg.max_per_class)
-    classes["negative name mover"] = _pick(e, (e >= cfg.negative_effect) & io_att, cfg.max_per_class, +1.0)
-    classes["other direct"] = _pick(
-        e.abs(), (e.abs() >= cfg.name_mover_effect) & ~io_att & ~s_att, cfg.max_per_class, +1.0
-    )
+    classes.update(_direct_classes(step(1, "logits", None), att, cfg))
+    to_s = torch.maximum(att["END->S1"], att["END->S2"])
     movers = classes["name mover"] + classes["s suppression"]
     if classes["name mover"]:
         rise = compensation(model, ds, cached, classes["name mover"])
@@ -254,12 +270,8 @@ def discover(
         classes["previous token"] = _pick(e, prev, cfg.max_per_class)
     if progress:
         progress(5, 5, "discovery done")
-    taken: set[Head] = set()  # a head belongs to the first class that claims it
-    for c in CLASSES:
-        classes[c] = [h for h in classes[c] if h not in taken]
-        taken.update(classes[c])
     return Discovery(
-        {c: hs for c, hs in classes.items() if hs},
+        _exclusive(classes),
         effects,
         att,
         float(cached.clean_metric.mean()),
