@@ -10,12 +10,16 @@ from interp.cli import main
 from interp.errors import WorkbenchError
 
 
+def _ioi_edges(model_dir, out, *flags) -> dict:
+    """`interp circuit --task ioi` with `flags` on the CPU into `out`: it succeeds; its edges.json."""
+    assert main(["circuit", "--model", str(model_dir), "--task", "ioi", *flags, "--device", "cpu", "--out", str(out)]) == 0
+    return json.loads((out / "edges.json").read_text())
+
+
 def test_circuit_writes_edges_curve_and_graph(tiny_llama_dir, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["circuit", "--model", str(tiny_llama_dir), "--task", "ioi", "--method", "eap-ig", "--steps", "2",
-               "--n-prompts", "4", "--n-heldout", "3", "--exact-top", "5", "--device", "cpu", "--out", str(out)])  # fmt: skip
-    assert rc == 0
-    j = json.loads((out / "edges.json").read_text())
+    j = _ioi_edges(tiny_llama_dir, out, "--method", "eap-ig", "--steps", "2", "--n-prompts", "4", "--n-heldout", "3",
+                   "--exact-top", "5")  # fmt: skip
     assert j["task"] == "ioi" and j["method"] == "eap-ig" and j["steps"] == 2
     assert j["corruption"] == j["heldout_corruption"] == "s2-io"  # MIB's IOI counterfactual, on both sides
     assert j["n_edges"] == len(j["edges"]) == 82 and len(j["nodes"]) == 12
@@ -122,10 +126,7 @@ def test_too_shallow_a_model(tmp_path, capsys):
 
 
 def test_ioi_corruption_option_reaches_both_sides(tiny_llama_dir, tmp_path, capsys):
-    out = tmp_path / "abc"
-    rc = main(["circuit", "--model", str(tiny_llama_dir), "--task", "ioi", "--corruption", "abc", "--method", "eap",
-               "--n-prompts", "3", "--n-heldout", "2", "--exact-top", "0", "--device", "cpu", "--out", str(out)])  # fmt: skip
-    assert rc == 0
-    j = json.loads((out / "edges.json").read_text())
+    j = _ioi_edges(tiny_llama_dir, tmp_path / "abc", "--corruption", "abc", "--method", "eap", "--n-prompts", "3",
+                   "--n-heldout", "2", "--exact-top", "0")  # fmt: skip
     assert j["corruption"] == j["heldout_corruption"] == "abc"
     assert "corruption abc" in capsys.readouterr().out
