@@ -23,15 +23,27 @@ if TYPE_CHECKING:
 
 Hook = tuple[str, Callable]
 
-# names get_act_name spells per layer, and the ones it does not know (rotary's cos/sin)
-_ATTN_EXTRA = {"cos": "attn.hook_cos", "sin": "attn.hook_sin"}
+# names get_act_name spells per layer, and the ones it does not know: rotary's cos/sin, the bridge's
+# per-input residual copies (interp.bridge.split_inputs), the MLP's normalized input and the final
+# norm's input and scale
+_BLOCK_EXTRA = {
+    "cos": "attn.hook_cos", "sin": "attn.hook_sin",
+    "q_input": "attn.hook_q_input", "k_input": "attn.hook_k_input", "v_input": "attn.hook_v_input",
+    "mlp_in": "hook_mlp_in",  # the MLP's own residual copy (split inputs)
+    "mlp_normed": "mlp.hook_in",  # what the MLP module receives: ln2 of its input
+}  # fmt: skip
+_MODEL_EXTRA = {"final_in": "ln_final.hook_in", "final_scale": "ln_final.hook_scale"}
 
 
 def name(kind: str, layer: int | None = None) -> str:
     """The hook name of `kind` ("z", "pattern", "q", "k", "v", "rot_q", "rot_k", "cos", "sin",
-    "resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out", "post", ...) at `layer`."""
-    if kind in _ATTN_EXTRA:
-        return f"blocks.{layer}.{_ATTN_EXTRA[kind]}"
+    "resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out", "post", "q_input", "k_input",
+    "v_input", "mlp_in", "mlp_normed", ...) at `layer`; model-level: "embed", "pos_embed",
+    "final_in" (the final norm's input), "final_scale"."""
+    if kind in _BLOCK_EXTRA:
+        return f"blocks.{layer}.{_BLOCK_EXTRA[kind]}"
+    if kind in _MODEL_EXTRA:
+        return _MODEL_EXTRA[kind]
     if layer is None:
         return f"hook_{kind}"  # model-level hooks: embed, pos_embed
     from transformer_lens.utilities import get_act_name

@@ -30,6 +30,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from interp import hooks
 from interp.errors import WorkbenchError
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class LensResult:
 
 def residual_hook_names(n_layers: int) -> list[str]:
     """The hooks whose values the lens reads: the embedding stream, then each block's output."""
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{layer}.hook_resid_post" for layer in range(n_layers)]
+    return [hooks.name("resid_pre", 0)] + hooks.names("resid_post", range(n_layers))
 
 
 def project(

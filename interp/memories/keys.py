@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from interp import hooks
 from interp.errors import WorkbenchError
 from interp.types import check_choice
 
@@ -78,7 +79,7 @@ def parse_memory(text: str) -> tuple[int, int, str]:
 
 def coefficient_hook(layer: int) -> str:
     """The hook whose activation is the memory coefficient of every neuron of `layer`."""
-    return f"blocks.{layer}.mlp.hook_post"
+    return hooks.name("post", layer)
 
 
 def merge_topk(

@@ -25,6 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from interp import hooks
 from interp.errors import WorkbenchError
 from interp.lens import direction_logits, final_norm
 from interp.memories.intervene import check_prompt
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from interp.memories.index import MemoryIndex, Trigger
     from interp.models import Model
 
-SCALE_HOOK = "ln_final.hook_scale"
+SCALE_HOOK = hooks.name("final_scale")
 
 
 @dataclass

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from interp.errors import WorkbenchError
 from interp.io import write_dir
-from interp.models.load import Model
+from interp.models.model import Model
 from interp.models.sources import INHOUSE_FORMAT
 
 POSITIONALS = ("standard", "rotary", "alibi")
@@ -130,9 +130,9 @@ def apply_alibi_to_pattern(pattern: Tensor) -> Tensor:
 
 
 def _install_alibi(native_model: torch.nn.Module) -> None:
-    from transformer_lens.model_bridge.sources.native.model import NativeAttention
+    from interp.bridge import native_attention_class
 
-    class AlibiAttention(NativeAttention):
+    class AlibiAttention(native_attention_class()):
         def forward(self, hidden_states, attention_mask=None, position_ids=None, pattern_fn=None, **kwargs):
             def with_alibi(pattern: Tensor) -> Tensor:
                 pattern = apply_alibi_to_pattern(pattern)
@@ -150,30 +150,20 @@ def _install_alibi(native_model: torch.nn.Module) -> None:
 
 def build_native(spec: NativeSpec, tokenizer, device=None, dtype=None, name: str = "inhouse", location: str = "") -> Model:
     """A freshly initialized in-house model for `spec` (seeded by spec.seed), as a `Model`."""
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
-    from transformer_lens.model_bridge.sources.native.init import initialize_native_model
-    from transformer_lens.model_bridge.sources.native.model import NativeModel
+    from interp.bridge import build_native as bridge_native
+    from interp.bridge import native_model
 
     cfg = spec.to_bridge_config()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
-        native = NativeModel(copy.deepcopy(cfg))
-        initialize_native_model(native, native.cfg)
+        native = native_model(copy.deepcopy(cfg))
     if spec.positional == "alibi":
         _install_alibi(native)
     if device is not None:
         native = native.to(device)
     if dtype is not None:
         native = native.to(dtype=dtype)
-    bridge = build_bridge_from_module(
-        native,
-        architecture="TransformerLensNative",
-        tl_config=native.cfg,
-        tokenizer=tokenizer,
-        dtype=dtype,
-        device=device,
-        model_name="inhouse",
-    )
+    bridge = bridge_native(native, tokenizer, dtype=dtype, device=device)
     if spec.positional == "alibi":
         bridge.cfg.positional_embedding_type = "alibi"
     return Model.from_bridge(bridge, tokenizer, name, "inhouse", location)

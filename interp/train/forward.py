@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from interp.bridge import native_attention_scale, native_head_bias, native_parameters
 from interp.models.inhouse import NativeSpec, alibi_bias
 
 _ACTS = {
@@ -28,7 +29,7 @@ _ACTS = {
 
 def bridge_parameters(bridge) -> dict[str, nn.Parameter]:
     """The bridge's parameters under the native model's plain names (e.g. 'layers.0.attn.q.weight')."""
-    return {n.replace("._original_component", ""): p for n, p in bridge.original_model.named_parameters()}
+    return native_parameters(bridge)
 
 
 def _rotate_half(x: Tensor) -> Tensor:
@@ -46,9 +47,9 @@ class FastLM(nn.Module):
         self.spec = spec
         self.eps = float(bridge.cfg.eps)
         native = bridge.original_model
-        self.scale = 1.0 / float(native.layers[0].attn._original_component.scale)
+        self.scale = native_attention_scale(bridge)
         self.p = nn.ParameterDict({k.replace(".", "__"): v for k, v in bridge_parameters(bridge).items()})
-        head_bias = dict(native.named_buffers()).get("head._original_component.bias")
+        head_bias = native_head_bias(bridge)
         self.register_buffer("head_bias", None if head_bias is None else head_bias.detach().clone(), persistent=False)
         if spec.positional == "rotary":
             rot = native.rotary
