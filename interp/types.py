@@ -35,6 +35,24 @@ COMPONENTS: tuple[str, ...] = get_args(Component)  # the inputs of a receiver he
 Switch = Literal["off", "on"]
 SWITCHES: tuple[str, ...] = get_args(Switch)  # a memory intervention: coefficient 0, or a high coefficient
 
+# -- the modes of circuit work (interp.circuits; IOI's corruption is also the data layer's) ----------
+EdgeAblation = Literal["counterfactual", "mean"]
+EDGE_ABLATIONS: tuple[str, ...] = get_args(EdgeAblation)
+# what an ablated edge's input reads instead of its writer: the writer's output on the corrupted prompt
+# of the same pair (counterfactual, MIB's "patching"), or its mean over the scoring prompts (mean)
+Ranking = Literal["abs", "signed"]
+RANKINGS: tuple[str, ...] = get_args(Ranking)  # how edges are ordered into circuits: by |score| or by score
+Corruption = Literal["abc", "s2-io", "new-s"]
+CORRUPTIONS: tuple[str, ...] = get_args(Corruption)
+# IOI's corrupted prompt: three unrelated names (abc, Wang et al.), the second S becomes IO (s2-io, MIB's
+# s2_io_flip), or both S become one new name (new-s)
+GradientAt = Literal["clean", "corrupted"]
+GRADIENT_AT: tuple[str, ...] = get_args(GradientAt)  # where EAP takes its gradient
+
+MODES: dict[str, tuple[str, ...]] = {
+    "ablation": EDGE_ABLATIONS, "ranking": RANKINGS, "IOI corruption": CORRUPTIONS, "gradient position": GRADIENT_AT,
+}  # fmt: skip
+
 # Tensor shapes that recur across modules.
 Tokens = Int[Tensor, "batch pos"]
 Logits = Float[Tensor, "batch pos vocab"]
@@ -51,3 +69,9 @@ def check_choice(value: str, choices: tuple[str, ...], what: str) -> str:
     if value not in choices:
         raise WorkbenchError(f"unknown {what} {value!r}; choose {' or '.join(repr(c) for c in choices)}")
     return value
+
+
+def check_mode(kind: str, value: str) -> str:
+    """`value` if it is one of the circuit modes `MODES[kind]`, else a one-line WorkbenchError (the one
+    place every mode is checked: the CLI, the dashboard and the library call it)."""
+    return check_choice(value, MODES[kind], kind)

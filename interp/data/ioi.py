@@ -5,29 +5,33 @@ with the other (the indirect object IO): "Then, Mary and John went to the store.
 drink to" -> " Mary". Each template comes in both orders (ABBA: IO first, BABA: S first).
 The corrupted distribution (ABC) fills the same template with three unrelated names.
 
-Positions are found in each tokenized prompt (never assumed from the template), prompts are
-right-padded, and `positions["END"]` holds each prompt's own last index. Right padding is
-safe for a causal model: no real position ever attends to a pad.
+`make_ioi` returns an `interp.data.task.Task` (clean = IOI, corrupted as `corruption` says,
+answer = IO, distractor = S, metric logit(IO) - logit(S)) with the named positions IO, S1, S1+1, S2
+and END, each prompt's expanded template in `groups`, and in `source` the base templates, names,
+part and seed it was drawn from (what drawing more prompts like them needs: the ABC means of
+interp.circuits.evaluate). Positions are found in each tokenized prompt (never assumed from the
+template), prompts are right-padded, and `positions["END"]` holds each prompt's own last index.
+Right padding is safe for a causal model: no real position ever attends to a pad.
 
 Held out means held out: `make_ioi(..., part="discovery")` and `part="evaluation"` draw from
 disjoint halves of the base templates and of the names (`PARTS`: the even-indexed entries of
 each list go to discovery, the odd-indexed ones to evaluation, split before the names are
 filtered to one token, so the split is the same for every tokenizer). A circuit found on the
 discovery part is then evaluated on sentences and names it never saw. Places and objects are
-shared by both parts.
+shared by both parts. `ioi_split` draws one task of each part: the one split rule, used by
+`interp ioi`, `interp circuit --task ioi` and the dashboard.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Int
-from torch import Tensor
 
+from interp.data.task import MIN_LAYERS, Task, TaskSplit
 from interp.errors import WorkbenchError
+from interp.types import CORRUPTIONS, check_mode
 
 if TYPE_CHECKING:
     from interp.models import Model
@@ -67,18 +71,16 @@ OBJECTS: list[str] = (
 ).split()
 
 POSITION_NAMES = ("IO", "S1", "S1+1", "S2", "END")
-# the corrupted prompt of each pair (see `make_ioi`): "abc" three unrelated names (the default,
-# Wang et al.'s ABC); "s2-io" the second S replaced by IO, so the answer flips to S (MIB's IOI
-# counterfactual, `s2_io_flip`); "new-s" both S replaced by one unrelated name (IO kept)
-CORRUPTIONS = ("abc", "s2-io", "new-s")
+# the corrupted prompt of each pair (see `make_ioi`; `CORRUPTIONS`, from interp.types): "abc" three
+# unrelated names (Wang et al.'s ABC); "s2-io" the second S replaced by IO, so the answer flips to S
+# (MIB's IOI counterfactual, `s2_io_flip`); "new-s" both S replaced by one unrelated name (IO kept)
 PARTS = ("discovery", "evaluation")  # disjoint halves of templates and names (see the module docstring)
+__all__ = ["BASE_TEMPLATES", "CORRUPTIONS", "NAMES", "PARTS", "POSITION_NAMES", "ioi_split", "make_ioi", "templates_used"]
 
 
 def check_corruption(corruption: str) -> str:
     """Refuse a corruption that is not one of `CORRUPTIONS`."""
-    if corruption not in CORRUPTIONS:
-        raise WorkbenchError(f"unknown IOI corruption {corruption!r}; choose one of {', '.join(CORRUPTIONS)}")
-    return corruption
+    return check_mode("IOI corruption", corruption)
 
 
 def part_of(words: list[str], part: str | None) -> list[str]:
@@ -88,61 +90,6 @@ def part_of(words: list[str], part: str | None) -> list[str]:
     if part not in PARTS:
         raise WorkbenchError(f"unknown IOI part {part!r}; choose one of {', '.join(PARTS)}")
     return list(words[PARTS.index(part) :: 2])
-
-
-@dataclass
-class IOIDataset:
-    """Clean IOI prompts, their ABC corruptions and per-prompt positions (all right-padded)."""
-
-    prompts: list[str]  # clean texts
-    corrupted_prompts: list[str]  # ABC texts, same template/place/object
-    tokens: Int[Tensor, "batch pos"]  # clean tokens (BOS first), right-padded
-    corrupted_tokens: Int[Tensor, "batch pos"]  # ABC tokens, same lengths as the clean ones
-    io_ids: Int[Tensor, "batch"]  # token id of the indirect object (" Mary")
-    s_ids: Int[Tensor, "batch"]  # token id of the subject (" John")
-    positions: dict[str, Int[Tensor, "batch"]]  # IO, S1, S1+1, S2, END -> index per prompt
-    template_ids: Int[Tensor, "batch"]  # index into `templates` of each prompt
-    templates: list[str] = field(default_factory=list)  # expanded templates (ABBA and BABA)
-    seed: int = 0  # the seed that drew the prompts
-    base_templates: list[str] = field(default_factory=list)  # the templates before expansion
-    names: list[str] = field(default_factory=list)  # the names the prompts (clean and ABC) draw from
-    part: str | None = None  # "discovery" / "evaluation" half of templates and names, None: all
-    corruption: str = "abc"  # how the corrupted prompts were made (`CORRUPTIONS`)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    @property
-    def lengths(self) -> Int[Tensor, "batch"]:
-        return self.positions["END"] + 1
-
-    def subset(self, idx: list[int] | Tensor) -> IOIDataset:
-        idx = torch.as_tensor(idx, dtype=torch.long)
-        keep = int(self.lengths[idx].max())
-        return IOIDataset(
-            [self.prompts[i] for i in idx.tolist()],
-            [self.corrupted_prompts[i] for i in idx.tolist()],
-            self.tokens[idx, :keep],
-            self.corrupted_tokens[idx, :keep],
-            self.io_ids[idx],
-            self.s_ids[idx],
-            {k: v[idx] for k, v in self.positions.items()},
-            self.template_ids[idx],
-            self.templates,
-            self.seed,
-            self.base_templates,
-            self.names,
-            self.part,
-            self.corruption,
-        )
-
-    def split(self, n_first: int) -> tuple[IOIDataset, IOIDataset]:
-        """The first `n_first` prompts and the rest (e.g. discovery and held-out evaluation)."""
-        return self.subset(list(range(n_first))), self.subset(list(range(n_first, len(self))))
-
-    def to(self, device) -> IOIDataset:
-        self.tokens, self.corrupted_tokens = self.tokens.to(device), self.corrupted_tokens.to(device)
-        return self
 
 
 def expand_templates(base: list[str]) -> list[str]:
@@ -195,8 +142,8 @@ def make_ioi(
     template_ids: list[int] | None = None,
     part: str | None = None,
     corruption: str = "abc",
-) -> IOIDataset:
-    """`n_prompts` IOI prompts (half ABBA, half BABA, templates cycled) with ABC corruptions.
+) -> Task:
+    """`n_prompts` IOI prompts (half ABBA, half BABA, templates cycled) with their corruptions, as a Task.
 
     Default names/places/objects are filtered to those that are one token in `model`'s
     tokenizer; lists you pass must be one token each (else a WorkbenchError names the word).
@@ -235,12 +182,11 @@ def make_ioi(
         io, s, c1, c2, c3 = rng.sample(names, 5)
         place, obj = rng.choice(places), rng.choice(objects)
         rows.append((t, io, s, (c1, c2, c3), place, obj))
-    ds = _tokenize(model, expanded, rows, seed, corruption)
-    ds.base_templates, ds.names, ds.part, ds.corruption = list(templates), list(names), part, corruption
-    return ds
+    source = {"generator": "ioi", "templates": list(templates), "names": list(names), "part": part, "seed": seed}
+    return _tokenize(model, expanded, rows, corruption, source)
 
 
-def _tokenize(model: Model, expanded: list[str], rows, seed: int, corruption: str = "abc") -> IOIDataset:
+def _tokenize(model: Model, expanded: list[str], rows, corruption: str, source: dict) -> Task:
     tok = model.tokenizer
     clean_ids, corr_ids, prompts, corr_prompts = [], [], [], []
     pos = {k: [] for k in POSITION_NAMES}
@@ -277,18 +223,11 @@ def _tokenize(model: Model, expanded: list[str], rows, seed: int, corruption: st
     # never collides with BOS/pad ids that a bridge might turn into an attention mask
     pad = lambda x: x + [x[-1]] * (width - len(x))  # noqa: E731
     device = model.device
-    return IOIDataset(
-        prompts,
-        corr_prompts,
-        torch.tensor([pad(x) for x in clean_ids], device=device),
-        torch.tensor([pad(x) for x in corr_ids], device=device),
-        torch.tensor(io_ids),
-        torch.tensor(s_ids),
-        {k: torch.tensor(v) for k, v in pos.items()},
-        torch.tensor(tids),
-        expanded,
-        seed,
-    )
+    positions = {k: torch.tensor(v) for k, v in pos.items()}
+    return Task("ioi", torch.tensor([pad(x) for x in clean_ids], device=device),
+                torch.tensor([pad(x) for x in corr_ids], device=device), positions["END"].clone(), torch.tensor(io_ids),
+                torch.tensor(s_ids), "logit-diff", positions, prompts, corr_prompts, min_layers=MIN_LAYERS["ioi"],
+                corruption=corruption, groups=torch.tensor(tids), source={**source, "expanded": expanded})  # fmt: skip
 
 
 def _fill_abc(template: str, c1: str, c2: str, c3: str, place: str, obj: str) -> str:
@@ -307,10 +246,19 @@ def _fill_roles(template: str, io: str, s1: str, s2: str, place: str, obj: str) 
     return out.replace("[PLACE]", place).replace("[OBJECT]", obj)
 
 
-def positions_at(ds: IOIDataset, name: str | None) -> Int[Tensor, "batch"] | None:
-    """A named position's per-prompt index, or None for "all positions"."""
-    if name is None or name == "all":
-        return None
-    if name not in ds.positions:
-        raise WorkbenchError(f"unknown IOI position {name!r}; choose one of {list(ds.positions)} or 'all'")
-    return ds.positions[name]
+def ioi_split(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, corruption: str = "abc",
+              heldout_corruption: str | None = None) -> TaskSplit:  # fmt: skip
+    """The one IOI split: `n_prompts` prompts of the discovery part (what a circuit is found or scored
+    on) and `n_heldout` of the evaluation part (other templates, other names: what it is judged on),
+    both drawn with `seed`. `corruption` makes the first part's corrupted prompts and
+    `heldout_corruption` (default: the same) the second's."""
+    heldout_corruption = corruption if heldout_corruption is None else heldout_corruption
+    return TaskSplit(make_ioi(model, n_prompts, seed=seed, part="discovery", corruption=corruption),
+                     make_ioi(model, n_heldout, seed=seed, part="evaluation", corruption=heldout_corruption))  # fmt: skip
+
+
+def templates_used(task: Task) -> list[str]:
+    """The base templates an IOI task's prompts were drawn from (its `groups` are expanded templates:
+    two per base template, ABBA and BABA)."""
+    base = task.source.get("templates", [])
+    return [base[b] for b in sorted({int(t) // 2 for t in task.groups})] if base and task.groups is not None else []

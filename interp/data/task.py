@@ -4,7 +4,9 @@ A `Task` holds clean prompts and their corrupted counterparts as token tensors (
 right-padded by repeating each prompt's last token; a clean prompt and its corruption always
 have the same length, pairs whose lengths differ are refused), each prompt's END (the position
 whose next-token prediction is scored), the answer and distractor token ids, the metric, and
-named positions where the task has them (IOI: IO, S1, S1+1, S2, END). `load_task` returns a
+named positions where the task has them (IOI: IO, S1, S1+1, S2, END), which source each prompt was
+drawn from (`groups`, e.g. IOI's template) and how the prompts were made (`source`, e.g. IOI's
+templates, names, part and seed, enough to draw more prompts like them). `load_task` returns a
 `TaskSplit`: a scoring part (what attribution sees) and a held-out part (what faithfulness is
 measured on); the held-out prompts are drawn apart from the scoring ones (other IOI templates,
 other greater-than nouns, other random sequences, other rows of a file).
@@ -17,6 +19,10 @@ Metrics (`METRICS`, per prompt, at END; higher = more of the clean behaviour):
 - `kl`: -KL(clean || run) over the whole next-token distribution (0 on the clean run itself).
   Its gradient vanishes at the clean run, so plain EAP (gradient at clean) gives all-zero
   scores with it; EAP-IG does not.
+Each metric is written once (`metric`), over a `Readout`: the logits at END (`metric_fn`), or, in
+the replay engines, the final residual stream read out through the final norm and only the
+unembedding columns a metric needs (`resid_metric`). `normalized` is the patching metric built on
+any of them: (patched - clean) / (clean - corrupted).
 
 The task sources (the built-in tasks, task files) and `load_task` are interp.data.tasks.
 """
@@ -25,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from jaxtyping import Float, Int
@@ -34,7 +40,6 @@ from torch import Tensor
 from interp.errors import WorkbenchError
 
 if TYPE_CHECKING:
-    from interp.data.ioi import IOIDataset
     from interp.models import Model
 
 METRICS: tuple[str, ...] = ("logit-diff", "logit", "prob", "prob-diff", "kl")
@@ -60,6 +65,8 @@ class Task:
     sides: Int[Tensor, "batch cand"] | None = None  # prob-diff: +1 good, -1 bad, 0 neither, per prompt
     min_layers: int = 1  # the shallowest model the task makes sense on
     corruption: str | None = None  # how the corrupted prompts were made, where a task has a choice (IOI: `CORRUPTIONS`)
+    groups: Int[Tensor, "batch"] | None = None  # which source each prompt was drawn from (IOI: its expanded template)
+    source: dict = field(default_factory=dict)  # how the prompts were made (IOI: templates, names, part, seed)
 
     def __post_init__(self):
         check_metric(self, self.metric)
@@ -92,6 +99,7 @@ class Task:
             prompts=[self.prompts[i] for i in idx.tolist()] if self.prompts else [],
             corrupted_prompts=[self.corrupted_prompts[i] for i in idx.tolist()] if self.corrupted_prompts else [],
             sides=pick(self.sides),
+            groups=pick(self.groups),
         )
 
     def split(self, n_first: int) -> tuple[Task, Task]:
@@ -111,6 +119,17 @@ class Task:
 
     def to(self, device) -> Task:
         return replace(self, clean=self.clean.to(device), corrupted=self.corrupted.to(device))
+
+    @property
+    def lengths(self) -> Int[Tensor, "batch"]:
+        """Each prompt's length (END + 1)."""
+        return self.end + 1
+
+    def on(self, device) -> Task:
+        """The task with everything its metric reads on `device` (no host-device copies in hot loops)."""
+        move = lambda x: None if x is None else x.to(device)  # noqa: E731
+        return replace(self, end=self.end.to(device), answers=self.answers.to(device), distractors=move(self.distractors),
+                       sides=move(self.sides), candidates=move(self.candidates))  # fmt: skip
 
     def position(self, name: str | None) -> Int[Tensor, "batch"] | None:
         """A named position's index per prompt, or None for every position ('all' or None)."""
@@ -164,6 +183,30 @@ class TaskSplit:
 MetricFn = Callable[[Tensor], Tensor]  # logits at END [..., batch, vocab] -> [..., batch]
 
 
+class Readout(Protocol):
+    """What a metric reads of a run at each prompt's END ([..., batch] leading axes alike)."""
+
+    def take(self, ids: Int[Tensor, "batch"]) -> Float[Tensor, "... batch"]:
+        """The logit of one token per prompt."""
+
+    def logits(self) -> Float[Tensor, "... batch vocab"]:
+        """Every logit."""
+
+
+class LogitsReadout:
+    """A Readout of logits at END."""
+
+    def __init__(self, logits: Tensor):
+        self.all = logits
+
+    def take(self, ids: Tensor) -> Tensor:
+        ids = ids.to(self.all.device).view(*([1] * (self.all.dim() - 2)), -1, 1).expand(*self.all.shape[:-1], 1)
+        return self.all.gather(-1, ids)[..., 0]
+
+    def logits(self) -> Tensor:
+        return self.all
+
+
 def end_logits(logits: Float[Tensor, "batch pos vocab"], end: Int[Tensor, "batch"]) -> Float[Tensor, "batch vocab"]:
     """Each prompt's logits at its END (logits may stack several copies of the batch)."""
     reps = logits.shape[0] // len(end)
@@ -171,27 +214,21 @@ def end_logits(logits: Float[Tensor, "batch pos vocab"], end: Int[Tensor, "batch
     return logits[torch.arange(logits.shape[0], device=logits.device), e]
 
 
-def metric_fn(task: Task, clean_end: Float[Tensor, "batch vocab"] | None = None) -> MetricFn:
-    """The task's metric as a function of the logits at END, [..., batch, vocab] -> [..., batch]
-    (any leading variant axes broadcast). `kl` needs the clean run's logits at END."""
-    answers = task.answers
-    distractors = task.distractors
-    kind = task.metric
-
-    def take(logits: Tensor, ids: Tensor) -> Tensor:
-        ids = ids.to(logits.device).view(*([1] * (logits.dim() - 2)), -1, 1).expand(*logits.shape[:-1], 1)
-        return logits.gather(-1, ids)[..., 0]
-
+def metric(task: Task, clean_end: Float[Tensor, "batch vocab"] | None = None) -> Callable[[Readout], Tensor]:
+    """The task's metric of a Readout (the one definition of each metric; see the module docstring).
+    `kl` needs the clean run's logits at END."""
+    answers, distractors, kind = task.answers, task.distractors, task.metric
     if kind == "logit-diff":
-        return lambda logits: take(logits, answers) - take(logits, distractors)
+        return lambda r: r.take(answers) - r.take(distractors)
     if kind == "logit":
-        return lambda logits: take(logits, answers)
+        return lambda r: r.take(answers)
     if kind == "prob":
-        return lambda logits: take(logits.float().softmax(-1), answers)
+        return lambda r: LogitsReadout(r.logits().float().softmax(-1)).take(answers)
     if kind == "prob-diff":
         cand, sides = task.candidates, task.sides.float()
 
-        def prob_diff(logits: Tensor) -> Tensor:
+        def prob_diff(r: Readout) -> Tensor:
+            logits = r.logits()
             p = logits.float().softmax(-1)[..., cand.to(logits.device)]  # [..., batch, cand]
             return (p * sides.to(logits.device)).sum(-1)
 
@@ -200,32 +237,49 @@ def metric_fn(task: Task, clean_end: Float[Tensor, "batch vocab"] | None = None)
         raise WorkbenchError("the kl metric needs the clean run's logits")
     ref = clean_end.detach().float().log_softmax(-1)
 
-    def neg_kl(logits: Tensor) -> Tensor:
-        logp = logits.float().log_softmax(-1)
-        r = ref.to(logits.device)
-        return -(r.exp() * (r - logp)).sum(-1)
+    def neg_kl(r: Readout) -> Tensor:
+        logp = r.logits().float().log_softmax(-1)
+        c = ref.to(logp.device)
+        return -(c.exp() * (c - logp)).sum(-1)
 
     return neg_kl
 
 
-# -- IOI --------------------------------------------------------------------------------------------
+def metric_fn(task: Task, clean_end: Float[Tensor, "batch vocab"] | None = None) -> MetricFn:
+    """The task's metric as a function of the logits at END, [..., batch, vocab] -> [..., batch]
+    (any leading variant axes broadcast). `kl` needs the clean run's logits at END."""
+    m = metric(task, clean_end)
+    return lambda logits: m(LogitsReadout(logits))
 
 
-def from_ioi(ds: IOIDataset, metric: str = "logit-diff") -> Task:
-    """An `IOIDataset` as a Task (clean = IOI, corrupted = ABC, answer = IO, distractor = S)."""
-    return Task(
-        "ioi", ds.tokens, ds.corrupted_tokens, ds.positions["END"].clone(), ds.io_ids.clone(), ds.s_ids.clone(),
-        metric, dict(ds.positions), list(ds.prompts), list(ds.corrupted_prompts), min_layers=MIN_LAYERS["ioi"],
-        corruption=ds.corruption,
-    )  # fmt: skip
+class ResidReadout:
+    """A Readout of final residual streams at END [..., batch, d_model] of a model's bridge: its final
+    norm, then only the unembedding columns a metric asks for (all of them when it asks for every logit)."""
+
+    def __init__(self, bridge, resid: Tensor):
+        self.bridge, self.x = bridge, bridge.ln_final(resid.to(bridge.W_U.device))
+        self.b_U = getattr(bridge, "b_U", None)
+
+    def take(self, ids: Tensor) -> Tensor:
+        W_U = self.bridge.W_U
+        ids = ids.to(W_U.device)
+        out = torch.einsum("...bd,db->...b", self.x, W_U[:, ids].to(self.x.dtype))
+        return out if self.b_U is None else out + self.b_U[ids].to(self.x.dtype)
+
+    def logits(self) -> Tensor:
+        out = self.x @ self.bridge.W_U.to(self.x.dtype)
+        return out if self.b_U is None else out + self.b_U.to(self.x.dtype)
 
 
-def as_task(data) -> Task:
-    """A Task as it is, or an IOIDataset through `from_ioi`."""
-    if isinstance(data, Task):
-        return data
-    from interp.data.ioi import IOIDataset
+def resid_metric(bridge, task: Task, clean_end: Float[Tensor, "batch vocab"] | None = None):
+    """The task's metric as a function of the final residual stream at END, [..., batch, d_model] ->
+    [..., batch] (what the replay engines produce instead of logits). `kl` needs the clean run's
+    logits at END."""
+    m = metric(task, clean_end)
+    return lambda resid: m(ResidReadout(bridge, resid))
 
-    if isinstance(data, IOIDataset):
-        return from_ioi(data)
-    raise WorkbenchError(f"expected a Task or an IOIDataset, got {type(data).__name__}")
+
+def normalized(patched: Float[Tensor, "..."], clean: float | Tensor, corrupted: float | Tensor) -> Float[Tensor, "..."]:
+    """(patched - clean) / (clean - corrupted): 0 when patching changes nothing, -1 when it brings the
+    metric all the way to the corrupted value."""
+    return (patched - clean) / (clean - corrupted)

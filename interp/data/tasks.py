@@ -2,8 +2,10 @@
 interp.data.task, re-exported here).
 
 Built-in tasks:
-- `ioi`: `interp.data.ioi.make_ioi`, scoring prompts from the even base templates and held-out
-  prompts from the odd ones; metric logit(IO) - logit(S). The corrupted prompt is MIB's IOI
+- `ioi`: `interp.data.ioi.ioi_split`, the one IOI split: scoring prompts from the discovery part
+  (the even base templates and the even names), held-out prompts from the evaluation part (the odd
+  ones), so held-out prompts share neither a template nor a name with the scoring prompts (the rule
+  `interp ioi` uses too); metric logit(IO) - logit(S). The corrupted prompt is MIB's IOI
   counterfactual by default (`IOI_CORRUPTION` = "s2-io", MIB's s2_io_flip: the second mention of
   S becomes IO, "... John gave a drink to" -> "... Mary gave a drink to", so the answer flips to
   S and m(empty) is about minus the clean gap); `corruption="abc"` gives Wang et al.'s ABC prompt
@@ -44,10 +46,8 @@ from interp.data.task import (  # noqa: F401  (re-exported: the Task type and th
     MetricFn,
     Task,
     TaskSplit,
-    as_task,
     check_metric,
     end_logits,
-    from_ioi,
     metric_fn,
 )
 from interp.errors import WorkbenchError
@@ -63,15 +63,12 @@ IOI_CORRUPTION = "s2-io"  # the circuit task's counterfactual: MIB's IOI default
 
 def ioi_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, corruption: str = IOI_CORRUPTION,
              heldout_corruption: str | None = None) -> TaskSplit:  # fmt: skip
-    """IOI's split; `corruption` (interp.data.ioi.CORRUPTIONS) is the scoring prompts' corrupted
-    prompt, `heldout_corruption` the held-out ones' (what faithfulness ablates to; default: the
-    same, so a circuit is judged by the counterfactual it was found with, as MIB does)."""
-    heldout_corruption = corruption if heldout_corruption is None else heldout_corruption
-    from interp.data.ioi import BASE_TEMPLATES, make_ioi
+    """IOI's split (interp.data.ioi.ioi_split); `corruption` (interp.types.CORRUPTIONS) is the scoring
+    prompts' corrupted prompt, `heldout_corruption` the held-out ones' (what faithfulness ablates to;
+    default: the same, so a circuit is judged by the counterfactual it was found with, as MIB does)."""
+    from interp.data.ioi import ioi_split
 
-    score = make_ioi(model, n_prompts, seed=seed, templates=BASE_TEMPLATES[0::2], corruption=corruption)
-    heldout = make_ioi(model, n_heldout, seed=seed + 1, templates=BASE_TEMPLATES[1::2], corruption=heldout_corruption)
-    return TaskSplit(from_ioi(score), from_ioi(heldout))
+    return ioi_split(model, n_prompts, n_heldout, seed, corruption, heldout_corruption)
 
 
 # -- padding ----------------------------------------------------------------------------------------
@@ -280,7 +277,7 @@ def load_task(spec: str, model: Model, n_prompts: int | None = None, n_heldout: 
     its default metric or `metric`. Built-ins draw `n_prompts` (default 32) and `n_heldout`
     (default: as many); a file is split half and half unless told. Checks the model can run it.
     `corruption` (IOI only): how the corrupted prompts are made, on both sides
-    (interp.data.ioi.CORRUPTIONS; default `IOI_CORRUPTION`, MIB's S2 -> IO; 'abc' is Wang et al.'s)."""
+    (interp.types.CORRUPTIONS; default `IOI_CORRUPTION`, MIB's S2 -> IO; 'abc' is Wang et al.'s)."""
     if corruption is not None and spec != "ioi":
         raise WorkbenchError(f"a choice of corruption is an IOI option; task {spec!r} has its own corrupted prompts")
     if (n_prompts is not None and n_prompts < 1) or (n_heldout is not None and n_heldout < 1):
