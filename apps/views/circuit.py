@@ -8,10 +8,10 @@ from __future__ import annotations
 import streamlit as st
 
 from apps import state
-from interp.circuits.attribute import METHODS
+from interp.circuits import methods
 from interp.circuits.faithfulness import MIB_PERCENTS
 from interp.circuits.report import HEADLINE, circuit_heads, find_circuit
-from interp.data.ioi import CORRUPTIONS
+from interp.types import CORRUPTIONS
 from interp.data.tasks import BUILTIN, IOI_CORRUPTION, load_task
 from interp.viz.circuits import edge_graph, exact_check_figure, faithfulness_figure
 
@@ -26,8 +26,8 @@ with state.shows_errors():
                "there instead) on held-out prompts: faithfulness f = (m(C) − m(∅)) / (m(M) − m(∅)), as in MIB.")
     c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 1, 1])
     choice = c1.selectbox("Task", [*BUILTIN, FILE], key="circ_task")
-    method = c2.selectbox("Method", METHODS, key="circ_method", help="eap-ig: integrated gradients over the input "
-                          "embeddings; eap: one gradient; exact: one patched forward per edge (small models only)")
+    method = c2.selectbox("Method", methods.names(), key="circ_method",
+                          help="; ".join(f"{m}: {methods.get(m).help}" for m in methods.names()))
     n_prompts = int(c3.number_input("Prompts", 2, 256, 16, key="circ_prompts", help="scoring prompts (as many held out)"))
     steps = int(c4.number_input("Steps", 1, 64, 5, key="circ_steps", help="EAP-IG integration steps"))
     exact_top = int(c5.number_input("Exact check", 0, 100, 10, key="circ_exact", help="strongest edges patched exactly"))

@@ -5,7 +5,7 @@ Batched across components: a chunk of components runs as one forward pass over t
 repeated once per component, each copy patching only its own component (a boolean mask per
 layer), instead of one forward pass per component. Positions are the task's named positions
 (IOI: IO, S1, S1+1, S2, END: each prompt's own index, since templates differ in length) or every
-position at once. Every function takes an `interp.data.tasks.Task` or an IOIDataset.
+position at once. Every function takes an `interp.data.task.Task`.
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp import hooks
-from interp.circuits.metrics import normalized
-from interp.data.ioi import IOIDataset
-from interp.data.tasks import Task, as_task, end_logits, metric_fn
+from interp.data.task import Task, end_logits, metric_fn, normalized
 from interp.types import Head, Progress
 
 if TYPE_CHECKING:
@@ -76,11 +74,10 @@ def _patch(model: Model, ds: Task, components, layer_of, hook_kind: str, width: 
 
 
 def patch_heads(
-    model: Model, ds: Task | IOIDataset, per_position: bool = False, chunk: int = 16, progress: Progress | None = None
+    model: Model, ds: Task, per_position: bool = False, chunk: int = 16, progress: Progress | None = None
 ) -> Float[Tensor, "layer head"] | Float[Tensor, "layer head position"]:
     """Patch each head's output (hook_z) at every position, or at each named position separately
     (then the last axis follows the task's positions: IOI's `POSITION_NAMES`)."""
-    ds = as_task(ds)
     L, H = model.info.n_layers, model.info.n_heads
     positions = list(ds.positions) if per_position else [None]
     comps = [(layer, h, p) for layer in range(L) for h in range(H) for p in positions]
@@ -89,10 +86,9 @@ def patch_heads(
 
 
 def patch_resid(
-    model: Model, ds: Task | IOIDataset, chunk: int = 16, progress: Progress | None = None
+    model: Model, ds: Task, chunk: int = 16, progress: Progress | None = None
 ) -> Float[Tensor, "layer position"]:
     """Patch the residual stream entering each layer at each named position (IOI: `POSITION_NAMES`)."""
-    ds = as_task(ds)
     L = model.info.n_layers
     comps = [(layer, 0, p) for layer in range(L) for p in ds.positions]
     res = _patch(model, ds, comps, lambda c: c, "resid_pre", 1, chunk, progress, "patching residual")
@@ -100,10 +96,9 @@ def patch_resid(
 
 
 @torch.no_grad()
-def patch_head_set(model: Model, ds: Task | IOIDataset, heads: list[Head]) -> Float[Tensor, "batch"]:
+def patch_head_set(model: Model, ds: Task, heads: list[Head]) -> Float[Tensor, "batch"]:
     """Per-prompt metric with all `heads` taking their output from the corrupted run at every
     position (one forward pass; everything else recomputed)."""
-    ds = as_task(ds)
     names = {hooks.name("z", layer) for layer, _ in heads}
     clean_logits = model(ds.clean)
     _, corr = model.run_with_cache(ds.corrupted, names_filter=lambda n: n in names)

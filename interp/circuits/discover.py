@@ -37,10 +37,9 @@ from torch import Tensor
 
 from interp import hooks
 from interp.circuits.evaluate import head_mask
-from interp.circuits.metrics import logit_diff
-from interp.circuits.path import PathResult, Receivers, all_heads, path_patch
-from interp.circuits.replay import PatchCaches, Replay
-from interp.data.ioi import IOIDataset
+from interp.circuits.path import PatchCaches, PathResult, Receivers, all_heads, path_patch
+from interp.data.ioi import templates_used
+from interp.data.task import Task
 from interp.errors import WorkbenchError
 from interp.types import Head, Progress
 
@@ -88,14 +87,14 @@ class Discovery:
         return sorted({h for hs in self.classes.values() for h in hs})
 
 
-def attention_between(pattern: dict[int, Tensor], ds: IOIDataset, dest: str, src: str) -> Float[Tensor, "layer head"]:
+def attention_between(pattern: dict[int, Tensor], ds: Task, dest: str, src: str) -> Float[Tensor, "layer head"]:
     """Mean attention from each prompt's `dest` position to its `src` position, per head."""
     rows = torch.arange(len(ds))
     d, s = ds.positions[dest], ds.positions[src]
     return torch.stack([p[rows, :, d, s].mean(0) for _, p in sorted(pattern.items())]).cpu()
 
 
-def logit_diff_directions(model: Model, ds: IOIDataset, resid_end: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
+def logit_diff_directions(model: Model, ds: Task, resid_end: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch d_model"]:
     """Per prompt, the direction d with x . d = x's direct contribution to logit(IO) - logit(S):
     the final norm's linear part (centring for LayerNorm, the weight) with this run's own norm
     scale at END, times the IO - S unembedding. resid_end . d + the norm's and b_U's constant
@@ -103,7 +102,7 @@ def logit_diff_directions(model: Model, ds: IOIDataset, resid_end: Float[Tensor,
     from interp.lens import final_norm
 
     W_U = model.bridge.W_U
-    u = (W_U[:, ds.io_ids.to(W_U.device)] - W_U[:, ds.s_ids.to(W_U.device)]).T.float()  # [batch d_model]
+    u = (W_U[:, ds.answers.to(W_U.device)] - W_U[:, ds.distractors.to(W_U.device)]).T.float()  # [batch d_model]
     kind, weight = final_norm(model)
     r = resid_end.float()
     if weight is not None:
@@ -128,7 +127,7 @@ def _head_effects(model: Model, z_end: dict[int, Tensor], d: Tensor) -> Float[Te
 
 
 @torch.no_grad()
-def direct_effects(model: Model, ds: IOIDataset, replaced: dict[Head, Tensor] | None = None,
+def direct_effects(model: Model, ds: Task, replaced: dict[Head, Tensor] | None = None,
                    directions: Tensor | None = None) -> tuple[Float[Tensor, "layer head batch"], Tensor]:
     """(each head's direct effect on the logit diff per prompt, the directions used): its output
     at END (z @ W_O) dotted with `logit_diff_directions` -- of this run, or the given
@@ -136,7 +135,7 @@ def direct_effects(model: Model, ds: IOIDataset, replaced: dict[Head, Tensor] | 
     takes the given output (hook_z values [batch pos d_head]). The run stops at the final norm."""
     L = model.info.n_layers
     replaced = replaced or {}
-    end = ds.positions["END"].to(ds.tokens.device)
+    end = ds.end.to(ds.clean.device)
     rows = torch.arange(len(ds), device=end.device)
     got: dict = {}
 
@@ -152,19 +151,19 @@ def direct_effects(model: Model, ds: IOIDataset, replaced: dict[Head, Tensor] | 
 
     edits = [(hooks.name("z", layer), partial(edit, layer=layer)) for layer in range(L)]
     edits.append((hooks.final_resid(L), keep_final))
-    hooks.run_until(model, ds.tokens, edits, last=hooks.final_resid(L))
+    hooks.run_until(model, ds.clean, edits, last=hooks.final_resid(L))
     final = got.pop("final")
     d = logit_diff_directions(model, ds, final) if directions is None else directions
     return _head_effects(model, got, d), d
 
 
-def compensation(model: Model, ds: IOIDataset, cached: PatchCaches, knocked_out: list[Head]) -> Float[Tensor, "layer head"]:
+def compensation(model: Model, ds: Task, cached: PatchCaches, knocked_out: list[Head]) -> Float[Tensor, "layer head"]:
     """How much each head's direct effect rises when the heads in `knocked_out` take their output
     from each prompt's ABC corruption: mean over prompts, as a share of the IOI gap. Both runs are
     read with the clean run's final-norm scale, so a head counts only when its own output
     changes, not because the knock-out shrinks the residual stream the final norm divides by.
     The clean run's outputs come from `cached` (path patching's clean cache)."""
-    end = ds.positions["END"].to(ds.tokens.device)
+    end = ds.end.to(ds.clean.device)
     rows = torch.arange(len(ds), device=end.device)
     clean = cached.clean
     directions = logit_diff_directions(model, ds, clean[hooks.final_resid(model.info.n_layers)][rows, end])
@@ -209,17 +208,17 @@ def _exclusive(classes: dict[str, list[Head]]) -> dict[str, list[Head]]:
 
 
 def discover(
-    model: Model, ds: IOIDataset, config: DiscoveryConfig | None = None, progress: Progress | None = None
+    model: Model, ds: Task, config: DiscoveryConfig | None = None, progress: Progress | None = None
 ) -> Discovery:
-    """Run the four path-patching steps on `ds` and classify heads (see the module docstring)."""
+    """Run the four path-patching steps on the IOI task `ds` (named positions IO, S1, S1+1, S2, END)
+    and classify heads (see the module docstring)."""
     cfg = config or DiscoveryConfig()
     L, H = model.info.n_layers, model.info.n_heads
     if L < 4:
         raise WorkbenchError(f"{model.info.name} has {L} layers; the IOI circuit needs at least 4 (use a deeper model)")
-    names = Replay.of(model).all_cache_names() + hooks.names("pattern", range(L))
     if progress:
         progress(0, 5, "running clean and corrupted prompts")
-    cached = PatchCaches.collect(model, ds.tokens, ds.corrupted_tokens, names, lambda logits: logit_diff(logits, ds))
+    cached = PatchCaches.collect(model, ds, extra=hooks.names("pattern", range(L)))
     pattern = {layer: cached.clean[hooks.name("pattern", layer)] for layer in range(L)}
     att = {f"{d}->{s}": attention_between(pattern, ds, d, s) for d, s in
            [("END", "IO"), ("END", "S2"), ("END", "S1"), ("S2", "S1+1"), ("S2", "S1"), ("S1+1", "S1")]}  # fmt: skip
@@ -277,6 +276,6 @@ def discover(
         float(cached.clean_metric.mean()),
         float(cached.corrupted_metric.mean()),
         cfg,
-        [ds.base_templates[b] for b in sorted({int(t) // 2 for t in ds.template_ids})] if ds.base_templates else [],
-        list(ds.names),
+        templates_used(ds),
+        list(ds.source.get("names", [])),
     )

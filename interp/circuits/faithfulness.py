@@ -11,7 +11,7 @@ default, MIB's "patching") or its mean over every real position of the scoring p
 ablation; the scoring prompts, so nothing of the held-out set leaks into it). Everything else is
 recomputed. Then
 
-    f(C) = (m(C) - m(empty)) / (m(full) - m(empty))
+    f(C) = (m(C) - m(empty)) / (m(full) - m(empty))      (interp.circuits.types.normalized_faithfulness)
 
 with m(full) the clean run (no edge ablated) and m(empty) every edge ablated (the corrupted run,
 under counterfactual ablation). The *curve* is f over circuits of MIB's sizes, {0.1, 0.2, 0.5, 1,
@@ -21,17 +21,17 @@ the embedding to the logits (as MIB does; `pruned=False` keeps the raw top-n). C
 under f and CMD the area under |1 - f|, both by the trapezoid rule over the fractions (x from
 0.001 to 1, MIB's default linear x-axis). MIB ranks edges by signed score for CPR and by |score|
 for CMD; `ranking` picks one (the CLI computes both). Intervals come from a bootstrap over the
-held-out prompts (the whole curve recomputed per resample from the same per-prompt metrics).
+held-out prompts (interp.stats: the whole curve recomputed per resample from the same per-prompt
+metrics).
 
-The ablated forward passes are interp.circuits.ablate's (`Ablator.run_many`: on an accelerator
-every size in one forward, stacked along the batch; on the CPU one forward per size); the plainly
-written `ablated_reference` there is what tests hold the engine to.
+The ablated runs are the one ablation engine's (interp.circuits.ablate: `Ablator.run_many`, on an
+accelerator every size in one pass, stacked along the variant axis; on the CPU one pass per size); the
+plainly written `ablated_reference` there is what tests hold the engine to.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
@@ -39,10 +39,10 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from interp.circuits.ablate import Ablator
-from interp.circuits.attribute import EdgeScores
-from interp.circuits.graph import prune
-from interp.data.tasks import Task
+from interp.circuits.types import Curve, EdgeScores, normalized_faithfulness, prune
+from interp.data.task import Task
 from interp.errors import WorkbenchError
+from interp.stats import quantiles, resample_indices
 from interp.types import Progress
 
 if TYPE_CHECKING:
@@ -66,42 +66,6 @@ def _areas_batched(percents, f: Tensor) -> Tensor:
     cpr = (dx * (f[:-1] + f[1:]) / 2).sum(0)
     cmd = (dx * ((1 - f[:-1]).abs() + (1 - f[1:]).abs()) / 2).sum(0)
     return torch.stack([cpr, cmd], 1)
-
-
-@dataclass
-class Curve:
-    """Faithfulness over circuit sizes on held-out prompts."""
-
-    percents: list[float]  # circuit sizes, % of the graph's edges
-    n_requested: list[int]  # top-n edges asked for
-    n_edges: list[int]  # edges left after pruning
-    faithfulness: list[float]  # f per size
-    lo: list[float]  # bootstrap 2.5 % per size
-    hi: list[float]  # bootstrap 97.5 %
-    cpr: float  # area under f
-    cmd: float  # area under |1 - f|
-    cpr_ci: tuple[float, float]
-    cmd_ci: tuple[float, float]
-    m_full: float  # mean metric, nothing ablated
-    m_empty: float  # mean metric, everything ablated
-    m_circuit: list[float]  # mean metric per size
-    ranking: str
-    pruned: bool
-    ablation: str
-    n_heldout: int
-    per_prompt: Tensor | None = field(default=None, repr=False)  # [size batch] metric values
-
-    def at(self, percent: float) -> tuple[float, float, float]:
-        """(f, lo, hi) at one of the sizes."""
-        i = self.percents.index(percent)
-        return self.faithfulness[i], self.lo[i], self.hi[i]
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d.pop("per_prompt")
-        d["points"] = [{"percent": p, "faithfulness": f, "lo": lo, "hi": hi, "n_edges": n}
-                       for p, f, lo, hi, n in zip(self.percents, self.faithfulness, self.lo, self.hi, self.n_edges)]  # fmt: skip
-        return d
 
 
 def circuits_at(scores: EdgeScores, percents=MIB_PERCENTS, ranking: str = "abs", pruned: bool = True):
@@ -148,16 +112,15 @@ def faithfulness_curve(
     if abs(gap) < 1e-9 * max(1.0, float(full.abs().mean())):
         raise WorkbenchError("the clean and fully ablated runs give the same metric on the held-out prompts; "
                              "faithfulness is undefined (the task does not separate them on this model)")  # fmt: skip
-    f = ((per_t.mean(1) - empty.mean()) / gap).tolist()
+    f = normalized_faithfulness(per_t.mean(1), empty.mean(), full.mean()).tolist()
     cpr, cmd = areas(percents, f)
-    g = torch.Generator().manual_seed(seed)
     B = per_t.shape[1]
-    idx = torch.randint(B, (n_boot, B), generator=g)
+    idx = resample_indices(B, n_boot, seed)
     pb, fb, eb = per_t[:, idx].mean(2), full[idx].mean(1), empty[idx].mean(1)  # [size boot], [boot]
-    fboot = (pb - eb) / (fb - eb)
-    lo, hi = fboot.nanquantile(0.025, dim=1).tolist(), fboot.nanquantile(0.975, dim=1).tolist()
+    fboot = normalized_faithfulness(pb, eb, fb)
+    lo, hi = (x.tolist() for x in quantiles(fboot))
     areas_b = _areas_batched(percents, fboot.double())
-    q = lambda x: (float(x.nanquantile(0.025)), float(x.nanquantile(0.975)))  # noqa: E731
+    q = lambda x: tuple(float(v) for v in quantiles(x))  # noqa: E731
     return Curve(percents, [n for n, _ in sizes], [int(k.sum()) for _, k in sizes], f, lo, hi, cpr, cmd,
                  q(areas_b[:, 0]), q(areas_b[:, 1]), float(full.mean()), float(empty.mean()),
                  per_t.mean(1).tolist(), ranking, pruned, ablation, B, per_t)  # fmt: skip
@@ -171,4 +134,4 @@ def faithfulness(model: Model, keep: Bool[Tensor, "edge"], heldout: Task, ablati
     empty = float(ab.m_corrupted.mean()) if ab.m_corrupted is not None else float(
         ab.run(torch.zeros_like(keep)).mean())
     m = float(ab.run(keep).mean())
-    return (m - empty) / (full - empty) if not math.isclose(full, empty) else float("nan")
+    return normalized_faithfulness(m, empty, full) if not math.isclose(full, empty) else float("nan")

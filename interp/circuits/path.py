@@ -1,48 +1,55 @@
-"""Path patching (Wang et al. 2022, appendix B), fast and batched over sender heads.
+"""Path patching (Wang et al. 2022, appendix B), fast and batched over sender heads, on any Task.
 
 Step 1: run the clean prompts with every attention head frozen at its clean output except the
-sender, which takes its output from the corrupted (ABC) run; MLPs and norms are recomputed.
+sender, which takes its output from the corrupted run; MLPs and norms are recomputed.
 Step 2 (receivers only): run the clean prompts again with the receiver heads' query/key/value
-inputs taken from step 1 at the chosen positions; everything else is recomputed. The result is
-the logit difference at END.
+inputs taken from step 1 at the chosen positions; everything else is recomputed. The result is the
+task's metric at END (IOI: the logit difference).
 
-Why this is fast. With every head frozen, nothing moves between positions in step 1, so a
-sender's effect at a position only flows through the MLPs at that same position: step 1 is an
-MLP-only pass at the few positions that matter (END for the logits, the receiver position
-otherwise), batched over all senders. In step 2 only positions from the patched one up to END
-can change, so the rest of the model runs on that window against the clean keys and values.
+Why this is fast. With every head frozen, nothing moves between positions in step 1, so a sender's
+effect at a position only flows through the MLPs at that same position: step 1 is an MLP-only pass
+at the few positions that matter (END for the logits, the receiver position otherwise), batched over
+all senders, one variant each (`frozen_pass`). In step 2 a receiver's output is recomputed over a
+window from the patched position to END (`receiver_z`), and the model is replayed from the first
+receiver layer over that window only, against the clean keys and values before it: the replayed
+block of interp.circuits.replay, with the receivers' outputs overridden.
 
-Any task. `path_patch` takes an `interp.data.tasks.Task` (an `IOIDataset` is read as the IOI
-task): its metric at END (logit difference by default, any of the task metrics), its named
-positions for receivers (IOI: IO, S1, S1+1, S2, END; every task has END).
+Positions are the task's named positions (IOI: IO, S1, S1+1, S2, END; every task has END).
 
-GQA. A receiver is a *query* head. Its key/value input is patched for that head alone: its
-own k/v are recomputed from the patched residual stream, while the other query heads sharing
-the same KV head keep the clean k/v (`hook_k`/`hook_v` are per KV head, so the reference
-implementation computes the receiver's output in a separate run and patches its `hook_z`).
+GQA. A receiver is a *query* head. Its key/value input is patched for that head alone: its own k/v
+are recomputed from the patched residual stream, while the other query heads sharing the same KV
+head keep the clean k/v (the reference computes the receiver's output in a separate run and patches
+its `hook_z`).
 
-Low precision and placement: see interp.circuits.replay (float32 sums, a null variant per batch,
-tensors on each layer's device). Results are float32 whatever the model's dtype.
+Low precision: the modules run in the model's dtype, sums in float32 (interp.circuits.replay); each
+batch also carries a null variant (nothing patched) through the same kernels, and a variant's result
+is the clean metric plus its difference from the null one, so the replay's own rounding cancels
+instead of showing up as an effect. Every step is checked against the bridge (`check_null`: the
+replay with nothing patched must give back the clean run, or the fast path refuses to run), and tests
+compare the whole engine with the brute-force reference (interp.circuits.path_reference).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import einops
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
-from interp.circuits.metrics import logit_diff, resid_metric
-from interp.circuits.replay import PatchCaches, Replay
-from interp.data.ioi import IOIDataset
-from interp.data.tasks import Task, as_task, end_logits, metric_fn
+from interp import hooks
+from interp.circuits.replay import ACC, Edit, Keys, Replay, Span, gather_pos
+from interp.data.task import Task, end_logits, metric_fn, normalized, resid_metric
 from interp.errors import WorkbenchError
 from interp.types import COMPONENTS, Head, Progress
 
 if TYPE_CHECKING:
     from interp.models import Model
+
+Metric = Callable[[Tensor], Tensor]  # final residual at END [variant batch d_model] -> [variant batch]
 
 
 @dataclass
@@ -67,12 +74,11 @@ class PathResult:
     senders: list[Head]  # the sender heads, in the order of `patched`
     patched: Float[Tensor, "sender batch"]  # the metric with that sender's path patched
     clean: Float[Tensor, "batch"]  # the clean metric
-    corrupted: Float[Tensor, "batch"]  # the corrupted (IOI: ABC) metric
+    corrupted: Float[Tensor, "batch"]  # the corrupted metric
 
     def normalized(self) -> Float[Tensor, "sender"]:
-        """(patched - clean) / (clean - corrupted) of the mean logit diffs: 0 = no effect, -1 = all of it."""
-        c, r = self.clean.mean(), self.corrupted.mean()
-        return (self.patched.mean(1) - c) / (c - r)
+        """(patched - clean) / (clean - corrupted) of the mean metric: 0 = no effect, -1 = all of it."""
+        return normalized(self.patched.mean(1), self.clean.mean(), self.corrupted.mean())
 
     def grid(self, n_layers: int, n_heads: int) -> Float[Tensor, "layer head"]:
         """`normalized()` laid out as [layer, head] (NaN for heads that were not senders)."""
@@ -82,79 +88,211 @@ class PathResult:
         return out
 
 
+@dataclass
+class PatchCaches:
+    """What path patching reads from the two real runs: the clean run's cache (every hook the replay
+    needs), the corrupted run's head outputs, and both runs' metric per prompt."""
+
+    clean: dict[str, Tensor]  # hook name -> clean activation [batch pos ...]
+    corrupted: dict[str, Tensor]  # hook name -> corrupted hook_z [batch pos head d_head]
+    clean_metric: Float[Tensor, "batch"]
+    corrupted_metric: Float[Tensor, "batch"]
+
+    @classmethod
+    @torch.no_grad()
+    def collect(cls, model: Model, task: Task, extra: list[str] = ()) -> PatchCaches:
+        """Run the clean and the corrupted prompts once each; the clean run keeps the replay's hooks
+        and `extra` ones (e.g. attention patterns)."""
+        wanted = set(Replay.of(model).all_cache_names()) | set(extra)
+        clean_logits, clean = model.run_with_cache(task.clean, names_filter=lambda n: n in wanted)
+        z_names = set(hooks.names("z", range(model.info.n_layers)))
+        corr_logits, corr = model.run_with_cache(task.corrupted, names_filter=lambda n: n in z_names)
+        missing = sorted(wanted - set(clean.keys()))
+        if missing:
+            raise WorkbenchError(
+                f"{model.info.name} does not expose the hooks fast patching replays ({', '.join(missing[:3])}"
+                f"{', ...' if len(missing) > 3 else ''}); use interp.circuits.path_reference.path_patch_reference"
+            )
+        clean_end = end_logits(clean_logits, task.end)
+        m = metric_fn(task, clean_end)
+        return cls(dict(clean.items()), dict(corr.items()), m(clean_end), m(end_logits(corr_logits, task.end)))
+
+
 def all_heads(model: Model) -> list[Head]:
     return [(layer, h) for layer in range(model.info.n_layers) for h in range(model.info.n_heads)]
 
 
+def frozen_pass(rp: Replay, cache: PatchCaches, senders: list[Head], P: Int[Tensor, "batch p"],
+                targets: list[int]) -> dict[int, Float[Tensor, "variant batch p d_model"]]:  # fmt: skip
+    """Step 1: the residual stream entering each target layer (n_layers = the final residual) at
+    positions P, one variant per sender (sorted by layer), every head frozen at its clean output but
+    that sender (corrupted); float32, on the target layer's device. Targets below a sender's layer get
+    the clean residual for that variant. Each variant's change of the residual is summed in float32;
+    an MLP's change is its output on the changed input minus its output on the clean one, both from
+    the same call (a null row rides along), so a change too small to alter its input adds nothing."""
+    clean = cache.clean
+    layers = [layer for layer, _ in senders]
+    D: Tensor | None = None  # each variant's change of the residual stream [variant batch p d_model]
+    out = {}
+    for layer in range(min(min(layers), min(targets)), max(targets) + 1):
+        dev = rp.device_of(layer)
+        Pl = P.to(dev)
+        if D is None:
+            D = torch.zeros(len(senders), *P.shape, clean[hooks.name("resid_pre", 0)].shape[-1], dtype=ACC, device=dev)
+        D = D.to(dev)
+        if layer in targets:
+            out[layer] = rp.stream_at(cache.clean, layer, Pl) + D
+        if layer == rp.n_layers:
+            break
+        act = sum(x <= layer for x in layers)  # senders are sorted: this layer's rows are first..act-1
+        first = layers.index(layer) if layer in layers else act
+        if layer in layers:
+            heads = torch.tensor([h for _, h in senders[first:act]], device=dev)
+            z = hooks.name("z", layer)
+            dz = gather_pos(cache.corrupted[z].to(dev), Pl).to(ACC) - gather_pos(clean[z].to(dev), Pl).to(ACC)
+            D[first:act] += rp.head_out(layer, heads, einops.rearrange(dz[:, :, heads], "b p n e -> n b p e"))
+        if act and rp.has_mlp:
+            mid = gather_pos(clean[hooks.name("resid_mid", layer)].to(dev), Pl).to(ACC)
+            y = rp.mlp(layer, mid + torch.cat([D[:act], D.new_zeros(1, *D.shape[1:])]))  # last row: clean
+            D[:act] += y[:act] - y[act:]
+    return out
+
+
+def _into_window(base: Tensor, new: Tensor, every: bool) -> Tensor:
+    """The window's values with the patched position(s) replaced: the first window entry (a named
+    position starts the window) or, when every position is patched, all of them."""
+    if every:
+        return new[:, :, : base.shape[2]]
+    out = base.expand(new.shape[0], *base.shape[1:]).clone()
+    out[:, :, :1] = new
+    return out
+
+
+def receiver_z(rp: Replay, cache: PatchCaches, layer: int, head: int, comps: str, P: Tensor, resid: Tensor,
+               span: Span, every: bool) -> Float[Tensor, "variant batch win d_head"]:  # fmt: skip
+    """Step 2a: the receiver head's output over the span, its q/k/v inputs at P taken from `resid`
+    (step 1's residual stream there), the clean ones elsewhere (all on the layer's device)."""
+    g = rp.kv_of(head)
+    column = {"q": head, "k": rp.n_heads + g, "v": rp.n_heads + rp.n_kv + g}
+    cos, sin = rp.cos_sin(cache.clean, layer, P)
+    dev = rp.device_of(layer)
+    full, win = {}, {}
+    for c in "qkv":
+        i = head if c == "q" else g
+        full[c] = rp.cached(cache.clean, layer, c).to(dev)[:, :, i : i + 1]  # clean, rotated [batch pos 1 e]
+        win[c] = gather_pos(full[c], span.pos)[None]
+        if c in comps:
+            new = rp.project(layer, rp.ln1(layer, resid), torch.tensor([column[c]], device=dev))
+            new = new if c == "v" else rp.rotate(new, cos, sin)
+            win[c] = _into_window(win[c], new, every)
+    S = resid.shape[0]
+    q, k, v = (win[c].expand(S, *win[c].shape[1:]) for c in "qkv")
+    rows = torch.arange(span.width, device=dev).expand(span.pos.shape[0], -1)
+    return rp.attend(q, k, v, rows, span, Keys(full["k"], full["v"]), heads=torch.tensor([head]))[..., 0, :]
+
+
+def _overrides(rp: Replay, span: Span, replaced: dict[Head, Tensor]) -> Callable[[int], Edit | None]:
+    """Per layer, the edit that sets each receiver's output to its recomputed z (at END alone in a
+    last layer computed at END only)."""
+
+    def at(layer: int) -> Edit | None:
+        mine = {h: z for (rl, h), z in replaced.items() if rl == layer}
+        if not mine:
+            return None
+
+        def edit(z: Tensor) -> Tensor:
+            z = z.clone()
+            for h, zh in mine.items():
+                zh = zh.to(z.device)
+                if z.shape[2] != zh.shape[2]:  # queries at END only
+                    S = zh.shape[0]
+                    zh = gather_pos(zh.flatten(0, 1), span.at_end.to(z.device).repeat(S)[:, None]).view(S, -1, 1, zh.shape[-1])
+                z[:, :, :, h] = zh.to(z.dtype)
+            return z
+
+        return Edit(z=edit)
+
+    return at
+
+
+def receiver_final(rp: Replay, cache: PatchCaches, receivers: list[Head], comps: str, every: bool, P: Tensor,
+                   end: Tensor, resid: dict[int, Tensor]) -> Float[Tensor, "variant batch d_model"]:  # fmt: skip
+    """Step 2: each receiver's output recomputed from `resid` (step 1's residual at its layer), then the
+    model replayed over the window P..END with those outputs; the final residual at END."""
+    T = cache.clean[hooks.name("resid_pre", 0)].shape[1]
+    span = Span.of(P[:, 0], end.to(P.device), T)
+    zs = {}
+    for layer, h in receivers:
+        dev = rp.device_of(layer)
+        zs[(layer, h)] = receiver_z(rp, cache, layer, h, comps, P.to(dev), resid[layer].to(dev), span.to(dev), every)
+    first = min(layer for layer, _ in receivers)
+    S = next(iter(zs.values())).shape[0]
+    X = gather_pos(cache.clean[hooks.name("resid_pre", first)].to(rp.device_of(first)), span.pos.to(rp.device_of(first)))
+    return rp.run(X.to(ACC).expand(S, -1, -1, -1), span, first, cache.clean, lambda layer: rp.keys(cache.clean, layer),
+                  _overrides(rp, span, zs))  # fmt: skip
+
+
+def receiver_pass(rp: Replay, cache: PatchCaches, receivers: list[Head], comps: str, every: bool, P: Tensor,
+                  end: Tensor, resid: dict[int, Tensor], metric: Metric) -> Float[Tensor, "variant batch"]:  # fmt: skip
+    """`metric` after step 2 for each variant of `resid`: the clean metric plus the variant's difference
+    from a null variant (the receivers' inputs clean) replayed in the same batch."""
+    resid = {layer: torch.cat([rp.stream_at(cache.clean, layer, P)[None], r.to(rp.device_of(layer))]) for layer, r in resid.items()}
+    m = metric(receiver_final(rp, cache, receivers, comps, every, P, end, resid))
+    return cache.clean_metric.to(m) + (m[1:] - m[:1])
+
+
 @torch.no_grad()
-def ioi_caches(model: Model, ds: IOIDataset) -> PatchCaches:
-    """The clean cache path patching reads and the corrupted head outputs of an IOI dataset,
-    with both runs' logit differences."""
-    return PatchCaches.collect(model, ds.tokens, ds.corrupted_tokens, Replay.of(model).all_cache_names(),
-                               lambda logits: logit_diff(logits, ds))
-
-
-def logits_metric(task: Task):
-    """The task's metric of a run's logits, for PatchCaches.collect (which runs the clean prompts
-    first: the kl metric takes that first run as its reference)."""
-    ref: dict[str, Tensor] = {}
-
-    def metric(logits: Tensor) -> Tensor:
-        end = end_logits(logits, task.end)
-        ref.setdefault("clean", end)
-        return metric_fn(task, ref["clean"])(end)
-
-    return metric
-
-
-@torch.no_grad()
-def task_caches(model: Model, task: Task) -> PatchCaches:
-    """`ioi_caches` for any task."""
-    task = as_task(task)
-    return PatchCaches.collect(model, task.clean, task.corrupted, Replay.of(model).all_cache_names(), logits_metric(task))
+def check_null(rp: Replay, cache: PatchCaches, receivers: list[Head], comps: str, every: bool, P: Tensor,
+               end: Tensor, metric: Metric) -> None:  # fmt: skip
+    """The window replay with nothing patched must give back the clean run: its final residual at END
+    within rounding of the cached one (relative to that residual's largest entry: 1e-4 in float32,
+    2^-5 in lower precision), and in float32 its metric within 1e-3."""
+    layers = sorted({layer for layer, _ in receivers})
+    got = receiver_final(rp, cache, receivers, comps, every, P, end,
+                         {layer: rp.stream_at(cache.clean, layer, P)[None] for layer in layers})[0]  # fmt: skip
+    want = rp.stream_at(cache.clean, rp.n_layers, end.to(P.device)[:, None])[:, 0]
+    rel = float(((got - want).abs().amax(-1) / want.abs().amax(-1).clamp_min(1e-30)).max())
+    exact = rp.dtype == torch.float32
+    err = float((metric(got[None])[0] - cache.clean_metric.to(got.device)).abs().max()) if exact else 0.0
+    if rel > (1e-4 if exact else 2**-5) or err > 1e-3 * max(1.0, float(cache.clean_metric.abs().max())):
+        raise WorkbenchError(
+            f"fast path patching cannot replay this model's attention (off by {max(err, rel):.3g}); "
+            "use interp.circuits.path_reference.path_patch_reference instead"
+        )
 
 
 @torch.no_grad()
 def path_patch(
     model: Model,
-    ds: Task | IOIDataset,
+    task: Task,
     senders: list[Head] | None = None,
     receivers: Receivers | None = None,
     chunk: int = 64,
     progress: Progress | None = None,
     caches: PatchCaches | None = None,
 ) -> PathResult:
-    """Path-patch every sender (default: every head) to the logits, or to `receivers`, on a task
-    (or an IOIDataset). `caches` (from `task_caches`/`ioi_caches`) lets several calls on the same
-    prompts share one pair of runs."""
-    task = as_task(ds)
+    """Path-patch every sender (default: every head) to the logits, or to `receivers`, on a task.
+    `caches` (from `PatchCaches.collect`) lets several calls on the same prompts share one pair of runs."""
     rp = Replay.of(model)
     senders = list(senders) if senders is not None else all_heads(model)
     _check_heads(model, senders, "sender")
     if receivers is not None:
         _check_heads(model, receivers.heads, "receiver")
-    cache = caches or task_caches(model, task)
+    cache = caches or PatchCaches.collect(model, task)
     dev = task.clean.device
     end = task.end.to(dev)
     B, T = task.clean.shape
-    if task.metric == "logit-diff":  # IOI's own expression, the numbers discovery was tuned on
-        io, s = task.answers.to(dev), task.distractors.to(dev)
-
-        def metric(resid_final: Tensor) -> Tensor:
-            return rp.logit_diff(resid_final, io, s)
-    else:
-        clean_end = end_logits(model(task.clean), task.end) if task.metric == "kl" else None
-        metric = resid_metric(model.bridge, task, clean_end)
-
+    clean_end = end_logits(model(task.clean), task.end) if task.metric == "kl" else None
+    metric = resid_metric(model.bridge, task, clean_end)
     if receivers is None:
         P, targets = end[:, None], [rp.n_layers]
-        null = metric(rp.clean_at(cache, rp.n_layers, P)[:, 0][None])  # the replay's own clean metric
+        null = metric(rp.stream_at(cache.clean, rp.n_layers, P)[:, 0][None])  # the replay's own clean metric
     else:
         pos = task.position(receivers.position)
         P = torch.arange(T, device=dev).expand(B, T) if pos is None else pos.to(dev)[:, None]
         targets = sorted({layer for layer, _ in receivers.heads})
         every = receivers.position is None
-        rp.check_null(cache, receivers.heads, receivers.components, every, P, end, metric)
+        check_null(rp, cache, receivers.heads, receivers.components, every, P, end, metric)
     order = sorted(range(len(senders)), key=lambda i: senders[i][0])
     clean_metric = cache.clean_metric.float()  # results are float32 whatever the model's dtype
     out = clean_metric.new_empty(len(senders), B)
@@ -165,12 +303,12 @@ def path_patch(
         live = [j for j, (layer, _) in enumerate(group) if layer < last]  # others cannot reach any receiver
         res = clean_metric.expand(len(group), B).clone()
         if live:
-            resid = rp.frozen_pass(cache, [group[j] for j in live], P, targets)
+            resid = frozen_pass(rp, cache, [group[j] for j in live], P, targets)
             if receivers is None:
                 effect = metric(resid[rp.n_layers][:, :, 0]) - null  # the sums are float32; so is this difference
                 res[live] = (clean_metric.to(effect.device) + effect).to(res)
             else:
-                got = rp.receiver_pass(cache, receivers.heads, receivers.components, every, P, end, resid, metric)
+                got = receiver_pass(rp, cache, receivers.heads, receivers.components, every, P, end, resid, metric)
                 res[live] = got.to(res)
         out[torch.tensor(idx)] = res
         if progress:

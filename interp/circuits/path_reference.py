@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import torch
 
+from interp import hooks
 from interp.circuits.path import PathResult, Receivers, all_heads
-from interp.data.ioi import IOIDataset
-from interp.data.tasks import Task, as_task, end_logits, metric_fn
+from interp.data.task import Task, end_logits, metric_fn
 from interp.types import Head
 
 
@@ -27,12 +27,11 @@ def _set_z(value: torch.Tensor):
 
 @torch.no_grad()
 def path_patch_reference(
-    model, ds: Task | IOIDataset, senders: list[Head] | None = None, receivers: Receivers | None = None
+    model, task: Task, senders: list[Head] | None = None, receivers: Receivers | None = None
 ) -> PathResult:
-    task = as_task(ds)
     senders = list(senders) if senders is not None else all_heads(model)
     L = model.info.n_layers
-    z_names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)]
+    z_names = hooks.names("z", range(L))
     clean_logits, clean = model.run_with_cache(task.clean, names_filter=lambda n: n in z_names)
     corr_logits, corr = model.run_with_cache(task.corrupted, names_filter=lambda n: n in z_names)
     clean_end = end_logits(clean_logits, task.end)
@@ -53,11 +52,11 @@ def path_patch_reference(
     out = []
     for layer_s, head_s in senders:
         # step 1: every head frozen at its clean output, except the sender (corrupted)
-        frozen = {layer: clean[f"blocks.{layer}.attn.hook_z"].clone() for layer in range(L)}
-        frozen[layer_s][:, :, head_s] = corr[f"blocks.{layer_s}.attn.hook_z"][:, :, head_s]
-        hooks = [(f"blocks.{layer}.attn.hook_z", _set_z(frozen[layer])) for layer in range(L)]
+        frozen = {layer: clean[hooks.name("z", layer)].clone() for layer in range(L)}
+        frozen[layer_s][:, :, head_s] = corr[hooks.name("z", layer_s)][:, :, head_s]
+        edits = [(hooks.name("z", layer), _set_z(frozen[layer])) for layer in range(L)]
         if receivers is None:
-            logits = model.run_with_hooks(tokens, fwd_hooks=hooks)
+            logits = model.run_with_hooks(tokens, fwd_hooks=edits)
             out.append(measure(logits))
             continue
         seen = {}
@@ -69,8 +68,8 @@ def path_patch_reference(
             return keep
 
         for layer, _ in receivers.heads:
-            hooks += [(f"blocks.{layer}.attn.hook_{c}", keeper(f"blocks.{layer}.attn.hook_{c}")) for c in "qkv"]
-        model.run_with_hooks(tokens, fwd_hooks=hooks)
+            edits += [(hooks.name(c, layer), keeper(hooks.name(c, layer))) for c in "qkv"]
+        model.run_with_hooks(tokens, fwd_hooks=edits)
         # step 2a: each receiver's own output with its q/k/v inputs from step 1 at the chosen positions
         new_z = {}
         for layer, head in receivers.heads:
@@ -78,20 +77,20 @@ def path_patch_reference(
             patch = []
             for c in receivers.components:
                 index = head if c == "q" else group
-                patched = seen[f"blocks.{layer}.attn.hook_{c}"]
+                patched = seen[hooks.name(c, layer)]
 
                 def put(x, hook, patched=patched, index=index):
                     x = x.clone()
                     x[:, :, index] = torch.where(mask[:, :, None], patched[:, :, index], x[:, :, index])
                     return x
 
-                patch.append((f"blocks.{layer}.attn.hook_{c}", put))
+                patch.append((hooks.name(c, layer), put))
             got = {}
 
             def grab(z, hook, head=head):
                 got["z"] = z[:, :, head].clone()
 
-            model.run_with_hooks(tokens, fwd_hooks=patch + [(f"blocks.{layer}.attn.hook_z", grab)])
+            model.run_with_hooks(tokens, fwd_hooks=patch + [(hooks.name("z", layer), grab)])
             new_z[(layer, head)] = got["z"]
         # step 2b: clean run with only the receivers' outputs replaced; everything else recomputed
         final = []
@@ -102,7 +101,7 @@ def path_patch_reference(
                 z[:, :, head] = z_h
                 return z
 
-            final.append((f"blocks.{layer}.attn.hook_z", set_head))
+            final.append((hooks.name("z", layer), set_head))
         out.append(measure(model.run_with_hooks(tokens, fwd_hooks=final)))
     return PathResult(
         senders, torch.stack(out).cpu(), measure(clean_logits).cpu(), measure(corr_logits).cpu()

@@ -1,8 +1,8 @@
 """The whole IOI analysis in one call: prompts -> discovery -> held-out evaluation -> files.
 
 Discovery runs on the "discovery" part of the IOI data and evaluation on the "evaluation" part:
-disjoint halves of the templates and of the names (interp.data.ioi), so the held-out prompts
-are sentences and names discovery never saw."""
+disjoint halves of the templates and of the names (interp.data.ioi.ioi_split, the one IOI split), so
+the held-out prompts are sentences and names discovery never saw."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import torch
 
 from interp.circuits.discover import Discovery, DiscoveryConfig, discover
 from interp.circuits.evaluate import CLASS_POSITIONS, N_ABC, Evaluation, evaluate
-from interp.data.ioi import BASE_TEMPLATES, NAMES, OBJECTS, PLACES, make_ioi, single_token_words
+from interp.data.ioi import BASE_TEMPLATES, NAMES, OBJECTS, PLACES, ioi_split, single_token_words
 from interp.errors import WorkbenchError
 from interp.io import write_json
 from interp.stats import Interval
@@ -48,7 +48,8 @@ class IOIReport:
         return {
             "model": self.model,
             "classes": {c: [list(h) for h in hs] for c, hs in d.classes.items()},
-            "faithfulness": value(e.faithfulness),  # each class kept at its positions (Wang et al.)
+            "faithfulness": value(e.faithfulness),  # F(C) / F(M), each class kept at its positions (Wang et al.)
+            "faithfulness_formula": "F(C) / F(M)",  # interp.circuits.types.logit_diff_ratio
             "faithfulness_ci": ci(e.faithfulness),  # 95% bootstrap interval over the held-out prompts
             "faithfulness_all_positions": value(e.faithfulness_all_positions),
             "faithfulness_all_positions_ci": ci(e.faithfulness_all_positions),
@@ -151,8 +152,8 @@ def run_ioi(
             f"{model.info.name} has {model.info.n_layers} layers; the IOI circuit needs at least 4 (use a deeper model)"
         )
     check_memory(model, n_prompts, n_heldout)
-    found = make_ioi(model, n_prompts, seed=seed, part="discovery")
-    heldout = make_ioi(model, n_heldout, seed=seed, part="evaluation")
+    split = ioi_split(model, n_prompts, n_heldout, seed, corruption="abc")  # path patching's counterfactual
+    found, heldout = split.score, split.heldout
     disc = discover(model, found, config, progress=progress)
     if not disc.classes:
         raise WorkbenchError(

@@ -1,40 +1,33 @@
-"""Replaying pieces of a model's forward pass from its clean cache, batched over many variants.
+"""The replayed block: one transformer block run from our own code, on windows of positions, for many
+variants at once. Path patching, exact edge patching, the IOI evaluation and the ablation engine
+behind faithfulness curves all run their blocks through `Replay.block`, and nothing else writes a
+block's forward.
 
-Path patching changes a few things and keeps the rest of the clean run. `Replay` holds one
-model's weights in TransformerLens layout and the steps fast path patching is built from:
+A *variant* axis runs along the front of every residual stream X [variant batch win d_model]: the
+senders of path patching, the edges into one input of exact patching, the circuits of a curve. A
+*span* is the window of positions computed, per prompt (`Span`: from a start to each prompt's END,
+padded to a common width); the positions before a prompt's start are the same in every variant as in
+a base run, so its attention reads their keys and values from that run (`Keys`) instead of
+recomputing them. A block:
 
-- `frozen_pass` (step 1): every head frozen at its clean output except one sender per variant,
-  which takes its corrupted output; only MLPs (and norms) are recomputed, so nothing moves
-  between positions and the pass runs on the few positions that matter;
-- `receiver_z` (step 2a): a receiver head's output over a window of positions, its q/k/v input
-  taken from step 1 at the patched position and clean keys/values elsewhere;
-- `window_pass` (step 2b): the model from the first receiver layer to the end, over the window
-  from the patched position to END only, against clean keys and values before it;
-- the pure pieces these use: a head's output, an MLP, q/k/v projections with rotary, causal
-  attention for a window of queries (`attend`), and the logit difference at the end.
+    q, k, v  from ln1 of each input's residual stream (X itself, or a reader's own stream: `Inputs`),
+             rotated at the span's positions (rotary models), at the query rows asked for;
+    z        causal attention over the base run's keys before the span and the span's own after;
+             `Edit.z` overrides or mean-ablates head outputs;
+    X_mid    X + sum_h z_h W_O[h] + b_O; or, per head relative to a replacement (`Edit.relative_to`),
+             handed to `Edit.heads`, their sum + `Edit.offset`;
+    X'       X_mid + MLP(ln2(the MLP's input)): X_mid, `Edit.mlp_input(X_mid)`, or a known output.
 
-A variant axis ("variant") runs along the front of every batched tensor: one variant per
-sender. Every step is checked against the bridge (`check_null`: the replay with nothing patched
-must give back the clean run, or the fast path refuses to run), and tests compare the whole
-engine with the brute-force reference (interp.circuits.path_reference).
-
-Low precision (bf16/fp16). The modules (norms, projections, MLPs) run in the model's dtype, as the
-model does, but what is summed is summed in float32: the senders' changes of the residual stream,
-the frozen and replayed residual streams, attention's softmax and its weighted sum, and the metric
-(final norm and unembedding columns) of the final residual. Each batch also carries a null variant
-(nothing patched) through the same kernels, and a variant's result is the clean metric plus its
-difference from the null one, so the replay's own rounding (a bf16 forward in another order than
-the bridge's) cancels instead of showing up as an effect. On a float32 model the casts are no-ops.
-
-Placement. Tensors follow the layer they are used at (the device of that block's parameters; the
-final norm's for the metric), so a model split layer-wise over devices replays as on one device.
+Precision: the modules (norms, projections, MLPs) run in the model's dtype, as the model does; what
+is summed is summed in float32 (`ACC`): the residual streams, attention's scores, softmax and
+weighted sum of values. On a float32 model the casts are no-ops. Placement: each block runs on the
+device of its own parameters, so a model split layer-wise over devices replays as on one device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import einops
 import torch
@@ -42,19 +35,21 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp import hooks
+from interp.circuits.weights import stacked_qkv
 from interp.errors import WorkbenchError
-from interp.types import Head
 
-if TYPE_CHECKING:
-    from interp.models import Model
-
-Metric = Callable[[Tensor], Tensor]  # final residual at END [variant batch d_model] -> [variant batch]
 ACC = torch.float32  # what sums are accumulated in, whatever the model's dtype
 
 
 def rotate_half(x: Tensor) -> Tensor:
+    """RoPE's rotation by halves (HF/NeoX: dims i and i + d/2 rotate together)."""
     half = x.shape[-1] // 2
     return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def rotate_pairs(x: Tensor) -> Tensor:
+    """RoPE's rotation by adjacent pairs (TransformerLens's native model: dims 2i and 2i+1)."""
+    return torch.stack((-x[..., 1::2], x[..., 0::2]), dim=-1).flatten(-2)
 
 
 def gather_pos(x: Float[Tensor, "batch pos ..."], idx: Int[Tensor, "batch win"]) -> Float[Tensor, "batch win ..."]:
@@ -63,392 +58,378 @@ def gather_pos(x: Float[Tensor, "batch pos ..."], idx: Int[Tensor, "batch win"])
     return x.gather(1, view)
 
 
-def window(start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int) -> Int[Tensor, "batch win"]:
-    """Per-prompt positions start..end padded to a common width (clamped to the sequence; the
-    entries past a prompt's END are never read by its real positions)."""
-    width = int((end - start).max()) + 1
-    pos = start[:, None] + torch.arange(width, device=start.device)[None]
-    return pos.clamp(max=n_pos - 1)
+@dataclass
+class Span:
+    """The positions a replay computes: per prompt from `start` to its END, padded to a common width
+    (padding entries repeat the last position; a real position never reads them)."""
+
+    pos: Int[Tensor, "batch win"]  # absolute position of each window entry
+    start: Int[Tensor, "batch"]
+    end: Int[Tensor, "batch"]
+
+    @classmethod
+    def of(cls, start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int) -> Span:
+        start = torch.minimum(start.to(end.device), end)
+        width = int((end - start).max()) + 1
+        pos = (start[:, None] + torch.arange(width, device=end.device)[None]).clamp(max=n_pos - 1)
+        return cls(pos, start, end)
+
+    @classmethod
+    def whole(cls, end: Int[Tensor, "batch"], n_pos: int) -> Span:
+        """Every position 0..n_pos-1 of every prompt."""
+        pos = torch.arange(n_pos, device=end.device).expand(len(end), n_pos)
+        return cls(pos, torch.zeros_like(end), end)
+
+    @property
+    def width(self) -> int:
+        return self.pos.shape[1]
+
+    @property
+    def at_end(self) -> Int[Tensor, "batch"]:
+        """Each prompt's END as an index into its window."""
+        return self.end - self.start
+
+    def to(self, device) -> Span:
+        return Span(self.pos.to(device), self.start.to(device), self.end.to(device))
 
 
 @dataclass
-class PatchCaches:
-    """What path patching reads from the two real runs: the clean run's cache (every hook the
-    replay needs), the corrupted run's head outputs, and both runs' metric per prompt."""
+class Keys:
+    """What a span's attention reads before it: one layer's keys (rotated) and values over whole
+    sequences of a base run; the positions from each prompt's start on are masked."""
 
-    clean: dict[str, Tensor]  # hook name -> clean activation [batch pos ...]
-    corrupted: dict[str, Tensor]  # hook name -> corrupted hook_z [batch pos head d_head]
-    clean_metric: Float[Tensor, "batch"]  # e.g. the clean logit difference
-    corrupted_metric: Float[Tensor, "batch"]
+    k: Float[Tensor, "batch pos kv d_head"]
+    v: Float[Tensor, "batch pos kv d_head"]
 
-    @classmethod
-    @torch.no_grad()
-    def collect(cls, model: Model, clean_tokens: Tensor, corrupted_tokens: Tensor, names: list[str],
-                metric: Callable[[Tensor], Tensor]) -> PatchCaches:
-        """Run both prompt sets once; `metric(logits) -> [batch]`."""
-        wanted = set(names)
-        clean_logits, clean = model.run_with_cache(clean_tokens, names_filter=lambda n: n in wanted)
-        z_names = set(hooks.names("z", range(model.info.n_layers)))
-        corr_logits, corr = model.run_with_cache(corrupted_tokens, names_filter=lambda n: n in z_names)
-        missing = sorted(wanted - set(clean.keys()))
-        if missing:
-            raise WorkbenchError(
-                f"{model.info.name} does not expose the hooks fast patching replays ({', '.join(missing[:3])}"
-                f"{', ...' if len(missing) > 3 else ''}); use interp.circuits.path_reference.path_patch_reference"
-            )
-        return cls(dict(clean.items()), dict(corr.items()), metric(clean_logits), metric(corr_logits))
+
+@dataclass
+class Inputs:
+    """The q/k/v inputs of a layer that do not read its residual stream X: `streams` are the
+    residual streams of the stacked columns `columns` (query heads 0..H-1, k heads H..H+G-1, v heads
+    after: interp.circuits.weights.stacked_qkv's order), `projected` the projections (before rotary,
+    biases included) of the columns `fixed`."""
+
+    columns: Int[Tensor, "n"] | None = None
+    streams: Float[Tensor, "variant n batch win d_model"] | None = None
+    fixed: Int[Tensor, "m"] | None = None
+    projected: Float[Tensor, "batch win m d_head"] | None = None
+    default: Int[Tensor, "r"] | None = None  # the columns reading X (worked out here when not given)
+
+
+@dataclass
+class Edit:
+    """How one replayed block departs from the plain forward (every field optional)."""
+
+    inputs: Inputs | None = None  # readers' own residual streams or given projections
+    z: Callable[[Tensor], Tensor] | None = None  # head outputs z [variant batch query head d_head] -> edited
+    relative_to: Tensor | None = None  # a replacement's z [batch|1 query|1 head d_head]: per-head outputs are
+    # taken relative to it, handed to `heads`, and the attention output is their sum + `offset`
+    offset: Tensor | None = None  # the replacement's attention output, b_O included [batch|1 query|1 d_model]
+    heads: Callable[[Tensor], None] | None = None  # receives the per-head outputs [variant batch query head d_model]
+    mlp_input: Callable[[Tensor], Tensor] | None = None  # X_mid -> the MLP's own input stream
+    mlp_output: Tensor | None = None  # the MLP's output, known (not computed)
+    mlp_edit: Callable[[Tensor], Tensor] | None = None  # the MLP's output [variant batch query d_model] -> edited
+    mlp_seen: Callable[[Tensor], None] | None = None  # receives the MLP's output (after `mlp_edit`)
+    keys_seen: Callable[[Tensor, Tensor], None] | None = None  # receives the span's keys (rotated) and values
 
 
 @dataclass
 class Replay:
-    """Weights and callables of one model, read once from its bridge."""
+    """Weights and callables of one model, read once from its bridge, and the replayed block."""
 
     bridge: object  # the TransformerBridge (ln/mlp submodules are called directly)
-    n_layers: int  # layers
+    n_layers: int
     n_heads: int  # query heads per layer
     n_kv: int  # key/value heads per layer (GQA: query head h reads kv head h // (n_heads // n_kv))
     scale: float  # attention scores are q.k * scale
-    rotary: bool  # whether q/k are rotated (hook_cos/hook_sin are then cached)
+    rotary: bool  # whether q/k are rotated
+    alibi: bool = False  # ALiBi biases on the scores (in-house models)
+    tables: tuple | None = None  # RoPE (cos, sin, rotary dim) of a bridge that shows no hook_cos/hook_sin/hook_rot_k
+    # (TransformerLens's native model: adjacent pairs); None: the caches hold them (HF bridges: halves)
     has_mlp: bool = True  # False for attention-only models
     dtype: torch.dtype = torch.float32  # the weights' dtype: what the modules are run in
-    devices: list[torch.device] | None = None  # each block's device, then the final norm's (read once)
 
     @classmethod
-    def of(cls, model: Model) -> Replay:
+    def of(cls, model) -> Replay:
         b, cfg = model.bridge, model.bridge.cfg
         if getattr(cfg, "parallel_attn_mlp", False):
-            raise WorkbenchError(
-                f"{model.info.name} runs attention and MLP in parallel; path patching needs sequential blocks"
-            )
+            raise WorkbenchError(f"{model.info.name} runs attention and MLP in parallel; the replay needs sequential blocks")
         if getattr(cfg, "attn_scores_soft_cap", -1) not in (-1, -1.0, None, 0):
-            raise WorkbenchError(
-                f"{model.info.name} soft-caps attention scores; fast path patching does not support it"
-            )
+            raise WorkbenchError(f"{model.info.name} soft-caps attention scores; the replay does not support it")
         scale = cfg.attn_scale if cfg.attn_scale and cfg.attn_scale > 0 else cfg.d_head**0.5
-        return cls(
-            b,
-            cfg.n_layers,
-            cfg.n_heads,
-            model.info.n_kv_heads,
-            1.0 / scale if cfg.use_attn_scale else 1.0,
-            model.info.positional == "rotary",
-            not model.info.attn_only,
-            next(b.parameters()).dtype,
-        )
+        from interp.bridge import native_rotary
 
-    # -- weights and cache names -------------------------------------------------------------------
+        rotary = model.info.positional == "rotary"
+        out = cls(b, cfg.n_layers, cfg.n_heads, model.info.n_kv_heads, 1.0 / scale if cfg.use_attn_scale else 1.0,
+                  rotary, model.info.positional == "alibi", native_rotary(b) if rotary else None, not model.info.attn_only,
+                  next(b.parameters()).dtype)  # fmt: skip
+        out._devices, out._stacked = None, {}
+        return out
+
+    # -- weights and placement -----------------------------------------------------------------------
     def attn(self, layer: int):
         return self.bridge.blocks[layer].attn
 
+    @property
+    def group(self) -> int:
+        return self.n_heads // self.n_kv
+
     def kv_of(self, head: int) -> int:
-        return head // (self.n_heads // self.n_kv)
+        return head // self.group
 
     def device_of(self, layer: int) -> torch.device:
         """Where block `layer`'s weights live (layer n_layers: the final norm's)."""
-        if self.devices is None:
+        if self._devices is None:
             modules = [*self.bridge.blocks, self.bridge.ln_final]
-            self.devices = [next(m.parameters()).device for m in modules]
-        return self.devices[min(layer, self.n_layers)]
+            self._devices = [next(m.parameters()).device for m in modules]
+        return self._devices[min(layer, self.n_layers)]
 
-    def clean_at(self, cache: PatchCaches, layer: int, P: Int[Tensor, "batch p"]) -> Float[Tensor, "batch p d_model"]:
-        """The clean residual stream entering `layer` (n_layers: the final one) at positions P, in
-        float32 on that layer's device."""
-        dev = self.device_of(layer)
-        name = hooks.name("resid_pre", layer) if layer < self.n_layers else hooks.final_resid(self.n_layers)
-        return gather_pos(cache.clean[name].to(dev), P.to(dev)).to(ACC)
+    def qkv_weights(self, layer: int) -> tuple[Tensor, Tensor | None]:
+        """The layer's stacked q/k/v weights (interp.circuits.weights), read once per Replay."""
+        if layer not in self._stacked:
+            self._stacked[layer] = stacked_qkv(self.attn(layer))
+        return self._stacked[layer]
 
     def cache_names(self, layer: int) -> list[str]:
-        """The clean-run hooks the replay reads at `layer`."""
+        """The clean-run hooks a replay from a cache reads at `layer`."""
         kinds = ["resid_pre", "z", "q", "k", "v"] + (["resid_mid", "mlp_out"] if self.has_mlp else [])
-        if self.rotary:
+        if self.rotary and self.tables is None:
             kinds += ["cos", "sin", "rot_k", "rot_q"]
         return [hooks.name(kind, layer) for kind in kinds]
 
     def all_cache_names(self) -> list[str]:
         return [n for layer in range(self.n_layers) for n in self.cache_names(layer)] + [hooks.final_resid(self.n_layers)]
 
-    # -- pure steps ----------------------------------------------------------------------------
-    def head_out(
-        self, layer: int, heads: Int[Tensor, "n"], z: Float[Tensor, "n ... d_head"]
-    ) -> Float[Tensor, "n ... d_model"]:
-        """Each row's head output z @ W_O[head] in z's dtype (no bias: a difference of two outputs
-        needs none)."""
-        W_O = self.attn(layer).W_O[heads].to(z.dtype)  # [n, d_head, d_model]
-        return einops.einsum(z, W_O, "n ... d_head, n d_head d_model -> n ... d_model")
+    def stream_at(self, cache: dict[str, Tensor], layer: int, P: Int[Tensor, "batch p"]) -> Float[Tensor, "batch p d_model"]:
+        """A cached run's residual stream entering `layer` (n_layers: the final one) at per-prompt
+        positions P, in float32 on that layer's device."""
+        dev = self.device_of(layer)
+        name = hooks.name("resid_pre", layer) if layer < self.n_layers else hooks.final_resid(self.n_layers)
+        return gather_pos(cache[name].to(dev), P.to(dev)).to(ACC)
 
-    def mlp(self, layer: int, resid_mid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
-        """The block's MLP output (the norm reads `resid_mid` as given, the MLP runs in the model's
-        dtype), in resid_mid's dtype."""
-        block = self.bridge.blocks[layer]
-        return block.mlp(block.ln2(resid_mid).to(self.dtype)).to(resid_mid.dtype)
+    def keys(self, cache: dict[str, Tensor], layer: int) -> Keys:
+        """A cached run's rotated keys and values at `layer`, on that layer's device."""
+        dev = self.device_of(layer)
+        return Keys(self.cached(cache, layer, "k").to(dev), cache[hooks.name("v", layer)].to(dev))
 
+    def cached(self, cache: dict[str, Tensor], layer: int, which: str) -> Float[Tensor, "batch pos head d_head"]:
+        """A cached run's q or k at `layer` after rotary (rotated here where the bridge shows none), or v."""
+        if not self.rotary or which == "v":
+            return cache[hooks.name(which, layer)]
+        if self.tables is None:
+            return cache[hooks.name(f"rot_{which}", layer)]
+        x = cache[hooks.name(which, layer)]
+        pos = torch.arange(x.shape[1], device=x.device).expand(x.shape[0], -1)
+        return self.rotate(x, *self.cos_sin(cache, layer, pos))
+
+    # -- the pieces -------------------------------------------------------------------------------------
     def ln1(self, layer: int, resid_pre: Tensor) -> Tensor:
         return self.bridge.blocks[layer].ln1(resid_pre)
 
-    def project(
-        self, layer: int, resid_pre: Float[Tensor, "... pos d_model"], which: str, normed: bool = False
-    ) -> Float[Tensor, "... pos head d_head"]:
-        """Un-rotated q (all query heads) or k/v (all kv heads) of a residual stream input
-        (or of its ln1 output already, with normed=True)."""
-        a = self.attn(layer)
-        W, b = {"q": (a.W_Q, a.b_Q), "k": (a.W_K, a.b_K), "v": (a.W_V, a.b_V)}[which]
-        x = (resid_pre if normed else self.ln1(layer, resid_pre)).to(W.dtype)
-        out = einops.einsum(x, W, "... pos d_model, head d_model d_head -> ... pos head d_head")
+    def mlp(self, layer: int, resid_mid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+        """The block's MLP output on an input stream (its norm reads the stream as given, the MLP runs
+        in the model's dtype), in float32."""
+        block = self.bridge.blocks[layer]
+        return block.mlp(block.ln2(resid_mid).to(self.dtype)).to(ACC)
+
+    def head_out(self, layer: int, heads: Int[Tensor, "n"], z: Float[Tensor, "n ... d_head"]) -> Float[Tensor, "n ... d_model"]:
+        """Each row's head output z @ W_O[head] in z's dtype (no bias: a difference of two outputs needs none)."""
+        W_O = self.attn(layer).W_O[heads].to(z.dtype)  # [n, d_head, d_model]
+        return einops.einsum(z, W_O, "n ... d_head, n d_head d_model -> n ... d_model")
+
+    def project(self, layer: int, normed: Tensor, columns: Tensor | None = None) -> Float[Tensor, "... pos column d_head"]:
+        """q/k/v projections (before rotary, biases included) of normalized inputs [..., pos, d_model],
+        for the stacked `columns` (default: every q, k and v head of the layer)."""
+        W, b = self.qkv_weights(layer)
+        if columns is not None:
+            W, b = W[columns], None if b is None else b[columns]
+        out = torch.einsum("...pd,cde->...pce", normed.to(W.dtype), W)
         return out if b is None else out + b
 
-    def rotate(self, x: Float[Tensor, "... pos head d_head"], cos: Float[Tensor, "... pos d_head"], sin) -> Tensor:
+    def rotate(self, x: Float[Tensor, "... pos head d_head"], cos: Tensor | None, sin: Tensor | None) -> Tensor:
         if not self.rotary:
             return x
-        return x * cos.unsqueeze(-2) + rotate_half(x) * sin.unsqueeze(-2)
+        cos, sin = cos.unsqueeze(-2).to(x.dtype), sin.unsqueeze(-2).to(x.dtype)
+        if self.tables is None:
+            return x * cos + rotate_half(x) * sin
+        rd = self.tables[2]
+        turned = x[..., :rd] * cos + rotate_pairs(x[..., :rd]) * sin
+        return torch.cat([turned, x[..., rd:]], dim=-1) if rd < x.shape[-1] else turned
+
+    def cos_sin(self, cache: dict[str, Tensor] | None, layer: int, idx: Int[Tensor, "batch win"]):
+        """Rotary cos/sin at per-prompt positions `idx` (None, None without rotary), on idx's device: from
+        the cache's hook_cos/hook_sin, or from the model's own tables."""
+        if not self.rotary:
+            return None, None
+        if self.tables is not None:
+            return tuple(t.to(idx.device)[idx] for t in self.tables[:2])
+        return tuple(gather_pos(cache[hooks.name(x, layer)].to(idx.device).expand(idx.shape[0], -1, -1), idx)
+                     for x in ("cos", "sin"))  # fmt: skip
+
+    def _alibi(self, qpos: Tensor, kpos: Tensor, heads: Tensor | None, shape: tuple[int, int]) -> Tensor:
+        """ALiBi's score bias per query head, [batch kv member query key] (`heads`: the query heads
+        attending, grouped as `shape` = (kv, member); default every head)."""
+        from interp.models.inhouse import alibi_slopes
+
+        slopes = alibi_slopes(self.n_heads).to(qpos.device)
+        slopes = (slopes if heads is None else slopes[heads.to(qpos.device)]).view(*shape)
+        dist = (qpos[:, :, None] - kpos[:, None, :]).clamp(min=0).float()  # [batch query key]
+        return -slopes[None, :, :, None, None] * dist[:, None, None]
 
     def attend(
         self,
-        q: Float[Tensor, "variant batch win head d_head"],
-        k_pre: Float[Tensor, "batch pos kv d_head"],
-        v_pre: Float[Tensor, "batch pos kv d_head"],
-        k_win: Float[Tensor, "variant batch win kv d_head"],
-        v_win: Float[Tensor, "variant batch win kv d_head"],
-        start: Int[Tensor, "batch"],
-    ) -> Float[Tensor, "variant batch win head d_head"]:
-        """Causal attention for a window of consecutive query positions start..start+win-1:
-        keys before `start` come from the clean run (shared by every variant), keys in the
-        window from the variant itself. No key tensor is copied per variant. Query heads are
-        grouped by the KV head they read (GQA): head = kv * group + member. Scores, softmax and
-        the weighted sum of values are float32; z comes back in v_win's dtype."""
-        S, B, W, H, E = q.shape
-        G = k_pre.shape[-2]
-        qg = q.view(S, B, W, G, H // G, E)
-        pre = einops.einsum(qg, k_pre, "s b win kv member e, b key kv e -> s b kv member win key").to(ACC) * self.scale
-        before = torch.arange(k_pre.shape[1], device=q.device)[None, :] < start[:, None]  # [batch key]
-        pre = pre.masked_fill(~before[None, :, None, None, None, :], float("-inf"))
-        win = einops.einsum(qg, k_win, "s b win kv member e, s b wkey kv e -> s b kv member win wkey")
-        win = win.to(ACC) * self.scale
-        causal = torch.ones(W, W, dtype=torch.bool, device=q.device).tril()
-        win = win.masked_fill(~causal, float("-inf"))
-        pattern = torch.cat([pre, win], dim=-1).softmax(-1)
-        p_pre, p_win = pattern.split([pre.shape[-1], W], dim=-1)
-        z = einops.einsum(p_pre, v_pre.to(ACC), "s b kv member win key, b key kv e -> s b win kv member e")
-        z = z + einops.einsum(p_win, v_win.to(ACC), "s b kv member win wkey, s b wkey kv e -> s b win kv member e")
-        return z.reshape(S, B, W, H, E).to(v_win.dtype)
-
-    def logit_diff(
-        self, resid_final: Float[Tensor, "... d_model"], io: Int[Tensor, "..."], s: Int[Tensor, "..."]
-    ) -> Tensor:
-        """logit(io) - logit(s) from the final residual stream (final norm recomputed), in
-        resid_final's dtype (float32 for the replay's residuals) on the unembedding's device."""
-        W_U = self.bridge.W_U
-        x = self.bridge.ln_final(resid_final.to(W_U.device))
-        io, s = io.to(W_U.device), s.to(W_U.device)
-        direction = (W_U[:, io] - W_U[:, s]).to(x.dtype)  # [d_model, ...]
-        out = einops.einsum(x, direction, "... d_model, d_model ... -> ...")
-        b_U = getattr(self.bridge, "b_U", None)
-        return out if b_U is None else out + (b_U[io] - b_U[s]).to(x.dtype)
-
-    def causal_attend(
-        self,
         q: Float[Tensor, "variant batch query head d_head"],
-        k: Float[Tensor, "variant batch pos kv d_head"],
-        v: Float[Tensor, "variant batch pos kv d_head"],
-        qpos: Int[Tensor, "batch query"],
+        k: Float[Tensor, "variant batch win kv d_head"],
+        v: Float[Tensor, "variant batch win kv d_head"],
+        qidx: Int[Tensor, "batch query"],
+        span: Span,
+        keys: Keys | None = None,
+        heads: Int[Tensor, "head"] | None = None,
     ) -> Float[Tensor, "variant batch query head d_head"]:
-        """Causal attention over whole sequences for queries at positions `qpos` (every position,
-        or END alone in a last layer). k/v may have a variant axis of 1 (shared clean keys and
-        values); query heads are grouped by the KV head they read, head = kv * group + member.
-        The softmax runs in float32, as the HF attention the bridge wraps does."""
+        """Causal attention of queries at window entries `qidx` over the span's own keys up to them and,
+        with `keys`, the base run's keys before each prompt's start (shared by every variant, never
+        copied per variant). Query heads are grouped by the KV head they read (head = kv * group +
+        member; `heads`: which query heads q holds, default all, for ALiBi's slopes). Scores, softmax and
+        the weighted sum are float32; z comes back in v's dtype."""
         S, B, Q, H, E = q.shape
         G = k.shape[-2]
-        qg = q.reshape(S, B, Q, G, H // G, E).permute(0, 1, 3, 4, 2, 5)  # [s b kv member query e]
-        kt = k.permute(0, 1, 3, 4, 2)[:, :, :, None]  # [s b kv 1 e pos]
-        scores = (qg @ kt.to(qg.dtype)).float() * self.scale  # [s b kv member query pos]
-        keys = torch.arange(k.shape[2], device=q.device)
-        allowed = keys[None, None, :] <= qpos[:, :, None]  # [batch query pos]
-        scores = scores.masked_fill(~allowed[None, :, None, None], float("-inf"))
-        pattern = scores.softmax(-1).to(v.dtype)
-        z = pattern @ v.permute(0, 1, 3, 2, 4)[:, :, :, None]  # [s b kv member query e]
-        return z.permute(0, 1, 4, 2, 3, 5).reshape(S, B, Q, H, E)
+        qg = q.view(S, B, Q, G, H // G, E)
+        k, v = k.expand(S, *k.shape[1:]), v.expand(S, *v.shape[1:])  # a variant axis of 1: shared (a view)
+        win = torch.einsum("sbqgme,sbwge->sbgmqw", qg, k.to(qg.dtype))
+        win = win.to(ACC) * self.scale
+        causal = torch.arange(span.width, device=q.device)[None, None, :] <= qidx[:, :, None]  # [batch query win]
+        if self.alibi:
+            win = win + self._alibi(gather_pos(span.pos, qidx), span.pos, heads, (G, H // G))
+        win = win.masked_fill(~causal[None, :, None, None], float("-inf"))
+        if keys is None:
+            pattern = win.softmax(-1)
+            z = torch.einsum("sbgmqw,sbwge->sbqgme", pattern, v.to(ACC))
+            return z.reshape(S, B, Q, H, E).to(v.dtype)
+        pre = torch.einsum("sbqgme,bkge->sbgmqk", qg, keys.k.to(qg.dtype)).to(ACC) * self.scale
+        before = torch.arange(keys.k.shape[1], device=q.device)[None, :] < span.start[:, None]  # [batch key]
+        if self.alibi:
+            kpos = torch.arange(keys.k.shape[1], device=q.device).expand(B, -1)
+            pre = pre + self._alibi(gather_pos(span.pos, qidx), kpos, heads, (G, H // G))
+        pre = pre.masked_fill(~before[None, :, None, None, None, :], float("-inf"))
+        pattern = torch.cat([pre, win], dim=-1).softmax(-1)
+        p_pre, p_win = pattern.split([pre.shape[-1], win.shape[-1]], dim=-1)
+        z = torch.einsum("sbgmqk,bkge->sbqgme", p_pre, keys.v.to(ACC))
+        z = z + torch.einsum("sbgmqw,sbwge->sbqgme", p_win, v.to(ACC))
+        return z.reshape(S, B, Q, H, E).to(v.dtype)
 
-    def layer(self, cache: PatchCaches, layer: int, X: Float[Tensor, "variant batch pos d_model"],
-              end: Int[Tensor, "batch"] | None = None) -> Tensor:
-        """One whole block on residual streams X (every position); with `end`, only each prompt's
-        END comes out ([variant batch 1 d_model]: a last layer needs nothing else)."""
-        B, T = X.shape[1], X.shape[2]
-        pos = torch.arange(T, device=X.device).expand(B, T)
-        cos, sin = self.cos_sin(cache, layer, pos)
-        x = self.ln1(layer, X)
-        q = self.project(layer, x, "q", normed=True)
-        if end is not None:
-            q = gather_pos(q.flatten(0, 1), end.repeat(X.shape[0])[:, None]).view(X.shape[0], B, 1, *q.shape[3:])
-            qc, qs = (None, None) if cos is None else (gather_pos(cos, end[:, None]), gather_pos(sin, end[:, None]))
-            q = self.rotate(q, qc, qs)
-            qpos = end[:, None]
-            X = gather_pos(X.flatten(0, 1), end.repeat(X.shape[0])[:, None]).view(X.shape[0], B, 1, -1)
+    # -- the block --------------------------------------------------------------------------------------
+    def qkv(self, layer: int, X: Tensor, span: Span, cache: dict[str, Tensor] | None, inputs: Inputs | None,
+            qidx: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """q (at the query rows `qidx`, all rows without), k and v of a layer over the span, rotated."""
+        H, G = self.n_heads, self.n_kv
+        if inputs is None:
+            p = self.project(layer, self.ln1(layer, X))
         else:
-            q = self.rotate(q, cos, sin)
-            qpos = pos
-        k = self.rotate(self.project(layer, x, "k", normed=True), cos, sin)
-        v = self.project(layer, x, "v", normed=True)
-        z = self.causal_attend(q, k, v, qpos)
+            p = self._assemble(layer, X, inputs)
+        q, k, v = p.split([H, G, G], dim=-2)
+        cos, sin = self.cos_sin(cache, layer, span.pos) if self.rotary else (None, None)
+        k = self.rotate(k, cos, sin)
+        if qidx is not None:
+            S = q.shape[0]
+            q = gather_pos(q.flatten(0, 1), qidx.repeat(S, 1)).view(S, q.shape[1], qidx.shape[1], H, -1)
+            if cos is not None:
+                cos, sin = gather_pos(cos, qidx), gather_pos(sin, qidx)
+        return self.rotate(q, cos, sin), k, v
+
+    def _assemble(self, layer: int, X: Tensor, inputs: Inputs) -> Float[Tensor, "variant batch win column d_head"]:
+        """Every q/k/v column's projection: from ln1(X), from a reader's own stream, or given."""
+        C = self.n_heads + 2 * self.n_kv
+        rest = inputs.default
+        if rest is None:
+            own = torch.zeros(C, dtype=torch.bool)
+            for idx in (inputs.columns, inputs.fixed):
+                if idx is not None:
+                    own[idx.cpu()] = True
+            rest = (~own).nonzero().flatten()
+        S = max(X.shape[0], 1 if inputs.streams is None else inputs.streams.shape[0])
+        B, W = X.shape[1], X.shape[2]
+        out = None
+        if len(rest):
+            rest = rest.to(X.device)
+            part = self.project(layer, self.ln1(layer, X), rest)  # [S' B W r E]
+            out = part.new_empty(S, B, W, C, part.shape[-1])
+            out[:, :, :, rest] = part
+        if inputs.columns is not None and len(inputs.columns):
+            cols = inputs.columns.to(X.device)
+            normed = self.ln1(layer, inputs.streams)  # [S n B W d]
+            W_, b = self.qkv_weights(layer)
+            part = torch.einsum("snbwd,nde->sbwne", normed.to(W_.dtype), W_[cols])
+            part = part if b is None else part + b[cols]
+            if out is None:
+                out = part.new_empty(S, B, W, C, part.shape[-1])
+            out[:, :, :, cols] = part
+        if inputs.fixed is not None and len(inputs.fixed):
+            fixed = inputs.projected.to(X.device)
+            if out is None:
+                out = fixed.new_empty(S, B, W, C, fixed.shape[-1])
+            out[:, :, :, inputs.fixed.to(X.device)] = fixed.to(out.dtype)
+        return out
+
+    def write(self, layer: int, z: Tensor, edit: Edit | None) -> Float[Tensor, "variant batch query d_model"]:
+        """The attention output in float32: sum_h z_h W_O[h] + b_O, or per head relative to a replacement."""
         a = self.attn(layer)
-        X = X + einops.einsum(z, a.W_O, "s b p head e, head e d_model -> s b p d_model")
-        X = X + (0 if a.b_O is None else a.b_O)
-        return X + self.mlp(layer, X) if self.has_mlp else X
+        if edit is None or edit.relative_to is None:
+            out = einops.einsum(z, a.W_O.to(z.dtype), "s b q h e, h e d -> s b q d").to(ACC)
+            return out if a.b_O is None else out + a.b_O.to(ACC)
+        rel = (z - edit.relative_to.to(z.dtype))  # [S B Q H E]
+        S, B, Q, H, E = rel.shape
+        per = torch.bmm(rel.permute(3, 0, 1, 2, 4).reshape(H, S * B * Q, E), a.W_O.to(z.dtype))  # [H rows d]
+        per = per.view(H, S, B, Q, -1).permute(1, 2, 3, 0, 4).to(ACC)
+        if edit.heads is not None:
+            edit.heads(per)
+        return per.sum(3) + edit.offset.to(ACC)
 
-    # -- cached pieces ---------------------------------------------------------------------------
-    def clean_qkv(self, cache: PatchCaches, layer: int, which: str) -> Float[Tensor, "batch pos head d_head"]:
-        """The clean run's rotated q/k (or plain v) of a layer, on that layer's device."""
-        kind = f"rot_{which}" if self.rotary and which != "v" else which
-        return cache.clean[hooks.name(kind, layer)].to(self.device_of(layer))
+    def block(self, layer: int, X: Float[Tensor, "variant batch win d_model"], span: Span, *,
+              cache: dict[str, Tensor] | None = None, keys: Keys | None = None, qidx: Tensor | None = None,
+              edit: Edit | None = None) -> Float[Tensor, "variant batch query d_model"]:  # fmt: skip
+        """One block on residual streams X over `span` (float32 out, on the layer's device): queries at
+        the window entries `qidx` (default: every entry), attention over the span and, with `keys`, the
+        base run's keys before it; `cache` holds the rotary tables (hook_cos/hook_sin); `edit` says
+        what departs from the plain forward (see `Edit`)."""
+        dev = self.device_of(layer)
+        X, span = X.to(dev), span.to(dev)
+        qidx = None if qidx is None else qidx.to(dev)
+        q, k, v = self.qkv(layer, X, span, cache, edit.inputs if edit else None, qidx)
+        if edit is not None and edit.keys_seen is not None:
+            edit.keys_seen(k, v)
+        rows = torch.arange(span.width, device=dev).expand(span.pos.shape[0], -1) if qidx is None else qidx
+        z = self.attend(q, k, v, rows, span, keys)
+        if edit is not None and edit.z is not None:
+            z = edit.z(z)
+        if qidx is not None:
+            S = X.shape[0]
+            X = gather_pos(X.flatten(0, 1), qidx.repeat(S, 1)).view(S, X.shape[1], qidx.shape[1], -1)
+        mid = X.to(ACC) + self.write(layer, z, edit)
+        if not self.has_mlp:
+            return mid
+        if edit is not None and edit.mlp_output is not None:
+            out = edit.mlp_output.to(dev, ACC).expand_as(mid)
+        else:
+            out = self.mlp(layer, edit.mlp_input(mid) if edit is not None and edit.mlp_input is not None else mid)
+        if edit is not None and edit.mlp_edit is not None:
+            out = edit.mlp_edit(out)
+        if edit is not None and edit.mlp_seen is not None:
+            edit.mlp_seen(out)
+        return mid + out
 
-    def cos_sin(self, cache: PatchCaches, layer: int, idx: Int[Tensor, "batch win"]):
-        """Rotary cos/sin at per-prompt positions `idx` (None, None without rotary), on idx's device."""
-        if not self.rotary:
-            return None, None
-        return (gather_pos(cache.clean[hooks.name(x, layer)].to(idx.device).expand(idx.shape[0], -1, -1), idx)
-                for x in ("cos", "sin"))  # fmt: skip
-
-    # -- step 1 -------------------------------------------------------------------------------------
-    def frozen_pass(
-        self, cache: PatchCaches, senders: list[Head], P: Int[Tensor, "batch p"], targets: list[int]
-    ) -> dict[int, Float[Tensor, "variant batch p d_model"]]:
-        """Residual stream entering each target layer (n_layers = the final residual) at
-        positions P, for each sender (variants sorted by layer), with every head frozen at its
-        clean output but that sender (corrupted); float32, on the target layer's device. Targets
-        below a sender's layer get the clean residual for that variant (the sender cannot reach
-        them). Each variant's change of the residual is summed in float32; an MLP's change is
-        its output on the changed input minus its output on the clean one, both from the same call
-        (a null row rides along), so a change too small to alter the MLP's input adds nothing."""
-        clean = cache.clean
-        layers = [layer for layer, _ in senders]
-        D: Tensor | None = None  # each variant's change of the residual stream [variant batch p d_model]
-        out = {}
-        for layer in range(min(min(layers), min(targets)), max(targets) + 1):
-            dev = self.device_of(layer)
-            Pl = P.to(dev)
-            if D is None:
-                d = clean[hooks.name("resid_pre", 0)].shape[-1]
-                D = torch.zeros(len(senders), *P.shape, d, dtype=ACC, device=dev)
-            D = D.to(dev)
-            if layer in targets:
-                out[layer] = self.clean_at(cache, layer, Pl) + D
-            if layer == self.n_layers:
-                break
-            act = sum(x <= layer for x in layers)  # senders are sorted: this layer's rows are first..act-1
-            first = layers.index(layer) if layer in layers else act
-            if layer in layers:
-                heads = torch.tensor([h for _, h in senders[first:act]], device=dev)
-                z = hooks.name("z", layer)
-                dz = gather_pos(cache.corrupted[z].to(dev), Pl).to(ACC) - gather_pos(clean[z].to(dev), Pl).to(ACC)
-                D[first:act] += self.head_out(layer, heads, einops.rearrange(dz[:, :, heads], "b p n e -> n b p e"))
-            if act and self.has_mlp:
-                mid = gather_pos(clean[hooks.name("resid_mid", layer)].to(dev), Pl).to(ACC)
-                y = self.mlp(layer, mid + torch.cat([D[:act], D.new_zeros(1, *D.shape[1:])]))  # last row: clean
-                D[:act] += y[:act] - y[act:]
-        return out
-
-    # -- step 2 -------------------------------------------------------------------------------------
-    @staticmethod
-    def into_window(base: Tensor, new: Tensor, every: bool) -> Tensor:
-        """The window's values with the patched position(s) replaced: the first window entry
-        (a named position starts the window) or, when every position is patched, all of them."""
-        if every:
-            return new[:, :, : base.shape[2]]
-        out = base.expand(new.shape[0], *base.shape[1:]).clone()
-        out[:, :, :1] = new
-        return out
-
-    def receiver_z(self, cache: PatchCaches, layer: int, head: int, comps: str, P: Tensor, resid: Tensor,
-                   pos: Tensor, every: bool) -> Float[Tensor, "variant batch win d_head"]:
-        """The receiver head's output on the window `pos`, its q/k/v inputs at P taken from `resid`
-        (all on the layer's device)."""
-        g = self.kv_of(head)
-        start = pos[:, 0]
-        cos, sin = self.cos_sin(cache, layer, P)
-        one = {"q": slice(head, head + 1), "k": slice(g, g + 1), "v": slice(g, g + 1)}
-        x = {}
-        for c in "qkv":
-            full = self.clean_qkv(cache, layer, c)[:, :, one[c]]  # clean [batch pos 1 e]
-            x[c] = (full, gather_pos(full, pos)[None])  # (prefix source, window)
-            if c in comps:
-                new = self.project(layer, resid, c)[..., one[c], :]
-                new = new if c == "v" else self.rotate(new, cos, sin)
-                x[c] = (full, self.into_window(x[c][1], new, every))
-        q = x["q"][1].expand(resid.shape[0], *x["q"][1].shape[1:])
-        k_win, v_win = (x[c][1].expand(resid.shape[0], *x[c][1].shape[1:]) for c in "kv")
-        z = self.attend(q, x["k"][0], x["v"][0], k_win, v_win, start)
-        return z[..., 0, :]
-
-    def window_pass(self, cache: PatchCaches, first: int, pos: Tensor, end: Tensor,
-                    replaced: dict[Head, Tensor]) -> Float[Tensor, "variant batch d_model"]:
-        """The model from layer `first` to the end over the window `pos` (its first column is
-        each prompt's start, `end` its END), with the outputs of the heads in `replaced` set to
-        the given z [variant batch win d_head]; returns the final residual at END (float32, on
-        the final norm's device). The residual stream is summed in float32; each layer runs on
-        its own device."""
-        clean = cache.clean
-        S = next(iter(replaced.values())).shape[0]
-        X = None
-        for layer in range(first, self.n_layers):
-            dev = self.device_of(layer)
-            pl = pos.to(dev)
-            if X is None:
-                X = gather_pos(clean[hooks.name("resid_pre", first)].to(dev), pl).to(ACC).expand(S, -1, -1, -1)
-            X = X.to(dev)
-            cos, sin = self.cos_sin(cache, layer, pl)
-            x = self.ln1(layer, X)
-            q = self.rotate(self.project(layer, x, "q", normed=True), cos, sin)
-            k = self.rotate(self.project(layer, x, "k", normed=True), cos, sin)
-            v = self.project(layer, x, "v", normed=True)
-            z = self.attend(q, self.clean_qkv(cache, layer, "k"), self.clean_qkv(cache, layer, "v"), k, v, pl[:, 0])
-            for (rl, h), zh in replaced.items():
-                if rl == layer:
-                    z[:, :, :, h] = zh.to(dev)
-            a = self.attn(layer)
-            X = X + einops.einsum(z, a.W_O, "s b win head e, head e d_model -> s b win d_model").to(ACC)
-            X = X + (0 if a.b_O is None else a.b_O.to(ACC))
-            X = X + self.mlp(layer, X) if self.has_mlp else X
-        dev = self.device_of(self.n_layers)
-        at_end = (end - pos[:, 0]).to(dev)[None, :, None, None].expand(S, -1, 1, X.shape[-1])
-        return X.to(dev).gather(2, at_end)[:, :, 0]
-
-    def receiver_final(self, cache: PatchCaches, receivers: list[Head], components: str, every: bool,
-                       P: Tensor, end: Tensor, resid: dict[int, Tensor]) -> Float[Tensor, "variant batch d_model"]:
-        """Step 2: each receiver's output recomputed from `resid` (step 1's residual at its
-        layer), then the model replayed over the window P..END with those outputs; the final
-        residual at END."""
-        T = cache.clean[hooks.name("resid_pre", 0)].shape[1]
-        pos = window(P[:, 0], end.to(P.device), T)
-        zs = {}
-        for layer, h in receivers:
-            dev = self.device_of(layer)
-            zs[(layer, h)] = self.receiver_z(cache, layer, h, components, P.to(dev), resid[layer].to(dev),
-                                             pos.to(dev), every)  # fmt: skip
-        first = min(layer for layer, _ in receivers)
-        return self.window_pass(cache, first, pos, end, zs)
-
-    def receiver_pass(self, cache: PatchCaches, receivers: list[Head], components: str, every: bool, P: Tensor,
-                      end: Tensor, resid: dict[int, Tensor], metric: Metric) -> Float[Tensor, "variant batch"]:
-        """`metric` after step 2 for each variant of `resid`: the clean metric plus the variant's
-        difference from a null variant (the receivers' inputs clean) replayed in the same batch."""
-        resid = {layer: torch.cat([self.clean_at(cache, layer, P)[None], r.to(self.device_of(layer))])
-                 for layer, r in resid.items()}  # fmt: skip
-        m = metric(self.receiver_final(cache, receivers, components, every, P, end, resid))
-        return cache.clean_metric.to(m) + (m[1:] - m[:1])
-
-    @torch.no_grad()
-    def check_null(self, cache: PatchCaches, receivers: list[Head], components: str, every: bool, P: Tensor,
-                   end: Tensor, metric: Metric) -> None:
-        """The window replay with nothing patched must give back the clean run: its final residual
-        at END within rounding of the cached one (relative to that residual's largest entry:
-        1e-4 in float32, 2^-5 in lower precision), and in float32 its metric within 1e-3."""
-        layers = sorted({layer for layer, _ in receivers})
-        got = self.receiver_final(cache, receivers, components, every, P, end,
-                                  {layer: self.clean_at(cache, layer, P)[None] for layer in layers})[0]  # fmt: skip
-        want = self.clean_at(cache, self.n_layers, end.to(P.device)[:, None])[:, 0]
-        rel = float(((got - want).abs().amax(-1) / want.abs().amax(-1).clamp_min(1e-30)).max())
-        exact = self.dtype == torch.float32
-        err = float((metric(got[None])[0] - cache.clean_metric.to(got.device)).abs().max()) if exact else 0.0
-        if rel > (1e-4 if exact else 2**-5) or err > 1e-3 * max(1.0, float(cache.clean_metric.abs().max())):
-            raise WorkbenchError(
-                f"fast path patching cannot replay this model's attention (off by {max(err, rel):.3g}); "
-                "use interp.circuits.path_reference.path_patch_reference instead"
-            )
+    def run(self, X: Tensor, span: Span, first: int, cache: dict[str, Tensor] | None = None,
+            keys: Callable[[int], Keys | None] | None = None, edits: Callable[[int], Edit | None] | None = None,
+            end_only: bool = True) -> Float[Tensor, "variant batch d_model"]:  # fmt: skip
+        """Blocks `first`.. on X over `span` (the last one at END only when `end_only`); the final
+        residual stream at each prompt's END (float32, on the final norm's device)."""
+        L = self.n_layers
+        for layer in range(first, L):
+            last = layer == L - 1 and end_only
+            X = self.block(layer, X, span, cache=cache, keys=keys(layer) if keys else None,
+                           qidx=span.at_end[:, None] if last else None, edit=edits(layer) if edits else None)  # fmt: skip
+        dev = self.device_of(L)
+        X = X.to(dev)
+        if first >= L or not end_only:  # X is the final residual stream over the whole span
+            S = X.shape[0]
+            return gather_pos(X.flatten(0, 1), span.at_end.to(dev).repeat(S)[:, None]).view(S, -1, X.shape[-1])
+        return X[:, :, 0]

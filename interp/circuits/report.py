@@ -15,20 +15,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from interp.circuits.ablate import ABLATIONS, Ablator
-from interp.circuits.attribute import EdgeScores, attribute, check_method
+from interp.circuits import methods
+from interp.circuits.ablate import Ablator
 from interp.circuits.edges import edge_effects
-from interp.circuits.faithfulness import MIB_PERCENTS, Curve, faithfulness_curve
-from interp.data.tasks import TaskSplit
+from interp.circuits.faithfulness import MIB_PERCENTS, faithfulness_curve
+from interp.circuits.io import HEADLINE, circuit_json, read_edges, write_edges
+from interp.circuits.types import Curve, EdgeScores, Graph, check_mode
+from interp.data.task import TaskSplit
 from interp.errors import WorkbenchError
-from interp.io import write_json
 from interp.types import Progress
 
 if TYPE_CHECKING:
     from interp.models import Model
-
-HEADLINE = 5.0  # the size quoted in one line: faithfulness at 5 % of the edges
-
 
 @dataclass
 class CircuitReport:
@@ -60,51 +58,16 @@ class CircuitReport:
         return self.scores.circuit(int(percent / 100 * self.scores.graph.n_edges), ranking, curve.pruned)
 
     def to_json(self) -> dict:
-        g, s = self.scores.graph, self.scores
-        order = s.order("abs").tolist()
-        points = lambda c: [{"percent": p, "faithfulness": f, "lo": lo, "hi": hi, "n_edges": n}  # noqa: E731
-                            for p, f, lo, hi, n in zip(c.percents, c.faithfulness, c.lo, c.hi, c.n_edges)]  # fmt: skip
-        f, lo, hi = self.headline()
-        return {
-            "model": self.model,
-            "task": self.split.name,
-            "metric": s.metric,
-            "corruption": self.split.score.corruption,  # how the corrupted prompts were made (IOI), else None
-            "heldout_corruption": self.split.heldout.corruption,
-            "method": s.method,
-            "steps": s.steps,
-            "n_prompts": len(self.split.score),
-            "n_heldout": len(self.split.heldout),
-            "seed": self.seed,
-            "ablation": self.curve.ablation,
-            "pruned": self.curve.pruned,
-            "nodes": [n.name for n in g.nodes],
-            "n_nodes": g.n_nodes,
-            "n_edges": g.n_edges,
-            "clean_metric": s.clean_metric,
-            "corrupted_metric": s.corrupted_metric,
-            "heldout_full_metric": self.curve.m_full,
-            "heldout_empty_metric": self.curve.m_empty,
-            "edges": [{"src": (e := g.edge(i)).src.name, "dst": e.dst.name, "score": float(s.scores[i])} for i in order],
-            "curve": points(self.curve),
-            "curve_signed": points(self.curve_signed),
-            "cpr": self.cpr,
-            "cmd": self.cmd,
-            "cpr_ci": list(self.curve_signed.cpr_ci),
-            "cmd_ci": list(self.curve.cmd_ci),
-            "areas": {"abs": {"cpr": self.curve.cpr, "cmd": self.curve.cmd},
-                      "signed": {"cpr": self.curve_signed.cpr, "cmd": self.curve_signed.cmd}},  # fmt: skip
-            "faithfulness_at_5pct": {"faithfulness": f, "lo": lo, "hi": hi,
-                                     "signed": dict(zip(("faithfulness", "lo", "hi"), self.curve_signed.at(HEADLINE)))},
-            "exact_check": self.exact,
-        }
+        """edges.json's content (interp.circuits.io)."""
+        meta = {"model": self.model, "corruption": self.split.score.corruption,  # how the corrupted prompts were made (IOI)
+                "heldout_corruption": self.split.heldout.corruption, "seed": self.seed}  # fmt: skip
+        return circuit_json(self.scores, {"abs": self.curve, "signed": self.curve_signed}, self.exact, meta)
 
 
-def check_settings(method: str, steps: int, ablation: str, exact_top: int) -> None:
+def check_settings(method: str, steps: int, ablation: str, exact_top: int, batch_size: int = 80) -> None:
     """Refuse bad settings before any model work."""
-    check_method(method, steps)
-    if ablation not in ABLATIONS:
-        raise WorkbenchError(f"unknown ablation {ablation!r}; choose {' or '.join(ABLATIONS)}")
+    methods.check(method, methods.Options(steps=steps, batch_size=batch_size))
+    check_mode("ablation", ablation)
     if exact_top < 0:
         raise WorkbenchError(f"the exact check needs 0 or more edges (got {exact_top})")
 
@@ -138,14 +101,14 @@ def find_circuit(
     progress: Progress | None = None,
 ) -> CircuitReport:
     """Score, measure and check a circuit for one task (see the module docstring)."""
-    check_settings(method, steps, ablation, exact_top)
+    check_settings(method, steps, ablation, exact_top, batch_size)
     if HEADLINE not in [float(p) for p in percents]:
         percents = sorted({*map(float, percents), HEADLINE})
 
     def stage(name: str):
         return None if progress is None else (lambda done, total, msg: progress(done, total, f"{name}: {msg}"))
 
-    scores = attribute(model, split.score, method, steps, batch_size=batch_size, progress=stage("scores"))
+    scores = methods.score_edges(model, split.score, method, steps, batch_size=batch_size, progress=stage("scores"))
     ab = Ablator(model, split.heldout, ablation, split.score, scores.graph)
     curve = faithfulness_curve(model, scores, split.heldout, percents, "abs", pruned, ablation, split.score, n_boot, seed,
                                ablator=ab, progress=stage("faithfulness, |score| ranking"))  # fmt: skip
@@ -173,7 +136,7 @@ def write_circuit(report: CircuitReport, out: str | Path, n_graph_edges: int = 4
         fig = exact_check_figure([r["estimate"] for r in report.exact], [r["exact"] for r in report.exact],
                                  [f"{r['src']}->{r['dst']}" for r in report.exact], f"{s.method} estimate vs exact patching")  # fmt: skip
         written.append(write_figure(fig, out / "exact.html"))
-    written.append(write_json(out / "edges.json", report.to_json(), indent=1))
+    written.append(write_edges(out, report.to_json()))
     return written
 
 
@@ -185,31 +148,8 @@ def circuit_heads(scores: EdgeScores, keep: torch.Tensor) -> list[tuple[int, int
     return sorted(heads)
 
 
-def read_scores(path: str | Path, graph) -> EdgeScores:
+def read_scores(path: str | Path, graph: Graph) -> EdgeScores:
     """The edge scores an `interp circuit` run wrote (DIR/edges.json or the file itself), back in
     `graph`'s edge order, so curves can be re-measured (another ablation, unpruned circuits, other
     held-out prompts) without scoring again. A file from another model's graph is refused."""
-    import json
-
-    path = Path(path)
-    path = path / "edges.json" if path.is_dir() else path
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise WorkbenchError(f"cannot read edge scores from {path}: {e}") from None
-    if data.get("n_edges") != graph.n_edges or len(data.get("edges", [])) != graph.n_edges:
-        raise WorkbenchError(f"{path} holds {data.get('n_edges')} edges but this model's graph has {graph.n_edges}; "
-                             "read it with the model it was written for")  # fmt: skip
-    writers = {n.name: i for i, n in enumerate(graph.writers)}
-    readers = {r.name: i for i, r in enumerate(graph.readers)}
-    flat = {(s, d): i for i, (s, d) in enumerate(zip(graph.src.tolist(), graph.dst.tolist()))}
-    scores = torch.full((graph.n_edges,), float("nan"))
-    for e in data["edges"]:
-        try:
-            scores[flat[(writers[e["src"]], readers[e["dst"]])]] = float(e["score"])
-        except KeyError:
-            raise WorkbenchError(f"{path}: edge {e['src']}->{e['dst']} is not in this model's graph") from None
-    if bool(scores.isnan().any()):
-        raise WorkbenchError(f"{path} lists some edges twice and misses others; write it again with interp circuit")
-    return EdgeScores(graph, scores, data["method"], data["task"], data["metric"], data["n_prompts"],
-                      data["clean_metric"], data["corrupted_metric"], data.get("steps"))  # fmt: skip
+    return read_edges(path, graph)[0]

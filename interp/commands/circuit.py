@@ -13,13 +13,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from interp.circuits import methods
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("circuit", help="edge circuit (EAP-IG/EAP/exact) for any task, with MIB faithfulness curves")
     p.add_argument("--model", required=True, help="model spec (see `interp models`), e.g. smollm2-135m or gpt2")
     p.add_argument("--task", required=True, help="ioi, greater-than, induction, or a .jsonl file of "
                    '{"clean", "corrupted", "answer", "distractor"} pairs')  # fmt: skip
-    p.add_argument("--method", default="eap-ig", help="eap-ig (default), eap or exact")
+    p.add_argument("--method", default="eap-ig", help="a registered edge-scoring method: " + "; ".join(
+        f"{m}{' (default)' if m == 'eap-ig' else ''}: {methods.get(m).help}" for m in methods.names()))
     p.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps (default 5)")
     p.add_argument("--corruption", default=None, help="IOI only: s2-io (default; MIB's counterfactual, the second S "
                    "becomes IO), abc (Wang et al.'s: three other names) or new-s (both S become one new name)")  # fmt: skip
@@ -41,7 +44,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from interp.circuits.graph import Graph
+    from interp.circuits.types import Graph
     from interp.circuits.report import HEADLINE, check_settings, find_circuit, write_circuit
     from interp.commands import step_bar
     from interp.data.ioi import check_corruption
@@ -51,7 +54,9 @@ def run(args) -> int:
     from interp.models.load import load
 
     # bad input fails before the model loads
-    check_settings(args.method, args.steps, args.ablation, args.exact_top)
+    if args.batch_size < 1:
+        raise WorkbenchError(f"--batch-size must be at least 1 (got {args.batch_size})")
+    check_settings(args.method, args.steps, args.ablation, args.exact_top, args.batch_size)
     if args.metric is not None and args.metric not in METRICS:
         raise WorkbenchError(f"unknown metric {args.metric!r}; use --metric with one of {', '.join(METRICS)}")
     if args.task not in BUILTIN and not args.task.endswith(".jsonl") and not Path(args.task).is_file():
@@ -60,8 +65,6 @@ def run(args) -> int:
         raise WorkbenchError(f"--corruption is an IOI option; task {args.task!r} brings its own corrupted prompts: drop --corruption")
     if args.corruption is not None:
         check_corruption(args.corruption)
-    if args.batch_size < 1:
-        raise WorkbenchError(f"--batch-size must be at least 1 (got {args.batch_size})")
     check_dir_target(args.out, "--out")
     start = time.time()
     model = load(args.model, device=args.device, dtype=args.dtype)

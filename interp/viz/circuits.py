@@ -125,7 +125,7 @@ def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int = 400
     """The circuit's edges (a boolean mask over `graph`'s edges) from writer to reading node, blue
     for positive scores, red for negative, width by |score|; the `max_edges` strongest are drawn.
     An edge into a KV head's k/v goes to every query head of its group."""
-    from interp.circuits.graph import Node
+    from interp.circuits.types import Node
 
     idx = keep.nonzero().flatten()
     idx = idx[scores[idx].abs().argsort(descending=True)][:max_edges]
@@ -142,8 +142,7 @@ def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int = 400
         elif e.dst.kind == "mlp":
             dsts = [Node("mlp", e.dst.layer)]
         else:
-            heads = [e.dst.head] if e.dst.kind == "q" else range(e.dst.head * graph.group, (e.dst.head + 1) * graph.group)
-            dsts = [Node("head", e.dst.layer, h) for h in heads]
+            dsts = [Node("head", e.dst.layer, h) for h in graph.heads_fed(e.dst)]
         x0, y0 = where(e.src)
         used.add(e.src)
         xs, ys, hover = lines.setdefault((1 if v >= 0 else -1, min(3, int(4 * abs(v) / top))), ([], [], []))

@@ -1,0 +1,104 @@
+"""The registry of edge-scoring methods: a name -> a function from (model, task, options) to EdgeScores.
+
+    score_edges(model, task, "eap-ig", steps=5)      # any registered method, checked in one place
+    names()                                          # ('eap-ig', 'eap', 'exact'): what the CLI, the
+                                                     # dashboard and the benchmarks offer
+
+The built-in methods register below, each from its own module: EAP and EAP-IG (interp.circuits.
+attribute), exact patching (interp.circuits.edges). Adding a method is one new module with a function
+`(model, task, options) -> EdgeScores` and one `register(...)` line here; `register` refuses a name
+taken twice (SAELens's `register_sae_class` does the same; no eval anywhere).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from interp.circuits import attribute, edges
+from interp.circuits.types import EdgeScores
+from interp.data.task import Task
+from interp.errors import WorkbenchError
+from interp.types import Progress, check_mode
+
+if TYPE_CHECKING:
+    from interp.models import Model
+
+
+@dataclass
+class Options:
+    """The settings a scoring method may read (each method reads its own)."""
+
+    steps: int = 5  # EAP-IG integration steps
+    at: str = "clean"  # EAP: where the gradient is taken ('clean' or 'corrupted')
+    batch_size: int = 80  # rows (prompts x steps) per forward+backward of the gradient methods
+    progress: Progress | None = None
+
+
+Scorer = Callable[["Model", Task, Options], EdgeScores]
+
+
+@dataclass(frozen=True)
+class Method:
+    name: str
+    score: Scorer
+    help: str  # one line for the CLI and the dashboard
+    check: Callable[[Options], None] | None = None  # refuses bad options before any model work
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def register(name: str, score: Scorer, help: str, check: Callable[[Options], None] | None = None) -> Method:
+    """Add a method; a name already taken is refused."""
+    if name in _REGISTRY:
+        raise ValueError(f"an edge-scoring method named {name!r} is registered already")
+    _REGISTRY[name] = Method(name, score, help, check)
+    return _REGISTRY[name]
+
+
+def names() -> tuple[str, ...]:
+    return tuple(_REGISTRY)
+
+
+def get(name: str) -> Method:
+    """The method called `name` (a one-line WorkbenchError listing the registered ones otherwise)."""
+    if name not in _REGISTRY:
+        raise WorkbenchError(f"unknown method {name!r}; choose {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def check(name: str, options: Options) -> Method:
+    """The method, with its options checked (before any model work)."""
+    method = get(name)
+    if options.batch_size < 1:
+        raise WorkbenchError(f"a batch of {options.batch_size} rows: choose at least 1")
+    if method.check is not None:
+        method.check(options)
+    return method
+
+
+def score_edges(model: Model, task: Task, method: str = "eap-ig", steps: int = 5, at: str = "clean",
+                batch_size: int = 80, progress: Progress | None = None) -> EdgeScores:  # fmt: skip
+    """Score every edge of the model's graph on `task` by a registered method."""
+    options = Options(steps, at, batch_size, progress)
+    m = check(method, options)
+    task.check(model)
+    return m.score(model, task, options)
+
+
+# -- the built-in methods ---------------------------------------------------------------------------
+
+
+def _check_steps(o: Options) -> None:
+    if o.steps < 1:
+        raise WorkbenchError(f"EAP-IG needs at least 1 step (got {o.steps})")
+
+
+register("eap-ig", lambda model, task, o: attribute.eap_ig(model, task, o.steps, o.batch_size, o.progress),
+         "integrated gradients over the input embeddings (Hanna et al. 2024; MIB's EAP-IG-inputs)", _check_steps)
+register("eap", lambda model, task, o: attribute.eap(model, task, o.at, o.batch_size, o.progress),
+         "one gradient at the clean run (Syed et al. 2023)", lambda o: check_mode("gradient position", o.at))
+register("exact", lambda model, task, o: edges.edge_effects(model, task, progress=o.progress),
+         "one patched run per edge, batched (small models: SmolLM2 takes hours on a CPU)")
