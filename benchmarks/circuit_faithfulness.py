@@ -40,11 +40,11 @@ from pathlib import Path
 import torch
 
 from interp.circuits.ablate import Ablator
-from interp.circuits.attribute import EdgeScores, attribute
 from interp.circuits.faithfulness import faithfulness_curve
-from interp.circuits.graph import Graph, greedy_order
+from interp.circuits.methods import score_edges
+from interp.circuits.select import greedy_order
+from interp.circuits.types import EdgeScores, Graph
 from interp.data.ioi import BASE_TEMPLATES, make_ioi
-from interp.data.tasks import from_ioi
 
 # name -> (method, steps, scoring metric, scoring corruption); "eap-ig5" is today's default
 CONFIGS: dict[str, tuple[str, int, str, str]] = {
@@ -77,8 +77,8 @@ def ranked(scores: EdgeScores, selection: str) -> tuple[EdgeScores, str]:
 
 
 def ioi(model, n, seed, templates, corruption="abc", metric="logit-diff"):
-    ds = make_ioi(model, n, seed=seed, templates=templates, corruption=corruption)
-    return from_ioi(ds, metric), ds.template_ids, ds.templates
+    task = make_ioi(model, n, seed=seed, templates=templates, corruption=corruption).with_metric(metric)
+    return task, task.groups, task.source["expanded"]
 
 
 def scores_for(model, cache: Path, tag: str, cfg: str, n: int, seed: int, side: str, batch: int) -> EdgeScores:
@@ -93,7 +93,7 @@ def scores_for(model, cache: Path, tag: str, cfg: str, n: int, seed: int, side: 
                           steps if method == "eap-ig" else None)  # fmt: skip
     task, _, _ = ioi(model, n, seed, templates, corruption, metric)
     t = time.time()
-    s = attribute(model, task, method, steps, batch_size=batch)
+    s = score_edges(model, task, method, steps, batch_size=batch)
     print(f"  scored {cfg} on {n} prompts in {time.time() - t:.0f}s", flush=True)
     torch.save({"scores": s.scores, "clean": s.clean_metric, "corrupted": s.corrupted_metric}, path)
     return s

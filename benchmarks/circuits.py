@@ -39,10 +39,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from interp import hooks, load
-from interp.circuits.attribute import attribute
+from interp.circuits.methods import score_edges as attribute
 from interp.circuits.edges import edge_effects, edge_effects_reference
 from interp.circuits.faithfulness import faithfulness_curve
-from interp.circuits.graph import Graph
+from interp.circuits.types import Graph
 from interp.data.tasks import end_logits, load_task, metric_fn
 
 SHAPES = {"small": dict(n_layer=6, n_embd=256, n_head=8), "gpt2": dict(n_layer=12, n_embd=768, n_head=12)}
@@ -241,9 +241,9 @@ def curve_ops(model, held, keeps, graph, stacked: bool) -> tuple[int, int]:
     """(device ops, device-to-host reads) of a whole curve's ablation work: the Ablator's reference
     run and every size's forward (the bootstrap runs on the CPU)."""
     from interp.circuits import ablate
+    from interp.circuits.ablate import edges, plan
 
-    host = [(ablate.Ablator, "_plan"), (ablate.Ablator, "_distinct"), (ablate.Ablator, "_layout"),
-            (ablate._Stacked, "__init__")]  # fmt: skip
+    host = [(edges, "structure"), (ablate.Ablator, "groups"), (plan.AblationPlan, "__post_init__")]
     with OpCount(host) as c:
         ablate.Ablator(model, held, graph=graph).run_many(keeps, stacked=stacked, max_rows=1 << 30)
     return c.ops, c.syncs

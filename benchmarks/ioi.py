@@ -4,9 +4,10 @@
    END; S-inhibition keys/values at S2): fast batched vs the one-pass-per-sender reference, timed
    on --reference-senders heads (default: all) and scaled to every head; they must agree to 1e-4;
 2. evaluation (faithfulness, completeness, minimality): the ABC means (--n-abc prompts per
-   template), then every ablation configuration replayed from its first differing layer and
-   position vs one hooked forward pass of the whole model per configuration (the plain loop, timed
-   on --reference-configs of them and scaled); they must agree to 1e-4;
+   template), then every ablation configuration as a plan of the ablation engine, replayed from its
+   first differing layer and position, vs one hooked forward pass of the whole model per
+   configuration (the plain reference, timed on --reference-configs of them and scaled); they must
+   agree to 1e-4;
 3. the whole `interp ioi --n-prompts N` with its checks (completeness and minimality) on.
 
     python benchmarks/ioi.py [--device cpu|cuda] [--model SPEC] [--dtype float32] [--n-prompts 24]
@@ -30,7 +31,7 @@ import torch
 
 from interp import load
 from interp.circuits.discover import discover
-from interp.circuits.evaluate import _configs, abc_means, ablated_logit_diffs, ablated_logit_diffs_reference
+from interp.circuits.evaluate import abc_means, ablated_logit_diffs, ablated_logit_diffs_reference, configurations
 from interp.circuits.path import Receivers, all_heads, path_patch
 from interp.circuits.path_reference import path_patch_reference
 from interp.cli import main as cli
@@ -85,10 +86,10 @@ def bench_evaluation(model, args) -> None:
     means = abc_means(model, heldout, args.n_abc)
     _sync(args.device)
     t_means = time.perf_counter() - t
-    n_templates = len({int(x) // 2 for x in heldout.template_ids})
+    n_templates = len({int(x) // 2 for x in heldout.groups})
     print(f"ABC means ({args.n_abc} prompts x {n_templates} templates = {args.n_abc * n_templates} ABC prompts): "
           f"{t_means:.1f}s", flush=True)
-    index, configs, _ = _configs(model, heldout, classes, True, 4, 0)
+    index, configs, _ = configurations(model, heldout, classes, True, 4, 0)
     bases = [index["model"], index["circuit"]]
     t = time.perf_counter()
     fast = ablated_logit_diffs(model, heldout, means, configs, bases=bases)

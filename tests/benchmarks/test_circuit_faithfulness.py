@@ -11,8 +11,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 import circuit_faithfulness as study  # noqa: E402
 
-from interp.circuits.attribute import EdgeScores  # noqa: E402
-from interp.circuits.graph import Graph, greedy_order, prune  # noqa: E402
+from interp.circuits.types import EdgeScores  # noqa: E402
+from interp.circuits.select import greedy_order  # noqa: E402
+from interp.circuits.types import Graph, prune  # noqa: E402
 from interp.models.load import ModelInfo  # noqa: E402
 
 

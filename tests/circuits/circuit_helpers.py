@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from interp.data.ioi import make_ioi
-from interp.data.tasks import from_ioi
 
 
 def scrambled(model, n: int, seed: int):
-    """IOI prompts whose 'corrupted' run reads random tokens: a tiny random model barely
+    """IOI prompts (a Task) whose 'corrupted' run reads random tokens: a tiny random model barely
     reacts to swapped names, and the comparisons need effects well above float noise."""
-    ds = make_ioi(model, n, seed=seed)
+    task = make_ioi(model, n, seed=seed)
     g = torch.Generator().manual_seed(seed)
-    noise = torch.randint(100, 5000, ds.tokens.shape, generator=g)
-    ds.corrupted_tokens = torch.cat([ds.tokens[:, :1], noise[:, 1:]], dim=1)
-    return ds
+    noise = torch.randint(100, 5000, task.clean.shape, generator=g)
+    return replace(task, corrupted=torch.cat([task.clean[:, :1], noise[:, 1:].to(task.clean.device)], dim=1))
 
 
 def scrambled_task(model, n: int, seed: int):
-    return from_ioi(scrambled(model, n, seed))
+    return scrambled(model, n, seed)
 
 
 def sharpen_queries(model, request, factor: float = 16.0):
@@ -37,6 +37,13 @@ def sharpen_queries(model, request, factor: float = 16.0):
 def late_scrambled_task(model, n: int, seed: int, start: int):
     """`scrambled_task` with every prompt's first `start` tokens left clean: the clean and corrupted
     runs agree before `start`."""
-    ds = scrambled(model, n, seed)
-    ds.corrupted_tokens = torch.cat([ds.tokens[:, :start], ds.corrupted_tokens[:, start:]], dim=1)
-    return from_ioi(ds)
+    task = scrambled(model, n, seed)
+    return replace(task, corrupted=torch.cat([task.clean[:, :start], task.corrupted[:, start:]], dim=1))
+
+
+def logit_diff(logits, task):
+    """Per-prompt logit(answer) - logit(distractor) at END of full logits [batch pos vocab] (the task's
+    one metric definition, interp.data.task.metric)."""
+    from interp.data.task import end_logits, metric_fn
+
+    return metric_fn(task.with_metric("logit-diff"))(end_logits(logits, task.end))

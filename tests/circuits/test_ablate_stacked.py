@@ -7,11 +7,11 @@ import pytest
 import torch
 from circuit_helpers import scrambled_task
 
-from interp.circuits import ablate
-from interp.circuits.ablate import Ablator, ablated_reference
-from interp.circuits.attribute import attribute
+from interp.circuits.ablate import Ablator, ablated_reference, engine
+from interp.circuits.ablate.layout import layout
+from interp.circuits.methods import score_edges as attribute
 from interp.circuits.faithfulness import faithfulness_curve
-from interp.circuits.graph import Graph
+from interp.circuits.types import Graph
 
 
 def circuits(n_edges: int, seed: int = 0) -> list[torch.Tensor]:
@@ -29,14 +29,13 @@ def test_stacked_equals_reference(fixture, ablation, sharp, monkeypatch):
     ab = Ablator(model, held, ablation, mean_over)
     keeps = circuits(Graph.of(model).n_edges)
     sizes = []
-    real = ablate._Stacked
+    real = engine.edge_pass
 
-    class Spy(real):
-        def __init__(self, ab, keeps):
-            sizes.append(len(keeps))
-            super().__init__(ab, keeps)
+    def spy(ab, plans):
+        sizes.append(len(plans))
+        return real(ab, plans)
 
-    monkeypatch.setattr(ablate, "_Stacked", Spy)
+    monkeypatch.setattr(engine, "edge_pass", spy)
     got = ab.run_many(keeps, stacked=True)
     # the full circuit is the clean run, the repeat runs once, the empty one is the corrupted run
     assert sizes == [4 if ablation == "counterfactual" else 5]
@@ -93,7 +92,7 @@ def test_unread_mlp_is_not_computed(fixture, cut, sharp):
     held = scrambled_task(model, 3, seed=2)
     g = Graph.of(model)
     ab = Ablator(model, held)
-    w1 = g.writer_index()[ablate.Node("mlp", 1)]
+    w1 = g.mlp_writer(1)
     keep = torch.rand(g.n_edges, generator=torch.Generator().manual_seed(3)) < 0.5
     if cut == "out":
         keep[g.src == w1] = False  # nothing reads MLP 1 through the circuit
@@ -101,14 +100,12 @@ def test_unread_mlp_is_not_computed(fixture, cut, sharp):
         keep[g.dst == int(g.layer_readers(1, "mlp")[0])] = False  # MLP 1 reads the corrupted run's input
         assert bool(keep[g.src == w1].any())
     calls = []
+    ab.check()  # the engine's own check replays the last blocks once
     handle = model.bridge.blocks[1].mlp.original_component.register_forward_hook(lambda *a: calls.append(1))
     try:
-        with torch.no_grad():
-            before = model(held.clean)
         fast = ab.run(keep)
-        assert len(calls) == 1  # the plain forward's only
-        with torch.no_grad():
-            assert torch.equal(model(held.clean), before)  # the bridge's MLP is back
+        assert not calls  # the MLP of layer 1 never ran
+        assert layout(g, keep[None], True).mlp[1].known == "replacement"
     finally:
         handle.remove()
     assert torch.allclose(fast, ablated_reference(model, held, keep), atol=2e-5)
@@ -117,16 +114,13 @@ def test_unread_mlp_is_not_computed(fixture, cut, sharp):
 
 def test_mlp_with_no_circuit_input_is_computed_under_mean_ablation(sharp):
     """Under mean ablation an MLP with every input edge ablated reads the mean-ablated input, whose
-    output is not its replacement (the mean output): it must be computed."""
+    output is not its replacement (the mean output): it is that input's MLP output (computed once)."""
     model = sharp("tiny_llama")
     held, means = scrambled_task(model, 3, seed=2), scrambled_task(model, 4, seed=5)
     g = Graph.of(model)
     ab = Ablator(model, held, "mean", means)
     keep = torch.rand(g.n_edges, generator=torch.Generator().manual_seed(3)) < 0.5
     keep[g.dst == int(g.layer_readers(1, "mlp")[0])] = False
-    M = torch.zeros(len(g.writers), len(g.readers), dtype=torch.bool)
-    M[ab._src, ab._dst] = keep
-    assert ab._mlp_rep and 1 not in ab._unread_mlps(M)
-    assert 1 in Ablator(model, held)._unread_mlps(M)  # the counterfactual Ablator skips it
+    assert layout(g, keep[None], False).mlp[1].known == "ablated"  # the MLP of the mean-ablated input (cached)
+    assert layout(g, keep[None], True).mlp[1].known == "replacement"  # counterfactual: the corrupted run's own output
     assert torch.allclose(ab.run(keep), ablated_reference(model, held, keep, "mean", means), atol=2e-5)
-

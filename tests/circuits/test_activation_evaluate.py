@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import pytest
 import torch
-from circuit_helpers import sharpen_queries
+from circuit_helpers import logit_diff, sharpen_queries
 
 from interp.circuits.activation import patch_heads, patch_resid
 from interp.circuits.evaluate import abc_means, ablated_logit_diff, evaluate
-from interp.circuits.metrics import logit_diff, normalized
+from interp.data.task import normalized
 from interp.circuits.path import all_heads
+from interp.circuits.types import Graph
 from interp.data.ioi import NAMES, POSITION_NAMES, make_ioi
 
 
 def _one(model, ds, name, fn):
-    return logit_diff(model.run_with_hooks(ds.tokens, fwd_hooks=[(name, fn)]), ds).mean()
+    return logit_diff(model.run_with_hooks(ds.clean, fwd_hooks=[(name, fn)]), ds).mean()
 
 
 def test_patch_heads_matches_one_pass_per_head(tiny_llama):
     model, ds = tiny_llama, make_ioi(tiny_llama, 4, seed=1)
-    ds.corrupted_tokens = torch.cat([ds.tokens[:, :1], torch.randint(100, 5000, ds.tokens[:, 1:].shape)], 1)
+    ds.corrupted = torch.cat([ds.clean[:, :1], torch.randint(100, 5000, ds.clean[:, 1:].shape)], 1)
     grid = patch_heads(model, ds, chunk=3)
     per_pos = patch_heads(model, ds, per_position=True, chunk=5)
     resid = patch_resid(model, ds, chunk=4)
@@ -27,9 +28,9 @@ def test_patch_heads_matches_one_pass_per_head(tiny_llama):
     names = [f"blocks.{layer}.attn.hook_z" for layer in range(L)] + [
         f"blocks.{layer}.hook_resid_pre" for layer in range(L)
     ]
-    _, corr = model.run_with_cache(ds.corrupted_tokens, names_filter=lambda n: n in names)
-    clean = logit_diff(model(ds.tokens), ds).mean()
-    bad = logit_diff(model(ds.corrupted_tokens), ds).mean()
+    _, corr = model.run_with_cache(ds.corrupted, names_filter=lambda n: n in names)
+    clean = logit_diff(model(ds.clean), ds).mean()
+    bad = logit_diff(model(ds.corrupted), ds).mean()
     rows = torch.arange(len(ds))
     for layer, h in all_heads(model):
         name = f"blocks.{layer}.attn.hook_z"
@@ -69,7 +70,7 @@ def test_mean_ablation_matches_plain_hooks_and_full_circuit_is_faithful(tiny_gpt
     cfgs[1, 0, 1] = cfgs[1, 1, 3] = True
     cfgs[2] = True
     got = ablated_logit_diff(model, ds, means, cfgs, chunk=2)
-    assert torch.allclose(got[0], logit_diff(model(ds.tokens), ds).mean(), atol=1e-5)
+    assert torch.allclose(got[0], logit_diff(model(ds.clean), ds).mean(), atol=1e-5)
 
     def ablate(layer, heads):
         def hook(z, hook):
@@ -79,10 +80,10 @@ def test_mean_ablation_matches_plain_hooks_and_full_circuit_is_faithful(tiny_gpt
 
         return (f"blocks.{layer}.attn.hook_z", hook)
 
-    plain = logit_diff(model.run_with_hooks(ds.tokens, fwd_hooks=[ablate(0, [1]), ablate(1, [3])]), ds).mean()
+    plain = logit_diff(model.run_with_hooks(ds.clean, fwd_hooks=[ablate(0, [1]), ablate(1, [3])]), ds).mean()
     assert torch.allclose(got[1], plain, atol=1e-5)
     plain_all = logit_diff(
-        model.run_with_hooks(ds.tokens, fwd_hooks=[ablate(0, [0, 1, 2, 3]), ablate(1, [0, 1, 2, 3])]), ds
+        model.run_with_hooks(ds.clean, fwd_hooks=[ablate(0, [0, 1, 2, 3]), ablate(1, [0, 1, 2, 3])]), ds
     )
     assert torch.allclose(got[2], plain_all.mean(), atol=1e-5)
     # the whole model as the "circuit": nothing is ablated, so faithfulness is exactly 1
@@ -98,14 +99,14 @@ def test_abc_means_average_fresh_abc_prompts_of_each_template(tiny_llama):
     model = tiny_llama
     ds = make_ioi(model, 5, seed=4, part="evaluation")
     means = abc_means(model, ds, n_abc=3, seed=11)
-    used = sorted({t // 2 for t in ds.template_ids.tolist()})
+    used = sorted({t // 2 for t in ds.groups.tolist()})
     ids = [2 * b + (i % 2) for b in used for i in range(3)]
-    ref = make_ioi(model, len(ids), seed=11, template_ids=ids, templates=ds.base_templates, names=ds.names)
+    ref = make_ioi(model, len(ids), seed=11, template_ids=ids, templates=ds.source["templates"], names=ds.source["names"])
     assert {n for p in ref.corrupted_prompts for n in p.replace(".", " ").replace(",", " ").split()} & set(NAMES) \
-        <= set(ds.names)  # ABC names from the evaluation half only
-    _, cache = model.run_with_cache(ref.corrupted_tokens, names_filter=lambda n: n.endswith("hook_z"))
+        <= set(ds.source["names"])  # ABC names from the evaluation half only
+    _, cache = model.run_with_cache(ref.corrupted, names_filter=lambda n: n.endswith("hook_z"))
     for i in range(len(ds)):
-        rows = [r for r, t in enumerate(ids) if t // 2 == int(ds.template_ids[i]) // 2]
+        rows = [r for r, t in enumerate(ids) if t // 2 == int(ds.groups[i]) // 2]
         n = int(ds.lengths[i])
         for layer in range(model.info.n_layers):
             direct = cache[f"blocks.{layer}.attn.hook_z"][rows, :n].mean(0)
@@ -142,12 +143,15 @@ def test_replayed_configurations_match_one_pass_each(fixture, dtype, sharp_model
     model = sharp_model(fixture, dtype)
     ds = make_ioi(model, 6, seed=2, part="evaluation")
     means = abc_means(model, ds, n_abc=4)
-    index, configs, _ = module._configs(model, ds, CLASSES, True, 2, 0)
+    index, configs, _ = module.configurations(model, ds, CLASSES, True, 2, 0)
     base = index["circuit"]
-    windowed = (configs.first_position(base, ds.tokens.shape[1]) > 0).all(1)
+    graph, (B, T) = Graph.of(model), ds.clean.shape
+    plans = configs.plans(graph, T)
+    windowed = torch.tensor([bool((p.first_difference(plans[base], graph, B, T)[1] > 0).all()) for p in plans])
     assert windowed.any() and not windowed.all()  # windowed replays and whole-sequence ones
     reference = module.ablated_logit_diffs_reference(model, ds, means, configs)
-    monkeypatch.setattr(module, "ablated_logit_diffs_reference", lambda *a: pytest.fail("fell back to the reference"))
+    monkeypatch.setattr(sys.modules["interp.circuits.ablate.reference"], "plan_reference",
+                        lambda *a: pytest.fail("fell back to the reference"))  # fmt: skip
     fast = module.ablated_logit_diffs(model, ds, means, configs, bases=[index["model"], base], max_rows=12)
     atol = 1e-4 if dtype == "float32" else 2e-2
     torch.testing.assert_close(fast, reference, atol=atol, rtol=0)
@@ -165,7 +169,7 @@ def test_evaluation_figures_carry_intervals(tiny_llama):
                 ev.incompleteness):
         assert fig.lo <= fig.value <= fig.hi and fig.lo < fig.hi
     assert ev.faithfulness.value == pytest.approx(ev.circuit_logit_diff.value / ev.model_logit_diff.value)
-    assert set(ev.templates) <= set(ds.base_templates) and ev.names == ds.names and ev.n_abc == 2
+    assert set(ev.templates) <= set(ds.source["templates"]) and ev.names == ds.source["names"] and ev.n_abc == 2
     for r in ev.completeness:
         assert r["gap_lo"] <= r["gap"] <= r["gap_hi"]
     for m in ev.minimality.values():
@@ -181,11 +185,11 @@ def test_direct_effect_directions_read_the_logit_diff(fixture, request):
     model = request.getfixturevalue(fixture)
     ds = make_ioi(model, 5, seed=6)
     L = model.info.n_layers
-    logits, cache = model.run_with_cache(ds.tokens, names_filter=lambda n: n == f"blocks.{L - 1}.hook_resid_post")
+    logits, cache = model.run_with_cache(ds.clean, names_filter=lambda n: n == f"blocks.{L - 1}.hook_resid_post")
     rows = torch.arange(len(ds))
     resid = cache[f"blocks.{L - 1}.hook_resid_post"][rows, ds.positions["END"]]
     d = logit_diff_directions(model, ds, resid)
-    u = (model.bridge.W_U[:, ds.io_ids] - model.bridge.W_U[:, ds.s_ids]).T
+    u = (model.bridge.W_U[:, ds.answers] - model.bridge.W_U[:, ds.distractors]).T
     ln = model.bridge.ln_final
     bias = getattr(ln, "b", None)
     if bias is None:
@@ -193,17 +197,27 @@ def test_direct_effect_directions_read_the_logit_diff(fixture, request):
     const = (u @ bias) if bias is not None else 0.0
     b_U = getattr(model.bridge, "b_U", None)
     if b_U is not None:
-        const = const + b_U[ds.io_ids] - b_U[ds.s_ids]
+        const = const + b_U[ds.answers] - b_U[ds.distractors]
     torch.testing.assert_close((resid * d).sum(-1) + const, logit_diff(logits, ds), atol=1e-4, rtol=1e-4)
 
 
-def test_activation_patching_takes_any_task(tiny_llama):
-    """The same numbers for an IOIDataset and its Task; a task's own named positions label the axis."""
-    from interp.data.tasks import from_ioi, load_task
+def test_activation_patching_takes_any_task(tiny_llama, tmp_path):
+    """The same numbers for IOI's task and the same pairs read from a task file; a task's own named
+    positions label the axis."""
+    import json
 
-    ds = make_ioi(tiny_llama, 3, seed=1)
-    ds.corrupted_tokens = torch.cat([ds.tokens[:, :1], torch.randint(100, 5000, ds.tokens[:, 1:].shape)], 1)
-    assert torch.equal(patch_heads(tiny_llama, ds, chunk=4), patch_heads(tiny_llama, from_ioi(ds), chunk=4))
+    from interp.data.tasks import load_task, read_jsonl
+
+    ds = make_ioi(tiny_llama, 3, seed=1, corruption="s2-io")
+    rows = [{"clean": c, "corrupted": x, "answer": tiny_llama.tokenizer.decode([int(a)]),
+             "distractor": tiny_llama.tokenizer.decode([int(d)])}
+            for c, x, a, d in zip(ds.prompts, ds.corrupted_prompts, ds.answers, ds.distractors)]  # fmt: skip
+    (tmp_path / "pairs.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    both = read_jsonl(tmp_path / "pairs.jsonl", tiny_llama, 2, 1, seed=0)
+    order = [ds.prompts.index(p) for p in both.score.prompts + both.heldout.prompts]
+    grid = patch_heads(tiny_llama, ds.subset(order[:2]), chunk=4)
+    assert torch.allclose(grid, patch_heads(tiny_llama, both.score, chunk=4), atol=1e-6)
+    assert float(grid.abs().max()) > 1e-4
     task = load_task("induction", tiny_llama, 3, 1, seed=0).score
     per_pos = patch_heads(tiny_llama, task, per_position=True, chunk=5)
     assert per_pos.shape == (2, 4, len(task.positions)) and list(task.positions) == ["END", "prev", "next"]

@@ -7,9 +7,9 @@ import pytest
 import torch
 from circuit_helpers import scrambled_task
 
-from interp.circuits.attribute import attribute
+from interp.circuits.methods import score_edges as attribute
 from interp.circuits.edges import EdgePatcher
-from interp.circuits.graph import READER_KINDS, Graph
+from interp.circuits.types import READER_KINDS, Graph
 from interp.errors import WorkbenchError
 
 
@@ -144,13 +144,14 @@ def _loosened(model, request, scale: float = 0.3):
 def test_analytic_pullback_equals_autograd_through_the_norm(fixture, sharp, request, monkeypatch):
     """The analytic norm pull-back summed over stacked steps (RMSNorm for the llama, LayerNorm with
     biases and attention biases for GPT-2) gives the scores of the plain autograd one."""
-    from interp.circuits import attribute as A
+    from interp.circuits import pullback as A
 
     model = _loosened(sharp(fixture), request)
+    model.memo.pop("analytic norm pull-back", None)
     task = scrambled_task(model, 3, seed=3)
     fast = attribute(model, task, "eap-ig", steps=3, batch_size=9)
-    assert A._ANALYTIC[id(model)]  # its first pass agreed with autograd
-    monkeypatch.setattr(A._Pullback, "gradients", A._Pullback.reference)
+    assert model.memo["analytic norm pull-back"]  # its first pass agreed with autograd
+    monkeypatch.setattr(A.Pullback, "gradients", A.Pullback.reference)
     slow = attribute(model, task, "eap-ig", steps=3, batch_size=9)
     assert torch.allclose(fast.scores, slow.scores, atol=1e-6, rtol=1e-4), float(
         (fast.scores - slow.scores).abs().max()
@@ -159,18 +160,18 @@ def test_analytic_pullback_equals_autograd_through_the_norm(fixture, sharp, requ
 
 
 def test_a_misread_norm_falls_back_to_autograd(tiny_gpt2, sharp, request, monkeypatch):
-    from interp.circuits import attribute as A
+    from interp.circuits import pullback as A
 
     model = _loosened(sharp("tiny_gpt2"), request)
     task = scrambled_task(model, 2, seed=1)
     right = attribute(model, task, "eap-ig", steps=2)
-    monkeypatch.setattr(A, "_ANALYTIC", {})
+    monkeypatch.setattr(model, "memo", {})
     monkeypatch.setattr(
         A, "_norm_form", lambda *a: (torch.ones(model.info.d_model), None, 1e-5)
     )  # bias and weight lost
     with pytest.warns(UserWarning, match="autograd path"):
         fallen = attribute(model, task, "eap-ig", steps=2)
-    assert not A._ANALYTIC[id(model)]
+    assert not model.memo["analytic norm pull-back"]
     assert torch.allclose(fallen.scores, right.scores, atol=1e-6, rtol=1e-4)
 
 

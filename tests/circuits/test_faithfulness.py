@@ -8,9 +8,9 @@ import torch
 from circuit_helpers import late_scrambled_task, scrambled_task
 
 from interp.circuits.ablate import Ablator, ablated_reference
-from interp.circuits.attribute import attribute
+from interp.circuits.methods import score_edges as attribute
 from interp.circuits.faithfulness import areas, faithfulness_curve
-from interp.circuits.graph import Graph
+from interp.circuits.types import Graph
 from interp.data.tasks import end_logits, metric_fn
 from interp.errors import WorkbenchError
 
@@ -42,7 +42,6 @@ def test_bfloat16_within_tolerance(tiny_llama_bf16, tiny_llama, sharp):
     for frac in (0.05, 0.5):
         keep = torch.rand(Graph.of(model).n_edges, generator=gen) < frac
         fast, plain = ab.run(keep).float(), ablated_reference(model, held, keep).float()
-        assert not ab._o_from_heads and ab32._o_from_heads  # bf16 keeps the bridge's output projection
         scale = max(float((ab.m_full.float() - ab.m_corrupted.float()).abs().max()), float(plain.abs().max()))
         assert float((fast - plain).abs().max()) <= 0.03 * scale, (fast, plain, scale)
         assert float((fast - ab32.run(keep)).abs().max()) <= 0.1 * scale
@@ -131,35 +130,31 @@ def test_single_prompt_equals_transformer_lens(tiny_gpt2, sharp):
 
 @pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
 def test_skipped_matmuls_are_not_computed_and_change_nothing(fixture, sharp, monkeypatch):
-    """The engine skips a q/k/v linear whose every head it replaces and, in float32, the output
-    projection of a layer whose head outputs it computes anyway; every other linear and MLP of the
-    layers runs on the positions from the first difference on only. Those matmuls do not run (or
-    see only those positions), and the metric still equals the plain per-edge reconstruction."""
+    """The engine projects only the q/k/v heads that read the residual stream itself (an input it
+    rebuilds is projected from its own stream, one ablated completely takes its known projection) and
+    only at the positions from the first difference on; the metric still equals the plain per-edge
+    reconstruction."""
+    from interp.circuits.replay import Replay
+
     model = sharp(fixture)
     held = late_scrambled_task(model, 3, seed=2, start=4)
     g = Graph.of(model)
     ab = Ablator(model, held)
+    ab.check()
     keep = torch.rand(g.n_edges, generator=torch.Generator().manual_seed(1)) < 0.3
-    stubs = ab._plan(keep)[3]
-    attn = [b.attn for b in model.bridge.blocks]
-    assert ab.t0 == 4 and any(a.o in stubs for a in attn)
-    assert fixture == "tiny_gpt2" or any(getattr(a, k) in stubs for a in attn for k in "qkv")
-    widths: dict[str, set[int]] = {}
-    for layer, a in enumerate(attn):
-        for k in "qkvo":
-            lin = getattr(a, k).original_component
+    calls: list[tuple[int, int]] = []
+    real = Replay.project
 
-            def counted(x, *rest, f=lin.forward, n=f"{layer}{k}"):
-                widths.setdefault(n, set()).add(x.shape[1])
-                return f(x, *rest)
+    def counted(self, layer, normed, columns=None):
+        calls.append((normed.shape[-2], g.n_heads + 2 * g.n_kv if columns is None else len(columns)))
+        return real(self, layer, normed, columns)
 
-            monkeypatch.setattr(lin, "forward", counted)
+    monkeypatch.setattr(Replay, "project", counted)
     fast = ab.run(keep)
     T = held.clean.shape[1]
-    stubbed = {f"{layer}{k}" for layer, a in enumerate(attn) for k in "qkvo" if getattr(a, k) in stubs}
-    assert stubbed and widths
-    assert all(widths.get(n, {T - 4}) == {T - 4} for n in stubbed)  # windowed: the positions 4.. only
-    assert any(n not in widths for n in stubbed)  # some matmuls never ran at all
+    assert ab.t0 == 4 and calls
+    assert {width for width, _ in calls} == {T - 4}  # windowed: the positions 4.. only
+    assert any(n < g.n_heads + 2 * g.n_kv for _, n in calls)  # some heads' projections never ran
     assert torch.allclose(fast, ablated_reference(model, held, keep), atol=2e-5)
 
 

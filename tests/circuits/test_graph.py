@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.circuits.graph import Edge, Graph, Node, Reader, prune
+from interp.circuits.types import Edge, Graph, Node, Reader, prune
 from interp.errors import WorkbenchError
 from interp.models.load import ModelInfo
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.circuits.graph import Graph, greedy_order
+from interp.circuits.select import greedy_order
+from interp.circuits.types import Graph
 from interp.errors import WorkbenchError
 from interp.models.load import ModelInfo
 

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from interp.circuits.discover import DiscoveryConfig
-from interp.circuits.metrics import logit_diff
 from interp.cli import main
 
 
@@ -48,6 +47,8 @@ def test_backup_name_movers_are_the_heads_that_compensate(smol_report, smollm2):
     prompt's ABC run), read every head's output at END through the clean run's final norm scale
     and the IO - S unembedding; the backups are exactly the later heads whose direct effect rises
     by at least backup_effect of the IOI gap (less those an earlier class claimed)."""
+    from circuit_helpers import logit_diff
+
     from interp.data.ioi import make_ioi
 
     model, d = smollm2, smol_report.discovery
@@ -57,8 +58,8 @@ def test_backup_name_movers_are_the_heads_that_compensate(smol_report, smollm2):
     L = model.info.n_layers
     z_names = {f"blocks.{layer}.attn.hook_z" for layer in range(L)}
     final = f"blocks.{L - 1}.hook_resid_post"
-    clean_logits, clean = model.run_with_cache(ds.tokens, names_filter=lambda n: n in z_names | {final})
-    corr_logits, corr = model.run_with_cache(ds.corrupted_tokens, names_filter=lambda n: n in z_names)
+    clean_logits, clean = model.run_with_cache(ds.clean, names_filter=lambda n: n in z_names | {final})
+    corr_logits, corr = model.run_with_cache(ds.corrupted, names_filter=lambda n: n in z_names)
 
     def knock_out(z, hook, layer):
         for ml, mh in movers:
@@ -69,11 +70,11 @@ def test_backup_name_movers_are_the_heads_that_compensate(smol_report, smollm2):
     edits = [(f"blocks.{layer}.attn.hook_z", lambda z, hook, layer=layer: knock_out(z, hook, layer))
              for layer in sorted({m[0] for m in movers})]
     with model.hooks(fwd_hooks=edits):
-        _, knocked = model.run_with_cache(ds.tokens, names_filter=lambda n: n in z_names)
+        _, knocked = model.run_with_cache(ds.clean, names_filter=lambda n: n in z_names)
     rows, end = torch.arange(len(ds)), ds.positions["END"]
     r = clean[final][rows, end]
     scale = (r.pow(2).mean(-1, keepdim=True) + model.bridge.cfg.eps).sqrt()  # SmolLM2: RMSNorm
-    u = (model.bridge.W_U[:, ds.io_ids] - model.bridge.W_U[:, ds.s_ids]).T * model.bridge.ln_final.weight / scale
+    u = (model.bridge.W_U[:, ds.answers] - model.bridge.W_U[:, ds.distractors]).T * model.bridge.ln_final.weight / scale
     gap = float((logit_diff(clean_logits, ds) - logit_diff(corr_logits, ds)).mean())
     rise = torch.zeros(L, model.info.n_heads)
     for layer in range(L):

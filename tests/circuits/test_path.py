@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from circuit_helpers import logit_diff
 from circuit_helpers import scrambled as _scrambled
 
 from interp.circuits.activation import patch_head_set
-from interp.circuits.metrics import logit_diff
 from interp.circuits.path import Receivers, all_heads, path_patch
 from interp.circuits.path_reference import path_patch_reference
 from interp.data.ioi import make_ioi
@@ -46,7 +46,7 @@ def test_fast_equals_reference(fixture, receivers, sharp):
 
 def test_clean_into_clean_changes_nothing(tiny_llama):
     ds = make_ioi(tiny_llama, 5, seed=4)
-    ds.corrupted_tokens = ds.tokens.clone()
+    ds.corrupted = ds.clean.clone()
     for receivers in (None, Receivers([(1, 0), (1, 3)], "qkv", None)):
         res = path_patch(tiny_llama, ds, receivers=receivers)
         assert float((res.patched - res.clean).abs().max()) < 1e-5
@@ -59,9 +59,9 @@ def test_patching_every_head_reproduces_corrupted(fixture, request):
     model = request.getfixturevalue(fixture)
     ds = make_ioi(model, 5, seed=5)
     clean = patch_head_set(model, ds, [])
-    assert torch.allclose(clean, logit_diff(model(ds.tokens), ds), atol=1e-5)
+    assert torch.allclose(clean, logit_diff(model(ds.clean), ds), atol=1e-5)
     everything = patch_head_set(model, ds, all_heads(model))
-    assert torch.allclose(everything, logit_diff(model(ds.corrupted_tokens), ds), atol=1e-4)
+    assert torch.allclose(everything, logit_diff(model(ds.corrupted), ds), atol=1e-4)
     assert float((everything - clean).abs().max()) > 1e-3
 
 
@@ -93,18 +93,23 @@ def test_receivers_below_a_chunk_of_senders(tmp_path):
 
 
 def test_any_task(tiny_llama, sharp):
-    """path_patch and its reference take any Task: IOI as a Task gives the IOIDataset's numbers, other
-    metrics (the answer's logit) agree fast vs reference, and a task without the
-    receivers' position is refused."""
-    from interp.data.tasks import from_ioi, load_task
+    """path_patch and its reference take any Task: IOI's logit difference is the difference of its two
+    logit tasks (one metric, read the same way), other metrics (the answer's logit) agree fast vs
+    reference, and a task without the receivers' position is refused."""
+    from dataclasses import replace
+
+    from interp.data.tasks import load_task
 
     model = sharp("tiny_llama")
     ds = _scrambled(model, 3, seed=2)
-    as_ds = path_patch(model, ds, receivers=Receivers([(1, 1)], "q", "S2"))
-    as_task = path_patch(model, from_ioi(ds), receivers=Receivers([(1, 1)], "q", "S2"))
-    assert torch.equal(as_ds.patched, as_task.patched)
+    at = Receivers([(1, 1)], "q", "END")
+    diff = path_patch(model, ds, receivers=at)
+    io = path_patch(model, ds.with_metric("logit"), receivers=at)
+    s = path_patch(model, replace(ds, answers=ds.distractors, distractors=None, metric="logit"), receivers=at)
+    assert torch.allclose(diff.patched, io.patched - s.patched, atol=1e-5)
+    assert float((diff.patched - diff.clean).abs().max()) > 1e-4
     for receivers, metric in ((None, "logit"), (Receivers([(1, 0), (1, 3)], "kv", "END"), "logit")):
-        t = from_ioi(ds).with_metric(metric)
+        t = ds.with_metric(metric)
         fast, ref = path_patch(model, t, receivers=receivers), path_patch_reference(model, t, receivers=receivers)
         assert torch.allclose(fast.clean, ref.clean, atol=1e-6)
         effect = float((ref.patched - ref.clean).abs().max())

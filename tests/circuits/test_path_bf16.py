@@ -50,7 +50,7 @@ def test_bf16_fast_within_tolerance_of_float32_reference(pair, receivers):
     m16, m32 = pair
     assert m16.dtype == torch.bfloat16 and m32.dtype == torch.float32
     ds16, ds32 = scrambled(m16, 4, seed=2), scrambled(m32, 4, seed=2)
-    assert torch.equal(ds16.tokens, ds32.tokens)
+    assert torch.equal(ds16.clean, ds32.clean)
     fast = path_patch(m16, ds16, receivers=receivers, chunk=5)  # runs check_null in bf16 for receivers
     ref16 = path_patch_reference(m16, ds16, receivers=receivers)
     ref32 = path_patch_reference(m32, ds32, receivers=receivers)
@@ -71,18 +71,15 @@ def test_bf16_fast_within_tolerance_of_float32_reference(pair, receivers):
 
 
 def _null_check(model, scale: float = 1.0):
-    from interp.circuits.path import task_caches
-    from interp.data.tasks import as_task
+    from interp.data.task import resid_metric
+    from interp.circuits.path import PatchCaches, check_null
 
-    task = as_task(scrambled(model, 6, seed=1))
+    task = scrambled(model, 6, seed=1)
     rp = Replay.of(model)
     rp.scale *= scale
-
-    def metric(resid):
-        return rp.logit_diff(resid, task.answers, task.distractors)
-
     P = task.position("S2")[:, None]
-    rp.check_null(task_caches(model, task), [(0, 1), (1, 3)], "qkv", False, P, task.end, metric)
+    check_null(rp, PatchCaches.collect(model, task), [(0, 1), (1, 3)], "qkv", False, P, task.end,
+               resid_metric(model.bridge, task))  # fmt: skip
 
 
 def test_bf16_check_null(tiny_llama_dir, pair):

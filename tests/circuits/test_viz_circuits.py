@@ -50,7 +50,7 @@ def test_faithfulness_figure_draws_each_curve_with_its_band():
 
 
 def test_edge_graph_and_exact_check():
-    from interp.circuits.graph import Graph
+    from interp.circuits.types import Graph
     from interp.models.load import ModelInfo
     from interp.viz.circuits import edge_graph, exact_check_figure
 

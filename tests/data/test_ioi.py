@@ -22,20 +22,20 @@ def test_positions_point_at_the_right_tokens_for_every_template(fixture, request
     model = request.getfixturevalue(fixture)
     n_templates = 2 * len(BASE_TEMPLATES)
     ds = make_ioi(model, 2 * n_templates, seed=3)
-    assert set(ds.template_ids.tolist()) == set(range(n_templates))  # every template, both orders
+    assert set(ds.groups.tolist()) == set(range(n_templates))  # every template, both orders
     assert len(set(ds.lengths.tolist())) > 1  # templates really differ in length
     tok = model.tokenizer
     for i in range(len(ds)):
-        ids = ds.tokens[i].tolist()
+        ids = ds.clean[i].tolist()
         p = {k: int(v[i]) for k, v in ds.positions.items()}
-        io, s = int(ds.io_ids[i]), int(ds.s_ids[i])
+        io, s = int(ds.answers[i]), int(ds.distractors[i])
         assert ids[p["IO"]] == io and ids[p["S1"]] == s and ids[p["S2"]] == s
         assert p["S1+1"] == p["S1"] + 1 and p["S1"] < p["S2"] < p["END"]
         # END is the last real token: decoding up to it gives back the prompt
         assert tok.decode(ids[1 : p["END"] + 1]) == ds.prompts[i]
         assert tok.decode([ids[p["END"]]]).strip() == ds.prompts[i].split()[-1]
         # the ABC prompt has three different names at the same places, and the same length
-        c = ds.corrupted_tokens[i].tolist()
+        c = ds.corrupted[i].tolist()
         names = {c[p["IO"]], c[p["S1"]], c[p["S2"]]}
         assert len(names) == 3 and not names & {io, s}
         assert tok.decode(c[1 : p["END"] + 1]) == ds.corrupted_prompts[i]
@@ -44,17 +44,17 @@ def test_positions_point_at_the_right_tokens_for_every_template(fixture, request
 def test_names_are_single_tokens(tiny_gpt2, smollm2):
     for model in (tiny_gpt2, smollm2):
         ds = make_ioi(model, 20, seed=0)
-        for t in torch.cat([ds.io_ids, ds.s_ids]).tolist():
+        for t in torch.cat([ds.answers, ds.distractors]).tolist():
             word = model.tokenizer.decode([t])
             assert word.startswith(" ") and model.tokenizer.encode(word, add_special_tokens=False) == [t]
-        assert ds.tokens[0, 0].item() == model.tokenizer.bos_token_id  # BOS first (<|endoftext|> / <|im_start|>)
+        assert ds.clean[0, 0].item() == model.tokenizer.bos_token_id  # BOS first (<|endoftext|> / <|im_start|>)
     kept = single_token_words(tiny_gpt2.tokenizer, NAMES, strict=False, what="name")
     assert 10 <= len(kept) <= len(NAMES)
 
 
 def test_seeds_reproduce(tiny_gpt2):
     a, b, c = (make_ioi(tiny_gpt2, 12, seed=s) for s in (5, 5, 6))
-    assert a.prompts == b.prompts and torch.equal(a.tokens, b.tokens) and a.corrupted_prompts == b.corrupted_prompts
+    assert a.prompts == b.prompts and torch.equal(a.clean, b.clean) and a.corrupted_prompts == b.corrupted_prompts
     assert a.prompts != c.prompts
 
 
@@ -73,19 +73,19 @@ def test_split_keeps_positions(tiny_llama):
     assert len(a) == 6 and len(b) == 4
     assert b.prompts == ds.prompts[6:]
     assert torch.equal(b.positions["END"], ds.positions["END"][6:])
-    assert b.tokens.shape[1] == int(b.lengths.max())
+    assert b.clean.shape[1] == int(b.lengths.max())
 
 
 def test_discovery_and_evaluation_parts_share_no_template_and_no_name(tiny_gpt2):
     found = make_ioi(tiny_gpt2, 12, seed=1, part="discovery")
     held = make_ioi(tiny_gpt2, 12, seed=1, part="evaluation")
-    assert found.base_templates == BASE_TEMPLATES[0::2] and held.base_templates == BASE_TEMPLATES[1::2]
-    assert not set(found.base_templates) & set(held.base_templates)
-    assert found.names and held.names and not set(found.names) & set(held.names)
-    assert set(found.names) <= set(NAMES[0::2]) and set(held.names) <= set(NAMES[1::2])
+    assert found.source["templates"] == BASE_TEMPLATES[0::2] and held.source["templates"] == BASE_TEMPLATES[1::2]
+    assert not set(found.source["templates"]) & set(held.source["templates"])
+    assert found.source["names"] and held.source["names"] and not set(found.source["names"]) & set(held.source["names"])
+    assert set(found.source["names"]) <= set(NAMES[0::2]) and set(held.source["names"]) <= set(NAMES[1::2])
     for ds in (found, held):  # every name in a prompt (clean or ABC) comes from the part's half
         words = {w.strip(".,") for p in ds.prompts + ds.corrupted_prompts for w in p.split()}
-        assert words & set(NAMES) <= set(ds.names)
-    assert found.subset([0, 1]).names == found.names and found.subset([0]).part == "discovery"
+        assert words & set(NAMES) <= set(ds.source["names"])
+    assert found.subset([0, 1]).source["names"] == found.source["names"] and found.subset([0]).source["part"] == "discovery"
     with pytest.raises(WorkbenchError, match="unknown IOI part"):
         make_ioi(tiny_gpt2, 2, part="test")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from interp.data.ioi import BASE_TEMPLATES, CORRUPTIONS, make_ioi
+from interp.data.ioi import CORRUPTIONS, make_ioi
 from interp.data.tasks import IOI_CORRUPTION, ioi_task, load_task
 from interp.errors import WorkbenchError
 
@@ -21,16 +21,16 @@ def test_each_corruption_puts_the_right_names_in_the_slots(fixture, request):
     base = make_ioi(model, 24, seed=2)
     for corruption in CORRUPTIONS:
         ds = make_ioi(model, 24, seed=2, corruption=corruption)
-        assert ds.prompts == base.prompts and torch.equal(ds.tokens, base.tokens)  # the same clean prompts
-        assert ds.corrupted_tokens.shape == ds.tokens.shape
+        assert ds.prompts == base.prompts and torch.equal(ds.clean, base.clean)  # the same clean prompts
+        assert ds.corrupted.shape == ds.clean.shape
         for i in range(len(ds)):
-            io, s = int(ds.io_ids[i]), int(ds.s_ids[i])
+            io, s = int(ds.answers[i]), int(ds.distractors[i])
             # every other token is the clean prompt's (only the three name slots change)
             slots = [int(ds.positions[k][i]) for k in ("IO", "S1", "S2")]
-            other = torch.ones(ds.tokens.shape[1], dtype=torch.bool)
+            other = torch.ones(ds.clean.shape[1], dtype=torch.bool)
             other[slots] = False
-            assert torch.equal(ds.corrupted_tokens[i][other], ds.tokens[i][other])
-            c_io, c_s1, c_s2 = _names_at(ds.corrupted_tokens, ds, i)
+            assert torch.equal(ds.corrupted[i][other], ds.clean[i][other])
+            c_io, c_s1, c_s2 = _names_at(ds.corrupted, ds, i)
             if corruption == "abc":
                 assert len({c_io, c_s1, c_s2}) == 3 and not {c_io, c_s1, c_s2} & {io, s}
                 assert ds.corrupted_prompts == base.corrupted_prompts  # the default is unchanged
@@ -55,8 +55,8 @@ def test_unknown_corruption_and_load_task_option(tiny_llama, tiny_gpt2):
         rows = torch.arange(len(d))
         assert (d.corrupted.cpu()[rows, d.positions["S2"]] == d.answers).all()  # S2 now names IO
         assert (a.corrupted.cpu()[rows, a.positions["S2"]] != a.distractors).all()
-        assert a.corrupted_prompts == make_ioi(tiny_llama, len(a), seed=3 + (side == "heldout"),
-                                               templates=BASE_TEMPLATES[side == "heldout" :: 2]).corrupted_prompts
+        part = "evaluation" if side == "heldout" else "discovery"  # the one IOI split (interp.data.ioi.ioi_split)
+        assert a.corrupted_prompts == make_ioi(tiny_llama, len(a), seed=3, part=part).corrupted_prompts
     # the two sides can still differ when asked (scores found with one counterfactual, judged by another)
     mixed = ioi_task(tiny_llama, 6, 5, seed=3, corruption="s2-io", heldout_corruption="abc")
     assert mixed.score.corrupted_prompts == default.score.corrupted_prompts

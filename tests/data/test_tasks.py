@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from interp.data.ioi import BASE_TEMPLATES, make_ioi
-from interp.data.tasks import Task, from_ioi, load_task, metric_fn
+from interp.data.tasks import Task, load_task, metric_fn
 from interp.errors import WorkbenchError
 
 
@@ -29,14 +29,20 @@ def test_ioi_task_holds_the_dataset_and_held_out_templates_differ(tiny_llama):
         rows = torch.arange(len(t))
         assert (t.clean.cpu()[rows, t.positions["IO"]] == t.answers).all()
         assert (t.clean.cpu()[rows, t.positions["S2"]] == t.distractors).all()
-    # scoring prompts come from the even base templates, held-out ones from the odd ones
-    assert split.score.prompts == make_ioi(tiny_llama, 6, seed=3, templates=BASE_TEMPLATES[0::2]).prompts
-    assert split.heldout.prompts == make_ioi(tiny_llama, 5, seed=4, templates=BASE_TEMPLATES[1::2]).prompts
+    # the one IOI split: scoring prompts from the discovery part, held-out ones from the evaluation part
+    # (other templates and other names), both drawn with the seed
+    from interp.data.ioi import NAMES
+
+    assert split.score.prompts == make_ioi(tiny_llama, 6, seed=3, part="discovery", corruption="s2-io").prompts
+    assert split.heldout.prompts == make_ioi(tiny_llama, 5, seed=3, part="evaluation", corruption="s2-io").prompts
+    assert split.score.source["templates"] == BASE_TEMPLATES[0::2] and split.heldout.source["templates"] == BASE_TEMPLATES[1::2]
+    assert not set(split.score.source["names"]) & set(split.heldout.source["names"])
+    assert set(split.score.source["names"]) <= set(NAMES[0::2])
     ds = make_ioi(tiny_llama, 3, seed=0)
-    t = from_ioi(ds)
-    assert torch.equal(t.clean, ds.tokens) and torch.equal(t.end, ds.positions["END"])
-    sub = t.subset([2, 0])
+    assert torch.equal(ds.end, ds.positions["END"]) and ds.metric == "logit-diff" and ds.corruption == "abc"
+    sub = ds.subset([2, 0])
     assert sub.prompts == [ds.prompts[2], ds.prompts[0]] and sub.clean.shape[1] == int(ds.lengths[[2, 0]].max())
+    assert sub.groups.tolist() == ds.groups[[2, 0]].tolist() and sub.source == ds.source
 
 
 def test_greater_than_with_two_digit_year_tokens(tiny_gpt2):
