@@ -30,6 +30,12 @@ class Interval:
     def to_dict(self) -> dict[str, float]:
         return {"value": self.value, "lo": self.lo, "hi": self.hi}
 
+    def __iter__(self):  # value, lo, hi = interval
+        return iter((self.value, self.lo, self.hi))
+
+    def __getitem__(self, i: int) -> float:
+        return (self.value, self.lo, self.hi)[i]
+
     def __format__(self, spec: str) -> str:
         spec = spec or ".3f"
         return f"{self.value:{spec}} [{self.lo:{spec}}, {self.hi:{spec}}]"

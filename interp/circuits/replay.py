@@ -66,19 +66,20 @@ class Span:
     pos: Int[Tensor, "batch win"]  # absolute position of each window entry
     start: Int[Tensor, "batch"]
     end: Int[Tensor, "batch"]
+    before: int | None = None  # the largest start (how many positions of a base run's keys can be read)
 
     @classmethod
     def of(cls, start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int) -> Span:
         start = torch.minimum(start.to(end.device), end)
         width = int((end - start).max()) + 1
         pos = (start[:, None] + torch.arange(width, device=end.device)[None]).clamp(max=n_pos - 1)
-        return cls(pos, start, end)
+        return cls(pos, start, end, int(start.max()))
 
     @classmethod
     def whole(cls, end: Int[Tensor, "batch"], n_pos: int) -> Span:
         """Every position 0..n_pos-1 of every prompt."""
         pos = torch.arange(n_pos, device=end.device).expand(len(end), n_pos)
-        return cls(pos, torch.zeros_like(end), end)
+        return cls(pos, torch.zeros_like(end), end, 0)
 
     @property
     def width(self) -> int:
@@ -90,7 +91,7 @@ class Span:
         return self.end - self.start
 
     def to(self, device) -> Span:
-        return Span(self.pos.to(device), self.start.to(device), self.end.to(device))
+        return Span(self.pos.to(device), self.start.to(device), self.end.to(device), self.before)
 
 
 @dataclass
@@ -305,15 +306,16 @@ class Replay:
             pattern = win.softmax(-1)
             z = torch.einsum("sbgmqw,sbwge->sbqgme", pattern, v.to(ACC))
             return z.reshape(S, B, Q, H, E).to(v.dtype)
-        pre = torch.einsum("sbqgme,bkge->sbgmqk", qg, keys.k.to(qg.dtype)).to(ACC) * self.scale
-        before = torch.arange(keys.k.shape[1], device=q.device)[None, :] < span.start[:, None]  # [batch key]
+        n = keys.k.shape[1] if span.before is None else span.before  # no key at or after the latest start is read
+        kk, kv = keys.k[:, :n], keys.v[:, :n]
+        pre = torch.einsum("sbqgme,bkge->sbgmqk", qg, kk.to(qg.dtype)).to(ACC) * self.scale
+        before = torch.arange(n, device=q.device)[None, :] < span.start[:, None]  # [batch key]
         if self.alibi:
-            kpos = torch.arange(keys.k.shape[1], device=q.device).expand(B, -1)
-            pre = pre + self._alibi(gather_pos(span.pos, qidx), kpos, heads, (G, H // G))
+            pre = pre + self._alibi(gather_pos(span.pos, qidx), torch.arange(n, device=q.device).expand(B, -1), heads, (G, H // G))
         pre = pre.masked_fill(~before[None, :, None, None, None, :], float("-inf"))
         pattern = torch.cat([pre, win], dim=-1).softmax(-1)
         p_pre, p_win = pattern.split([pre.shape[-1], win.shape[-1]], dim=-1)
-        z = torch.einsum("sbgmqk,bkge->sbqgme", p_pre, keys.v.to(ACC))
+        z = torch.einsum("sbgmqk,bkge->sbqgme", p_pre, kv.to(ACC))
         z = z + torch.einsum("sbgmqw,sbwge->sbqgme", p_win, v.to(ACC))
         return z.reshape(S, B, Q, H, E).to(v.dtype)
 

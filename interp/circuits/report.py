@@ -20,7 +20,7 @@ from interp.circuits.ablate import Ablator
 from interp.circuits.edges import edge_effects
 from interp.circuits.faithfulness import MIB_PERCENTS, faithfulness_curve
 from interp.circuits.io import HEADLINE, circuit_json, read_edges, write_edges
-from interp.circuits.types import Curve, EdgeScores, Graph, check_mode
+from interp.circuits.types import Curve, EdgeScores, Graph, Interval, check_mode
 from interp.data.task import TaskSplit
 from interp.errors import WorkbenchError
 from interp.types import Progress
@@ -48,8 +48,8 @@ class CircuitReport:
     def cmd(self) -> float:
         return self.curve.cmd
 
-    def headline(self) -> tuple[float, float, float]:
-        """(f, lo, hi) at 5 % of the edges on the |score| curve."""
+    def headline(self) -> Interval:
+        """f at 5 % of the edges on the |score| curve, with its interval (unpacks as f, lo, hi)."""
         return self.curve.at(HEADLINE)
 
     def circuit(self, percent: float, ranking: str = "abs"):

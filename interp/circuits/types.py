@@ -27,6 +27,7 @@ model's logit difference with everything else mean-ablated (interp.circuits.eval
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, Literal, get_args
@@ -37,7 +38,7 @@ from torch import Tensor
 
 from interp import hooks
 from interp.errors import WorkbenchError
-from interp.stats import Interval  # noqa: F401  (re-exported: the vocabulary's interval)
+from interp.stats import Interval  # the vocabulary's interval (interp.stats makes them)
 from interp.types import (  # noqa: F401  (re-exported: the modes, checked in interp.types.check_mode)
     CORRUPTIONS,
     EDGE_ABLATIONS,
@@ -306,17 +307,26 @@ class Graph:
 
     def layer_readers(self, layer: int, kind: str) -> Int[Tensor, "reader"]:
         """Indices of the inputs of `kind` ('q', 'k', 'v', 'mlp') at `layer`, or the logits (layer ignored)."""
-        idx = [i for i, r in enumerate(self.readers) if r.kind == kind and (kind == "logits" or r.layer == layer)]
-        return torch.tensor(idx, dtype=torch.long)
+        return self._by_kind.get((kind, None if kind == "logits" else layer), torch.zeros(0, dtype=torch.long)).clone()
+
+    @cached_property
+    def _by_kind(self) -> dict[tuple[str, int | None], Tensor]:
+        out: dict[tuple[str, int | None], list[int]] = {}
+        for i, r in enumerate(self.readers):
+            out.setdefault((r.kind, r.layer), []).append(i)
+        return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}
 
     def attention_readers(self, layer: int) -> Int[Tensor, "reader"]:
         """A layer's q, k and v inputs (consecutive: its query heads, then its KV heads' k and v)."""
         return torch.cat([self.layer_readers(layer, k) for k in "qkv"])
 
     def n_writers_before(self, reader: Reader) -> int:
-        """How many writers (a prefix of `writers`) feed this input."""
-        stage = _stage_of_reader(reader, self.n_layers)
-        return sum(1 for n in self.writers if _stage_of_writer(n) < stage)
+        """How many writers (a prefix of `writers`, which are in stage order) feed this input."""
+        return bisect.bisect_left(self._writer_stages, _stage_of_reader(reader, self.n_layers))
+
+    @cached_property
+    def _writer_stages(self) -> list[int]:
+        return [_stage_of_writer(n) for n in self.writers]
 
     def first_head(self, layer: int) -> int:
         """The writer index of head 0 of `layer` (a layer's heads are consecutive writers)."""
@@ -436,10 +446,10 @@ class Curve:
     n_heldout: int
     per_prompt: Tensor | None = field(default=None, repr=False)  # [size batch] metric values
 
-    def at(self, percent: float) -> tuple[float, float, float]:
-        """(f, lo, hi) at one of the sizes."""
+    def at(self, percent: float) -> Interval:
+        """f at one of the sizes with its interval (unpacks as f, lo, hi)."""
         i = self.percents.index(percent)
-        return self.faithfulness[i], self.lo[i], self.hi[i]
+        return Interval(self.faithfulness[i], self.lo[i], self.hi[i])
 
     def points(self) -> list[dict]:
         return [{"percent": p, "faithfulness": f, "lo": lo, "hi": hi, "n_edges": n}

@@ -86,8 +86,7 @@ def test_curve_stacked_equals_per_size(tiny_llama, sharp):
                                           ("tiny_gpt2", "in")])  # fmt: skip
 def test_unread_mlp_is_not_computed(fixture, cut, sharp):
     """An MLP no circuit edge leaves (or, under counterfactual ablation, none enters) outputs exactly
-    its replacement: the per-size engine skips its computation, still equals the reference, and
-    leaves the bridge as it was."""
+    its replacement: the engine never runs it, and still equals the reference."""
     model = sharp(fixture)
     held = scrambled_task(model, 3, seed=2)
     g = Graph.of(model)

@@ -35,17 +35,27 @@ def at_span(x: Tensor, span: Span) -> Tensor:
 
 @dataclass
 class Slots:
-    """Where some writers' differences sit in the buffer: a slice (consecutive slots) or an index."""
+    """Where a sum reads the writers' differences: a slice of consecutive slots, or an index of a few,
+    with the sum's weights over exactly those slots."""
 
     lo: int
     hi: int
-    index: Tensor | None  # slots, when not consecutive
+    index: Tensor | None  # slots, when a few are gathered
+    weights: Tensor  # [variant input slot-read]
 
     @classmethod
-    def of(cls, slots: Tensor) -> Slots:
-        if len(slots) and bool((slots[1:] - slots[:-1] == 1).all()):
-            return cls(int(slots[0]), int(slots[-1]) + 1, None)
-        return cls(0, 0, slots)
+    def of(cls, s: Sum, slot: Tensor) -> Slots:
+        """Gather the slots a sum reads when they are few; else read the whole run of slots up to its last
+        writer (one view, no copy), with zero weights for the writers it does not read."""
+        slots = slot[s.rows]
+        if not len(slots):
+            return cls(0, 0, None, s.weights)
+        hi = int(slots.max()) + 1
+        if 3 * len(slots) < hi:
+            return cls(0, 0, slots, s.weights)
+        w = s.weights.new_zeros(*s.weights.shape[:2], hi)
+        w[:, :, slots] = s.weights
+        return cls(0, hi, None, w)
 
     def read(self, buffer: Tensor) -> Tensor:
         return buffer[:, self.lo : self.hi] if self.index is None else buffer.index_select(1, self.index.to(buffer.device))
@@ -57,7 +67,8 @@ class Structure:
     differences are kept, where each sum reads them and where each writer puts its own."""
 
     layout: Layout
-    start: Tensor  # [batch]
+    span: Span  # the positions replayed (on the CPU)
+    keys: bool  # whether some prompt starts after position 0 (its earlier keys come from the clean run)
     n_slots: int
     reads: dict[int, Slots]  # id(sum) -> its writers' slots
     heads: list[tuple[Tensor, Tensor] | None]  # per layer: (heads with a slot, their slots), None: none kept
@@ -81,7 +92,7 @@ def structure(ab: Ablator, plans: list[AblationPlan]) -> Structure:
     slot = torch.full((len(g.writers),), -1, dtype=torch.long)
     slot[lay.read] = torch.arange(int(lay.read.sum()))
     sums = [a.sum for a in lay.attention] + [m.sum for m in lay.mlp if m is not None] + [lay.logits]
-    reads = {id(s): Slots.of(slot[s.rows]) for s in sums if s is not None}
+    reads = {id(s): Slots.of(s, slot) for s in sums if s is not None}
     heads, mlp_slot, mlp_zero = [], [], []
     for layer in range(g.n_layers):
         s = slot[g.first_head(layer) : g.first_head(layer) + g.n_heads]
@@ -95,23 +106,26 @@ def structure(ab: Ablator, plans: list[AblationPlan]) -> Structure:
         else:
             mlp_slot.append(None)
             mlp_zero.append(None)
-    return Structure(lay, start, int(lay.read.sum()), reads, heads, mlp_slot, int(slot[0]) if slot[0] >= 0 else None, mlp_zero)
+    span = Span.of(start, ab.task.end, T)
+    embed = int(slot[0]) if slot[0] >= 0 else None
+    return Structure(lay, span, bool(start.max() > 0), int(lay.read.sum()), reads, heads, mlp_slot, embed, mlp_zero)
 
 
 def _summed(st: Structure, s: Sum, buffer: Tensor, base: Tensor, current: Tensor,
             at: tuple[Tensor, Tensor] | None = None) -> Tensor:  # fmt: skip
     """The inputs' residual streams [variant input batch win d]: base or current per (variant, input),
     plus the signed sum of the writers' differences (at the positions `at` only, when given)."""
-    S, n, k = s.weights.shape
+    read = st.reads[id(s)]
+    S, n, k = read.weights.shape
     inside = s.inside.to(buffer.device).view(S, n, *([1] * (current.dim() - 1)))
     picked = torch.where(inside, base.to(buffer.device, ACC), current.unsqueeze(1))
     if not k:
         return picked.expand(S, n, *picked.shape[2:])
-    part = st.reads[id(s)].read(buffer)  # [S k B W d]
+    part = read.read(buffer)  # [S k B W d]
     if at is not None:
         part = part[:, :, at[0], at[1]]
     part = part.expand(S, *part.shape[1:])
-    w = s.weights.to(buffer.device, buffer.dtype)
+    w = read.weights.to(buffer.device, buffer.dtype)
     return torch.bmm(w, part.reshape(S, k, -1)).view(S, n, *part.shape[2:]) + picked
 
 
@@ -121,18 +135,17 @@ def edge_pass(ab: Ablator, plans: list[AblationPlan]) -> Tensor:
     st = structure(ab, plans)
     S, B, T = len(plans), len(task), task.clean.shape[1]
     dev = ab.model.device
-    span = Span.of(st.start, task.end, T).to(dev)  # worked out on the CPU
+    span = st.span.to(dev)
     buffer = torch.zeros(S, st.n_slots, B, span.width, ab.model.info.d_model, dtype=ACC, device=dev)
     X = at_span(ab.clean.resid(0), span)[None].to(ACC)
     X = ab.embed_replaced(plans, span, X)
     if st.embed_slot is not None:
         buffer[:, st.embed_slot] = X - at_span(ab.replacement.embed, span).to(X.device, ACC)
-    keys = bool(st.start.max() > 0)
     writers = ab.writer_edits(plans, span, None)
     for layer in range(g.n_layers):
         edit = writers(layer) or Edit()
         _layer_edit(ab, st, layer, span, X, buffer, edit)
-        X = rp.block(layer, X, span, cache=ab.clean.cache, keys=ab.clean.keys(rp, layer) if keys else None, edit=edit)
+        X = rp.block(layer, X, span, cache=ab.clean.cache, keys=ab.clean.keys(rp, layer) if st.keys else None, edit=edit)
     dev = rp.device_of(g.n_layers)
     at = (torch.arange(B, device=dev), span.at_end.to(dev))
     base_end = ab.ablated.final

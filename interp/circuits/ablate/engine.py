@@ -57,7 +57,7 @@ TOLERANCE = {torch.float32: 1e-3, torch.float64: 1e-6}  # the self-check, relati
 @dataclass
 class _Base:
     """A run node plans are replayed from: the residual stream entering each layer and each layer's
-    keys, over whole sequences; the plan it is (None: the clean run) and its metric per prompt."""
+    keys, over whole sequences; the plan it ran (the clean run: the full plan) and its metric per prompt."""
 
     plan: AblationPlan
     resid: Callable[[int], Tensor]
@@ -127,7 +127,7 @@ class Ablator:
             nonlocal done
             for j, ids in enumerate(group_lists):
                 for i in ids:
-                    out[i] = got[j]
+                    out[i] = got[j].to(self.m_full.device)
                 done += len(ids)
             if progress:
                 progress(done, total, "ablated runs")
@@ -138,7 +138,7 @@ class Ablator:
                                      "interp.circuits.ablate.reference.plan_reference (one hooked forward per circuit)")  # fmt: skip
             for ids in node:
                 tick([ids], reference.plan_reference(self.model, self.task, plans[ids[0]], self.replacement)[None])
-            return torch.stack(out)
+            return torch.stack([x.float() for x in out])
         accel = self.model.device.type != "cpu"
         per = max(1, (max_rows or self._fitting_rows()) // len(self.task))
         step = per if (accel if stacked is None else stacked) else 1
@@ -148,8 +148,8 @@ class Ablator:
         if node:
             self._node_passes(plans, node, per if stacked is None or stacked else 1, tick, bases)
         if not out:
-            return self.m_full.new_zeros(0, len(self.task))
-        return torch.stack(out)
+            return self.m_full.new_zeros(0, len(self.task)).float()
+        return torch.stack([x.float() for x in out])  # float32 on the clean run's device
 
     def groups(self, plans: list[AblationPlan]) -> tuple[list[Tensor | None], list[list[int]], list[list[int]]]:
         """(the metric of each plan known without a run, else None; the groups of equal edge plans; of equal
@@ -198,7 +198,7 @@ class Ablator:
         known = [self._clean_base()]
         for i in dict.fromkeys(bases):
             ids = next((g for g in groups if i in g), None)
-            if ids is not None and plans[i].ablates_edges is False:
+            if ids is not None and not plans[i].ablates_edges:
                 base = self._record(plans[i], known)
                 known.append(base)
                 tick([ids], base.metric[None])
@@ -249,8 +249,9 @@ class Ablator:
 
     # -- writers replaced at the source ---------------------------------------------------------------------
     def _masks(self, plans: list[AblationPlan], lo: int, hi: int, span: Span, rows: Tensor | None) -> Tensor | None:
-        """[plan batch query writer] where writers lo..hi-1 are replaced, at the span's query rows."""
-        if not any(p.replaces_writers for p in plans):
+        """[plan batch query writer] where writers lo..hi-1 are replaced, at the span's query rows (None
+        when no plan replaces any of them anywhere: decided on the CPU)."""
+        if not any(p.writers is not None and bool(p.writers[lo:hi].any()) for p in plans):
             return None
         B, T = len(self.task), self.task.clean.shape[1]
         m = torch.stack([p.writers[lo:hi] if p.writers is not None else torch.zeros(hi - lo, B, T, dtype=torch.bool)
@@ -278,10 +279,10 @@ class Ablator:
             if heads is None and mlp is None:
                 return None
             edit = Edit()
-            if heads is not None and bool(heads.any()):
+            if heads is not None:
                 r = self._at(rep.z[layer], span, rows)
                 edit.z = lambda z: torch.where(heads.to(z.device)[..., None], r.to(z.device, z.dtype), z)
-            if mlp is not None and bool(mlp.any()):
+            if mlp is not None:
                 r = self._at(rep.mlp[layer], span, rows)
                 edit.mlp_edit = lambda out: torch.where(mlp.to(out.device), r.to(out.device, ACC), out)
             return edit
@@ -291,7 +292,7 @@ class Ablator:
     def embed_replaced(self, plans: list[AblationPlan], span: Span, X: Tensor) -> Tensor:
         """The embedding replaced at the source where the plans ask."""
         m = self._masks(plans, 0, 1, span, None)
-        if m is None or not bool(m.any()):
+        if m is None:
             return X
         return torch.where(m.to(X.device), self._at(self.replacement.embed, span, None).to(X.device, ACC), X)
 
