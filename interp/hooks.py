@@ -23,13 +23,14 @@ if TYPE_CHECKING:
 
 Hook = tuple[str, Callable]
 
-# names get_act_name spells per layer, and the ones it does not know (rotary's cos/sin)
-_ATTN_EXTRA = {"cos": "attn.hook_cos", "sin": "attn.hook_sin"}
+# names get_act_name spells per layer, and the ones it does not know (rotary's cos/sin; the MLP's
+# own input, i.e. the normalized stream it reads: what a transcoder encodes)
+_ATTN_EXTRA = {"cos": "attn.hook_cos", "sin": "attn.hook_sin", "mlp_input": "mlp.hook_in"}
 
 
 def name(kind: str, layer: int | None = None) -> str:
     """The hook name of `kind` ("z", "pattern", "q", "k", "v", "rot_q", "rot_k", "cos", "sin",
-    "resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out", "post", ...) at `layer`."""
+    "resid_pre", "resid_mid", "resid_post", "mlp_input", "mlp_out", "attn_out", "post", ...) at `layer`."""
     if kind in _ATTN_EXTRA:
         return f"blocks.{layer}.{_ATTN_EXTRA[kind]}"
     if layer is None:
