@@ -99,6 +99,25 @@ def initialize(d: Dictionary, x: Float[Tensor, "layer pos d_in"], y: Float[Tenso
         d.W_skip.zero_()
 
 
+def rms_scale(t: Float[Tensor, "layer pos d"]) -> Float[Tensor, " layer"]:
+    """Per layer, sqrt(mean ||t||^2 / d): dividing by it gives activations of unit mean square per
+    dimension, so one learning rate suits every layer and model (SAELens's
+    "expected_average_only_in"); FVU does not change."""
+    return t.float().pow(2).sum(-1).mean(-1).div(t.shape[-1]).sqrt().clamp(min=1e-8)
+
+
+@torch.no_grad()
+def fold_scales(d: Dictionary, s_in: Float[Tensor, " layer"], s_out: Float[Tensor, " layer"]) -> None:
+    """Turn a dictionary trained on x / s_in -> y / s_out into one on x -> y, in place:
+    W_enc / s_in; W_dec, b_dec * s_out; W_skip * s_out / s_in (an SAE has s_in == s_out, so its
+    input's b_dec shift stays consistent)."""
+    d.W_enc.div_(s_in[:, None, None])
+    d.W_dec.mul_(s_out[:, None, None])
+    d.b_dec.mul_(s_out[:, None])
+    if d.W_skip is not None:
+        d.W_skip.mul_((s_out / s_in)[:, None, None])
+
+
 @torch.no_grad()
 def normalize_decoder(d: Dictionary) -> None:
     """Unit-norm decoder rows (SAEs: a latent's scale lives in its activation)."""

@@ -5,6 +5,10 @@ runs them through the model once with hooks on every chosen layer's site (the pa
 deepest one), drops BOS and padding, and takes one Adam step on every layer's dictionary at once
 (interp.features.loss; layers share no parameter, so this is the same as one optimizer per layer).
 
+Activations are divided by each layer's rms scale (loss.rms_scale, from the first batch) while
+training, and the scales are folded into the weights at the end (loss.fold_scales): one learning
+rate then suits every layer, and the saved dictionary reads and writes the model's own units.
+
 Options: bf16 matmuls (parameters and Adam state stay float32), AuxK dead-latent revival, a
 learning rate with linear warm-up and a linear decay to 0 over the last `decay_fraction` of the
 steps, and checkpoints in OUT/checkpoint (written atomically every `checkpoint_every` steps).
@@ -36,7 +40,7 @@ from interp.errors import WorkbenchError
 from interp.features import formats
 from interp.features.activations import capture_sites, token_table, valid_positions
 from interp.features.dictionary import Dictionary, DictionaryConfig
-from interp.features.loss import initialize, normalize_decoder, remove_parallel_grad, step_loss
+from interp.features.loss import fold_scales, initialize, normalize_decoder, remove_parallel_grad, rms_scale, step_loss
 from interp.features.sites import get_site
 from interp.io import check_dir_target, write_dir
 from interp.types import Progress
@@ -125,6 +129,7 @@ class Trainer:
     opt: torch.optim.Optimizer
     since_fired: torch.Tensor  # [layer, d_sae] tokens since each latent last fired
     state: TrainState
+    scales: torch.Tensor  # [2, layer]: the input's and output's rms scale (loss.rms_scale), from the first batch
 
     @property
     def windows_per_step(self) -> int:
@@ -147,7 +152,8 @@ def build(model: Model, s: TrainSettings) -> Trainer:
     fused = model.device.type == "cuda"
     opt = torch.optim.Adam(d.parameters(), lr=s.base_lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
     since = torch.zeros(len(s.layers), s.d_sae, dtype=torch.long, device=model.device)
-    return Trainer(model, s, table[order], d, opt, since, TrainState())
+    scales = torch.ones(2, len(s.layers), device=model.device)
+    return Trainer(model, s, table[order], d, opt, since, TrainState(), scales)
 
 
 def train_step(t: Trainer) -> dict:
@@ -158,6 +164,10 @@ def train_step(t: Trainer) -> dict:
     x, y = capture_sites(model, batch, d.site, d.layers)
     valid = valid_positions(batch, model.bos_token_id is not None).flatten().to(x.device)
     x, y = x[:, valid], y[:, valid]
+    if t.state.step == 0:
+        t.scales = torch.stack([rms_scale(x), rms_scale(y)])
+    x = x / t.scales[0, :, None, None].to(x.dtype)
+    y = y / t.scales[1, :, None, None].to(y.dtype)
     if t.state.step == 0:
         initialize(d, x, y, s.seed)
     for group in t.opt.param_groups:
@@ -193,7 +203,8 @@ def save_checkpoint(t: Trainer, folder: Path) -> None:
     from safetensors.torch import save_file
 
     def fill(tmp: Path) -> None:
-        tensors = {**{k: v.cpu().contiguous() for k, v in t.d.tensors().items()}, "since_fired": t.since_fired.cpu()}
+        tensors = {**{k: v.cpu().contiguous() for k, v in t.d.tensors().items()}, "since_fired": t.since_fired.cpu(),
+                   "scales": t.scales.cpu()}
         save_file(tensors, str(tmp / "state.safetensors"))
         torch.save(t.opt.state_dict(), tmp / "optimizer.pt")
         (tmp / "trainer.json").write_text(json.dumps({"settings": asdict(t.s), "state": asdict(t.state)}))
@@ -208,6 +219,7 @@ def load_checkpoint(t: Trainer, folder: Path) -> None:
     tensors = load_file(str(folder / "state.safetensors"), device=str(t.model.device))
     t.d.load_tensors(tensors)
     t.since_fired.copy_(tensors["since_fired"])
+    t.scales = tensors["scales"]
     t.opt.load_state_dict(torch.load(folder / "optimizer.pt", map_location=t.model.device, weights_only=True))
     t.state = TrainState(**meta["state"])
 
@@ -260,6 +272,7 @@ def train(model: Model, settings: TrainSettings, out: str | Path, progress: Prog
         if done % log_every == 0 or done == t.total_steps:
             rate = (t.state.tokens - tok0) / max(time.perf_counter() - t0, 1e-9)
             rec = {"step": done, "tokens": t.state.tokens, "fvu": float(got["fvu"].mean()),
+                   "seconds": t.state.seconds + time.perf_counter() - t0,
                    "dead": float(got["dead"].mean()), "lr": t.opt.param_groups[0]["lr"], "tokens_per_s": rate}  # fmt: skip
             t.state.log.append(rec)
             report(t.state.tokens, total_tokens, f"step {done}/{t.total_steps} · {rate:,.0f} tok/s · FVU {rec['fvu']:.3f}")
@@ -273,5 +286,7 @@ def train(model: Model, settings: TrainSettings, out: str | Path, progress: Prog
     t.state.seconds += time.perf_counter() - t0
     training = {"settings": asdict(s), "steps": t.state.step, "tokens": t.state.tokens, "seconds": t.state.seconds,
                 "dead_fraction": float((t.since_fired > s.dead_tokens).float().mean()), "log": t.state.log}  # fmt: skip
+    training["scales"] = t.scales.tolist()
+    fold_scales(t.d, t.scales[0], t.scales[1])
     formats.save(t.d, out, training=training)  # replaces the folder, checkpoint and all, atomically
     return t.d

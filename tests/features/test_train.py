@@ -119,8 +119,9 @@ def test_bf16_trains(tmp_path, tiny_llama):
     s = TrainSettings(**{**SMALL, "dtype": "bfloat16", "checkpoint_every": 0, "site": "resid_post"})
     d = train(tiny_llama, s, tmp_path / "d")
     assert torch.isfinite(d.W_enc).all() and d.W_enc.dtype == torch.float32
-    norms = d.W_dec.norm(dim=-1)
-    assert torch.allclose(norms, torch.ones_like(norms), atol=1e-5)  # an SAE's decoder rows stay unit norm
+    norms = d.W_dec.norm(dim=-1)  # an SAE's decoder rows keep one norm: 1 while training, then x the layer's scale
+    scales = torch.tensor(formats.read_meta(tmp_path / "d")["training"]["scales"][1])
+    assert torch.allclose(norms, scales[:, None].expand_as(norms), rtol=1e-4)
 
 
 @pytest.mark.parametrize("change,needle", [(dict(k=100), "exceeds the dictionary size"), (dict(layers=[9]), "out of range"),
@@ -137,3 +138,17 @@ def test_a_folder_of_another_run_is_refused(tmp_path, tiny_llama):
     train(tiny_llama, s, tmp_path / "d", max_steps=3)
     with pytest.raises(WorkbenchError, match="other settings"):
         train(tiny_llama, TrainSettings(**{**SMALL, "k": 5}), tmp_path / "d")
+
+
+@pytest.mark.parametrize("site,skip", [("mlp", True), ("resid_post", False)])
+def test_folded_scales_read_and_write_the_models_units(site, skip):
+    from interp.features.loss import fold_scales
+
+    d = random_dictionary(site=site, skip=skip, layers=(0, 1))
+    x = torch.randn(2, 10, 32) * 7
+    s_in = torch.tensor([7.0, 3.0])
+    s_out = s_in if site != "mlp" else torch.tensor([0.5, 11.0])
+    with torch.no_grad():
+        trained_units = d(x / s_in[:, None, None]) * s_out[:, None, None]
+        fold_scales(d, s_in, s_out)
+        assert torch.allclose(d(x), trained_units, atol=1e-4)
