@@ -5,6 +5,8 @@ Specs:
                        each document is one chapter, chapters interleaved across books by a seed
   "pydocs"             Python 3.11's reST docs from Debian's `python3.11-doc` (offline once installed)
   "synthetic"          short English sentences the project generates itself (always available)
+  "mix", "mix:heldout" the varied mixture built by `interp features corpus` (interp.data.mixture):
+                       its training or held-out documents
   a folder or file     every *.txt / *.md / *.rst file under it, one document per file
   "hf:NAME[:CONFIG]"   a Hugging Face dataset's "text" column (needs internet or the HF cache)
 """
@@ -47,6 +49,10 @@ def open_corpus(spec: str | None = None) -> Corpus:
         return Corpus("pydocs", "pydocs", str(PYDOCS_DIR))
     if spec == "synthetic":
         return Corpus("synthetic", "synthetic", "generated")
+    if spec in ("mix", "mix:train", "mix:heldout"):
+        from interp.data.mixture import corpus_root
+
+        return Corpus(spec, "mix", str(corpus_root()))
     if spec.startswith("hf:"):
         return Corpus(spec, "hf", spec[3:])
     path = Path(spec).expanduser()
@@ -132,7 +138,14 @@ def _read_synthetic(corpus: Corpus, seed: int) -> Iterator[str]:
         yield " ".join(sentences)
 
 
+def _read_mix(corpus: Corpus, seed: int) -> Iterator[str]:
+    from interp.data.mixture import split_documents
+
+    yield from split_documents(corpus.name, seed)
+
+
 _READERS = {
+    "mix": _read_mix,
     "kjv": _read_kjv,
     "pydocs": _read_files,
     "folder": _read_files,

@@ -211,3 +211,31 @@ class Deduper:
 
 def is_heldout(key: str, permille: int) -> bool:
     return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little") % 1000 < permille
+
+
+def split_documents(spec: str, seed: int) -> Iterator[str]:
+    """The gathered documents of one split ("mix" / "mix:train" or "mix:heldout") in a seeded order."""
+    import gzip
+    import json
+    import random
+
+    from interp.errors import WorkbenchError
+
+    root, heldout = corpus_root(), spec.endswith("heldout")
+    permille = _built_permille(root)
+    docs = []
+    for source in SOURCES:
+        path = root / "text" / source / "docs.jsonl.gz"
+        if path.is_file():
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                docs += [row["text"] for row in map(json.loads, fh) if is_heldout(row["key"], permille) == heldout]
+    if not docs:
+        raise WorkbenchError(f"corpus {spec!r} is not built here; build it first: interp features corpus --model MODEL")
+    random.Random(seed).shuffle(docs)
+    yield from docs
+
+
+def _built_permille(root: Path) -> int:
+    """The held-out share the newest token store was built with (20 per mille by default)."""
+    stores = sorted(root.glob("tok-*-h*"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    return int(stores[-1].name.rsplit("-h", 1)[1]) if stores else 20

@@ -61,6 +61,7 @@ class Evaluation:
     layers: list[LayerEval]
     all_spliced: dict  # ce_spliced, ce_recovered (vs every layer zeroed), kl with every layer spliced
     density_edges: list[float] = field(default_factory=lambda: list(DENSITY_EDGES))
+    ce_targets: int = 0  # next-token targets the CE / KL numbers average over
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -175,9 +176,11 @@ def _layer_rows(d: Dictionary, sums: _Sums, splice: list[int]) -> list[LayerEval
 
 def evaluate(model: Model, d: Dictionary, corpus: str = "mix:heldout", n_tokens: int = 100_000, seq_len: int = 128,
              batch_size: int = 16, splice: list[int] | None = None, all_at_once: bool = True, seed: int = 0,
-             progress: Progress | None = None) -> Evaluation:  # fmt: skip
+             ce_tokens: int | None = None, progress: Progress | None = None) -> Evaluation:  # fmt: skip
     """Evaluate `d` on `n_tokens` of `corpus` (module doc). `splice`: the layers whose CE/KL to
-    measure alone (default every layer of d; [] for none); `all_at_once`: also every layer together."""
+    measure alone (default every layer of d; [] for none); `all_at_once`: also every layer together;
+    `ce_tokens`: splice on the first windows holding this many tokens only (default all: each
+    spliced layer costs two forward passes, the other numbers one pass for all layers)."""
     from interp.features.formats import check_for_model
 
     check_for_model(d, model)
@@ -189,8 +192,10 @@ def evaluate(model: Model, d: Dictionary, corpus: str = "mix:heldout", n_tokens:
     table = token_table(model, corpus, seq_len, n_tokens, seed)
     sums = _Sums(len(d.layers), d.cfg.d_sae, d.cfg.d_out, model.device)
     report = progress or (lambda done, total, message: None)
+    ce_limit = n_tokens if ce_tokens is None else ce_tokens
     for lo in range(0, len(table), batch_size):
-        _batch(model, d, table[lo : lo + batch_size], sums, splice, all_at_once)
+        ce_on = sums.tokens < ce_limit
+        _batch(model, d, table[lo : lo + batch_size], sums, splice if ce_on else [], all_at_once and ce_on)
         report(sums.tokens, n_tokens, "evaluating")
     every = {}
     if all_at_once:
@@ -198,4 +203,4 @@ def evaluate(model: Model, d: Dictionary, corpus: str = "mix:heldout", n_tokens:
         every = {"ce_clean": per("clean"), "ce_spliced": per("splice_all"), "ce_zero": per("zero_all"),
                  "ce_recovered": _recovered(per("clean"), per("splice_all"), per("zero_all")),
                  "kl": sums.ce["splice_all"][1] / max(sums.targets, 1)}  # fmt: skip
-    return Evaluation(corpus, sums.tokens, _layer_rows(d, sums, splice), every)
+    return Evaluation(corpus, sums.tokens, _layer_rows(d, sums, splice), every, ce_targets=sums.targets)

@@ -13,10 +13,15 @@ Options: bf16 matmuls (parameters and Adam state stay float32), AuxK dead-latent
 learning rate with linear warm-up and a linear decay to 0 over the last `decay_fraction` of the
 steps, and checkpoints in OUT/checkpoint (written atomically every `checkpoint_every` steps).
 
+Epochs: `epochs` passes over the same windows, each pass in its own seeded order; with `cache`
+the activations of each window are kept in memory after its first pass (a CPU trains one layer
+for several epochs at the cost of one forward pass; memory: tokens x layers x 2 x d_model floats).
+
 Exact resumption: the batch of step s is a pure function of (corpus, seed, s), the learning rate
 a pure function of s, and a checkpoint holds the parameters, Adam's state, the steps done and
 every latent's tokens-since-fired count, so a resumed run computes what the uninterrupted one
-would have, bit for bit on the same device (tests/features/test_train.py).
+would have, bit for bit on the same device (tests/features/test_train.py). (With `cache`, a resumed
+run recomputes the activations the cache held; they match the cached ones to float rounding.)
 
 Why not sparsify's Trainer (RESULTS.md says more): it drives a Hugging Face model through
 `register_forward_hook` on module names with its own DataLoader, not a hooked Model; its
@@ -69,9 +74,11 @@ class TrainSettings:
     seed: int = 0  # initialization and corpus order
     checkpoint_every: int = 0  # steps between checkpoints (0: none before the end)
     layer_chunk: int = 0  # layers per backward pass (0: all at once; fewer = less memory)
+    epochs: int = 1  # passes over the n_tokens, each in its own seeded order
+    cache: bool = False  # keep every window's activations in memory after its first pass (epochs > 1 on a CPU)
 
     def check_sizes(self) -> TrainSettings:
-        for name in ("d_sae", "k", "n_tokens", "seq_len", "batch_tokens"):
+        for name in ("d_sae", "k", "n_tokens", "seq_len", "batch_tokens", "epochs"):
             if getattr(self, name) < 1:
                 raise WorkbenchError(f"{name} must be positive, got {getattr(self, name)}")
         if self.k > self.d_sae:
@@ -124,12 +131,14 @@ class Trainer:
 
     model: Model
     s: TrainSettings
-    table: torch.Tensor  # [window, seq] in the run's order
+    table: torch.Tensor  # [window, seq] in the corpus's cut order
+    order: torch.Tensor  # the windows of every step, epoch after epoch (a seeded permutation each)
     d: Dictionary
     opt: torch.optim.Optimizer
     since_fired: torch.Tensor  # [layer, d_sae] tokens since each latent last fired
     state: TrainState
     scales: torch.Tensor  # [2, layer]: the input's and output's rms scale (loss.rms_scale), from the first batch
+    cached: dict = field(default_factory=dict)  # window -> (x, y) [layer, seq, d] when s.cache
 
     @property
     def windows_per_step(self) -> int:
@@ -137,13 +146,14 @@ class Trainer:
 
     @property
     def total_steps(self) -> int:
-        return math.ceil(len(self.table) / self.windows_per_step)
+        return math.ceil(len(self.order) / self.windows_per_step)
 
 
 def build(model: Model, s: TrainSettings) -> Trainer:
     """A fresh run: the token table in its seeded order, an uninitialized dictionary, Adam."""
     table = token_table(model, s.corpus, s.seq_len, s.n_tokens, s.seed)
-    order = torch.randperm(len(table), generator=torch.Generator().manual_seed(s.seed))
+    gen = torch.Generator().manual_seed(s.seed)
+    order = torch.cat([torch.randperm(len(table), generator=gen) for _ in range(s.epochs)])
     info = model.info
     cfg = DictionaryConfig(site=s.site, layers=list(s.layers), d_in=info.d_model, d_out=info.d_model, d_sae=s.d_sae,
                            k=s.k, skip=s.skip, apply_b_dec_to_input=not get_site(s.site).is_transcoder,
@@ -153,15 +163,16 @@ def build(model: Model, s: TrainSettings) -> Trainer:
     opt = torch.optim.Adam(d.parameters(), lr=s.base_lr, betas=(0.9, 0.999), eps=1e-8, fused=fused or None)
     since = torch.zeros(len(s.layers), s.d_sae, dtype=torch.long, device=model.device)
     scales = torch.ones(2, len(s.layers), device=model.device)
-    return Trainer(model, s, table[order], d, opt, since, TrainState(), scales)
+    return Trainer(model, s, table, order, d, opt, since, TrainState(), scales)
 
 
 def train_step(t: Trainer) -> dict:
     """One step on every layer (module doc); returns the step's numbers (tensors on the device)."""
     s, d, model = t.s, t.d, t.model
     per = t.windows_per_step
-    batch = t.table[t.state.step * per : (t.state.step + 1) * per]
-    x, y = capture_sites(model, batch, d.site, d.layers)
+    rows = t.order[t.state.step * per : (t.state.step + 1) * per]
+    batch = t.table[rows]
+    x, y = _activations(t, rows, batch)
     valid = valid_positions(batch, model.bos_token_id is not None).flatten().to(x.device)
     x, y = x[:, valid], y[:, valid]
     if t.state.step == 0:
@@ -194,6 +205,21 @@ def train_step(t: Trainer) -> dict:
     t.state.step += 1
     t.state.tokens += n
     return {"fvu": torch.cat(fvu), "auxk": torch.cat(aux), "dead": dead.float().mean(-1), "tokens": n}
+
+
+def _activations(t: Trainer, rows: torch.Tensor, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The site activations of the step's windows [layer, window * seq, d]: from the model, or
+    from the cache (s.cache) for windows seen before."""
+    ids = rows.tolist()
+    if t.s.cache and all(i in t.cached for i in ids):
+        xs, ys = zip(*(t.cached[i] for i in ids))
+        return torch.cat(xs, 1), torch.cat(ys, 1)
+    x, y = capture_sites(t.model, batch, t.d.site, t.d.layers)
+    if t.s.cache:
+        seq = batch.shape[1]
+        for j, i in enumerate(ids):
+            t.cached[i] = (x[:, j * seq : (j + 1) * seq].clone(), y[:, j * seq : (j + 1) * seq].clone())
+    return x, y
 
 
 # -- checkpoints -----------------------------------------------------------------------------
