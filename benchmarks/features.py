@@ -63,14 +63,29 @@ def _settings(args, n_tokens: int):
                       epochs=args.epochs, layers=args.layers)  # fmt: skip
 
 
-def probe_rate(model, args, out: Path) -> float:
-    """Tokens/s of our trainer over its first steps (a throwaway run), to size --train-seconds."""
-    from interp.features import train
+def probe_rate(model, args) -> float:
+    """Tokens/s of our trainer's steps skip_steps..skip_steps+15 of a throwaway run (nothing
+    written), to size --train-seconds."""
+    from interp.features.train import build, train_step
 
-    s = _settings(args, args.tokens)
-    train(model, s, out / "probe", log_every=5, max_steps=args.skip_steps + 15)
-    log = json.loads((out / "probe" / "checkpoint" / "trainer.json").read_text())["state"]["log"]
-    return _rate(log, args.skip_steps)
+    t = build(model, _settings(args, min(args.tokens, 4_000_000)).resolved(model))
+    t0 = tok0 = None
+    for i in range(args.skip_steps + 15):
+        if i == args.skip_steps:
+            _sync(model.device)
+            t0, tok0 = time.perf_counter(), t.state.tokens
+        train_step(t)
+    _sync(model.device)
+    rate = (t.state.tokens - tok0) / (time.perf_counter() - t0)
+    del t
+    if model.device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rate
+
+
+def _sync(device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def run_ours(model, args, out: Path) -> tuple[dict, object]:
@@ -78,7 +93,7 @@ def run_ours(model, args, out: Path) -> tuple[dict, object]:
 
     n_tokens, probe = args.tokens, None
     if args.train_seconds:
-        probe = probe_rate(model, args, out)
+        probe = probe_rate(model, args)
         n_tokens = int(min(args.tokens, probe * args.train_seconds))
         print(f"  probe: {probe:,.0f} tok/s -> training on {n_tokens:,} tokens", flush=True)
     s = _settings(args, n_tokens)
@@ -141,6 +156,7 @@ def run_sparsify(model, args, out: Path) -> dict:
                       hookpoints=[f"layers.{la}.mlp" for la in (args.layers or range(model.info.n_layers))],
                       log_to_wandb=False, save_every=10**9, save_dir=str(out / "sparsify"))  # fmt: skip
     trainer = Trainer(cfg, data, hf)
+    trainer.save = lambda: None  # its end-of-run checkpoint (GBs of disk writes) is not part of the loop timed
     t0 = time.perf_counter()
     trainer.fit()
     total = time.perf_counter() - t0

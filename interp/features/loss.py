@@ -53,9 +53,9 @@ def auxk_loss(d: Dictionary, pre: Float[Tensor, "layer pos d_sae"], e: Float[Ten
     values = torch.where(torch.isfinite(values), values.relu(), torch.zeros_like(values))  # fewer dead than k_aux
     n, pos, _ = idx.shape
     offsets = (torch.arange(n, device=idx.device) * d.cfg.d_sae)[:, None, None]
-    w = d.W_dec.reshape(n * d.cfg.d_sae, d.cfg.d_out).to(values.dtype)
+    w = d.W_dec.reshape(n * d.cfg.d_sae, d.cfg.d_out)  # in its own dtype: CUDA's bag has no bf16 weight gradient
     e_hat = torch.nn.functional.embedding_bag((idx + offsets).reshape(n * pos, k_aux), w, mode="sum",
-                                              per_sample_weights=values.reshape(n * pos, k_aux))  # fmt: skip
+                                              per_sample_weights=values.reshape(n * pos, k_aux).to(w.dtype))  # fmt: skip
     err = (e_hat.reshape(n, pos, -1).float() - e.detach().float()).pow(2).sum((1, 2))
     scale = (n_dead.float() / (d.cfg.d_out // 2)).clamp(max=1.0)
     return scale * err / var
