@@ -290,7 +290,7 @@ def train(model: Model, settings: TrainSettings, out: str | Path, progress: Prog
     if mode == "resume":
         load_checkpoint(t, out / "checkpoint")
     report = progress or (lambda done, total, message: None)
-    total_tokens = s.n_tokens
+    total_tokens = s.n_tokens * s.epochs
     t0, tok0 = time.perf_counter(), t.state.tokens
     while t.state.step < t.total_steps:
         got = train_step(t)
