@@ -152,3 +152,18 @@ def test_folded_scales_read_and_write_the_models_units(site, skip):
         trained_units = d(x / s_in[:, None, None]) * s_out[:, None, None]
         fold_scales(d, s_in, s_out)
         assert torch.allclose(d(x), trained_units, atol=1e-4)
+
+
+def test_auxk_decodes_in_the_decoders_dtype_under_bf16_autocast():
+    """CUDA's embedding bag has no bf16 gradient for its per-sample weights (the H100 run stopped
+    there): AuxK must decode with the float32 decoder whatever the autocast."""
+    d = random_dictionary(layers=(0,), d_sae=48, k=4)
+    dead = torch.zeros(1, 48, dtype=torch.bool)
+    dead[0, :20] = True
+    x, y = torch.randn(1, 12, 32), torch.randn(1, 12, 32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pre = d.pre_acts(x.bfloat16())
+        assert pre.dtype == torch.bfloat16
+        got = auxk_loss(d, pre, y, dead, torch.ones(1))
+    got.sum().backward()
+    assert got.dtype == torch.float32 and d.W_dec.grad is not None and d.W_dec.grad.dtype == torch.float32
