@@ -137,7 +137,7 @@ def hf_folder(model) -> str:
 
 def run_sparsify(model, args, out: Path) -> dict:
     """sparsify's own Trainer on the HF weights of `model` (module doc)."""
-    from sparsify import SparseCoderConfig, Trainer, TrainConfig
+    from sparsify import SparseCoderConfig, TrainConfig, Trainer
     from transformers import AutoModelForCausalLM
 
     from interp.features.activations import token_table

@@ -295,7 +295,7 @@ def run_compare(args) -> int:
     print(f"{'layer':>5} | {'agreement feat [95%]':>24} {'base':>6} {'p':>6} | {'neuron':>24} {'base':>6} {'p':>6} | "
           f"{'same-last feat':>15} {'neuron':>15}")  # fmt: skip
     for r in rows:
-        f = lambda pre, k: r[f"{pre}_{k}"] or 0.0  # noqa: E731
+        f = lambda pre, k: r[f"{pre}_{k}"] or 0.0
         print(f"{r['layer']:>5} | {f('feature', 'agreement'):.3f} [{f('feature', 'agreement_lo'):.3f},{f('feature', 'agreement_hi'):.3f}]"
               f"{'':>4} {f('feature', 'agreement_baseline'):>6.3f} {f('feature', 'agreement_p'):>6.3f} | "
               f"{f('neuron', 'agreement'):.3f} [{f('neuron', 'agreement_lo'):.3f},{f('neuron', 'agreement_hi'):.3f}]"

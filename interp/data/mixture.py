@@ -81,7 +81,7 @@ def _roff_inline(text: str) -> str:
         if name:
             return _named(name)
         s = m.group(1)
-        return {"-": "-", "e": "\\", " ": " ", "~": " ", "0": " "}.get(s, "" if len(s) == 1 else "")
+        return {"-": "-", "e": "\\", " ": " ", "~": " ", "0": " "}.get(s, "")
 
     return _ROFF_ESC.sub(esc, text)
 
@@ -165,7 +165,7 @@ def read_pypi() -> Iterator[tuple[str, str]]:
             if not path.is_file() or path.stat().st_size > 2_000_000:
                 continue
             if path.name == "METADATA":
-                head, _, body = path.read_text(encoding="utf-8", errors="replace").partition("\n\n")
+                _, _, body = path.read_text(encoding="utf-8", errors="replace").partition("\n\n")
                 yield str(path.relative_to(root)), body
             elif path.suffix in (".md", ".rst") or (path.suffix == ".txt" and "LICENSE" not in path.name.upper()):
                 yield str(path.relative_to(root)), path.read_text(encoding="utf-8", errors="replace")
@@ -216,7 +216,6 @@ def is_heldout(key: str, permille: int) -> bool:
 def split_documents(spec: str, seed: int) -> Iterator[str]:
     """The gathered documents of one split ("mix" / "mix:train" or "mix:heldout") in a seeded order."""
     import gzip
-    import json
     import random
 
     from interp.errors import WorkbenchError

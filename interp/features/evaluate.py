@@ -158,7 +158,7 @@ def _layer_rows(d: Dictionary, sums: _Sums, splice: list[int]) -> list[LayerEval
     freq = sums.fired / n
     logf = freq.clamp(min=1e-12).log10()
     edges = torch.tensor(DENSITY_EDGES, dtype=torch.float64, device=freq.device)
-    per = lambda name: sums.ce[name][0] / max(sums.targets, 1)  # noqa: E731
+    per = lambda name: sums.ce[name][0] / max(sums.targets, 1)
     rows = []
     for i, layer in enumerate(d.layers):
         fired = logf[i][freq[i] > 0]
@@ -199,7 +199,7 @@ def evaluate(model: Model, d: Dictionary, corpus: str = "mix:heldout", n_tokens:
         report(sums.tokens, n_tokens, "evaluating")
     every = {}
     if all_at_once:
-        per = lambda name: sums.ce[name][0] / max(sums.targets, 1)  # noqa: E731
+        per = lambda name: sums.ce[name][0] / max(sums.targets, 1)
         every = {"ce_clean": per("clean"), "ce_spliced": per("splice_all"), "ce_zero": per("zero_all"),
                  "ce_recovered": _recovered(per("clean"), per("splice_all"), per("zero_all")),
                  "kl": sums.ce["splice_all"][1] / max(sums.targets, 1)}  # fmt: skip

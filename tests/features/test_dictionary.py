@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from feature_helpers import random_dictionary
 
 from interp.errors import WorkbenchError
 from interp.features import DictionaryConfig
-from feature_helpers import random_dictionary
 
 
 @torch.no_grad()

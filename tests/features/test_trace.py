@@ -4,7 +4,6 @@ removes exactly their writes."""
 from __future__ import annotations
 
 import pytest
-import torch
 
 from interp.errors import WorkbenchError
 from interp.features.trace import feature_trace, parse_feature, switch_off
@@ -52,6 +51,7 @@ def test_bad_feature_names_and_sites(tiny_llama, tiny_transcoder):
     with pytest.raises(WorkbenchError, match="out of range"):
         switch_off(tiny_llama, tiny_transcoder, PROMPT, [(1, 10_000)])
     from feature_helpers import random_dictionary
+
     from interp.features.formats import model_fingerprint
 
     sae = random_dictionary(site="resid_post", model=model_fingerprint(tiny_llama))
