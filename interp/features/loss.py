@@ -5,7 +5,9 @@ autoencoders"), for every layer of a Dictionary at once (pure tensor math).
          variance unexplained; the mean is the batch's own)
   auxk   dead-latent revival: the k_aux = d_out / 2 largest pre-activations among the latents that
          have not fired for a while (the dead mask) reconstruct the main residual e = y - y_hat
-         (detached); its squared error over the same variance, scaled by min(1, dead / k_aux)
+         (detached); its squared error over the same variance, scaled by min(1, dead / k_aux). Only
+         the dead columns of the pre-activations are gathered and ranked (a few % of them once
+         training settles), not a masked copy of all of them
   loss   sum over layers of fvu + auxk_alpha * auxk (the layers share no parameter, so each
          layer's gradients are those of its own loss)
 
@@ -48,9 +50,14 @@ def auxk_loss(d: Dictionary, pre: Float[Tensor, "layer pos d_sae"], e: Float[Ten
     if most == 0:
         return torch.zeros(pre.shape[0], device=pre.device)
     k_aux = min(d.cfg.d_out // 2, most)
-    masked = pre.masked_fill(~dead[:, None, :], float("-inf"))
-    values, idx = masked.topk(k_aux, dim=-1, sorted=False)
-    values = torch.where(torch.isfinite(values), values.relu(), torch.zeros_like(values))  # fewer dead than k_aux
+    # only the dead columns are read: each layer's dead latents (padded to the most any layer has)
+    cols = dead.to(torch.int8).argsort(dim=-1, descending=True, stable=True)[:, :most]  # [layer, most], dead first
+    pad = torch.arange(most, device=pre.device)[None] >= n_dead[:, None]
+    pos = pre.shape[1]
+    cand = pre.gather(-1, cols[:, None, :].expand(-1, pos, -1)).masked_fill(pad[:, None, :], float("-inf"))
+    values, j = cand.topk(k_aux, dim=-1, sorted=False)
+    values = torch.where(torch.isfinite(values), values.relu(), torch.zeros_like(values))  # a layer with fewer dead
+    idx = cols[:, None, :].expand(-1, pos, -1).gather(-1, j)
     n, pos, _ = idx.shape
     offsets = (torch.arange(n, device=idx.device) * d.cfg.d_sae)[:, None, None]
     w = d.W_dec.reshape(n * d.cfg.d_sae, d.cfg.d_out)  # in its own dtype: CUDA's bag has no bf16 weight gradient
