@@ -41,7 +41,8 @@ def _gather(source: str, dedup: Deduper, model: Model | None, sample_tokens: int
             return []
         from interp.data.samples import sample_texts
 
-        docs = sample_texts(model, sample_tokens, seed)
+        batch = min(16, max(1, sample_tokens // 256))  # documents of up to 256 tokens, 16 at a time
+        docs = sample_texts(model, sample_tokens, seed, batch=batch, length=min(256, sample_tokens))
     else:
         docs = READERS[source]()
     out = []

@@ -81,3 +81,18 @@ def test_build_store_and_tables(built, tiny_llama):
 
     docs = list(open_corpus("mix:heldout").documents(0))
     assert len(docs) == row["heldout_docs"]
+
+
+def test_model_samples_are_a_source(tmp_path, monkeypatch, tiny_llama):
+    from interp.data.samples import sample_texts
+
+    docs = list(sample_texts(tiny_llama, n_tokens=16, seed=0, batch=2, length=8))
+    assert len(docs) == 2 and all(key.startswith("model/0/") for key, _ in docs)
+    again = list(sample_texts(tiny_llama, n_tokens=16, seed=0, batch=2, length=8))
+    assert docs == again  # seeded
+    monkeypatch.setenv("INTERP_CACHE", str(tmp_path))
+    store = token_store.build_mixture(tiny_llama, sources=("model",), sample_tokens=16)
+    import json
+
+    row = json.loads((store / "manifest.json").read_text())["sources"]["model"]
+    assert row["train_docs"] + row["heldout_docs"] >= 1
