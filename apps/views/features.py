@@ -85,7 +85,8 @@ def trace_panel(model, d, spec: str, prompt: str) -> None:
                 "decoder row's logit for that token through the final norm. Per layer, the MLP's effect is the "
                 "features' sum + the bias/skip + the transcoder's error.")  # fmt: skip
     st.plotly_chart(feature_trace_figure(t), key="feat_trace")
-    st.dataframe([{"layer": r.layer, "MLP effect": round(r.mlp_effect, 4), "bias/skip": round(r.bias_effect, 4),
+    st.dataframe([{"layer": r.layer, "MLP effect": round(r.mlp_effect, 4), "features": round(r.feature_effect, 4),
+                   "bias/skip": round(r.bias_effect, 4),
                    "error": round(r.error_effect, 4), "top features": ", ".join(f.name for f in r.features)}
                   for r in t.layers], hide_index=True, key="feat_trace_layers")  # fmt: skip
     names = {f.name: (f.layer, f.feature) for f in t.top}

@@ -322,7 +322,8 @@ def run_trace(args) -> int:
     print("per layer (MLP effect = features + bias/skip + transcoder error):")
     for row in tr.layers:
         names = ", ".join(f"{f.name} {f.contribution:+.2f}" for f in row.features)
-        print(f"  L{row.layer:<3} MLP {row.mlp_effect:+.3f} = features + bias {row.bias_effect:+.3f} + error {row.error_effect:+.3f}  {names}")
+        print(f"  L{row.layer:<3} MLP {row.mlp_effect:+.3f} = features {row.feature_effect:+.3f} + bias {row.bias_effect:+.3f} "
+              f"+ error {row.error_effect:+.3f}   top: {names}")
     if off:
         got = switch_off(model, d, args.prompt, off)
         print(f"switched off {', '.join(got['off'])}:")

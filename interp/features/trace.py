@@ -49,6 +49,7 @@ class TracedFeature:
 class LayerFeatures:
     layer: int
     mlp_effect: float  # the MLP's direct effect on t's logit
+    feature_effect: float  # the sum of every active feature's contribution
     bias_effect: float  # b_dec (+ skip) part
     error_effect: float  # the transcoder's error part
     features: list[TracedFeature]  # the layer's features that raise t's logit most
@@ -98,14 +99,15 @@ def feature_trace(model: Model, d: Dictionary, prompt: str, top: int = 10, per_l
         active = (acts > 0).nonzero().squeeze(-1).tolist()
         mine = sorted(((layer, f, float(acts[f]), float(contrib[f])) for f in active), key=lambda z: -z[3])
         rows += mine
-        layers.append((layer, float(y.to(r.device) @ r) / sigma, bias, float((y.to(r.device) - recon) @ r) / sigma,
-                       mine[:per_layer]))  # fmt: skip
+        layers.append((layer, float(y.to(r.device) @ r) / sigma, float(contrib.sum()), bias,
+                       float((y.to(r.device) - recon) @ r) / sigma, mine[:per_layer]))  # fmt: skip
     named = _features(model, d, rows, n_values)
     best = sorted(named, key=lambda f: -f.contribution)
     probs = last.softmax(-1)
     lookup = {(f.layer, f.feature): f for f in named}
     return FeatureTrace(prompt, model.tokenizer.decode([t]), t, float(probs[t]),
-                        [LayerFeatures(la, mlp, b, e, [lookup[(la, f)] for la, f, _, _ in mine]) for la, mlp, b, e, mine in layers],
+                        [LayerFeatures(la, mlp, fe, b, e, [lookup[(la, f)] for la, f, _, _ in mine])
+                         for la, mlp, fe, b, e, mine in layers],
                         best[:top], [f for f in best[::-1][:top] if f.contribution < 0])  # fmt: skip
 
 

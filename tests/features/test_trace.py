@@ -16,8 +16,8 @@ def test_contributions_bias_and_error_add_up_to_the_mlp_effect(tiny_llama, tiny_
     tr = feature_trace(tiny_llama, tiny_transcoder, PROMPT, top=5, per_layer=200)
     mlp = contributions(tiny_llama, tiny_llama.to_tokens(PROMPT)).mlp_effect
     for row in tr.layers:
-        total = sum(f.contribution for f in row.features) + row.bias_effect + row.error_effect
-        assert total == pytest.approx(row.mlp_effect, abs=1e-4)
+        assert row.feature_effect == pytest.approx(sum(f.contribution for f in row.features), abs=1e-5)  # all listed
+        assert row.feature_effect + row.bias_effect + row.error_effect == pytest.approx(row.mlp_effect, abs=1e-4)
         assert row.mlp_effect == pytest.approx(float(mlp[row.layer]), abs=1e-4)
         assert len(row.features) <= tiny_transcoder.cfg.k
     assert tr.top[0].contribution >= tr.top[-1].contribution
