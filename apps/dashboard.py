@@ -21,6 +21,7 @@ VIEWS = [  # (file under apps/, title, icon)
     ("views/ioi.py", "IOI circuit", ":material/account_tree:"),
     ("views/circuit.py", "Circuit", ":material/share:"),
     ("views/memories.py", "FFN memories", ":material/memory:"),
+    ("views/features.py", "Features", ":material/scatter_plot:"),
     ("views/training.py", "Training runs", ":material/monitoring:"),
 ]
 

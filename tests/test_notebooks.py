@@ -27,7 +27,8 @@ MAX_BYTES = 1_000_000
 
 def test_all_notebooks_exist_with_outputs():
     names = [p.stem for p in NOTEBOOKS]
-    assert names == ["01_induction_heads", "02_ioi_circuit", "03_ffn_memories", "04_phase_change", "05_circuits"]
+    assert names == ["01_induction_heads", "02_ioi_circuit", "03_ffn_memories", "04_phase_change", "05_circuits",
+                     "06_features"]
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
         code = [c for c in nb.cells if c.cell_type == "code"]

