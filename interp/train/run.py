@@ -165,7 +165,7 @@ def setup(
     """The run `train` steps through (arguments as for `train`), after every check has passed."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     args = (args or training_arguments(preset)).validate()
-    output_dir = check_dir_target(args.output_dir) if args.output_dir else None
+    output_dir = check_dir_target(args.output_dir, "output_dir") if args.output_dir is not None else None
     device = pick_device(args.device)
     dp = setup_data_parallel(args.n_devices, device)  # None unless launched by torchrun with several processes
     if dp is not None:
