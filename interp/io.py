@@ -258,11 +258,15 @@ def check_free_space(path: str | Path, need: int, what: str = "output folder") -
 
 def check_replaceable(path: str | Path, names: set[str], what: str = "output folder") -> None:
     """Refuse, before any work, an existing folder that `write_dir` would replace although it holds
-    more than an earlier result of the same command (the files `names`): the user's own files."""
+    more than an earlier result of the same command (the files `names`, shell patterns allowed):
+    the user's own files."""
+    from fnmatch import fnmatch
+
     path = Path(path).expanduser()
     if not path.is_dir():
         return
-    other = sorted(p.name for p in path.iterdir() if p.name not in names and TMP_TAG not in p.name)
+    ours = lambda name: TMP_TAG in name or any(fnmatch(name, n) for n in names)  # noqa: E731
+    other = sorted(p.name for p in path.iterdir() if not ours(p.name))
     if other:
         shown = ", ".join(other[:3]) + (" …" if len(other) > 3 else "")
         raise WorkbenchError(f"{what} {str(path)!r} holds other files ({shown}) and would be replaced as a whole; "

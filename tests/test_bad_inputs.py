@@ -284,6 +284,8 @@ CASES.update({
     "circuit-max-minutes-0": (CIRCUIT_TASK + ["ioi", "--max-minutes", "0"], "--max-minutes must be a positive"),
     "circuit-out-foreign": (CIRCUIT + ["--out", "{ws}/folder.txt"], "holds other files (keep)"),
     "circuit-out-busy": (CIRCUIT + ["--out", "{ws}/busy"], "another process is writing --out"),
+    "ioi-out-foreign": (IOI + ["--out", "{ws}/folder.txt"], "holds other files (keep)"),
+    "ioi-out-busy": (IOI + ["--out", "{ws}/busy"], "another process is writing --out"),
     "circuit-exact-over-budget": (CIRCUIT_TASK + ["ioi", "--method", "exact"], "more than the budget of 60 min"),
     "circuit-steps-100000": (CIRCUIT_TASK + ["ioi", "--steps", "100000"], "pass --max-minutes"),
     "circuit-5000-rows": (CIRCUIT_TASK + ["{ws}/rows5000.jsonl"], "more than the budget"),
@@ -309,7 +311,7 @@ BEFORE_LOADING = {c for c in CASES if "-out" in c or "-plot" in c} | {
     "heads-mps", "heads-blank-text", "index-top-k", "intervene-nan", "intervene-inf", "intervene-blank", "trace-blank",
     "circuit-method", "circuit-task", "circuit-corruption", "circuit-corruption-not-ioi", "circuit-Distractor-key",
     "circuit-two-rows", "circuit-answer-is-distractor", "circuit-identical-pair", "circuit-repeated-row",
-    "circuit-heldout-1", "circuit-max-minutes-0", "index-busy"}  # fmt: skip
+    "circuit-heldout-1", "circuit-max-minutes-0", "index-busy", "ioi-out-foreign", "ioi-out-busy"}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -335,6 +337,19 @@ def test_bad_input_is_one_line_exit_2_leaving_nothing(case, workspace, cached, t
     assert after[0] == before[0] and after[1] == before[1]
     ours = [n for n in set(after[2]) - set(before[2]) if n.startswith((".interp", "interp", "tmp"))]
     assert not ours, ours
+
+
+def test_ioi_out_is_replaced_whole(workspace, cached, tmp_path, capsys):
+    """A rerun of `interp ioi` into its --out replaces the folder whole (issue 28's circuit finding,
+    for the IOI report too): nothing of the first run is left beside the second's."""
+    out = tmp_path / "ioi"
+    argv = ["ioi", "--model", str(workspace["model"]), "--n-abc", "2", "--no-checks", "--device", "cpu", "--out", str(out)]
+    assert main(argv + ["--n-prompts", "2"]) == 0
+    (out / "path_stale.html").write_text("a heatmap an earlier version wrote")  # one of ours, by its name
+    assert main(argv + ["--n-prompts", "1"]) == 0
+    assert json.loads((out / "circuit.json").read_text())["n_prompts"] == 1
+    assert not (out / "path_stale.html").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ioi"]
+    capsys.readouterr()
 
 
 def test_ioi_on_one_and_two_prompts(workspace, cached, tmp_path, capsys):
