@@ -132,10 +132,24 @@ def _fsync_tree(folder: Path) -> None:
         _fsync_dir(Path(root))
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2 with RENAME_EXCHANGE); False where the
+    system or the filesystem cannot, and the caller falls back to two renames."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def write_dir(target: str | Path, fill: Callable[[Path], None], replace: bool = True) -> Path:
     """Build a folder with `fill(tmp)` in a temporary sibling, then rename it into place.
-    An existing `target` is replaced (replace=True) or kept (replace=False: another process
-    finished the same folder first, e.g. a shared cache). On error nothing is left behind."""
+    An existing `target` is replaced (replace=True: swapped with the temporary in one step where
+    Linux allows, so a reader or a kill never finds it missing) or kept (replace=False: another
+    process finished the same folder first, e.g. a shared cache). On error nothing is left behind."""
     target = Path(target)
     _make_parent(target)
     with user_errors(target):
@@ -144,7 +158,9 @@ def write_dir(target: str | Path, fill: Callable[[Path], None], replace: bool = 
             fill(tmp)
             _fsync_tree(tmp)
             os.chmod(tmp, 0o755)  # mkdtemp makes 0700 folders
-            if target.exists() and replace:
+            if target.exists() and replace and _exchange(tmp, target):  # one step: never a moment without target
+                shutil.rmtree(tmp, ignore_errors=True)  # now the old folder
+            elif target.exists() and replace:
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")
                 os.replace(target, old)
                 os.replace(tmp, target)

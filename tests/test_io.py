@@ -155,3 +155,31 @@ def test_writer_lock_refuses_a_second_writer_and_leaves_nothing(tmp_path):
     with io.writer_lock(target):  # free again
         target.mkdir()
     assert [p.name for p in target.parent.iterdir()] == ["out"]
+
+
+def test_a_replaced_folder_is_never_missing(tmp_path):
+    """Replacing a folder swaps it with the new one in one step: a reader polling it all along
+    never finds it missing (two renames left a moment, and a kill there left no folder at all)."""
+    import threading
+
+    target = tmp_path / "out"
+    write_dir(target, lambda tmp: (tmp / "v").write_text("0"))
+    if not io._exchange(tmp_path / "out", tmp_path / "out"):  # swapping a path with itself: a no-op
+        pytest.skip("no renameat2 RENAME_EXCHANGE here (the two-rename fallback runs)")
+    done, missing = threading.Event(), []
+
+    def reader():
+        while not done.is_set():
+            try:
+                (target / "v").read_text()
+            except FileNotFoundError:
+                missing.append(1)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(1, 200):
+        write_dir(target, lambda tmp, i=i: (tmp / "v").write_text(str(i)))
+    done.set()
+    thread.join()
+    assert not missing and (target / "v").read_text() == "199"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
