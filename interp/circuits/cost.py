@@ -118,7 +118,9 @@ def seconds_per_forward(model: Model, tokens: torch.Tensor, sample: int = 4, rep
 
 def estimate(model: Model, split: TaskSplit, method: str, steps: int, exact_top: int, batch_size: int,
              n_sizes: int, graph: Graph | None = None) -> Cost:  # fmt: skip
-    """The cost of `find_circuit` with these settings on this model and split (one timed forward)."""
+    """The cost of `find_circuit` with these settings on this model and split. A run whose
+    gradients cannot fit the device's free memory is refused here, before the timed forward (a
+    20,000-character prompt's forward alone takes a while)."""
     from interp.circuits.graph import Graph
 
     graph = graph or Graph.of(model)
@@ -126,20 +128,25 @@ def estimate(model: Model, split: TaskSplit, method: str, steps: int, exact_top:
     stages = count(method, steps, graph, model.info.n_layers, P, H, exact_top, n_sizes)
     tokens = max(split.score.clean.shape[1], split.heldout.clean.shape[1])
     rows = min(batch_size, P * (steps if method == "eap-ig" else 1)) if method != "exact" else 0
-    return Cost(stages, seconds_per_forward(model, split.score.clean), gradient_bytes(model, tokens, rows), tokens)
+    cost = Cost(stages, 0.0, gradient_bytes(model, tokens, rows), tokens)
+    _check_memory(cost, model.device)
+    cost.seconds_per_forward = seconds_per_forward(model, split.score.clean)
+    return cost
 
 
-def check(cost: Cost, max_minutes: float, device: torch.device, how_to_raise: str) -> None:
-    """Refuse a run above the time budget (`how_to_raise` says how to raise it) or beyond the
-    device's free memory."""
+def _check_memory(cost: Cost, device: torch.device) -> None:
     from interp.models.device import available_bytes
 
-    if cost.seconds > max_minutes * 60:
-        raise WorkbenchError(f"this run would take about {duration(cost.seconds)} ({cost.summary()}), more than the "
-                             f"budget of {max_minutes:g} min; {how_to_raise}, or ask for less (eap-ig rather than "
-                             "exact, fewer prompts or steps, shorter prompts)")  # fmt: skip
     free = available_bytes(device)
     if free is not None and cost.peak_bytes > free:
         raise WorkbenchError(f"the gradients would keep about {cost.peak_bytes / 1e9:,.1f} GB of activations "
                              f"({cost.tokens}-token prompts) but {device} has {free / 1e9:,.1f} GB free; shorten the "
                              "prompts or lower the batch size")  # fmt: skip
+
+
+def check(cost: Cost, max_minutes: float, how_to_raise: str) -> None:
+    """Refuse a run estimated above the time budget; `how_to_raise` says how to raise it."""
+    if cost.seconds > max_minutes * 60:
+        raise WorkbenchError(f"this run would take about {duration(cost.seconds)} ({cost.summary()}), more than the "
+                             f"budget of {max_minutes:g} min; {how_to_raise}, or ask for less (eap-ig rather than "
+                             "exact, fewer prompts or steps, shorter prompts)")  # fmt: skip

@@ -114,7 +114,7 @@ def _find(args):
         c = cost.estimate(model, split, args.method, args.steps, args.exact_top, args.batch_size,
                           len({*MIB_PERCENTS, HEADLINE}), graph)  # fmt: skip
         live.write(f"estimated: about {cost.duration(c.seconds)} ({c.summary()}); budget {args.max_minutes:g} min")
-        cost.check(c, args.max_minutes, model.device, f"pass --max-minutes {max(1, round(c.seconds / 60 * 1.5))} to run it")
+        cost.check(c, args.max_minutes, f"pass --max-minutes {max(1, round(c.seconds / 60 * 1.5))} to run it")
         report = find_circuit(model, split, args.method, args.steps, args.ablation, not args.no_prune, args.exact_top,
                               args.batch_size, seed=args.seed, progress=live.progress)  # fmt: skip
         live.stage("writing")

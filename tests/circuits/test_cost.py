@@ -42,10 +42,13 @@ def test_measured_speed_and_the_estimate(tiny_llama):
 def test_refusals_name_the_way_out(tiny_llama, monkeypatch):
     c = cost.Cost({"scores": 7200.0}, seconds_per_forward=1.0, peak_bytes=10**9, tokens=12)
     with pytest.raises(WorkbenchError, match=r"about 2\.0 h .* more than the budget of 60 min; pass --max-minutes 180"):
-        cost.check(c, 60, torch.device("cpu"), "pass --max-minutes 180 to run it")
-    cost.check(c, 121, torch.device("cpu"), "")  # within a raised budget
-    monkeypatch.setattr("interp.models.device.available_bytes", lambda device: 5 * 10**8)
-    with pytest.raises(WorkbenchError, match=r"about 1\.0 GB of activations \(12-token prompts\) but cpu has 0\.5 GB"):
-        cost.check(c, 121, torch.device("cpu"), "")
+        cost.check(c, 60, "pass --max-minutes 180 to run it")
+    cost.check(c, 121, "")  # within a raised budget
+    # memory: refused before the timed forward (a long prompt's forward alone takes a while)
+    split = load_task("ioi", tiny_llama, 4, 3)
+    monkeypatch.setattr("interp.models.device.available_bytes", lambda device: 10**5)
+    monkeypatch.setattr(cost, "seconds_per_forward", lambda *a, **k: pytest.fail("timed before the memory check"))
+    with pytest.raises(WorkbenchError, match=r"GB of activations \(\d+-token prompts\) but cpu has 0\.0 GB free"):
+        cost.estimate(tiny_llama, split, "eap-ig", 5, 0, 80, 10)
     # the memory estimate grows with the square of the prompt length
     assert cost.gradient_bytes(tiny_llama, 2000, 80) > 1000 * cost.gradient_bytes(tiny_llama, 20, 80)
