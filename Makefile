@@ -4,9 +4,14 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
-# The dashboard listens on this machine only. Serving it to a network is an explicit choice:
-# `make dashboard ADDRESS=0.0.0.0`; then every path typed into it must lie under
-# INTERP_ALLOWED_ROOTS (default: ./runs and ./out), see apps/state.py.
+# The dashboard listens on this machine only (apps/.streamlit/config.toml says so to any
+# `streamlit run .../apps/dashboard.py`, from any folder). Serving it to a network is an explicit
+# choice: `make dashboard ADDRESS=0.0.0.0`; then every path typed into it must lie under
+# INTERP_ALLOWED_ROOTS (default: ./runs and ./out) and visitors load no model the server has not
+# cached, see apps/state.py. For every visitor: a computation waits at most INTERP_BUSY_WAIT seconds
+# (5) for the model before it says "busy", a circuit run or an index build estimated above
+# INTERP_DASHBOARD_MAX_MINUTES (10) is refused, INTERP_MAX_MODELS (2) models stay in memory, and
+# INTERP_DEFAULT_MODEL is the sidebar's first choice (smollm2-135m).
 ADDRESS ?= 127.0.0.1
 
 .PHONY: dashboard test bench browser clean-venv

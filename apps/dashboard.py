@@ -26,6 +26,11 @@ VIEWS = [  # (file under apps/, title, icon)
 ]
 
 st.set_page_config(page_title="interp-workbench", page_icon=":material/biotech:", layout="wide")
+if not state.address_chosen():  # apps/.streamlit/config.toml unread (an old Streamlit?): listening everywhere
+    st.error("This dashboard was started without an address, so it listens on every network interface; it serves "
+             "nothing that way. Restart it with `make dashboard` (this machine only) or `make dashboard "
+             "ADDRESS=0.0.0.0` (a network, on purpose).")
+    st.stop()
 page = st.navigation([st.Page(path, title=title, icon=icon) for path, title, icon in VIEWS])
 state.sidebar()
 page.run()

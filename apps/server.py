@@ -26,18 +26,22 @@ def free_port() -> int:
 
 
 def start(port: int | None = None, env: dict[str, str] | None = None, timeout: float = 90.0,
-          log: Path | None = None) -> tuple[subprocess.Popen, str]:
-    """(process, base url) of a headless dashboard; waits until its health check answers."""
+          log: Path | None = None, address: str | None = "127.0.0.1", cwd: Path | None = None,
+          flags: bool = True) -> tuple[subprocess.Popen, str]:  # fmt: skip
+    """(process, base url) of a headless dashboard; waits until its health check answers.
+    `address` None passes no --server.address and `flags` False none of the other settings but
+    the port (what the config file must then supply); `cwd` is where it is started (the repo root)."""
     port = port or free_port()
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
-        "--server.address", "127.0.0.1", "--server.port", str(port), "--browser.gatherUsageStats", "false",
-        "--server.fileWatcherType", "none", "--client.toolbarMode", "viewer", "--client.showErrorDetails", "none",
-    ]
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port)]
+    if address is not None:
+        cmd += ["--server.address", address]
+    if flags:
+        cmd += ["--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
+                "--client.toolbarMode", "viewer", "--client.showErrorDetails", "none"]  # fmt: skip
     out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 (stays open for the server's life)
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                            cwd=APP.parent.parent)
-    url = f"http://127.0.0.1:{port}"
+                            cwd=cwd or APP.parent.parent)
+    url = f"http://{address or '127.0.0.1'}:{port}"
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:

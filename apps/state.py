@@ -3,8 +3,11 @@ cached per (model, parameters). Views call these and draw; analysis lives in int
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,7 +17,7 @@ import streamlit as st
 from interp import Model, WorkbenchError, load
 from interp.models.sources import is_inhouse_dir, registered
 
-DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_MODEL = os.environ.get("INTERP_DEFAULT_MODEL") or "smollm2-135m"  # the sidebar's first choice
 DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
 OTHER = "other (type below)"
 RUNS_DIR = Path(os.environ.get("INTERP_RUNS_DIR", "runs"))  # where in-house training runs are found
@@ -29,12 +32,88 @@ if THREADS:
     torch.set_num_threads(int(THREADS))
 # Hooks live on the shared model object, so two forward passes at once (two browser tabs, or a
 # rerun that starts while an interrupted run is still inside torch) would write into each
-# other's caches. Every model computation of the dashboard runs under this lock.
+# other's caches. Every model computation of the dashboard runs under this lock (`model_lock`),
+# which waits at most BUSY_WAIT seconds: a visitor never hangs behind another one's long run.
 RUN_LOCK = threading.RLock()
+BUSY_WAIT = float(os.environ.get("INTERP_BUSY_WAIT", "5"))
+# Long runs started from the dashboard (circuits, index builds) are estimated first and refused
+# above this many minutes: the lock is never held longer than that by one visitor.
+MAX_MINUTES = float(os.environ.get("INTERP_DASHBOARD_MAX_MINUTES", "10"))
+MAX_MODELS = int(os.environ.get("INTERP_MAX_MODELS", "2"))  # models kept in memory at once
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+log = logging.getLogger("interp.dashboard")
+
+
+# -- one model computation at a time, and never a hang -------------------------------------------
+
+_holder = threading.local()  # this thread's lock depth
+_running: dict = {}  # what the outermost holder runs: {"label", "since"}
+
+
+@contextmanager
+def model_lock(label: str = "computation"):
+    """Hold RUN_LOCK for a model computation. When another session holds it for more than
+    BUSY_WAIT seconds, a WorkbenchError says the model is busy (with what, for how long) instead
+    of waiting: the page answers and keeps the visitor's input."""
+    if not RUN_LOCK.acquire(timeout=BUSY_WAIT):
+        what = _running.get("label", "computation")
+        since = time.time() - _running.get("since", time.time())
+        raise WorkbenchError(f"busy: the model is running another session's {what} (for {since:.0f} s so far; runs "
+                             f"here are limited to {MAX_MINUTES:g} min); try again shortly, your choices are kept")  # fmt: skip
+    depth = getattr(_holder, "depth", 0)
+    if depth == 0:
+        _running.update(label=label, since=time.time())
+    _holder.depth = depth + 1
+    try:
+        yield
+    finally:
+        _holder.depth = depth
+        if depth == 0:
+            _running.clear()
+        RUN_LOCK.release()
+
+
+def check_minutes(seconds: float, what: str) -> None:
+    """Refuse a long run estimated above the server's budget (MAX_MINUTES), naming what to lower."""
+    from interp.circuits.cost import duration
+
+    if seconds > MAX_MINUTES * 60:
+        raise WorkbenchError(f"{what} would take about {duration(seconds)}; this server runs at most {MAX_MINUTES:g} min "
+                             "at a time: ask for less (the CLI has no such limit)")  # fmt: skip
+
+
+# -- what a visitor may read ----------------------------------------------------------------------
+
+_ABSOLUTE = re.compile(r"(?<![\w.~…:/])/[^\s'\"(),;:*?<>|]+")
+
+
+def public(text: str) -> str:
+    """`text` with every absolute path made relative to the server's working folder, or cut to
+    its last part ("…/name") when it lies elsewhere: no server folder reaches a visitor."""
+    cwd = Path.cwd().resolve()
+
+    def short(m: re.Match) -> str:
+        path = Path(m.group(0))
+        try:
+            rel = path.resolve().relative_to(cwd)
+            return str(rel) if str(rel) != "." else "the server's working folder"
+        except (ValueError, OSError, RuntimeError):
+            return f"…/{path.name}" if path.name else "…"
+
+    return _ABSOLUTE.sub(short, text)
 
 
 # -- serving beyond this machine -------------------------------------------------------------------
+
+
+def address_chosen() -> bool:
+    """Whether the server's address was set anywhere (a config file, a flag, the environment).
+    Unset, Streamlit listens on every interface: apps/.streamlit/config.toml sets 127.0.0.1, and a
+    Streamlit too old to read a config file beside the script would leave it unset."""
+    from streamlit import config
+    from streamlit.config_option import ConfigOption
+
+    return config.get_where_defined("server.address") != ConfigOption.DEFAULT_DEFINITION
 
 
 def serves_network() -> bool:
@@ -51,17 +130,23 @@ def allowed_roots() -> list[Path]:
     return [r.expanduser().resolve() for r in roots]
 
 
+def allowed(path: str | Path) -> bool:
+    """Whether a network visitor may open `path` (always true on loopback)."""
+    if not serves_network():
+        return True
+    resolved = Path(path).expanduser().resolve()
+    return any(resolved == r or r in resolved.parents for r in allowed_roots())
+
+
 def user_path(text: str, what: str) -> Path:
-    """A path typed into the dashboard. On loopback any path is the user's own; when serving a
-    network it must lie under an allowed root, so visitors cannot read or write elsewhere."""
-    path = Path(text).expanduser()
-    if serves_network():
-        resolved = path.resolve()
-        if not any(resolved == r or r in resolved.parents for r in allowed_roots()):
-            roots = ", ".join(str(r) for r in allowed_roots())
-            raise WorkbenchError(f"{what} {text!r} is outside the folders this server may open ({roots}); "
-                                 "set INTERP_ALLOWED_ROOTS on the server to allow more")
-    return path
+    """A path typed into (or picked in) the dashboard, resolved (`..` and links followed): the path
+    checked is the path used. On loopback any path is the user's own; when serving a network it
+    must lie under an allowed root, so visitors cannot read or write elsewhere."""
+    if not allowed(text):
+        roots = ", ".join(public(str(r)) for r in allowed_roots())
+        raise WorkbenchError(f"{what} {public(str(text))!r} is outside the folders this server may open ({roots}); "
+                             "set INTERP_ALLOWED_ROOTS on the server to allow more")
+    return Path(text).expanduser().resolve()
 
 
 # -- the sidebar ---------------------------------------------------------------------------------
@@ -82,7 +167,7 @@ def discover_checkpoints(root: Path = RUNS_DIR) -> list[str]:
         if is_inhouse_dir(run):
             found.append(str(run))
         found += [str(c) for c in sorted(run.glob("checkpoint-*"), key=step) if is_inhouse_dir(c)]
-    return found
+    return [f for f in found if allowed(f)]
 
 
 def discover_runs(root: Path = RUNS_DIR) -> list[str]:
@@ -91,21 +176,20 @@ def discover_runs(root: Path = RUNS_DIR) -> list[str]:
         return []
     return [
         str(p) for p in sorted(root.iterdir())
-        if p.is_dir() and ((p / "metrics.jsonl").is_file() or any(p.glob("checkpoint-*")))
+        if p.is_dir() and ((p / "metrics.jsonl").is_file() or any(p.glob("checkpoint-*"))) and allowed(p)
     ]
 
 
 def model_choices() -> list[str]:
-    names = list(registered())
-    names.remove(DEFAULT_MODEL)
-    return [DEFAULT_MODEL, *names, *discover_checkpoints(), OTHER]
+    found = [*registered(), *discover_checkpoints()]
+    return [DEFAULT_MODEL, *(n for n in found if n != DEFAULT_MODEL), OTHER]
 
 
 def sidebar() -> None:
     """The model picker and the prompt, shared by every view through session_state."""
     with st.sidebar:
         st.header("interp-workbench")
-        choice = st.selectbox("Model", model_choices(), key="model_choice",
+        choice = st.selectbox("Model", model_choices(), key="model_choice", format_func=public,
                               help="Registered names, in-house checkpoints under ./runs, or type your own")
         st.text_input("…or a hub id, local folder or .gguf path", key="model_custom",
                       placeholder="e.g. ./runs/tiny/checkpoint-500 or org/name",
@@ -129,11 +213,17 @@ def current_prompt() -> str:
 
 @contextmanager
 def shows_errors():
-    """Inside this block a WorkbenchError becomes an st.error message; the page keeps working."""
+    """Inside this block a WorkbenchError becomes an st.error message (server paths made relative,
+    `public`); any other exception a one-line message naming only its type, its traceback going to
+    the server's log. The page keeps working."""
     try:
         yield
     except WorkbenchError as e:
-        st.error(str(e))
+        st.error(public(str(e)))
+    except Exception as e:  # a bug or damaged data: the visitor learns that, the log learns the rest
+        log.exception("dashboard error")
+        st.error(f"internal error ({type(e).__name__}); this part of the page could not be shown. The server's log "
+                 "has the details.")  # fmt: skip
 
 
 def progress_bar(text: str):
@@ -163,7 +253,7 @@ def remember(key: tuple, label: str, compute):
         return store[key]
     bar, progress = progress_bar(label)
     try:
-        with RUN_LOCK:
+        with model_lock(label.lower()):
             result = compute(progress)
     finally:
         bar.empty()
@@ -176,7 +266,7 @@ def remember(key: tuple, label: str, compute):
 # -- models --------------------------------------------------------------------------------------
 
 
-@st.cache_resource(max_entries=4, show_spinner="Loading model…")
+@st.cache_resource(max_entries=MAX_MODELS, show_spinner="Loading model…")
 def _load(spec: str) -> Model:
     try:
         return load(spec, device=DEVICE, dtype=DTYPE)
@@ -191,9 +281,25 @@ def get_model(spec: str | None = None) -> Model:
     spec = current_spec() if spec is None else spec
     if not spec:
         raise WorkbenchError("no model chosen: pick one in the sidebar or type a hub id / folder / .gguf path")
-    if serves_network() and spec not in registered():
-        user_path(spec, "model")  # network visitors get no hub downloads and no files outside the roots
+    if serves_network():  # network visitors get no hub downloads and no files outside the roots
+        entry = registered().get(spec)
+        if entry is None:
+            spec = str(user_path(spec, "model"))
+        elif entry.kind == "hub" and not _hub_cached(entry.location):
+            raise WorkbenchError(f"{spec} is not on this server and visitors cannot download models; pick "
+                                 f"{DEFAULT_MODEL} or another model the server holds")  # fmt: skip
     return _load(spec)
+
+
+def _hub_cached(repo: str) -> bool:
+    """Whether the hub model `repo` is in the local Hugging Face cache (no network asked)."""
+    try:
+        from huggingface_hub import snapshot_download
+
+        snapshot_download(repo, local_files_only=True, allow_patterns=["config.json"])
+        return True
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError is both), or not a repo id
+        return False
 
 
 # -- results cached per (model, parameters) ------------------------------------------------------
@@ -206,7 +312,7 @@ def prompt_predictions(spec: str, prompt: str, k: int = 10) -> dict:
     from interp.lens import final_predictions, lens_residuals
 
     model = get_model(spec)
-    with RUN_LOCK:
+    with model_lock("forward pass"):
         tokens, resid = lens_residuals(model, prompt)
         predictions = final_predictions(model, resid, k)
     return {"predictions": predictions, "str_tokens": model.to_str_tokens(tokens[0]),
@@ -221,7 +327,7 @@ def prompt_lens(spec: str, prompt: str, k: int = 10, last: int | None = None):
 
     model = get_model(spec)
     got = prompt_predictions(spec, prompt)
-    with RUN_LOCK:
+    with model_lock("logit lens"):
         return logit_lens(model, prompt, k=k, residuals=(got["tokens"].to(model.device), got["resid"]), last=last)
 
 
@@ -229,7 +335,7 @@ def _patterns(model, tokens, layer: int) -> np.ndarray:
     """Attention patterns [head, dest, src] of `layer` for one sequence (the pass stops there)."""
     from interp.hooks import layer_pattern
 
-    with RUN_LOCK:
+    with model_lock("attention patterns"):
         return layer_pattern(model, tokens, layer)[0].float().cpu().numpy()
 
 

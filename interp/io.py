@@ -132,10 +132,24 @@ def _fsync_tree(folder: Path) -> None:
         _fsync_dir(Path(root))
 
 
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one step (Linux renameat2 with RENAME_EXCHANGE); False where the
+    system or the filesystem cannot, and the caller falls back to two renames."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
 def write_dir(target: str | Path, fill: Callable[[Path], None], replace: bool = True) -> Path:
     """Build a folder with `fill(tmp)` in a temporary sibling, then rename it into place.
-    An existing `target` is replaced (replace=True) or kept (replace=False: another process
-    finished the same folder first, e.g. a shared cache). On error nothing is left behind."""
+    An existing `target` is replaced (replace=True: swapped with the temporary in one step where
+    Linux allows, so a reader or a kill never finds it missing) or kept (replace=False: another
+    process finished the same folder first, e.g. a shared cache). On error nothing is left behind."""
     target = Path(target)
     _make_parent(target)
     with user_errors(target):
@@ -144,7 +158,9 @@ def write_dir(target: str | Path, fill: Callable[[Path], None], replace: bool = 
             fill(tmp)
             _fsync_tree(tmp)
             os.chmod(tmp, 0o755)  # mkdtemp makes 0700 folders
-            if target.exists() and replace:
+            if target.exists() and replace and _exchange(tmp, target):  # one step: never a moment without target
+                shutil.rmtree(tmp, ignore_errors=True)  # now the old folder
+            elif target.exists() and replace:
                 old = target.with_name(f".{target.name}.old-{os.getpid()}")
                 os.replace(target, old)
                 os.replace(tmp, target)
@@ -212,9 +228,16 @@ def _check_creatable(path: Path, what: str) -> None:
     _probe(base, path, what)
 
 
+def _given(path: str | Path, what: str, example: str) -> Path:
+    """`path` as a Path; an empty one (which Path would read as the working folder) is refused."""
+    if not str(path).strip():
+        raise WorkbenchError(f"{what} is empty; give a path, e.g. {example}")
+    return Path(path).expanduser()
+
+
 def check_file_target(path: str | Path, what: str = "output file") -> Path:
     """Refuse, before any work, an output file path that cannot be written."""
-    path = Path(path).expanduser()
+    path = _given(path, what, "out/result.html")
     if path.is_dir():
         raise WorkbenchError(f"{what} {str(path)!r} is a folder; give a file path")
     if path.exists():
@@ -226,7 +249,7 @@ def check_file_target(path: str | Path, what: str = "output file") -> Path:
 
 def check_dir_target(path: str | Path, what: str = "output folder") -> Path:
     """Refuse, before any work, an output folder path that cannot be created or written."""
-    path = Path(path).expanduser()
+    path = _given(path, what, "runs/result")
     if path.exists() and not path.is_dir():
         raise WorkbenchError(f"{what} {str(path)!r} is a file; give a folder path")
     if path.is_dir():
@@ -234,3 +257,95 @@ def check_dir_target(path: str | Path, what: str = "output folder") -> Path:
         return path
     _check_creatable(path, what)
     return path
+
+
+def check_free_space(path: str | Path, need: int, what: str = "output folder") -> None:
+    """Refuse, before any work, an output path whose filesystem has fewer than `need` bytes free."""
+    path = Path(path).expanduser()
+    base = _first_existing(path.absolute())
+    try:
+        free = shutil.disk_usage(base).free
+    except OSError:
+        return  # cannot tell: the atomic writer still refuses a full disk without leaving anything
+    if free < need:
+        raise WorkbenchError(f"{what} {str(path)!r} needs about {need / 1e6:,.1f} MB but its disk has {free / 1e6:,.1f} MB "
+                             "free; free some space or write to another folder")  # fmt: skip
+
+
+def check_replaceable(path: str | Path, names: set[str], what: str = "output folder") -> None:
+    """Refuse, before any work, an existing folder that `write_dir` would replace although it holds
+    more than an earlier result of the same command (the files `names`, shell patterns allowed):
+    the user's own files."""
+    from fnmatch import fnmatch
+
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return
+    ours = lambda name: TMP_TAG in name or any(fnmatch(name, n) for n in names)  # noqa: E731
+    other = sorted(p.name for p in path.iterdir() if not ours(p.name))
+    if other:
+        shown = ", ".join(other[:3]) + (" …" if len(other) > 3 else "")
+        raise WorkbenchError(f"{what} {str(path)!r} holds other files ({shown}) and would be replaced as a whole; "
+                             "choose a new or empty folder")  # fmt: skip
+
+
+# -- one writer at a time -------------------------------------------------------------------------
+
+
+def _remove_empty_parents(path: Path, base: Path) -> None:
+    """Remove the empty folders from `path` up to (not including) `base`."""
+    while path != base and base in path.parents:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+        path = path.parent
+
+
+_HELD: set[tuple[str, int]] = set()  # (target, thread) pairs whose lock this process holds
+
+
+@contextmanager
+def writer_lock(target: str | Path, what: str = "output folder") -> Iterator[None]:
+    """Hold the one-writer lock of `target` for the block: a second process writing the same target
+    is refused at once instead of interleaving its files with the first's. The lock is an flock on
+    a sibling `.NAME.lock` (released by the kernel when its process dies, kill -9 included) and the
+    file is removed on the way out, so nothing stays on disk. The thread holding it may enter it
+    again; another thread of the same process is refused like another process."""
+    import fcntl
+    import threading
+
+    target = Path(target).expanduser().absolute()
+    mine = (str(target), threading.get_ident())
+    if mine in _HELD:  # this thread holds it already (a command's lock, then its library's): re-entered
+        yield
+        return
+    base = _first_existing(target.parent)
+    _make_parent(target)
+    lock = target.with_name(f".{target.name}.lock")
+    while True:
+        with user_errors(lock):
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            _remove_empty_parents(target.parent, base)
+            raise WorkbenchError(f"another process is writing {what} {str(target)!r} right now; wait for it to finish or "
+                                 "choose another path") from None  # fmt: skip
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:  # else the holder removed the file between our open and our lock: take the new one
+            break
+        os.close(fd)
+    _HELD.add(mine)
+    try:
+        yield
+    finally:
+        _HELD.discard(mine)
+        lock.unlink(missing_ok=True)
+        os.close(fd)
+        if not target.exists():
+            _remove_empty_parents(target.parent, base)

@@ -26,6 +26,12 @@ TRAIN = ["train", "--preset", "attn-only-1l", "--corpus", "synthetic", "--arch",
          "--arch", "vocab_size=300", "--arch", "n_heads=2", "--arch", "d_head=8", "--max_steps", "1",
          "--warmup_steps", "0", "--eval_steps", "0", "--device", "cpu"]  # fmt: skip
 TRAIN_OUT = TRAIN + ["--output_dir", "{new}"]
+TRAIN32 = [("n_ctx=32" if a == "n_ctx=16" else a) for a in TRAIN]  # long enough for the data mix's segments
+SECONDS_PER_FORWARD = 1.0  # the circuit cost estimate's machine speed, fixed so the budget cases are the same everywhere
+
+
+def _rows(*rows: dict) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +60,81 @@ def workspace(tmp_path_factory, cached, tiny_llama4_dir):
         "multi": {"clean": "one two", "corrupted": "six ten", "answer": " antidisestablishmentarianism", "distractor": " f"},
         "blank": {"clean": "   ", "corrupted": "   ", "answer": " a", "distractor": " b"},
     }  # fmt: skip
-    for name, row in rows.items():
-        (ws / f"{name}.jsonl").write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    for name, row in rows.items():  # the bad row on line 2, and enough good ones for 2 held-out prompts
+        (ws / f"{name}.jsonl").write_text(_rows(good, row, {**good, "clean": "x y q"}, {**good, "clean": "x y r"}))
+    _circuit_files(ws, good)
     index = ws / "index"
-    build_index(cached(str(model_dir), device="cpu"),
-                IndexSettings(corpus="synthetic", n_tokens=256, seq_len=32, top_k=4, n_permutations=10), index)
+    settings = IndexSettings(corpus="synthetic", n_tokens=256, seq_len=32, top_k=4, n_permutations=10)
+    build_index(cached(str(model_dir), device="cpu"), settings, index)
+    _damaged_indexes(ws, index)
+    build_index(cached(str(_twin(model_dir, ws / "twin")), device="cpu"), settings, ws / "twin-index")
+    assert main(TRAIN32 + ["--output_dir", str(ws / "trained"), "--save_steps", "1"]) == 0  # a run to resume
     readonly, undo = _readonly_dir(ws / "ro")
+    writer = _other_writer(ws / "busy")  # another process writing ws/busy, for the whole module
     yield {"ws": ws, "model": model_dir, "index": index, "ro": readonly}
+    writer.kill()
+    writer.wait()
     undo()
+
+
+def _other_writer(target: Path) -> subprocess.Popen:
+    """A process holding interp.io.writer_lock(target) until killed."""
+    import sys
+
+    code = ("import sys, time; from interp.io import writer_lock\n"
+            "with writer_lock(sys.argv[1]):\n    print('holding', flush=True); time.sleep(3600)")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-c", code, str(target)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def _circuit_files(ws: Path, good: dict) -> None:
+    """Task files that are wrong in ways only a careful reader sees (issue 28)."""
+    other = [{**good, "clean": f"x y {c}"} for c in "qrs"]
+    (ws / "Dist.jsonl").write_text(_rows(*[{**{k: v for k, v in r.items() if k != "distractor"}, "Distractor": " b"}
+                                          for r in [good, *other]]))  # fmt: skip
+    (ws / "two.jsonl").write_text(_rows(good, other[0]))
+    (ws / "same.jsonl").write_text(_rows(good, {**other[0], "distractor": " a"}, *other[1:]))
+    (ws / "ident.jsonl").write_text(_rows(good, {**other[0], "corrupted": other[0]["clean"]}, *other[1:]))
+    (ws / "dup.jsonl").write_text(_rows(good, *other, good))
+    (ws / "rows5000.jsonl").write_text(_rows(*[{**good, "clean": f"row {i} says z", "corrupted": f"row {i} says w"}
+                                               for i in range(5000)]))  # fmt: skip
+    body = "a " * 1900  # ~1,900 tokens: within the tiny model's context, far beyond what a gradient batch can hold
+    (ws / "long.jsonl").write_text(_rows(*[{**good, "clean": body + c, "corrupted": body + "w"} for c in "zqrs"]))
+    (ws / "chars.jsonl").write_text(_rows(*[{**good, "clean": LONG + c, "corrupted": LONG + "w"} for c in "zqrs"]))
+
+
+def _damaged_indexes(ws: Path, index: Path) -> None:
+    """Copies of the index whose contents disagree with its manifest, one way each."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def damage(name: str, file: str, edit) -> None:
+        shutil.copytree(index, ws / name)
+        tensors = load_file(str(ws / name / file))
+        edit(tensors)
+        save_file(tensors, str(ws / name / file))
+
+    damage("idx-refs", "keys.safetensors", lambda t: t["0.ref"].fill_(10**9))
+    damage("idx-shape", "keys.safetensors", lambda t: t.update({"0.coef": t["0.coef"][:, :-1].contiguous()}))
+    damage("idx-ids", "values.safetensors", lambda t: t["0.ids"].fill_(10**7))
+    damage("idx-window", "tokens.safetensors", lambda t: t["windows"][0].fill_(10**7))
+
+
+def _twin(model_dir: Path, parent: Path) -> Path:
+    """A model of the same name (folder name) as `model_dir` but a wider MLP."""
+    import shutil
+
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    twin = parent / model_dir.name
+    config = AutoConfig.from_pretrained(model_dir)
+    config.intermediate_size *= 2
+    LlamaForCausalLM(config).eval().save_pretrained(twin)
+    for f in model_dir.glob("tokenizer*"):
+        shutil.copy(f, twin)
+    return twin
 
 
 class _cached_load:
@@ -131,6 +204,7 @@ def _error_line(err: str) -> str:
 
 
 PATHS = {  # an output path that cannot be written, and the words the refusal uses
+    "empty": ("", "is empty"),
     "file": ("{file}", "is a file"),
     "under-file": ("{file}/x", "which is a file"),
     "readonly": ("{ro}/x", "cannot write"),
@@ -200,11 +274,44 @@ CASES.update({
     "circuit-task": (CIRCUIT_TASK + ["sorting"], "unknown task 'sorting'"),
     "circuit-corruption": (CIRCUIT_TASK + ["ioi", "--corruption", "xyz"], "unknown IOI corruption 'xyz'"),
     "circuit-corruption-not-ioi": (CIRCUIT_TASK + ["induction", "--corruption", "abc"], "drop --corruption"),
+    # issue 28: wrong answers with exit 0, unbounded runs, wasted work, a second writer
+    "circuit-Distractor-key": (CIRCUIT_TASK + ["{ws}/Dist.jsonl"], 'has the key "Distractor"'),
+    "circuit-two-rows": (CIRCUIT_TASK + ["{ws}/two.jsonl"], "needs at least 2 held-out prompts"),
+    "circuit-answer-is-distractor": (CIRCUIT_TASK + ["{ws}/same.jsonl"], "line 2: the distractor is the answer"),
+    "circuit-identical-pair": (CIRCUIT_TASK + ["{ws}/ident.jsonl"], "line 2: the corrupted prompt is the clean one"),
+    "circuit-repeated-row": (CIRCUIT_TASK + ["{ws}/dup.jsonl"], "line 5 repeats line 1"),
+    "circuit-heldout-1": (CIRCUIT_TASK + ["ioi", "--n-prompts", "4", "--n-heldout", "1"], "give no 95% interval"),
+    "circuit-max-minutes-0": (CIRCUIT_TASK + ["ioi", "--max-minutes", "0"], "--max-minutes must be a positive"),
+    "circuit-out-foreign": (CIRCUIT + ["--out", "{ws}/folder.txt"], "holds other files (keep)"),
+    "circuit-out-busy": (CIRCUIT + ["--out", "{ws}/busy"], "another process is writing --out"),
+    "ioi-out-foreign": (IOI + ["--out", "{ws}/folder.txt"], "holds other files (keep)"),
+    "ioi-out-busy": (IOI + ["--out", "{ws}/busy"], "another process is writing --out"),
+    "circuit-exact-over-budget": (CIRCUIT_TASK + ["ioi", "--method", "exact"], "more than the budget of 60 min"),
+    "circuit-steps-100000": (CIRCUIT_TASK + ["ioi", "--steps", "100000"], "pass --max-minutes"),
+    "circuit-5000-rows": (CIRCUIT_TASK + ["{ws}/rows5000.jsonl"], "more than the budget"),
+    "circuit-long-prompts": (CIRCUIT_TASK + ["{ws}/long.jsonl", "--steps", "40", "--max-minutes", "1e9"],
+                             "GB of activations"),
+    "circuit-20000-chars": (CIRCUIT_TASK + ["{ws}/chars.jsonl"], "chars.jsonl line 1: text is"),
+    "show-damaged-refs": (["memories", "show", "--index", "{ws}/idx-refs", "--layer", "0", "--neuron", "0"],
+                          "trigger positions point outside"),
+    "show-damaged-shape": (["memories", "show", "--index", "{ws}/idx-shape", "--layer", "0", "--neuron", "63"],
+                           "0.coef has shape"),
+    "show-damaged-ids": (["memories", "show", "--index", "{ws}/idx-ids", "--layer", "0", "--neuron", "0"],
+                         "value tokens lie outside"),
+    "search-damaged-windows": (["memories", "search", "--index", "{ws}/idx-window", "--token", "the"],
+                               "ids outside the vocabulary"),
+    "trace-index-of-a-twin": (TRACE + ["--prompt", "And God", "--index", "{ws}/twin-index"], "d_mlp 128 (the model: 64)"),
+    "index-busy": (INDEX + ["--out", "{ws}/busy"], "another process is writing --out"),
+    "train-resume-other-arch": (TRAIN32 + ["--arch", "d_model=32", "--output_dir", "{ws}/trained", "--max_steps", "2",
+                                           "--resume_from_checkpoint", "latest"], "d_model=32, the checkpoint has 16"),
+    "train-n_ctx-below-segment": (TRAIN_OUT, "shortest repeated segment"),
 })  # fmt: skip
 # refused before the model loads: every output path, and the settings that need no model to judge
 BEFORE_LOADING = {c for c in CASES if "-out" in c or "-plot" in c} | {
     "heads-mps", "heads-blank-text", "index-top-k", "intervene-nan", "intervene-inf", "intervene-blank", "trace-blank",
-    "circuit-method", "circuit-task", "circuit-corruption", "circuit-corruption-not-ioi"}  # fmt: skip
+    "circuit-method", "circuit-task", "circuit-corruption", "circuit-corruption-not-ioi", "circuit-Distractor-key",
+    "circuit-two-rows", "circuit-answer-is-distractor", "circuit-identical-pair", "circuit-repeated-row",
+    "circuit-heldout-1", "circuit-max-minutes-0", "index-busy", "ioi-out-foreign", "ioi-out-busy"}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -212,6 +319,7 @@ def test_bad_input_is_one_line_exit_2_leaving_nothing(case, workspace, cached, t
     argv, words = CASES[case]
     # the same free memory on every machine: a million tiny-model IOI prompts need ~120 GB
     monkeypatch.setattr("interp.models.device.available_bytes", lambda device: 16 * 2**30)
+    monkeypatch.setattr("interp.circuits.cost.seconds_per_forward", lambda *a, **k: SECONDS_PER_FORWARD)
     if "{ro}" in " ".join(argv) and workspace["ro"] is None:
         pytest.skip("no read-only folder on this machine (root, and no tmpfs can be mounted)")
     fill = {"model": workspace["model"], "index": workspace["index"], "file": workspace["ws"] / "afile",
@@ -229,6 +337,19 @@ def test_bad_input_is_one_line_exit_2_leaving_nothing(case, workspace, cached, t
     assert after[0] == before[0] and after[1] == before[1]
     ours = [n for n in set(after[2]) - set(before[2]) if n.startswith((".interp", "interp", "tmp"))]
     assert not ours, ours
+
+
+def test_ioi_out_is_replaced_whole(workspace, cached, tmp_path, capsys):
+    """A rerun of `interp ioi` into its --out replaces the folder whole (issue 28's circuit finding,
+    for the IOI report too): nothing of the first run is left beside the second's."""
+    out = tmp_path / "ioi"
+    argv = ["ioi", "--model", str(workspace["model"]), "--n-abc", "2", "--no-checks", "--device", "cpu", "--out", str(out)]
+    assert main(argv + ["--n-prompts", "2"]) == 0
+    (out / "path_stale.html").write_text("a heatmap an earlier version wrote")  # one of ours, by its name
+    assert main(argv + ["--n-prompts", "1"]) == 0
+    assert json.loads((out / "circuit.json").read_text())["n_prompts"] == 1
+    assert not (out / "path_stale.html").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ioi"]
+    capsys.readouterr()
 
 
 def test_ioi_on_one_and_two_prompts(workspace, cached, tmp_path, capsys):

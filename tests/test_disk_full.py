@@ -115,3 +115,19 @@ def test_first_gguf_conversion_into_a_full_cache(full_disk, monkeypatch, tmp_pat
     assert code == 2
     _one_line_no_space(capsys, root)
     assert _left_files(root) == []
+
+
+def test_circuit_on_a_full_disk_is_refused_before_the_work(full_disk, tiny_llama_dir, capsys, monkeypatch):
+    """Issue 28: `interp circuit --out` on a full disk failed only after its work (125 s on SmolLM2)
+    and left an empty folder. The disk is checked first; nothing is written."""
+    import sys
+
+    root = full_disk()
+    loading = sys.modules["interp.models.load"]
+    monkeypatch.setattr(loading, "load", lambda *a, **k: pytest.fail("the model loaded before the disk was checked"))
+    code = main(["circuit", "--model", str(tiny_llama_dir), "--task", "ioi", "--n-prompts", "2", "--device", "cpu",
+                 "--out", str(root / "circuit")])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "error: --out" in err and "MB free" in err and str(root) in err, err
+    assert _left_files(root) == [] and not (root / "circuit").exists()

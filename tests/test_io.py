@@ -105,3 +105,81 @@ def test_output_paths_are_checked_before_work(tmp_path, make):
 def test_virtual_filesystem_is_refused():
     with pytest.raises(WorkbenchError, match="cannot write"):
         io.check_dir_target("/proc/interp-out")
+
+
+def test_empty_output_paths_are_refused():
+    """Path("") is the working folder: an empty --out once wrote a run's files there (issue 28)."""
+    for check in (io.check_dir_target, io.check_file_target):
+        with pytest.raises(WorkbenchError, match="--out is empty"):
+            check("  ", "--out")
+
+
+def test_free_space_and_replaceable_folders(tmp_path):
+    io.check_free_space(tmp_path / "new" / "sub", 1000)  # a path that does not exist yet: its disk is checked
+    with pytest.raises(WorkbenchError, match="needs about .* MB but its disk has"):
+        io.check_free_space(tmp_path / "out", 10**18)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "edges.json").write_text("{}")
+    io.check_replaceable(tmp_path / "run", {"edges.json"})
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(WorkbenchError, match=r"holds other files \(notes.txt\) and would be replaced as a whole"):
+        io.check_replaceable(tmp_path / "run", {"edges.json"})
+
+
+def test_writer_lock_refuses_a_second_writer_and_leaves_nothing(tmp_path):
+    import subprocess
+    import sys
+    import threading
+
+    target = tmp_path / "deep" / "out"
+    with io.writer_lock(target):
+        with io.writer_lock(target):  # the same thread again (a command's lock, then its library's)
+            pass
+        code = "import sys; from interp.io import writer_lock\nwith writer_lock(sys.argv[1]): pass"
+        other = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, check=False)
+        assert other.returncode == 1 and "another process is writing" in other.stderr
+        caught = []
+
+        def second():
+            try:
+                with io.writer_lock(target):
+                    pass
+            except WorkbenchError as e:
+                caught.append(str(e))
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join()
+        assert caught and "another process is writing output folder" in caught[0]
+    assert list(tmp_path.iterdir()) == []  # the lock file and the folder it made are gone
+    with io.writer_lock(target):  # free again
+        target.mkdir()
+    assert [p.name for p in target.parent.iterdir()] == ["out"]
+
+
+def test_a_replaced_folder_is_never_missing(tmp_path):
+    """Replacing a folder swaps it with the new one in one step: a reader polling it all along
+    never finds it missing (two renames left a moment, and a kill there left no folder at all)."""
+    import threading
+
+    target = tmp_path / "out"
+    write_dir(target, lambda tmp: (tmp / "v").write_text("0"))
+    if not io._exchange(tmp_path / "out", tmp_path / "out"):  # swapping a path with itself: a no-op
+        pytest.skip("no renameat2 RENAME_EXCHANGE here (the two-rename fallback runs)")
+    done, missing = threading.Event(), []
+
+    def reader():
+        while not done.is_set():
+            try:
+                (target / "v").read_text()
+            except FileNotFoundError:
+                missing.append(1)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for i in range(1, 200):
+        write_dir(target, lambda tmp, i=i: (tmp / "v").write_text(str(i)))
+    done.set()
+    thread.join()
+    assert not missing and (target / "v").read_text() == "199"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

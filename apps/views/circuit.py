@@ -8,14 +8,26 @@ from __future__ import annotations
 import streamlit as st
 
 from apps import state
-from interp.circuits import methods
+from interp.circuits import cost, methods
 from interp.circuits.faithfulness import MIB_PERCENTS
 from interp.circuits.report import HEADLINE, circuit_heads, find_circuit
+from interp.data.tasks import BUILTIN, IOI_CORRUPTION, MIN_HELDOUT, load_task, read_rows
 from interp.types import CORRUPTIONS
-from interp.data.tasks import BUILTIN, IOI_CORRUPTION, load_task
 from interp.viz.circuits import edge_graph, exact_check_figure, faithfulness_figure
 
 FILE = "a task file (.jsonl)"
+BATCH_ROWS = 80  # find_circuit's default rows a forward+backward
+
+
+def bounded_circuit(model, split, method: str, steps: int, exact_top: int, progress):
+    """find_circuit, after estimating its cost (one timed forward) and refusing a run the server's
+    budget cannot hold: one visitor's run never holds the model for hours."""
+    progress(0, 1, "estimating the cost")
+    c = cost.estimate(model, split, method, steps, exact_top, BATCH_ROWS, len(MIB_PERCENTS))  # memory checked too
+    state.check_minutes(c.seconds, f"this circuit ({c.summary()})")
+    return find_circuit(model, split, method, steps, exact_top=exact_top, batch_size=BATCH_ROWS, n_boot=300,
+                        progress=progress)  # fmt: skip
+
 
 st.title("Circuit")
 spec = state.current_spec()
@@ -43,10 +55,12 @@ with state.shows_errors():
     key = ("circuit", spec, task_spec, corruption, method, n_prompts, steps, exact_top)
     report = state.remembered(key)
     if report is None and task_spec and st.button("Find the circuit", type="primary", key="circ_run"):
+        if choice == FILE:
+            read_rows(task_spec, min_heldout=MIN_HELDOUT)  # the file's checks, before any model work
         n_files = None if choice == FILE else n_prompts
         split = load_task(task_spec, model, n_files, None if choice == FILE else n_prompts, corruption=corruption)
-        report = state.remember(key, "Finding the circuit", lambda progress: find_circuit(
-            model, split, method, steps, exact_top=exact_top, n_boot=300, progress=progress))
+        report = state.remember(key, "Finding the circuit", lambda progress: bounded_circuit(
+            model, split, method, steps, exact_top, progress))
     if report is None:
         st.info("Pick a task and a method, then press **Find the circuit** (on CPU, SmolLM2 takes minutes).")
     else:

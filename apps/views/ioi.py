@@ -43,11 +43,12 @@ with state.shows_errors():
         else:
             circuit = {**report.to_json(), "classes": report.discovery.classes}
     else:
-        found = sorted(str(p) for root in ("out", "runs") if Path(root).is_dir() for p in Path(root).rglob("circuit.json"))
+        found = sorted(str(p) for root in ("out", "runs") if Path(root).is_dir() for p in Path(root).rglob("circuit.json")
+                       if state.allowed(p))  # fmt: skip
         path = st.selectbox("circuit.json", found, key="ioi_found") if found else None
         typed = st.text_input("…or a path to circuit.json (or its folder)", key="ioi_json").strip()
         if typed or path:
-            circuit = read_circuit(state.user_path(typed, "circuit file") if typed else path, model)
+            circuit = read_circuit(state.user_path(typed or path, "circuit file"), model)
         else:
             st.info("No circuit.json under ./out or ./runs; type a path, or discover the circuit here.")
         report = None

@@ -10,7 +10,9 @@ from pathlib import Path
 import streamlit as st
 
 from apps import state
+from interp import WorkbenchError
 from interp.memories import IndexSettings, build_index, intervene, open_index, switch_off, trace
+from interp.memories.trace import check_index_model
 from interp.parse import LAYERS_HELP, parse_layers
 from interp.viz.attention import predictions_figure
 from interp.viz.memories import agreement_figure, trace_figure, triggers_html, value_tokens_figure
@@ -19,13 +21,14 @@ SIGN_LABELS = {"+": "+ (coefficient > 0)", "-": "− (coefficient < 0, value −
 
 
 def find_indexes() -> list[str]:
-    """Index folders (a manifest.json) under ./out, ./runs and the working folder."""
+    """Index folders (a manifest.json) under ./out, ./runs and the working folder (those a network
+    visitor may open, when serving one)."""
     found = []
     for root in (Path("out"), Path("runs"), Path(".")):
         if root.is_dir():
             pattern = "*/manifest.json" if root == Path(".") else "**/manifest.json"
             found += [str(p.parent) for p in root.glob(pattern)]
-    return sorted(set(found))
+    return sorted(f for f in set(found) if state.allowed(f))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the index…")
@@ -36,6 +39,21 @@ def _open(folder: str, stamp: float):
 def get_index(folder: str):
     manifest = Path(folder).expanduser() / "manifest.json"
     return _open(folder, manifest.stat().st_mtime if manifest.is_file() else 0.0)
+
+
+def build_bounded(model, settings, out: str, progress):
+    """build_index, after timing one window's forward and refusing a build the server's budget
+    cannot hold (the keys stage is about one forward a window; the values and agreement add little)."""
+    import torch
+
+    from interp.circuits.cost import seconds_per_forward
+
+    progress(0, 1, "estimating the time")
+    window = torch.randint(0, model.info.d_vocab, (1, min(settings.seq_len, model.info.n_ctx)), device=model.device)
+    per_window = seconds_per_forward(model, window, sample=1)
+    state.check_minutes(settings.n_tokens / max(settings.seq_len - 1, 1) * per_window,
+                        f"indexing {settings.n_tokens:,} tokens")  # fmt: skip
+    return build_index(model, settings, out, progress=progress)
 
 
 def pick_sign(index, key: str) -> str:
@@ -64,20 +82,29 @@ def index_panel(model, spec: str):
                 layers = parse_layers(layers_text, model.info.n_layers)
                 settings = IndexSettings(layers=layers, n_tokens=n_tokens).check_sizes()
                 state.remember(("mem-build", spec, out, n_tokens, tuple(layers or ())), "Indexing FFN memories",
-                               lambda progress: build_index(model, settings, out, progress=progress))
+                               lambda progress: build_bounded(model, settings, out, progress))
                 st.session_state["mem_dir_pending"] = out  # the text box takes it on the next run
                 st.rerun()
     with state.shows_errors():
-        folder = str(state.user_path(typed, "index folder")) if typed else choice
-        return get_index(folder) if folder else None
+        picked = typed or choice  # a picked folder is checked like a typed one
+        return get_index(str(state.user_path(picked, "index folder"))) if picked else None
     return None
 
 
+def fits(index, model, warn: bool = True) -> bool:
+    """Whether the index was built for this model (name and shapes); with `warn`, a warning says why not."""
+    try:
+        check_index_model(index, model)
+        return True
+    except WorkbenchError as e:
+        if warn:
+            st.warning(state.public(str(e)) + " Its triggers and values describe that model.")
+        return False
+
+
 def browse_panel(index, model) -> None:
-    made_for = index.model_info.get("name")
-    if made_for and made_for != model.info.name:
-        st.warning(f"This index was built for {made_for}, not {model.info.name}: triggers and values describe {made_for}.")
-    st.caption(repr(index))
+    fits(index, model)
+    st.caption(state.public(repr(index)))
     browse, search, agreement = st.tabs(["Browse memories", "Search by promoted token", "Agreement by layer"])
     with browse, state.shows_errors():
         l1, l2, l3 = st.columns(3)
@@ -116,10 +143,10 @@ def browse_panel(index, model) -> None:
 
 def trace_panel(model, spec: str, prompt: str, index) -> None:
     st.subheader("Memories behind the prediction")
-    usable = index if index is not None and index.model_info.get("name") == model.info.name else None
+    usable = index if index is not None and fits(index, model, warn=False) else None
     key_index = str(usable.folder) if usable is not None else None
     t = state.remember(("mem-trace", spec, prompt, key_index), "Tracing the prediction",
-                       lambda progress: trace(model, prompt, top=10, per_layer=3, index=usable))  # fmt: skip
+                       lambda progress: trace(model, prompt, top=10, per_layer=3, index=usable, progress=progress))  # fmt: skip
     st.markdown(f"Prediction **{t.token!r}** (p = {t.prob:.3f}); a memory's contribution is its coefficient × its "
                 f"value's logit for {t.token!r}, through the final norm's scale at the last token ({t.scale:.3g}).")  # fmt: skip
     st.plotly_chart(trace_figure(t), key="mem_trace")

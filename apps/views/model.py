@@ -18,7 +18,7 @@ st.title("Model")
 spec, prompt = state.current_spec(), state.current_prompt()
 with state.shows_errors():
     model = state.get_model(spec)
-    st.caption(repr(model))
+    st.caption(state.public(repr(model)))
     result = state.prompt_predictions(spec, prompt)
     preds = result["predictions"]
     top_tok, top_p = preds[0]

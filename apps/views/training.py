@@ -19,7 +19,7 @@ from interp.viz.train import phase_change, training_curves
 def best_induction_head(checkpoint: str) -> tuple[int, int, float]:
     """(layer, head, score) of the checkpoint's best induction head, cached per checkpoint."""
     model = state.get_model(checkpoint)
-    with state.RUN_LOCK:
+    with state.model_lock("induction scores"):
         return dynamics.best_induction_head(model)
 
 
@@ -60,9 +60,9 @@ with state.shows_errors():
     c1, c2 = st.columns(2)
     choice = c1.selectbox("Run", runs, key="train_run") if runs else None
     typed = c2.text_input("…or a run folder", key="train_dir", placeholder="e.g. runs/attn-only-2l").strip()
-    run = str(state.user_path(typed, "run folder")) if typed else choice
+    run = str(state.user_path(typed or choice, "run folder")) if typed or choice else None
     if not run:
-        st.info(f"No training runs under {state.RUNS_DIR}/ yet: train one with `interp train --output-dir runs/NAME`, "
+        st.info(f"No training runs under {state.public(str(state.RUNS_DIR))}/ yet: train one with `interp train --output-dir runs/NAME`, "
                 "or type a run folder.")
     else:
         folder = Path(run).expanduser()

@@ -8,7 +8,7 @@ alone is corrupted, i.e. when v reads u's corrupted output instead of its clean 
     EAP-IG(e) = (a_clean(u) - a_corr(u)) . mean_k dm/dx_v(k/m)   k = 0 .. m-1
 
 summed over positions and averaged over prompts; x_v is v's own copy of the residual stream
-(interp.circuits.readers), a(u) is u's write into it. Positive scores are edges that carry the
+(interp.bridge.split_inputs), a(u) is u's write into it. Positive scores are edges that carry the
 clean behaviour. This is the sign MIB uses (its attribution metric is the negated logit
 difference, so its EAP-IG scores come out the same way).
 

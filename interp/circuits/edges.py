@@ -210,6 +210,14 @@ class EdgePatcher:
         return out
 
 
+def forwards_per_prompt(graph: Graph) -> float:
+    """Forwards one prompt costs the batched engine for every edge: each edge replays the model from its
+    input's layer up (an edge into the logits: a final norm and an unembedding, counted as a layer)."""
+    L = graph.n_layers
+    above = torch.tensor([(L - r.layer) / L if r.layer is not None else 1 / max(L, 1) for r in graph.readers])
+    return float(above[graph.dst].sum())
+
+
 def edge_effects(model: Model, task: Task, edges=None, chunk_tokens: int = 8192, progress: Progress | None = None,
                  check: bool = True) -> EdgeScores:  # fmt: skip
     """Exact effects of `edges` (default: every edge) by the batched engine, as EdgeScores (edges not

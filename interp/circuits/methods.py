@@ -6,8 +6,10 @@
 
 The built-in methods register below, each from its own module: EAP and EAP-IG (interp.circuits.
 attribute), exact patching (interp.circuits.edges). Adding a method is one new module with a function
-`(model, task, options) -> EdgeScores` and one `register(...)` line here; `register` refuses a name
-taken twice (SAELens's `register_sae_class` does the same; no eval anywhere).
+`(model, task, options) -> EdgeScores` and one `register(...)` line here, which also says what the
+method costs (prompt-forwards for n scoring prompts, rows a gradient pass keeps: interp.circuits.cost
+reads them); `register` refuses a name taken twice (SAELens's `register_sae_class` does the same; no
+eval anywhere).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from interp.circuits import attribute, edges
-from interp.circuits.types import EdgeScores
+from interp.circuits.types import EdgeScores, Graph
 from interp.data.task import Task
 from interp.errors import WorkbenchError
 from interp.types import Progress, check_mode
@@ -44,17 +46,20 @@ class Method:
     name: str
     score: Scorer
     help: str  # one line for the CLI and the dashboard
+    forwards: Callable[[Options, int, Graph], float]  # prompt-forwards to score n prompts (a backward counts two)
+    rows: Callable[[Options, int], int] = lambda o, n: 0  # rows one gradient pass keeps for n prompts (0: none)
     check: Callable[[Options], None] | None = None  # refuses bad options before any model work
 
 
 _REGISTRY: dict[str, Method] = {}
 
 
-def register(name: str, score: Scorer, help: str, check: Callable[[Options], None] | None = None) -> Method:
+def register(name: str, score: Scorer, help: str, forwards: Callable[[Options, int, Graph], float],
+             rows: Callable[[Options, int], int] = lambda o, n: 0, check: Callable[[Options], None] | None = None) -> Method:  # fmt: skip
     """Add a method; a name already taken is refused."""
     if name in _REGISTRY:
         raise ValueError(f"an edge-scoring method named {name!r} is registered already")
-    _REGISTRY[name] = Method(name, score, help, check)
+    _REGISTRY[name] = Method(name, score, help, forwards, rows, check)
     return _REGISTRY[name]
 
 
@@ -97,8 +102,11 @@ def _check_steps(o: Options) -> None:
 
 
 register("eap-ig", lambda model, task, o: attribute.eap_ig(model, task, o.steps, o.batch_size, o.progress),
-         "integrated gradients over the input embeddings (Hanna et al. 2024; MIB's EAP-IG-inputs)", _check_steps)
+         "integrated gradients over the input embeddings (Hanna et al. 2024; MIB's EAP-IG-inputs)",
+         lambda o, n, g: n * (1 + 3 * o.steps), lambda o, n: min(o.batch_size, n * o.steps), _check_steps)  # fmt: skip
 register("eap", lambda model, task, o: attribute.eap(model, task, o.at, o.batch_size, o.progress),
-         "one gradient at the clean run (Syed et al. 2023)", lambda o: check_mode("gradient position", o.at))
+         "one gradient at the clean run (Syed et al. 2023)", lambda o, n, g: n * 6, lambda o, n: min(o.batch_size, n),
+         lambda o: check_mode("gradient position", o.at))  # fmt: skip
 register("exact", lambda model, task, o: edges.edge_effects(model, task, progress=o.progress),
-         "one patched run per edge, batched (small models: SmolLM2 takes hours on a CPU)")
+         "one patched run per edge, batched (small models: SmolLM2 takes hours on a CPU)",
+         lambda o, n, g: n * (2 + edges.forwards_per_prompt(g)))  # fmt: skip

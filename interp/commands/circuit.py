@@ -6,7 +6,12 @@
 Scores every edge of the model's graph on the task's scoring prompts (EAP-IG by default), measures
 faithfulness on held-out prompts at MIB's circuit sizes (CPR, CMD, and f at 5 % of the edges with
 a bootstrap interval), patches the strongest edges exactly beside their estimates, and writes
-edges.json, curve.html, graph.html and exact.html into --out."""
+edges.json, curve.html, graph.html and exact.html into --out.
+
+Before any work it checks everything it can without a model (a task file's rows, the output
+folder, the disk), and once the model is loaded it estimates the run's cost (interp.circuits.cost)
+and refuses one above --max-minutes. The output folder is built beside --out and renamed into
+place whole, so a kill or a rerun never leaves one run's files beside another's."""
 
 from __future__ import annotations
 
@@ -14,6 +19,10 @@ import time
 from pathlib import Path
 
 from interp.circuits import methods
+
+MAX_MINUTES = 60.0  # the default time budget of one run
+OUTPUT_FILES = {"edges.json", "curve.html", "graph.html", "exact.html", "plotly.min.js"}  # what a run writes
+MIN_OUTPUT_BYTES = 8 * 10**6  # plotly.min.js (4.8 MB) and the pages; edges.json is added once the graph is known
 
 
 def add_parser(sub) -> None:
@@ -37,23 +46,22 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=80,
                    help="rows (prompts x EAP-IG steps) per forward+backward of the attribution (default 80)")
     p.add_argument("--seed", type=int, default=0, help="seed for the prompts and the bootstrap (default 0)")
-    p.add_argument("--out", default="runs/circuit", help="output folder (default runs/circuit)")
+    p.add_argument("--out", default="runs/circuit", help="output folder (default runs/circuit), replaced whole")
+    p.add_argument("--max-minutes", type=float, default=MAX_MINUTES, help="refuse a run estimated to take longer "
+                   f"(default {MAX_MINUTES:g}; the estimate is printed before the work starts)")  # fmt: skip
     p.add_argument("--device", default=None, help="cpu, cuda, auto (default auto)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32 on CPU)")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
-    from interp.circuits.types import Graph
-    from interp.circuits.report import HEADLINE, check_settings, find_circuit, write_circuit
-    from interp.commands import step_bar
+def _check_before_loading(args) -> None:
+    """Everything that needs no model: settings, the task (a file's rows), the output folder and its disk."""
+    from interp.circuits.report import check_settings
     from interp.data.ioi import check_corruption
-    from interp.data.tasks import BUILTIN, METRICS, load_task
+    from interp.data.tasks import BUILTIN, DEFAULT_PROMPTS, METRICS, MIN_HELDOUT, read_rows
     from interp.errors import WorkbenchError
-    from interp.io import check_dir_target
-    from interp.models.load import load
+    from interp.io import check_dir_target, check_free_space, check_replaceable
 
-    # bad input fails before the model loads
     if args.batch_size < 1:
         raise WorkbenchError(f"--batch-size must be at least 1 (got {args.batch_size})")
     check_settings(args.method, args.steps, args.ablation, args.exact_top, args.batch_size)
@@ -65,23 +73,70 @@ def run(args) -> int:
         raise WorkbenchError(f"--corruption is an IOI option; task {args.task!r} brings its own corrupted prompts: drop --corruption")
     if args.corruption is not None:
         check_corruption(args.corruption)
-    check_dir_target(args.out, "--out")
-    start = time.time()
-    model = load(args.model, device=args.device, dtype=args.dtype)
-    split = load_task(args.task, model, args.n_prompts, args.n_heldout, args.seed, args.metric, args.corruption)
-    graph = Graph.of(model)
-    gqa = f"; k/v inputs belong to the {model.info.n_kv_heads} KV heads of a layer" if graph.n_kv != graph.n_heads else ""
-    print(f"{model.info.name}: {graph.n_nodes:,} nodes, {graph.n_edges:,} edges ({len(graph.readers):,} inputs{gqa})")
-    corr = f", corruption {split.score.corruption}" if split.score.corruption else ""
-    print(f"task {split.name}: {len(split.score)} scoring prompts, {len(split.heldout)} held out, metric {split.score.metric}{corr}")
-    bar, progress = step_bar("circuit")
+    if not args.max_minutes > 0:
+        raise WorkbenchError(f"--max-minutes must be a positive number of minutes (got {args.max_minutes})")
+    if args.task in BUILTIN:
+        for flag, n in (("--n-prompts", args.n_prompts), ("--n-heldout", args.n_heldout)):
+            if n is not None and n < 1:
+                raise WorkbenchError(f"{flag} must be at least 1 (got {n})")
+        held = args.n_heldout or args.n_prompts or DEFAULT_PROMPTS
+        if held < MIN_HELDOUT:
+            raise WorkbenchError(f"{held} held-out prompt(s) give no 95% interval; use --n-heldout {MIN_HELDOUT} or more")
+    else:
+        read_rows(args.task, args.n_prompts, args.n_heldout, MIN_HELDOUT)
+    out = check_dir_target(args.out, "--out")
+    check_replaceable(out, OUTPUT_FILES, "--out")
+    check_free_space(out, MIN_OUTPUT_BYTES, "--out")
 
+
+def _find(args):
+    """Load, build the task, estimate and check the cost, find the circuit and write --out whole,
+    under one progress bar that runs from the first second."""
+    from interp.circuits import cost
+    from interp.circuits.faithfulness import MIB_PERCENTS
+    from interp.circuits.types import Graph
+    from interp.circuits.report import HEADLINE, find_circuit, write_circuit
+    from interp.data.tasks import load_task
+    from interp.io import check_free_space, write_dir
+    from interp.models.load import load
+
+    live = _LiveBar("circuit")
     try:
+        live.stage(f"loading {args.model}")
+        model = load(args.model, device=args.device, dtype=args.dtype)
+        live.stage(f"building the task {args.task}")
+        split = load_task(args.task, model, args.n_prompts, args.n_heldout, args.seed, args.metric, args.corruption)
+        graph = Graph.of(model)
+        gqa = f"; k/v inputs belong to the {model.info.n_kv_heads} KV heads of a layer" if graph.n_kv != graph.n_heads else ""
+        live.write(f"{model.info.name}: {graph.n_nodes:,} nodes, {graph.n_edges:,} edges ({len(graph.readers):,} inputs{gqa})")
+        corr = f", corruption {split.score.corruption}" if split.score.corruption else ""
+        live.write(f"task {split.name}: {len(split.score)} scoring prompts, {len(split.heldout)} held out, "
+                   f"metric {split.score.metric}{corr}")  # fmt: skip
+        check_free_space(args.out, MIN_OUTPUT_BYTES + 120 * graph.n_edges, "--out")  # edges.json: ~100 bytes an edge
+        live.stage("estimating the cost (one timed forward)")
+        c = cost.estimate(model, split, args.method, args.steps, args.exact_top, args.batch_size,
+                          len({*MIB_PERCENTS, HEADLINE}), graph)  # fmt: skip
+        live.write(f"estimated: about {cost.duration(c.seconds)} ({c.summary()}); budget {args.max_minutes:g} min")
+        cost.check(c, args.max_minutes, f"pass --max-minutes {max(1, round(c.seconds / 60 * 1.5))} to run it")
         report = find_circuit(model, split, args.method, args.steps, args.ablation, not args.no_prune, args.exact_top,
-                              args.batch_size, seed=args.seed, progress=progress)  # fmt: skip
+                              args.batch_size, seed=args.seed, progress=live.progress)  # fmt: skip
+        live.stage("writing")
+        folder = write_dir(args.out, lambda tmp: write_circuit(report, tmp))
     finally:
-        bar.close()
-    written = write_circuit(report, args.out)
+        live.close()  # the bar ends before any error line
+    return report, sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def run(args) -> int:
+    from interp.circuits.report import HEADLINE
+    from interp.io import remove_temporaries, writer_lock
+
+    _check_before_loading(args)  # bad input fails before the model loads
+    start = time.time()
+    out = Path(args.out).expanduser().absolute()
+    with writer_lock(out, "--out"):  # a second run into the same --out is refused, not interleaved
+        remove_temporaries(out.parent, out.name)  # what a killed run left beside --out
+        report, written = _find(args)
     s, c = report.scores, report.curve
     how = f"{s.method}" + (f" ({s.steps} steps)" if s.steps else "")
     print(f"{how}: clean metric {s.clean_metric:.3f}, corrupted {s.corrupted_metric:.3f} (scoring prompts)")
@@ -104,3 +159,36 @@ def run(args) -> int:
               f"estimate {worst['estimate']:+.3f} vs exact {worst['exact']:+.3f}")  # fmt: skip
     print(f"wrote {len(written)} files to {args.out} in {time.time() - start:.1f}s")
     return 0
+
+
+class _LiveBar:
+    """The run's one progress bar, redrawn every second from its own thread so the current stage
+    and the clock show even while one long step (a model load, a long forward) runs."""
+
+    def __init__(self, desc: str):
+        import threading
+
+        from interp.commands import step_bar
+
+        self.bar, self._progress = step_bar(desc)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._tick, daemon=True)
+        self._thread.start()
+
+    def _tick(self) -> None:
+        while not self._stop.wait(1.0):
+            self.bar.refresh()
+
+    def stage(self, message: str) -> None:
+        self._progress(0, 1, message)
+
+    def progress(self, done: int, total: int, message: str) -> None:
+        self._progress(done, total, message)
+
+    def write(self, line: str) -> None:
+        self.bar.write(line)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.bar.close()

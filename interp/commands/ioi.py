@@ -5,7 +5,8 @@
 writes circuit.json, path-patching heatmaps and the circuit graph (HTML) into --out and prints
 a table of the classes found with the held-out faithfulness (each class kept at its positions,
 and at every position), completeness and minimality, each with its 95% bootstrap interval over
-the held-out prompts, which come from templates and names discovery never saw."""
+the held-out prompts, which come from templates and names discovery never saw. --out is built
+beside and renamed into place whole (a rerun or a kill never mixes two runs' files)."""
 
 from __future__ import annotations
 
@@ -30,16 +31,30 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+OUTPUT_FILES = {"circuit.json", "circuit.html", "path_*.html", "plotly.min.js"}  # what a run writes
+
+
 def run(args) -> int:
-    from interp.circuits.pipeline import check_sizes, run_ioi, write_report
-    from interp.commands import step_bar
-    from interp.io import check_dir_target
-    from interp.models.load import load
+    from interp.circuits.pipeline import check_sizes
+    from interp.io import check_dir_target, check_replaceable, writer_lock
 
     check_sizes(args.n_prompts, args.n_heldout)  # bad input fails before the model loads
     if args.n_abc < 1:
         raise WorkbenchError(f"--n-abc must be at least 1 (got {args.n_abc})")
     check_dir_target(args.out, "--out")
+    check_replaceable(args.out, OUTPUT_FILES, "--out")
+    with writer_lock(args.out, "--out"):  # a second run into the same --out is refused, not interleaved
+        return _run(args)
+
+
+def _run(args) -> int:
+    from interp.circuits.pipeline import run_ioi, write_report
+    from interp.commands import step_bar
+    from interp.io import remove_temporaries, write_dir
+    from interp.models.load import load
+
+    out = Path(args.out).expanduser()
+    remove_temporaries(out.absolute().parent, out.name)  # what a killed run left beside --out
     start = time.time()
     model = load(args.model, device=args.device, dtype=args.dtype)
     bar, progress = step_bar("ioi")
@@ -49,7 +64,8 @@ def run(args) -> int:
                          n_abc=args.n_abc, progress=progress)
     finally:
         bar.close()
-    written = write_report(report, Path(args.out), model.info.n_layers, model.info.n_heads)
+    folder = write_dir(out, lambda tmp: write_report(report, tmp, model.info.n_layers, model.info.n_heads))
+    written = [p for p in folder.iterdir() if p.is_file()]
     j = report.to_json()
     e = report.evaluation
     print(f"IOI circuit in {report.model}  (discovery on {report.n_prompts} prompts; evaluated on {report.n_heldout} "

@@ -91,12 +91,9 @@ def _at_least(args, flag: str, low: int) -> None:
 
 
 def run_index(args) -> int:
-    from tqdm import tqdm
-
-    from interp import load
     from interp.data.corpus import open_corpus
-    from interp.io import check_dir_target
-    from interp.memories import IndexSettings, build_index
+    from interp.io import check_dir_target, writer_lock
+    from interp.memories import IndexSettings
 
     if args.batch_size < 1:
         raise WorkbenchError(f"--batch-size must be positive, got {args.batch_size}")
@@ -107,6 +104,16 @@ def run_index(args) -> int:
     settings = IndexSettings(corpus=open_corpus(args.corpus).name, layers=layers, n_tokens=args.tokens,
                              top_k=args.top_k, seq_len=args.seq_len, shard_tokens=args.shard_tokens).check_sizes()
     check_dir_target(args.out, "--out")
+    with writer_lock(args.out, "--out"):  # a second build into --out is refused before the model loads
+        return _index(args, settings)
+
+
+def _index(args, settings) -> int:
+    from tqdm import tqdm
+
+    from interp import load
+    from interp.memories import build_index
+
     model = load(args.model, device=args.device)
     bar: dict[str, tqdm] = {}  # the current stage's bar: "keys" (tokens), then "values" (layers)
 
@@ -278,7 +285,11 @@ def run_trace(args) -> int:
     off = [parse_memory(text) for text in args.off]  # bad input fails before the model loads
     index = open_index(args.index) if args.index else None
     model = load(args.model, device=args.device)
-    t = trace(model, args.prompt, top=args.top, per_layer=args.per_layer, index=index)
+    bar = _Bar("running the model", "layer")  # a long prompt's pass takes a while: layer by layer
+    try:
+        t = trace(model, args.prompt, top=args.top, per_layer=args.per_layer, index=index, progress=bar)
+    finally:
+        bar.close()
     print(f"prompt ({len(t.str_tokens)} tokens) -> {t.token!r} (p {t.prob:.3g}, logit {t.logit:.3f}); "
           f"contributions = coefficient x value's logit for {t.token!r} / final-norm scale {t.scale:.4g} (direct effect)")
     print(f"memories raising {t.token!r} most, all layers:")

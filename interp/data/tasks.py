@@ -26,7 +26,9 @@ Built-in tasks:
   repeats. Metric: logit of the answer.
 - a `.jsonl` file, one pair a line: {"clean": "...", "corrupted": "...", "answer": " Mary",
   "distractor": " John"} (the distractor is optional: without one the metric is the answer's
-  logit). Answers are taken as written (mind the leading space) and must be one token.
+  logit). Answers are taken as written (mind the leading space) and must be one token. Other keys
+  are refused (a misspelt "Distractor" would silently change the metric); put your own data under
+  "meta". `read_rows` checks a file without a model, so a front end can refuse it before loading.
 """
 
 from __future__ import annotations
@@ -85,9 +87,12 @@ def _pairs_task(model: Model, name: str, clean: list[str], corrupted: list[str],
     """Tokenize clean/corrupted texts (BOS first) into a Task; `where(i)` names the row in errors."""
     rows_c, rows_x = [], []
     for i, (a, b) in enumerate(zip(clean, corrupted)):
-        ta, tb = model.to_tokens(a)[0].tolist(), model.to_tokens(b)[0].tolist()
+        at = where(i) if where else f"pair {i}"
+        try:
+            ta, tb = model.to_tokens(a)[0].tolist(), model.to_tokens(b)[0].tolist()
+        except WorkbenchError as e:  # e.g. longer than the model's context: say which row
+            raise WorkbenchError(f"{at}: {e}") from None
         if len(ta) != len(tb):
-            at = where(i) if where else f"pair {i}"
             raise WorkbenchError(
                 f"{at}: the clean prompt is {len(ta)} tokens and the corrupted one {len(tb)}; "
                 "make each pair tokenize to the same length (patching aligns them position by position)"
@@ -209,10 +214,29 @@ def induction_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, 
 # -- task files -------------------------------------------------------------------------------------
 
 
-def read_jsonl(path: str | Path, model: Model, n_prompts: int | None = None, n_heldout: int | None = None,
-               seed: int = 0) -> TaskSplit:  # fmt: skip
-    """A task from a JSONL file (see the module docstring): rows shuffled with `seed`, the first
-    `n_prompts` for scoring and the next `n_heldout` held out (default: half and half)."""
+TASK_KEYS = ("clean", "corrupted", "answer", "distractor")  # what a task file's row may hold ("meta": anything, ignored)
+MIN_HELDOUT = 2  # held-out prompts a bootstrap interval needs (one prompt gives a zero-width "interval")
+
+
+def _unknown_keys(row: dict, where: str) -> None:
+    import difflib
+
+    for key in row:
+        if key in TASK_KEYS or key == "meta":
+            continue
+        near = [k for k in TASK_KEYS if k.lower() == str(key).lower()] or difflib.get_close_matches(str(key), TASK_KEYS, 1)
+        fix = f'rename it "{near[0]}"' if near else 'drop it or move it under "meta"'
+        raise WorkbenchError(f'{where} has the key "{key}", which a task file does not use (keys: {", ".join(TASK_KEYS)}, '
+                             f'and "meta" for your own data): {fix}')  # fmt: skip
+
+
+def read_rows(path: str | Path, n_prompts: int | None = None, n_heldout: int | None = None,
+              min_heldout: int = 1) -> list[tuple[int, dict]]:  # fmt: skip
+    """The rows of a task file as (line number, row), checked without a model: JSON, known keys,
+    non-empty texts, a distractor on every row or none, no row whose corrupted prompt is its clean
+    one or whose distractor is its answer (each makes the metric's gap 0), no repeated row (it
+    could land on both sides of the split), and enough rows for `n_prompts` scoring and
+    `n_heldout` (at least `min_heldout`) held-out prompts."""
     path = Path(path).expanduser()
     try:
         lines = path.read_text().splitlines()
@@ -220,7 +244,7 @@ def read_jsonl(path: str | Path, model: Model, n_prompts: int | None = None, n_h
         raise WorkbenchError(f"no task file at {str(path)!r}; give a .jsonl file or one of {', '.join(BUILTIN)}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise WorkbenchError(f"cannot read task file {str(path)!r} ({type(e).__name__}: {e})") from e
-    rows = []
+    rows, seen = [], {}
     for no, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -228,18 +252,50 @@ def read_jsonl(path: str | Path, model: Model, n_prompts: int | None = None, n_h
             row = json.loads(line)
         except json.JSONDecodeError as e:
             raise WorkbenchError(f"{path.name} line {no} is not JSON ({e.msg}); write one object a line") from None
+        if isinstance(row, dict):
+            _unknown_keys(row, f"{path.name} line {no}")
         texts = isinstance(row, dict) and all(isinstance(row.get(k), str) for k in ("clean", "corrupted", "answer"))
         if not (texts and row["clean"].strip() and row["corrupted"].strip() and row["answer"]):
             raise WorkbenchError(f'{path.name} line {no} needs non-empty strings "clean", "corrupted" and "answer" '
                                  "(prompts of more than spaces)")
         if "distractor" in row and not (isinstance(row["distractor"], str) and row["distractor"]):
             raise WorkbenchError(f'{path.name} line {no}: "distractor" must be a non-empty string (or left out)')
+        if row["clean"] == row["corrupted"]:
+            raise WorkbenchError(f"{path.name} line {no}: the corrupted prompt is the clean one; a pair must differ "
+                                 "where the answer should change")  # fmt: skip
+        if row.get("distractor") == row["answer"]:
+            raise WorkbenchError(f"{path.name} line {no}: the distractor is the answer ({row['answer']!r}), so the logit "
+                                 "difference is 0; give another distractor")  # fmt: skip
+        pair = tuple(row.get(k) for k in TASK_KEYS)
+        if pair in seen:
+            raise WorkbenchError(f"{path.name} line {no} repeats line {seen[pair]}; drop the repeat (a pair on both "
+                                 "sides of the split would be scored and held out)")  # fmt: skip
+        seen[pair] = no
         rows.append((no, row))
     if len(rows) < 2:
         raise WorkbenchError(f"{path.name} has {len(rows)} pair(s); a task needs at least 2 (some to score, some held out)")
     with_d = sum("distractor" in r for _, r in rows)
     if 0 < with_d < len(rows):
         raise WorkbenchError(f"{path.name}: {with_d} of {len(rows)} rows have a distractor; give every row one or none")
+    n_prompts = len(rows) // 2 if n_prompts is None else n_prompts
+    n_heldout = len(rows) - n_prompts if n_heldout is None else n_heldout
+    if n_prompts < 1 or n_heldout < 1 or n_prompts + n_heldout > len(rows):
+        raise WorkbenchError(f"{path.name} has {len(rows)} pairs: cannot take {n_prompts} to score and {n_heldout} held out; "
+                             "ask for fewer prompts")  # fmt: skip
+    if n_heldout < min_heldout:
+        raise WorkbenchError(f"{path.name} has {len(rows)} pairs, which leaves {n_heldout} held out; a 95% interval needs "
+                             f"at least {min_heldout} held-out prompts: add pairs or score fewer")  # fmt: skip
+    return rows
+
+
+def read_jsonl(path: str | Path, model: Model, n_prompts: int | None = None, n_heldout: int | None = None,
+               seed: int = 0) -> TaskSplit:  # fmt: skip
+    """A task from a JSONL file (see the module docstring; `read_rows` checks it): rows shuffled
+    with `seed`, the first `n_prompts` for scoring and the next `n_heldout` held out (default:
+    half and half)."""
+    path = Path(path).expanduser()
+    rows = read_rows(path, n_prompts, n_heldout)
+    with_d = "distractor" in rows[0][1]
     tok = model.tokenizer
 
     def one_token(text: str, what: str, no: int) -> int:
@@ -251,13 +307,14 @@ def read_jsonl(path: str | Path, model: Model, n_prompts: int | None = None, n_h
 
     answers = [one_token(r["answer"], "answer", no) for no, r in rows]
     distractors = [one_token(r["distractor"], "distractor", no) for no, r in rows] if with_d else None
+    for (no, r), a, d in zip(rows, answers, distractors or [None] * len(rows)):
+        if a == d:
+            raise WorkbenchError(f"{path.name} line {no}: the answer {r['answer']!r} and the distractor {r['distractor']!r} "
+                                 f"are one token in {model.info.name}'s tokenizer; give another distractor")  # fmt: skip
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
     n_prompts = len(rows) // 2 if n_prompts is None else n_prompts
     n_heldout = len(rows) - n_prompts if n_heldout is None else n_heldout
-    if n_prompts < 1 or n_heldout < 1 or n_prompts + n_heldout > len(rows):
-        raise WorkbenchError(f"{path.name} has {len(rows)} pairs: cannot take {n_prompts} to score and {n_heldout} held out; "
-                             "ask for fewer prompts")  # fmt: skip
     task = _pairs_task(model, path.stem, [r["clean"] for _, r in rows], [r["corrupted"] for _, r in rows], answers,
                        distractors, "logit-diff" if with_d else "logit",
                        where=lambda i: f"{path.name} line {rows[i][0]}")  # fmt: skip

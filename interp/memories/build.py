@@ -28,7 +28,7 @@ from torch import Tensor
 from interp import hooks
 from interp.data.corpus import open_corpus, windows
 from interp.errors import WorkbenchError
-from interp.io import check_dir_target, write_json, write_tensors
+from interp.io import check_dir_target, write_json, write_tensors, writer_lock
 from interp.memories.agreement import layer_agreement
 from interp.memories.collector import KeyCollector
 from interp.memories.index import FORMAT, MemoryIndex, load_tensors, open_index, read_manifest
@@ -189,11 +189,17 @@ def build_index(
     """Index the FFN memories of `settings.layers` (default all) over `settings.n_tokens` corpus
     tokens into the folder `out`; resumes an interrupted build with the same settings. Returns
     the open index. `progress(done, total, message)` is called after every batch ("indexing
-    keys", tokens) and every layer ("projecting values of layer L")."""
+    keys", tokens) and every layer ("projecting values of layer L"). One build at a time writes
+    `out` (interp.io.writer_lock): a second one, even with other settings, is refused at once."""
     s = (settings or IndexSettings()).resolved(model)
     if batch_size < 1:
         raise WorkbenchError(f"batch_size must be positive, got {batch_size}")
     out = Path(out).expanduser()
+    with writer_lock(out, "index folder"):  # a second build into `out` is refused, not mixed with this one
+        return _build(model, s, out, batch_size, progress)
+
+
+def _build(model: Model, s: IndexSettings, out: Path, batch_size: int, progress: Progress | None) -> MemoryIndex:
     if not ((out / "manifest.json").is_file() and read_manifest(out).get("status") == "complete"):
         check_dir_target(out, "index folder")  # a file, a path under one, a read-only place: refused before the work
     bos = model.bos_token_id

@@ -62,21 +62,26 @@ def load_tensors(path: Path, keys: list[str] | None = None) -> dict[str, Tensor]
         ) from e
 
 
-def check_tensors(path: Path, prefixes: list[str]) -> None:
-    """Parse a safetensors header and check that every prefix names some tensor."""
+def tensor_shapes(path: Path) -> dict[str, list[int]]:
+    """The shape of every tensor of a safetensors file, from its header alone."""
     try:
         with safe_open(str(path), framework="pt") as f:
-            names = list(f.keys())
+            return {name: list(f.get_slice(name).get_shape()) for name in f.keys()}  # noqa: SIM118 (a safetensors handle, not a dict)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WorkbenchError(
             f"memory index file {str(path)!r} is corrupt or truncated ({type(e).__name__}); "
             "delete the index folder and rebuild it with `interp memories index`"
         ) from e
-    missing = [p for p in prefixes if not any(n.startswith(p) for n in names)]
-    if missing:
-        raise WorkbenchError(
-            f"memory index file {str(path)!r} lacks layers {missing}; delete the folder and rebuild it"
-        )
+
+
+def damaged(folder: Path, problem: str) -> WorkbenchError:
+    return WorkbenchError(f"memory index {str(folder)!r} is damaged: {problem}, which disagrees with its manifest; "
+                          "delete the folder and rebuild it with `interp memories index`")  # fmt: skip
+
+
+def _out_of(t: Tensor, low: int, high: int) -> bool:
+    """Whether some value of `t` lies outside [low, high)."""
+    return bool(t.numel()) and (int(t.min()) < low or int(t.max()) >= high)
 
 
 def read_manifest(folder: Path) -> dict:
@@ -159,8 +164,33 @@ class MemoryIndex:
         self.vocab: list[str] = read_json(folder / "vocab.json", "memory index vocabulary")
         self._agreement = read_json(folder / "agreement.json", "memory index agreement")
         self._cache: dict[tuple[str, int], dict[str, Tensor]] = {}
-        for name in ("keys", "values"):  # headers only: catches truncation without reading data
-            check_tensors(folder / f"{name}.safetensors", [f"{layer}." for layer in self.layers])
+        self._check_contents()
+
+    def _check_contents(self) -> None:
+        """The token windows, the vocabulary and every layer's tensor shapes (headers only) agree
+        with the manifest; a layer's positions and token ids are checked when it is read."""
+        n, seq, V = int(self.manifest.get("n_windows", -1)), int(self.settings["seq_len"]), len(self.vocab)
+        if tuple(self.windows.shape) != (n, seq):
+            raise damaged(self.folder, f"its token windows are {list(self.windows.shape)}, not [{n}, {seq}]")
+        if any(len(t) != n for t in (self.doc_id, self.doc_start, self.next_after)):
+            raise damaged(self.folder, f"its document tables do not all have {n} windows")
+        if self.model_info.get("d_vocab") not in (None, V):
+            raise damaged(self.folder, f"its vocabulary has {V} tokens, not d_vocab {self.model_info['d_vocab']}")
+        if _out_of(self.windows, -1, V) or _out_of(self.next_after, -1, V):
+            raise damaged(self.folder, f"its token windows hold ids outside the vocabulary of {V}")
+        S, d, k, top_n = len(self.signs), self.d_mlp, self.top_k, int(self.settings["top_n"])
+        want = {"keys": {"coef": [S, d, k], "ref": [S, d, k], "active": [S, d]},
+                "values": {"ids": [S, d, top_n], "probs": [S, d, top_n]}}  # fmt: skip
+        for kind, parts in want.items():
+            shapes = tensor_shapes(self.folder / f"{kind}.safetensors")
+            for layer in self.layers:
+                for part, shape in parts.items():
+                    got = shapes.get(f"{layer}.{part}")
+                    if got is None:
+                        raise WorkbenchError(f"memory index file {str(self.folder / kind)!r}.safetensors lacks layer "
+                                             f"{layer}; delete the folder and rebuild it")  # fmt: skip
+                    if got != shape:
+                        raise damaged(self.folder, f"{kind} {layer}.{part} has shape {got}, not {shape}")
 
     def __repr__(self) -> str:
         return (f"MemoryIndex({str(self.folder)!r}, model={self.model_info.get('name')}, layers={self.layers}, "
@@ -190,6 +220,11 @@ class MemoryIndex:
         if (kind, layer) not in self._cache:
             names = ["coef", "ref", "active"] if kind == "keys" else ["ids", "probs"]
             got = load_tensors(self.folder / f"{kind}.safetensors", [f"{layer}.{n}" for n in names])
+            if kind == "keys" and _out_of(got[f"{layer}.ref"], -1, self.windows.numel()):
+                raise damaged(self.folder, f"layer {layer}'s trigger positions point outside its {self.windows.numel()} "
+                                           "indexed positions")  # fmt: skip
+            if kind == "values" and _out_of(got[f"{layer}.ids"], 0, len(self.vocab)):
+                raise damaged(self.folder, f"layer {layer}'s value tokens lie outside its vocabulary of {len(self.vocab)}")
             self._cache[kind, layer] = {n: got[f"{layer}.{n}"] for n in names}
         return self._cache[kind, layer]
 
@@ -204,7 +239,10 @@ class MemoryIndex:
         return self._layer("values", layer)
 
     def decode(self, ids) -> list[str]:
-        return [self.vocab[int(i)] if 0 <= int(i) < len(self.vocab) else "" for i in ids]
+        """The strings of token ids (ids outside the vocabulary are a damaged index: refused)."""
+        if any(not 0 <= int(i) < len(self.vocab) for i in ids):
+            raise damaged(self.folder, f"it names token ids outside its vocabulary of {len(self.vocab)}")
+        return [self.vocab[int(i)] for i in ids]
 
     def show(self, layer: int, neuron: int, sign: str = "+", context: int = 12,
              n_triggers: int | None = None) -> MemoryView:
@@ -299,3 +337,5 @@ def open_index(folder: str | Path) -> MemoryIndex:
         return MemoryIndex(folder, manifest)
     except KeyError as e:
         raise WorkbenchError(f"memory index {str(folder)!r} is corrupt (missing {e}); delete it and rebuild") from e
+    except (TypeError, ValueError) as e:  # a manifest field of the wrong kind
+        raise WorkbenchError(f"memory index {str(folder)!r} is corrupt ({type(e).__name__}: {e}); delete it and rebuild") from e

@@ -35,6 +35,7 @@ from interp.memories.values import value_vectors
 if TYPE_CHECKING:
     from interp.memories.index import MemoryIndex, Trigger
     from interp.models import Model
+    from interp.types import Progress
 
 SCALE_HOOK = hooks.name("final_scale")
 
@@ -105,11 +106,19 @@ def _memories(model: Model, rows: list[tuple[int, int, float, float]], n_values:
     return out
 
 
+def check_index_model(index: MemoryIndex, model: Model) -> None:
+    """Refuse an index built for another model, naming what differs (a name, or a shape the two
+    share a name on: an index of a retrained or edited model)."""
+    built, info = index.model_info, model.info.to_dict()
+    differ = [k for k in ("name", "n_layers", "d_mlp", "d_vocab") if built.get(k) != info.get(k)]
+    if differ:
+        what = ", ".join(f"{k} {built.get(k)!r} (the model: {info.get(k)!r})" for k in differ)
+        raise WorkbenchError(f"this memory index does not fit {model.info.name}: it was built with {what}; "
+                             "give an index built for this model")  # fmt: skip
+
+
 def _attach_triggers(model: Model, index: MemoryIndex, memories: list[TracedMemory], n: int) -> None:
-    made_for = index.model_info.get("name")
-    if made_for != model.info.name or index.d_mlp != model.info.d_mlp:
-        raise WorkbenchError(f"this memory index was built for {made_for}, not {model.info.name}; "
-                             "give an index of the same model")  # fmt: skip
+    check_index_model(index, model)
     for m in memories:
         if m.layer in index.layers and m.sign in index.signs:
             m.triggers = index.show(m.layer, m.neuron, m.sign, n_triggers=n).triggers
@@ -126,18 +135,33 @@ class Contributions:
 
 
 @torch.no_grad()
-def contributions(model: Model, tokens: Tensor) -> Contributions:
+def contributions(model: Model, tokens: Tensor, progress: Progress | None = None) -> Contributions:
     """Every memory's direct effect on the predicted token's logit at the last position of
-    `tokens` [1, pos], from one forward pass (module doc)."""
+    `tokens` [1, pos], from one forward pass (module doc). Only the last position's coefficients
+    and scale are kept (a long prompt's every-position cache would take gigabytes), and
+    `progress(done, total, message)` is called as each layer's MLP runs."""
     info = model.info
-    names = {coefficient_hook(layer) for layer in range(info.n_layers)} | {SCALE_HOOK}
-    logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    kept: dict[str, Tensor] = {}
+
+    def keep(key: str, layer: int | None):
+        def hook(activation: Tensor, hook=None):
+            kept[key] = activation[0, -1].detach().float().clone()
+            if progress is not None and layer is not None:
+                progress(layer + 1, info.n_layers, f"layer {layer}")
+
+        return key, hook
+
+    fwd = [keep(coefficient_hook(layer), layer) for layer in range(info.n_layers)] + [keep(SCALE_HOOK, None)]
+    if progress is not None:
+        progress(0, info.n_layers, "running the model")
+    logits = model.run_with_hooks(tokens, fwd_hooks=fwd)
     last = logits[0, -1].float()
+    del logits
     token_id = int(last.argmax())
-    scale = float(cache[SCALE_HOOK][0, -1].reshape(-1)[0]) if SCALE_HOOK in cache else 1.0
+    scale = float(kept[SCALE_HOOK].reshape(-1)[0]) if SCALE_HOOK in kept else 1.0
     r = reading_direction(model, token_id)
     b_out = getattr(model.bridge, "b_out", None)
-    coefs = torch.stack([cache[coefficient_hook(layer)][0, -1].float() for layer in range(info.n_layers)])
+    coefs = torch.stack([kept[coefficient_hook(layer)] for layer in range(info.n_layers)])
     contrib = torch.stack([value_vectors(model, layer).float() @ r for layer in range(info.n_layers)]) * coefs / scale
     bias = b_out.float() @ r / scale if b_out is not None else torch.zeros(info.n_layers, device=contrib.device)
     return Contributions(token_id, last, scale, coefs, contrib, contrib.sum(-1) + bias)
@@ -152,12 +176,14 @@ def trace(
     index: MemoryIndex | None = None,
     n_values: int = 8,
     n_triggers: int = 3,
+    progress: Progress | None = None,
 ) -> Trace:
     """The memories behind the model's next-token prediction for `prompt`: per layer the
     `per_layer` memories with the largest contribution to the predicted token's logit, and over
     all layers the `top` largest and the `top` most negative, each with its value's `n_values`
     top tokens and, from `index`, its `n_triggers` strongest trigger examples. Only memories
-    active at the last position (c != 0) are listed."""
+    active at the last position (c != 0) are listed. `progress` follows the forward pass layer by
+    layer (a prompt of thousands of tokens takes a while on a CPU)."""
     info = model.info
     if info.attn_only or not info.d_mlp:
         raise WorkbenchError(f"{info.name} is attention-only: it has no FFN memories to trace")
@@ -165,7 +191,9 @@ def trace(
         raise WorkbenchError(f"top, n_values and n_triggers must be at least 1 and per_layer at least 0, got "
                              f"{top}, {n_values}, {n_triggers} and {per_layer}")  # fmt: skip
     tokens = model.to_tokens(check_prompt(prompt))
-    got = contributions(model, tokens)
+    if index is not None:
+        check_index_model(index, model)  # before the pass
+    got = contributions(model, tokens, progress)
     coefs, contrib, n = got.coefficients, got.contributions, info.d_mlp
     active = coefs != 0
     count = int(active.sum())

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from interp.errors import WorkbenchError
-from interp.io import TMP_TAG, remove_temporaries
+from interp.io import TMP_TAG, remove_temporaries, write_json
 from interp.models.inhouse import NativeSpec, save_inhouse
 from interp.train.args import resume_requested
 
@@ -65,12 +65,27 @@ def save_checkpoint(output_dir: str | Path, step: int, model, spec: NativeSpec, 
     return save_inhouse(model, spec, Path(output_dir) / f"{PREFIX}{step}", extra=extra, extra_files=files)
 
 
+# Written before an overwrite deletes the earlier run's checkpoints: their names, which no longer
+# count as checkpoints of the folder. A kill midway through the deletion leaves none of them for
+# `latest` to resume; the next start in the folder finishes the deletion.
+VOID = ".overwritten.json"
+
+
+def _void(folder: Path) -> set[str]:
+    try:
+        return set(json.loads((folder / VOID).read_text()))
+    except (OSError, ValueError, TypeError):
+        return set()
+
+
 def list_checkpoints(output_dir: str | Path) -> list[Path]:
-    """The checkpoint folders of a run, oldest first."""
+    """The checkpoint folders of a run, oldest first (an overwritten run's are left out)."""
     folder = Path(output_dir)
     if not folder.is_dir():
         return []
-    found = [(int(m.group(1)), p) for p in folder.iterdir() if p.is_dir() and (m := re.fullmatch(rf"{PREFIX}(\d+)", p.name))]
+    void = _void(folder)
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if p.is_dir() and (m := re.fullmatch(rf"{PREFIX}(\d+)", p.name)) and p.name not in void]  # fmt: skip
     return [p for _, p in sorted(found)]
 
 
@@ -120,9 +135,12 @@ def prepare_output_dir(output_dir: Path, overwrite: bool) -> list[Path]:
     what was removed."""
     removed = remove_temporaries(output_dir)
     if overwrite:
-        for old in list_checkpoints(output_dir):
-            _discard(old)
-            removed.append(old)
+        write_json(output_dir / VOID, sorted(_void(output_dir) | {p.name for p in list_checkpoints(output_dir)}))
+    for name in sorted(_void(output_dir)):  # this overwrite's, or the one a kill interrupted
+        if (output_dir / name).is_dir():
+            _discard(output_dir / name)
+            removed.append(output_dir / name)
+    (output_dir / VOID).unlink(missing_ok=True)
     return removed
 
 

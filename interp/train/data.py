@@ -151,6 +151,10 @@ class TokenStream:
         for name, arr in (("corpus", corpus_tokens), ("ioi", ioi)):
             if name in self.sources and (arr is None or len(arr) < n_ctx):
                 raise WorkbenchError(f"the {name} data has fewer tokens than n_ctx={n_ctx}; use a bigger corpus")
+        if "repeated" in self.sources and n_ctx - 1 < mix.min_segment:
+            raise WorkbenchError(f"n_ctx={n_ctx} leaves {n_ctx - 1} tokens after BOS, fewer than the data mix's shortest "
+                                 f"repeated segment (min_segment={mix.min_segment}); raise n_ctx (--arch n_ctx=) or "
+                                 "lower it (--mix min_segment=)")  # fmt: skip
 
     def sequence(self, index: int) -> np.ndarray:
         rng = np.random.default_rng([self.seed, index])

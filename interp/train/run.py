@@ -116,10 +116,28 @@ def _check_resumable(saved: dict, args: TrainingArguments) -> None:
         )
 
 
-def _resumed(checkpoint: Path, args: TrainingArguments, device: torch.device) -> _Start:
+def _check_same_arch(checkpoint: Path, arch: dict[str, Any] | None) -> None:
+    """Refuse architecture overrides that differ from the checkpoint's own (a resume continues the
+    saved model, so a changed one would be ignored without a word). vocab_size is the tokenizer's
+    target, not always its length, so it is not compared."""
+    from interp.models.inhouse import read_inhouse_config
+
+    saved = NativeSpec.from_dict(read_inhouse_config(checkpoint)["architecture"])
+    changed = {k: v for k, v in (arch or {}).items() if k != "vocab_size" and getattr(saved, k, v) != v}
+    if changed:
+        raise WorkbenchError(
+            f"cannot resume {checkpoint.name} with a different architecture ("
+            + ", ".join(f"{k}={v!r}, the checkpoint has {getattr(saved, k)!r}" for k, v in changed.items())
+            + "); drop those --arch overrides to continue the run, or start a new run in another output folder"
+        )
+
+
+def _resumed(checkpoint: Path, args: TrainingArguments, device: torch.device,
+             arch: dict[str, Any] | None = None) -> _Start:  # fmt: skip
     saved = load_training_state(checkpoint)
     state = saved["trainer_state"]
     _check_resumable(state, args)
+    _check_same_arch(checkpoint, arch)
     model, spec, _ = load_inhouse(checkpoint, device=device)
     return _Start(model, spec, state["preset"], state["corpus"], DataMix(**state["data_mix"]), state["global_step"],
                   state["data_position"], state.get("elapsed_s", 0.0), saved)
@@ -147,7 +165,7 @@ def setup(
     """The run `train` steps through (arguments as for `train`), after every check has passed."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     args = (args or training_arguments(preset)).validate()
-    output_dir = check_dir_target(args.output_dir) if args.output_dir else None
+    output_dir = check_dir_target(args.output_dir, "output_dir") if args.output_dir is not None else None
     device = pick_device(args.device)
     dp = setup_data_parallel(args.n_devices, device)  # None unless launched by torchrun with several processes
     if dp is not None:
@@ -160,7 +178,7 @@ def setup(
         check_output_dir(output_dir, resuming=checkpoint is not None, overwrite=args.overwrite_output_dir)
     processes = dp.world if dp is not None and device.type == "cpu" else 1  # ranks sharing this memory
     if checkpoint is not None:
-        start = _resumed(checkpoint, args, device)
+        start = _resumed(checkpoint, args, device, arch)
         check_fits(start.spec, args.per_device_train_batch_size, device, processes)
     else:
         preset, tokenizer, spec = _fresh_spec(preset, corpus, arch)

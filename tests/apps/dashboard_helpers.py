@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from contextlib import contextmanager
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -66,3 +68,41 @@ def figures(at: AppTest) -> list[dict]:
     import json
 
     return [_decode(json.loads(e.proto.spec)) for e in at.get("plotly_chart")]
+
+
+# -- the browser tests' helpers (Playwright pages) -------------------------------------------------
+
+
+@contextmanager
+def chromium_page(height: int = 2200):
+    """A Playwright page in Debian's headless Chromium (apps.server's flags), 1400 px wide."""
+    from playwright.sync_api import sync_playwright
+
+    from apps import server
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=server.CHROMIUM, args=server.CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": height})
+        page.set_default_timeout(120_000)
+        yield page
+        browser.close()
+
+
+def wait_idle(page) -> None:
+    """Until the script run is over and every plotly chart has drawn (call it once the new
+    content has started to appear, so the run has begun)."""
+    page.wait_for_function(
+        """() => document.querySelector('[data-testid="stApp"]').dataset.testScriptState === 'notRunning'
+                 && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
+                      .every(c => c.querySelector('.main-svg'))""",
+        polling=200,
+    )
+    page.wait_for_timeout(300)
+
+
+def fill(page, label: str | re.Pattern, text: str) -> None:
+    """Type `text` into the text box named `label` and submit it (Enter)."""
+    box = page.get_by_role("textbox", name=label, exact=True) if isinstance(label, str) else page.get_by_role(
+        "textbox", name=label)  # fmt: skip
+    box.fill(text)
+    box.press("Enter")

@@ -76,7 +76,8 @@ def test_bad_inputs_show_a_message_and_no_exception(tiny_llama4_dir, tmp_path):
 
     # circuit: a task file whose pairs tokenize to different lengths
     bad = tmp_path / "pairs.jsonl"
-    rows = [{"clean": "x y z", "corrupted": "x y w", "answer": " a"}, {"clean": "a b c d", "corrupted": "a b", "answer": " e"}]
+    rows = [{"clean": "x y z", "corrupted": "x y w", "answer": " a"}, {"clean": "a b c d", "corrupted": "a b", "answer": " e"},
+            {"clean": "x y q", "corrupted": "x y w", "answer": " a"}, {"clean": "x y r", "corrupted": "x y w", "answer": " a"}]
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
     at.switch_page("views/circuit.py").run()
     at.selectbox(key="circ_task").set_value(at.selectbox(key="circ_task").options[-1]).run()

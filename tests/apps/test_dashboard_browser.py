@@ -14,6 +14,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+from dashboard_helpers import chromium_page, fill, wait_idle
+
 from apps import server
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -34,36 +36,12 @@ def dashboard(tiny_run):
 
 @pytest.fixture(scope="module")
 def page(dashboard):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=server.CHROMIUM, args=server.CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 2200})
-        page.set_default_timeout(120_000)
+    with chromium_page() as page:
         yield page
-        browser.close()
-
-
-def wait_idle(page) -> None:
-    """Until the script run is over and every plotly chart has drawn (call it once the new
-    content has started to appear, so the run has begun)."""
-    page.wait_for_function(
-        """() => document.querySelector('[data-testid="stApp"]').dataset.testScriptState === 'notRunning'
-                 && [...document.querySelectorAll('[data-testid="stPlotlyChart"]')]
-                      .every(c => c.querySelector('.main-svg'))""",
-        polling=200,
-    )
-    page.wait_for_timeout(300)
 
 
 def top_prediction(page) -> str:
     return page.get_by_text(re.compile("^Top prediction")).inner_text()
-
-
-def fill(page, label: str | re.Pattern, text: str) -> None:
-    box = page.get_by_label(label)
-    box.fill(text)
-    box.press("Enter")
 
 
 def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboard, tiny_index, tiny_circuit):

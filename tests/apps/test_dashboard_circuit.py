@@ -28,7 +28,8 @@ def test_circuit_view_tiny(tiny_llama_dir, tmp_path):
     assert not errors(at) and any(c.value.startswith("Counterfactual: abc.") for c in at.caption)
     # a task file whose pair lengths differ: a one-line error, the page keeps working
     bad = tmp_path / "bad.jsonl"
-    rows = [{"clean": "a b c", "corrupted": "a b d", "answer": " e"}, {"clean": "a b c d e f", "corrupted": "x", "answer": " e"}]
+    rows = [{"clean": "a b c", "corrupted": "a b d", "answer": " e"}, {"clean": "a b c d e f", "corrupted": "x", "answer": " e"},
+            {"clean": "a b q", "corrupted": "a b d", "answer": " e"}, {"clean": "a b r", "corrupted": "a b d", "answer": " e"}]
     bad.write_text("\n".join(json.dumps(r) for r in rows))
     at.selectbox(key="circ_task").set_value("a task file (.jsonl)").run()
     at.text_input(key="circ_file").input(str(bad)).run()

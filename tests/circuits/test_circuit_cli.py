@@ -81,9 +81,9 @@ BAD_ROWS = {
 @pytest.mark.parametrize("case", sorted(BAD_ROWS))
 def test_bad_task_files_write_nothing(tiny_gpt2_dir, tmp_path, capsys, case):
     row, message = BAD_ROWS[case]
-    good = {"clean": "x y z", "corrupted": "x y w", "answer": " a", "distractor": " b"}
-    path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps(good) + "\n" + json.dumps(row) + "\n")
+    good = [{"clean": f"x y {c}", "corrupted": "x y w", "answer": " a", "distractor": " b"} for c in "zqr"]
+    path = tmp_path / "bad.jsonl"  # the bad row on line 2, and enough good ones for 2 held-out prompts
+    path.write_text("".join(json.dumps(r) + "\n" for r in [good[0], row, *good[1:]]))
     out = tmp_path / "run"
     assert main(["circuit", "--model", str(tiny_gpt2_dir), "--task", str(path), "--device", "cpu", "--out", str(out)]) == 2
     errors = _errors(capsys)
@@ -130,3 +130,70 @@ def test_ioi_corruption_option_reaches_both_sides(tiny_llama_dir, tmp_path, caps
                    "--n-heldout", "2", "--exact-top", "0")  # fmt: skip
     assert j["corruption"] == j["heldout_corruption"] == "abc"
     assert "corruption abc" in capsys.readouterr().out
+
+
+def test_out_is_replaced_whole_and_a_killed_write_keeps_the_old_run(tiny_llama_dir, tmp_path, monkeypatch):
+    """Issue 28: a rerun into --out, or a kill during the writes, once left the new curve.html and
+    graph.html beside the old edges.json and exact.html. The folder is built beside --out and
+    renamed into place; a write that dies leaves the earlier run whole, and the next run clears
+    what a kill -9 left beside --out."""
+    from interp.circuits import report
+
+    out = tmp_path / "run"
+    first = _ioi_edges(tiny_llama_dir, out, "--steps", "1", "--n-prompts", "3", "--exact-top", "3")
+    assert (out / "exact.html").is_file() and len(first["exact_check"]) == 3
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = report.write_circuit
+
+    def dies_midway(rep, folder, *a, **k):
+        real(rep, folder, *a, **k)
+        raise KeyboardInterrupt  # the kill, after every file of the new run was written
+
+    monkeypatch.setattr(report, "write_circuit", dies_midway)
+    assert main(["circuit", "--model", str(tiny_llama_dir), "--task", "ioi", "--steps", "2", "--n-prompts", "3",
+                 "--exact-top", "0", "--device", "cpu", "--out", str(out)]) == 130  # fmt: skip
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == files  # the first run, untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no temporary, no lock left
+    monkeypatch.setattr(report, "write_circuit", real)
+    (tmp_path / ".run.tmp-killed").mkdir()  # what a kill -9 leaves
+    second = _ioi_edges(tiny_llama_dir, out, "--steps", "2", "--n-prompts", "3", "--exact-top", "0")
+    assert second["steps"] == 2 and second["exact_check"] == []
+    assert sorted(p.name for p in out.iterdir()) == ["curve.html", "edges.json", "graph.html", "plotly.min.js"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_progress_shows_from_the_first_second(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    """Issue 28: a long first step (a slow model load, a long prompt's forward) showed nothing. The
+    bar names the stage at once and its clock keeps moving while one step runs."""
+    import sys
+    import time
+
+    loading = sys.modules["interp.models.load"]
+    real = loading.load
+
+    def slow(*a, **k):
+        time.sleep(2.5)
+        return real(*a, **k)
+
+    monkeypatch.setattr(loading, "load", slow)
+    out = tmp_path / "run"
+    assert main(["circuit", "--model", str(tiny_llama_dir), "--task", "ioi", "--steps", "1", "--n-prompts", "2",
+                 "--exact-top", "0", "--device", "cpu", "--out", str(out)]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    frames = captured.err.replace("\r", "\n").splitlines()
+    loads = [f for f in frames if f.startswith("loading ")]
+    assert any("[00:02<" in f for f in loads), loads  # redrawn while the load ran: its clock moved
+    assert "estimated: about" in captured.out and "budget 60 min" in captured.out
+
+
+def test_max_minutes_lets_a_long_run_go(tiny_llama_dir, tmp_path, capsys, monkeypatch):
+    """The budget refuses a run estimated above it and names the flag; that flag lets it run."""
+    monkeypatch.setattr("interp.circuits.cost.seconds_per_forward", lambda *a, **k: 0.5)  # a slow machine
+    argv = ["circuit", "--model", str(tiny_llama_dir), "--task", "ioi", "--method", "exact", "--n-prompts", "2",
+            "--exact-top", "0", "--device", "cpu", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv + ["--max-minutes", "0.5"]) == 2
+    (line,) = _errors(capsys)
+    assert "more than the budget of 0.5 min" in line and "pass --max-minutes" in line
+    assert not (tmp_path / "run").exists()
+    assert main(argv + ["--max-minutes", "120"]) == 0
+    assert json.loads((tmp_path / "run" / "edges.json").read_text())["method"] == "exact"

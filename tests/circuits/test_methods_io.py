@@ -19,7 +19,7 @@ from interp.errors import WorkbenchError
 def test_the_registry_refuses_a_name_twice_and_a_new_method_is_one_registration(tiny_llama, monkeypatch):
     assert methods.names()[:3] == ("eap-ig", "eap", "exact")
     with pytest.raises(ValueError, match="registered already"):
-        methods.register("eap", lambda m, t, o: None, "again")
+        methods.register("eap", lambda m, t, o: None, "again", lambda o, n, g: n)
     with pytest.raises(WorkbenchError, match="unknown method 'acdc'; choose eap-ig, eap, exact"):
         methods.get("acdc")
     with pytest.raises(WorkbenchError, match="at least 1 step"):
@@ -30,7 +30,7 @@ def test_the_registry_refuses_a_name_twice_and_a_new_method_is_one_registration(
         g = Graph.of(model)
         return EdgeScores(g, torch.ones(g.n_edges), "uniform", task.name, task.metric, len(task), 0.0, 0.0)
 
-    methods.register("uniform", uniform, "every edge scores 1")
+    methods.register("uniform", uniform, "every edge scores 1", lambda o, n, g: 0.0)
     task = scrambled_task(tiny_llama, 2, seed=0)
     got = methods.score_edges(tiny_llama, task, "uniform")
     assert got.method == "uniform" and bool((got.scores == 1).all()) and "uniform" in methods.names()

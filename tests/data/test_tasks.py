@@ -120,8 +120,15 @@ def test_task_file(tmp_path, tiny_gpt2):
         ([GOOD[0], {"clean": "x", "answer": " a"}], 'line 2 needs non-empty strings'),
         ([GOOD[0]], "needs at least 2"),
         ([GOOD[0], {k: v for k, v in GOOD[1].items() if k != "distractor"}], "1 of 2 rows have a distractor"),
+        ([GOOD[0], {**{k: v for k, v in GOOD[1].items() if k != "distractor"}, "Distractor": " Paul"}],
+         'line 2 has the key "Distractor".*rename it "distractor"'),
+        ([GOOD[0], {**GOOD[1], "template": 3}], 'line 2 has the key "template".*move it under "meta"'),
+        ([GOOD[0], {**GOOD[1], "corrupted": GOOD[1]["clean"]}], "line 2: the corrupted prompt is the clean one"),
+        ([GOOD[0], {**GOOD[1], "distractor": " Sarah"}], "line 2: the distractor is the answer"),
+        ([GOOD[0], GOOD[1], GOOD[0]], "line 3 repeats line 1"),
     ],
-    ids=["lengths", "multi-token", "json", "fields", "one-row", "mixed"],
+    ids=["lengths", "multi-token", "json", "fields", "one-row", "mixed", "Distractor", "unknown-key", "identical",
+         "answer-distractor", "repeat"],
 )  # fmt: skip
 def test_bad_task_files(tmp_path, tiny_gpt2, rows, message):
     with pytest.raises(WorkbenchError, match=message.replace("(", r"\(")):
@@ -168,3 +175,17 @@ def test_metrics_on_hand_made_logits():
     with pytest.raises(WorkbenchError, match="differ in shape"):
         Task("t", torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 4, dtype=torch.long), torch.tensor([2, 2]),
              torch.tensor([0, 1]), None, "logit")  # fmt: skip
+
+
+def test_file_checks_need_no_model_and_meta_is_kept_out(tmp_path):
+    """read_rows is what the CLI and the dashboard run before loading a model; "meta" holds a
+    user's own data; the held-out minimum is the front ends' (an interval needs 2 prompts)."""
+    from interp.data.tasks import MIN_HELDOUT, read_rows
+
+    rows = [{**r, "meta": {"id": i}} for i, r in enumerate(GOOD)]
+    assert [no for no, _ in read_rows(_write(tmp_path, rows))] == [1, 2, 3]
+    with pytest.raises(WorkbenchError, match="has 2 pairs, which leaves 1 held out; a 95% interval needs at least 2"):
+        read_rows(_write(tmp_path, rows[:2]), min_heldout=MIN_HELDOUT)
+    with pytest.raises(WorkbenchError, match="leaves 1 held out"):
+        read_rows(_write(tmp_path, rows), n_prompts=2, min_heldout=MIN_HELDOUT)
+    assert len(read_rows(_write(tmp_path, rows), min_heldout=MIN_HELDOUT)) == 3  # 1 scoring, 2 held out

@@ -149,3 +149,25 @@ def test_a_top_k_state_that_cannot_fit_is_refused_before_work(tiny_gpt2, tmp_pat
     with pytest.raises(WorkbenchError, match=r"top_k 10000 needs .* free; use top_k of at most 162 or index fewer"):
         build_index(tiny_gpt2, s, tmp_path / "idx")
     assert not (tmp_path / "idx").exists()
+
+
+def test_a_second_build_into_the_same_folder_is_refused(tiny_gpt2, tmp_path):
+    """Issue 28: two builds into one folder with different settings both reported success and the
+    folder held one of them. A build holds the folder's writer lock; a second one is refused."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "idx"
+    code = ("import sys, time; from interp.io import writer_lock\n"
+            "with writer_lock(sys.argv[1], 'index folder'):\n    print('holding', flush=True); time.sleep(600)")  # fmt: skip
+    other = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "holding"
+        with pytest.raises(WorkbenchError, match="another process is writing index folder"):
+            build_index(tiny_gpt2, IndexSettings(corpus="synthetic", n_tokens=64, seq_len=16, top_k=2), out)
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".idx.lock"]  # the holder's; nothing of ours
+    finally:
+        other.kill()  # kill -9: its lock dies with it (the file stays until the next writer)
+        other.wait()
+    index = build_index(tiny_gpt2, IndexSettings(corpus="synthetic", n_tokens=64, seq_len=16, top_k=2), out)
+    assert index.n_tokens > 0 and sorted(p.name for p in tmp_path.iterdir()) == ["idx"]

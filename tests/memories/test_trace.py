@@ -84,7 +84,7 @@ def test_trace_refuses_bad_requests(tiny_llama, tiny_gpt2, tmp_path):
         trace(tiny_llama, PROMPT, top=0)
     other = build_index(tiny_gpt2, IndexSettings(corpus="synthetic", layers=[0], n_tokens=100, top_k=2, n_permutations=5),
                         tmp_path / "gpt2")  # fmt: skip
-    with pytest.raises(WorkbenchError, match="built for .*, not"):
+    with pytest.raises(WorkbenchError, match="does not fit .*built with name"):
         trace(tiny_llama, PROMPT, index=other)
     with pytest.raises(WorkbenchError, match="no memory to switch off"):
         switch_off(tiny_llama, PROMPT, [])
@@ -106,3 +106,18 @@ def test_contributions_in_bfloat16_match_float32(tiny_llama_dir, tiny_llama):
     r = reading_direction(low, got.token_id)
     effect = float(cache[hooks.name("mlp_out", 1)][0, -1].float() @ r) / got.scale
     assert float(got.mlp_effect[1]) == pytest.approx(effect, rel=0.05, abs=1e-3)
+
+
+def test_a_long_prompt_shows_progress_layer_by_layer(tiny_llama):
+    """Issue 28: an 8,100-token prompt's trace showed nothing while its pass ran. Progress follows
+    the pass layer by layer; only the last position is kept, with the same numbers as a full cache."""
+    calls = []
+    prompt = "In the beginning God created the heaven and the earth. " * 5
+    got = contributions(tiny_llama, tiny_llama.to_tokens(prompt), progress=lambda d, t, m: calls.append((d, t)))
+    L = tiny_llama.info.n_layers
+    assert calls == [(0, L)] + [(i + 1, L) for i in range(L)]
+    _, cache = tiny_llama.run_with_cache(tiny_llama.to_tokens(prompt))
+    from interp.memories.keys import coefficient_hook
+
+    full = torch.stack([cache[coefficient_hook(layer)][0, -1].float() for layer in range(L)])
+    torch.testing.assert_close(got.coefficients, full)

@@ -164,3 +164,45 @@ def test_the_memory_bound_counts_logits_and_activations(monkeypatch):
         check_fits(spec, 8, cpu, processes=2)  # two data-parallel ranks share the CPU's memory
     monkeypatch.setattr("interp.models.device.available_bytes", lambda device: None)
     check_fits(spec, 10**9, cpu)  # unknown free memory: no refusal
+
+
+def test_a_kill_during_an_overwrite_leaves_nothing_to_resume(tiny, tmp_path, monkeypatch):
+    """Issue 28: an overwrite killed while deleting the old run's checkpoints once left the newest
+    of them, which `latest` then resumed. The old names are voided before any deletion; the next
+    start finishes the deletion."""
+    import interp.train.checkpoints as ckpt
+
+    train("attn-only-1l", knobs(tmp_path, max_steps=3, save_steps=1), **tiny)
+    real, calls = ckpt._discard, []
+
+    def killed_after_one(folder):
+        if calls:
+            raise KeyboardInterrupt  # the kill, after the first checkpoint went
+        calls.append(folder.name)
+        real(folder)
+
+    monkeypatch.setattr(ckpt, "_discard", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        train("attn-only-1l", knobs(tmp_path, overwrite_output_dir=True), **tiny)
+    assert calls == ["checkpoint-1"] and (tmp_path / "checkpoint-3").is_dir()  # the newest is still on disk...
+    assert list_checkpoints(tmp_path) == []  # ...but is no checkpoint of this folder any more
+    with pytest.raises(WorkbenchError, match="no checkpoint-\\* folder"):
+        train("attn-only-1l", knobs(tmp_path, resume_from_checkpoint="latest"), **tiny)
+    monkeypatch.setattr(ckpt, "_discard", real)
+    train("attn-only-1l", knobs(tmp_path), **tiny)  # a new run starts and finishes the deletion
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint-")) == ["checkpoint-2"]
+    assert not (tmp_path / ckpt.VOID).exists() and temporaries(tmp_path) == []
+
+
+def test_resuming_with_another_architecture_is_refused(tiny, tmp_path, capsys):
+    """Issue 28: `--arch d_model=... --resume_from_checkpoint latest` resumed the old architecture
+    silently; it is refused naming both values, and the same --arch resumes."""
+    out = tmp_path / "run"
+    assert main(cli(tiny, out)) == 0
+    d_model = tiny["arch"]["d_model"]
+    resume = ["--resume_from_checkpoint", "latest", "--max_steps", "3"]
+    assert main(cli(tiny, out, *resume, f"--arch=d_model={2 * d_model}")) == 2
+    line = error_line(capsys)
+    assert f"d_model={2 * d_model}, the checkpoint has {d_model}" in line and "drop those --arch" in line
+    assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2"]
+    assert main(cli(tiny, out, *resume)) == 0 and [p.name for p in list_checkpoints(out)][-1] == "checkpoint-3"
