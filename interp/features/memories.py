@@ -46,11 +46,7 @@ if TYPE_CHECKING:
 
 
 class FeatureIndex(MemoryIndex):
-    """A memory index whose units are a dictionary's features (d_sae of them per layer)."""
-
-    @property
-    def d_mlp(self) -> int:
-        return int(self.manifest.get("dictionary", {}).get("d_sae") or 0)
+    """A memory index whose units are a dictionary's features (d_sae of them per layer: its `d_mlp`)."""
 
 
 def open_feature_index(folder: str | Path) -> FeatureIndex:

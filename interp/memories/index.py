@@ -198,6 +198,10 @@ class MemoryIndex:
 
     @property
     def d_mlp(self) -> int:
+        """Units per layer: the MLP's neurons, or the dictionary's features of a feature index
+        (interp.features.memories)."""
+        if self.manifest.get("units") == "features":
+            return int(self.manifest.get("dictionary", {}).get("d_sae") or 0)
         return int(self.model_info.get("d_mlp") or 0)
 
     def sign_axis(self, sign: str) -> int:
