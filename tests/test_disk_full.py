@@ -96,7 +96,7 @@ def test_ioi_report_on_a_full_disk(full_disk):
     from interp.errors import WorkbenchError
 
     root = full_disk()
-    disc = Discovery({"name mover": [(1, 2)]}, {"logits": torch.zeros(2, 4)}, {}, 2.0, 0.5)
+    disc = Discovery({"name mover": [(1, 2)]}, [((1, 2), "name mover")], {"logits": torch.zeros(2, 4)}, {}, 2.0, 0.5)
     report = IOIReport("tiny", 0, 4, 4, disc, Evaluation(2.0, 1.5, 0.75, 4))
     with pytest.raises(WorkbenchError, match="no space left on"):
         write_report(report, root / "ioi", 2, 4)

@@ -1,27 +1,30 @@
-"""Automatic IOI circuit discovery: the paper's path-patching procedure with explicit thresholds.
+"""Automatic IOI circuit discovery: Wang et al.'s path-patching procedure, step by step, admitting every
+head whose path effect clears a threshold (not the top head per class).
 
-1. Path-patch every head to the logits. Heads whose path lowers the logit diff and that attend
-   from END to IO are *name movers*; those whose path raises it and attend to IO are *negative
-   name movers*. Two classes the paper does not name, because GPT-2 small lacks them and
-   SmolLM2 has them: strong heads that attend from END to S rather than IO are *S suppression*
-   heads (they write against S, e.g. SmolLM2 23.3), and strong heads that attend to no name at
-   all (e.g. SmolLM2's last-layer heads reading END itself) are *other direct* heads.
-   *Backup name movers* are, as in Wang et al. (section 3.4), the heads that compensate when the
-   name movers are knocked out: we run the clean prompts with the name movers' outputs taken
-   from each prompt's own ABC corruption (the intervention path patching uses), and measure
-   every later head's direct effect on the logit diff (its output at END read through the final
-   norm and the IO - S unembedding: `direct_effects`) with and without the knock-out, both with
-   the clean run's norm scale (so only a change of the head's own output counts); heads in
-   layers after the first name mover whose direct effect rises by at least `backup_effect` of
-   the IOI gap are backups (`effects["backup compensation"]` holds the rise of every head).
-2. Path-patch every head to the queries at END of the name movers and S suppression heads:
-   *S-inhibition* heads (which also attend from END to S).
-3. Path-patch every head to the S-inhibition heads' keys and values at S2: heads attending from
-   S2 to S1+1 are *induction* heads, to S1 *duplicate-token* heads.
-4. Path-patch every head to the induction heads' keys at S1+1: heads attending from S1+1 to S1
-   are *previous-token* heads.
+A step path-patches every head below its receivers and admits each head whose effect's magnitude is at
+least `threshold` of the step's largest (and at least `floor` of the IOI gap): the threshold is a share,
+so one value serves steps whose effects differ in scale; it is chosen on validation prompts carved from
+the discovery side (benchmarks/ioi_threshold.py; RESULTS.md says when and on what). A head joins the
+first step that admits it; where it attends names its class.
 
-Effects are normalized logit-diff changes (0 = none, -1 = the whole clean-to-corrupted gap).
+1. To the logits: the direct heads. Those attending from END to IO are *name movers* (their path lowers
+   the logit diff when corrupted) or *negative name movers* (raises it); those attending to S rather
+   than IO are *S suppression* heads (a class the paper does not name: GPT-2 small lacks it, SmolLM2
+   has it, e.g. 23.3); the rest are *other direct* heads (e.g. SmolLM2's last-layer heads).
+   *Backup name movers* (Wang et al. section 3.4) are the heads that compensate when the name movers
+   are knocked out: we run the clean prompts with the name movers' outputs taken from each prompt's own
+   corruption and measure every later head's direct effect on the logit diff (its output at END read
+   through the final norm and the IO - S unembedding, with the clean run's norm scale: `direct_effects`)
+   with and without the knock-out; later heads whose direct effect rises by at least `backup_effect` of
+   the IOI gap are backups (`effects["backup compensation"]` holds every head's rise).
+2. To the queries at END of the name movers and S suppression heads: *S-inhibition* heads.
+3. To the S-inhibition heads' keys and values at S2: *induction* heads (attending from S2 to S1+1 more
+   than to S1) and *duplicate-token* heads (to S1 more).
+4. To the induction heads' keys at S1+1: *previous-token* heads.
+
+Effects are normalized logit-diff changes (0 = none, -1 = the whole clean-to-corrupted gap). The heads
+come out ranked in the order they were admitted (`Discovery.ranked`: step by step, strongest first),
+the order in which interp.circuits.evaluate adds them for the faithfulness-against-heads curve.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp import hooks
-from interp.circuits.evaluate import head_mask
 from interp.circuits.path import PatchCaches, PathResult, Receivers, all_heads, path_patch
 from interp.data.ioi import templates_used
 from interp.data.task import Task
@@ -51,23 +53,27 @@ CLASSES = (
 )  # fmt: skip
 
 
+THRESHOLD = 0.05  # the default share of a step's largest path effect a head needs: chosen on validation (benchmarks/ioi_threshold.py, RESULTS.md)
+
+
 @dataclass
 class DiscoveryConfig:
-    """Thresholds of the automated procedure (normalized effects are fractions of the IOI gap)."""
+    """How heads are admitted (path effects are normalized: shares of the IOI gap) and named."""
 
-    name_mover_effect: float = 0.08  # path to logits at most -this (and attends to IO) -> name mover
-    backup_effect: float = 0.02  # direct effect rises by at least this share of the IOI gap when the
-    # name movers are knocked out -> backup name mover
-    negative_effect: float = 0.08  # path to logits at least +this (and attends to IO) -> negative name mover
-    io_attention: float = 0.2  # mean END->IO attention a name-mover-like head needs
-    s_inhibition_effect: float = 0.03  # path to name movers' queries at most -this -> S-inhibition
-    induction_effect: float = 0.02  # path to S-inhibition keys/values at most -this -> induction/duplicate
-    previous_effect: float = 0.01  # path to induction keys at S1+1 at most -this -> previous token
-    pattern_attention: float = 0.1  # attention an induction/duplicate/previous-token head needs
-    max_per_class: int = 8  # keep at most this many heads per class (strongest effect first)
-    prefilter: bool = True  # steps 2-4 path-patch only heads passing their class's attention test
-    # (the classification is the same; False path-patches every head for full heatmaps, slower)
+    threshold: float = THRESHOLD  # a head joins a step when |its effect| >= this share of the step's largest
+    floor: float = 0.005  # ... and >= this share of the IOI gap (a step of tiny effects admits nothing)
+    backup_effect: float = 0.02  # a later head whose direct effect rises by this share of the IOI gap when
+    # the name movers are knocked out is a backup name mover
+    io_attention: float = 0.2  # END -> IO (or S) attention that makes a direct head a name mover (S suppression)
+    max_heads: int | None = None  # keep at most this many heads in all (the first admitted); None: all
     chunk: int = 64  # senders per batch in path patching
+
+    def __post_init__(self):
+        if not 0 < self.threshold <= 1:
+            raise WorkbenchError(f"a discovery threshold is a share of a step's largest path effect: choose one in (0, 1] "
+                                 f"(got {self.threshold})")  # fmt: skip
+        if self.max_heads is not None and self.max_heads < 1:
+            raise WorkbenchError(f"keep at least 1 head (got max_heads {self.max_heads}), or no limit")
 
 
 @dataclass
@@ -75,10 +81,11 @@ class Discovery:
     """What discovery found, and the evidence behind it."""
 
     classes: dict[str, list[Head]]  # class name -> heads (only non-empty classes)
+    ranked: list[tuple[Head, str]]  # every head with its class, in the order discovery admitted them
     effects: dict[str, Float[Tensor, "layer head"]]  # step name -> normalized path-patching effect per sender
     attention: dict[str, Float[Tensor, "layer head"]]  # e.g. "END->IO" -> mean attention per head
     clean_logit_diff: float  # mean clean logit diff on the discovery prompts
-    corrupted_logit_diff: float  # mean ABC logit diff on the discovery prompts
+    corrupted_logit_diff: float  # mean corrupted logit diff on the discovery prompts
     config: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     templates: list[str] = field(default_factory=list)  # base templates the discovery prompts use
     names: list[str] = field(default_factory=list)  # the names they draw from
@@ -157,6 +164,7 @@ def direct_effects(model: Model, ds: Task, replaced: dict[Head, Tensor] | None =
     return _head_effects(model, got, d), d
 
 
+@torch.no_grad()
 def compensation(model: Model, ds: Task, cached: PatchCaches, knocked_out: list[Head]) -> Float[Tensor, "layer head"]:
     """How much each head's direct effect rises when the heads in `knocked_out` take their output
     from each prompt's ABC corruption: mean over prompts, as a share of the IOI gap. Both runs are
@@ -175,107 +183,104 @@ def compensation(model: Model, ds: Task, cached: PatchCaches, knocked_out: list[
     return (after - before).mean(-1) / gap
 
 
-def _pick(effect: Tensor, keep: Tensor, limit: int, sign: float = -1.0) -> list[Head]:
-    """Heads where `keep`, strongest (most negative, or most positive for sign=+1) first."""
-    cand = [(float(effect[layer, h]) * sign, (layer, h)) for layer, h in keep.nonzero().tolist()]
-    return [head for _, head in sorted(cand, reverse=True)[:limit]]
+def admitted(effect: Float[Tensor, "layer head"], cfg: DiscoveryConfig, taken: set[Head]) -> list[Head]:
+    """The heads a step admits (see the module docstring), strongest first; heads already taken, and
+    heads the step did not patch (NaN), left out."""
+    ok = ~effect.isnan()
+    if not bool(ok.any()):
+        return []
+    mag = effect.abs().nan_to_num(0.0)
+    cut = max(cfg.threshold * float(mag.max()), cfg.floor)
+    cand = [(float(mag[layer, h]), (layer, h)) for layer, h in ((mag >= cut) & ok).nonzero().tolist()]
+    return [head for _, head in sorted(cand, reverse=True) if head not in taken]
 
 
-@torch.no_grad()
-def _direct_classes(e: Tensor, att: dict[str, Tensor], cfg: DiscoveryConfig) -> dict[str, list[Head]]:
-    """The heads that act on the logits directly, by their path-patching effect `e` [layer head] and
-    where END attends: name movers (to IO), S suppression (to S), negative name movers, other direct."""
-    to_io, to_s = att["END->IO"], torch.maximum(att["END->S1"], att["END->S2"])
-    io_att = (to_io >= cfg.io_attention) & (to_io >= to_s)
-    s_att = (to_s >= cfg.io_attention) & (to_s > to_io)
-    strong = e <= -cfg.name_mover_effect
-    return {
-        "name mover": _pick(e, strong & io_att, cfg.max_per_class),
-        "s suppression": _pick(e, strong & s_att, cfg.max_per_class),
-        "negative name mover": _pick(e, (e >= cfg.negative_effect) & io_att, cfg.max_per_class, +1.0),
-        "other direct": _pick(e.abs(), (e.abs() >= cfg.name_mover_effect) & ~io_att & ~s_att, cfg.max_per_class, +1.0),
-    }
+def direct_class(head: Head, e: Tensor, att: dict[str, Tensor], cfg: DiscoveryConfig) -> str:
+    """A direct head's class, by the sign of its path effect and where END attends."""
+    layer, h = head
+    to_io, to_s = float(att["END->IO"][layer, h]), float(max(att["END->S1"][layer, h], att["END->S2"][layer, h]))
+    if to_io >= cfg.io_attention and to_io >= to_s:
+        return "name mover" if float(e[layer, h]) < 0 else "negative name mover"
+    if to_s >= cfg.io_attention and float(e[layer, h]) < 0:
+        return "s suppression"
+    return "other direct"
 
 
-def _exclusive(classes: dict[str, list[Head]]) -> dict[str, list[Head]]:
-    """Each head in the first class (in `CLASSES` order) that claims it; empty classes dropped."""
-    taken: set[Head] = set()
-    out = {}
-    for c in CLASSES:
-        out[c] = [h for h in classes[c] if h not in taken]
-        taken.update(out[c])
-    return {c: hs for c, hs in out.items() if hs}
+class _Steps:
+    """The path-patching steps of one discovery, sharing one pair of cached runs."""
+
+    def __init__(self, model: Model, ds: Task, cfg: DiscoveryConfig, progress: Progress | None):
+        self.model, self.ds, self.cfg, self.progress = model, ds, cfg, progress
+        L = model.info.n_layers
+        self.cached = PatchCaches.collect(model, ds, extra=hooks.names("pattern", range(L)))
+        pattern = {layer: self.cached.clean[hooks.name("pattern", layer)] for layer in range(L)}
+        self.att = {f"{d}->{s}": attention_between(pattern, ds, d, s) for d, s in
+                    [("END", "IO"), ("END", "S2"), ("END", "S1"), ("S2", "S1+1"), ("S2", "S1"), ("S1+1", "S1")]}  # fmt: skip
+        self.effects: dict[str, Tensor] = {}
+        self.ranked: list[tuple[Head, str]] = []
+
+    def patch(self, i: int, name: str, receivers: Receivers | None) -> Tensor:
+        """Path-patch every head below the receivers (all heads, to the logits); the effect grid."""
+        model, (L, H) = self.model, (self.model.info.n_layers, self.model.info.n_heads)
+        if self.progress:
+            self.progress(i, 5, f"path patching to {name}")
+        below = max(layer for layer, _ in receivers.heads) if receivers else L
+        senders = [(layer, h) for layer, h in all_heads(model) if layer < below]
+        if not senders:
+            self.effects[name] = torch.full((L, H), float("nan"))
+        else:
+            res: PathResult = path_patch(model, self.ds, senders, receivers, chunk=self.cfg.chunk, caches=self.cached)
+            self.effects[name] = res.grid(L, H).detach()
+        return self.effects[name]
+
+    def admit(self, effect: Tensor, name_of) -> list[Head]:
+        """Admit a step's heads (each named by `name_of(head)`), in order; what was admitted."""
+        taken = {h for h, _ in self.ranked}
+        out = admitted(effect, self.cfg, taken)
+        self.ranked += [(h, name_of(h)) for h in out]
+        return out
+
+    def of(self, *classes: str) -> list[Head]:
+        return [h for h, c in self.ranked if c in classes]
 
 
 def discover(
     model: Model, ds: Task, config: DiscoveryConfig | None = None, progress: Progress | None = None
 ) -> Discovery:
-    """Run the four path-patching steps on the IOI task `ds` (named positions IO, S1, S1+1, S2, END)
-    and classify heads (see the module docstring)."""
+    """Run the path-patching steps on the IOI task `ds` (named positions IO, S1, S1+1, S2, END) and admit
+    and name heads (see the module docstring)."""
     cfg = config or DiscoveryConfig()
-    L, H = model.info.n_layers, model.info.n_heads
+    L = model.info.n_layers
     if L < 4:
         raise WorkbenchError(f"{model.info.name} has {L} layers; the IOI circuit needs at least 4 (use a deeper model)")
     if progress:
         progress(0, 5, "running clean and corrupted prompts")
-    cached = PatchCaches.collect(model, ds, extra=hooks.names("pattern", range(L)))
-    pattern = {layer: cached.clean[hooks.name("pattern", layer)] for layer in range(L)}
-    att = {f"{d}->{s}": attention_between(pattern, ds, d, s) for d, s in
-           [("END", "IO"), ("END", "S2"), ("END", "S1"), ("S2", "S1+1"), ("S2", "S1"), ("S1+1", "S1")]}  # fmt: skip
-    senders = all_heads(model)
-    effects: dict[str, Tensor] = {}
-    classes: dict[str, list[Head]] = {c: [] for c in CLASSES}
-
-    def step(i: int, name: str, receivers: Receivers | None, keep: Tensor | None = None) -> Tensor:
-        if progress:
-            progress(i, 5, f"path patching to {name}")
-        below = max(layer for layer, _ in receivers.heads) if receivers else L
-        chosen = [(layer, h) for layer, h in senders if layer < below and (keep is None or bool(keep[layer, h]))]
-        if not chosen:
-            effects[name] = torch.full((L, H), float("nan"))
-            return effects[name]
-        res: PathResult = path_patch(model, ds, chosen, receivers, chunk=cfg.chunk, caches=cached)
-        effects[name] = res.grid(L, H)
-        return effects[name]
-
-    classes.update(_direct_classes(step(1, "logits", None), att, cfg))
-    to_s = torch.maximum(att["END->S1"], att["END->S2"])
-    movers = classes["name mover"] + classes["s suppression"]
-    if classes["name mover"]:
-        rise = compensation(model, ds, cached, classes["name mover"])
-        effects["backup compensation"] = rise
-        backup = rise >= cfg.backup_effect
-        backup[: min(layer for layer, _ in classes["name mover"]) + 1] = False  # only later layers can respond
-        backup[head_mask(model, classes["name mover"])] = False
-        classes["backup name mover"] = _pick(rise, backup, cfg.max_per_class, +1.0)
+    st = _Steps(model, ds, cfg, progress)
+    e = st.patch(1, "logits", None)
+    st.admit(e, lambda h: direct_class(h, e, st.att, cfg))
+    movers = st.of("name mover")
     if movers:
-        keep = (to_s >= cfg.pattern_attention) if cfg.prefilter else None
-        e = step(2, "mover queries", Receivers(movers, "q", "END"), keep)
-        si = (e <= -cfg.s_inhibition_effect) & (to_s >= cfg.pattern_attention)
-        classes["s-inhibition"] = [h for h in _pick(e, si, cfg.max_per_class) if h not in movers]
-    if classes["s-inhibition"]:
-        ind, dup = att["S2->S1+1"], att["S2->S1"]
-        keep = (torch.maximum(ind, dup) >= cfg.pattern_attention) if cfg.prefilter else None
-        e = step(3, "s-inhibition keys/values", Receivers(classes["s-inhibition"], "kv", "S2"), keep)
-        strong = e <= -cfg.induction_effect
-        is_ind = strong & (ind >= dup) & (ind >= cfg.pattern_attention)
-        is_dup = strong & (dup > ind) & (dup >= cfg.pattern_attention)
-        classes["induction"] = _pick(e, is_ind, cfg.max_per_class)
-        classes["duplicate token"] = _pick(e, is_dup, cfg.max_per_class)
-    if classes["induction"]:
-        keep = (att["S1+1->S1"] >= cfg.pattern_attention) if cfg.prefilter else None
-        e = step(4, "induction keys", Receivers(classes["induction"], "k", "S1+1"), keep)
-        prev = (e <= -cfg.previous_effect) & (att["S1+1->S1"] >= cfg.pattern_attention)
-        classes["previous token"] = _pick(e, prev, cfg.max_per_class)
+        rise = compensation(model, ds, st.cached, movers)
+        st.effects["backup compensation"] = rise
+        later = rise.clone()
+        later[: min(layer for layer, _ in movers) + 1] = float("nan")  # only later layers can respond
+        later[rise < cfg.backup_effect] = float("nan")
+        taken = {h for h, _ in st.ranked}
+        st.ranked += [(h, "backup name mover") for h in sorted(
+            (tuple(x) for x in (~later.isnan()).nonzero().tolist()), key=lambda x: -float(rise[x])) if h not in taken]  # fmt: skip
+    receivers = st.of("name mover", "s suppression")
+    if receivers:
+        st.admit(st.patch(2, "mover queries", Receivers(receivers, "q", "END")), lambda h: "s-inhibition")
+    if st.of("s-inhibition"):
+        ind, dup = st.att["S2->S1+1"], st.att["S2->S1"]
+        st.admit(st.patch(3, "s-inhibition keys/values", Receivers(st.of("s-inhibition"), "kv", "S2")),
+                 lambda h: "induction" if ind[h] >= dup[h] else "duplicate token")  # fmt: skip
+    if st.of("induction"):
+        st.admit(st.patch(4, "induction keys", Receivers(st.of("induction"), "k", "S1+1")), lambda h: "previous token")
     if progress:
         progress(5, 5, "discovery done")
-    return Discovery(
-        _exclusive(classes),
-        effects,
-        att,
-        float(cached.clean_metric.mean()),
-        float(cached.corrupted_metric.mean()),
-        cfg,
-        templates_used(ds),
-        list(ds.source.get("names", [])),
-    )
+    ranked = st.ranked[: cfg.max_heads] if cfg.max_heads else st.ranked
+    classes = {c: [h for h, k in ranked if k == c] for c in CLASSES}
+    return Discovery({c: hs for c, hs in classes.items() if hs}, ranked, st.effects, st.att,
+                     float(st.cached.clean_metric.mean()), float(st.cached.corrupted_metric.mean()), cfg,
+                     templates_used(ds), list(ds.source.get("names", [])))  # fmt: skip

@@ -75,7 +75,10 @@ POSITION_NAMES = ("IO", "S1", "S1+1", "S2", "END")
 # unrelated names (Wang et al.'s ABC); "s2-io" the second S replaced by IO, so the answer flips to S
 # (MIB's IOI counterfactual, `s2_io_flip`); "new-s" both S replaced by one unrelated name (IO kept)
 PARTS = ("discovery", "evaluation")  # disjoint halves of templates and names (see the module docstring)
-__all__ = ["BASE_TEMPLATES", "CORRUPTIONS", "NAMES", "PARTS", "POSITION_NAMES", "ioi_split", "make_ioi", "templates_used"]
+# the discovery half split again, the same way, for choosing settings (e.g. discovery's threshold):
+# "search" finds a circuit, "validation" judges it; neither touches the evaluation half
+SUBPARTS = {"search": ("discovery", 0), "validation": ("discovery", 1)}
+__all__ = ["BASE_TEMPLATES", "CORRUPTIONS", "NAMES", "PARTS", "POSITION_NAMES", "SUBPARTS", "ioi_split", "make_ioi", "templates_used"]
 
 
 def check_corruption(corruption: str) -> str:
@@ -84,11 +87,16 @@ def check_corruption(corruption: str) -> str:
 
 
 def part_of(words: list[str], part: str | None) -> list[str]:
-    """The half of `words` that belongs to `part` (even indices: discovery, odd: evaluation)."""
+    """The half of `words` that belongs to `part` (even indices: discovery, odd: evaluation), or the
+    quarter of a sub-part (`SUBPARTS`: the discovery half's even entries are "search", its odd ones
+    "validation")."""
     if part is None:
         return list(words)
+    if part in SUBPARTS:
+        parent, i = SUBPARTS[part]
+        return part_of(words, parent)[i::2]
     if part not in PARTS:
-        raise WorkbenchError(f"unknown IOI part {part!r}; choose one of {', '.join(PARTS)}")
+        raise WorkbenchError(f"unknown IOI part {part!r}; choose one of {', '.join(PARTS + tuple(SUBPARTS))}")
     return list(words[PARTS.index(part) :: 2])
 
 
@@ -247,14 +255,17 @@ def _fill_roles(template: str, io: str, s1: str, s2: str, place: str, obj: str) 
 
 
 def ioi_split(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, corruption: str = "abc",
-              heldout_corruption: str | None = None) -> TaskSplit:  # fmt: skip
+              heldout_corruption: str | None = None, validation: bool = False) -> TaskSplit:  # fmt: skip
     """The one IOI split: `n_prompts` prompts of the discovery part (what a circuit is found or scored
     on) and `n_heldout` of the evaluation part (other templates, other names: what it is judged on),
     both drawn with `seed`. `corruption` makes the first part's corrupted prompts and
-    `heldout_corruption` (default: the same) the second's."""
+    `heldout_corruption` (default: the same) the second's. With validation=True both come from the
+    discovery part instead ("search" and "validation", `SUBPARTS`): for choosing settings without
+    looking at the evaluation part."""
     heldout_corruption = corruption if heldout_corruption is None else heldout_corruption
-    return TaskSplit(make_ioi(model, n_prompts, seed=seed, part="discovery", corruption=corruption),
-                     make_ioi(model, n_heldout, seed=seed, part="evaluation", corruption=heldout_corruption))  # fmt: skip
+    first, second = ("search", "validation") if validation else PARTS
+    return TaskSplit(make_ioi(model, n_prompts, seed=seed, part=first, corruption=corruption),
+                     make_ioi(model, n_heldout, seed=seed, part=second, corruption=heldout_corruption))  # fmt: skip
 
 
 def templates_used(task: Task) -> list[str]:
