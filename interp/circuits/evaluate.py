@@ -11,11 +11,16 @@ code does. Then
 - faithfulness = F(C) / F(M) (interp.circuits.types.logit_diff_ratio, Wang et al.'s formula), the
   circuit's share of the full model's logit diff; the same with every circuit head kept at every
   position is the second figure (`faithfulness_all_positions`);
-- completeness: for subsets K of the circuit (nothing, each class, random halves),
-  |F(C \\ K) - F(M \\ K)| should be small; incompleteness is the largest gap over |F(M)|;
+- the curve: with discovery's order of the heads, F(first k heads) / F(M) for every k (each head
+  kept at its class's positions), what each head buys;
+- completeness: for subsets K of the circuit (nothing, each class, random halves, and the K of
+  Wang et al.'s greedy search, `greedy_subset`: up to 5 heads, each step after the first among the 8
+  heads that opened the widest gaps alone), |F(C \\ K) - F(M \\ K)| should be small; incompleteness
+  is the largest gap over |F(M)|;
 - minimality: for each head v, max over K in {nothing, the rest of v's class} of
   |F(C \\ (K + v)) - F(C \\ K)| / |F(C)|; v passes when the lower end of its interval is at least
-  `min_minimality`.
+  `min_minimality`. Its noise level: |F(C + r) - F(C)| / |F(C)| for `n_noise` random heads r outside
+  the circuit (kept at every position), what a head that does nothing moves the figure by.
 Every figure carries a 95% bootstrap interval over the held-out prompts (interp.stats): the
 prompts are resampled and the figure (a ratio, a max over K) recomputed on each resample.
 
@@ -50,6 +55,9 @@ if TYPE_CHECKING:
     from interp.models import Model
 
 N_ABC = 64  # ABC prompts per template behind each mean (the issue's floor; Wang et al. average a full ABC set)
+N_NOISE = 8  # heads outside the circuit whose addition gives minimality's noise level
+GREEDY_SIZE = 5  # steps of the greedy search for completeness's worst subset (0: none)
+GREEDY_POOL = 8  # its steps after the first try only the heads whose removal alone opened the widest gaps
 MIN_MINIMALITY = 0.05  # a head is minimal-necessary when its interval's lower end is >= this share of F(C)
 # where each class works (Wang et al.'s code keeps each class's heads at these positions only)
 CLASS_POSITIONS: dict[str, str] = {
@@ -206,6 +214,57 @@ def ablated_logit_diff(
     return ablated_logit_diffs(model, ds, means, configs, progress=progress).mean(1)
 
 
+def greedy_subset(model: Model, ds: Task, means: dict[int, Tensor], classes: dict[str, list[Head]], size: int,
+                  idx: Tensor, progress: Progress | None = None, pool: int = GREEDY_POOL,
+                  alone: dict[Head, Tensor] | None = None):  # fmt: skip
+    """Wang et al.'s greedy search for the subset K that completeness fails worst on: K starts empty
+    and, up to `size` times, takes the head whose removal (with K's) makes |F(C \\ K) - F(M \\ K)|
+    largest on the mean over `ds`. The first step tries every circuit head; the later ones only the
+    `pool` heads whose removal alone opened the widest gaps (our cost bound: a step costs two runs per
+    candidate; pool >= the circuit's size is the unbounded search). `alone` may hold the first step's
+    per-prompt rows [F(C \\ v), F(M \\ v)] per head v, when the caller already ran them.
+    (K, (F(C \\ K), its resamples), (F(M \\ K), its resamples)), resampled with the bootstrap rows
+    `idx` (K itself is chosen once, on all prompts)."""
+    circuit = sorted({h for hs in classes.values() for h in hs})
+    positioned = head_mask(model, [h for c, hs in classes.items() if c in CLASS_POSITIONS for h in hs])
+    C, everywhere = head_mask(model, circuit), torch.ones(model.info.n_layers, model.info.n_heads, dtype=torch.bool)
+    pos = head_positions(model, ds, classes)
+
+    def run(K: list[Head], cand: list[Head]) -> Tensor:  # [candidate 2 batch]: F(C \ K+v), F(M \ K+v)
+        keep_all, keep_at = [everywhere, C & ~positioned], [torch.zeros_like(C), positioned]  # the two bases
+        for v in cand:
+            k = head_mask(model, K + [v])
+            keep_all += [C & ~positioned & ~k, ~k]
+            keep_at += [positioned & ~k, torch.zeros_like(C)]
+        rows = ablated_logit_diffs(model, ds, means, Configs(torch.stack(keep_all), torch.stack(keep_at), pos),
+                                   bases=[0, 1])[2:]  # fmt: skip
+        return rows.view(len(cand), 2, -1)
+
+    def gaps(rows: Tensor) -> Tensor:
+        return (rows[:, 0].double().mean(-1) - rows[:, 1].double().mean(-1)).abs()
+
+    steps = min(size, len(circuit))
+    rows = torch.stack([alone[v] for v in circuit]) if alone is not None else run([], circuit)
+    g = gaps(rows)
+    top = [circuit[i] for i in g.argsort(descending=True).tolist()][: max(pool, 1)]
+    K, best = [circuit[int(g.argmax())]], rows[int(g.argmax())]
+    if progress:
+        progress(1, steps, "greedy search for completeness's worst K")
+    for step in range(1, steps):
+        cand = [v for v in top if v not in K]
+        if not cand:
+            break
+        rows = run(K, cand)
+        i = int(gaps(rows).argmax())
+        K.append(cand[i])
+        best = rows[i]
+        if progress:
+            progress(step + 1, steps, "greedy search for completeness's worst K")
+    boot = resampled_means(best, idx)
+    mean = best.double().mean(1)
+    return K, (mean[0], boot[0]), (mean[1], boot[1])
+
+
 # -- the evaluation ---------------------------------------------------------------------------------
 
 
@@ -226,10 +285,23 @@ class Evaluation:
     incompleteness: Interval | None = None  # max gap / |F(M)| over the K tried
     minimality: dict[str, dict] = field(default_factory=dict)  # "layer.head" -> value, lo, hi (share of F(C)), passes
     min_minimality: float = MIN_MINIMALITY  # the threshold a head's lower end must reach
+    curve: list[dict] = field(default_factory=list)  # k, head, class, faithfulness (+ lo, hi) of the first k ranked heads
+    noise: dict = field(default_factory=dict)  # minimality's noise level: |F(C + r) - F(C)| / |F(C)| for heads r outside C
 
 
-def configurations(model: Model, ds: Task, classes: dict[str, list[Head]], checks: bool, n_random: int, seed: int):
-    """(names, Configs): model, circuit (per position), circuit at every position, and the checks'."""
+def noise_heads(model: Model, circuit: list[Head], n: int, seed: int) -> list[Head]:
+    """`n` heads outside the circuit, drawn with `seed`: minimality's noise level."""
+    outside = [(layer, h) for layer in range(model.info.n_layers) for h in range(model.info.n_heads)
+               if (layer, h) not in set(circuit)]  # fmt: skip
+    return sorted(random.Random(seed + 1).sample(outside, min(n, len(outside))))
+
+
+def configurations(model: Model, ds: Task, classes: dict[str, list[Head]], checks: bool, n_random: int, seed: int,
+                   ranked: list[Head] | None = None, noise: list[Head] = (), greedy: bool = False):  # fmt: skip
+    """(names, Configs): model, circuit (per position), circuit at every position, the first k heads
+    of `ranked` for every k ("first k"), and the checks': completeness's subsets, minimality's
+    removals, the circuit plus each `noise` head (kept at every position: "C+r") and, with `greedy`,
+    the model without each circuit head ("M-v": the greedy search's first step)."""
     circuit = sorted({h for hs in classes.values() for h in hs})
     positioned = head_mask(model, [h for c, hs in classes.items() if c in CLASS_POSITIONS for h in hs])
     C = head_mask(model, circuit)
@@ -237,8 +309,13 @@ def configurations(model: Model, ds: Task, classes: dict[str, list[Head]], check
     none = torch.zeros_like(C)
     rows: list[tuple[str, Tensor, Tensor]] = [("model", everywhere, none), ("circuit", C & ~positioned, positioned),
                                               ("circuit, all positions", C, none)]  # fmt: skip
+    for k in range(1, len(ranked or []) + 1):
+        first = head_mask(model, ranked[:k])
+        rows.append((f"first {k}", first & ~positioned, first & positioned))
     subsets: list[tuple[str, list[Head]]] = []
     if checks:
+        for r in noise:
+            rows.append((f"C+r {r}", (C | head_mask(model, [r])) & ~positioned, positioned))
         rng = random.Random(seed)
         subsets = [("nothing", [])] + [(f"class {c}", hs) for c, hs in classes.items()]
         subsets += [(f"random {i}", [h for h in circuit if rng.random() < 0.5]) for i in range(n_random)]
@@ -250,6 +327,8 @@ def configurations(model: Model, ds: Task, classes: dict[str, list[Head]], check
                 for name, K in (("C-K", [h for h in hs if h != v]), ("C-K-v", hs), ("C-v", [v])):
                     k = head_mask(model, K)
                     rows.append((f"{name} {v}", C & ~positioned & ~k, positioned & ~k))
+                if greedy:  # the greedy search's first step: F(M \ v) beside F(C \ v)
+                    rows.append((f"M-v {v}", ~head_mask(model, [v]), none))
     # the same configuration under several names runs once
     unique: dict[tuple, int] = {}
     index: dict[str, int] = {}
@@ -277,16 +356,22 @@ def evaluate(
     min_minimality: float = MIN_MINIMALITY,
     n_boot: int = N_BOOT,
     progress: Progress | None = None,
+    ranked: list[tuple[Head, str]] | None = None,
+    n_noise: int = N_NOISE,
+    greedy_size: int = GREEDY_SIZE,
 ) -> Evaluation:
     """Faithfulness (and, with checks=True, completeness and minimality) of a circuit on `ds`,
-    each class kept at its positions (see the module docstring), with bootstrap intervals."""
+    each class kept at its positions (see the module docstring), with bootstrap intervals; with
+    `ranked` (heads in discovery's order) the faithfulness of the first k heads for every k."""
     circuit = sorted({h for hs in classes.values() for h in hs})
     if not circuit:
         raise WorkbenchError(
             "the circuit is empty: nothing to evaluate (discovery found no heads; lower the thresholds)"
         )
     means = abc_means(model, ds, n_abc, progress=progress)
-    index, configs, subsets = configurations(model, ds, classes, checks, n_random, seed)
+    order = [h for h, _ in ranked or [] if h in set(circuit)]
+    noise = noise_heads(model, circuit, n_noise, seed) if checks else []
+    index, configs, subsets = configurations(model, ds, classes, checks, n_random, seed, order, noise, greedy_size > 0)
     per_prompt = ablated_logit_diffs(model, ds, means, configs, bases=[index["model"], index["circuit"]],
                                      progress=progress)  # [config batch]
     idx = resample_indices(len(ds), n_boot, seed)
@@ -303,8 +388,17 @@ def evaluate(
     ev = Evaluation(fig(m, mb), fig(c, cb), fig(logit_diff_ratio(c, m), logit_diff_ratio(cb, mb)), len(ds), fig(a, ab),
                     fig(logit_diff_ratio(a, m), logit_diff_ratio(ab, mb)), n_abc, templates_used(ds),
                     list(ds.source.get("names", [])), min_minimality=min_minimality)  # fmt: skip
+    kind = dict(ranked or [])
+    for k, head in enumerate(order, 1):
+        fk, fkb = F(f"first {k}")
+        ev.curve.append({"k": k, "head": list(head), "class": kind[head],
+                         **fig(logit_diff_ratio(fk, m), logit_diff_ratio(fkb, mb)).to_dict()})  # fmt: skip
     if not checks:
         return ev
+    if noise:
+        level = {f"{r[0]}.{r[1]}": float((F(f"C+r {r}")[0] - c).abs() / c.abs()) for r in noise}
+        ev.noise = {"heads": [list(r) for r in noise], "per_head": level, "mean": sum(level.values()) / len(level),
+                    "max": max(level.values())}  # fmt: skip
     gaps, gap_boot = [], []
     for name, K in subsets:
         (ck, ckb), (mk, mkb) = F(f"C-{name}"), F(f"M-{name}")
@@ -314,6 +408,16 @@ def evaluate(
         gi = fig(g, gb)
         ev.completeness.append({"removed": name, "n_removed": len(K), "circuit": float(ck), "model": float(mk),
                                 "gap": gi.value, "gap_lo": gi.lo, "gap_hi": gi.hi})  # fmt: skip
+    if greedy_size > 0:
+        alone = {v: per_prompt[[index[f"C-v {v}"], index[f"M-v {v}"]]] for v in circuit}
+        K, (ck, ckb), (mk, mkb) = greedy_subset(model, ds, means, classes, greedy_size, idx, progress, alone=alone)
+        g, gb = (ck - mk).abs(), (ckb - mkb).abs()
+        gaps.append(g)
+        gap_boot.append(gb)
+        gi = fig(g, gb)
+        ev.completeness.append({"removed": "greedy", "heads": [list(h) for h in K], "n_removed": len(K),
+                                "circuit": float(ck), "model": float(mk), "gap": gi.value, "gap_lo": gi.lo,
+                                "gap_hi": gi.hi})  # fmt: skip
     ev.incompleteness = fig(torch.stack(gaps).max() / m.abs(), torch.stack(gap_boot).max(0).values / mb.abs())
     for hs in classes.values():
         for v in hs:

@@ -8,10 +8,10 @@ from circuit_helpers import logit_diff, sharpen_queries
 
 from interp.circuits.activation import patch_heads, patch_resid
 from interp.circuits.evaluate import abc_means, ablated_logit_diff, evaluate
-from interp.data.task import normalized
 from interp.circuits.path import all_heads
 from interp.circuits.types import Graph
 from interp.data.ioi import NAMES, POSITION_NAMES, make_ioi
+from interp.data.task import normalized
 
 
 def _one(model, ds, name, fn):
@@ -143,7 +143,10 @@ def test_replayed_configurations_match_one_pass_each(fixture, dtype, sharp_model
     model = sharp_model(fixture, dtype)
     ds = make_ioi(model, 6, seed=2, part="evaluation")
     means = abc_means(model, ds, n_abc=4)
-    index, configs, _ = module.configurations(model, ds, CLASSES, True, 2, 0)
+    ranked = [(1, 2), (0, 1), (1, 3), (1, 0), (0, 3)]  # the faithfulness curve's "first k" rows
+    index, configs, _ = module.configurations(model, ds, CLASSES, True, 2, 0, ranked, noise=[(0, 0), (1, 1)])
+    assert {"first 1", "first 5", "C+r (0, 0)", "C+r (1, 1)"} <= set(index)
+    assert index["first 5"] == index["circuit"]  # every head at its class's positions: the circuit itself
     base = index["circuit"]
     graph, (B, T) = Graph.of(model), ds.clean.shape
     plans = configs.plans(graph, T)
