@@ -293,27 +293,46 @@ def path_patch(
         targets = sorted({layer for layer, _ in receivers.heads})
         every = receivers.position is None
         check_null(rp, cache, receivers.heads, receivers.components, every, P, end, metric)
-    order = sorted(range(len(senders)), key=lambda i: senders[i][0])
     clean_metric = cache.clean_metric.float()  # results are float32 whatever the model's dtype
     out = clean_metric.new_empty(len(senders), B)
     last = max(targets)
-    for start in range(0, len(order), chunk):
-        idx = order[start : start + chunk]
+    done = 0
+    for idx in _batches(senders, targets, chunk):
         group = [senders[i] for i in idx]
         live = [j for j, (layer, _) in enumerate(group) if layer < last]  # others cannot reach any receiver
         res = clean_metric.expand(len(group), B).clone()
         if live:
-            resid = frozen_pass(rp, cache, [group[j] for j in live], P, targets)
+            low = min(group[j][0] for j in live)
             if receivers is None:
+                resid = frozen_pass(rp, cache, [group[j] for j in live], P, targets)
                 effect = metric(resid[rp.n_layers][:, :, 0]) - null  # the sums are float32; so is this difference
                 res[live] = (clean_metric.to(effect.device) + effect).to(res)
-            else:
-                got = receiver_pass(rp, cache, receivers.heads, receivers.components, every, P, end, resid, metric)
+            else:  # only the receivers above the batch's lowest sender: the replay starts at the first of them
+                mine = [r for r in receivers.heads if r[0] > low]
+                resid = frozen_pass(rp, cache, [group[j] for j in live], P, sorted({layer for layer, _ in mine}))
+                got = receiver_pass(rp, cache, mine, receivers.components, every, P, end, resid, metric)
                 res[live] = got.to(res)
         out[torch.tensor(idx)] = res
+        done += len(idx)
         if progress:
-            progress(min(start + chunk, len(order)), len(order), "path patching")
+            progress(done, len(senders), "path patching")
     return PathResult(senders, out.cpu(), clean_metric.cpu(), cache.corrupted_metric.float().cpu())
+
+
+def _batches(senders: list[Head], targets: list[int], chunk: int) -> list[list[int]]:
+    """Sender indices in batches of at most `chunk`, by layer, a batch never spanning a target layer:
+    each batch's receivers are those above its lowest sender, so a batch of later senders replays
+    from a later layer."""
+    order = sorted(range(len(senders)), key=lambda i: senders[i][0])
+    out: list[list[int]] = []
+    key = None
+    for i in order:
+        k = sum(t <= senders[i][0] for t in targets)  # how many target layers lie at or below the sender
+        if not out or k != key or len(out[-1]) >= chunk:
+            out.append([])
+        out[-1].append(i)
+        key = k
+    return out
 
 
 def _check_heads(model: Model, heads: list[Head], what: str) -> None:
