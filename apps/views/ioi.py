@@ -10,8 +10,9 @@ import streamlit as st
 
 from apps import state
 from interp.circuits.pipeline import read_circuit
+from interp.types import CORRUPTIONS
 from interp.viz.attention import attention_rows_figure
-from interp.viz.circuits import FLOW, circuit_graph, patching_heatmap
+from interp.viz.circuits import FLOW, circuit_graph, faithfulness_by_heads, patching_heatmap
 
 DISCOVER, OPEN = "discover on this model", "open a circuit.json"
 
@@ -22,7 +23,8 @@ with state.shows_errors():
     model = state.get_model(spec)
     st.caption("Indirect-object identification (Wang et al. 2022): in “When Mary and John went to the store, John "
                "gave a drink to”, the model should say “Mary”. Discovery path-patches every head on IOI prompts "
-               "against their ABC corruptions and sorts the heads that matter into classes.")
+               "against a counterfactual (Wang et al.'s ABC by default), step by step, admitting every head whose path "
+               "effect clears the threshold, and sorts them into classes.")
     mode = st.radio("Circuit", [DISCOVER, OPEN], key="ioi_mode", horizontal=True)
     circuit: dict | None = None
     if mode == DISCOVER:
@@ -31,13 +33,23 @@ with state.shows_errors():
                                         help="discovery prompts (as many held out, from other templates and names)"))
         seed = int(c2.number_input("Seed", 0, 1_000_000, 0, key="ioi_seed"))
         checks = c3.checkbox("Completeness and minimality checks", key="ioi_checks", help="many more ablations (slower)")
-        key = ("ioi", spec, n_prompts, seed, checks)
+        c4, c5 = st.columns(2)
+        corruption = c4.radio("Counterfactual", CORRUPTIONS, index=CORRUPTIONS.index("abc"), horizontal=True,
+                              key="ioi_corruption", help="what path patching runs the senders on: abc (Wang et al.: "
+                              "three other names), s2-io (MIB's: the second S becomes IO), new-s (both S become a new "
+                              "name); evaluation mean-ablates with ABC means either way")  # fmt: skip
+        from interp.circuits.discover import THRESHOLD, DiscoveryConfig
+
+        threshold = float(c5.number_input("Threshold", 0.01, 1.0, THRESHOLD, 0.01, key="ioi_threshold",
+                                          help="share of a step's largest path effect a head needs to be admitted"))
+        key = ("ioi", spec, n_prompts, seed, checks, corruption, threshold)
         report = state.remembered(key)
         if report is None and st.button("Run discovery", type="primary", key="ioi_run"):
             from interp.circuits.pipeline import run_ioi
 
             report = state.remember(key, "Discovering the IOI circuit", lambda progress: run_ioi(
-                model, n_prompts, seed=seed, checks=checks, progress=progress))
+                model, n_prompts, seed=seed, checks=checks, progress=progress, corruption=corruption,
+                config=DiscoveryConfig(threshold=threshold)))
         if report is None:
             st.info("Press **Run discovery** to find the circuit on this model (on CPU, SmolLM2 takes a while).")
         else:
@@ -64,7 +76,7 @@ with state.shows_errors():
                              + (f"; 95% bootstrap interval [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""))
         if circuit.get("clean_logit_diff") is not None:
             m[2].metric("Clean logit diff", f"{circuit['clean_logit_diff']:.2f}")
-            m[3].metric("Corrupted (ABC) logit diff", f"{circuit['corrupted_logit_diff']:.2f}")
+            m[3].metric(f"Corrupted ({circuit.get('corruption', 'abc')}) logit diff", f"{circuit['corrupted_logit_diff']:.2f}")
         if circuit.get("faithfulness_ci") is not None:
             lo, hi = circuit["faithfulness_ci"]
             alo, ahi = circuit["faithfulness_all_positions_ci"]
@@ -74,6 +86,10 @@ with state.shows_errors():
                        f"{circuit['faithfulness_all_positions']:.2f} [{alo:.2f}, {ahi:.2f}] with every circuit head kept "
                        "at every position (95% bootstrap intervals over the prompts).")
         st.plotly_chart(circuit_graph(classes, model.info.n_layers, f"IOI circuit in {model.info.name}"), key="ioi_graph")
+        if circuit.get("faithfulness_curve"):
+            st.plotly_chart(faithfulness_by_heads(circuit["faithfulness_curve"], "Faithfulness against heads kept, held "
+                                                  "out (heads added in the order discovery admitted them)"),
+                            key="ioi_curve")  # fmt: skip
         if report is not None:
             st.subheader("Path patching")
             names = list(report.discovery.effects)

@@ -35,6 +35,7 @@ class IOIReport:
     n_heldout: int  # held-out prompts used for evaluation
     discovery: Discovery
     evaluation: Evaluation
+    corruption: str = "abc"  # the counterfactual path patching runs on (interp.data.ioi's CORRUPTIONS)
 
     def to_json(self) -> dict:
         d, e = self.discovery, self.evaluation
@@ -48,6 +49,9 @@ class IOIReport:
         return {
             "model": self.model,
             "classes": {c: [list(h) for h in hs] for c, hs in d.classes.items()},
+            "ranked": [{"head": list(h), "class": c} for h, c in d.ranked],  # the order discovery admitted them
+            "corruption": self.corruption,  # path patching's counterfactual (evaluation mean-ablates with ABC means)
+            "faithfulness_curve": e.curve,  # F(first k ranked heads) / F(M), each kept at its class's positions
             "faithfulness": value(e.faithfulness),  # F(C) / F(M), each class kept at its positions (Wang et al.)
             "faithfulness_formula": "F(C) / F(M)",  # interp.circuits.types.logit_diff_ratio
             "faithfulness_ci": ci(e.faithfulness),  # 95% bootstrap interval over the held-out prompts
@@ -73,6 +77,7 @@ class IOIReport:
             "completeness": e.completeness,
             "minimality": e.minimality,
             "min_minimality": e.min_minimality,
+            "minimality_noise": e.noise,  # the same measure for heads outside the circuit
             "config": asdict(d.config),
         }
 
@@ -143,30 +148,36 @@ def run_ioi(
     checks: bool = True,
     n_abc: int = N_ABC,
     progress: Progress | None = None,
+    corruption: str = "abc",
+    validation: bool = False,
 ) -> IOIReport:
-    """Discover the IOI circuit on `n_prompts` prompts of the discovery part and evaluate it on
-    `n_heldout` prompts of the evaluation part (other templates, other names)."""
+    """Discover the IOI circuit on `n_prompts` prompts of the discovery part, path patching from
+    `corruption`, and evaluate it on `n_heldout` prompts of the evaluation part (other templates,
+    other names). validation=True stays inside the discovery part (search, then validation
+    prompts: `ioi_split`), for choosing settings."""
     n_heldout = check_sizes(n_prompts, n_heldout)
     if model.info.n_layers < 4:
         raise WorkbenchError(
             f"{model.info.name} has {model.info.n_layers} layers; the IOI circuit needs at least 4 (use a deeper model)"
         )
     check_memory(model, n_prompts, n_heldout)
-    split = ioi_split(model, n_prompts, n_heldout, seed, corruption="abc")  # path patching's counterfactual
+    split = ioi_split(model, n_prompts, n_heldout, seed, corruption=corruption, heldout_corruption="abc",
+                      validation=validation)  # fmt: skip
     found, heldout = split.score, split.heldout
     disc = discover(model, found, config, progress=progress)
     if not disc.classes:
         raise WorkbenchError(
             f"no IOI heads found in {model.info.name} (clean logit diff {disc.clean_logit_diff:.2f}); "
-            "the model may not do IOI, or lower the DiscoveryConfig thresholds"
+            f"the model may not do IOI, or lower --threshold (now {disc.config.threshold})"
         )
-    ev = evaluate(model, heldout, disc.classes, checks=checks, n_abc=n_abc, seed=seed, progress=progress)
-    return IOIReport(model.info.name, seed, n_prompts, n_heldout, disc, ev)
+    ev = evaluate(model, heldout, disc.classes, checks=checks, n_abc=n_abc, seed=seed, progress=progress,
+                  ranked=disc.ranked)  # fmt: skip
+    return IOIReport(model.info.name, seed, n_prompts, n_heldout, disc, ev, corruption)
 
 
 def write_report(report: IOIReport, out: Path, n_layers: int, n_heads: int) -> list[Path]:
     """circuit.json and the figures (path-patching heatmaps, the circuit graph) into `out`."""
-    from interp.viz.circuits import circuit_graph, patching_heatmap
+    from interp.viz.circuits import circuit_graph, faithfulness_by_heads, patching_heatmap
     from interp.viz.html import write_figure
 
     out = Path(out)
@@ -179,6 +190,10 @@ def write_report(report: IOIReport, out: Path, n_layers: int, n_heads: int) -> l
     fig = circuit_graph(report.discovery.classes, n_layers, f"IOI circuit in {report.model}")
     write_figure(fig, out / "circuit.html")
     written.append(out / "circuit.html")
+    if report.evaluation.curve:
+        write_figure(faithfulness_by_heads(report.evaluation.curve, f"Faithfulness against heads kept ({report.model})"),
+                     out / "faithfulness_curve.html")  # fmt: skip
+        written.append(out / "faithfulness_curve.html")
     return written
 
 

@@ -26,19 +26,29 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, auto (default auto)")
     p.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: float32 on CPU)")
     p.add_argument("--no-checks", action="store_true", help="skip the completeness and minimality checks")
+    p.add_argument("--corruption", default="abc", help="path patching's counterfactual: abc (Wang et al.), s2-io "
+                   "(MIB's) or new-s (default abc; evaluation mean-ablates with ABC means either way)")
+    p.add_argument("--threshold", type=float, default=None, help="share of a step's largest path effect a head "
+                   "needs to be admitted, in (0, 1] (default: the value chosen on validation, see RESULTS.md)")
+    p.add_argument("--max-heads", type=int, default=None, help="keep at most this many heads, the first admitted")
     p.add_argument("--n-abc", type=int, default=64,
                    help="ABC prompts per template behind the mean-ablation values (default 64)")
     p.set_defaults(func=run)
 
 
-OUTPUT_FILES = {"circuit.json", "circuit.html", "path_*.html", "plotly.min.js"}  # what a run writes
+OUTPUT_FILES = {"circuit.json", "circuit.html", "faithfulness_curve.html", "path_*.html", "plotly.min.js"}  # what a run writes
 
 
 def run(args) -> int:
+    from interp.circuits.discover import DiscoveryConfig
     from interp.circuits.pipeline import check_sizes
+    from interp.data.ioi import check_corruption
     from interp.io import check_dir_target, check_replaceable, writer_lock
 
     check_sizes(args.n_prompts, args.n_heldout)  # bad input fails before the model loads
+    check_corruption(args.corruption)
+    args.config = DiscoveryConfig(**({} if args.threshold is None else {"threshold": args.threshold}),
+                                  max_heads=args.max_heads)  # fmt: skip
     if args.n_abc < 1:
         raise WorkbenchError(f"--n-abc must be at least 1 (got {args.n_abc})")
     check_dir_target(args.out, "--out")
@@ -60,8 +70,8 @@ def _run(args) -> int:
     bar, progress = step_bar("ioi")
 
     try:
-        report = run_ioi(model, args.n_prompts, args.seed, args.n_heldout, checks=not args.no_checks,
-                         n_abc=args.n_abc, progress=progress)
+        report = run_ioi(model, args.n_prompts, args.seed, args.n_heldout, config=args.config,
+                         checks=not args.no_checks, n_abc=args.n_abc, progress=progress, corruption=args.corruption)
     finally:
         bar.close()
     folder = write_dir(out, lambda tmp: write_report(report, tmp, model.info.n_layers, model.info.n_heads))
@@ -73,13 +83,21 @@ def _run(args) -> int:
     print(f"{'class':<22}{'heads':>6}  {'kept at':<8} heads (layer.head)")
     for c, heads in j["classes"].items():
         print(f"{c:<22}{len(heads):>6}  {j['class_positions'][c]:<8} {' '.join(f'{a}.{b}' for a, b in heads)}")
-    print(f"clean logit diff {j['clean_logit_diff']:.3f}   corrupted (ABC) {j['corrupted_logit_diff']:.3f}  (discovery prompts)")
+    print(f"clean logit diff {j['clean_logit_diff']:.3f}   corrupted ({report.corruption}) {j['corrupted_logit_diff']:.3f}"
+          f"  (discovery prompts; threshold {report.discovery.config.threshold} of each step's largest effect)")
     print(f"held out [95% interval]: model F(M) {e.model_logit_diff:.3f}   circuit F(C) {e.circuit_logit_diff:.3f}")
     print(f"faithfulness F(C)/F(M) {e.faithfulness:.3f} (each class at its positions; {e.n_abc} ABC prompts per "
           f"template for the means); every circuit head at every position {e.faithfulness_all_positions:.3f}")
+    if e.curve:
+        marks = [p for p in e.curve if p["k"] in {1, 2, 5, 10, 20, 30, 40, 54} or p["k"] == len(e.curve)]
+        print("faithfulness of the first k heads: " + "  ".join(f"{p['k']}: {p['value']:.2f}" for p in marks))
     if e.incompleteness is not None:
         passed = sum(m["passes"] for m in e.minimality.values())
-        print(f"incompleteness {e.incompleteness:.3f}   minimality: {passed} of {len(e.minimality)} heads change F(C) "
-              f"by at least {e.min_minimality:.0%} (lower end of their interval)")
+        greedy = next((c for c in e.completeness if c["removed"] == "greedy"), None)
+        print(f"incompleteness {e.incompleteness:.3f} (worst K; greedy K "
+              f"{' '.join(f'{a}.{b}' for a, b in greedy['heads']) if greedy else '-'})   minimality: {passed} of "
+              f"{len(e.minimality)} heads change F(C) by at least {e.min_minimality:.0%} (lower end of their interval); "
+              f"noise (a head outside the circuit) {e.noise.get('mean', float('nan')):.3f} mean, "
+              f"{e.noise.get('max', float('nan')):.3f} max")
     print(f"wrote {len(written)} files to {args.out} in {time.time() - start:.1f}s")
     return 0

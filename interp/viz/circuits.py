@@ -108,6 +108,30 @@ def faithfulness_figure(curves: dict, title: str = "Faithfulness", highlight: fl
     return fig
 
 
+def faithfulness_by_heads(curve: list[dict], title: str = "Faithfulness against heads kept",
+                          goal: float | None = 0.8) -> go.Figure:  # fmt: skip
+    """F(first k heads) / F(M) against k, heads added in discovery's order (interp.circuits.evaluate's
+    `Evaluation.curve`), with the 95% band; each marker is colored by the class of the head it adds."""
+    k = [p["k"] for p in curve]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=k + k[::-1], y=[p["hi"] for p in curve] + [p["lo"] for p in curve][::-1], fill="toself",
+                             fillcolor="#1f77b4", opacity=0.15, line=dict(width=0), hoverinfo="skip", showlegend=False))  # fmt: skip
+    fig.add_trace(go.Scatter(
+        x=k, y=[p["value"] for p in curve], mode="lines+markers", name="faithfulness", line=dict(color="#1f77b4"),
+        marker=dict(size=9, color=[COLORS.get(p["class"], "#333333") for p in curve]),
+        customdata=[[f"{p['head'][0]}.{p['head'][1]}", p["class"], p["lo"], p["hi"]] for p in curve],
+        hovertemplate="%{x} heads (adds %{customdata[0]}, %{customdata[1]})<br>F(C)/F(M) = %{y:.3f} "
+                      "[%{customdata[2]:.3f}, %{customdata[3]:.3f}]<extra></extra>",
+    ))  # fmt: skip
+    for y in (0.0, 1.0):
+        fig.add_hline(y=y, line=dict(color="#999999", width=1, dash="dot"))
+    if goal is not None:
+        fig.add_hline(y=goal, line=dict(color="#2ca02c", width=1, dash="dash"))
+    fig.update_layout(title=title, xaxis=dict(title="heads kept (in the order discovery admitted them)"),
+                      yaxis=dict(title="F(C) / F(M), held out"))  # fmt: skip
+    return fig
+
+
 def _node_xy(node, n_heads: int) -> tuple[float, float]:
     """Layout: x = layer (embedding left, logits right; an MLP half a layer after its heads),
     y = head index (MLPs and the two ends in the middle row)."""

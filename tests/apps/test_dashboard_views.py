@@ -253,27 +253,33 @@ def test_ioi_view_draws_a_discovery_report(tiny_llama_dir, monkeypatch):
 
     calls = []
 
-    def fake_run_ioi(model, n_prompts, seed=0, checks=True, progress=None):
+    def fake_run_ioi(model, n_prompts, seed=0, checks=True, progress=None, corruption="abc", config=None):
         for i in range(3):
             progress(i + 1, 3, "path patching")
-        calls.append((n_prompts, seed, checks))
+        calls.append((n_prompts, seed, checks, corruption, config.threshold))
         effect = torch.zeros(2, 4)
         effect[1, 2], effect[0, 0] = -0.4, float("nan")
-        disc = Discovery({"name mover": [(1, 2)], "s-inhibition": [(0, 3)]}, {"logits": effect, "name mover queries": -effect},
+        disc = Discovery({"name mover": [(1, 2)], "s-inhibition": [(0, 3)]}, [((1, 2), "name mover"), ((0, 3), "s-inhibition")], {"logits": effect, "name mover queries": -effect},
                          {}, 2.5, -0.5)
-        ev = Evaluation(2.4, 1.9, 1.9 / 2.4, n_prompts, completeness=[{"removed": "nothing", "gap": 0.1}])
-        return pipeline.IOIReport("tiny", seed, n_prompts, n_prompts, disc, ev)
+        ev = Evaluation(2.4, 1.9, 1.9 / 2.4, n_prompts, completeness=[{"removed": "nothing", "gap": 0.1}],
+                        curve=[{"k": 1, "head": [1, 2], "class": "name mover", "value": 0.5, "lo": 0.4, "hi": 0.6},
+                               {"k": 2, "head": [0, 3], "class": "s-inhibition", "value": 0.8, "lo": 0.7, "hi": 0.9}])
+        return pipeline.IOIReport("tiny", seed, n_prompts, n_prompts, disc, ev, corruption)
 
     monkeypatch.setattr(pipeline, "run_ioi", fake_run_ioi)
     at = open_app(str(tiny_llama_dir), PROMPT_A, page="views/ioi.py")
     at.number_input(key="ioi_prompts").set_value(6).run()
+    at.radio(key="ioi_corruption").set_value("s2-io").run()
+    at.number_input(key="ioi_threshold").set_value(0.25).run()
     at.button(key="ioi_run").click().run()
-    assert not errors(at) and calls == [(6, 0, False)]
+    assert not errors(at) and calls == [(6, 0, False, "s2-io", 0.25)]
     titles = [f["layout"]["title"]["text"] for f in figures(at)]
     assert titles[0].startswith("IOI circuit in") and "Path patching to logits" in titles
+    assert any(t.startswith("Faithfulness against heads kept") for t in titles)  # the curve, from the report
     assert at.metric[1].value == f"{1.9 / 2.4:.2f}" and at.dataframe[0].value.shape[0] == 1
+    assert at.metric[3].label == "Corrupted (s2-io) logit diff"  # the counterfactual is named
     _follows_prompt(at)  # the report is kept; only the prompt panel changes
-    assert calls == [(6, 0, False)]
+    assert calls == [(6, 0, False, "s2-io", 0.25)]
 
 
 @pytest.mark.slow

@@ -39,6 +39,16 @@ def test_smollm2_circuit_held_out_with_intervals(smol_report):
         assert lo <= j[key] <= hi and lo < hi
     assert 0.2 < j["faithfulness"] < 1.5  # the circuit carries a good part of the logit diff, not all of it
     assert j["minimality"] and any(m["passes"] for m in j["minimality"].values())
+    # the heads in discovery's order, and the faithfulness of the first k of them for every k
+    ranked = [tuple(r["head"]) for r in j["ranked"]]
+    assert sorted(ranked) == sorted(tuple(h) for hs in classes.values() for h in hs) and len(set(ranked)) == len(ranked)
+    curve = j["faithfulness_curve"]
+    assert [p["k"] for p in curve] == list(range(1, len(ranked) + 1)) and [tuple(p["head"]) for p in curve] == ranked
+    assert curve[-1]["value"] == pytest.approx(j["faithfulness"])
+    assert j["corruption"] == "abc" and j["config"]["threshold"] == DiscoveryConfig().threshold
+    greedy = [c for c in j["completeness"] if c["removed"] == "greedy"]
+    assert len(greedy) == 1 and 1 <= greedy[0]["n_removed"] <= 5
+    assert j["minimality_noise"]["heads"] and 0 <= j["minimality_noise"]["mean"] <= j["minimality_noise"]["max"]
 
 
 @pytest.mark.slow
@@ -84,11 +94,11 @@ def test_backup_name_movers_are_the_heads_that_compensate(smol_report, smollm2):
             after = ((knocked[f"blocks.{layer}.attn.hook_z"][rows, end, h] @ W_O[h]) * u).sum(-1)
             rise[layer, h] = float((after - before).mean()) / gap
     torch.testing.assert_close(d.effects["backup compensation"], rise, atol=2e-3, rtol=0)
-    earlier = {h for c in ("name mover", "s suppression", "negative name mover") for h in d.classes.get(c, [])}
+    direct = ("name mover", "s suppression", "negative name mover", "other direct")
+    earlier = {h for h, c in d.ranked if c in direct}  # step one's heads keep their class
     first = min(layer for layer, _ in movers)
     expected = [(layer, h) for layer in range(first + 1, L) for h in range(model.info.n_heads)
                 if rise[layer, h] >= cfg.backup_effect and (layer, h) not in earlier]
-    expected = sorted(expected, key=lambda x: -float(rise[x]))[: cfg.max_per_class]
     assert set(d.classes.get("backup name mover", [])) == set(expected)
     assert float(rise[first + 1 :].max()) >= cfg.backup_effect  # some later head compensates: not vacuous
 
