@@ -85,6 +85,17 @@ def circuit_graph(classes: dict[str, list[tuple[int, int]]], n_layers: int, titl
 CURVE_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
+def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
+    """Tick values and labels for a log axis from `lo` to `hi`: every 1, 2 and 5 of each decade, each
+    labelled in full (plotly's own labels on a log axis read "0.1, 2, 5, 1, 2, 5, 10", which hides
+    whether a tick is 0.2 or 20)."""
+    import math
+
+    values = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in (1, 2, 5)]
+    values = [round(v, 10) for v in values if lo / 1.0001 <= v <= hi * 1.0001]
+    return values, [f"{v:g}" for v in values]
+
+
 def faithfulness_figure(curves: dict, title: str = "Faithfulness", highlight: float | None = None) -> go.Figure:
     """f over circuit size (% of edges, log axis) for each named curve (interp.circuits.faithfulness.Curve),
     with its bootstrap band; `highlight` marks one size."""
@@ -103,7 +114,10 @@ def faithfulness_figure(curves: dict, title: str = "Faithfulness", highlight: fl
         fig.add_hline(y=y, line=dict(color="#999999", width=1, dash="dot"))
     if highlight is not None:
         fig.add_vline(x=highlight, line=dict(color="#333333", width=1, dash="dash"))
-    fig.update_layout(title=title, xaxis=dict(title="circuit size (% of edges)", type="log"),
+    sizes = [float(x) for c in curves.values() for x in c.percents if float(x) > 0]
+    ticks, labels = log_ticks(min(sizes), max(sizes)) if sizes else ([], [])
+    fig.update_layout(title=title, xaxis=dict(title="circuit size (% of edges)", type="log", tickvals=ticks,
+                                              ticktext=labels),
                       yaxis=dict(title="faithfulness f = (m(C) - m(∅)) / (m(M) - m(∅))"), legend=dict(x=0.01, y=0.99))  # fmt: skip
     return fig
 

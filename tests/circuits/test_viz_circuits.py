@@ -47,6 +47,17 @@ def test_faithfulness_figure_draws_each_curve_with_its_band():
     bands = [t for t in fig.data if t.fill == "toself"]
     assert len(bands) == 2 and len(bands[0].x) == 8
     assert fig.layout.xaxis.type == "log"
+    # every tick labelled in full: 0.2 and 20 read differently (plotly's log labels print both as "2")
+    assert list(fig.layout.xaxis.ticktext) == [f"{v:g}" for v in fig.layout.xaxis.tickvals]
+
+
+def test_log_ticks_are_one_two_five_per_decade():
+    from interp.viz.circuits import log_ticks
+
+    values, labels = log_ticks(0.1, 100)
+    assert labels == ["0.1", "0.2", "0.5", "1", "2", "5", "10", "20", "50", "100"]
+    assert values == sorted(values) and len(set(labels)) == len(labels)
+    assert log_ticks(1, 5)[1] == ["1", "2", "5"] and log_ticks(0.5, 0.5)[1] == ["0.5"]
 
 
 def test_edge_graph_and_exact_check():
