@@ -26,7 +26,8 @@ COLORS = {
 
 
 def patching_heatmap(effect: Float[Tensor, "layer head"], title: str, label: str = "normalized effect") -> go.Figure:
-    """Layer x head heatmap of a patching effect (blue = lowers the logit diff)."""
+    """Layer x head heatmap of a patching effect (blue = lowers the logit diff), layer 0 at the bottom
+    as in the Heads view (interp.viz.heads)."""
     z = effect.detach().float().cpu().numpy()
     fig = go.Figure(
         go.Heatmap(
@@ -37,7 +38,7 @@ def patching_heatmap(effect: Float[Tensor, "layer head"], title: str, label: str
             hovertemplate="layer %{y}, head %{x}<br>%{z:.3f}<extra></extra>",
         )  # fmt: skip
     )
-    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer", yaxis_autorange="reversed")
+    fig.update_layout(title=title, xaxis_title="head", yaxis_title="layer")
     return fig
 
 

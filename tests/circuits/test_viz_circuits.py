@@ -13,6 +13,7 @@ def test_patching_heatmap_keeps_the_grid():
     z = fig.data[0].z
     assert len(z) == 3 and len(z[0]) == 4 and z[2][3] == 5.0
     assert fig.data[0].zmid == 0.0
+    assert fig.layout.yaxis.autorange != "reversed"  # layer 0 at the bottom, as in the Heads view
 
 
 def test_circuit_graph_has_every_head_and_the_flow():
