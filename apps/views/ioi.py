@@ -15,10 +15,11 @@ from interp.viz.attention import attention_rows_figure
 from interp.viz.circuits import FLOW, circuit_graph, faithfulness_by_heads, patching_heatmap
 
 DISCOVER, OPEN = "discover on this model", "open a circuit.json"
+IOI_EXAMPLE = "When Mary and John went to the store, John gave a drink to"  # Wang et al.'s example
 
 
 st.title("IOI circuit")
-spec, prompt = state.current_spec(), state.current_prompt()
+spec = state.current_spec()
 with state.shows_errors():
     model = state.get_model(spec)
     st.caption("Indirect-object identification (Wang et al. 2022): in “When Mary and John went to the store, John "
@@ -105,10 +106,13 @@ with state.shows_errors():
                 st.dataframe([{"head": h, **v} for h, v in e.minimality.items()], hide_index=True, key="ioi_minimality")
 
         st.subheader("The prompt through the circuit")
+        ioi_prompt = st.text_input("IOI prompt", IOI_EXAMPLE, key="ioi_text",
+                                   help="an IOI sentence (not the sidebar's prompt): two names, one repeated, "
+                                        "ending where the other name should come")  # fmt: skip
         heads = [(c, h) for c in FLOW + [c for c in classes if c not in FLOW] for h in sorted(classes.get(c, []))]
         rows, tokens = [], []
         for _, (layer, head) in heads:
-            patterns, tokens = state.layer_patterns(spec, prompt, layer)
+            patterns, tokens = state.layer_patterns(spec, ioi_prompt or IOI_EXAMPLE, layer)
             rows.append(patterns[head, -1])
         if rows:
             st.plotly_chart(attention_rows_figure(np.stack(rows), tokens, [f"{c} L{l}H{h}" for c, (l, h) in heads],

@@ -68,7 +68,9 @@ def test_ioi_view_tiny(tiny_llama_dir, tiny_circuit):
     assert {t["name"] for t in graph["data"] if t.get("name")} >= {"name mover", "s-inhibition", "logits"}
     assert len(prompt_rows["data"][0]["z"]) == 3  # one row per circuit head
     assert at.metric[1].value == "0.80"
-    _follows_prompt(at)
+    before = shown(at)  # the prompt panel follows the view's IOI sentence, not the sidebar's prompt
+    at.text_input(key="ioi_text").set_value("After John and Anna went to the park, Anna gave a ball to").run()
+    assert not errors(at) and shown(at) != before
     at.text_input(key="ioi_json").input(str(tiny_circuit.parent / "missing.json")).run()
     assert any("no circuit file" in e for e in errors(at))
 
@@ -224,7 +226,9 @@ def test_every_view_on_smollm2(tiny_run, tmp_path):
     at.radio(key="ioi_mode").set_value("open a circuit.json").run()
     at.text_input(key="ioi_json").input(str(circuit)).run()
     assert len(figures(at)) == 2
-    _follows_prompt(at)
+    before = shown(at)  # the IOI view's own sentence drives its prompt panel
+    at.text_input(key="ioi_text").set_value("Then, Sarah and Tom went to the school. Tom gave a book to").run()
+    assert not errors(at) and shown(at) != before
 
     at.switch_page("views/memories.py").run()
     assert not errors(at)
@@ -278,7 +282,14 @@ def test_ioi_view_draws_a_discovery_report(tiny_llama_dir, monkeypatch):
     assert any(t.startswith("Faithfulness against heads kept") for t in titles)  # the curve, from the report
     assert at.metric[1].value == f"{1.9 / 2.4:.2f}" and at.dataframe[0].value.shape[0] == 1
     assert at.metric[3].label == "Corrupted (s2-io) logit diff"  # the counterfactual is named
-    _follows_prompt(at)  # the report is kept; only the prompt panel changes
+    # the prompt panel runs the view's own IOI sentence, not the sidebar's (non-IOI) prompt
+    box = at.text_input(key="ioi_text")
+    assert box.value.startswith("When Mary and John") and "Mary" in shown(at)
+    before = shown(at)
+    set_prompt(at, PROMPT_B)  # the sidebar's prompt changes nothing here
+    assert not errors(at) and shown(at) == before
+    at.text_input(key="ioi_text").set_value("After John and Anna went to the park, Anna gave a ball to").run()
+    assert not errors(at) and shown(at) != before  # the report is kept; only the prompt panel changes
     assert calls == [(6, 0, False, "s2-io", 0.25)]
 
 
