@@ -66,12 +66,18 @@ with state.shows_errors():
     else:
         g, s, c = report.scores.graph, report.scores, report.curve
         m = st.columns(4)
-        m[0].metric("Edges in the graph", f"{g.n_edges:,}")
-        f, lo, hi = report.headline()
-        m[1].metric(f"f at {HEADLINE:g}% of edges", f"{f:.2f}", help=f"95% bootstrap interval {lo:.2f} to {hi:.2f}")
-        m[2].metric("CPR (signed ranking)", f"{report.cpr:.2f}")
-        m[3].metric("CMD (|score| ranking)", f"{report.cmd:.2f}")
         percent = st.select_slider("Circuit size (% of edges)", options=list(MIB_PERCENTS), value=HEADLINE, key="circ_size")
+        m[0].metric("Edges in the graph", f"{g.n_edges:,}")
+        f, lo, hi = c.at(percent)  # the tile follows the slider
+        m[1].metric(f"f at {percent:g}% of edges", f"{f:.2f}",
+                    help=f"faithfulness of the circuit drawn below (edges ranked by |score|) on the held-out prompts; "
+                         f"95% bootstrap interval {lo:.2f} to {hi:.2f}")  # fmt: skip
+        m[2].metric("CPR (signed ranking)", f"{report.cpr:.2f}",
+                    help="MIB's circuit performance ratio: the area under f over every circuit size, edges ranked by "
+                         "their signed score (higher is better)")  # fmt: skip
+        m[3].metric("CMD (|score| ranking)", f"{report.cmd:.2f}",
+                    help="MIB's circuit-model distance: the area under |1 - f| over every circuit size, edges ranked by "
+                         "|score|, the ranking the circuit and the tile use (lower is better); CPR ranks differently")  # fmt: skip
         keep = report.circuit(percent)
         heads = circuit_heads(s, keep)
         corr = report.split.score.corruption

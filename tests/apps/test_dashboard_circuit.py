@@ -19,8 +19,13 @@ def test_circuit_view_tiny(tiny_llama_dir, tmp_path):
     assert graph["layout"]["title"]["text"].startswith("Circuit at 5% of edges")
     assert [t["name"] for t in curve["data"] if t.get("name")][0].startswith("|score| ranking")
     assert len(at.dataframe[0].value) == 4 and at.metric[0].value == "82"
+    assert at.metric[1].label == "f at 5% of edges"
     at.select_slider(key="circ_size").set_value(50).run()
     assert figures(at)[0]["layout"]["title"]["text"].startswith("Circuit at 50% of edges")
+    assert at.metric[1].label == "f at 50% of edges"  # the tile follows the slider, with the curve's value there
+    line = next(t for t in figures(at)[1]["data"] if t.get("name", "").startswith("|score| ranking"))
+    assert at.metric[1].value == f"{line['y'][list(line['x']).index(50)]:.2f}"
+    assert at.metric[3].help and "|score|" in at.metric[3].help and "signed" in at.metric[2].help
     assert not at.button  # the result is kept: no second run
     assert any(c.value.startswith("Counterfactual: s2-io.") for c in at.caption)  # MIB's IOI counterfactual by default
     at.radio(key="circ_corruption").set_value("abc").run()  # another counterfactual is another circuit
