@@ -78,6 +78,15 @@ with state.shows_errors():
         m[3].metric("CMD (|score| ranking)", f"{report.cmd:.2f}",
                     help="MIB's circuit-model distance: the area under |1 - f| over every circuit size, edges ranked by "
                          "|score|, the ranking the circuit and the tile use (lower is better); CPR ranks differently")  # fmt: skip
+        verdict = ("faithful at this size (f >= 0.8)" if lo >= 0.8 else "not shown faithful at this size (f's interval "
+                   "reaches below 0.8)" if f >= 0.8 else "**not faithful** at this size (f < 0.8)")  # fmt: skip
+        st.caption(f"On the {c.n_heldout} held-out prompts: m(full) {c.m_full:.3f}, m(∅) {c.m_empty:.3f} "
+                   f"(f = 0 is the empty circuit, 1 the full model); {verdict}.")  # fmt: skip
+        held = report.split.heldout
+        if held.prompts:
+            with st.expander("The task's prompts (the first 5 held out)"):
+                st.dataframe([{"clean": a, "corrupted": b} for a, b in list(zip(held.prompts, held.corrupted_prompts))[:5]],
+                             hide_index=True, key="circ_preview")  # fmt: skip
         keep = report.circuit(percent)
         heads = circuit_heads(s, keep)
         corr = report.split.score.corruption

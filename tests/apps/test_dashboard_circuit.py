@@ -18,7 +18,10 @@ def test_circuit_view_tiny(tiny_llama_dir, tmp_path):
     graph, curve, exact = figures(at)
     assert graph["layout"]["title"]["text"].startswith("Circuit at 5% of edges")
     assert [t["name"] for t in curve["data"] if t.get("name")][0].startswith("|score| ranking")
-    assert len(at.dataframe[0].value) == 4 and at.metric[0].value == "82"
+    preview, exact_table = at.dataframe
+    assert len(exact_table.value) == 4 and at.metric[0].value == "82"
+    assert 1 <= len(preview.value) <= 5 and list(preview.value.columns) == ["clean", "corrupted"]
+    assert any("m(full)" in c.value and "m(∅)" in c.value and "faithful" in c.value for c in at.caption)
     assert at.metric[1].label == "f at 5% of edges"
     at.select_slider(key="circ_size").set_value(50).run()
     assert figures(at)[0]["layout"]["title"]["text"].startswith("Circuit at 50% of edges")
