@@ -6,19 +6,13 @@ from __future__ import annotations
 import json
 
 import pytest
+from cli_helpers import error_line
 
 from interp.cli import main
 
 TRAIN = ["--site", "mlp", "--d-sae", "48", "--k", "4", "--corpus", "kjv", "--tokens", "3000", "--seq-len", "32",
          "--batch-tokens", "512", "--checkpoint-every", "2"]
 
-
-def error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

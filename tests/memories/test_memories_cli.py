@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 
 import pytest
+from cli_helpers import error_line
 
 from interp.cli import main
 from interp.memories import IndexSettings, build_index
@@ -19,14 +20,6 @@ def index_dir(tiny_llama, tmp_path_factory):
     build_index(tiny_llama, IndexSettings(corpus="synthetic", n_tokens=300, seq_len=32, top_k=4, n_permutations=20), out)
     return out
 
-
-def error_line(capsys) -> str:
-    """The one line the CLI printed for a refusal (after any progress bar), checked to be alone."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    return errors[0]
 
 
 def listing(folder) -> list[str]:

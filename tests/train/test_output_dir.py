@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 import torch
+from cli_helpers import error_line
 
 from interp.cli import main
 from interp.errors import WorkbenchError
@@ -40,14 +41,6 @@ def cli(tiny: dict, out, *extra: str) -> list[str]:
             "--eval_steps", "0", "--logging_steps", "1", "--save_steps", "2", "--per_device_train_batch_size", "2",
             "--device", "cpu", "--output_dir", str(out), *extra]
 
-
-def error_line(capsys) -> str:
-    """The one line the CLI printed for a refusal (after any progress bar), checked to be alone."""
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and err.rstrip().endswith(errors[0]), err
-    return errors[0]
 
 
 def test_a_rerun_over_checkpoints_is_refused_naming_both_ways_out(tiny, tmp_path, capsys):
