@@ -26,7 +26,12 @@ from interp.parse import LAYERS_HELP, parse_layers
 def add_parser(sub) -> None:
     p = sub.add_parser("features", help="dictionaries (transcoders, SAEs) and features as memories")
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    _making_actions(s)
+    _reading_actions(s)
 
+
+def _making_actions(s) -> None:
+    """corpus, train, eval, convert: the actions that make and judge a dictionary."""
     c = s.add_parser("corpus", help="build the varied offline corpus for dictionaries")
     c.add_argument("--model", required=True, help="model spec whose tokenizer the corpus is tokenized with")
     c.add_argument("--sources", default="kjv,pydocs,man,debian-doc,pypi", help="comma list; add 'model' for samples")
@@ -75,6 +80,9 @@ def add_parser(sub) -> None:
     v.add_argument("--out", required=True)
     v.set_defaults(func=run_convert)
 
+
+def _reading_actions(s) -> None:
+    """index, show, search, compare, trace: the actions that read a dictionary's features."""
     i = s.add_parser("index", help="the features' top activating contexts, decoder projections and agreement")
     i.add_argument("--model", required=True)
     i.add_argument("--dict", required=True)
@@ -253,6 +261,7 @@ def run_index(args) -> int:
 
 
 def run_show(args) -> int:
+    from interp.commands.memories import print_triggers
     from interp.features.memories import decoder_similar, open_feature_index
 
     if args.contexts < 1:
@@ -261,11 +270,7 @@ def run_show(args) -> int:
     view = index.show(args.layer, args.feature, n_triggers=args.contexts)
     print(f"feature {args.layer}:{args.feature}  (active on {view.active_fraction:.2%} of indexed tokens)")
     print("top activating contexts (activation, doc:pos, context with the token in [[ ]], next token):")
-    for t in view.triggers:
-        nxt = f"  -> {t.next!r}" if t.next is not None else ""
-        print(f"  {t.coefficient:8.3f}  {t.doc_id}:{t.position:<6} ...{''.join(t.before)}[[{t.token}]]{nxt}")
-    if not view.triggers:
-        print("  (none: the feature never fired on the indexed tokens)")
+    print_triggers(view, "the feature never fired on the indexed tokens")
     print("decoder row's top tokens:  " + "  ".join(f"{tok!r} {p:.3g}" for tok, p in view.value_tokens[:10]))
     if args.dict:
         from interp.features import load as load_dict

@@ -140,6 +140,16 @@ def _index(args, settings) -> int:
     return 0
 
 
+def print_triggers(view, none: str) -> None:
+    """A unit's trigger examples, one a line (`interp memories show`, `interp features show`); `none`
+    says why there are none."""
+    for t in view.triggers:
+        nxt = f"  -> {t.next!r}" if t.next is not None else ""
+        print(f"  {t.coefficient:8.3f}  {t.doc_id}:{t.position:<6} ...{''.join(t.before)}[[{t.token}]]{nxt}")
+    if not view.triggers:
+        print(f"  (none: {none})")
+
+
 def run_show(args) -> int:
     from interp.memories import open_index
 
@@ -147,11 +157,7 @@ def run_show(args) -> int:
     view = open_index(args.index).show(args.layer, args.neuron, args.sign, n_triggers=args.triggers)
     print(f"memory {view.name}  (active on {view.active_fraction:.1%} of indexed tokens)")
     print("trigger examples (coefficient, doc:pos, prefix with the trigger token in [[ ]], next token):")
-    for t in view.triggers:
-        nxt = f"  -> {t.next!r}" if t.next is not None else ""
-        print(f"  {t.coefficient:8.3f}  {t.doc_id}:{t.position:<6} ...{''.join(t.before)}[[{t.token}]]{nxt}")
-    if not view.triggers:
-        print("  (none: this memory was never active on the indexed tokens)")
+    print_triggers(view, "this memory was never active on the indexed tokens")
     print("value's top tokens:")
     print("  " + "  ".join(f"{tok!r} {p:.3g}" for tok, p in view.value_tokens[:10]))
     return 0
