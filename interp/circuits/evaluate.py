@@ -381,49 +381,53 @@ def evaluate(
     def F(name: str) -> tuple[Tensor, Tensor]:
         return mean[index[name]], boot[index[name]]
 
-    def fig(value: Tensor, samples: Tensor) -> Interval:
-        return interval(value, samples)
-
     (m, mb), (c, cb), (a, ab) = F("model"), F("circuit"), F("circuit, all positions")
-    ev = Evaluation(fig(m, mb), fig(c, cb), fig(logit_diff_ratio(c, m), logit_diff_ratio(cb, mb)), len(ds), fig(a, ab),
-                    fig(logit_diff_ratio(a, m), logit_diff_ratio(ab, mb)), n_abc, templates_used(ds),
-                    list(ds.source.get("names", [])), min_minimality=min_minimality)  # fmt: skip
+    ev = Evaluation(interval(m, mb), interval(c, cb), interval(logit_diff_ratio(c, m), logit_diff_ratio(cb, mb)),
+                    len(ds), interval(a, ab), interval(logit_diff_ratio(a, m), logit_diff_ratio(ab, mb)), n_abc,
+                    templates_used(ds), list(ds.source.get("names", [])), min_minimality=min_minimality)  # fmt: skip
     kind = dict(ranked or [])
     for k, head in enumerate(order, 1):
         fk, fkb = F(f"first {k}")
         ev.curve.append({"k": k, "head": list(head), "class": kind[head],
-                         **fig(logit_diff_ratio(fk, m), logit_diff_ratio(fkb, mb)).to_dict()})  # fmt: skip
+                         **interval(logit_diff_ratio(fk, m), logit_diff_ratio(fkb, mb)).to_dict()})  # fmt: skip
     if not checks:
         return ev
     if noise:
         level = {f"{r[0]}.{r[1]}": float((F(f"C+r {r}")[0] - c).abs() / c.abs()) for r in noise}
         ev.noise = {"heads": [list(r) for r in noise], "per_head": level, "mean": sum(level.values()) / len(level),
                     "max": max(level.values())}  # fmt: skip
-    gaps, gap_boot = [], []
-    for name, K in subsets:
-        (ck, ckb), (mk, mkb) = F(f"C-{name}"), F(f"M-{name}")
-        g, gb = (ck - mk).abs(), (ckb - mkb).abs()
-        gaps.append(g)
-        gap_boot.append(gb)
-        gi = fig(g, gb)
-        ev.completeness.append({"removed": name, "n_removed": len(K), "circuit": float(ck), "model": float(mk),
-                                "gap": gi.value, "gap_lo": gi.lo, "gap_hi": gi.hi})  # fmt: skip
+    gaps = [_gap_row(name, K, F(f"C-{name}"), F(f"M-{name}")) for name, K in subsets]
     if greedy_size > 0:
         alone = {v: per_prompt[[index[f"C-v {v}"], index[f"M-v {v}"]]] for v in circuit}
-        K, (ck, ckb), (mk, mkb) = greedy_subset(model, ds, means, classes, greedy_size, idx, progress, alone=alone)
-        g, gb = (ck - mk).abs(), (ckb - mkb).abs()
-        gaps.append(g)
-        gap_boot.append(gb)
-        gi = fig(g, gb)
-        ev.completeness.append({"removed": "greedy", "heads": [list(h) for h in K], "n_removed": len(K),
-                                "circuit": float(ck), "model": float(mk), "gap": gi.value, "gap_lo": gi.lo,
-                                "gap_hi": gi.hi})  # fmt: skip
-    ev.incompleteness = fig(torch.stack(gaps).max() / m.abs(), torch.stack(gap_boot).max(0).values / mb.abs())
+        K, in_circuit, in_model = greedy_subset(model, ds, means, classes, greedy_size, idx, progress, alone=alone)
+        gaps.append(_gap_row("greedy", K, in_circuit, in_model, heads=True))
+    ev.completeness = [row for row, _, _ in gaps]
+    ev.incompleteness = interval(torch.stack([g for _, g, _ in gaps]).max() / m.abs(),
+                                 torch.stack([gb for _, _, gb in gaps]).max(0).values / mb.abs())  # fmt: skip
+    ev.minimality = _minimality(F, classes, (c, cb), min_minimality)
+    return ev
+
+
+def _gap_row(name: str, K: list[Head], in_circuit: tuple[Tensor, Tensor], in_model: tuple[Tensor, Tensor],
+             heads: bool = False) -> tuple[dict, Tensor, Tensor]:  # fmt: skip
+    """Completeness for one removed subset K: its table row, |F(C \\ K) - F(M \\ K)| and its resamples."""
+    (ck, ckb), (mk, mkb) = in_circuit, in_model
+    g, gb = (ck - mk).abs(), (ckb - mkb).abs()
+    gi = interval(g, gb)
+    row = {"removed": name, **({"heads": [list(h) for h in K]} if heads else {}), "n_removed": len(K),
+           "circuit": float(ck), "model": float(mk), "gap": gi.value, "gap_lo": gi.lo, "gap_hi": gi.hi}  # fmt: skip
+    return row, g, gb
+
+
+def _minimality(F, classes: dict[str, list[Head]], circuit: tuple[Tensor, Tensor], min_minimality: float) -> dict:
+    """Per head v: max over K in {nothing, the rest of v's class} of |F(C \\ (K + v)) - F(C \\ K)| / |F(C)|,
+    with its interval, and whether the lower end reaches `min_minimality`."""
+    c, cb = circuit
+    out = {}
     for hs in classes.values():
         for v in hs:
             (kv, kvb), (k, kb), (only, onlyb) = F(f"C-K-v {v}"), F(f"C-K {v}"), F(f"C-v {v}")
-            value = torch.maximum((kv - k).abs(), (only - c).abs()) / c.abs()
-            samples = torch.maximum((kvb - kb).abs(), (onlyb - cb).abs()) / cb.abs()
-            mi = fig(value, samples)
-            ev.minimality[f"{v[0]}.{v[1]}"] = {**mi.to_dict(), "passes": mi.lo >= min_minimality}
-    return ev
+            mi = interval(torch.maximum((kv - k).abs(), (only - c).abs()) / c.abs(),
+                          torch.maximum((kvb - kb).abs(), (onlyb - cb).abs()) / cb.abs())  # fmt: skip
+            out[f"{v[0]}.{v[1]}"] = {**mi.to_dict(), "passes": mi.lo >= min_minimality}
+    return out
