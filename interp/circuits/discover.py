@@ -244,15 +244,21 @@ class _Steps:
         return [h for h, c in self.ranked if c in classes]
 
 
+def check_depth(model: Model) -> None:
+    """The IOI circuit's steps need at least 4 layers."""
+    if model.info.n_layers < 4:
+        raise WorkbenchError(f"{model.info.name} has {model.info.n_layers} layers; the IOI circuit needs at least 4 "
+                             "(use a deeper model)")  # fmt: skip
+
+
 def discover(
     model: Model, ds: Task, config: DiscoveryConfig | None = None, progress: Progress | None = None
 ) -> Discovery:
     """Run the path-patching steps on the IOI task `ds` (named positions IO, S1, S1+1, S2, END) and admit
     and name heads (see the module docstring)."""
     cfg = config or DiscoveryConfig()
+    check_depth(model)
     L = model.info.n_layers
-    if L < 4:
-        raise WorkbenchError(f"{model.info.name} has {L} layers; the IOI circuit needs at least 4 (use a deeper model)")
     if progress:
         progress(0, 5, "running clean and corrupted prompts")
     st = _Steps(model, ds, cfg, progress)

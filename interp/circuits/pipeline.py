@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from interp.circuits.discover import Discovery, DiscoveryConfig, discover
+from interp.circuits.discover import Discovery, DiscoveryConfig, check_depth, discover
 from interp.circuits.evaluate import CLASS_POSITIONS, N_ABC, Evaluation, evaluate
 from interp.data.ioi import BASE_TEMPLATES, NAMES, OBJECTS, PLACES, ioi_split, single_token_words
 from interp.errors import WorkbenchError
@@ -156,10 +156,7 @@ def run_ioi(
     other names). validation=True stays inside the discovery part (search, then validation
     prompts: `ioi_split`), for choosing settings."""
     n_heldout = check_sizes(n_prompts, n_heldout)
-    if model.info.n_layers < 4:
-        raise WorkbenchError(
-            f"{model.info.name} has {model.info.n_layers} layers; the IOI circuit needs at least 4 (use a deeper model)"
-        )
+    check_depth(model)  # before any prompt is made
     check_memory(model, n_prompts, n_heldout)
     split = ioi_split(model, n_prompts, n_heldout, seed, corruption=corruption, heldout_corruption="abc",
                       validation=validation)  # fmt: skip
