@@ -181,8 +181,11 @@ class Replay:
     def device_of(self, layer: int) -> torch.device:
         """Where block `layer`'s weights live (layer n_layers: the final norm's)."""
         if self._devices is None:
-            modules = [*self.bridge.blocks, self.bridge.ln_final]
-            self._devices = [next(m.parameters()).device for m in modules]
+            devices = []
+            for m in [*self.bridge.blocks, self.bridge.ln_final]:
+                p = next(m.parameters(), None)  # a model without normalization has a weightless final norm
+                devices.append(p.device if p is not None else devices[-1])
+            self._devices = devices
         return self._devices[min(layer, self.n_layers)]
 
     def qkv_weights(self, layer: int) -> tuple[Tensor, Tensor | None]:
