@@ -33,7 +33,8 @@ norm's vector-Jacobian product written out (interp.circuits.pullback; held once 
 autograd through the norm module itself, which it falls back to). Tests hold the result to finite
 differences of exact edge patching and to TransformerLens's split-input gradients.
 
-Both register in interp.circuits.methods (`eap`, `eap-ig`), beside exact patching.
+Both register in interp.circuits.methods (`eap`, `eap-ig`), beside exact patching, and so does EAP-IG
+over activations (`eap-ig-act`, MIB's EAP-IG-activations: `eap_ig_activations` at the end of this module).
 
 Cost: EAP-IG is one clean forward (no gradient; it gives the clean writers and the clean logits)
 plus m forward+backward passes' worth of rows (the k = 0 pass *is* the corrupted run, so the
@@ -55,7 +56,7 @@ import torch
 from torch import Tensor
 
 from interp import hooks
-from interp.circuits.capture import stack_writers, writer_hooks, writer_outputs
+from interp.circuits.capture import head_out, stack_writers, writer_hooks, writer_outputs
 from interp.circuits.pullback import GradientPass, Pullback
 from interp.circuits.types import EdgeScores, Graph
 from interp.data.task import Task, end_logits, metric_fn
@@ -118,7 +119,7 @@ def _chunk_scores(model: Model, graph: Graph, pull: Pullback, part: Task, alphas
     # the run without a gradient: the clean one (EAP-IG, EAP at corrupted) or the corrupted one
     plain = part.corrupted if alphas == [1.0] else part.clean
     logits, a_plain = writer_outputs(model, plain, graph)
-    plain_end = end_logits(logits, part.end)
+    plain_end = end_logits(logits, part.reads)
     del logits
     metric = None if alphas == [1.0] else metric_fn(part, plain_end)  # None: kl's reference is the pass's own run
     acc: dict[tuple[int | None, str], Tensor] = {}
@@ -176,7 +177,7 @@ def _interpolate(clean: Tensor, corrupted: Tensor, alpha: float) -> Tensor:
 
 
 def _gradient_pass(model: Model, task: Task, metric, x0: Tensor, steps: int, n_total: int,
-                   sink: dict | None = None) -> GradientPass:  # fmt: skip
+                   sink: dict | None = None, extra: list = ()) -> GradientPass:  # fmt: skip
     """d(sum of the metric / n_total) at every head's q (per query head), k and v (per KV head)
     before rotary, at each MLP's normalized input and at the final norm's input, with the
     embedding set to x0 ([steps*batch pos d_model]: `steps` copies of the batch, step-major).
@@ -212,9 +213,11 @@ def _gradient_pass(model: Model, task: Task, metric, x0: Tensor, steps: int, n_t
     fwd = [(hooks.name("resid_pre", 0), set_embedding)] + [(n, remember(n)) for n in seen] + [(n, keep(n)) for n in grab]
     if sink is not None:
         fwd += writer_hooks(model, Graph.of(model), sink.__setitem__, rows=len(task))
+    fwd += list(extra)  # more forward hooks (eap_ig_activations: a component's output interpolated)
     with torch.enable_grad():
         logits = model.run_with_hooks(task.clean.repeat(steps, 1), fwd_hooks=fwd)
-        end = end_logits(logits, task.end).view(steps, len(task), -1)
+        end = end_logits(logits, task.reads)
+        end = end.view(steps, len(task), *end.shape[1:])
         del logits
         metric = metric or metric_fn(task, end[0].detach())
         total = metric(end).sum() / n_total
@@ -224,3 +227,138 @@ def _gradient_pass(model: Model, task: Task, metric, x0: Tensor, steps: int, n_t
         grads = torch.autograd.grad(total, [captured[n] for n in grab], allow_unused=True)
     got = {n: torch.zeros_like(captured[n]) if g is None else g for n, g in zip(grab, grads)}
     return GradientPass(got, {n: captured[n].detach() for n in grab}, resid, end.detach(), steps)
+
+
+# -- EAP-IG over activations --------------------------------------------------------------------------
+
+
+def eap_ig_activations(model: Model, task: Task, steps: int = 5, batch_size: int = 80,
+                       progress: Progress | None = None) -> EdgeScores:  # fmt: skip
+    """EAP-IG over activations (MIB's EAP-IG-activations; `get_scores_ig_activations` in Hanna's EAP-IG
+    code, read for its definition): integrated gradients along the path between the corrupted and the
+    clean *outputs* of each component instead of the input embeddings.
+
+    The components are the embedding, each layer's attention (all its heads at once) and each MLP,
+    C = 1 + 2 x layers of them. For component c and k = 1, ..., m (the clean end included, the
+    corrupted one not), the model runs on the clean prompts with c's output *set* to
+    a_corr(c) + (k/m)(a_clean(c) - a_corr(c)) -- a constant: nothing flows back through c, so the inputs
+    of c itself get no gradient in that run -- and everything after it recomputed. Every such run's
+    gradients at every input are averaged over all C x m runs, and
+
+        score(u -> v) = (a_clean(u) - a_corr(u)) . mean_{c, k} dm/dx_v(c, k)
+
+    summed over positions and averaged over prompts (our sign: see the module docstring). An
+    attention layer is interpolated in z, before W_O (the same as per head after it: W_O is linear).
+
+    Cost: one forward of the clean and corrupted prompts stacked, then C x m forward+backward passes'
+    worth of rows, stacked along the batch as EAP-IG's steps are (at most `batch_size` rows a pass)."""
+    if steps < 1:
+        raise WorkbenchError(f"EAP-IG over activations needs at least 1 step (got {steps})")
+    if batch_size < 1:
+        raise WorkbenchError(f"a batch of {batch_size} rows: choose at least 1")
+    task.check(model)
+    graph = Graph.of(model)
+    dev = model.device
+    pull = Pullback(model, graph)
+    jobs = [(c, k / steps) for c in components(graph) for k in range(1, steps + 1)]
+    St = torch.zeros(len(graph.readers), len(graph.writers), dtype=torch.float32, device=dev)  # [reader, writer]
+    chunks = [part.on(dev) for part in task.chunks(min(batch_size, len(task)))]
+    plans = [_stacks(jobs, max(1, batch_size // len(part))) for part in chunks]
+    total, done = sum(len(p) for p in plans), [0]
+
+    def tick() -> None:
+        done[0] += 1
+        if progress:
+            progress(done[0], total, "eap-ig-act gradients")
+
+    sums = sum(_activation_chunk(model, graph, pull, part, plan, St, len(task), tick) for part, plan in zip(chunks, plans))
+    scores = (St[graph.dst.to(dev), graph.src.to(dev)] / len(jobs)).cpu()
+    sums = sums.cpu()
+    return EdgeScores(graph, scores, "eap-ig-act", task.name, task.metric, len(task), float(sums[0] / len(task)),
+                      float(sums[1] / len(task)), steps)  # fmt: skip
+
+
+def components(graph: Graph) -> list[tuple[str, int | None]]:
+    """What EAP-IG over activations interpolates, in forward order: the embedding, then per layer its
+    attention (every head) and its MLP."""
+    out: list[tuple[str, int | None]] = [("embed", None)]
+    for layer in range(graph.n_layers):
+        out += [("attn", layer)] + ([("mlp", layer)] if graph.has_mlp else [])
+    return out
+
+
+def _component_site(kind: str, layer: int | None) -> str:
+    return {"embed": hooks.name("resid_pre", 0), "attn": hooks.name("z", layer), "mlp": hooks.name("mlp_out", layer)}[kind]
+
+
+def _activation_chunk(model: Model, graph: Graph, pull: Pullback, part: Task, plan: list[list], St: Tensor,
+                      n_total: int, tick) -> Tensor:  # fmt: skip
+    """Add one chunk of prompts' EAP-IG-over-activations scores into St [reader, writer] and return the
+    sums of its clean and corrupted metrics [2] (float64)."""
+    P = len(part)
+    sites = [_component_site(*c) for c in components(graph)]
+    got: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def hook(x, hook=None):
+            got[name] = x.detach()
+
+        return hook
+
+    with torch.no_grad():
+        logits = model.run_with_hooks(torch.cat([part.clean, part.corrupted]), fwd_hooks=[(n, keep(n)) for n in sites])
+        clean_end, corr_end = end_logits(logits, part.end).split(P)
+        del logits
+        clean = {n: x[:P] for n, x in got.items()}
+        corr = {n: x[P:] for n, x in got.items()}
+        metric = metric_fn(part, clean_end)
+        sums = torch.stack([metric(clean_end).sum(), metric(corr_end).sum()]).double()
+        a_clean, a_corr = (_writers(model, graph, run) for run in (clean, corr))
+        D = (a_clean.float() - a_corr.float()).permute(2, 0, 1, 3).reshape(len(graph.writers), -1)
+        del a_clean, a_corr
+    embed = hooks.name("resid_pre", 0)
+    acc: dict[tuple[int | None, str], Tensor] = {}
+    for group in plan:
+        fixed: dict[str, dict[int, Tensor]] = {}  # site -> {stacked step: its interpolated output}
+        for g, ((kind, layer), alpha) in enumerate(group):
+            site = _component_site(kind, layer)
+            fixed.setdefault(site, {})[g] = _interpolate(clean[site], corr[site], alpha)
+        x0 = torch.cat([fixed.get(embed, {}).get(g, clean[embed]) for g in range(len(group))])
+        extra = [(site, _set_rows(rows, P)) for site, rows in fixed.items() if site != embed]
+        run = _gradient_pass(model, part, metric, x0, len(group), n_total, extra=extra)
+        for key, cols, n, G in pull.pullback(run):
+            if len(plan) == 1:
+                _contract(St, cols, n, G, D)
+            elif key in acc:
+                acc[key] += G
+            else:
+                acc[key] = G
+        del run
+        tick()
+    for key, G in acc.items():
+        cols, n = pull.where[key]
+        _contract(St, cols, n, G, D)
+    return sums
+
+
+def _writers(model: Model, graph: Graph, run: dict[str, Tensor]) -> Tensor:
+    """Every writer's output [batch pos writer d_model] from a run's embedding, z and MLP outputs."""
+    out = [run[hooks.name("resid_pre", 0)][:, :, None]]
+    for layer in range(graph.n_layers):
+        out.append(head_out(model, layer, run[hooks.name("z", layer)]))
+        if graph.has_mlp:
+            out.append(run[hooks.name("mlp_out", layer)][:, :, None])
+    return torch.cat(out, dim=2)
+
+
+def _set_rows(rows: dict[int, Tensor], P: int):
+    """A forward hook setting the stacked steps `rows` (each P prompts) to fixed values: constants, so no
+    gradient flows back through them; the other steps pass through untouched."""
+
+    def hook(x, hook=None):
+        parts = list(x.split(P))
+        for g, value in rows.items():
+            parts[g] = value.to(x.dtype)
+        return torch.cat(parts)
+
+    return hook

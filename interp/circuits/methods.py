@@ -104,6 +104,10 @@ def _check_steps(o: Options) -> None:
 register("eap-ig", lambda model, task, o: attribute.eap_ig(model, task, o.steps, o.batch_size, o.progress),
          "integrated gradients over the input embeddings (Hanna et al. 2024; MIB's EAP-IG-inputs)",
          lambda o, n, g: n * (1 + 3 * o.steps), lambda o, n: min(o.batch_size, n * o.steps), _check_steps)  # fmt: skip
+register("eap-ig-act", lambda model, task, o: attribute.eap_ig_activations(model, task, o.steps, o.batch_size, o.progress),
+         "integrated gradients over each component's output, one component at a time (MIB's EAP-IG-activations)",
+         lambda o, n, g: n * (2 + 3 * o.steps * len(attribute.components(g))),
+         lambda o, n: min(o.batch_size, n * o.steps * 3), _check_steps)  # fmt: skip  (3: at least 3 components)
 register("eap", lambda model, task, o: attribute.eap(model, task, o.at, o.batch_size, o.progress),
          "one gradient at the clean run (Syed et al. 2023)", lambda o, n, g: n * 6, lambda o, n: min(o.batch_size, n),
          lambda o: check_mode("gradient position", o.at))  # fmt: skip
