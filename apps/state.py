@@ -20,7 +20,6 @@ from interp.models.sources import is_inhouse_dir, registered
 DEFAULT_MODEL = os.environ.get("INTERP_DEFAULT_MODEL") or "smollm2-135m"  # the sidebar's first choice
 DEFAULT_PROMPT = "When Mary and John went to the store, John gave a drink to"
 OTHER = "other (type below)"
-RUNS_DIR = Path(os.environ.get("INTERP_RUNS_DIR", "runs"))  # where in-house training runs are found
 DEVICE = os.environ.get("INTERP_DEVICE") or None  # None = cuda when present, else cpu
 DTYPE = os.environ.get("INTERP_DTYPE") or None  # None = float32
 # torch's intra-op threads in the server (default: torch's own choice, one per core). On a CPU
@@ -126,7 +125,7 @@ def allowed_roots() -> list[Path]:
     """Where typed paths may point when serving a network: INTERP_ALLOWED_ROOTS (os.pathsep-
     separated), default ./runs and ./out."""
     raw = os.environ.get("INTERP_ALLOWED_ROOTS")
-    roots = [Path(r) for r in raw.split(os.pathsep) if r.strip()] if raw else [RUNS_DIR, Path("out")]
+    roots = [Path(r) for r in raw.split(os.pathsep) if r.strip()] if raw else [runs_root(), Path("out")]
     return [r.expanduser().resolve() for r in roots]
 
 
@@ -152,9 +151,16 @@ def user_path(text: str, what: str) -> Path:
 # -- the sidebar ---------------------------------------------------------------------------------
 
 
-def discover_checkpoints(root: Path = RUNS_DIR) -> list[str]:
+def runs_root() -> Path:
+    """The runs folder: training runs, and every result saved from the dashboard or the CLI
+    (INTERP_RUNS_DIR, default ./runs; read at each call, so a test or a server can point it elsewhere)."""
+    return Path(os.environ.get("INTERP_RUNS_DIR", "runs"))
+
+
+def discover_checkpoints(root: Path | None = None) -> list[str]:
     """In-house checkpoints on disk: root/*/checkpoint-* folders and root/* folders that are
     themselves checkpoints, newest step last within a run."""
+    root = runs_root() if root is None else root
     if not root.is_dir():
         return []
 
@@ -170,8 +176,9 @@ def discover_checkpoints(root: Path = RUNS_DIR) -> list[str]:
     return [f for f in found if allowed(f)]
 
 
-def discover_runs(root: Path = RUNS_DIR) -> list[str]:
+def discover_runs(root: Path | None = None) -> list[str]:
     """Training-run folders (they hold metrics.jsonl or checkpoint-* folders)."""
+    root = runs_root() if root is None else root
     if not root.is_dir():
         return []
     return [
@@ -261,6 +268,59 @@ def remember(key: tuple, label: str, compute):
         store.pop(next(iter(store)))
     store[key] = result
     return result
+
+
+# -- saved results (interp.runs): every result computed here lands in the runs folder -------------
+
+
+def saved_runs(kind: str, *extra_roots: Path) -> list:
+    """The results of `kind` saved under the runs folder (and `extra_roots`), newest first, those a
+    network visitor may open."""
+    from interp.runs import find_runs
+
+    roots = [runs_root(), *(r for r in extra_roots if r.resolve() != runs_root().resolve())]
+    return [r for root in roots for r in find_runs(root, [kind]) if allowed(r.folder)]
+
+
+def saved_match(kind: str, spec: str, settings: dict):
+    """The result saved earlier for exactly this model and these settings (any session), or None."""
+    from interp.runs import saved_run
+
+    found = saved_run(runs_root(), kind, spec, settings)
+    return found if found is not None and allowed(found.folder) else None
+
+
+def save_result(key: tuple, kind: str, spec: str, settings: dict, fill, extra: dict | None = None) -> None:
+    """Save a result just computed (`fill(folder)` writes the CLI's files) into the runs folder,
+    atomically; a failed save is one line, the result stays on the page."""
+    from interp.runs import save_run
+
+    with shows_errors():
+        root = user_path(str(runs_root()), "runs folder")
+        folder = save_run(root, kind, spec, settings, fill, extra)
+        st.session_state.setdefault("_saved", {})[key] = str(folder)
+
+
+def saved_note(key: tuple) -> None:
+    """Where the result of `key` was saved in this session, if it was."""
+    folder = st.session_state.get("_saved", {}).get(key)
+    if folder:
+        st.caption(f"Saved in {public(folder)}: open it again from **open a saved run**, in any session.")
+
+
+def pick_saved(runs: list, key: str, label: str = "Saved run"):
+    """A select box over saved results (SavedRun), labelled with what, which model, when and the
+    settings; returns the chosen one or None when there is none."""
+    if not runs:
+        return None
+    by_folder = {str(r.folder): r for r in runs}
+    choice = st.selectbox(label, list(by_folder), key=key, format_func=lambda f: public(f"{f}: {by_folder[f].describe()}"))
+    return by_folder.get(choice)
+
+
+def opened_note(run) -> None:
+    """What an opened saved result is: its folder, model, time and settings."""
+    st.caption(f"Opened {public(str(run.folder))}: {run.describe()} (made by the {run.made_by}).")
 
 
 # -- models --------------------------------------------------------------------------------------

@@ -1,21 +1,26 @@
 """Circuit view: an edge circuit for any task (IOI, greater-than, induction, a task file) by EAP-IG,
 EAP or exact patching, with progress; a size slider over MIB's circuit sizes shows the circuit's
 graph and marks it on the held-out faithfulness curve; the strongest edges' estimates beside
-their exact patched effects."""
+their exact patched effects. Every circuit found is saved to the runs folder (edges.json and the
+figures, as `interp circuit --out` writes them, with its settings) and can be opened again, as can
+what the CLI wrote."""
 
 from __future__ import annotations
 
 import streamlit as st
 
 from apps import state
+from interp import WorkbenchError
 from interp.circuits import cost, methods
 from interp.circuits.faithfulness import MIB_PERCENTS
-from interp.circuits.report import HEADLINE, circuit_heads, find_circuit
+from interp.circuits.report import HEADLINE, circuit_heads, find_circuit, write_circuit
 from interp.data.tasks import BUILTIN, IOI_CORRUPTION, MIN_HELDOUT, load_task, read_rows
+from interp.runs import TITLES, open_edges, read_run
 from interp.types import CORRUPTIONS
 from interp.viz.circuits import edge_graph, exact_check_figure, faithfulness_figure
 
 FILE = "a task file (.jsonl)"
+FIND, OPEN = "find a circuit", "open a saved run"
 BATCH_ROWS = 80  # find_circuit's default rows a forward+backward
 
 
@@ -29,13 +34,9 @@ def bounded_circuit(model, split, method: str, steps: int, exact_top: int, progr
                         progress=progress)  # fmt: skip
 
 
-st.title("Circuit")
-spec = state.current_spec()
-with state.shows_errors():
-    model = state.get_model(spec)
-    st.caption("Scores every edge (writer → input of a later head's q/k/v, an MLP or the logits) on the task's "
-               "scoring prompts, then ablates every edge outside the top-n (the corrupted prompt's activation flows "
-               "there instead) on held-out prompts: faithfulness f = (m(C) − m(∅)) / (m(M) − m(∅)), as in MIB.")
+def find_panel(model, spec: str):
+    """The task and method inputs and the run button (or the result saved for these settings);
+    returns (report, its task's held-out pairs for the preview, the session key) or Nones."""
     c1, c2, c3, c4, c5 = st.columns([2, 2, 1, 1, 1])
     choice = c1.selectbox("Task", [*BUILTIN, FILE], key="circ_task")
     method = c2.selectbox("Method", methods.names(), key="circ_method",
@@ -53,53 +54,117 @@ with state.shows_errors():
         typed = st.text_input("Path to a .jsonl file of {clean, corrupted, answer, distractor} pairs", key="circ_file").strip()
         task_spec = str(state.user_path(typed, "task file")) if typed else ""
     key = ("circuit", spec, task_spec, corruption, method, n_prompts, steps, exact_top)
+    settings = {"task": task_spec, "corruption": corruption, "method": method, "n_prompts": n_prompts, "steps": steps,
+                "exact_top": exact_top}  # fmt: skip
     report = state.remembered(key)
-    if report is None and task_spec and st.button("Find the circuit", type="primary", key="circ_run"):
+    if report is not None:
+        return report, [(a, b) for a, b in zip(report.split.heldout.prompts, report.split.heldout.corrupted_prompts)], key
+    saved = state.saved_match("circuit", spec, settings) if task_spec else None
+    label = "Find the circuit again" if saved else "Find the circuit"
+    if task_spec and st.button(label, type="primary", key="circ_run"):
         if choice == FILE:
             read_rows(task_spec, min_heldout=MIN_HELDOUT)  # the file's checks, before any model work
         n_files = None if choice == FILE else n_prompts
         split = load_task(task_spec, model, n_files, None if choice == FILE else n_prompts, corruption=corruption)
         report = state.remember(key, "Finding the circuit", lambda progress: bounded_circuit(
             model, split, method, steps, exact_top, progress))
-    if report is None:
-        st.info("Pick a task and a method, then press **Find the circuit** (on CPU, SmolLM2 takes minutes).")
+        pairs = [(a, b) for a, b in zip(split.heldout.prompts, split.heldout.corrupted_prompts)]
+        state.save_result(key, "circuit", spec, settings, lambda tmp: write_circuit(report, tmp),
+                          {"heldout_preview": pairs[:5]})  # fmt: skip
+        return report, pairs, key
+    if saved is not None:  # found with these settings before, in this session or another: opened, not recomputed
+        report, _ = open_edges(saved.folder, model)
+        state.opened_note(saved)
+        return report, saved_preview(saved), None
+    st.info("Pick a task and a method, then press **Find the circuit** (on CPU, SmolLM2 takes minutes).")
+    return None, [], None
+
+
+def saved_preview(run) -> list:
+    """The held-out pairs a dashboard save kept in run.json (a CLI folder keeps none)."""
+    import json
+
+    try:
+        extra = json.loads((run.folder / "run.json").read_text()).get("extra", {})
+        return [tuple(p) for p in extra.get("heldout_preview", [])]
+    except (OSError, ValueError, AttributeError, TypeError):
+        return []
+
+
+def open_panel(model):
+    """Pick a saved edge circuit (the runs folder, ./out) or type an edges.json path."""
+    from pathlib import Path
+
+    runs = state.saved_runs("circuit", Path("out"))
+    picked = state.pick_saved(runs, "circ_saved", "Saved edge circuit")
+    typed = st.text_input("…or a path to edges.json (or its folder)", key="circ_path",
+                          help="e.g. the folder `interp circuit --out` wrote").strip()
+    if not (typed or picked):
+        st.info(f"No saved edge circuit under {state.public(str(state.runs_root()))}/ or out/ yet: find one here "
+                "(it is saved on its own) or run `interp circuit --out runs/NAME`; or type a path.")  # fmt: skip
+        return None, []
+    run = read_run(state.user_path(typed, "edges file")) if typed else picked
+    if run.kind != "circuit":
+        raise WorkbenchError(f"{str(run.folder)!r} holds a saved {TITLES[run.kind]}, not an edge circuit (edges.json)")
+    report, _ = open_edges(run.folder, model)
+    state.opened_note(run)
+    return report, saved_preview(run)
+
+
+def draw(report, pairs: list) -> None:
+    """The circuit: tiles, verdict, the prompts, the graph at the chosen size, the curve, the exact check."""
+    g, s, c = report.scores.graph, report.scores, report.curve
+    m = st.columns(4)
+    percent = st.select_slider("Circuit size (% of edges)", options=list(MIB_PERCENTS), value=HEADLINE, key="circ_size")
+    m[0].metric("Edges in the graph", f"{g.n_edges:,}")
+    f, lo, hi = c.at(percent)  # the tile follows the slider
+    m[1].metric(f"f at {percent:g}% of edges", f"{f:.2f}",
+                help=f"faithfulness of the circuit drawn below (edges ranked by |score|) on the held-out prompts; "
+                     f"95% bootstrap interval {lo:.2f} to {hi:.2f}")  # fmt: skip
+    m[2].metric("CPR (signed ranking)", f"{report.cpr:.2f}",
+                help="MIB's circuit performance ratio: the area under f over every circuit size, edges ranked by "
+                     "their signed score (higher is better)")  # fmt: skip
+    m[3].metric("CMD (|score| ranking)", f"{report.cmd:.2f}",
+                help="MIB's circuit-model distance: the area under |1 - f| over every circuit size, edges ranked by "
+                     "|score|, the ranking the circuit and the tile use (lower is better); CPR ranks differently")  # fmt: skip
+    verdict = ("faithful at this size (f >= 0.8)" if lo >= 0.8 else "not shown faithful at this size (f's interval "
+               "reaches below 0.8)" if f >= 0.8 else "**not faithful** at this size (f < 0.8)")  # fmt: skip
+    st.caption(f"On the {c.n_heldout} held-out prompts: m(full) {c.m_full:.3f}, m(∅) {c.m_empty:.3f} "
+               f"(f = 0 is the empty circuit, 1 the full model); {verdict}.")  # fmt: skip
+    if pairs:
+        with st.expander("The task's prompts (the first 5 held out)"):
+            st.dataframe([{"clean": a, "corrupted": b} for a, b in pairs[:5]], hide_index=True, key="circ_preview")
+    keep = report.circuit(percent)
+    heads = circuit_heads(s, keep)
+    corr = report.split.score.corruption if report.split is not None else None
+    st.caption((f"Counterfactual: {corr}. " if corr else "") + f"{int(keep.sum()):,} edges after pruning to paths from the embedding to the logits; "
+               f"heads used: {', '.join(f'{a}.{b}' for a, b in heads[:30])}{' …' if len(heads) > 30 else ''}")
+    st.plotly_chart(edge_graph(g, s.scores, keep, f"Circuit at {percent:g}% of edges ({s.method}, {s.task})"),
+                    key="circ_graph")  # fmt: skip
+    st.plotly_chart(faithfulness_figure({"|score| ranking": c, "signed ranking": report.curve_signed},
+                                        f"Faithfulness on {c.n_heldout} held-out prompts", highlight=percent),
+                    key="circ_curve")  # fmt: skip
+    if report.exact:
+        ex = report.exact
+        st.plotly_chart(exact_check_figure([r["estimate"] for r in ex], [r["exact"] for r in ex],
+                                           [f"{r['src']}->{r['dst']}" for r in ex], f"{s.method} estimate vs exact patching"),
+                        key="circ_exact_fig")  # fmt: skip
+        st.dataframe(ex, hide_index=True, key="circ_exact_table")
+
+
+st.title("Circuit")
+spec = state.current_spec()
+with state.shows_errors():
+    model = state.get_model(spec)
+    st.caption("Scores every edge (writer → input of a later head's q/k/v, an MLP or the logits) on the task's "
+               "scoring prompts, then ablates every edge outside the top-n (the corrupted prompt's activation flows "
+               "there instead) on held-out prompts: faithfulness f = (m(C) − m(∅)) / (m(M) − m(∅)), as in MIB.")
+    mode = st.radio("Circuit", [FIND, OPEN], key="circ_mode", horizontal=True)
+    if mode == FIND:
+        report, pairs, key = find_panel(model, spec)
     else:
-        g, s, c = report.scores.graph, report.scores, report.curve
-        m = st.columns(4)
-        percent = st.select_slider("Circuit size (% of edges)", options=list(MIB_PERCENTS), value=HEADLINE, key="circ_size")
-        m[0].metric("Edges in the graph", f"{g.n_edges:,}")
-        f, lo, hi = c.at(percent)  # the tile follows the slider
-        m[1].metric(f"f at {percent:g}% of edges", f"{f:.2f}",
-                    help=f"faithfulness of the circuit drawn below (edges ranked by |score|) on the held-out prompts; "
-                         f"95% bootstrap interval {lo:.2f} to {hi:.2f}")  # fmt: skip
-        m[2].metric("CPR (signed ranking)", f"{report.cpr:.2f}",
-                    help="MIB's circuit performance ratio: the area under f over every circuit size, edges ranked by "
-                         "their signed score (higher is better)")  # fmt: skip
-        m[3].metric("CMD (|score| ranking)", f"{report.cmd:.2f}",
-                    help="MIB's circuit-model distance: the area under |1 - f| over every circuit size, edges ranked by "
-                         "|score|, the ranking the circuit and the tile use (lower is better); CPR ranks differently")  # fmt: skip
-        verdict = ("faithful at this size (f >= 0.8)" if lo >= 0.8 else "not shown faithful at this size (f's interval "
-                   "reaches below 0.8)" if f >= 0.8 else "**not faithful** at this size (f < 0.8)")  # fmt: skip
-        st.caption(f"On the {c.n_heldout} held-out prompts: m(full) {c.m_full:.3f}, m(∅) {c.m_empty:.3f} "
-                   f"(f = 0 is the empty circuit, 1 the full model); {verdict}.")  # fmt: skip
-        held = report.split.heldout
-        if held.prompts:
-            with st.expander("The task's prompts (the first 5 held out)"):
-                st.dataframe([{"clean": a, "corrupted": b} for a, b in list(zip(held.prompts, held.corrupted_prompts))[:5]],
-                             hide_index=True, key="circ_preview")  # fmt: skip
-        keep = report.circuit(percent)
-        heads = circuit_heads(s, keep)
-        corr = report.split.score.corruption
-        st.caption((f"Counterfactual: {corr}. " if corr else "") + f"{int(keep.sum()):,} edges after pruning to paths from the embedding to the logits; "
-                   f"heads used: {', '.join(f'{a}.{b}' for a, b in heads[:30])}{' …' if len(heads) > 30 else ''}")
-        st.plotly_chart(edge_graph(g, s.scores, keep, f"Circuit at {percent:g}% of edges ({s.method}, {report.split.name})"),
-                        key="circ_graph")  # fmt: skip
-        st.plotly_chart(faithfulness_figure({"|score| ranking": c, "signed ranking": report.curve_signed},
-                                            f"Faithfulness on {c.n_heldout} held-out prompts", highlight=percent),
-                        key="circ_curve")  # fmt: skip
-        if report.exact:
-            ex = report.exact
-            st.plotly_chart(exact_check_figure([r["estimate"] for r in ex], [r["exact"] for r in ex],
-                                               [f"{r['src']}->{r['dst']}" for r in ex], f"{s.method} estimate vs exact patching"),
-                            key="circ_exact_fig")  # fmt: skip
-            st.dataframe(ex, hide_index=True, key="circ_exact_table")
+        (report, pairs), key = open_panel(model), None
+    if report is not None:
+        if key is not None:
+            state.saved_note(key)
+        draw(report, pairs)

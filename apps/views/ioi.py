@@ -1,5 +1,8 @@
-"""IOI circuit view: discover the circuit (with a progress bar) or open a circuit.json; show it as a
-graph by class, the path-patching heatmaps, the faithfulness, and the prompt through its heads."""
+"""IOI circuit view: discover the circuit (with a progress bar) or open a saved one; show it as a
+graph by class, the path-patching heatmaps, the faithfulness, and the prompt through its heads.
+Every discovery is saved to the runs folder (circuit.json and the figures, as `interp ioi --out`
+writes them, with its settings); a saved discovery, the dashboard's or the CLI's, opens again in
+any session, and discovery with settings saved before opens that result instead of recomputing."""
 
 from __future__ import annotations
 
@@ -9,12 +12,13 @@ import numpy as np
 import streamlit as st
 
 from apps import state
-from interp.circuits.pipeline import read_circuit
+from interp.circuits.pipeline import read_circuit, write_report
+from interp.runs import read_run
 from interp.types import CORRUPTIONS
 from interp.viz.attention import attention_rows_figure
 from interp.viz.circuits import FLOW, circuit_graph, faithfulness_by_heads, patching_heatmap
 
-DISCOVER, OPEN = "discover on this model", "open a circuit.json"
+DISCOVER, OPEN = "discover on this model", "open a saved run"
 IOI_EXAMPLE = "When Mary and John went to the store, John gave a drink to"  # Wang et al.'s example
 
 
@@ -44,26 +48,40 @@ with state.shows_errors():
         threshold = float(c5.number_input("Threshold", 0.01, 1.0, THRESHOLD, 0.01, key="ioi_threshold",
                                           help="share of a step's largest path effect a head needs to be admitted"))
         key = ("ioi", spec, n_prompts, seed, checks, corruption, threshold)
+        settings = {"n_prompts": n_prompts, "seed": seed, "checks": checks, "corruption": corruption, "threshold": threshold}
         report = state.remembered(key)
-        if report is None and st.button("Run discovery", type="primary", key="ioi_run"):
+        saved = state.saved_match("ioi", spec, settings) if report is None else None
+        if report is None and st.button("Run discovery again" if saved else "Run discovery", type="primary", key="ioi_run"):
             from interp.circuits.pipeline import run_ioi
 
             report = state.remember(key, "Discovering the IOI circuit", lambda progress: run_ioi(
                 model, n_prompts, seed=seed, checks=checks, progress=progress, corruption=corruption,
                 config=DiscoveryConfig(threshold=threshold)))
-        if report is None:
-            st.info("Press **Run discovery** to find the circuit on this model (on CPU, SmolLM2 takes a while).")
-        else:
+            state.save_result(key, "ioi", spec, settings, lambda tmp: write_report(report, tmp, model.info.n_layers,
+                                                                                   model.info.n_heads))  # fmt: skip
+        if report is not None:
             circuit = {**report.to_json(), "classes": report.discovery.classes}
-    else:
-        found = sorted(str(p) for root in ("out", "runs") if Path(root).is_dir() for p in Path(root).rglob("circuit.json")
-                       if state.allowed(p))  # fmt: skip
-        path = st.selectbox("circuit.json", found, key="ioi_found") if found else None
-        typed = st.text_input("…or a path to circuit.json (or its folder)", key="ioi_json").strip()
-        if typed or path:
-            circuit = read_circuit(state.user_path(typed or path, "circuit file"), model)
+            state.saved_note(key)
+        elif saved is not None:  # discovered with these settings before (any session): opened, not recomputed
+            circuit = read_circuit(saved.folder, model)
+            state.opened_note(saved)
+            st.caption("Its path-patching heatmaps are the path_*.html pages in that folder.")
         else:
-            st.info("No circuit.json under ./out or ./runs; type a path, or discover the circuit here.")
+            st.info("Press **Run discovery** to find the circuit on this model (on CPU, SmolLM2 takes a while).")
+    else:
+        runs = state.saved_runs("ioi", Path("out"))
+        picked = state.pick_saved(runs, "ioi_found", "Saved discovery")
+        typed = st.text_input("…or a path to circuit.json (or its folder)", key="ioi_json",
+                              help="e.g. the folder `interp ioi --out` wrote").strip()
+        if typed or picked:
+            path = state.user_path(typed, "circuit file") if typed else picked.folder
+            circuit = read_circuit(path, model)
+            run = read_run(path) if typed else picked
+            if run.kind == "ioi":
+                state.opened_note(run)
+        else:
+            st.info(f"No saved discovery under {state.public(str(state.runs_root()))}/ or out/ yet: discover one here "
+                    "(it is saved on its own) or run `interp ioi --out runs/NAME`; or type a path.")  # fmt: skip
         report = None
 
     if circuit is not None:

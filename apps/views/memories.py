@@ -21,14 +21,12 @@ SIGN_LABELS = {"+": "+ (coefficient > 0)", "-": "− (coefficient < 0, value −
 
 
 def find_indexes() -> list[str]:
-    """Index folders (a manifest.json) under ./out, ./runs and the working folder (those a network
-    visitor may open, when serving one)."""
-    found = []
-    for root in (Path("out"), Path("runs"), Path(".")):
-        if root.is_dir():
-            pattern = "*/manifest.json" if root == Path(".") else "**/manifest.json"
-            found += [str(p.parent) for p in root.glob(pattern)]
-    return sorted(f for f in set(found) if state.allowed(f))
+    """Finished index folders under the runs folder, ./out and the working folder (those a network
+    visitor may open, when serving one), newest first."""
+    runs = state.saved_runs("memories", Path("out"))
+    here = [str(p.parent) for p in Path(".").glob("*/manifest.json") if state.allowed(p.parent)]
+    found = [str(r.folder) for r in runs]
+    return found + sorted(set(here) - set(found))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Opening the index…")
@@ -69,11 +67,13 @@ def index_panel(model, spec: str):
     if "mem_dir_pending" in st.session_state:
         st.session_state["mem_dir"] = st.session_state.pop("mem_dir_pending")
     c1, c2 = st.columns(2)
-    choice = c1.selectbox("Index", found, key="mem_found", placeholder="none found under ./out or ./runs") if found else None
+    choice = c1.selectbox("Index", found, key="mem_found", placeholder="none found under the runs folder or ./out") if found else None
     typed = c2.text_input("…or an index folder", key="mem_dir", placeholder="e.g. out/memories").strip()
     with st.expander("Build an index for this model", expanded=not (typed or choice)):
         b1, b2, b3 = st.columns(3)
-        out = b1.text_input("Output folder", "out/memories-" + model.info.name.replace("/", "-"), key="mem_out")
+        out = b1.text_input("Output folder", str(state.runs_root() / ("memories-" + model.info.name.replace("/", "-"))),
+                            key="mem_out", help="the runs folder by default, where every session finds it again; an "
+                            "interrupted build resumes from its last shard")  # fmt: skip
         n_tokens = int(b2.number_input("Corpus tokens", 256, 10_000_000, 4096, step=1024, key="mem_tokens"))
         layers_text = b3.text_input(f"Layers ({LAYERS_HELP}; empty = all)", key="mem_layers")
         if st.button("Build", key="mem_build"):

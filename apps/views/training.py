@@ -62,7 +62,7 @@ with state.shows_errors():
     typed = c2.text_input("…or a run folder", key="train_dir", placeholder="e.g. runs/attn-only-2l").strip()
     run = str(state.user_path(typed or choice, "run folder")) if typed or choice else None
     if not run:
-        st.info(f"No training runs under {state.public(str(state.RUNS_DIR))}/ yet: train one with `interp train --output-dir runs/NAME`, "
+        st.info(f"No training runs under {state.public(str(state.runs_root()))}/ yet: train one with `interp train --output-dir runs/NAME`, "
                 "or type a run folder.")
     else:
         folder = Path(run).expanduser()

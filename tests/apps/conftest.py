@@ -13,6 +13,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # dashboard_helpers
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the apps package
 
 
+@pytest.fixture(autouse=True)
+def runs_folder(tmp_path, monkeypatch) -> Path:
+    """Each test's own runs folder (INTERP_RUNS_DIR): the results a view saves never land in ./runs."""
+    folder = tmp_path / "runs"
+    monkeypatch.setenv("INTERP_RUNS_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """runs/tiny/ with metrics.jsonl and checkpoint-10, checkpoint-20 (attention-only, 2 layers)."""

@@ -70,7 +70,7 @@ def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboa
         page.get_by_role("heading", name=title, level=1).wait_for()
         wait_idle(page)
         if slug == "ioi":
-            page.get_by_text("open a circuit.json").click()
+            page.get_by_text("open a saved run").click()
             fill(page, "…or a path to circuit.json (or its folder)", str(tiny_circuit))
             page.get_by_text("The prompt through the circuit").wait_for()
         elif slug == "memories":  # bad layers in the Build box (issue 18): a message, no exception

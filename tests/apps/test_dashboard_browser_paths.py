@@ -100,7 +100,7 @@ def test_no_refusal_shows_an_absolute_path(page, served, tiny_llama4_dir):
     seen.append(_refusal(page, "outside the folders"))
 
     _go(page, "IOI circuit")
-    page.get_by_text("open a circuit.json").click()
+    page.get_by_text("open a saved run").click()
     fill(page, "…or a path to circuit.json (or its folder)", "../../../etc/hosts")
     seen.append(_refusal(page, "outside the folders"))
 

@@ -62,7 +62,7 @@ def test_ioi_view_tiny(tiny_llama_dir, tiny_circuit):
     assert not errors(at) and any("Run discovery" in i.value for i in at.info)
     at.button(key="ioi_run").click().run()  # a 2-layer model cannot hold the circuit: a clear message
     assert any("needs at least 4" in e for e in errors(at)) and not at.exception
-    at.radio(key="ioi_mode").set_value("open a circuit.json").run()
+    at.radio(key="ioi_mode").set_value("open a saved run").run()
     at.text_input(key="ioi_json").input(str(tiny_circuit)).run()
     graph, prompt_rows = figures(at)
     assert {t["name"] for t in graph["data"] if t.get("name")} >= {"name mover", "s-inhibition", "logits"}
@@ -223,7 +223,7 @@ def test_every_view_on_smollm2(tiny_run, tmp_path):
     _follows_prompt(at)
 
     at.switch_page("views/ioi.py").run()
-    at.radio(key="ioi_mode").set_value("open a circuit.json").run()
+    at.radio(key="ioi_mode").set_value("open a saved run").run()
     at.text_input(key="ioi_json").input(str(circuit)).run()
     assert len(figures(at)) == 2
     before = shown(at)  # the IOI view's own sentence drives its prompt panel
