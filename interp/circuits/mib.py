@@ -33,6 +33,7 @@ import json
 import math
 import re
 from pathlib import Path
+
 import torch
 from jaxtyping import Bool
 from torch import Tensor
@@ -150,7 +151,9 @@ def from_mib(data: dict, graph: Graph, where: str = "the MIB file") -> tuple[Ten
     for name, e in data["edges"].items():
         i = _index(graph, _parse(name, graph))
         if i is None:
-            raise WorkbenchError(f"{where}: edge {name!r} is not in this model's graph; read it with the model it was written for")
+            raise WorkbenchError(
+                f"{where}: edge {name!r} is not in this model's graph; read it with the model it was written for"
+            )
         try:
             score = float(e["score"])
         except (KeyError, TypeError, ValueError):
@@ -179,7 +182,7 @@ def read_mib(path: str | Path, model_or_graph) -> EdgeScores:
     except (OSError, ValueError) as e:
         raise WorkbenchError(f"cannot read a MIB edge file from {path}: {e}") from None
     scores, keep, info = from_mib(data, graph, str(path))
-    number = lambda k: float("nan") if info.get(k) is None else float(info[k])  # noqa: E731
+    number = lambda k: float("nan") if info.get(k) is None else float(info[k])
     return EdgeScores(graph, scores, info.get("method") or "mib", info.get("task") or "mib", info.get("metric") or "unknown",
                       int(info.get("n_prompts") or 0), number("clean_metric"), number("corrupted_metric"),
                       info.get("steps"), extra={"in_graph": keep, "source": str(path)})  # fmt: skip

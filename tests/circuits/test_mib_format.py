@@ -52,7 +52,9 @@ def test_mib_file_round_trips_one_to_one_without_gqa(tmp_path):
     scores, keep, _ = from_mib(data, graph)
     for name in ("input->a0.h1<q>", "a0.h3->m0", "a0.h2->a1.h0<k>", "m0->a1.h3<v>", "m1->logits", "input->logits"):
         src, dst = name.split("->")
-        ours = graph.index_by_names("embed" if src == "input" else src, dst.replace(".h", ".kv") if dst.endswith(("<k>", "<v>")) else dst)
+        ours = graph.index_by_names(
+            "embed" if src == "input" else src, dst.replace(".h", ".kv") if dst.endswith(("<k>", "<v>")) else dst
+        )
         assert float(scores[ours]) == pytest.approx(data["edges"][name]["score"], abs=1e-6)
         assert bool(keep[ours]) == data["edges"][name]["in_graph"]
     back = to_mib(_scores(graph, scores), keep, d_model=32)
