@@ -1,0 +1,240 @@
+"""Planted circuits: a small model whose weights are set by hand so that a known set of edges does
+the task (MIB's InterpBench track: the ground truth depends on no attribution method).
+
+`build_planted(spec)` makes a two-layer, attention-only, four-head in-house model (a TransformerBridge
+in our `Model`, learned positions, no normalization, a word-level vocabulary with BOS = 0) that does
+induction. Its residual stream is split into one-hot blocks of `n_vocab` or `n_ctx` dimensions:
+
+    TOK   the current token (the token embedding)       POS   the position (the positional embedding)
+    PREV  the previous token (written by a0.h0)         OUT   what the unembedding reads (logit t = OUT[t])
+    JUNK  read by nothing (where the decoys write)
+
+The circuit (every score below is `sharpness` where it matches and 0 elsewhere):
+    a0.h0  previous-token head: query POS[i], key POS[j], matches at j = i - 1; value TOK -> PREV
+    a1.h0  induction head: query TOK, key PREV (K-composition with a0.h0), matches where the previous
+           token is the current one; value TOK -> OUT x `copy`: the token after the earlier copy
+The other heads are not in it:
+    a0.h1  current-token head writing TOK x `noise` into PREV (it blurs the induction head's keys a little)
+    a0.h2  uniform attention, TOK -> JUNK          a0.h3  a previous-token decoy, TOK -> JUNK
+    a1.h1  uniform attention, TOK -> OUT x `noise` (a weak direct push towards tokens seen before)
+    a1.h2  an induction decoy (reads a0.h0's PREV), TOK -> JUNK
+    a1.h3  attends to BOS, TOK -> OUT x `noise` (the same on every prompt)
+
+`ground_truth(model, task)` names the circuit's edges in our graph's vocabulary (interp.circuits.graph)
+and which of them the task's counterfactual leaves silent: a0.h0's query and key read only positions,
+the same in clean and corrupted prompts, so no patching method can see those edges (nor, under the
+built-in induction task, whose corrupted prompts keep END's token, the induction head's query). Silent
+edges are in the mechanism but count neither as planted nor as not (interp.circuits.recovery drops
+them). `planted_task` is induction with everything resampled (BOS + B + B[:-1]), so that every edge of
+the circuit but the positional ones is visible; the built-in `induction` task runs on the model too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Bool
+from torch import Tensor
+
+from interp.circuits.graph import Graph
+from interp.data.task import Task, TaskSplit
+from interp.errors import WorkbenchError
+from interp.io import write_dir
+from interp.models.cache import cache_dir
+from interp.models.inhouse import NativeSpec, build_native
+
+if TYPE_CHECKING:
+    from interp.models import Model
+
+BOS = "<bos>"
+N_HEADS = 4  # the roles above, per layer
+TASK_NAME = "planted-induction"
+
+# the mechanism: every edge the induction circuit uses, and the ones no token counterfactual can change
+CIRCUIT = ("embed->a0.h0<q>", "embed->a0.kv0<k>", "embed->a0.kv0<v>", "a0.h0->a1.kv0<k>",
+           "embed->a1.h0<q>", "embed->a1.kv0<v>", "a1.h0->logits")  # fmt: skip
+POSITIONAL = ("embed->a0.h0<q>", "embed->a0.kv0<k>")  # a0.h0's pattern reads positions only
+SAME_END = ("embed->a1.h0<q>",)  # the built-in induction task keeps END's token, which a1.h0's query reads
+
+
+@dataclass(frozen=True)
+class PlantedSpec:
+    n_vocab: int = 48  # token ids, BOS = 0 among them
+    n_ctx: int = 32  # positions
+    sharpness: float = 8.0  # attention score where a head's query and key match (0 elsewhere)
+    copy: float = 4.0  # logit the induction head writes for the token it copies
+    noise: float = 0.25  # weight of the writes of heads outside the circuit into blocks the circuit reads
+
+    def check(self) -> None:
+        if self.n_vocab < 8:
+            raise WorkbenchError(f"a planted model needs at least 8 token ids (got n_vocab={self.n_vocab})")
+        if self.n_ctx < 4:
+            raise WorkbenchError(f"a planted model needs a context of at least 4 positions (got n_ctx={self.n_ctx})")
+        if self.sharpness <= 0 or self.copy <= 0 or self.noise < 0:
+            raise WorkbenchError("sharpness and copy must be positive and noise at least 0")
+
+    @property
+    def d_head(self) -> int:
+        return max(self.n_vocab, self.n_ctx)
+
+    @property
+    def blocks(self) -> dict[str, int]:
+        """Where each one-hot block of the residual stream starts."""
+        V, P = self.n_vocab, self.n_ctx
+        return {"TOK": 0, "PREV": V, "OUT": 2 * V, "POS": 3 * V, "JUNK": 3 * V + P}
+
+    @property
+    def d_model(self) -> int:
+        return 4 * self.n_vocab + self.n_ctx
+
+    def native(self) -> NativeSpec:
+        return NativeSpec(n_layers=2, d_model=self.d_model, n_heads=N_HEADS, d_head=self.d_head, n_ctx=self.n_ctx,
+                          d_vocab=self.n_vocab, attn_only=True, normalization=None, positional="standard")  # fmt: skip
+
+
+SHARP = PlantedSpec()
+SOFT = PlantedSpec(sharpness=3.0)  # the circuit heads' attention far from saturated (about 0.6 on the match)
+PRESETS = {"sharp": SHARP, "soft": SOFT}
+
+
+# -- the tokenizer -------------------------------------------------------------------------------------
+
+
+def planted_tokenizer(n_vocab: int):
+    """A word-level tokenizer of `n_vocab` ids: BOS ('<bos>') = 0, then 't1', 't2', ... (cached on disk:
+    TransformerLens reopens tokenizers from their folder)."""
+    from transformers import AutoTokenizer
+
+    target = cache_dir() / "tokenizers" / f"planted-{n_vocab}"
+
+    def fill(tmp: Path) -> None:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        vocab = {BOS: 0, **{f"t{i}": i for i in range(1, n_vocab)}}
+        tok = Tokenizer(models.WordLevel(vocab, unk_token=BOS))
+        tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, unk_token=BOS, pad_token=BOS)
+        fast.save_pretrained(tmp)
+
+    if not (target / "tokenizer.json").is_file():
+        write_dir(target, fill)
+    return AutoTokenizer.from_pretrained(str(target))
+
+
+# -- the weights ---------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def build_planted(spec: PlantedSpec = SHARP, name: str = "planted-induction") -> Model:
+    """The hand-set induction model of `spec` (see the module docstring), on the CPU in float32."""
+    from interp.bridge import native_attention_scale, native_head_bias, native_parameters
+
+    spec.check()
+    model = build_native(spec.native(), planted_tokenizer(spec.n_vocab), name=name)
+    params = native_parameters(model.bridge)
+    for p in params.values():
+        p.zero_()
+    bias = native_head_bias(model.bridge)
+    if bias is not None:
+        bias.zero_()
+    b, V, P, dh = spec.blocks, spec.n_vocab, spec.n_ctx, spec.d_head
+    s = spec.sharpness / native_attention_scale(model.bridge)  # the key's weight, so that a match scores `sharpness`
+    tok, pos = torch.arange(V), torch.arange(P)
+    params["tok_embed.weight"][tok, b["TOK"] + tok] = 1.0
+    params["pos.weight"][pos, b["POS"] + pos] = 1.0
+    params["head.weight"][tok, b["OUT"] + tok] = 1.0
+
+    def head(layer: int, h: int, query: str | None, key: str | None, src: str, dst: str, weight: float, shift: int = 0):
+        """Head h reads `query`/`key` blocks one-hot into its own dims (the key `shift`ed: a query dim i
+        matches a key dim i - shift), copies block `src` into block `dst` x `weight`."""
+        W = {k: params[f"layers.{layer}.attn.{k}.weight"] for k in "qkvo"}
+        rows = h * dh
+        if query is not None:
+            n = P if query == "POS" else V
+            W["q"][rows + torch.arange(n), b[query] + torch.arange(n)] = 1.0
+            keep = torch.arange(n - shift)
+            W["k"][rows + keep + shift, b[key] + keep] = s
+        W["v"][rows + tok, b[src] + tok] = 1.0
+        W["o"][b[dst] + tok, rows + tok] = weight
+
+    head(0, 0, "POS", "POS", "TOK", "PREV", 1.0, shift=1)  # previous-token head
+    head(0, 1, "POS", "POS", "TOK", "PREV", spec.noise)  # current-token head (noise into the induction keys)
+    head(0, 2, None, None, "TOK", "JUNK", 1.0)  # uniform
+    head(0, 3, "POS", "POS", "TOK", "JUNK", 1.0, shift=1)  # previous-token decoy
+    head(1, 0, "TOK", "PREV", "TOK", "OUT", spec.copy)  # induction head
+    head(1, 1, None, None, "TOK", "OUT", spec.noise)  # uniform, a weak push towards tokens seen before
+    head(1, 2, "TOK", "PREV", "TOK", "JUNK", 1.0)  # induction decoy
+    head(1, 3, None, None, "TOK", "OUT", spec.noise)  # BOS sink: a constant query meets POS[0] in the keys
+    params["layers.1.attn.q.bias"][3 * dh] = 1.0
+    params["layers.1.attn.k.weight"][3 * dh, b["POS"]] = 2 * s
+    return model
+
+
+# -- the task and the ground truth ---------------------------------------------------------------------
+
+
+def _planted(model: Model, n: int, seg_len: int, seed: int) -> Task:
+    from interp.data.synthetic import bos_id, token_pool
+
+    if 2 * seg_len > model.info.n_ctx:
+        raise WorkbenchError(f"an induction segment of {seg_len} tokens does not fit {model.info.name}'s context "
+                             f"of {model.info.n_ctx}; choose seg_len <= {model.info.n_ctx // 2}")  # fmt: skip
+    pool = token_pool(model)
+    if seg_len > len(pool):
+        raise WorkbenchError(f"a segment of {seg_len} distinct tokens needs a pool of as many; "
+                             f"{model.info.name}'s has {len(pool)}: choose seg_len <= {len(pool)}")  # fmt: skip
+    g = torch.Generator().manual_seed(seed)
+    draw = lambda: pool[torch.stack([torch.randperm(len(pool), generator=g)[:seg_len] for _ in range(n)])]
+    a, b = draw(), draw()
+    bos = torch.full((n, 1), bos_id(model), dtype=torch.long)
+    clean, corrupted = torch.cat([bos, a, a[:, :-1]], 1), torch.cat([bos, b, b[:, :-1]], 1)
+    end = torch.full((n,), clean.shape[1] - 1)
+    return Task(TASK_NAME, clean.to(model.device), corrupted.to(model.device), end, a[:, -1].clone(), None, "logit",
+                {"END": end}, min_layers=2, source={"seg_len": seg_len, "seed": seed, "corrupted": "all resampled"})  # fmt: skip
+
+
+def planted_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, seg_len: int = 10) -> TaskSplit:
+    """Induction whose corrupted prompts are another repeated segment altogether (BOS + B + B[:-1]):
+    every token differs, so every non-positional edge of the circuit carries a difference."""
+    return TaskSplit(_planted(model, n_prompts, seg_len, seed), _planted(model, n_heldout, seg_len, seed + 1))
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The planted circuit on one graph, as seen by one task."""
+
+    graph: Graph
+    circuit: tuple[str, ...]  # every edge of the mechanism (names as Graph.edge_names gives them)
+    silent: tuple[str, ...]  # mechanism edges the task's counterfactual cannot change
+
+    @property
+    def planted(self) -> tuple[str, ...]:
+        """The edges a method should find: the circuit less its silent edges."""
+        return tuple(e for e in self.circuit if e not in self.silent)
+
+    def labels(self) -> tuple[Bool[Tensor, "edge"], Bool[Tensor, "edge"]]:
+        """(positive, counted) per edge: planted edges are positive; silent ones are not counted."""
+        names = self.graph.edge_names()
+        positive = torch.tensor([n in self.planted for n in names])
+        counted = torch.tensor([n not in self.silent for n in names])
+        return positive, counted
+
+
+def ground_truth(model: Model, task: Task) -> GroundTruth:
+    """The planted circuit of `build_planted`'s model in its graph, with what `task` leaves silent
+    (`planted_task`'s and the built-in induction task's counterfactuals are known; others are refused)."""
+    graph = Graph.of(model)
+    if graph.n_layers != 2 or graph.n_heads != N_HEADS or graph.has_mlp:
+        raise WorkbenchError(f"{model.info.name} is not a planted model (2 attention-only layers of {N_HEADS} heads); "
+                             "build one with interp.circuits.planted.build_planted")  # fmt: skip
+    silent = {TASK_NAME: POSITIONAL, "induction": POSITIONAL + SAME_END}.get(task.name)
+    if silent is None:
+        raise WorkbenchError(f"the planted circuit's ground truth is known for tasks {TASK_NAME!r} and 'induction', "
+                             f"not {task.name!r}")  # fmt: skip
+    known = set(graph.edge_names())
+    assert set(CIRCUIT) <= known, sorted(set(CIRCUIT) - known)
+    return GroundTruth(graph, CIRCUIT, silent)

@@ -1,0 +1,205 @@
+"""Planted circuits: the hand-set induction model does induction through exactly the edges it is said to
+(each planted edge's knock-out hurts, no other edge's does), and every registered method's edge ranking
+is scored by an AUROC that matches a hand computation."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from interp import hooks
+from interp.circuits import methods
+from interp.circuits.edges import edge_effects, edge_effects_reference
+from interp.circuits.planted import (
+    CIRCUIT,
+    POSITIONAL,
+    SAME_END,
+    SHARP,
+    PlantedSpec,
+    build_planted,
+    ground_truth,
+    planted_task,
+)
+from interp.circuits.recovery import Recovery, auroc, average_ranks, recover, recovery
+from interp.data.task import end_logits, metric_fn
+from interp.data.tasks import induction_task
+from interp.errors import WorkbenchError
+
+N, SEG = 12, 8
+
+
+@pytest.fixture(scope="module")
+def planted():
+    return build_planted(SHARP)
+
+
+@pytest.fixture(scope="module")
+def tasks(planted):
+    return {"planted-induction": planted_task(planted, N, 4, seg_len=SEG).score,
+            "induction": induction_task(planted, N, 4, seg_len=SEG).score}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exact(planted, tasks):
+    return {name: edge_effects(planted, task) for name, task in tasks.items()}
+
+
+# -- AUROC ---------------------------------------------------------------------------------------------
+
+
+def _pairwise_auroc(scores, labels) -> float:
+    """The definition: over every (planted, other) pair, 1 if the planted edge scores higher, 1/2 if tied."""
+    pos = [s for s, y in zip(scores.tolist(), labels.tolist()) if y]
+    neg = [s for s, y in zip(scores.tolist(), labels.tolist()) if not y]
+    wins = sum(1.0 if p > n else 0.5 if p == n else 0.0 for p, n in itertools.product(pos, neg))
+    return wins / (len(pos) * len(neg))
+
+
+def test_auroc_matches_hand_computations():
+    # planted 0.35 beats 0.1, loses to 0.4; planted 0.8 beats both: 3 of 4 pairs
+    assert auroc(torch.tensor([0.1, 0.4, 0.35, 0.8]), torch.tensor([False, False, True, True])) == 0.75
+    # planted 1.0 ties one other (1/2), loses to 2.0, beats 0.0: 1.5 of 3 pairs
+    assert auroc(torch.tensor([1.0, 1.0, 2.0, 0.0]), torch.tensor([True, False, False, False])) == 0.5
+    assert average_ranks(torch.tensor([3.0, 1.0, 1.0, 2.0])).tolist() == [4.0, 1.5, 1.5, 3.0]
+    assert auroc(torch.tensor([5.0, 4.0, 1.0]), torch.tensor([True, True, False])) == 1.0
+    assert auroc(torch.tensor([1.0, 4.0, 5.0]), torch.tensor([True, False, False])) == 0.0
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):  # many ties (scores drawn from 4 values)
+        scores = torch.randint(0, 4, (30,), generator=g).float()
+        labels = torch.rand(30, generator=g) < 0.3
+        assert auroc(scores, labels) == pytest.approx(_pairwise_auroc(scores, labels), abs=1e-12)
+
+
+def test_auroc_refuses_what_it_cannot_score():
+    with pytest.raises(WorkbenchError, match="NaN"):
+        auroc(torch.tensor([1.0, float("nan")]), torch.tensor([True, False]))
+    with pytest.raises(WorkbenchError, match="both sides"):
+        auroc(torch.tensor([1.0, 2.0]), torch.tensor([True, True]))
+    with pytest.raises(WorkbenchError, match="one label per score"):
+        auroc(torch.tensor([1.0, 2.0]), torch.tensor([True]))
+
+
+# -- the model does the task --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["planted-induction", "induction"])
+def test_the_planted_model_solves_induction(planted, tasks, name):
+    task = tasks[name]
+    m = metric_fn(task)
+    with torch.no_grad():
+        clean = end_logits(planted(task.clean), task.end)
+        corrupted = end_logits(planted(task.corrupted), task.end)
+    assert bool((clean.argmax(-1) == task.answers).all())  # every prompt right
+    assert float(m(clean).min()) > 0.9 * SHARP.copy  # the induction head copies with nearly all its attention
+    assert float(m(corrupted).max()) < 0.25 * SHARP.copy  # nothing to copy: the answer gets little
+
+
+def test_the_circuit_heads_attend_where_planted(planted, tasks):
+    task = tasks["planted-induction"]
+    _, cache = planted.run_with_cache(task.clean)
+    prev = cache[hooks.name("pattern", 0)][:, 0]  # [batch dest src]
+    assert float(torch.diagonal(prev, offset=-1, dim1=1, dim2=2).min()) > 0.99  # i -> i - 1
+    ind = cache[hooks.name("pattern", 1)][:, 0, -1]  # END's attention [batch src]
+    assert bool((ind.argmax(-1) == SEG).all()) and float(ind[:, SEG].min()) > 0.9  # the token after END's earlier copy
+    bos = cache[hooks.name("pattern", 1)][:, 3, :, 0]
+    assert float(bos.min()) > 0.99  # a1.h3 looks at BOS only
+
+
+def test_the_planted_model_saves_and_loads_as_an_inhouse_checkpoint(planted, tasks, tmp_path):
+    from interp.models.inhouse import load_inhouse, save_inhouse
+
+    save_inhouse(planted, SHARP.native(), tmp_path / "planted")
+    loaded, spec, _ = load_inhouse(tmp_path / "planted")
+    tokens = tasks["induction"].clean
+    assert spec == SHARP.native() and torch.equal(loaded(tokens), planted(tokens))
+
+
+# -- the ground truth is causal -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["planted-induction", "induction"])
+def test_each_planted_edge_matters_and_no_other_does(planted, tasks, exact, name):
+    task, scores = tasks[name], exact[name]
+    truth = ground_truth(planted, task)
+    gap = scores.clean_metric - scores.corrupted_metric
+    assert gap > 0.8 * SHARP.copy
+    effect = dict(zip(truth.graph.edge_names(), scores.scores.tolist()))
+    for e in truth.planted:
+        assert effect[e] > 0.5 * gap, e  # knocking out any one planted edge loses most of the behaviour
+    for e in truth.silent:
+        assert abs(effect[e]) < 1e-5, e  # the counterfactual does not reach these
+    others = [abs(v) for e, v in effect.items() if e not in CIRCUIT]
+    assert len(others) == truth.graph.n_edges - len(CIRCUIT) and max(others) < 0.02 * gap
+    # the batched engine agrees with one plain hooked forward per planted edge
+    idx = [truth.graph.index_by_names(*e.split("->")) for e in truth.planted]
+    ref = edge_effects_reference(planted, task, edges=idx)
+    assert torch.allclose(ref, scores.scores[idx], atol=1e-4)
+
+
+def test_silent_edges_follow_the_counterfactual(planted, tasks):
+    assert ground_truth(planted, tasks["planted-induction"]).silent == POSITIONAL
+    truth = ground_truth(planted, tasks["induction"])
+    assert truth.silent == POSITIONAL + SAME_END and len(truth.planted) == len(CIRCUIT) - 3
+    positive, counted = truth.labels()
+    assert int(positive.sum()) == 4 and int((~counted).sum()) == 3 and not bool((positive & ~counted).any())
+
+
+def test_ground_truth_refuses_other_models_and_tasks(planted, tasks, tiny_llama):
+    from dataclasses import replace
+
+    with pytest.raises(WorkbenchError, match="not a planted model"):
+        ground_truth(tiny_llama, tasks["induction"])
+    with pytest.raises(WorkbenchError, match="known for tasks"):
+        ground_truth(planted, replace(tasks["induction"], name="ioi"))
+    with pytest.raises(WorkbenchError, match="seg_len"):
+        planted_task(planted, 2, 2, seg_len=SHARP.n_ctx)
+    with pytest.raises(WorkbenchError, match="sharpness"):
+        build_planted(PlantedSpec(sharpness=0.0))
+
+
+# -- every method's recovery ----------------------------------------------------------------------------
+
+
+def test_exact_patching_recovers_the_planted_edges_perfectly(planted, tasks, exact):
+    # what the causal test above establishes (every planted effect > 0.5 gap > every other |effect|) makes
+    # both AUROCs exactly 1 and puts the planted edges first
+    for name, task in tasks.items():
+        r = recovery(exact[name], ground_truth(planted, task))
+        assert (r.auroc_abs, r.auroc_signed) == (1.0, 1.0) and r.worst_rank == r.n_planted
+        assert r.n_planted + r.n_other + len(ground_truth(planted, task).silent) == exact[name].graph.n_edges
+
+
+def test_every_registered_method_is_scored(planted, tasks):
+    task = tasks["planted-induction"]
+    truth = ground_truth(planted, task)
+    rows = recover(planted, task, truth)
+    assert [r.method for r in rows] == list(methods.names())
+    for r in rows:
+        if r.error is None:
+            assert 0.0 <= r.auroc_abs <= 1.0 and 0.0 <= r.auroc_signed <= 1.0 and r.worst_rank >= r.n_planted
+    by = {r.method: r for r in rows}
+    assert by["exact"].auroc_abs == 1.0
+
+
+@pytest.mark.parametrize("method", ["eap", "eap-ig"])
+def test_gradient_methods_give_zero_to_heads_nobody_reads(planted, tasks, method):
+    # a0.h2 and a0.h3 write only into a block no reader's weights touch, so the gradient at every input
+    # is orthogonal to their difference: their scores are 0 whatever the attribution's accuracy
+    scores = methods.score_edges(planted, tasks["planted-induction"], method)
+    names = scores.graph.edge_names()
+    unread = [i for i, n in enumerate(names) if n.startswith(("a0.h2->", "a0.h3->"))]
+    assert len(unread) == 2 * 13 and float(scores.scores[unread].abs().max()) < 1e-6
+    assert float(scores.scores.abs().max()) > 1.0
+
+
+def test_a_method_that_refuses_is_kept_as_a_row(planted, tasks, monkeypatch):
+    def refuse(model, task, options):
+        raise WorkbenchError("too small to train a mask on; use a larger model")
+
+    monkeypatch.setitem(methods._REGISTRY, "refuser", methods.Method("refuser", refuse, "test", lambda o, n, g: 0.0))
+    truth = ground_truth(planted, tasks["planted-induction"])
+    (row,) = recover(planted, tasks["planted-induction"], truth, methods=["refuser"])
+    assert row == Recovery("refuser", None, None, 5, truth.graph.n_edges - len(CIRCUIT), None, 0.0,
+                           "too small to train a mask on; use a larger model")  # fmt: skip
