@@ -141,6 +141,13 @@ def native_parameters(bridge) -> dict[str, torch.nn.Parameter]:
     return {n.replace(f".{_WRAPPED}", ""): p for n, p in bridge.original_model.named_parameters()}
 
 
+def plain_state_dict(bridge) -> dict[str, torch.Tensor]:
+    """The wrapped model's state under its own module names (e.g. HF's 'model.layers.0.self_attn.k_proj.weight');
+    the bridge's aliases of the same tensors come out under other names, which a caller filters by the keys it
+    expects."""
+    return {n.replace(f".{_WRAPPED}", ""): t for n, t in bridge.original_model.state_dict().items()}
+
+
 def native_attention_scale(bridge) -> float:
     """What the native attention multiplies its scores by."""
     check_version()

@@ -166,7 +166,9 @@ def build_native(spec: NativeSpec, tokenizer, device=None, dtype=None, name: str
     bridge = bridge_native(native, tokenizer, dtype=dtype, device=device)
     if spec.positional == "alibi":
         bridge.cfg.positional_embedding_type = "alibi"
-    return Model.from_bridge(bridge, tokenizer, name, "inhouse", location)
+    model = Model.from_bridge(bridge, tokenizer, name, "inhouse", location)
+    model.memo["native_spec"] = spec  # the architecture it was built from (interp.circuits.ungroup reads it)
+    return model
 
 
 def native_state_dict(model: Model) -> dict[str, Tensor]:
