@@ -228,7 +228,7 @@ def learn(model: Model, task: Task, config: MaskConfig | None = None, warm: Edge
     lambdas = torch.zeros(2, device=dev, requires_grad=True)
     opt = torch.optim.Adam([{"params": [log_alpha]}, {"params": [lambdas], "maximize": True}], lr=config.lr)
     gen = torch.Generator().manual_seed(config.seed)
-    start_share = float(open_probability(log_alpha).mean())
+    start_share = float(open_probability(log_alpha.detach()).mean())
     ramp = max(1, int(config.warmup * config.steps))
     config.history.clear()
     with torch.enable_grad():
@@ -254,7 +254,7 @@ def learn(model: Model, task: Task, config: MaskConfig | None = None, warm: Edge
     extra = {"loss": config.loss, "target": config.target, "lam": config.lam, "train_steps": config.steps,
              "lr": config.lr, "batch": config.batch, "warm_start": warm.method if warm is not None else None,
              "open_share": float(open_probability(learned).mean()), "seconds": time.perf_counter() - started,
-             "forward_backward_passes": config.steps}  # fmt: skip
+             "forward_backward_passes": config.steps, "log_alpha_min": float(learned.min())}  # fmt: skip
     return EdgeScores(graph, learned - learned.min(), "edge-pruning", task.name, task.metric, len(task), clean, corr,
                       config.warm_steps, extra=extra)  # fmt: skip
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from interp.circuits import attribute, edges
+from interp.circuits import attribute, edges, masks
 from interp.circuits.types import EdgeScores, Graph
 from interp.data.task import Task
 from interp.errors import WorkbenchError
@@ -108,6 +108,9 @@ register("eap-ig-act", lambda model, task, o: attribute.eap_ig_activations(model
          "integrated gradients over each component's output, one component at a time (MIB's EAP-IG-activations)",
          lambda o, n, g: n * (2 + 3 * o.steps * len(attribute.components(g))),
          lambda o, n: min(o.batch_size, n * o.steps * 3), _check_steps)  # fmt: skip  (3: at least 3 components)
+register("edge-pruning", lambda model, task, o: masks.learn(model, task, masks.MaskConfig(warm_steps=o.steps), progress=o.progress),
+         "learned edge masks (Edge Pruning, Bhaskar et al. 2024): hard-concrete gates trained to keep the output at 5% of edges, from EAP-IG",
+         lambda o, n, g: masks.forwards(masks.MaskConfig(warm_steps=o.steps), n), lambda o, n: 2 * min(o.batch_size, n * o.steps), _check_steps)  # fmt: skip
 register("eap", lambda model, task, o: attribute.eap(model, task, o.at, o.batch_size, o.progress),
          "one gradient at the clean run (Syed et al. 2023)", lambda o, n, g: n * 6, lambda o, n: min(o.batch_size, n),
          lambda o: check_mode("gradient position", o.at))  # fmt: skip

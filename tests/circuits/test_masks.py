@@ -54,3 +54,49 @@ def test_gate_gradients_are_eap_at_both_ends(fixture, sharp):
             eap = torch.where(direct, eap, 0.0)
         assert float(eap.abs().max()) > 1e-3
         assert torch.allclose(grad, eap, atol=1e-5, rtol=1e-3), (at, float((grad - eap).abs().max()))
+
+
+def test_training_lowers_the_loss_and_the_penalty_prunes(tiny_llama, sharp):
+    model = sharp("tiny_llama")
+    task = scrambled_task(model, 8, seed=3)
+    g = Graph.of(model)
+    cfg = MaskConfig(steps=60, batch=8, target=0.2, warmup=0.5)
+    s = learn(model, task, cfg)
+    first, last = cfg.history[0][0], sum(h[0] for h in cfg.history[-5:]) / 5
+    assert s.method == "edge-pruning" and s.scores.shape == (g.n_edges,) and float(s.scores.min()) == 0.0
+    assert abs(cfg.history[-1][1] - 0.2) < 0.1  # the Lagrangian brought the open share to the target
+    kept = s.circuit(int(0.2 * g.n_edges))
+    f = faithfulness(model, kept, task)
+    assert f > 0.5, (first, last, f)
+    # no penalty at all: every gate stays open and the circuit is the full model
+    free = MaskConfig(steps=20, batch=8, lam=0.0, warm_steps=0)
+    s0 = learn(model, task, free)
+    assert free.history[-1][1] > 0.9
+    opened = masks.open_probability(s0.scores + s0.extra["log_alpha_min"]) > 0.5  # the learned log-alphas
+    assert faithfulness(model, opened, task) == pytest.approx(1.0, abs=0.02)
+    # a heavy penalty closes nearly every gate
+    heavy = MaskConfig(steps=40, batch=8, lam=50.0, warm_steps=0)
+    learn(model, task, heavy)
+    assert heavy.history[-1][1] < 0.1 < free.history[-1][1]
+    assert heavy.history[-1][1] < heavy.history[0][1]
+
+
+def test_metric_loss_lowers_the_loss(tiny_gpt2, sharp):
+    model = sharp("tiny_gpt2")
+    task = scrambled_task(model, 8, seed=4)
+    cfg = MaskConfig(steps=40, batch=4, target=0.3, loss="metric")
+    learn(model, task, cfg)
+    early = sum(h[0] for h in cfg.history[20:24]) / 4
+    late = sum(h[0] for h in cfg.history[-4:]) / 4
+    assert late < early or late < 1e-3, (early, late)
+
+
+def test_too_small_to_train_on_is_refused_in_one_line(tiny_llama):
+    task = scrambled_task(tiny_llama, 4, seed=0)
+    with pytest.raises(WorkbenchError, match="at least 8 scoring prompts") as e:
+        score_edges(tiny_llama, task, "edge-pruning")
+    assert "\n" not in str(e.value)
+    for bad, match in ((MaskConfig(steps=0), "at least 1 training step"), (MaskConfig(target=1.5), "target share"),
+                       (MaskConfig(loss="mse"), "unknown mask loss")):  # fmt: skip
+        with pytest.raises(WorkbenchError, match=match):
+            masks.check(bad)
