@@ -7,8 +7,9 @@ agreement  agreement by layer vs the random baseline (interval, permutation p-va
            shallowness (table + HTML plot)
 search     memories whose values promote a token
 intervene  switch a memory off/on on a prompt and show what changes
-trace      the memories that raise the prompt's predicted token most, per layer and overall, and
-           the prediction with chosen ones switched off
+trace      the memories behind the prompt's predicted token, per layer and overall (ranked by their
+           direct effect on it, or --rank lm-debugger), the first ones' total effect (switched
+           off), the token's rank in each value, and the prediction with chosen ones switched off
 
 A memory is one sign of a neuron: "+" where its coefficient is > 0 (value W_out[i]), "-" where it
 is < 0 (value -W_out[i]); gated (SwiGLU) MLPs hold both, other MLPs are indexed on "+" only.
@@ -78,6 +79,10 @@ def add_parser(sub) -> None:
     tr.add_argument("--index", default=None, help="a memory index of the same model, for trigger examples")
     tr.add_argument("--top", type=int, default=10, help="memories listed over all layers (default 10)")
     tr.add_argument("--per-layer", type=int, default=3, help="memories listed per layer (default 3; 0 = none)")
+    tr.add_argument("--rank", default="direct", metavar="RANKING", help="direct (default: the direct effect on the "
+                    "predicted token's logit) or lm-debugger (LM-Debugger's: |coefficient| x the value's norm)")  # fmt: skip
+    tr.add_argument("--total", type=int, default=5, help="memories (the first of the ranking) whose total effect is "
+                    "measured, each switched off in one more pass (default 5; 0 = none)")  # fmt: skip
     tr.add_argument("--off", action="append", default=[], metavar="MEMORY",
                     help="switch this memory off (LAYER:NEURON:SIGN, e.g. 21:1298:+) and show the new prediction; repeat to switch several off together")
     tr.add_argument("--device", default=None)
@@ -262,7 +267,8 @@ def run_intervene(args) -> int:
                       sign=args.sign, progress=bar)  # fmt: skip
     finally:
         bar.close()
-    print(f"L{r.layer} N{r.neuron}{r.sign} {r.mode} (coefficient {r.original_coefficient:.3f} -> {r.coefficient:.3f}); "
+    print(f"L{r.layer} N{r.neuron}{r.sign} {r.mode} (its coefficient {r.memory_coefficient:.3f} -> {r.coefficient:.3f}; the "
+          f"neuron's {r.neuron_coefficient:.3f}); "
           f"value promotes {r.value_token!r}: p {r.value_token_prob[0]:.3g} -> {r.value_token_prob[1]:.3g}; KL {r.kl:.4f}")  # fmt: skip
     print("before: " + "  ".join(f"{t!r} {p:.3g}" for t, p in r.top_before[:5]))
     print("after:  " + "  ".join(f"{t!r} {p:.3g}" for t, p in r.top_after[:5]))
@@ -274,7 +280,9 @@ def run_intervene(args) -> int:
 
 def _print_memory(m, indent: str = "  ") -> None:
     values = " ".join(repr(t) for t, _ in m.value_tokens[:6])
-    print(f"{indent}{m.contribution:+9.4f}  {m.name:<14} coef {m.coefficient:7.3f}  value: {values}")
+    total = f"{m.total_effect:+9.4f} (p off {m.prob_off:.3g})" if m.total_effect is not None else f"{'-':>9}{'':14}"
+    print(f"{indent}{m.contribution:+9.4f}  {total}  {m.name:<14} coef {m.coefficient:7.3f}  rank {m.token_rank:<6} "
+          f"value: {values}")
     for t in m.triggers:
         nxt = f" -> {t.next!r}" if t.next is not None else ""
         print(f"{indent}{'':9}    trigger {t.coefficient:7.3f}: ...{''.join(t.before[-8:])}[[{t.token}]]{nxt}")
@@ -284,29 +292,39 @@ def run_trace(args) -> int:
     from interp import load
     from interp.memories import open_index, parse_memory, switch_off, trace
     from interp.memories.intervene import check_prompt
+    from interp.memories.trace import RANKINGS
 
     check_prompt(args.prompt)
     _at_least(args, "--top", 1)
     _at_least(args, "--per-layer", 0)
+    _at_least(args, "--total", 0)
+    if args.rank not in RANKINGS:
+        raise WorkbenchError(f"unknown ranking {args.rank!r}; use --rank {' or --rank '.join(RANKINGS)}")
     off = [parse_memory(text) for text in args.off]  # bad input fails before the model loads
     index = open_index(args.index) if args.index else None
     model = load(args.model, device=args.device)
     bar = _Bar("running the model", "layer")  # a long prompt's pass takes a while: layer by layer
     try:
-        t = trace(model, args.prompt, top=args.top, per_layer=args.per_layer, index=index, progress=bar)
+        t = trace(model, args.prompt, top=args.top, per_layer=args.per_layer, index=index, progress=bar, rank=args.rank,
+                  n_total=args.total)  # fmt: skip
     finally:
         bar.close()
     print(f"prompt ({len(t.str_tokens)} tokens) -> {t.token!r} (p {t.prob:.3g}, logit {t.logit:.3f}); "
           f"contributions = coefficient x value's logit for {t.token!r} / final-norm scale {t.scale:.4g} (direct effect)")
-    print(f"memories raising {t.token!r} most, all layers:")
+    print(f"ranked by {t.ranking_label}")
+    print(f"columns: direct effect on the logit of {t.token!r}; total effect (its logit minus its logit with the memory "
+          f"switched off at every position, for the first {args.total}) and p({t.token!r}) then; memory; coefficient; "
+          f"rank of {t.token!r} in the memory's value (1 = the value's top token); the value's top tokens")  # fmt: skip
+    print(f"memories raising {t.token!r} most, all layers:" if t.ranking == "direct" else
+          "memories writing most (LM-Debugger's ranking), all layers:")  # fmt: skip
     for m in t.top:
         _print_memory(m)
     if t.against:
-        print(f"memories lowering {t.token!r} most:")
+        print(f"memories lowering {t.token!r} most (direct effect):")
         for m in t.against:
             _print_memory(m)
     if args.per_layer:
-        print("by layer: the MLP's direct effect, then its top memories")
+        print(f"by layer: the MLP's direct effect, then its first memories (ranked by {t.ranking}) with their direct effects")
         for layer in t.layers:
             tops = "  ".join(f"{m.name} {m.contribution:+.3f}" for m in layer.memories)
             print(f"  L{layer.layer:<3} {layer.mlp_effect:+8.3f}   {tops}")

@@ -106,7 +106,7 @@ class InterventionResult:
     neuron: int
     mode: str  # "off" or "on"
     coefficient: float  # "on": the memory's coefficient it was set to; "off": 0
-    original_coefficient: float  # the memory's coefficient (sign · c) at the last position without intervention
+    original_coefficient: float  # sign · c at the last position without intervention (negative: the other memory is active)
     value_token: str  # the value's top token (what the memory promotes)
     value_token_prob: tuple[float, float]  # next-token probability of value_token: (before, after)
     logit_change: float  # largest |logit difference| at the last position
@@ -116,6 +116,13 @@ class InterventionResult:
     generation_before: str = ""
     generation_after: str = ""
     sign: str = "+"
+    neuron_coefficient: float = 0.0  # the neuron's own coefficient c at the last position (either sign)
+
+    @property
+    def memory_coefficient(self) -> float:
+        """This memory's own coefficient at the last position: sign · c where that is positive, else 0
+        (the neuron's other memory is the active one there)."""
+        return max(self.original_coefficient, 0.0)
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -217,6 +224,7 @@ def intervene(
         generation_before=_greedy(model, tokens, generate, [], tick) if generate else "",
         generation_after=_greedy(model, tokens, generate, hooks, tick) if generate else "",
         sign=sign,
+        neuron_coefficient=float(coefs[-1]),
     )
 
 
@@ -229,6 +237,13 @@ class SwitchOff:
     prob_after: float  # ... and with `memories` off
     top_before: list[tuple[str, float]]
     top_after: list[tuple[str, float]]  # the new prediction first
+    logit_before: float = float("nan")  # the prediction's logit with every memory on
+    logit_after: float = float("nan")  # ... and with `memories` off
+
+    @property
+    def total_effect(self) -> float:
+        """How much `memories` together raise the prediction's logit: logit_before - logit_after."""
+        return self.logit_before - self.logit_after
 
     @property
     def new_token(self) -> str:
@@ -247,8 +262,9 @@ def switch_off(
     for layer, neuron, sign in memories:
         check_memory(model, layer, neuron, sign)
     tokens = model.to_tokens(prompt)
-    before = model(tokens)[0, -1].float().softmax(-1)
-    after = model.run_with_hooks(tokens, fwd_hooks=off_hooks(memories, last_only))[0, -1].float().softmax(-1)
+    logits_before = model(tokens)[0, -1].float()
+    logits_after = model.run_with_hooks(tokens, fwd_hooks=off_hooks(memories, last_only))[0, -1].float()
+    before, after = logits_before.softmax(-1), logits_after.softmax(-1)
     token_id = int(before.argmax())
     return SwitchOff(
         prompt=prompt,
@@ -258,4 +274,6 @@ def switch_off(
         prob_after=float(after[token_id]),
         top_before=top_tokens(model, before, top),
         top_after=top_tokens(model, after, top),
+        logit_before=float(logits_before[token_id]),
+        logit_after=float(logits_after[token_id]),
     )

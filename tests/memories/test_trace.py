@@ -56,7 +56,8 @@ def test_trace_lists_the_planted_memory_first_and_switching_it_off_changes_the_p
     lead = t.top[0]
     assert (lead.layer, lead.neuron, lead.sign) == (p["layer"], p["neuron"], "+")
     assert lead.coefficient > 100 and lead.contribution > 0.9 * t.logit
-    assert lead.value_tokens[0][0] == p["promoted_str"]
+    assert lead.value_tokens[0][0] == p["promoted_str"] and lead.token_rank == 1  # its value's top token
+    assert lead.total_effect > 0.9 * t.logit and lead.prob_off < 1e-3  # switched off, the prediction goes
     assert [trig.token for trig in lead.triggers] == [p["trigger_str"]] * 3
     assert t.layers[p["layer"]].memories[0].name == lead.name
     assert t.layers[p["layer"]].mlp_effect >= lead.contribution - 1e-3
@@ -88,6 +89,52 @@ def test_trace_refuses_bad_requests(tiny_llama, tiny_gpt2, tmp_path):
         trace(tiny_llama, PROMPT, index=other)
     with pytest.raises(WorkbenchError, match="no memory to switch off"):
         switch_off(tiny_llama, PROMPT, [])
+    with pytest.raises(WorkbenchError, match="unknown ranking 'loud'; use one of direct, lm-debugger"):
+        trace(tiny_llama, PROMPT, rank="loud")
+    with pytest.raises(WorkbenchError, match="n_total at least 0"):
+        trace(tiny_llama, PROMPT, n_total=-1)
+
+
+@torch.no_grad()
+def test_trace_names_its_ranking_and_sets_total_effect_and_rank_beside_the_direct_effect(tiny_llama):
+    """Issue 27: the trace says what it ranks by; LM-Debugger's ranking (|coefficient| x value norm)
+    is offered; the first memories carry their total effect (the prediction with the memory off,
+    recomputed here by switch_off) and every memory the predicted token's rank in its value."""
+    from interp.memories.keys import SIGN_FACTOR
+    from interp.memories.trace import RANKINGS
+    from interp.memories.values import value_vectors
+
+    got = contributions(tiny_llama, tiny_llama.to_tokens(PROMPT))
+    t = trace(tiny_llama, PROMPT, top=4, per_layer=2, n_total=3)
+    assert t.ranking == "direct" and t.ranking_label == RANKINGS["direct"]
+    assert RANKINGS["direct"].startswith("direct effect on the predicted token")
+    direct = [m.contribution for m in t.top]
+    assert direct == sorted(direct, reverse=True) and direct[0] == pytest.approx(float(got.contributions.max()), rel=1e-5)
+    for i, m in enumerate(t.top):
+        if i < 3:
+            off = switch_off(tiny_llama, PROMPT, [(m.layer, m.neuron, m.sign)])
+            assert m.total_effect == pytest.approx(off.logit_before - off.logit_after, abs=1e-5)
+            assert m.prob_off == pytest.approx(off.prob_after, abs=1e-6)
+        else:
+            assert m.total_effect is None and m.prob_off is None
+        value = value_vectors(tiny_llama, m.layer)[m.neuron].float() * SIGN_FACTOR[m.sign]
+        logits = direction_logits(tiny_llama, value[None])[0]
+        assert m.token_rank == int((logits > logits[t.token_id]).sum()) + 1
+        assert m.value_norm == pytest.approx(float(value.norm()), rel=1e-5)
+
+    lm = trace(tiny_llama, PROMPT, top=4, per_layer=2, n_total=0, rank="lm-debugger")
+    assert lm.ranking == "lm-debugger" and "|coefficient| × the value's norm" in lm.ranking_label
+    norms = torch.stack([value_vectors(tiny_llama, la).float().norm(dim=-1) for la in range(tiny_llama.info.n_layers)])
+    score = got.coefficients.abs() * norms
+    want = score.flatten().topk(4).indices.tolist()
+    n = tiny_llama.info.d_mlp
+    assert [(m.layer, m.neuron) for m in lm.top] == [divmod(i, n) for i in want]
+    assert all(m.total_effect is None for m in lm.top)
+    for layer in lm.layers:
+        scores = [m.lm_debugger_score for m in layer.memories]
+        assert scores == sorted(scores, reverse=True)
+        assert scores[0] == pytest.approx(float(score[layer.layer].max()), rel=1e-5)
+    assert [m.name for m in lm.against] == [m.name for m in t.against]  # "against" is by direct effect either way
 
 
 @torch.no_grad()
@@ -121,3 +168,20 @@ def test_a_long_prompt_shows_progress_layer_by_layer(tiny_llama):
 
     full = torch.stack([cache[coefficient_hook(layer)][0, -1].float() for layer in range(L)])
     torch.testing.assert_close(got.coefficients, full)
+
+
+def test_trace_cli_names_the_ranking_and_prints_total_effects(tiny_llama_dir, capsys):
+    from interp.cli import main
+
+    argv = ["memories", "trace", "--model", str(tiny_llama_dir), "--prompt", PROMPT, "--top", "3", "--per-layer", "1",
+            "--device", "cpu"]  # fmt: skip
+    assert main(argv + ["--total", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "ranked by direct effect on the predicted token" in out and "memories raising" in out
+    rows = [line for line in out.splitlines() if "rank " in line and " coef " in line]
+    assert len(rows) >= 3 and sum("(p off " in r for r in rows[:3]) == 2  # the first two of the ranking
+    assert main(argv + ["--rank", "lm-debugger", "--total", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "ranked by LM-Debugger's ranking: |coefficient| × the value's norm" in out and "(p off" not in out
+    assert main(argv + ["--rank", "loud"]) == 2
+    assert "unknown ranking 'loud'; use --rank direct or --rank lm-debugger" in capsys.readouterr().err
