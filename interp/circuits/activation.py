@@ -45,11 +45,11 @@ def _patch(model: Model, ds: Task, components, layer_of, hook_kind: str, width: 
     names = set(hooks.names(hook_kind, range(L)))
     clean_logits = model(ds.clean)
     corr_logits, corr = model.run_with_cache(ds.corrupted, names_filter=lambda n: n in names)
-    metric = metric_fn(ds, end_logits(clean_logits, ds.end))
+    metric = metric_fn(ds, end_logits(clean_logits, ds.reads))
 
     def score(logits):  # logits may stack several copies of the batch
-        end = end_logits(logits, ds.end)
-        return metric(end.view(-1, B, end.shape[-1])).flatten()
+        end = end_logits(logits, ds.reads)
+        return metric(end.view(-1, B, *end.shape[1:])).flatten()
 
     clean, corrupted = score(clean_logits).mean(), score(corr_logits).mean()
     out = []
@@ -115,5 +115,5 @@ def patch_head_set(model: Model, ds: Task, heads: list[Head]) -> Float[Tensor, "
             return z
 
         edits.append((hooks.name("z", layer), hook))
-    metric = metric_fn(ds, end_logits(clean_logits, ds.end))
-    return metric(end_logits(model.run_with_hooks(ds.clean, fwd_hooks=edits), ds.end))
+    metric = metric_fn(ds, end_logits(clean_logits, ds.reads))
+    return metric(end_logits(model.run_with_hooks(ds.clean, fwd_hooks=edits), ds.reads))

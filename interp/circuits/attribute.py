@@ -307,7 +307,7 @@ def _activation_chunk(model: Model, graph: Graph, pull: Pullback, part: Task, pl
 
     with torch.no_grad():
         logits = model.run_with_hooks(torch.cat([part.clean, part.corrupted]), fwd_hooks=[(n, keep(n)) for n in sites])
-        clean_end, corr_end = end_logits(logits, part.end).split(P)
+        clean_end, corr_end = end_logits(logits, part.reads).split(P)
         del logits
         clean = {n: x[:P] for n, x in got.items()}
         corr = {n: x[P:] for n, x in got.items()}

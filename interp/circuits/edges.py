@@ -67,7 +67,7 @@ def edge_effects_reference(model: Model, task: Task, edges=None, progress: Progr
     idx = _selection(graph, edges)
     clean_logits, a_clean = writer_outputs(model, task.clean, graph)
     _, a_corr = writer_outputs(model, task.corrupted, graph)
-    clean_end = end_logits(clean_logits, task.end)
+    clean_end = end_logits(clean_logits, task.reads)
     metric = metric_fn(task, clean_end)
     base = metric(clean_end).mean()
     out = torch.empty(len(idx))
@@ -81,7 +81,7 @@ def edge_effects_reference(model: Model, task: Task, edges=None, progress: Progr
             delta = a_corr[:, :, w] - a_clean[:, :, w]
             edit = _split_edit(reader, delta) if split else _projection_edit(model, reader, delta, clean_resid)
             logits = model.run_with_hooks(task.clean, fwd_hooks=[edit])
-            out[j] = base - metric(end_logits(logits, task.end)).mean()
+            out[j] = base - metric(end_logits(logits, task.reads)).mean()
             if progress:
                 progress(j + 1, len(idx), "patching edges one by one")
     return out
@@ -143,12 +143,12 @@ class EdgePatcher:
         corr_logits, a_corr = writer_outputs(model, task.corrupted, self.graph)
         self.delta = a_corr - a_clean  # [batch pos writer d_model]
         del a_clean, a_corr
-        clean_end = end_logits(clean_logits, task.end)
+        clean_end = end_logits(clean_logits, task.reads)
         self.metric = resid_metric(model.bridge, task, clean_end)
         self.end = task.end.to(model.device)
-        self.span = Span.whole(self.end, task.clean.shape[1])
+        self.span = Span.whole(self.end, task.clean.shape[1], task.reads.to(model.device))
         m = metric_fn(task, clean_end)
-        self.m_clean, self.m_corr = m(clean_end), m(end_logits(corr_logits, task.end))  # [batch]
+        self.m_clean, self.m_corr = m(clean_end), m(end_logits(corr_logits, task.reads))  # [batch]
         self.final = self.cache[hooks.final_resid(self.rp.n_layers)]
 
     @torch.no_grad()
@@ -168,22 +168,23 @@ class EdgePatcher:
     def reader_pass(self, reader: Reader, delta: Float[Tensor, "variant batch pos d_model"]) -> Float[Tensor, "variant batch"]:
         """The metric per prompt with input `reader` shifted by each variant's `delta`."""
         rp, c, S = self.rp, self.cache, len(delta)
-        if reader.kind == "logits":  # the final residual stream at END alone
-            at_end = gather_pos(delta.flatten(0, 1), self.end.repeat(S)[:, None]).view(S, -1, delta.shape[-1])
-            return self.metric(gather_pos(self.final, self.end[:, None])[:, 0].to(ACC) + at_end.to(ACC))
+        rows = self.span.rows  # the metric's read positions [batch read] (the span starts at 0)
+        if reader.kind == "logits":  # the final residual stream at the reads (END) alone
+            at_end = gather_pos(delta.flatten(0, 1), rows.repeat(S, 1)).view(S, -1, rows.shape[1], delta.shape[-1])
+            return self.metric(self.span.readout(gather_pos(self.final, rows)[None].to(ACC) + at_end.to(ACC)))
         layer = reader.layer
-        last = layer == rp.n_layers - 1  # the last block runs at END only
-        qidx = self.span.at_end[:, None] if last else None
+        last = layer == rp.n_layers - 1  # the last block runs at the reads (END) only
+        qidx = rows if last else None
         X = c[hooks.name("resid_pre", layer)][None].to(ACC)  # the clean stream, shared by every variant
         if reader.kind == "mlp":
-            shift = delta if qidx is None else gather_pos(delta.flatten(0, 1), qidx.repeat(S, 1)).view(S, -1, 1, delta.shape[-1])
+            shift = delta if qidx is None else gather_pos(delta.flatten(0, 1), qidx.repeat(S, 1)).view(S, -1, qidx.shape[1], delta.shape[-1])
             edit = Edit(mlp_input=lambda mid: mid + shift.to(ACC))
         else:
             column = reader.head + {"q": 0, "k": rp.n_heads, "v": rp.n_heads + rp.n_kv}[reader.kind]
             edit = Edit(inputs=Inputs(columns=torch.tensor([column]), streams=(X + delta.to(ACC))[:, None]))
         X = rp.block(layer, X, self.span, cache=c, qidx=qidx, edit=edit)
         if last:
-            return self.metric(X[:, :, 0])
+            return self.metric(self.span.readout(X))
         return self.metric(rp.run(X, self.span, layer + 1, c))
 
     @torch.no_grad()

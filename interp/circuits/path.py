@@ -41,8 +41,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from interp import hooks
-from interp.circuits.replay import ACC, Edit, Keys, Replay, Span, gather_pos
-from interp.data.task import Task, end_logits, metric_fn, normalized, resid_metric
+from interp.circuits.replay import ACC, Edit, Keys, Replay, Span, gather_pos, reads_2d
+from interp.data.task import READS, Task, end_logits, metric_fn, normalized, resid_metric
 from interp.errors import WorkbenchError
 from interp.types import COMPONENTS, Head, Progress
 
@@ -113,9 +113,9 @@ class PatchCaches:
                 f"{model.info.name} does not expose the hooks fast patching replays ({', '.join(missing[:3])}"
                 f"{', ...' if len(missing) > 3 else ''}); use interp.circuits.path_reference.path_patch_reference"
             )
-        clean_end = end_logits(clean_logits, task.end)
+        clean_end = end_logits(clean_logits, task.reads)
         m = metric_fn(task, clean_end)
-        return cls(dict(clean.items()), dict(corr.items()), m(clean_end), m(end_logits(corr_logits, task.end)))
+        return cls(dict(clean.items()), dict(corr.items()), m(clean_end), m(end_logits(corr_logits, task.reads)))
 
 
 def all_heads(model: Model) -> list[Head]:
@@ -204,9 +204,9 @@ def _overrides(rp: Replay, span: Span, replaced: dict[Head, Tensor]) -> Callable
             z = z.clone()
             for h, zh in mine.items():
                 zh = zh.to(z.device)
-                if z.shape[2] != zh.shape[2]:  # queries at END only
-                    S = zh.shape[0]
-                    zh = gather_pos(zh.flatten(0, 1), span.at_end.to(z.device).repeat(S)[:, None]).view(S, -1, 1, zh.shape[-1])
+                if z.shape[2] != zh.shape[2]:  # queries at the reads (END) only
+                    S, rows = zh.shape[0], span.rows.to(z.device)
+                    zh = gather_pos(zh.flatten(0, 1), rows.repeat(S, 1)).view(S, -1, rows.shape[1], zh.shape[-1])
                 z[:, :, :, h] = zh.to(z.dtype)
             return z
 
@@ -218,9 +218,11 @@ def _overrides(rp: Replay, span: Span, replaced: dict[Head, Tensor]) -> Callable
 def receiver_final(rp: Replay, cache: PatchCaches, receivers: list[Head], comps: str, every: bool, P: Tensor,
                    end: Tensor, resid: dict[int, Tensor]) -> Float[Tensor, "variant batch d_model"]:  # fmt: skip
     """Step 2: each receiver's output recomputed from `resid` (step 1's residual at its layer), then the
-    model replayed over the window P..END with those outputs; the final residual at END."""
+    model replayed over the window P..END with those outputs; the final residual at END (`end`: the
+    metric's reads, Task.reads; the window ends at the last of them, the residual is read at each)."""
     T = cache.clean[hooks.name("resid_pre", 0)].shape[1]
-    span = Span.of(P[:, 0], end.to(P.device), T)
+    end = end.to(P.device)
+    span = Span.of(P[:, 0], reads_2d(end).amax(1), T, end)
     zs = {}
     for layer, h in receivers:
         dev = rp.device_of(layer)
@@ -250,7 +252,8 @@ def check_null(rp: Replay, cache: PatchCaches, receivers: list[Head], comps: str
     layers = sorted({layer for layer, _ in receivers})
     got = receiver_final(rp, cache, receivers, comps, every, P, end,
                          {layer: rp.stream_at(cache.clean, layer, P)[None] for layer in layers})[0]  # fmt: skip
-    want = rp.stream_at(cache.clean, rp.n_layers, end.to(P.device)[:, None])[:, 0]
+    want = rp.stream_at(cache.clean, rp.n_layers, reads_2d(end.to(P.device)))
+    want = want[:, 0] if end.dim() == 1 else want
     rel = float(((got - want).abs().amax(-1) / want.abs().amax(-1).clamp_min(1e-30)).max())
     exact = rp.dtype == torch.float32
     err = float((metric(got[None])[0] - cache.clean_metric.to(got.device)).abs().max()) if exact else 0.0
@@ -280,16 +283,20 @@ def path_patch(
         _check_heads(model, receivers.heads, "receiver")
     cache = caches or PatchCaches.collect(model, task)
     dev = task.clean.device
-    end = task.end.to(dev)
+    end = task.reads.to(dev)  # where the metric reads: END ([batch]), or several positions ([batch read])
+    one = (lambda x: x[:, :, 0]) if end.dim() == 1 else (lambda x: x)  # noqa: E731  (what the metric takes)
     B, T = task.clean.shape
-    clean_end = end_logits(model(task.clean), task.end) if task.metric == "kl" else None
+    clean_end = end_logits(model(task.clean), task.reads) if task.metric == "kl" else None
     metric = resid_metric(model.bridge, task, clean_end)
     if receivers is None:
-        P, targets = end[:, None], [rp.n_layers]
-        null = metric(rp.stream_at(cache.clean, rp.n_layers, P)[:, 0][None])  # the replay's own clean metric
+        P, targets = reads_2d(end), [rp.n_layers]
+        null = metric(one(rp.stream_at(cache.clean, rp.n_layers, P)[None]))  # the replay's own clean metric
     else:
         pos = task.position(receivers.position)
         P = torch.arange(T, device=dev).expand(B, T) if pos is None else pos.to(dev)[:, None]
+        if bool((reads_2d(end).amin(1) < P[:, 0]).any()):
+            raise WorkbenchError(f"metric {task.metric!r} reads position {READS.get(task.metric, ('END',))[0]}, before "
+                                 f"the receivers' position {receivers.position}: choose receivers at or before it")  # fmt: skip
         targets = sorted({layer for layer, _ in receivers.heads})
         every = receivers.position is None
         check_null(rp, cache, receivers.heads, receivers.components, every, P, end, metric)
@@ -305,7 +312,7 @@ def path_patch(
             low = min(group[j][0] for j in live)
             if receivers is None:
                 resid = frozen_pass(rp, cache, [group[j] for j in live], P, targets)
-                effect = metric(resid[rp.n_layers][:, :, 0]) - null  # the sums are float32; so is this difference
+                effect = metric(one(resid[rp.n_layers])) - null  # the sums are float32; so is this difference
                 res[live] = (clean_metric.to(effect.device) + effect).to(res)
             else:  # only the receivers above the batch's lowest sender: the replay starts at the first of them
                 mine = [r for r in receivers.heads if r[0] > low]

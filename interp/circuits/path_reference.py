@@ -34,11 +34,11 @@ def path_patch_reference(
     z_names = hooks.names("z", range(L))
     clean_logits, clean = model.run_with_cache(task.clean, names_filter=lambda n: n in z_names)
     corr_logits, corr = model.run_with_cache(task.corrupted, names_filter=lambda n: n in z_names)
-    clean_end = end_logits(clean_logits, task.end)
+    clean_end = end_logits(clean_logits, task.reads)
     score = metric_fn(task, clean_end)
 
-    def measure(logits):  # the task's metric at END, per prompt
-        return score(end_logits(logits, task.end))
+    def measure(logits):  # the task's metric at its reads (END), per prompt
+        return score(end_logits(logits, task.reads))
 
     tokens = task.clean
     B, T = tokens.shape

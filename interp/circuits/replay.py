@@ -67,19 +67,24 @@ class Span:
     start: Int[Tensor, "batch"]
     end: Int[Tensor, "batch"]
     before: int | None = None  # the largest start (how many positions of a base run's keys can be read)
+    reads: Int[Tensor, "batch"] | Int[Tensor, "batch read"] | None = None  # where the metric reads (Task.reads;
+    # None: END), each at most END; the last block computes them alone
 
     @classmethod
-    def of(cls, start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int) -> Span:
+    def of(cls, start: Int[Tensor, "batch"], end: Int[Tensor, "batch"], n_pos: int, reads: Tensor | None = None) -> Span:
+        """From `start` (moved back to the first read where one lies before it) to END."""
         start = torch.minimum(start.to(end.device), end)
+        if reads is not None:
+            start = torch.minimum(start, reads_2d(reads.to(end.device)).amin(1))
         width = int((end - start).max()) + 1
         pos = (start[:, None] + torch.arange(width, device=end.device)[None]).clamp(max=n_pos - 1)
-        return cls(pos, start, end, int(start.max()))
+        return cls(pos, start, end, int(start.max()), reads)
 
     @classmethod
-    def whole(cls, end: Int[Tensor, "batch"], n_pos: int) -> Span:
+    def whole(cls, end: Int[Tensor, "batch"], n_pos: int, reads: Tensor | None = None) -> Span:
         """Every position 0..n_pos-1 of every prompt."""
         pos = torch.arange(n_pos, device=end.device).expand(len(end), n_pos)
-        return cls(pos, torch.zeros_like(end), end, 0)
+        return cls(pos, torch.zeros_like(end), end, 0, reads)
 
     @property
     def width(self) -> int:
@@ -90,8 +95,26 @@ class Span:
         """Each prompt's END as an index into its window."""
         return self.end - self.start
 
+    @property
+    def rows(self) -> Int[Tensor, "batch read"]:
+        """The metric's read positions as indices into each prompt's window ([batch 1]: END alone)."""
+        if self.reads is None:
+            return self.at_end[:, None]
+        return reads_2d(self.reads.to(self.start.device)) - self.start[:, None]
+
+    def readout(self, x: Float[Tensor, "variant batch read d_model"]) -> Tensor:
+        """x at the read rows as a metric takes it: [variant batch d_model] for one read position,
+        [variant batch read d_model] for several."""
+        return x[:, :, 0] if self.reads is None or self.reads.dim() == 1 else x
+
     def to(self, device) -> Span:
-        return Span(self.pos.to(device), self.start.to(device), self.end.to(device), self.before)
+        return Span(self.pos.to(device), self.start.to(device), self.end.to(device), self.before,
+                    None if self.reads is None else self.reads.to(device))  # fmt: skip
+
+
+def reads_2d(reads: Tensor) -> Int[Tensor, "batch read"]:
+    """Read positions as [batch read] (one position per prompt, [batch], as [batch 1])."""
+    return reads[:, None] if reads.dim() == 1 else reads
 
 
 @dataclass
@@ -425,16 +448,17 @@ class Replay:
     def run(self, X: Tensor, span: Span, first: int, cache: dict[str, Tensor] | None = None,
             keys: Callable[[int], Keys | None] | None = None, edits: Callable[[int], Edit | None] | None = None,
             end_only: bool = True) -> Float[Tensor, "variant batch d_model"]:  # fmt: skip
-        """Blocks `first`.. on X over `span` (the last one at END only when `end_only`); the final
-        residual stream at each prompt's END (float32, on the final norm's device)."""
+        """Blocks `first`.. on X over `span` (the last one at the read positions only when `end_only`);
+        the final residual stream at each prompt's END, or at its reads (`Span.readout`; float32, on
+        the final norm's device)."""
         L = self.n_layers
         for layer in range(first, L):
             last = layer == L - 1 and end_only
             X = self.block(layer, X, span, cache=cache, keys=keys(layer) if keys else None,
-                           qidx=span.at_end[:, None] if last else None, edit=edits(layer) if edits else None)  # fmt: skip
+                           qidx=span.rows if last else None, edit=edits(layer) if edits else None)  # fmt: skip
         dev = self.device_of(L)
         X = X.to(dev)
         if first >= L or not end_only:  # X is the final residual stream over the whole span
-            S = X.shape[0]
-            return gather_pos(X.flatten(0, 1), span.at_end.to(dev).repeat(S)[:, None]).view(S, -1, X.shape[-1])
-        return X[:, :, 0]
+            S, rows = X.shape[0], span.rows.to(dev)
+            return span.readout(gather_pos(X.flatten(0, 1), rows.repeat(S, 1)).view(S, -1, rows.shape[1], X.shape[-1]))
+        return span.readout(X)

@@ -13,13 +13,20 @@ Built-in tasks:
   Scoring and held-out prompts share the corruption: a circuit is judged by the counterfactual it
   was found with (MIB does the same).
 - `greater-than` (Hanna, Liu and Variengien 2023): "The {noun} lasted from the year XXYY to the
-  year XX", corrupted start year XX01. On tokenizers that write years as two 2-digit tokens
-  (GPT-2: " 17", "32") the next token is YY' and the metric is p(YY' > YY) - p(YY' <= YY) over
-  the 100 two-digit tokens, as in the paper (XX in 11..17, YY in 02..98, years whose tokens split
-  otherwise are skipped). On tokenizers that split numbers into single digits (SmolLM2) the next
-  token is the end year's tens digit d, and the metric is p(d > t) - p(d < t) over the ten digit
-  tokens, t being the tens digit of YY (a tens digit equal to t can end either side of the start
-  year, so it counts on neither); YY is then drawn from 10..89 so both sides are non-empty.
+  year XX", corrupted start year XX01; the metric is P(YY' > YY) - P(YY' <= YY) over the end
+  year YY', the whole year, as in the paper. On tokenizers that write years as two 2-digit tokens
+  (GPT-2: " 17", "32") YY' is the next token: metric `prob-diff` over the 100 two-digit tokens at
+  END (XX in 11..17, YY in 02..98, years whose tokens split otherwise are skipped). On tokenizers
+  that split numbers into single digits (SmolLM2) YY' takes two tokens, its tens digit t and its
+  units digit u, so the prompt ends with the start year's own tens digit T, fed (teacher forcing:
+  "... to the year 17" + "3" for YY = 3U; the corrupted prompt gets the same T): the tens digit is
+  predicted at TENS (END - 1, the century's last digit) and the units digit, given T, at END.
+  Metric `prob-diff-year` (interp.data.task): sum_{t > T} p(t) - sum_{t < T} p(t) + p(T) (sum_{u > U}
+  p(u | T) - sum_{u <= U} p(u | T)), over the ten digit tokens. `--metric prob-diff-tens` scores the
+  tens digit alone (p(t > T) - p(t < T) at TENS; T itself counts on neither side), what greater-than
+  scored on these tokenizers before. YY is drawn from 10..89 (so the tens digit has both sides and
+  both metrics score the same prompts); `answers` is the units digit after U (U + 1; 9 for U = 9),
+  what `logit`/`prob` read at END.
 - `induction`: BOS + a random segment A (ids as `interp.data.synthetic.token_pool`) + A without
   its last token; the answer is A's last token, predicted at END by copying what followed END's
   token in the first half. Corrupted: the first half resampled (fresh random ids), so nothing
@@ -134,6 +141,8 @@ def _year_mode(tok) -> str:
 
 
 def _greater_than(model: Model, n: int, seed: int, nouns: list[str], name: str = "greater-than") -> Task:
+    """Greater-than prompts (see the module docstring): one token for the end year on a 2-digit tokenizer,
+    its tens digit fed on a digit tokenizer (the whole year read at TENS and END)."""
     tok = model.tokenizer
     mode = _year_mode(tok)
     rng = random.Random(seed)
@@ -143,7 +152,7 @@ def _greater_than(model: Model, n: int, seed: int, nouns: list[str], name: str =
     else:
         cand = [tok.encode(f"{y:02d}", add_special_tokens=False)[0] for y in range(100)]
         lo, hi = 2, 98
-    clean, corrupted, sides, yy_pos, answers = [], [], [], [], []
+    clean, corrupted, sides, next_sides, yy_pos, tens_pos, answers = [], [], [], [], [], [], []
     tries = 0
     while len(clean) < n:
         tries += 1
@@ -160,18 +169,29 @@ def _greater_than(model: Model, n: int, seed: int, nouns: list[str], name: str =
                 continue
             side = [1 if y > yy else -1 for y in range(100)]
         else:
-            t = yy // 10
+            t, u = divmod(yy, 10)
+            a, b = a + str(t), b + str(t)  # the tens digit fed: the units digit is read after it
+            ids = model.to_tokens(a)[0].tolist()
+            if ids[-2:] != [cand[xx % 10], cand[t]]:  # the century's last digit, then T, each a token
+                continue
             side = [1 if d > t else (-1 if d < t else 0) for d in range(10)]
+            next_sides.append([1 if d > u else -1 for d in range(10)])
+            tens_pos.append(len(ids) - 2)
         # the start year's YY token (pairs) or its tens digit (digits), from the prompt up to that year
         upto = len(model.to_tokens(a[: a.index(" to the year")])[0])
         clean.append(a)
         corrupted.append(b)
         sides.append(side)
         yy_pos.append(upto - (1 if mode == "pairs" else 2))
-        answers.append(cand[yy + 1] if mode == "pairs" else cand[yy // 10 + 1])  # the nearest later value
-    return _pairs_task(model, name, clean, corrupted, answers, None, "prob-diff",
-                       extra_positions={"YY": torch.tensor(yy_pos)}, candidates=torch.tensor(cand),
-                       sides=torch.tensor(sides), min_layers=MIN_LAYERS["greater-than"])  # fmt: skip
+        answers.append(cand[yy + 1] if mode == "pairs" else cand[min(yy % 10 + 1, 9)])  # the nearest later value
+    positions = {"YY": torch.tensor(yy_pos)}
+    year = {}  # digits: the tens digit is predicted at TENS (the century's last digit), the units digit at END
+    if mode == "digits":
+        positions["TENS"] = torch.tensor(tens_pos)
+        year = {"next_sides": torch.tensor(next_sides)}
+    return _pairs_task(model, name, clean, corrupted, answers, None, "prob-diff" if mode == "pairs" else "prob-diff-year",
+                       extra_positions=positions, candidates=torch.tensor(cand), sides=torch.tensor(sides),
+                       min_layers=MIN_LAYERS["greater-than"], **year)  # fmt: skip
 
 
 def _last_index(ids: list[int], token: int, before: int) -> int:

@@ -106,7 +106,7 @@ def structure(ab: Ablator, plans: list[AblationPlan]) -> Structure:
         else:
             mlp_slot.append(None)
             mlp_zero.append(None)
-    span = Span.of(start, ab.task.end, T)
+    span = Span.of(start, ab.task.end, T, ab.task.reads)
     embed = int(slot[0]) if slot[0] >= 0 else None
     return Structure(lay, span, bool(start.max() > 0), int(lay.read.sum()), reads, heads, mlp_slot, embed, mlp_zero)
 
@@ -147,11 +147,11 @@ def edge_pass(ab: Ablator, plans: list[AblationPlan]) -> Tensor:
         _layer_edit(ab, st, layer, span, X, buffer, edit)
         X = rp.block(layer, X, span, cache=ab.clean.cache, keys=ab.clean.keys(rp, layer) if st.keys else None, edit=edit)
     dev = rp.device_of(g.n_layers)
-    at = (torch.arange(B, device=dev), span.at_end.to(dev))
+    at = (torch.arange(B, device=dev)[:, None], span.rows.to(dev))  # [batch read]: the metric's positions
     base_end = ab.ablated.final
-    base_end = base_end[at[0], task.end.to(dev)] if base_end.shape[1] != 1 else base_end[:, 0]
+    base_end = base_end[at[0], at[1] + span.start.to(dev)[:, None]] if base_end.shape[1] != 1 else base_end[:, 0]
     final = _summed(st, st.layout.logits, buffer, base_end, X.to(dev)[:, at[0], at[1]], at)[:, 0]
-    return ab.metric(final).float().cpu()
+    return ab.metric(span.readout(final)).float().cpu()
 
 
 def _layer_edit(ab: Ablator, st: Structure, layer: int, span: Span, X: Tensor, buffer: Tensor, edit: Edit) -> None:

@@ -224,7 +224,7 @@ class Ablator:
         clean = known[0]
         layer0, _ = plan.first_difference(clean.plan, self.graph, B, T)
         layer0 = min(layer0, self.graph.n_layers - 1)
-        span = Span.whole(self.task.end.to(self.model.device), T)
+        span = Span.whole(self.task.end.to(self.model.device), T, self.task.reads.to(self.model.device))
         resid: dict[int, Tensor] = {}
         keys: dict[int, Keys] = {}
         X = clean.resid(layer0)[None].to(ACC)
@@ -234,17 +234,17 @@ class Ablator:
             edit = edits(layer) or Edit()
             edit.keys_seen = lambda k, v, layer=layer: keys.__setitem__(layer, Keys(k[0], v[0]))
             X = self.rp.block(layer, X, span, cache=self.clean.cache, keys=None, edit=edit)
-        final = gather_pos(X.to(self.rp.device_of(self.graph.n_layers))[0], span.end[:, None])[:, 0]
+        final = span.readout(gather_pos(X.to(self.rp.device_of(self.graph.n_layers))[0], span.rows)[None])
         return _Base(plan, lambda layer: resid[layer] if layer in resid else clean.resid(layer),
-                     lambda layer: keys[layer] if layer in keys else clean.keys(layer), self.metric(final[None])[0].float().cpu())  # fmt: skip
+                     lambda layer: keys[layer] if layer in keys else clean.keys(layer), self.metric(final)[0].float().cpu())  # fmt: skip
 
     def _replay(self, plans: list[AblationPlan], base: _Base, layer0: int, P: Tensor) -> Tensor:
         """Node plans from `base`, from `layer0` and per-prompt positions P on ([plan batch])."""
-        span = Span.of(P, self.task.end, self.task.clean.shape[1]).to(self.model.device)  # worked out on the CPU
+        span = Span.of(P, self.task.end, self.task.clean.shape[1], self.task.reads).to(self.model.device)  # on the CPU
         dev = self.rp.device_of(layer0)
         X = gather_pos(base.resid(layer0).to(dev), span.pos.to(dev))[None].to(ACC)
         X = self.embed_replaced(plans, span, X) if layer0 == 0 else X
-        final = self.rp.run(X, span, layer0, self.clean.cache, base.keys, self.writer_edits(plans, span, span.at_end[:, None]))
+        final = self.rp.run(X, span, layer0, self.clean.cache, base.keys, self.writer_edits(plans, span, span.rows))
         return self.metric(final).float().cpu()
 
     # -- writers replaced at the source ---------------------------------------------------------------------

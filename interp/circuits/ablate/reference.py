@@ -75,8 +75,8 @@ def plan_reference(model: Model, task: Task, plan: AblationPlan, rep: Replacemen
         fwd += _edge_hooks(model, graph, plan.edges, replaced_outputs(model, graph, rep))
     with split_inputs(model) if plan.ablates_edges else nullcontext():
         logits = model.run_with_hooks(task.clean, fwd_hooks=fwd)
-    clean_end = end_logits(model(task.clean), task.end)
-    return metric_fn(task, clean_end)(end_logits(logits, task.end))
+    clean_end = end_logits(model(task.clean), task.reads)
+    return metric_fn(task, clean_end)(end_logits(logits, task.reads))
 
 
 def _edge_hooks(model: Model, graph: Graph, keep: Tensor, replaced: dict[int, Tensor]) -> list:

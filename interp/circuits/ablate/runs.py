@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 @dataclass
 class CleanRun:
     """What replays start from: the clean run's residual streams and keys per layer, its rotary tables,
-    and its logits at END."""
+    and its logits at END (at the metric's reads: `Task.reads`)."""
 
     cache: dict[str, Tensor]  # hook name -> [batch pos ...] (resid_pre, k or rot_k, v, cos, sin)
     end_logits: Float[Tensor, "batch vocab"]
@@ -74,14 +74,14 @@ def corrupted_names(rp: Replay) -> list[str]:
 
 @torch.no_grad()
 def collect(model: Model, task: Task, counterfactual: bool) -> tuple[CleanRun, dict[str, Tensor] | None, Tensor | None]:
-    """(the clean run, the corrupted run's cache, the corrupted logits at END): one forward of both
+    """(the clean run, the corrupted run's cache, the corrupted logits at the metric's reads): one forward of both
     prompt sets stacked under counterfactual ablation, of the clean ones otherwise."""
     rp = Replay.of(model)
     B = len(task)
     want = set(clean_names(rp)) | (set(corrupted_names(rp)) if counterfactual else set())
     tokens = torch.cat([task.clean, task.corrupted]) if counterfactual else task.clean
     logits, cache = model.run_with_cache(tokens, names_filter=lambda n: n in want)
-    ends = end_logits(logits, task.end)
+    ends = end_logits(logits, task.reads)
     clean = CleanRun({n: cache[n][:B] for n in clean_names(rp)}, ends[:B])
     if not counterfactual:
         return clean, None, None
