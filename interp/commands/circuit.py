@@ -35,7 +35,9 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps (default 5)")
     p.add_argument("--corruption", default=None, help="IOI only: s2-io (default; MIB's counterfactual, the second S "
                    "becomes IO), abc (Wang et al.'s: three other names) or new-s (both S become one new name)")  # fmt: skip
-    p.add_argument("--metric", default=None, help="logit-diff, logit, prob, prob-diff or kl (default: the task's own)")
+    p.add_argument("--metric", default=None, help="logit-diff, logit, prob, prob-diff, prob-diff-year, prob-diff-tens or kl "
+                   "(default: the task's own; greater-than on a digit tokenizer: prob-diff-year, the whole year; "
+                   "prob-diff-tens scores its tens digit alone)")  # fmt: skip
     p.add_argument("--n-prompts", type=int, default=None, help="scoring prompts (default 32; a task file: half its rows)")
     p.add_argument("--n-heldout", type=int, default=None, help="held-out prompts for faithfulness (default: --n-prompts)")
     p.add_argument("--ablation", default="counterfactual", help="counterfactual (default: the corrupted prompt's "
