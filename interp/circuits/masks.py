@@ -151,7 +151,7 @@ class EdgeForward:
         dev = model.device
         B, T = task.clean.shape
         start = torch.full((B,), ab.t0, dtype=torch.long)
-        self.span = Span.of(start, task.end, T).to(dev)
+        self.span = Span.of(start, task.end, T, task.reads).to(dev)  # to END, read where the metric reads (Task.reads)
         self.keys = ab.t0 > 0  # the span starts after 0: earlier keys come from the clean run
         sp, rep, abl = self.span, ab.replacement, ab.ablated
         with torch.no_grad():
@@ -165,7 +165,7 @@ class EdgeForward:
                 self.r_mlp = [at_span(rep.mlp[layer], sp).to(dev, ACC) for layer in range(graph.n_layers)]
             rows = torch.arange(B, device=dev)
             final = abl.final.to(dev, ACC)
-            self.base_final = final[rows, task.end.to(dev)] if final.shape[1] != 1 else final[:, 0]
+            self.base_final = final[rows[:, None], self.span.rows + self.span.start[:, None]] if final.shape[1] != 1 else final[:, :1]
         self.src, self.dst = graph.src.to(dev), graph.dst.to(dev)
         self.m_full = ab.m_full
 
@@ -197,10 +197,11 @@ class EdgeForward:
                 edit.mlp_seen = lambda out, layer=layer: groups.append((g.mlp_writer(layer), (out[0] - self.r_mlp[layer])[:, :, None]))
             X = rp.block(layer, X, self.span, cache=self.ab.clean.cache,
                          keys=self.ab.clean.keys(rp, layer) if self.keys else None, edit=edit)  # fmt: skip
-        at = (torch.arange(len(self.task), device=dev), self.span.at_end.to(dev))
-        groups = [(lo, d[at[0], at[1]][:, None]) for lo, d in groups]  # at END only
+        at = (torch.arange(len(self.task), device=dev)[:, None], self.span.rows.to(dev))
+        groups = [(lo, d[at[0], at[1]]) for lo, d in groups]  # at the reads only (END; [B read n d])
         logits_reader = torch.tensor([len(g.readers) - 1], device=dev)
-        return read(self.base_final[:, None, None], logits_reader, "bwnd,nc->bwcd")[:, 0, 0]
+        out = read(self.base_final[:, :, None], logits_reader, "bwnd,nc->bwcd")[:, :, 0]  # [B read d]
+        return self.span.readout(out[None])[0]
 
 
 # -- training ------------------------------------------------------------------------------------------
