@@ -10,6 +10,7 @@ a backward counting as two. Stage by stage (interp.circuits.report.find_circuit)
                          (SmolLM2: 24,371 forwards for its 70,651 edges, a third of a forward each)
     curves       2 rankings x held-out x (3 + sizes)  the setup, then about a forward a size (13.5 measured)
     exact check  prompts x (2 + top edges)            at most (nothing when the method is exact)
+    random       draws x held-out x (sizes - 1)       MIB's Random row: random circuits of every size
 
 Time is that count times the seconds of one prompt-forward, measured on the task's own (padded,
 so longest) prompts after a short warm-up: an estimate within a factor of about two, which is
@@ -70,7 +71,7 @@ def duration(seconds: float) -> str:
 
 
 def count(method: str, steps: int, graph: Graph, n_layers: int, n_prompts: int, n_heldout: int, exact_top: int,
-          n_sizes: int) -> dict[str, float]:  # fmt: skip
+          n_sizes: int, random_draws: int = 0) -> dict[str, float]:  # fmt: skip
     """Prompt-forwards by stage (the module docstring's table; the scoring stage is what the method's
     registration says it costs)."""
     from interp.circuits import methods
@@ -79,6 +80,8 @@ def count(method: str, steps: int, graph: Graph, n_layers: int, n_prompts: int, 
     stages = {"scores": scores, "curves": N_RANKINGS * n_heldout * (3 + n_sizes)}
     if exact_top and method != "exact":
         stages["exact check"] = n_prompts * (2 + min(exact_top, graph.n_edges))
+    if random_draws:  # random circuits of every size but the full one (the empty ones cost nothing either)
+        stages["random baseline"] = random_draws * n_heldout * max(0, n_sizes - 1)
     return stages
 
 
@@ -109,7 +112,7 @@ def seconds_per_forward(model: Model, tokens: torch.Tensor, sample: int = 4, rep
 
 
 def estimate(model: Model, split: TaskSplit, method: str, steps: int, exact_top: int, batch_size: int,
-             n_sizes: int, graph: Graph | None = None) -> Cost:  # fmt: skip
+             n_sizes: int, graph: Graph | None = None, random_draws: int = 0) -> Cost:  # fmt: skip
     """The cost of `find_circuit` with these settings on this model and split. A run whose
     gradients cannot fit the device's free memory is refused here, before the timed forward (a
     20,000-character prompt's forward alone takes a while)."""
@@ -117,7 +120,7 @@ def estimate(model: Model, split: TaskSplit, method: str, steps: int, exact_top:
 
     graph = graph or Graph.of(model)
     P, H = len(split.score), len(split.heldout)
-    stages = count(method, steps, graph, model.info.n_layers, P, H, exact_top, n_sizes)
+    stages = count(method, steps, graph, model.info.n_layers, P, H, exact_top, n_sizes, random_draws)
     tokens = max(split.score.clean.shape[1], split.heldout.clean.shape[1])
     from interp.circuits import methods
 

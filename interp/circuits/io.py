@@ -7,7 +7,9 @@ reader, used by `interp circuit`, the dashboard and the notebooks.
 
 The file holds every edge with its score (strongest |score| first, by writer and input name), the
 scoring run (method, steps, task, metric, prompts, clean/corrupted metric), each curve whole
-(`Curve.to_json`) and as points, CPR/CMD with their intervals, the exact check, and what `meta` adds
+(`Curve.to_json`) and as points, CPR/CMD with their intervals, the random baseline ("random": random
+circuits of the same sizes, per draw and their spread), the exact check (each checked edge with its
+group: top, random or bottom) and its summary (Spearman and Pearson over the checked edges), and what `meta` adds
 (model, corruption, seed, ...). `read_edges` puts the scores back in the graph's edge order and refuses
 a file written for another model's graph.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from interp.circuits.exact_check import summary
 from interp.circuits.types import Curve, EdgeScores, Graph
 from interp.errors import WorkbenchError
 from interp.io import write_json
@@ -38,9 +41,10 @@ def scores_json(s: EdgeScores) -> dict:
     }  # fmt: skip
 
 
-def circuit_json(scores: EdgeScores, curves: dict[str, Curve], exact: list[dict], meta: dict) -> dict:
-    """edges.json's content: `meta` first, then the scores, the curves ('abs' is the one quoted) and the
-    exact check."""
+def circuit_json(scores: EdgeScores, curves: dict[str, Curve], exact: list[dict], meta: dict, random=None) -> dict:
+    """edges.json's content: `meta` first, then the scores, the curves ('abs' is the one quoted), the
+    random baseline beside them (a RandomBaseline, MIB's Random row) and the exact check with its
+    rank correlation."""
     out = {**meta, **scores_json(scores), "faithfulness_formula": FORMULA}
     shown = curves["abs"]
     out.update(ablation=shown.ablation, pruned=shown.pruned, heldout_full_metric=shown.m_full,
@@ -58,7 +62,12 @@ def circuit_json(scores: EdgeScores, curves: dict[str, Curve], exact: list[dict]
         out["faithfulness_at_5pct"] = {"faithfulness": f, "lo": lo, "hi": hi}
         if "signed" in curves:
             out["faithfulness_at_5pct"]["signed"] = dict(zip(("faithfulness", "lo", "hi"), curves["signed"].at(HEADLINE)))
+    if random is not None:
+        out["random"] = random.to_json()
+        if HEADLINE in random.percents:
+            out["random"]["faithfulness_at_5pct"] = dict(zip(("faithfulness", "lo", "hi"), random.at(HEADLINE)))
     out["exact_check"] = exact
+    out["exact_check_summary"] = summary(exact)
     return out
 
 

@@ -1,10 +1,14 @@
-"""A circuit for any task in one call: scores -> faithfulness curves -> exact check -> files.
+"""A circuit for any task in one call: scores -> faithfulness curves -> random baseline -> exact
+check -> files.
 
 `find_circuit` scores every edge on the task's scoring prompts (EAP-IG, EAP or exact patching),
 measures the faithfulness curve on the held-out prompts twice, as MIB does (edges ranked by signed
-score for CPR, by |score| for CMD; the |score| curve is the one shown and quoted), and patches the
-top edges exactly (on the scoring prompts, where the estimates came from) so the estimate can be
-set beside the truth. `write_circuit` writes edges.json and the figures (offline HTML).
+score for CPR, by |score| for CMD; the |score| curve is the one shown and quoted), measures random
+circuits of the same sizes beside it (MIB's Random row: interp.circuits.faithfulness.random_baseline),
+and patches some edges exactly (on the scoring prompts, where the estimates came from): the top ones
+by |score|, some drawn at random and some from the bottom half (interp.circuits.exact_check), so the
+estimate can be set beside the truth with a rank correlation. `write_circuit` writes edges.json, MIB's
+edge file (interp.circuits.mib) and the figures (offline HTML).
 """
 
 from __future__ import annotations
@@ -15,10 +19,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from interp.circuits import methods
+from interp.circuits import exact_check as check
+from interp.circuits import methods, mib
 from interp.circuits.ablate import Ablator
-from interp.circuits.edges import edge_effects
-from interp.circuits.faithfulness import MIB_PERCENTS, faithfulness_curve
+from interp.circuits.faithfulness import MIB_PERCENTS, RandomBaseline, faithfulness_curve, random_baseline
 from interp.circuits.io import HEADLINE, circuit_json, read_edges, write_edges
 from interp.circuits.types import Curve, EdgeScores, Graph, Interval, check_mode
 from interp.data.task import TaskSplit
@@ -37,8 +41,14 @@ class CircuitReport:
     scores: EdgeScores
     curve: Curve  # edges ranked by |score| (CMD's curve, the one shown)
     curve_signed: Curve  # edges ranked by signed score (CPR's curve)
-    exact: list[dict] = field(default_factory=list)  # top edges: src, dst, estimate, exact
+    exact: list[dict] = field(default_factory=list)  # checked edges: src, dst, estimate, exact, group, rank
     seed: int = 0
+    random: RandomBaseline | None = None  # MIB's Random row beside the curves (None: not measured)
+
+    @property
+    def exact_summary(self) -> dict:
+        """Spearman's and Pearson's correlation of estimate and exact effect over the checked edges."""
+        return check.summary(self.exact)
 
     @property
     def cpr(self) -> float:
@@ -61,29 +71,41 @@ class CircuitReport:
         """edges.json's content (interp.circuits.io)."""
         meta = {"model": self.model, "corruption": self.split.score.corruption,  # how the corrupted prompts were made (IOI)
                 "heldout_corruption": self.split.heldout.corruption, "seed": self.seed}  # fmt: skip
-        return circuit_json(self.scores, {"abs": self.curve, "signed": self.curve_signed}, self.exact, meta)
+        return circuit_json(self.scores, {"abs": self.curve, "signed": self.curve_signed}, self.exact, meta, self.random)
 
 
-def check_settings(method: str, steps: int, ablation: str, exact_top: int, batch_size: int = 80) -> None:
-    """Refuse bad settings before any model work."""
-    methods.check(method, methods.Options(steps=steps, batch_size=batch_size))
+def check_settings(method: str | None, steps: int, ablation: str, exact_top: int, batch_size: int = 80,
+                   random_draws: int = 0) -> None:  # fmt: skip
+    """Refuse bad settings before any model work (`method` None: the scores come from a file)."""
+    if method is not None:
+        methods.check(method, methods.Options(steps=steps, batch_size=batch_size))
     check_mode("ablation", ablation)
     if exact_top < 0:
         raise WorkbenchError(f"the exact check needs 0 or more edges (got {exact_top})")
+    if random_draws < 0:
+        raise WorkbenchError(f"the random baseline needs 0 or more draws (got {random_draws})")
 
 
-def exact_check(model: Model, scores: EdgeScores, split: TaskSplit, k: int, progress: Progress | None = None) -> list[dict]:
-    """The k strongest edges (|score|) with their exact patched effects on the scoring prompts."""
-    if k == 0:
+def exact_check(model: Model, scores: EdgeScores, split: TaskSplit, k: int, seed: int = 0,
+                progress: Progress | None = None) -> list[dict]:  # fmt: skip
+    """k edges (the top half by |score|, a quarter drawn from the rest, a quarter from the bottom half:
+    interp.circuits.exact_check) with their exact patched effects on the scoring prompts, each row
+    naming its group and its rank by |score| (0: the strongest)."""
+    picked = check.checked_edges(scores, k, seed)
+    if not picked:
         return []
-    top = scores.order("abs")[:k]
+    idx = torch.tensor([i for i, _ in picked])
     if scores.method == "exact":
-        exact = scores.scores
+        exact = scores.scores[idx]
     else:
-        exact = edge_effects(model, split.score, top, progress=progress).scores
+        exact = check.exact_effects(model, split.score, idx, Ablator(model, split.score, "counterfactual", graph=scores.graph),
+                                    progress)  # fmt: skip
+    rank = torch.empty(scores.graph.n_edges, dtype=torch.long)
+    rank[scores.order("abs")] = torch.arange(scores.graph.n_edges)
     g = scores.graph
     return [{"src": g.edge(i).src.name, "dst": g.edge(i).dst.name, "estimate": float(scores.scores[i]),
-             "exact": float(exact[i])} for i in top.tolist()]  # fmt: skip
+             "exact": float(exact[j]), "group": group, "rank": int(rank[i])}
+            for j, (i, group) in enumerate(picked)]  # fmt: skip
 
 
 def find_circuit(
@@ -99,42 +121,57 @@ def find_circuit(
     seed: int = 0,
     percents=MIB_PERCENTS,
     progress: Progress | None = None,
+    random_draws: int = 3,
+    scores: EdgeScores | None = None,
 ) -> CircuitReport:
-    """Score, measure and check a circuit for one task (see the module docstring)."""
-    check_settings(method, steps, ablation, exact_top, batch_size)
+    """Score, measure and check a circuit for one task (see the module docstring). `scores` given
+    (read from a file) skip the scoring; `random_draws` 0 skips the random baseline."""
+    check_settings(method if scores is None else None, steps, ablation, exact_top, batch_size, random_draws)
     if HEADLINE not in [float(p) for p in percents]:
         percents = sorted({*map(float, percents), HEADLINE})
 
     def stage(name: str):
         return None if progress is None else (lambda done, total, msg: progress(done, total, f"{name}: {msg}"))
 
-    scores = methods.score_edges(model, split.score, method, steps, batch_size=batch_size, progress=stage("scores"))
+    if scores is None:
+        scores = methods.score_edges(model, split.score, method, steps, batch_size=batch_size, progress=stage("scores"))
     ab = Ablator(model, split.heldout, ablation, split.score, scores.graph)
     curve = faithfulness_curve(model, scores, split.heldout, percents, "abs", pruned, ablation, split.score, n_boot, seed,
                                ablator=ab, progress=stage("faithfulness, |score| ranking"))  # fmt: skip
     signed = faithfulness_curve(model, scores, split.heldout, percents, "signed", pruned, ablation, split.score, n_boot,
                                 seed, ablator=ab, progress=stage("faithfulness, signed ranking"))  # fmt: skip
-    exact = exact_check(model, scores, split, exact_top, stage("exact check"))
-    return CircuitReport(model.info.name, split, scores, curve, signed, exact, seed)
+    rand = None
+    if random_draws:
+        rand = random_baseline(model, scores.graph, split.heldout, random_draws, percents, pruned, ablation, split.score,
+                               seed, ablator=ab, progress=stage(f"random baseline, {random_draws} draws"))  # fmt: skip
+    exact = exact_check(model, scores, split, exact_top, seed, stage("exact check"))
+    return CircuitReport(model.info.name, split, scores, curve, signed, exact, seed, rand)
 
 
-def write_circuit(report: CircuitReport, out: str | Path, n_graph_edges: int = 400) -> list[Path]:
-    """edges.json, curve.html (both rankings), graph.html (the 5 % circuit) and, with an exact
-    check, exact.html into `out`. edges.json is written last, so a folder holding it is complete."""
+def write_circuit(report: CircuitReport, out: str | Path, n_graph_edges: int = 400, d_model: int = 0) -> list[Path]:
+    """edges.json, curve.html (both rankings and the random baseline), graph.html (the 5 % circuit),
+    MIB's edge file (mib.FILE, the 5 % circuit in_graph; not for attention-only models) and, with an
+    exact check, exact.html into `out`. edges.json is written last, so a folder holding it is complete."""
     from interp.viz.circuits import edge_graph, exact_check_figure, faithfulness_figure
     from interp.viz.html import write_figure
 
     out = Path(out)
     s = report.scores
     name = f"{s.method}{f' ({s.steps} steps)' if s.steps else ''} on {report.split.name}, {report.model}"
-    written = [write_figure(faithfulness_figure({"|score| ranking": report.curve, "signed ranking": report.curve_signed},
-                                                f"Faithfulness on held-out prompts: {name}"), out / "curve.html")]  # fmt: skip
+    curves = {"|score| ranking": report.curve, "signed ranking": report.curve_signed}
+    written = [write_figure(faithfulness_figure(curves, f"Faithfulness on held-out prompts: {name}", random=report.random),
+                            out / "curve.html")]  # fmt: skip
     keep = report.circuit(HEADLINE)
     written.append(write_figure(edge_graph(s.graph, s.scores, keep, f"Circuit at {HEADLINE:g}% of edges: {name}",
                                            max_edges=n_graph_edges), out / "graph.html"))  # fmt: skip
+    if s.graph.has_mlp:
+        written.append(mib.write_mib(out / mib.FILE, s, keep, d_model, {"model": report.model, "in_graph": f"the pruned "
+                                     f"top {HEADLINE:g}% by |score|, the circuit interp circuit quotes"}))  # fmt: skip
     if report.exact:
-        fig = exact_check_figure([r["estimate"] for r in report.exact], [r["exact"] for r in report.exact],
-                                 [f"{r['src']}->{r['dst']}" for r in report.exact], f"{s.method} estimate vs exact patching")  # fmt: skip
+        ex, agree = report.exact, report.exact_summary
+        fig = exact_check_figure([r["estimate"] for r in ex], [r["exact"] for r in ex], [f"{r['src']}->{r['dst']}" for r in ex],
+                                 f"{s.method} estimate vs exact patching (Spearman {agree['spearman']:.2f}, "
+                                 f"Pearson {agree['pearson']:.2f}, {len(ex)} edges)", groups=[r.get("group") for r in ex])  # fmt: skip
         written.append(write_figure(fig, out / "exact.html"))
     written.append(write_edges(out, report.to_json()))
     return written

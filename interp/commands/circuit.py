@@ -5,8 +5,12 @@
 
 Scores every edge of the model's graph on the task's scoring prompts (EAP-IG by default), measures
 faithfulness on held-out prompts at MIB's circuit sizes (CPR, CMD, and f at 5 % of the edges with
-a bootstrap interval), patches the strongest edges exactly beside their estimates, and writes
-edges.json, curve.html, graph.html and exact.html into --out.
+a bootstrap interval) beside random circuits of the same sizes (MIB's Random row), patches some edges
+exactly beside their estimates (the strongest, some drawn at random, some from the bottom half, with
+the rank correlation over them), and writes edges.json, MIB's edge file mib_edges.json (to score the
+circuit with MIB's own evaluation code), curve.html, graph.html and exact.html into --out. --scores
+reads the scores from a file instead (an edges.json, or MIB's edge file: MIB's own circuits measured
+here).
 
 Before any work it checks everything it can without a model (a task file's rows, the output
 folder, the disk), and once the model is loaded it estimates the run's cost (interp.circuits.cost)
@@ -21,7 +25,7 @@ from pathlib import Path
 from interp.circuits import methods
 
 MAX_MINUTES = 60.0  # the default time budget of one run
-OUTPUT_FILES = {"edges.json", "curve.html", "graph.html", "exact.html", "plotly.min.js"}  # what a run writes
+OUTPUT_FILES = {"edges.json", "mib_edges.json", "curve.html", "graph.html", "exact.html", "plotly.min.js"}  # what a run writes
 MIN_OUTPUT_BYTES = 8 * 10**6  # plotly.min.js (4.8 MB) and the pages; edges.json is added once the graph is known
 
 
@@ -44,7 +48,12 @@ def add_parser(sub) -> None:
                    "activation) or mean")  # fmt: skip
     p.add_argument("--no-prune", action="store_true", help="keep the raw top-n edges (default: only those on a path "
                    "from the embedding to the logits)")  # fmt: skip
-    p.add_argument("--exact-top", type=int, default=20, help="strongest edges to patch exactly beside their estimate (0: skip)")
+    p.add_argument("--exact-top", type=int, default=20, help="edges to patch exactly beside their estimate: half the "
+                   "strongest, a quarter drawn at random from the rest, a quarter from the bottom half (default 20; 0: skip)")
+    p.add_argument("--random-draws", type=int, default=3, help="random circuits per size beside the curve, MIB's "
+                   "Random row (default 3; 0: skip)")
+    p.add_argument("--scores", default=None, help="read the edge scores from a file instead of scoring: an edges.json "
+                   "of `interp circuit`, or MIB's edge file (its importances.json / our mib_edges.json)")
     p.add_argument("--batch-size", type=int, default=80,
                    help="rows (prompts x EAP-IG steps) per forward+backward of the attribution (default 80)")
     p.add_argument("--seed", type=int, default=0, help="seed for the prompts and the bootstrap (default 0)")
@@ -66,7 +75,9 @@ def _check_before_loading(args) -> None:
 
     if args.batch_size < 1:
         raise WorkbenchError(f"--batch-size must be at least 1 (got {args.batch_size})")
-    check_settings(args.method, args.steps, args.ablation, args.exact_top, args.batch_size)
+    check_settings(args.method, args.steps, args.ablation, args.exact_top, args.batch_size, args.random_draws)
+    if args.scores is not None and not Path(args.scores).is_file():
+        raise WorkbenchError(f"--scores {args.scores}: no such file; pass an edges.json or a MIB edge file")
     if args.metric is not None and args.metric not in METRICS:
         raise WorkbenchError(f"unknown metric {args.metric!r}; use --metric with one of {', '.join(METRICS)}")
     if args.task not in BUILTIN and not args.task.endswith(".jsonl") and not Path(args.task).is_file():
@@ -116,17 +127,43 @@ def _find(args):
                    f"metric {split.score.metric}{corr}")  # fmt: skip
         check_free_space(args.out, MIN_OUTPUT_BYTES + 120 * graph.n_edges, "--out")  # edges.json: ~100 bytes an edge
         live.stage("estimating the cost (one timed forward)")
+        scores = None
+        if args.scores is not None:
+            live.stage(f"reading the scores in {args.scores}")
+            scores = _read_scores(args.scores, graph)
+            live.write(f"scores from {args.scores}: {scores.method} on {scores.task}")
         c = cost.estimate(model, split, args.method, args.steps, args.exact_top, args.batch_size,
-                          len({*MIB_PERCENTS, HEADLINE}), graph)  # fmt: skip
+                          len({*MIB_PERCENTS, HEADLINE}), graph, args.random_draws)  # fmt: skip
+        if scores is not None:
+            c.stages.pop("scores")
         live.write(f"estimated: about {cost.duration(c.seconds)} ({c.summary()}); budget {args.max_minutes:g} min")
         cost.check(c, args.max_minutes, f"pass --max-minutes {max(1, round(c.seconds / 60 * 1.5))} to run it")
         report = find_circuit(model, split, args.method, args.steps, args.ablation, not args.no_prune, args.exact_top,
-                              args.batch_size, seed=args.seed, progress=live.progress)  # fmt: skip
+                              args.batch_size, seed=args.seed, progress=live.progress, random_draws=args.random_draws,
+                              scores=scores)  # fmt: skip
         live.stage("writing")
-        folder = write_dir(args.out, lambda tmp: write_circuit(report, tmp))
+        folder = write_dir(args.out, lambda tmp: write_circuit(report, tmp, d_model=model.info.d_model))
     finally:
         live.close()  # the bar ends before any error line
     return report, sorted(p for p in folder.iterdir() if p.is_file())
+
+
+def _read_scores(path: str, graph):
+    """An edges.json of `interp circuit`, or MIB's edge file (told apart by MIB's cfg key)."""
+    import json
+
+    from interp.circuits.io import read_edges
+    from interp.circuits.mib import from_mib, read_mib
+    from interp.errors import WorkbenchError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise WorkbenchError(f"cannot read --scores {path}: {e}") from None
+    if isinstance(data, dict) and "cfg" in data:
+        from_mib(data, graph, path)  # refuses a file for another model before anything runs
+        return read_mib(path, graph)
+    return read_edges(path, graph)[0]
 
 
 def run(args) -> int:
@@ -155,10 +192,19 @@ def run(args) -> int:
     fs, los, his = report.curve_signed.at(HEADLINE)
     print(f"held-out faithfulness at {HEADLINE:g}% of edges: {f:.3f} (95% interval {lo:.3f} to {hi:.3f}) by |score|; "
           f"{fs:.3f} ({los:.3f} to {his:.3f}) by signed score")  # fmt: skip
+    if report.random is not None:
+        r = report.random
+        rf, rcpr, rcmd = r.at(HEADLINE), r.area("cpr"), r.area("cmd")
+        print(f"random circuits ({r.draws} draws, same sizes and pruning; mean, min to max over draws): f at {HEADLINE:g}% "
+              f"{rf.value:.3f} ({rf.lo:.3f} to {rf.hi:.3f}), CPR {rcpr.value:.3f} ({rcpr.lo:.3f} to {rcpr.hi:.3f}), "
+              f"CMD {rcmd.value:.3f} ({rcmd.lo:.3f} to {rcmd.hi:.3f})")  # fmt: skip
     if report.exact:
-        worst = max(report.exact, key=lambda r: abs(r["estimate"] - r["exact"]))
-        print(f"exact check of the {len(report.exact)} strongest edges: largest gap {worst['src']}->{worst['dst']} "
-              f"estimate {worst['estimate']:+.3f} vs exact {worst['exact']:+.3f}")  # fmt: skip
+        agree = report.exact_summary
+        n = agree["groups"]
+        w = agree["largest_gap"]
+        print(f"exact check of {agree['n']} edges ({n['top']} strongest, {n['random']} at random, {n['bottom']} from the "
+              f"bottom half): Spearman {agree['spearman']:.3f}, Pearson {agree['pearson']:.3f}; largest gap "
+              f"{w['src']}->{w['dst']} ({w['group']}) estimate {w['estimate']:+.3f} vs exact {w['exact']:+.3f}")  # fmt: skip
     print(f"wrote {len(written)} files to {args.out} in {time.time() - start:.1f}s")
     return 0
 

@@ -97,10 +97,25 @@ def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
     return values, [f"{v:g}" for v in values]
 
 
-def faithfulness_figure(curves: dict, title: str = "Faithfulness", highlight: float | None = None) -> go.Figure:
+def faithfulness_figure(curves: dict, title: str = "Faithfulness", highlight: float | None = None,
+                        random=None) -> go.Figure:  # fmt: skip
     """f over circuit size (% of edges, log axis) for each named curve (interp.circuits.faithfulness.Curve),
-    with its bootstrap band; `highlight` marks one size."""
+    with its bootstrap band; `highlight` marks one size; `random` (a RandomBaseline) adds random
+    circuits of the same sizes as a dashed grey line (the mean over draws) in the band of the draws."""
     fig = go.Figure()
+    if random is not None:
+        lo, hi = random.band()
+        p = list(random.percents)
+        fig.add_trace(go.Scatter(x=p + p[::-1], y=hi + lo[::-1], fill="toself", fillcolor="#7f7f7f", opacity=0.15,
+                                 line=dict(width=0), hoverinfo="skip", showlegend=False))  # fmt: skip
+        cpr, cmd = random.area("cpr"), random.area("cmd")
+        fig.add_trace(go.Scatter(
+            x=p, y=random.mean(), mode="lines+markers", line=dict(color="#7f7f7f", dash="dash"), marker=dict(size=5),
+            name=f"random circuits, {random.draws} draws (CPR {cpr.value:.2f}, CMD {cmd.value:.2f})",
+            customdata=[[a, b] for a, b in zip(lo, hi)],
+            hovertemplate="%{x}% of edges<br>f = %{y:.3f} (draws %{customdata[0]:.3f} to %{customdata[1]:.3f})"
+                          "<extra>random</extra>",
+        ))  # fmt: skip
     for i, (name, c) in enumerate(curves.items()):
         color = CURVE_COLORS[i % len(CURVE_COLORS)]
         fig.add_trace(go.Scatter(x=list(c.percents) + list(c.percents)[::-1], y=list(c.hi) + list(c.lo)[::-1],
@@ -208,14 +223,29 @@ def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int = 400
     return fig
 
 
-def exact_check_figure(estimates, exact, names, title: str = "Estimate vs exact patching") -> go.Figure:
-    """Each edge's estimated effect against its exact patched effect; the diagonal is agreement."""
+GROUP_STYLE = {  # the exact check's groups (interp.circuits.exact_check): name, color, marker
+    "top": ("top by |estimate|", "#1f77b4", "circle"),
+    "random": ("drawn at random", "#ff7f0e", "diamond"),
+    "bottom": ("drawn from the bottom half", "#2ca02c", "square"),
+}
+
+
+def exact_check_figure(estimates, exact, names, title: str = "Estimate vs exact patching", groups=None) -> go.Figure:
+    """Each edge's estimated effect against its exact patched effect; the diagonal is agreement.
+    `groups` (one per edge: 'top', 'random', 'bottom') marks where each checked edge came from."""
     lo = min(min(estimates), min(exact), 0.0)
     hi = max(max(estimates), max(exact), 0.0)
+    groups = list(groups) if groups is not None else [None] * len(names)
     fig = go.Figure([
         go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", line=dict(color="#999999", dash="dot"), name="estimate = exact"),
-        go.Scatter(x=list(exact), y=list(estimates), mode="markers", text=list(names), name="edges",
-                   hovertemplate="%{text}<br>exact %{x:.4g}<br>estimate %{y:.4g}<extra></extra>", marker=dict(size=8)),
     ])  # fmt: skip
+    for g in dict.fromkeys(groups):
+        label, color, symbol = GROUP_STYLE.get(g, ("edges", "#1f77b4", "circle"))
+        at = [i for i, x in enumerate(groups) if x == g]
+        fig.add_trace(go.Scatter(
+            x=[exact[i] for i in at], y=[estimates[i] for i in at], mode="markers", text=[names[i] for i in at],
+            name=label, marker=dict(size=8, color=color, symbol=symbol),
+            hovertemplate="%{text}<br>exact %{x:.4g}<br>estimate %{y:.4g}<extra>" + label + "</extra>",
+        ))  # fmt: skip
     fig.update_layout(title=title, xaxis_title="exact effect of corrupting the edge", yaxis_title="estimated effect")
     return fig

@@ -3,6 +3,8 @@ exact end points, MIB's areas, the bootstrap, and TransformerLens's faithfulness
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from circuit_helpers import late_scrambled_task, scrambled_task
@@ -176,3 +178,61 @@ def test_positions_before_the_first_difference_are_not_rebuilt(fixture, sharp):
         if frac < 0.9:
             assert float((fast - ab.m_full).abs().max()) > 1e-3
         assert torch.allclose(ab_mean.run(keep), ablated_reference(model, held, keep, "mean", mean_over), atol=2e-5)
+
+
+# -- the exact check: which edges, how fast, how they agree --------------------------------------------
+
+
+def test_checked_edges_take_top_random_and_bottom():
+    from interp.circuits.exact_check import checked_edges
+    from interp.circuits.types import EdgeScores
+
+    g = Graph(2, 4, 2, True)
+    gen = torch.Generator().manual_seed(3)
+    s = EdgeScores(g, torch.randn(g.n_edges, generator=gen), "eap", "t", "m", 1, 0.0, 0.0)
+    rank = torch.empty(g.n_edges, dtype=torch.long)
+    rank[s.order("abs")] = torch.arange(g.n_edges)
+    picked = checked_edges(s, 20, seed=1)
+    groups = [grp for _, grp in picked]
+    assert groups == ["top"] * 10 + ["random"] * 5 + ["bottom"] * 5
+    idx = [i for i, _ in picked]
+    assert len(set(idx)) == 20
+    assert [int(rank[i]) for i in idx[:10]] == list(range(10))
+    assert all(int(rank[i]) >= 10 for i in idx[10:15]) and all(int(rank[i]) >= g.n_edges // 2 for i in idx[15:])
+    assert checked_edges(s, 20, seed=1) == picked and checked_edges(s, 20, seed=2) != picked
+    assert [grp for _, grp in checked_edges(s, 3)] == ["top", "top", "top"] and checked_edges(s, 0) == []
+    assert len(checked_edges(s, 10_000)) == g.n_edges
+
+
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_gpt2"])
+def test_fast_exact_check_equals_per_edge_reference(fixture, sharp):
+    """The exact check on the ablation engine (all checked edges through one run_many) gives the plain
+    one-hooked-forward-per-edge reference's numbers (interp.circuits.edges.edge_effects_reference)."""
+    from interp.circuits.exact_check import checked_edges, exact_effects, exact_effects_reference
+
+    model = sharp(fixture)
+    task = scrambled_task(model, 3, seed=2)
+    scores = attribute(model, task, "eap")
+    idx = torch.tensor([i for i, _ in checked_edges(scores, 16, seed=0)])
+    fast, ref = exact_effects(model, task, idx), exact_effects_reference(model, task, idx)
+    assert float(ref.abs().max()) > 1e-2 and torch.allclose(fast, ref, atol=2e-5), (fast - ref).abs().max()
+    with pytest.raises(WorkbenchError, match="counterfactual"):
+        exact_effects(model, task, idx, ablator=Ablator(model, task, "mean", task))
+
+
+def test_rank_and_linear_correlations():
+    from interp.circuits.exact_check import pearson, spearman, summary
+
+    assert spearman([1, 2, 3, 4], [10, 40, 90, 160]) == pytest.approx(1.0)  # monotone, not linear
+    assert pearson([1, 2, 3, 4], [10, 40, 90, 160]) < 0.99
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ties share their mean rank: ranks (0.5, 0.5, 2, 3) against (0, 1, 2, 3)
+    a = torch.tensor([0.5, 0.5, 2, 3], dtype=torch.float64)
+    b = torch.tensor([0, 1, 2, 3], dtype=torch.float64)
+    assert spearman([5, 5, 7, 9], [1, 2, 3, 4]) == pytest.approx(pearson(a, b))
+    assert math.isnan(pearson([1, 2], [3, 4])) and math.isnan(spearman([1, 1, 1], [1, 2, 3]))
+    rows = [{"src": "a", "dst": "b", "estimate": e, "exact": x, "group": g}
+            for e, x, g in [(1.0, 0.9, "top"), (0.5, 0.6, "top"), (0.1, -0.3, "random"), (0.0, 0.01, "bottom")]]  # fmt: skip
+    s = summary(rows)
+    assert s["n"] == 4 and s["groups"] == {"top": 2, "random": 1, "bottom": 1}
+    assert s["largest_gap"]["group"] == "random" and s["spearman"] == pytest.approx(spearman([1, 0.5, 0.1, 0], [0.9, 0.6, -0.3, 0.01]))
