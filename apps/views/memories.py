@@ -1,7 +1,8 @@
 """FFN memories view: pick (or build) an index, browse memories (trigger examples, value tokens;
 a memory is one sign of a neuron), search memories by promoted token, agreement by layer, the
-memories behind the prompt's prediction (LM-Debugger's trace, with an off switch), and a memory
-switched off/on on the prompt. Each panel shows its own input errors; the others keep working."""
+memories behind the prompt's prediction (LM-Debugger's trace, by direct effect or LM-Debugger's
+ranking, with each memory's total effect and an off switch), and a memory switched off/on on the
+prompt at the press of a button. Each panel shows its own input errors; the others keep working."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import streamlit as st
 from apps import state
 from interp import WorkbenchError
 from interp.memories import IndexSettings, build_index, intervene, open_index, switch_off, trace
-from interp.memories.trace import check_index_model
+from interp.memories.trace import N_TOTAL, RANKINGS, check_index_model
 from interp.parse import LAYERS_HELP, parse_layers
 from interp.viz.attention import predictions_figure
 from interp.viz.memories import agreement_figure, trace_figure, triggers_html, value_tokens_figure
@@ -145,16 +146,31 @@ def trace_panel(model, spec: str, prompt: str, index) -> None:
     st.subheader("Memories behind the prediction")
     usable = index if index is not None and fits(index, model, warn=False) else None
     key_index = str(usable.folder) if usable is not None else None
-    t = state.remember(("mem-trace", spec, prompt, key_index), "Tracing the prediction",
-                       lambda progress: trace(model, prompt, top=10, per_layer=3, index=usable, progress=progress))  # fmt: skip
-    st.markdown(f"Prediction **{t.token!r}** (p = {t.prob:.3f}); a memory's contribution is its coefficient × its "
-                f"value's logit for {t.token!r}, through the final norm's scale at the last token ({t.scale:.3g}).")  # fmt: skip
+    rank = st.radio("Rank memories by", list(RANKINGS), key="mem_trace_rank", horizontal=True,
+                    format_func={"direct": "direct effect on the predicted token",
+                                 "lm-debugger": "LM-Debugger's |coefficient| × value norm"}.get,
+                    help="; ".join(f"{k}: {v}" for k, v in RANKINGS.items()))  # fmt: skip
+    t = state.remember(("mem-trace", spec, prompt, key_index, rank), "Tracing the prediction",
+                       lambda progress: trace(model, prompt, top=10, per_layer=3, index=usable, progress=progress,
+                                              rank=rank))  # fmt: skip
+    st.markdown(f"Prediction **{t.token!r}** (p = {t.prob:.3f}, logit {t.logit:.3f}). Ranked by **{t.ranking_label}**. "
+                f"A memory's direct effect is its coefficient × its value's logit for {t.token!r}, through the final "
+                f"norm's scale at the last token ({t.scale:.3g}); it ignores what later layers do with the memory's "
+                f"output, which its total effect includes.")  # fmt: skip
     st.plotly_chart(trace_figure(t), key="mem_trace")
-    rows = [{"memory": m.name, "contribution": round(m.contribution, 4), "coefficient": round(m.coefficient, 3),
+    rows = [{"memory": m.name, "direct effect": round(m.contribution, 4),
+             "total effect": None if m.total_effect is None else round(m.total_effect, 4),
+             f"p({t.token!r}) off": None if m.prob_off is None else round(m.prob_off, 4),
+             f"rank of {t.token!r} in value": m.token_rank, "coefficient": round(m.coefficient, 3),
+             "|coef| × value norm": round(m.lm_debugger_score, 3),
              "value's top tokens": " ".join(repr(tok) for tok, _ in m.value_tokens[:6]),
              "top trigger": ("…" + "".join(m.triggers[0].before[-6:]) + f"[{m.triggers[0].token}]") if m.triggers else ""}
             for m in t.top]  # fmt: skip
     st.dataframe(rows, hide_index=True, key="mem_trace_rows")
+    st.caption(f"Total effect: the logit of {t.token!r} minus its logit with that memory switched off at every position "
+               f"(p({t.token!r}) then beside it), for the first {N_TOTAL} rows; a memory whose direct effect raises the "
+               f"token can lower it in total. Rank: where {t.token!r} stands in the memory's value projected onto the "
+               "vocabulary (1 = the value's top token).")  # fmt: skip
     names = {m.name: (m.layer, m.neuron, m.sign) for m in t.top}
     chosen = st.multiselect("Switch off (together) and see the new prediction", list(names), key="mem_trace_off")
     if chosen:
@@ -173,14 +189,26 @@ def intervention_panel(model, spec: str, prompt: str, index) -> None:
     layer = int(i1.number_input("Layer", 0, model.info.n_layers - 1, min(default_layer, model.info.n_layers - 1),
                                 key="mem_int_layer"))  # fmt: skip
     neuron = int(i2.number_input("Neuron", 0, model.info.d_mlp - 1, key="mem_int_neuron"))
-    sign = i3.radio("Memory", ["+", "-"], key="mem_int_sign", horizontal=True)
+    sign = i3.radio("Memory", ["+", "-"], key="mem_int_sign", horizontal=True, format_func=SIGN_LABELS.get)
     mode = i4.radio("Switch the memory", ["off", "on"], key="mem_int_mode", horizontal=True)
-    result = state.remember(("mem-int", spec, prompt, layer, neuron, sign, mode), "Intervening",
-                            lambda progress: intervene(model, prompt, layer, neuron, mode, generate=4, sign=sign,
-                                                       progress=progress))  # fmt: skip
+    key = ("mem-int", spec, prompt, layer, neuron, sign, mode)
+    result = state.remembered(key)
+    if result is None and st.button(f"Switch L{layer} N{neuron}{sign} {mode}", key="mem_int_run"):
+        result = state.remember(key, "Intervening", lambda progress: intervene(
+            model, prompt, layer, neuron, mode, generate=4, sign=sign, progress=progress))
+    if result is None:
+        st.info("Pick a memory and press the button: the prompt runs with that memory switched off (or on), and "
+                "greedy continuations are generated before and after.")  # fmt: skip
+        return
     m = st.columns(4)
-    m[0].metric("Memory's coefficient at the last token", f"{result.original_coefficient:.3f}",
-                f"set to {result.coefficient:.3g}", delta_color="off")  # fmt: skip
+    other = "-" if sign == "+" else "+"
+    m[0].metric(f"L{layer} N{neuron}{sign}'s coefficient at the last token", f"{result.memory_coefficient:.3f}",
+                f"set to {result.coefficient:.3g}", delta_color="off",
+                help=f"this memory's own coefficient: sign × the neuron's coefficient where positive, else 0. The neuron's "
+                     f"coefficient is {result.neuron_coefficient:.3f}")  # fmt: skip
+    if result.memory_coefficient == 0 and result.neuron_coefficient != 0:
+        st.caption(f"The neuron's coefficient at the last token is {result.neuron_coefficient:.3f}: its {other} memory is "
+                   f"the active one there, so L{layer} N{neuron}{sign} is silent at that token.")  # fmt: skip
     m[1].metric(f"p({result.value_token!r}), the value's top token", f"{result.value_token_prob[1]:.4f}",
                 f"{result.value_token_prob[1] - result.value_token_prob[0]:+.4f}")
     m[2].metric("KL(before ‖ after)", f"{result.kl:.4f}")

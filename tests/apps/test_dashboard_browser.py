@@ -99,3 +99,33 @@ def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboa
             text = hover.text_content()
             assert "destination" in text and "source" in text and "weight" in text, text
             page.screenshot(path=str(ARTIFACTS / "dashboard-attention-hover.png"))
+
+
+def test_browser_reload_finds_a_saved_result(page, dashboard, tiny_run, tiny_circuit):
+    """Issue 27: a result outlives its browser session. A discovery saved by an earlier session (in the
+    runs folder the server reads) is opened after a reload, with no run: discovery with the same
+    settings opens it, and the saved-runs picker lists it."""
+    from interp.circuits.discover import THRESHOLD
+    from interp.runs import save_run
+
+    settings = {"n_prompts": 16, "seed": 0, "checks": False, "corruption": "abc", "threshold": THRESHOLD}
+    folder = save_run(tiny_run.parent, "ioi", "smollm2-135m", settings,
+                      lambda tmp: shutil.copy(tiny_circuit, tmp / "circuit.json"))  # fmt: skip
+    try:
+        page.goto(dashboard)
+        page.reload()
+        page.get_by_text(re.compile("^Top prediction")).wait_for()
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="IOI circuit").click()
+        page.get_by_text(re.compile("^Opened .*" + re.escape(folder.name))).wait_for()  # the default settings' saved run
+        page.get_by_role("button", name="Run discovery again").wait_for()
+        page.get_by_text("The prompt through the circuit").wait_for()
+        wait_idle(page)
+        page.get_by_text("open a saved run").click()
+        page.get_by_test_id("stMain").get_by_test_id("stSelectbox").filter(has_text=folder.name).wait_for()
+        page.get_by_text(re.compile("^Opened .*made by the dashboard")).wait_for()
+        wait_idle(page)
+        assert page.locator('[data-testid="stException"]').count() == 0
+        assert page.locator('[data-testid="stAlertContentError"]').count() == 0
+        page.screenshot(path=str(ARTIFACTS / "dashboard-saved-run.png"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

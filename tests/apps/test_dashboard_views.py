@@ -96,6 +96,8 @@ def test_memories_view_tiny(tiny_llama_dir, tiny_index, tmp_path):
     assert not errors(at) and any(f"With {first} off" in m.value and "new prediction" in m.value for m in at.markdown)
     at.number_input(key="mem_int_neuron").set_value(5).run()
     at.radio(key="mem_int_mode").set_value("on").run()
+    assert not any("Memory L0 N5+" in n for n in _titles(at))  # nothing runs before its button
+    at.button(key="mem_int_run").click().run()
     assert not errors(at) and any("Memory L0 N5+ on" in n for n in _titles(at))
     at.text_input(key="mem_dir").input(str(tmp_path / "no-index")).run()
     assert any("no memory index" in e for e in errors(at))
@@ -111,13 +113,57 @@ def test_memories_view_input_errors_leave_the_page_working(tiny_llama_dir, tmp_p
         at.button(key="mem_build").click().run()
         assert not at.exception and [e for e in errors(at) if message in e], errors(at)
         assert any(n.startswith("memories behind the prediction") for n in _titles(at))
-        assert any(n.startswith("Memory L0 N0+ off") for n in _titles(at))
+        assert at.button(key="mem_int_run").label == "Switch L0 N0+ off"  # the intervention panel is still there
     assert not (tmp_path / "index").exists()
     set_prompt(at, "   ")  # whitespace only: both prompt panels say so, the same way
     want = "empty prompt: type some text (not only spaces) to run the model on"
+    assert [e for e in errors(at) if "empty prompt" in e] == [want]  # the trace; the intervention waits for its button
+    at.button(key="mem_int_run").click().run()
     assert [e for e in errors(at) if "empty prompt" in e] == [want] * 2
     set_prompt(at, PROMPT_B)
+    at.button(key="mem_int_run").click().run()
     assert not errors(at) and any(n.startswith("Memory L0 N0+ off") for n in _titles(at))
+
+
+def test_memories_intervention_waits_for_its_button_and_shows_the_memorys_own_coefficient(tiny_llama_dir, tiny_llama):
+    """Issue 27: the intervention panel ran L0 N0+ as the page opened, and for a "+" memory showed the
+    neuron's negative coefficient. Now it runs on its button, and shows the memory's own coefficient
+    (0 for a "+" memory whose neuron is negative there, with a note; |c| for its "-" memory)."""
+    from interp.memories.trace import contributions
+
+    coefs = contributions(tiny_llama, tiny_llama.to_tokens(PROMPT_A)).coefficients[0]
+    neuron = int(coefs.argmin())
+    c = float(coefs[neuron])
+    assert c < 0
+    at = open_app(str(tiny_llama_dir), PROMPT_A, page="views/memories.py")
+    assert not errors(at) and not any(n.startswith("Memory L0") for n in _titles(at))
+    assert any("press the button" in i.value for i in at.info) and not at.metric
+    at.number_input(key="mem_int_neuron").set_value(neuron).run()
+    assert at.button(key="mem_int_run").label == f"Switch L0 N{neuron}+ off"
+    at.button(key="mem_int_run").click().run()
+    assert not errors(at), errors(at)
+    tile = at.metric[0]
+    assert tile.label == f"L0 N{neuron}+'s coefficient at the last token" and tile.value == "0.000"
+    assert f"{c:.3f}" in tile.help and any("memory is the active one" in x.value for x in at.caption)
+    at.radio(key="mem_int_sign").set_value("-").run()
+    assert not any(f"N{neuron}-" in n for n in _titles(at))
+    at.button(key="mem_int_run").click().run()
+    assert at.metric[0].value == f"{-c:.3f}" and any(f"Memory L0 N{neuron}- off" in n for n in _titles(at))
+
+
+def test_memories_trace_names_its_ranking_and_shows_total_effects(tiny_llama_dir):
+    at = open_app(str(tiny_llama_dir), PROMPT_A, page="views/memories.py")
+    assert any("Ranked by **direct effect on the predicted token" in m.value for m in at.markdown)
+    table = at.dataframe[0].value
+    measured = table["total effect"].notna().tolist()
+    assert measured == [True] * 5 + [False] * (len(table) - 5)  # the first five rows, switched off one by one
+    assert any(c.startswith("rank of") for c in table.columns)
+    direct = table["direct effect"].tolist()
+    assert direct == sorted(direct, reverse=True)
+    at.radio(key="mem_trace_rank").set_value("lm-debugger").run()
+    assert not errors(at) and any("Ranked by **LM-Debugger's ranking" in m.value for m in at.markdown)
+    scores = at.dataframe[0].value["|coef| × value norm"].tolist()
+    assert scores == sorted(scores, reverse=True)
 
 
 def test_training_view_tiny(tiny_run):
