@@ -62,15 +62,22 @@ def test_greater_than_with_two_digit_year_tokens(tiny_gpt2):
 
 @pytest.mark.slow
 def test_greater_than_with_single_digits(smollm2):
+    """SmolLM2 splits numbers into digits: the whole year is read at two positions, the start year's
+    tens digit fed at END (teacher forcing); tests/circuits/test_greater_than_year.py checks the metric."""
     t = load_task("greater-than", smollm2, 6, 2, seed=0).score
     tok = smollm2.tokenizer
     assert len(t.candidates) == 10 and [tok.decode([int(c)]) for c in t.candidates] == list("0123456789")
+    assert t.metric == "prob-diff-year" and torch.equal(t.reads, torch.stack([t.end - 1, t.end], -1))
     for i in range(len(t)):
         p = int(t.positions["YY"][i])
         tens = int(tok.decode([int(t.clean[i, p])]))
+        units = int(tok.decode([int(t.clean[i, p + 1])]))
         assert tok.decode([int(t.corrupted[i, p])]) == "0" and 1 <= tens <= 8
         assert t.sides[i].tolist() == [1 if d > tens else (-1 if d < tens else 0) for d in range(10)]
-        assert tok.decode([int(t.clean[i, int(t.end[i])])]) == t.prompts[i][-1]  # END is the century's last digit
+        assert t.next_sides[i].tolist() == [1 if d > units else -1 for d in range(10)]
+        e = int(t.end[i])
+        assert tok.decode([int(t.clean[i, e])]) == str(tens) == t.prompts[i][-1]  # END: the tens digit, fed
+        assert tok.decode([int(t.clean[i, e - 1])]) == t.prompts[i][-2]  # TENS: the century's last digit
 
 
 def test_induction_task(tiny_llama):
