@@ -410,6 +410,16 @@ def drawable(patterns: np.ndarray, str_tokens: list[str]) -> tuple[np.ndarray, l
     return patterns[:, -MAX_DRAWN_TOKENS:, -MAX_DRAWN_TOKENS:], str_tokens[-MAX_DRAWN_TOKENS:]
 
 
+def without_first(patterns: np.ndarray, str_tokens: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Patterns [head, dest, src] with the first token (BOS, where the model prepends one) hidden:
+    its row and column dropped and every other row renormalised over the tokens left, so a head
+    that parks most of its attention on BOS shows where the rest goes. A row that put all its
+    weight on the first token stays all zero."""
+    rest = patterns[:, 1:, 1:]
+    total = rest.sum(-1, keepdims=True)
+    return np.divide(rest, total, out=np.zeros_like(rest), where=total > 1e-12), str_tokens[1:]
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def layer_patterns(spec: str, prompt: str, layer: int) -> tuple[np.ndarray, list[str]]:
     """Attention patterns [head, dest, src] of one layer for the prompt, and its tokens."""

@@ -12,6 +12,18 @@ from interp.heads.validate import ablation_effects
 from interp.viz.attention import attention_figure
 from interp.viz.heads import score_heatmaps
 
+def confirmed_rule(cfg: FindConfig, validated: bool) -> str:
+    """The rule the table's "confirmed" column follows (interp.heads.find._validate), in words, with
+    this run's thresholds."""
+    rule = (f"**Confirmed** means all of: a pattern score of at least {cfg.min_score:g}; for an induction head, an OV "
+            f"copying score of at least {cfg.min_copying:g}; and a causal effect told apart from noise: mean-ablating "
+            f"the head alone raises the loss on the repeated half by at least {cfg.min_effect:g} nats at the lower end "
+            f"of its 95% interval (for a previous-token head, lowering later induction heads' scores by at least "
+            f"{cfg.min_induction_drop:g} also counts). A large effect with a score below {cfg.min_score:g} is therefore "
+            f"not confirmed. **Flagged**: a high score but neither ablation can exceed {cfg.min_effect:g} nats.")  # fmt: skip
+    return rule if validated else rule + " Tick **Causal check** to test the reported heads: without it none is confirmed."
+
+
 st.title("Heads")
 spec, prompt = state.current_spec(), state.current_prompt()
 with state.shows_errors():
@@ -41,6 +53,7 @@ with state.shows_errors():
         st.session_state["heads_layer"], st.session_state["heads_head"] = int(points[0]["y"]), int(points[0]["x"])
     rows = [f.to_dict() for f in report.findings]
     st.dataframe(rows, hide_index=True, key="heads_table")
+    st.caption(confirmed_rule(cfg, validate))
 
     best = report.findings[0] if report.findings else None
     st.subheader("One head")

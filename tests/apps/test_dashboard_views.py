@@ -43,6 +43,28 @@ def test_attention_view_tiny(tiny_llama_dir):
     _follows_prompt(open_app(str(tiny_llama_dir), PROMPT_A, page="views/attention.py"))
 
 
+def test_attention_view_hides_bos_and_renormalises(tiny_llama_dir, tiny_llama):
+    """Issue 27: a head parked on BOS looked like one column. Hidden, the first token's row and
+    column go and every row sums to 1 over the tokens left, in proportion to the original weights."""
+    import numpy as np
+
+    at = open_app(str(tiny_llama_dir), PROMPT_A, page="views/attention.py")
+    full = np.array(figures(at)[0]["data"][0]["z"], dtype=float)
+    n = len(tiny_llama.to_str_tokens(PROMPT_A))
+    assert full.shape == (n, n)
+    at.toggle(key="attn_hide_bos").set_value(True).run()
+    assert not errors(at) and any(c.value.startswith("Hidden: the first token") for c in at.caption)
+    single, grid = figures(at)
+    hidden = np.array(single["data"][0]["z"], dtype=float)
+    assert hidden.shape == (n - 1, n - 1) and single["layout"]["title"]["text"].endswith("first token hidden, renormalised")
+    np.testing.assert_allclose(hidden.sum(-1), 1.0, atol=1e-5)
+    rest = full[1:, 1:]
+    np.testing.assert_allclose(hidden, rest / rest.sum(-1, keepdims=True), rtol=1e-4, atol=1e-6)
+    assert len(grid["data"][0]["z"]) == n - 1  # the layer's grid too
+    at.toggle(key="attn_hide_bos").set_value(False).run()
+    np.testing.assert_allclose(np.array(figures(at)[0]["data"][0]["z"], dtype=float), full)
+
+
 def test_heads_view_tiny(tiny_llama_dir):
     at = open_app(str(tiny_llama_dir), PROMPT_A, page="views/heads.py")
     heat = figures(at)[0]
@@ -53,6 +75,9 @@ def test_heads_view_tiny(tiny_llama_dir):
     at.number_input(key="heads_layer").set_value(1).run()
     at.number_input(key="heads_head").set_value(2).run()
     assert "**L1H2**" in shown(at) and not errors(at)
+    rule = next(c.value for c in at.caption if c.value.startswith("**Confirmed** means"))
+    assert "at least 0.5" in rule and "0.05 nats at the lower end of its 95% interval" in rule
+    assert "Tick **Causal check**" in rule  # unvalidated: the page says why no head is confirmed
     at.multiselect(key="heads_kinds").set_value([]).run()
     assert any("no head kind" in e for e in errors(at))
 
