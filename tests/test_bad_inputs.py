@@ -102,6 +102,9 @@ def _circuit_files(ws: Path, good: dict) -> None:
     body = "a " * 1900  # ~1,900 tokens: within the tiny model's context, far beyond what a gradient batch can hold
     (ws / "long.jsonl").write_text(_rows(*[{**good, "clean": body + c, "corrupted": body + "w"} for c in "zqrs"]))
     (ws / "chars.jsonl").write_text(_rows(*[{**good, "clean": LONG + c, "corrupted": LONG + "w"} for c in "zqrs"]))
+    mib_2_layers = {"cfg": {"n_layers": 2, "n_heads": 4, "parallel_attn_mlp": False, "d_model": 32},
+                    "nodes": {"input": {"in_graph": True}}, "edges": {"input->logits": {"score": 1.0, "in_graph": True}}}  # fmt: skip
+    (ws / "mib_other.json").write_text(json.dumps(mib_2_layers))  # MIB's edge file, for a 2-layer model
 
 
 def _damaged_indexes(ws: Path, index: Path) -> None:
@@ -281,6 +284,10 @@ CASES.update({
     "circuit-identical-pair": (CIRCUIT_TASK + ["{ws}/ident.jsonl"], "line 2: the corrupted prompt is the clean one"),
     "circuit-repeated-row": (CIRCUIT_TASK + ["{ws}/dup.jsonl"], "line 5 repeats line 1"),
     "circuit-heldout-1": (CIRCUIT_TASK + ["ioi", "--n-prompts", "4", "--n-heldout", "1"], "give no 95% interval"),
+    "circuit-random-draws": (CIRCUIT_TASK + ["ioi", "--random-draws", "-1"], "needs 0 or more draws"),
+    "circuit-scores-missing": (CIRCUIT_TASK + ["ioi", "--scores", "{ws}/nothing.json"], "no such file"),
+    "circuit-mib-other-model": (CIRCUIT_TASK + ["ioi", "--n-prompts", "2", "--scores", "{ws}/mib_other.json"],
+                                "written for a model with 2 layers of 4 heads"),
     "circuit-max-minutes-0": (CIRCUIT_TASK + ["ioi", "--max-minutes", "0"], "--max-minutes must be a positive"),
     "circuit-out-foreign": (CIRCUIT + ["--out", "{ws}/folder.txt"], "holds other files (keep)"),
     "circuit-out-busy": (CIRCUIT + ["--out", "{ws}/busy"], "another process is writing --out"),
@@ -311,7 +318,7 @@ BEFORE_LOADING = {c for c in CASES if "-out" in c or "-plot" in c} | {
     "heads-mps", "heads-blank-text", "index-top-k", "intervene-nan", "intervene-inf", "intervene-blank", "trace-blank",
     "circuit-method", "circuit-task", "circuit-corruption", "circuit-corruption-not-ioi", "circuit-Distractor-key",
     "circuit-two-rows", "circuit-answer-is-distractor", "circuit-identical-pair", "circuit-repeated-row",
-    "circuit-heldout-1", "circuit-max-minutes-0", "index-busy", "ioi-out-foreign", "ioi-out-busy"}  # fmt: skip
+    "circuit-heldout-1", "circuit-max-minutes-0", "circuit-random-draws", "circuit-scores-missing", "index-busy", "ioi-out-foreign", "ioi-out-busy"}  # fmt: skip
 
 
 @pytest.mark.parametrize("case", list(CASES))
