@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from interp.cli import main
 from interp.errors import WorkbenchError
@@ -48,6 +49,36 @@ def test_circuit_writes_edges_curve_and_graph(tiny_llama_dir, tmp_path, capsys):
     (out / "bad.json").write_text(json.dumps(j))
     with pytest.raises(WorkbenchError, match="not in this model's graph"):
         read_scores(out / "bad.json", graph)
+
+
+def test_random_row_exact_check_groups_and_mib_file(tiny_llama_dir, tmp_path, capsys):
+    """Issue 29: random circuits beside the curve, the exact check on top, random and bottom edges with
+    its rank correlation, and MIB's edge file, which --scores reads back to the same curve."""
+    from interp import load
+    from interp.circuits.mib import read_mib
+    from interp.circuits.report import read_scores
+    from interp.circuits.types import Graph
+
+    out = tmp_path / "run"
+    j = _ioi_edges(tiny_llama_dir, out, "--method", "eap", "--n-prompts", "4", "--n-heldout", "3", "--exact-top", "8",
+                   "--random-draws", "2")  # fmt: skip
+    r = j["random"]
+    assert r["draws"] == 2 and r["percents"] == [p["percent"] for p in j["curve"]] and len(r["faithfulness"]) == 2
+    assert r["faithfulness"][0][-1] == pytest.approx(1.0, abs=1e-6) and {"cpr_mean", "cmd_mean", "lo", "hi"} <= set(r)
+    assert r["faithfulness_at_5pct"]["lo"] <= r["faithfulness_at_5pct"]["faithfulness"] <= r["faithfulness_at_5pct"]["hi"]
+    assert [e["group"] for e in j["exact_check"]] == ["top"] * 4 + ["random"] * 2 + ["bottom"] * 2
+    assert j["exact_check_summary"]["n"] == 8 and -1 <= j["exact_check_summary"]["spearman"] <= 1
+    printed = capsys.readouterr().out
+    assert "random circuits (2 draws" in printed and "Spearman" in printed and "2 from the bottom half" in printed
+    assert "random circuits" in (out / "curve.html").read_text() and "drawn at random" in (out / "exact.html").read_text()
+    graph = Graph.of(load(str(tiny_llama_dir), device="cpu"))
+    mib = read_mib(out / "mib_edges.json", graph)
+    assert torch.allclose(mib.scores, read_scores(out, graph).scores, atol=1e-6) and mib.method == "eap"
+    # MIB's file as --scores: no scoring, the same held-out curve
+    again = _ioi_edges(tiny_llama_dir, tmp_path / "again", "--scores", str(out / "mib_edges.json"), "--n-prompts", "4",
+                       "--n-heldout", "3", "--exact-top", "0", "--random-draws", "0")  # fmt: skip
+    assert "random" not in again and again["exact_check"] == [] and again["method"] == "eap"
+    assert [p["faithfulness"] for p in again["curve"]] == pytest.approx([p["faithfulness"] for p in j["curve"]], abs=1e-5)
 
 
 def test_task_file_and_exact_method(tiny_gpt2_dir, tmp_path):

@@ -10,7 +10,7 @@ import torch
 from circuit_helpers import scrambled_task
 
 from interp.circuits import methods
-from interp.circuits.faithfulness import faithfulness_curve
+from interp.circuits.faithfulness import RandomBaseline, faithfulness_curve, random_baseline
 from interp.circuits.io import circuit_json, read_edges, write_edges
 from interp.circuits.types import EdgeScores, Graph
 from interp.errors import WorkbenchError
@@ -40,8 +40,11 @@ def test_scores_and_curves_round_trip_through_edges_json(tiny_llama, tmp_path):
     task, held = scrambled_task(tiny_llama, 3, seed=1), scrambled_task(tiny_llama, 3, seed=2)
     scores = methods.score_edges(tiny_llama, task, "eap-ig", steps=2)
     curves = {r: faithfulness_curve(tiny_llama, scores, held, ranking=r, n_boot=20) for r in ("abs", "signed")}
-    path = write_edges(tmp_path, circuit_json(scores, curves, [], {"model": "tiny", "seed": 0}))
+    rb = random_baseline(tiny_llama, scores.graph, held, draws=2)
+    path = write_edges(tmp_path, circuit_json(scores, curves, [], {"model": "tiny", "seed": 0}, rb))
     data = json.loads(path.read_text())
+    assert RandomBaseline.from_json(data["random"]) == rb and data["random"]["faithfulness_at_5pct"]["faithfulness"] == rb.at(5.0)[0]
+    assert data["exact_check"] == [] and data["exact_check_summary"] == {}
     assert data["faithfulness_formula"] == "(m(C) - m(empty)) / (m(full) - m(empty))"
     assert data["cpr"] == curves["signed"].cpr and data["cmd"] == curves["abs"].cmd
     back, got_curves, _ = read_edges(tmp_path, scores.graph)
