@@ -20,6 +20,12 @@ The other heads are not in it:
     a1.h2  an induction decoy (reads a0.h0's PREV), TOK -> JUNK
     a1.h3  attends to BOS, TOK -> OUT x `noise` (the same on every prompt)
 
+A second shape, `spec.mlp` (presets "successor-*"): the same heads with an MLP in each layer (ReLU,
+`n_vocab` neurons); the induction head writes into a block COPY instead of OUT, and the layer-1 MLP maps
+COPY[t] to OUT[successor(t)] (neuron t fires when COPY[t] > copy / 8), so the model predicts the successor
+(t + 1) of the token it copies, and the circuit ends a1.h0 -> m1 -> logits. The layer-0 MLP is not in it:
+it pushes the current token's logit by `noise` (m0 -> logits, nearly never the answer).
+
 `ground_truth(model, task)` names the circuit's edges in our graph's vocabulary (interp.circuits.graph)
 and which of them the task's counterfactual leaves silent: a0.h0's query and key read only positions,
 the same in clean and corrupted prompts, so no patching method can see those edges (nor, under the
@@ -52,12 +58,14 @@ if TYPE_CHECKING:
 BOS = "<bos>"
 N_HEADS = 4  # the roles above, per layer
 TASK_NAME = "planted-induction"
+SUCCESSOR_TASK = "planted-successor"  # the same prompts, answered by the successor of the copied token
 
 # the mechanism: every edge the induction circuit uses, and the ones no token counterfactual can change
 CIRCUIT = ("embed->a0.h0<q>", "embed->a0.kv0<k>", "embed->a0.kv0<v>", "a0.h0->a1.kv0<k>",
            "embed->a1.h0<q>", "embed->a1.kv0<v>", "a1.h0->logits")  # fmt: skip
 POSITIONAL = ("embed->a0.h0<q>", "embed->a0.kv0<k>")  # a0.h0's pattern reads positions only
 SAME_END = ("embed->a1.h0<q>",)  # the built-in induction task keeps END's token, which a1.h0's query reads
+CIRCUIT_MLP = (*CIRCUIT[:-1], "a1.h0->m1", "m1->logits")  # the successor model: the copy goes through m1
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,7 @@ class PlantedSpec:
     sharpness: float = 8.0  # attention score where a head's query and key match (0 elsewhere)
     copy: float = 4.0  # logit the induction head writes for the token it copies
     noise: float = 0.25  # weight of the writes of heads outside the circuit into blocks the circuit reads
+    mlp: bool = False  # the successor model: MLPs, the layer-1 one mapping the copied token to its successor
 
     def check(self) -> None:
         if self.n_vocab < 8:
@@ -84,20 +93,28 @@ class PlantedSpec:
     def blocks(self) -> dict[str, int]:
         """Where each one-hot block of the residual stream starts."""
         V, P = self.n_vocab, self.n_ctx
-        return {"TOK": 0, "PREV": V, "OUT": 2 * V, "POS": 3 * V, "JUNK": 3 * V + P}
+        return {"TOK": 0, "PREV": V, "OUT": 2 * V, "POS": 3 * V, "JUNK": 3 * V + P, "COPY": 4 * V + P}
 
     @property
     def d_model(self) -> int:
-        return 4 * self.n_vocab + self.n_ctx
+        return (5 if self.mlp else 4) * self.n_vocab + self.n_ctx
 
     def native(self) -> NativeSpec:
         return NativeSpec(n_layers=2, d_model=self.d_model, n_heads=N_HEADS, d_head=self.d_head, n_ctx=self.n_ctx,
-                          d_vocab=self.n_vocab, attn_only=True, normalization=None, positional="standard")  # fmt: skip
+                          d_vocab=self.n_vocab, attn_only=not self.mlp, d_mlp=self.n_vocab, act_fn="relu",
+                          normalization=None, positional="standard")  # fmt: skip
+
+
+def successor(tokens: Tensor, n_vocab: int) -> Tensor:
+    """t + 1, wrapping past the last id to 1 (never BOS)."""
+    return tokens % (n_vocab - 1) + 1
 
 
 SHARP = PlantedSpec()
 SOFT = PlantedSpec(sharpness=3.0)  # the circuit heads' attention far from saturated (about 0.6 on the match)
-PRESETS = {"sharp": SHARP, "soft": SOFT}
+SATURATED = PlantedSpec(sharpness=16.0)  # attention all but one-hot: gradients through the softmax vanish
+PRESETS = {"sharp": SHARP, "soft": SOFT, "saturated": SATURATED,
+           "successor-sharp": PlantedSpec(mlp=True), "successor-soft": PlantedSpec(sharpness=3.0, mlp=True)}  # fmt: skip
 
 
 # -- the tokenizer -------------------------------------------------------------------------------------
@@ -129,11 +146,12 @@ def planted_tokenizer(n_vocab: int):
 
 
 @torch.no_grad()
-def build_planted(spec: PlantedSpec = SHARP, name: str = "planted-induction") -> Model:
-    """The hand-set induction model of `spec` (see the module docstring), on the CPU in float32."""
+def build_planted(spec: PlantedSpec = SHARP, name: str | None = None) -> Model:
+    """The hand-set induction (or successor) model of `spec` (see the module docstring), on the CPU in float32."""
     from interp.bridge import native_attention_scale, native_head_bias, native_parameters
 
     spec.check()
+    name = name or (SUCCESSOR_TASK if spec.mlp else TASK_NAME)
     model = build_native(spec.native(), planted_tokenizer(spec.n_vocab), name=name)
     params = native_parameters(model.bridge)
     for p in params.values():
@@ -165,12 +183,19 @@ def build_planted(spec: PlantedSpec = SHARP, name: str = "planted-induction") ->
     head(0, 1, "POS", "POS", "TOK", "PREV", spec.noise)  # current-token head (noise into the induction keys)
     head(0, 2, None, None, "TOK", "JUNK", 1.0)  # uniform
     head(0, 3, "POS", "POS", "TOK", "JUNK", 1.0, shift=1)  # previous-token decoy
-    head(1, 0, "TOK", "PREV", "TOK", "OUT", spec.copy)  # induction head
+    head(1, 0, "TOK", "PREV", "TOK", "COPY" if spec.mlp else "OUT", spec.copy)  # induction head
     head(1, 1, None, None, "TOK", "OUT", spec.noise)  # uniform, a weak push towards tokens seen before
     head(1, 2, "TOK", "PREV", "TOK", "JUNK", 1.0)  # induction decoy
     head(1, 3, None, None, "TOK", "OUT", spec.noise)  # BOS sink: a constant query meets POS[0] in the keys
     params["layers.1.attn.q.bias"][3 * dh] = 1.0
     params["layers.1.attn.k.weight"][3 * dh, b["POS"]] = 2 * s
+    if spec.mlp:
+        neuron = torch.arange(V)
+        params["layers.0.mlp.fc_in.weight"][neuron, b["TOK"] + tok] = 1.0  # fires for the current token
+        params["layers.0.mlp.fc_out.weight"][b["OUT"] + tok, neuron] = spec.noise
+        params["layers.1.mlp.fc_in.weight"][neuron, b["COPY"] + tok] = 1.0  # fires for the copied token
+        params["layers.1.mlp.fc_in.bias"][:] = -spec.copy / 8
+        params["layers.1.mlp.fc_out.weight"][b["OUT"] + successor(tok, V), neuron] = 2.0
     return model
 
 
@@ -193,13 +218,17 @@ def _planted(model: Model, n: int, seg_len: int, seed: int) -> Task:
     bos = torch.full((n, 1), bos_id(model), dtype=torch.long)
     clean, corrupted = torch.cat([bos, a, a[:, :-1]], 1), torch.cat([bos, b, b[:, :-1]], 1)
     end = torch.full((n,), clean.shape[1] - 1)
-    return Task(TASK_NAME, clean.to(model.device), corrupted.to(model.device), end, a[:, -1].clone(), None, "logit",
+    name, answers = TASK_NAME, a[:, -1].clone()
+    if not model.info.attn_only:
+        name, answers = SUCCESSOR_TASK, successor(answers, model.info.d_vocab)
+    return Task(name, clean.to(model.device), corrupted.to(model.device), end, answers, None, "logit",
                 {"END": end}, min_layers=2, source={"seg_len": seg_len, "seed": seed, "corrupted": "all resampled"})  # fmt: skip
 
 
 def planted_task(model: Model, n_prompts: int, n_heldout: int, seed: int = 0, seg_len: int = 10) -> TaskSplit:
     """Induction whose corrupted prompts are another repeated segment altogether (BOS + B + B[:-1]):
-    every token differs, so every non-positional edge of the circuit carries a difference."""
+    every token differs, so every non-positional edge of the circuit carries a difference. On the
+    successor model (with MLPs) the answer is the successor of the token induction copies."""
     return TaskSplit(_planted(model, n_prompts, seg_len, seed), _planted(model, n_heldout, seg_len, seed + 1))
 
 
@@ -228,13 +257,15 @@ def ground_truth(model: Model, task: Task) -> GroundTruth:
     """The planted circuit of `build_planted`'s model in its graph, with what `task` leaves silent
     (`planted_task`'s and the built-in induction task's counterfactuals are known; others are refused)."""
     graph = Graph.of(model)
-    if graph.n_layers != 2 or graph.n_heads != N_HEADS or graph.has_mlp:
-        raise WorkbenchError(f"{model.info.name} is not a planted model (2 attention-only layers of {N_HEADS} heads); "
+    if graph.n_layers != 2 or graph.n_heads != N_HEADS or graph.n_kv != N_HEADS or model.info.positional != "standard":
+        raise WorkbenchError(f"{model.info.name} is not a planted model (2 layers of {N_HEADS} heads, learned positions); "
                              "build one with interp.circuits.planted.build_planted")  # fmt: skip
-    silent = {TASK_NAME: POSITIONAL, "induction": POSITIONAL + SAME_END}.get(task.name)
-    if silent is None:
-        raise WorkbenchError(f"the planted circuit's ground truth is known for tasks {TASK_NAME!r} and 'induction', "
-                             f"not {task.name!r}")  # fmt: skip
-    known = set(graph.edge_names())
-    assert set(CIRCUIT) <= known, sorted(set(CIRCUIT) - known)
-    return GroundTruth(graph, CIRCUIT, silent)
+    known = (
+        {SUCCESSOR_TASK: POSITIONAL} if graph.has_mlp else {TASK_NAME: POSITIONAL, "induction": POSITIONAL + SAME_END}
+    )
+    if task.name not in known:
+        raise WorkbenchError(f"the ground truth of {model.info.name} is known for tasks {', '.join(map(repr, known))}, "
+                             f"not {task.name!r}; make one with interp.circuits.planted.planted_task")  # fmt: skip
+    circuit = CIRCUIT_MLP if graph.has_mlp else CIRCUIT
+    assert set(circuit) <= set(graph.edge_names()), sorted(set(circuit) - set(graph.edge_names()))
+    return GroundTruth(graph, circuit, known[task.name])

@@ -5,7 +5,7 @@ track scores every method's edge ranking this way).
                                     ties counting half (Mann-Whitney U / (n_pos x n_neg), from ranks with
                                     ties averaged; 1 = every planted edge above every other, 0.5 = chance)
     recovery(edge_scores, truth)    AUROC of |score| and of the signed score (positive = carries the clean
-                                    behaviour), and where the planted edges rank
+                                    behaviour), and how deep the ranking goes before it holds every planted edge
     recover(model, task, truth)     both for every registered scoring method (interp.circuits.methods)
 
 Edges the ground truth calls silent (in the mechanism, but unchanged by the task's counterfactual, so
@@ -70,7 +70,7 @@ class Recovery:
     auroc_signed: float | None  # AUROC of the score itself (positive = carries the clean behaviour)
     n_planted: int  # positive edges
     n_other: int  # negative edges (silent ones excluded)
-    worst_rank: int | None  # rank by |score| (1 = first) of the lowest planted edge, among counted edges
+    worst_rank: int | None  # how many top edges by |score| hold every planted one (ties count against; counted edges)
     seconds: float  # scoring time
     error: str | None = None  # the method's refusal (a WorkbenchError's line), if it refused
 
@@ -85,9 +85,8 @@ def recovery(edge_scores: EdgeScores, truth: GroundTruth, seconds: float = 0.0) 
         raise WorkbenchError("the scores and the ground truth are on different graphs; score the planted model itself")
     s, y = edge_scores.scores[counted].float(), positive[counted]
     worst = None
-    if not torch.isnan(s).any():
-        ranks = len(s) + 1 - average_ranks(s.abs())  # 1 = strongest (ties averaged)
-        worst = int(torch.ceil(ranks[y].max()))
+    if not torch.isnan(s).any():  # auroc refuses NaN below
+        worst = int((s.abs() >= s.abs()[y].min()).sum())
     return Recovery(edge_scores.method, auroc(s.abs(), y), auroc(s, y), int(y.sum()), int((~y).sum()), worst, seconds)
 
 

@@ -14,7 +14,9 @@ from interp.circuits import methods
 from interp.circuits.edges import edge_effects, edge_effects_reference
 from interp.circuits.planted import (
     CIRCUIT,
+    CIRCUIT_MLP,
     POSITIONAL,
+    PRESETS,
     SAME_END,
     SHARP,
     PlantedSpec,
@@ -36,14 +38,29 @@ def planted():
 
 
 @pytest.fixture(scope="module")
+def successor():
+    return build_planted(PRESETS["successor-sharp"])
+
+
+@pytest.fixture(scope="module")
 def tasks(planted):
     return {"planted-induction": planted_task(planted, N, 4, seg_len=SEG).score,
             "induction": induction_task(planted, N, 4, seg_len=SEG).score}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def exact(planted, tasks):
-    return {name: edge_effects(planted, task) for name, task in tasks.items()}
+def cases(planted, successor, tasks):
+    """(model, task) by task name: the induction model on both its tasks, the successor model on its own."""
+    return {**{name: (planted, task) for name, task in tasks.items()},
+            "planted-successor": (successor, planted_task(successor, N, 4, seg_len=SEG).score)}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def exact(cases):
+    return {name: edge_effects(model, task) for name, (model, task) in cases.items()}
+
+
+CASES = ["planted-induction", "induction", "planted-successor"]
 
 
 # -- AUROC ---------------------------------------------------------------------------------------------
@@ -84,16 +101,19 @@ def test_auroc_refuses_what_it_cannot_score():
 # -- the model does the task --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["planted-induction", "induction"])
-def test_the_planted_model_solves_induction(planted, tasks, name):
-    task = tasks[name]
+@pytest.mark.parametrize("name", CASES)
+def test_the_planted_models_solve_their_tasks(cases, name):
+    model, task = cases[name]
     m = metric_fn(task)
     with torch.no_grad():
-        clean = end_logits(planted(task.clean), task.end)
-        corrupted = end_logits(planted(task.corrupted), task.end)
+        clean = end_logits(model(task.clean), task.end)
+        corrupted = end_logits(model(task.corrupted), task.end)
     assert bool((clean.argmax(-1) == task.answers).all())  # every prompt right
     assert float(m(clean).min()) > 0.9 * SHARP.copy  # the induction head copies with nearly all its attention
     assert float(m(corrupted).max()) < 0.25 * SHARP.copy  # nothing to copy: the answer gets little
+    if name == "planted-successor":  # the answer is the copied token's successor, not the token itself
+        copied = task.clean[:, SEG]
+        assert torch.equal(task.answers, copied + 1) and float((clean.gather(1, copied[:, None])).max()) < 1.0
 
 
 def test_the_circuit_heads_attend_where_planted(planted, tasks):
@@ -119,10 +139,11 @@ def test_the_planted_model_saves_and_loads_as_an_inhouse_checkpoint(planted, tas
 # -- the ground truth is causal -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["planted-induction", "induction"])
-def test_each_planted_edge_matters_and_no_other_does(planted, tasks, exact, name):
-    task, scores = tasks[name], exact[name]
-    truth = ground_truth(planted, task)
+@pytest.mark.parametrize("name", CASES)
+def test_each_planted_edge_matters_and_no_other_does(cases, exact, name):
+    (model, task), scores = cases[name], exact[name]
+    truth = ground_truth(model, task)
+    circuit = CIRCUIT_MLP if name == "planted-successor" else CIRCUIT
     gap = scores.clean_metric - scores.corrupted_metric
     assert gap > 0.8 * SHARP.copy
     effect = dict(zip(truth.graph.edge_names(), scores.scores.tolist()))
@@ -130,11 +151,11 @@ def test_each_planted_edge_matters_and_no_other_does(planted, tasks, exact, name
         assert effect[e] > 0.5 * gap, e  # knocking out any one planted edge loses most of the behaviour
     for e in truth.silent:
         assert abs(effect[e]) < 1e-5, e  # the counterfactual does not reach these
-    others = [abs(v) for e, v in effect.items() if e not in CIRCUIT]
-    assert len(others) == truth.graph.n_edges - len(CIRCUIT) and max(others) < 0.02 * gap
+    others = [abs(v) for e, v in effect.items() if e not in circuit]
+    assert len(others) == truth.graph.n_edges - len(circuit) and max(others) < 0.02 * gap
     # the batched engine agrees with one plain hooked forward per planted edge
     idx = [truth.graph.index_by_names(*e.split("->")) for e in truth.planted]
-    ref = edge_effects_reference(planted, task, edges=idx)
+    ref = edge_effects_reference(model, task, edges=idx)
     assert torch.allclose(ref, scores.scores[idx], atol=1e-4)
 
 
@@ -146,13 +167,15 @@ def test_silent_edges_follow_the_counterfactual(planted, tasks):
     assert int(positive.sum()) == 4 and int((~counted).sum()) == 3 and not bool((positive & ~counted).any())
 
 
-def test_ground_truth_refuses_other_models_and_tasks(planted, tasks, tiny_llama):
+def test_ground_truth_refuses_other_models_and_tasks(planted, successor, tasks, tiny_llama):
     from dataclasses import replace
 
     with pytest.raises(WorkbenchError, match="not a planted model"):
         ground_truth(tiny_llama, tasks["induction"])
     with pytest.raises(WorkbenchError, match="known for tasks"):
         ground_truth(planted, replace(tasks["induction"], name="ioi"))
+    with pytest.raises(WorkbenchError, match="known for tasks 'planted-successor'"):
+        ground_truth(successor, tasks["induction"])  # its answers are successors: the induction task's are not
     with pytest.raises(WorkbenchError, match="seg_len"):
         planted_task(planted, 2, 2, seg_len=SHARP.n_ctx)
     with pytest.raises(WorkbenchError, match="sharpness"):
@@ -162,25 +185,47 @@ def test_ground_truth_refuses_other_models_and_tasks(planted, tasks, tiny_llama)
 # -- every method's recovery ----------------------------------------------------------------------------
 
 
-def test_exact_patching_recovers_the_planted_edges_perfectly(planted, tasks, exact):
+def test_exact_patching_recovers_the_planted_edges_perfectly(cases, exact):
     # what the causal test above establishes (every planted effect > 0.5 gap > every other |effect|) makes
     # both AUROCs exactly 1 and puts the planted edges first
-    for name, task in tasks.items():
-        r = recovery(exact[name], ground_truth(planted, task))
-        assert (r.auroc_abs, r.auroc_signed) == (1.0, 1.0) and r.worst_rank == r.n_planted
-        assert r.n_planted + r.n_other + len(ground_truth(planted, task).silent) == exact[name].graph.n_edges
+    for name, (model, task) in cases.items():
+        truth = ground_truth(model, task)
+        r = recovery(exact[name], truth)
+        assert (r.auroc_abs, r.auroc_signed) == (1.0, 1.0) and r.worst_rank == r.n_planted == len(truth.planted)
+        assert r.n_planted + r.n_other + len(truth.silent) == exact[name].graph.n_edges
 
 
-def test_every_registered_method_is_scored(planted, tasks):
-    task = tasks["planted-induction"]
+def test_recovery_counts_misranked_planted_edges(planted, tasks, exact):
+    # planted edges score 10, the others distinct values in (0, 1); one planted edge is then moved just
+    # below the 3 strongest others: 3 of the n_planted x n_other pairs flip, and 3 others rank above it
+    from dataclasses import replace
+
+    truth = ground_truth(planted, tasks["planted-induction"])
+    positive, counted = truth.labels()
+    s = torch.where(positive, 10.0, 0.0)
+    others = torch.where(counted & ~positive)[0]
+    values = torch.linspace(0.01, 0.99, len(others))
+    s[others] = values
+    s[torch.where(positive)[0][0]] = -(values[-3] + values[-4]) / 2  # |score| between the 4th and 3rd strongest others
+    r = recovery(replace(exact["planted-induction"], scores=s), truth)
+    assert r.auroc_abs == pytest.approx(1 - 3 / (r.n_planted * r.n_other)) and r.worst_rank == r.n_planted + 3
+    assert r.auroc_signed == pytest.approx(1 - 1 / r.n_planted)  # its signed score is below every other's
+
+
+def test_every_registered_method_is_scored_or_says_why_not(planted):
+    # 4 short prompts keep this quick: a method that trains (learned masks) may refuse so few, in one line
+    task = planted_task(planted, 4, 2, seed=5, seg_len=6).score
     truth = ground_truth(planted, task)
     rows = recover(planted, task, truth)
     assert [r.method for r in rows] == list(methods.names())
     for r in rows:
         if r.error is None:
             assert 0.0 <= r.auroc_abs <= 1.0 and 0.0 <= r.auroc_signed <= 1.0 and r.worst_rank >= r.n_planted
+            assert r.seconds > 0
+        else:
+            assert r.auroc_abs is None and "\n" not in r.error and r.error.strip()
     by = {r.method: r for r in rows}
-    assert by["exact"].auroc_abs == 1.0
+    assert by["exact"].auroc_abs == 1.0 and by["exact"].error is None
 
 
 @pytest.mark.parametrize("method", ["eap", "eap-ig"])
