@@ -21,9 +21,16 @@ a shared machine):
 4. On the same model: our EAP (gradient at the corrupted run) against TL's `attribution_patch`
    at edge granularity (equal once TL's per-position edges are summed), and the batched exact
    engine against the plain one-forward-per-edge reference.
+5. `interp circuit`'s exact check (--exact-top edges: the top half by |score|, a quarter at random, a
+   quarter from the bottom half) on --model's IOI scoring prompts: on the ablation engine (one
+   counterfactual plan per edge, interp.circuits.exact_check) against the EdgePatcher it replaced
+   (interp.circuits.edges.edge_effects: its setup, its null check of every input kind and layer, the
+   edges), stage by stage, with the largest difference; and the random baseline (--random-draws draws
+   of MIB's sizes) against the |score| curve on the held-out prompts.
 
     .venv/bin/python benchmarks/circuits.py [--device cpu|cuda] [--model smollm2-135m] [--dtype float32]
-        [--n-prompts 16] [--steps 5] [--repeats 2] [--tl-shape small|gpt2] [--tl-sources 8] [--skip 1,2,3,4] [--ops]
+        [--n-prompts 16] [--steps 5] [--repeats 2] [--tl-shape small|gpt2] [--tl-sources 8] [--skip 1,2,3,4,5] [--ops]
+        [--exact-top 20] [--random-draws 3]
 """
 
 from __future__ import annotations
@@ -286,6 +293,42 @@ def bench_curve(model, split, args) -> None:
               f"{ops / one.ops:.2f} forwards' worth of kernels; {syncs} device-to-host reads")  # fmt: skip
 
 
+def bench_exact_check(model, split, args) -> None:
+    """Section 5 (see the module docstring): one run each (the old way takes minutes on a CPU)."""
+    from interp.circuits.ablate import Ablator
+    from interp.circuits.edges import EdgePatcher
+    from interp.circuits.exact_check import checked_edges, exact_effects
+    from interp.circuits.faithfulness import random_baseline
+
+    task = split.score
+    scores = attribute(model, task, "eap-ig", steps=args.steps, batch_size=len(task) * args.steps)
+    idx = torch.tensor([i for i, _ in checked_edges(scores, args.exact_top, seed=0)])
+    out = {}
+    t_new = timed(lambda: out.__setitem__("new", exact_effects(model, task, idx)), args.device)
+    stages = {}
+    t_setup = timed(lambda: stages.__setitem__("p", EdgePatcher(model, task)), args.device)
+    t_null = timed(lambda: stages["p"].check_null(), args.device)
+    t_edges = timed(lambda: out.__setitem__("old", stages["p"].effects(idx)), args.device)
+    old = sum(t[0] for t in (t_setup, t_null, t_edges)), sum(t[1] for t in (t_setup, t_null, t_edges))
+    diff = float((out["new"] - out["old"]).abs().max())
+    print(f"5. exact check of {len(idx)} edges on {len(task)} scoring prompts: ablation engine {t_new[0]:.1f}s wall "
+          f"{t_new[1]:.1f}s cpu; EdgePatcher {old[0]:.1f}s wall {old[1]:.1f}s cpu (setup {t_setup[0]:.1f}s, null check "
+          f"{t_null[0]:.1f}s, edges {t_edges[0]:.1f}s) -> {old[0] / t_new[0]:.1f}x wall / {old[1] / t_new[1]:.1f}x cpu; "
+          f"max |diff| {diff:.2e}")  # fmt: skip
+    held = split.heldout
+    ab = Ablator(model, held, "counterfactual", task, scores.graph)
+    t_curve = timed(lambda: faithfulness_curve(model, scores, held, n_boot=200, ablator=ab), args.device)
+    got = {}
+    t_rand = timed(lambda: got.__setitem__("r", random_baseline(model, scores.graph, held, args.random_draws, ablator=ab)),
+                   args.device)  # fmt: skip
+    r = got["r"]
+    f, lo, hi = r.at(5.0)
+    print(f"   random baseline ({r.draws} draws x 10 sizes, {len(held)} held-out prompts): {t_rand[0]:.1f}s wall "
+          f"{t_rand[1]:.1f}s cpu against {t_curve[0]:.1f}s / {t_curve[1]:.1f}s for the |score| curve; f at 5% "
+          f"{f:.3f} ({lo:.3f} to {hi:.3f}), CPR {r.area('cpr').value:.3f}, CMD {r.area('cmd').value:.3f}; edges after "
+          f"pruning per draw: {r.n_edges}")  # fmt: skip
+
+
 def mha_model(shape: str, device: str, dtype: str | None):
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -430,11 +473,13 @@ def main() -> None:
     p.add_argument("--full-tl", action="store_true", help="also time TL's whole all-sources sweep")
     p.add_argument("--skip", default="", help="comma-separated sections to skip, e.g. 3,4")
     p.add_argument("--ops", action="store_true", help="1: also count aten operators (torch.profiler, a GPU launch proxy)")
+    p.add_argument("--exact-top", type=int, default=20, help="5: edges the exact check patches")
+    p.add_argument("--random-draws", type=int, default=3, help="5: draws of the random baseline")
     args = p.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     torch.set_grad_enabled(False)
     print(f"device {args.device}, dtype {args.dtype or 'default'}, {torch.get_num_threads()} threads")
-    if not {"1", "2"} <= skip:
+    if not {"1", "2", "5"} <= skip:
         model = load(args.model, device=args.device, dtype=args.dtype)
         split = load_task("ioi", model, args.n_prompts, args.n_prompts, seed=0, corruption=args.corruption)
         g = Graph.of(model)
@@ -444,6 +489,8 @@ def main() -> None:
             bench_attribution(model, split, args)
         if "2" not in skip:
             bench_curve(model, split, args)
+        if "5" not in skip:
+            bench_exact_check(model, split, args)
         del model
     if not {"3", "4"} <= skip:
         bench_tl(args)

@@ -125,7 +125,7 @@ def _find(args):
         corr = f", corruption {split.score.corruption}" if split.score.corruption else ""
         live.write(f"task {split.name}: {len(split.score)} scoring prompts, {len(split.heldout)} held out, "
                    f"metric {split.score.metric}{corr}")  # fmt: skip
-        check_free_space(args.out, MIN_OUTPUT_BYTES + 120 * graph.n_edges, "--out")  # edges.json: ~100 bytes an edge
+        check_free_space(args.out, MIN_OUTPUT_BYTES + 240 * graph.n_edges, "--out")  # edges.json and mib_edges.json
         live.stage("estimating the cost (one timed forward)")
         scores = None
         if args.scores is not None:
