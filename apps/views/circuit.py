@@ -69,7 +69,7 @@ def find_panel(model, spec: str):
         report = state.remember(key, "Finding the circuit", lambda progress: bounded_circuit(
             model, split, method, steps, exact_top, progress))
         pairs = [(a, b) for a, b in zip(split.heldout.prompts, split.heldout.corrupted_prompts)]
-        state.save_result(key, "circuit", spec, settings, lambda tmp: write_circuit(report, tmp),
+        state.save_result(key, "circuit", spec, settings, lambda tmp: write_circuit(report, tmp, d_model=model.info.d_model),
                           {"heldout_preview": pairs[:5]})  # fmt: skip
         return report, pairs, key
     if saved is not None:  # found with these settings before, in this session or another: opened, not recomputed

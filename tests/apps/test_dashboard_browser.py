@@ -121,7 +121,9 @@ def test_browser_reload_finds_a_saved_result(page, dashboard, tiny_run, tiny_cir
         page.get_by_text("The prompt through the circuit").wait_for()
         wait_idle(page)
         page.get_by_text("open a saved run").click()
-        page.get_by_test_id("stMain").get_by_test_id("stSelectbox").filter(has_text=folder.name).wait_for()
+        page.get_by_test_id("stMain").get_by_test_id("stSelectbox").filter(has_text="Saved discovery").click()
+        page.get_by_role("option", name=re.compile(re.escape(folder.name) + ": IOI discovery")).click()  # listed
+        wait_idle(page)
         page.get_by_text(re.compile("^Opened .*made by the dashboard")).wait_for()
         wait_idle(page)
         assert page.locator('[data-testid="stException"]').count() == 0
