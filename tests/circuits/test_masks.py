@@ -75,7 +75,7 @@ def test_training_lowers_the_loss_and_the_penalty_prunes(tiny_llama, sharp):
     opened = masks.open_probability(s0.scores + s0.extra["log_alpha_min"]) > 0.5  # the learned log-alphas
     assert faithfulness(model, opened, task) == pytest.approx(1.0, abs=0.02)
     # a heavy penalty closes nearly every gate
-    heavy = MaskConfig(steps=40, batch=8, lam=50.0, warm_steps=0)
+    heavy = MaskConfig(steps=40, batch=8, lam=50.0, lr=0.3, warm_steps=0)
     learn(model, task, heavy)
     assert heavy.history[-1][1] < 0.1 < free.history[-1][1]
     assert heavy.history[-1][1] < heavy.history[0][1]
