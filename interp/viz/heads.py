@@ -9,8 +9,8 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 SCORE_SCALE = "Viridis"
-MARKS = {  # verdict -> (marker symbol, colour, legend name)
-    "confirmed": ("circle-open", "white", "confirmed (pattern + causal effect)"),
+MARKS = {  # verdict -> (marker symbol, colour, legend name); each reads on the white legend and on Viridis
+    "confirmed": ("circle-open", "white", "confirmed (pattern + causal effect)"),  # a white ring in a black halo
     "flagged": ("x", "red", "flagged: pattern but no effect"),
     "reported": ("square-open", "orange", "reported (not confirmed)"),
 }
@@ -50,11 +50,19 @@ def score_heatmaps(
             mine = [f for f in findings if f.kind == kind and _verdict(f) == verdict]
             if not mine:
                 continue
+            x, y = [f.head for f in mine], [f.layer for f in mine]
+            if colour == "white":  # a black ring under the white one: it carries the legend entry (white on white there)
+                fig.add_trace(
+                    go.Scatter(x=x, y=y, mode="markers", name=name, hoverinfo="skip", legendgroup=verdict,
+                               showlegend=verdict not in shown,
+                               marker={"symbol": symbol, "size": 15, "color": "black", "line": {"width": 4, "color": "black"}}),
+                    row=1, col=col,
+                )  # fmt: skip
             fig.add_trace(
                 go.Scatter(
-                    x=[f.head for f in mine], y=[f.layer for f in mine], mode="markers", name=name,
+                    x=x, y=y, mode="markers", name=name,
                     marker={"symbol": symbol, "size": 12, "color": colour, "line": {"width": 2, "color": colour}},
-                    showlegend=verdict not in shown, legendgroup=verdict,
+                    showlegend=verdict not in shown and colour != "white", legendgroup=verdict,
                     hovertemplate=[_hover(f) for f in mine],
                 ),
                 row=1, col=col,
