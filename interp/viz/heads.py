@@ -51,7 +51,8 @@ def score_heatmaps(
             if not mine:
                 continue
             x, y = [f.head for f in mine], [f.layer for f in mine]
-            if colour == "white":  # a black ring under the white one: it carries the legend entry (white on white there)
+            # a black ring under a white one: it carries the legend entry (a white ring is white on white there)
+            if colour == "white":
                 fig.add_trace(
                     go.Scatter(x=x, y=y, mode="markers", name=name, hoverinfo="skip", legendgroup=verdict,
                                showlegend=verdict not in shown,
