@@ -2,9 +2,10 @@
 
 A `Task` holds clean prompts and their corrupted counterparts as token tensors (BOS first,
 right-padded by repeating each prompt's last token; a clean prompt and its corruption always
-have the same length, pairs whose lengths differ are refused), each prompt's END (the position
-whose next-token prediction is scored), the answer and distractor token ids, the metric, and
-named positions where the task has them (IOI: IO, S1, S1+1, S2, END), which source each prompt was
+have the same length, pairs whose lengths differ are refused), each prompt's END (its last real
+position, whose next-token prediction is scored; a metric may read another named position as well:
+`Task.reads`), the answer and distractor token ids, the metric, and named positions where the task
+has them (IOI: IO, S1, S1+1, S2, END; greater-than: YY, and TENS on a digit tokenizer), which source each prompt was
 drawn from (`groups`, e.g. IOI's template) and how the prompts were made (`source`, e.g. IOI's
 templates, names, part and seed, enough to draw more prompts like them). `load_task` returns a
 `TaskSplit`: a scoring part (what attribution sees) and a held-out part (what faithfulness is
@@ -197,7 +198,7 @@ def check_metric(task: Task, metric: str) -> str:
     if metric == "prob-diff-year":
         forced = task.clean[torch.arange(len(task.end), device=task.device), task.end.to(task.device)]
         at = (task.candidates.to(forced.device)[None, :] == forced[:, None]).cpu()  # [batch cand]
-        if not bool((at.sum(1) == 1).all()) or bool((task.sides[at] != 0).any()):
+        if not bool((at.sum(1) == 1).all()) or bool((task.sides.cpu()[at] != 0).any()):
             raise WorkbenchError(f"task {task.name!r}: each prompt's last token must be the candidate its first "
                                  "read leaves undecided (side 0), fed so the next token decides it")  # fmt: skip
     return metric

@@ -21,7 +21,7 @@ from interp.circuits.types import Graph
 from interp.data.tasks import end_logits, load_task, metric_fn
 from interp.errors import WorkbenchError
 
-SHAPE = dict(n_layers=2, n_heads=4, n_kv_heads=2, d_model=32, d_mlp=64, n_ctx=64)
+SHAPE = {"n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "d_model": 32, "d_mlp": 64, "n_ctx": 64}
 UNEMBED_SCALE = 30.0
 
 
@@ -33,7 +33,7 @@ def _digit_tokenizer(folder):
 
     from interp.data.tasks import NOUNS
 
-    words = ["<bos>", "<unk>"] + [str(d) for d in range(10)] + sorted(set("The lasted from the year to".split() + NOUNS))
+    words = ["<bos>", "<unk>"] + [str(d) for d in range(10)] + sorted({"The", "lasted", "from", "the", "year", "to", *NOUNS})
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(), pre_tokenizers.Digits(individual_digits=True)])
     backend.decoder = decoders.WordPiece()
