@@ -1,6 +1,7 @@
 """Circuit view: an edge circuit for any task (IOI, greater-than, induction, a task file) by EAP-IG,
 EAP or exact patching, with progress; a size slider over MIB's circuit sizes shows the circuit's
-graph and marks it on the held-out faithfulness curve; the strongest edges' estimates beside
+graph (click a node for its edges; pin, hide, group by head or layer) and marks it on the held-out
+faithfulness curve; the strongest edges' estimates beside
 their exact patched effects. Every circuit found is saved to the runs folder (edges.json and the
 figures, as `interp circuit --out` writes them, with its settings) and can be opened again, as can
 what the CLI wrote."""
@@ -17,11 +18,13 @@ from interp.circuits.report import HEADLINE, circuit_heads, find_circuit, write_
 from interp.data.tasks import BUILTIN, IOI_CORRUPTION, MIN_HELDOUT, load_task, read_rows
 from interp.runs import TITLES, open_edges, read_run
 from interp.types import CORRUPTIONS
-from interp.viz.circuits import edge_graph, exact_check_figure, faithfulness_figure
+from interp.viz.circuits import exact_check_figure, faithfulness_figure
+from interp.viz.graph import GROUPS, edge_graph, links, node_table, nodes_of
 
 FILE = "a task file (.jsonl)"
 FIND, OPEN = "find a circuit", "open a saved run"
 BATCH_ROWS = 80  # find_circuit's default rows a forward+backward
+MAX_PAIRS = 2000  # node pairs drawn at most (the strongest); the node table lists every edge
 
 
 def bounded_circuit(model, split, method: str, steps: int, exact_top: int, progress):
@@ -111,6 +114,56 @@ def open_panel(model):
     return report, saved_preview(run)
 
 
+def _clicked_node(options: list[str]) -> None:
+    """A click on a node of the graph (its selection, from the last run) picks it in the node box; a
+    click already applied is not applied again, so the box can be changed by hand afterwards."""
+    event = st.session_state.get("circ_graph")
+    points = (event or {}).get("selection", {}).get("points", []) if event else []
+    names = [p.get("customdata") for p in points if isinstance(p.get("customdata"), str)]
+    if names and names[0] in options and st.session_state.get("_circ_last_click") != names[0]:
+        st.session_state["circ_node"] = names[0]
+    st.session_state["_circ_last_click"] = names[0] if names else None
+
+
+def _keep_options(key: str, options: list[str]) -> None:
+    """Drop a widget's remembered choices that are no longer offered (another size or grouping)."""
+    value = st.session_state.get(key)
+    if isinstance(value, list):
+        st.session_state[key] = [v for v in value if v in options]
+    elif value is not None and value not in options:
+        st.session_state[key] = None
+
+
+def graph_panel(report, percent: float, keep, faithfulness) -> None:
+    """The circuit as a graph to explore: group by head or layer, pin or hide nodes, click a node (or
+    pick it) for its incoming and outgoing edges with their scores."""
+    g, s = report.scores.graph, report.scores
+    c1, c2, c3 = st.columns([1, 2, 2])
+    group = c1.radio("Group", list(GROUPS), key="circ_group", horizontal=True, format_func=lambda x: f"by {x}",
+                     help="one node per head, or one per layer's heads")  # fmt: skip
+    every = links(g, s.scores, keep, group)
+    options = nodes_of(every)
+    for key in ("circ_pin", "circ_hide", "circ_node"):
+        _keep_options(key, options)
+    pin = c2.multiselect("Pin nodes", options, key="circ_pin",
+                         help="keep only the edges into and out of these nodes")  # fmt: skip
+    hide = c3.multiselect("Hide nodes", options, key="circ_hide", help="leave these nodes and their edges out")
+    _clicked_node(options)
+    node = st.selectbox("Node", options, index=None, key="circ_node", placeholder="click a node in the graph, or pick one",
+                        help="its incoming and outgoing edges in the circuit, with their scores, below the graph")  # fmt: skip
+    fig = edge_graph(g, s.scores, keep, f"Circuit at {percent:g}% of edges ({s.method}, {s.task})", MAX_PAIRS,
+                     group=group, pin=pin, hide=hide, selected=node, faithfulness=faithfulness)  # fmt: skip
+    st.plotly_chart(fig, key="circ_graph", on_select="rerun", selection_mode="points")
+    if node is not None:
+        rows = node_table(every, node)
+        into = sum(r["score"] for r in rows if r["direction"] == "in")
+        out = sum(r["score"] for r in rows if r["direction"] == "out")
+        st.markdown(f"**{node}**: {sum(r['direction'] == 'in' for r in rows)} edges in (scores sum to {into:+.4g}), "
+                    f"{sum(r['direction'] == 'out' for r in rows)} out (sum {out:+.4g}), in the circuit at {percent:g}%")  # fmt: skip
+        st.dataframe(rows, hide_index=True, key="circ_node_edges",
+                     column_config={"score": st.column_config.NumberColumn(format="%+.4g")})  # fmt: skip
+
+
 def draw(report, pairs: list) -> None:
     """The circuit: tiles, verdict, the prompts, the graph at the chosen size, the curve, the exact check."""
     g, s, c = report.scores.graph, report.scores, report.curve
@@ -139,8 +192,7 @@ def draw(report, pairs: list) -> None:
     corr = report.split.score.corruption if report.split is not None else None
     st.caption((f"Counterfactual: {corr}. " if corr else "") + f"{int(keep.sum()):,} edges after pruning to paths from the embedding to the logits; "
                f"heads used: {', '.join(f'{a}.{b}' for a, b in heads[:30])}{' …' if len(heads) > 30 else ''}")
-    st.plotly_chart(edge_graph(g, s.scores, keep, f"Circuit at {percent:g}% of edges ({s.method}, {s.task})"),
-                    key="circ_graph")  # fmt: skip
+    graph_panel(report, percent, keep, (f, lo, hi))
     st.plotly_chart(faithfulness_figure({"|score| ranking": c, "signed ranking": report.curve_signed},
                                         f"Faithfulness on {c.n_heldout} held-out prompts", highlight=percent),
                     key="circ_curve")  # fmt: skip

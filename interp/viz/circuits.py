@@ -7,6 +7,8 @@ import plotly.graph_objects as go
 from jaxtyping import Float
 from torch import Tensor
 
+from interp.viz.graph import edge_graph  # noqa: F401  (the edge circuit's graph, here beside its other figures)
+
 # the order information flows through the IOI circuit, and which class feeds which
 FLOW: list[str] = [
     "previous token", "duplicate token", "induction", "s-inhibition",
@@ -159,67 +161,6 @@ def faithfulness_by_heads(curve: list[dict], title: str = "Faithfulness against 
         fig.add_hline(y=goal, line=dict(color="#2ca02c", width=1, dash="dash"))
     fig.update_layout(title=title, xaxis=dict(title="heads kept (in the order discovery admitted them)"),
                       yaxis=dict(title="F(C) / F(M), held out"))  # fmt: skip
-    return fig
-
-
-def _node_xy(node, n_heads: int) -> tuple[float, float]:
-    """Layout: x = layer (embedding left, logits right; an MLP half a layer after its heads),
-    y = head index (MLPs and the two ends in the middle row)."""
-    mid = (n_heads - 1) / 2
-    if node.kind == "embed":
-        return -1.0, mid
-    if node.kind == "logits":
-        return float(node.layer) if node.layer is not None else 0.0, mid
-    if node.kind == "head":
-        return float(node.layer), float(node.head)
-    return node.layer + 0.5, mid
-
-
-def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int = 400) -> go.Figure:
-    """The circuit's edges (a boolean mask over `graph`'s edges) from writer to reading node, blue
-    for positive scores, red for negative, width by |score|; the `max_edges` strongest are drawn.
-    An edge into a KV head's k/v goes to every query head of its group."""
-    from interp.circuits.types import Node
-
-    idx = keep.nonzero().flatten()
-    idx = idx[scores[idx].abs().argsort(descending=True)][:max_edges]
-    logits_at = graph.n_layers
-    where = lambda n: _node_xy(Node("logits", logits_at) if n.kind == "logits" else n, graph.n_heads)  # noqa: E731
-    top = float(scores[idx].abs().max()) if len(idx) else 1.0
-    fig = go.Figure()
-    used = set()
-    lines: dict[tuple[int, int], tuple[list, list, list]] = {}  # (sign, width bin) -> x, y, hover
-    for i in idx.tolist():
-        e, v = graph.edge(i), float(scores[i])
-        if e.dst.kind == "logits":
-            dsts = [Node("logits")]
-        elif e.dst.kind == "mlp":
-            dsts = [Node("mlp", e.dst.layer)]
-        else:
-            dsts = [Node("head", e.dst.layer, h) for h in graph.heads_fed(e.dst)]
-        x0, y0 = where(e.src)
-        used.add(e.src)
-        xs, ys, hover = lines.setdefault((1 if v >= 0 else -1, min(3, int(4 * abs(v) / top))), ([], [], []))
-        for d in dsts:
-            x1, y1 = where(d)
-            used.add(d)
-            xs += [x0, x1, None]
-            ys += [y0, y1, None]
-            hover += [f"{e.name}: {v:+.4g}"] * 2 + [None]
-    for (sign, level), (xs, ys, hover) in sorted(lines.items()):
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", showlegend=False, hovertext=hover, hoverinfo="text",
-                                 line=dict(color="#1f77b4" if sign > 0 else "#d62728", width=0.75 + 1.5 * level),
-                                 opacity=0.7))  # fmt: skip
-    kinds = {"embed": "#333333", "head": "#2ca02c", "mlp": "#9467bd", "logits": "#333333"}
-    for kind, color in kinds.items():
-        pts = [n for n in used if n.kind == kind]
-        if pts:
-            xy = [where(n) for n in pts]
-            fig.add_trace(go.Scatter(x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", name=kind,
-                                     text=[n.name for n in pts], textposition="top center",
-                                     marker=dict(size=9, color=color), hovertemplate="%{text}<extra></extra>"))  # fmt: skip
-    fig.update_layout(title=f"{title} ({len(idx)} of {int(keep.sum())} edges drawn)", xaxis=dict(title="layer"),
-                      yaxis=dict(title="head", autorange="reversed"), hovermode="closest")  # fmt: skip
     return fig
 
 

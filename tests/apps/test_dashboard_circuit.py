@@ -1,4 +1,5 @@
-"""AppTest of the Circuit view on a tiny model: run with progress, slide the size, bad task files."""
+"""AppTest of the Circuit view on a tiny model: run with progress, slide the size, explore the graph
+(pick a node for its edge table, pin, hide, group by layer), bad task files."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ def test_circuit_view_tiny(tiny_llama_dir, tmp_path):
     assert at.metric[1].value == f"{line['y'][list(line['x']).index(50)]:.2f}"
     assert at.metric[3].help and "|score|" in at.metric[3].help and "signed" in at.metric[2].help
     assert not at.button  # the result is kept: no second run
+    explore_graph(at)
     assert any(c.value.startswith("Counterfactual: s2-io.") for c in at.caption)  # MIB's IOI counterfactual by default
     at.radio(key="circ_corruption").set_value("abc").run()  # another counterfactual is another circuit
     at.button(key="circ_run").click().run()
@@ -43,3 +45,44 @@ def test_circuit_view_tiny(tiny_llama_dir, tmp_path):
     at.text_input(key="circ_file").input(str(bad)).run()
     at.button(key="circ_run").click().run()
     assert any("line 2" in e and "same length" in e for e in errors(at)) and not at.exception
+
+
+def _nodes(fig: dict) -> dict:
+    """The graph's drawn nodes: name -> (x, y)."""
+    return {n: (x, y) for t in fig["data"] if t.get("mode") == "markers+text" for n, x, y in zip(t["customdata"], t["x"], t["y"])}
+
+
+def explore_graph(at) -> None:
+    """Issue 27: the graph at the slider's size, its faithfulness in the title, MLPs on their own row;
+    a node picked shows its incoming and outgoing edges; pin keeps its neighbourhood, hide drops it."""
+    graph = figures(at)[0]
+    title = graph["layout"]["title"]["text"]
+    assert f"f = {at.metric[1].value}" in title  # the faithfulness of the circuit as drawn
+    nodes = _nodes(graph)
+    assert "logits" in nodes and "embed" in nodes
+    mlps = {y for n, (x, y) in nodes.items() if n.startswith("m")}
+    heads = {y for n, (x, y) in nodes.items() if n.startswith("a")}
+    assert len(mlps) <= 1 and not mlps & heads  # the MLPs share one row, no head's
+    box = at.selectbox(key="circ_node")
+    assert box.value is None and "logits" in box.options and box.options[0] == "embed"
+    box.set_value("logits").run()
+    assert not errors(at)
+    (table,) = [d.value for d in at.dataframe if "direction" in d.value.columns]  # the node's edge table
+    assert len(table) > 0 and set(table["direction"]) == {"in"} and set(table["to"]) == {"logits"}
+    assert list(table["score"].abs()) == sorted(table["score"].abs(), reverse=True)
+    assert any(m.value.startswith("**logits**") for m in at.markdown)
+    assert any(t.get("name") == "selected: logits" for t in figures(at)[0]["data"])
+    writer = table["from"].iloc[0]
+    at.multiselect(key="circ_pin").set_value([writer]).run()
+    pinned = _nodes(figures(at)[0])
+    assert writer in pinned and "pinned: " + writer in figures(at)[0]["layout"]["title"]["text"]
+    at.multiselect(key="circ_pin").set_value([]).run()
+    at.multiselect(key="circ_hide").set_value([writer]).run()
+    assert writer not in _nodes(figures(at)[0]) and "hidden: " + writer in figures(at)[0]["layout"]["title"]["text"]
+    at.multiselect(key="circ_hide").set_value([]).run()
+    at.radio(key="circ_group").set_value("layer").run()
+    assert not errors(at)
+    layered = _nodes(figures(at)[0])
+    assert layered and all("." not in n for n in layered)  # a layer's heads are one node, 'a0'
+    assert at.selectbox(key="circ_node").value == "logits"  # still offered: kept
+    at.radio(key="circ_group").set_value("head").run()
