@@ -221,3 +221,70 @@ def logit_lens_reference(model: Model, prompt: str | Tensor, k: int = 1,
         probs.append(top.values)
         ranks.append((row > row.gather(-1, final_pred[:, None])).sum(-1))
     return _result(model, tokens, torch.stack(ids).cpu(), torch.stack(probs).cpu(), torch.stack(ranks).cpu())
+
+
+# -- following chosen tokens across the layers -------------------------------------------------------
+
+
+@dataclass
+class TokenTrace:
+    """Chosen tokens followed across the layers at one position: the logit lens read for them alone.
+    Two tokens make a logit difference (the first minus the second)."""
+
+    layer_names: list[str]  # one per row: "embed", "L0", "L1", ... (row l+1 = after block l)
+    position: int  # the position read, counted from 0 (BOS included when prepended)
+    input_token: str  # the prompt's token at that position (the prediction is of the next one)
+    tokens: list[str]  # the tokens followed
+    logits: Float[Tensor, "layer n"]  # each token's logit after each layer (final norm, unembedding)
+    probs: Float[Tensor, "layer n"]  # its probability (softmax over the whole vocabulary)
+    ranks: Int[Tensor, "layer n"]  # how many tokens score strictly higher there (0: the top token)
+
+    @property
+    def logit_diff(self) -> Float[Tensor, " layer"] | None:
+        """logit(first) - logit(second) per layer, with two tokens; None with one."""
+        return self.logits[:, 0] - self.logits[:, 1] if self.logits.shape[1] == 2 else None
+
+
+def read_tokens(
+    logits: Float[Tensor, "row vocab"], ids: Int[Tensor, " n"]
+) -> tuple[Float[Tensor, "row n"], Float[Tensor, "row n"], Int[Tensor, "row n"]]:
+    """(logit, probability, rank) of each token id on each row of logits, in float32 (pure): the
+    probability is the softmax over the whole row, the rank counts the tokens scoring strictly higher."""
+    logits = logits.float()
+    picked = logits[:, ids]
+    probs = (picked - logits.logsumexp(-1, keepdim=True)).exp()
+    ranks = (logits[:, None, :] > picked[:, :, None]).sum(-1)
+    return picked, probs, ranks
+
+
+@torch.no_grad()
+def follow_tokens(model: Model, prompt: str | Tensor, tokens: list[str | int], position: int = -1,
+                  residuals: tuple[Tensor, Tensor] | None = None) -> TokenTrace:  # fmt: skip
+    """One token (or two: a logit difference) followed across the layers at `position` of `prompt`
+    (negative counts from the end): its logit, probability and rank after the embedding and after
+    every block, read as the logit lens reads them. `tokens` are strings that are one token each
+    (e.g. ' Paris') or token ids; `residuals` = lens_residuals(model, prompt) when already run."""
+    if not 1 <= len(tokens) <= 2:
+        raise WorkbenchError(f"follow one token or two (a logit difference), not {len(tokens)}")
+    ids = [t if isinstance(t, int) else model.token_id(t) for t in tokens]
+    if any(not 0 <= i < model.info.d_vocab for i in ids):
+        raise WorkbenchError(f"token ids must lie in 0..{model.info.d_vocab - 1} (got {ids})")
+    tok, resid = residuals if residuals is not None else lens_residuals(model, prompt)
+    n_pos = resid.shape[1]
+    if not -n_pos <= position < n_pos:
+        raise WorkbenchError(f"position {position} is outside the prompt's {n_pos} tokens")
+    position %= n_pos
+    ln_final, unembed = _norm_and_unembed(model)
+    device = unembed_device(model)
+    logits = project(resid[:, position : position + 1].to(device), ln_final, unembed)[:, 0]  # [layer, vocab]
+    picked, probs, ranks = read_tokens(logits, torch.tensor(ids, device=logits.device))
+    decode = model.tokenizer.decode
+    return TokenTrace(
+        layer_names=["embed"] + [f"L{layer}" for layer in range(model.info.n_layers)],
+        position=position,
+        input_token=decode([int(tok.flatten()[position])]),
+        tokens=[decode([i]) for i in ids],
+        logits=picked.cpu(),
+        probs=probs.cpu(),
+        ranks=ranks.cpu(),
+    )
