@@ -15,7 +15,12 @@ COMMANDS = ["models", "heads", "ioi", "circuit", "memories", "train", "features"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="interp", description="Mechanistic-interpretability workbench")
+    parser = argparse.ArgumentParser(
+        prog="interp", description="Mechanistic-interpretability workbench", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="e.g.\n  interp models\n  interp heads --model smollm2-135m --validate\n"
+               "  interp circuit --model smollm2-135m --task ioi --out runs/ioi-edges\n"
+               "  interp memories trace --model smollm2-135m --prompt 'The capital of France is'\n\n"
+               "`interp COMMAND --help` describes each command, with examples.")  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"interp.commands.{name}").add_parser(sub)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from interp.circuits import methods
+from interp.commands import helped
 
 MAX_MINUTES = 60.0  # the default time budget of one run
 OUTPUT_FILES = {"edges.json", "mib_edges.json", "curve.html", "graph.html", "exact.html", "plotly.min.js"}  # what a run writes
@@ -30,12 +31,16 @@ MIN_OUTPUT_BYTES = 8 * 10**6  # plotly.min.js (4.8 MB) and the pages; edges.json
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("circuit", help="edge circuit (EAP-IG/EAP/exact) for any task, with MIB faithfulness curves")
+    p = sub.add_parser("circuit", help="edge circuit (EAP-IG/EAP/exact) for any task, with MIB faithfulness curves",
+                       **helped("Score every edge for a task, then measure the circuit's faithfulness over MIB's "
+                                "sizes on held-out prompts (CPR, CMD), beside random circuits.",
+                                "interp circuit --model smollm2-135m --task ioi --out runs/ioi-edges",
+                                "interp circuit --model smollm2-135m --task tasks.jsonl --method eap --exact-top 0"))  # fmt: skip
     p.add_argument("--model", required=True, help="model spec (see `interp models`), e.g. smollm2-135m or gpt2")
     p.add_argument("--task", required=True, help="ioi, greater-than, induction, or a .jsonl file of "
                    '{"clean", "corrupted", "answer", "distractor"} pairs')  # fmt: skip
     p.add_argument("--method", default="eap-ig", help="a registered edge-scoring method: " + "; ".join(
-        f"{m}{' (default)' if m == 'eap-ig' else ''}: {methods.get(m).help}" for m in methods.names()))
+        f"{m}{' (default)' if m == 'eap-ig' else ''}: {methods.get(m).help}" for m in methods.names()).replace("%", "%%"))
     p.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps (default 5)")
     p.add_argument("--corruption", default=None, help="IOI only: s2-io (default; MIB's counterfactual, the second S "
                    "becomes IO), abc (Wang et al.'s: three other names) or new-s (both S become one new name)")  # fmt: skip

@@ -19,12 +19,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from interp.commands import helped
 from interp.errors import WorkbenchError
 from interp.parse import LAYERS_HELP, parse_layers
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("features", help="dictionaries (transcoders, SAEs) and features as memories")
+    p = sub.add_parser("features", help="dictionaries (transcoders, SAEs) and features as memories: corpus, train, "
+                       "eval, convert, index, show, search, compare, trace", **helped(
+                           "Train and evaluate sparse dictionaries (transcoders, SAEs) on a model's activations, and "
+                           "read their features as key-value memories.",
+                           "interp features train --model smollm2-135m --layers 5 --out runs/tc",
+                           "interp features trace --model smollm2-135m --dict runs/tc --prompt 'The capital of France is'"))  # fmt: skip
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     _making_actions(s)
     _reading_actions(s)
@@ -32,14 +38,18 @@ def add_parser(sub) -> None:
 
 def _making_actions(s) -> None:
     """corpus, train, eval, convert: the actions that make and judge a dictionary."""
-    c = s.add_parser("corpus", help="build the varied offline corpus for dictionaries")
+    c = s.add_parser("corpus", help="build the varied offline corpus for dictionaries", **helped(
+        "Build the mixed offline corpus (scripture, Python docs, man pages, ...) dictionaries train on, tokenized.",
+        "interp features corpus --model smollm2-135m"))
     c.add_argument("--model", required=True, help="model spec whose tokenizer the corpus is tokenized with")
     c.add_argument("--sources", default="kjv,pydocs,man,debian-doc,pypi", help="comma list; add 'model' for samples")
     c.add_argument("--sample-tokens", type=int, default=0, help="tokens sampled from the model (source 'model')")
     c.add_argument("--heldout-permille", type=int, default=20, help="documents held out, per 1000 (default 20)")
     c.set_defaults(func=run_corpus)
 
-    t = s.add_parser("train", help="train dictionaries for every chosen layer (rerun to resume)")
+    t = s.add_parser("train", help="train dictionaries for every chosen layer (rerun to resume)", **helped(
+        "Train a TopK transcoder (or SAE) per chosen layer on the corpus; rerun with the same settings to resume.",
+        "interp features train --model smollm2-135m --layers 5 --d-sae 4096 --k 32 --out runs/tc"))
     t.add_argument("--model", required=True)
     t.add_argument("--site", default="mlp", help="mlp (transcoder, default), mlp_out, resid_pre, resid_post")
     t.add_argument("--layers", default=None, help=f"{LAYERS_HELP} (default all)")
@@ -61,7 +71,9 @@ def _making_actions(s) -> None:
     t.add_argument("--out", required=True, help="dictionary folder (rerun with the same settings to resume)")
     t.set_defaults(func=run_train)
 
-    e = s.add_parser("eval", help="evaluate a dictionary on held-out text")
+    e = s.add_parser("eval", help="evaluate a dictionary on held-out text", **helped(
+        "Measure a dictionary on held-out text: FVU, L0, dead latents, and the loss with it spliced in.",
+        "interp features eval --model smollm2-135m --dict runs/tc"))
     e.add_argument("--model", required=True)
     e.add_argument("--dict", required=True, help="dictionary folder (ours, SAELens or sparsify)")
     e.add_argument("--corpus", default="mix:heldout")
@@ -75,7 +87,9 @@ def _making_actions(s) -> None:
     e.add_argument("--out", default=None, help="JSON file (default DICT/eval.json)")
     e.set_defaults(func=run_eval)
 
-    v = s.add_parser("convert", help="write a dictionary in SAELens's format")
+    v = s.add_parser("convert", help="write a dictionary in SAELens's format", **helped(
+        "Write one of our dictionaries in SAELens's format (weights and cfg.json).",
+        "interp features convert --dict runs/tc --out runs/tc-saelens"))
     v.add_argument("--dict", required=True)
     v.add_argument("--out", required=True)
     v.set_defaults(func=run_convert)
@@ -83,7 +97,9 @@ def _making_actions(s) -> None:
 
 def _reading_actions(s) -> None:
     """index, show, search, compare, trace: the actions that read a dictionary's features."""
-    i = s.add_parser("index", help="the features' top activating contexts, decoder projections and agreement")
+    i = s.add_parser("index", help="the features' top activating contexts, decoder projections and agreement", **helped(
+        "Index a dictionary's features like memories: top activating contexts, promoted tokens, agreement.",
+        "interp features index --model smollm2-135m --dict runs/tc --out runs/tc-index"))
     i.add_argument("--model", required=True)
     i.add_argument("--dict", required=True)
     i.add_argument("--corpus", default="mix:heldout")
@@ -97,7 +113,9 @@ def _reading_actions(s) -> None:
     i.add_argument("--out", required=True)
     i.set_defaults(func=run_index)
 
-    sh = s.add_parser("show", help="one feature: contexts, promoted tokens, density, similar features")
+    sh = s.add_parser("show", help="one feature: contexts, promoted tokens, density, similar features", **helped(
+        "Print one feature of an index: its contexts, the tokens it promotes, its density and its nearest features.",
+        "interp features show --index runs/tc-index --layer 5 --feature 12 --dict runs/tc"))
     sh.add_argument("--index", required=True, help="a feature index (interp features index)")
     sh.add_argument("--layer", type=int, required=True)
     sh.add_argument("--feature", type=int, required=True)
@@ -105,19 +123,25 @@ def _reading_actions(s) -> None:
     sh.add_argument("--dict", default=None, help="the dictionary, for the most similar features")
     sh.set_defaults(func=run_show)
 
-    se = s.add_parser("search", help="features whose decoder rows promote a token")
+    se = s.add_parser("search", help="features whose decoder rows promote a token", **helped(
+        "List the features of an index whose decoder rows promote a token most.",
+        "interp features search --index runs/tc-index --token ' Paris'"))
     se.add_argument("--index", required=True)
     se.add_argument("--token", required=True)
     se.add_argument("--top", type=int, default=20)
     se.set_defaults(func=run_search)
 
-    cm = s.add_parser("compare", help="features beside neurons: agreement and the monosemanticity proxy")
+    cm = s.add_parser("compare", help="features beside neurons: agreement and the monosemanticity proxy", **helped(
+        "Set a feature index beside a neuron memory index built with the same settings, layer by layer.",
+        "interp features compare --features runs/tc-index --neurons runs/mem"))
     cm.add_argument("--features", required=True, help="a feature index")
     cm.add_argument("--neurons", required=True, help="a neuron memory index built with the same settings")
     cm.add_argument("--json", default=None, help="also write the rows here")
     cm.set_defaults(func=run_compare)
 
-    tr = s.add_parser("trace", help="the features behind a prompt's prediction")
+    tr = s.add_parser("trace", help="the features behind a prompt's prediction", **helped(
+        "Rank a transcoder's features behind a prompt's next-token prediction; --off switches some off.",
+        "interp features trace --model smollm2-135m --dict runs/tc --prompt 'The capital of France is' --off 5:12"))
     tr.add_argument("--model", required=True)
     tr.add_argument("--dict", required=True, help="a transcoder (site mlp)")
     tr.add_argument("--prompt", required=True)

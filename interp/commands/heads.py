@@ -9,6 +9,7 @@ import io
 import json
 from pathlib import Path
 
+from interp.commands import helped
 from interp.errors import WorkbenchError
 
 FIELDS = ["kind", "layer", "head", "score", "copying", "ov_copying", "causal_effect", "causal_effect_lo",
@@ -16,7 +17,11 @@ FIELDS = ["kind", "layer", "head", "score", "copying", "ov_copying", "causal_eff
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("heads", help="find previous-token, duplicate-token and induction heads (with causal checks)")
+    p = sub.add_parser("heads", help="find previous-token, duplicate-token and induction heads (with causal checks)",
+                       **helped("Score every head for previous-token, duplicate-token and induction patterns, report "
+                                "the top ones, and (--validate) check each by ablation.",
+                                "interp heads --model smollm2-135m --kind induction --validate",
+                                "interp heads --model gpt2 --text 'a b c a b c' --format json --out heads.json"))  # fmt: skip
     p.add_argument("--model", required=True, help="model spec (see `interp models`)")
     p.add_argument("--kind", action="append", default=None,
                    help="previous-token, duplicate-token, induction; comma-separated or repeated (default: all)")

@@ -13,11 +13,16 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from interp.commands import helped
 from interp.errors import WorkbenchError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("ioi", help="find the IOI circuit by path patching and measure its faithfulness")
+    p = sub.add_parser("ioi", help="find the IOI circuit by path patching and measure its faithfulness",
+                       **helped("Find the indirect-object-identification circuit's head classes by path patching "
+                                "(Wang et al. 2022) and measure its faithfulness on held-out prompts.",
+                                "interp ioi --model smollm2-135m --out runs/ioi",
+                                "interp ioi --model gpt2 --corruption abc --n-prompts 32 --no-checks"))  # fmt: skip
     p.add_argument("--model", required=True, help="model spec (see `interp models`), e.g. smollm2-135m or gpt2")
     p.add_argument("--n-prompts", type=int, default=24, help="prompts for discovery (default 24)")
     p.add_argument("--n-heldout", type=int, default=None, help="held-out prompts for evaluation (default: --n-prompts)")

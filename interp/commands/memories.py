@@ -19,15 +19,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from interp.commands import helped
 from interp.errors import WorkbenchError
 from interp.parse import LAYERS_HELP, parse_layers
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("memories", help="FFN key-value memories: index, show, agreement, search, intervene")
+    p = sub.add_parser("memories", help="FFN key-value memories: index, show, agreement, search, intervene, trace",
+                       **helped("FFN neurons as key-value memories (Geva et al. 2021): build an index of their "
+                                "triggers and values, read it, and switch memories off or on.",
+                                "interp memories index --model smollm2-135m --layers 20-29 --out runs/mem",
+                                "interp memories trace --model smollm2-135m --prompt 'The capital of France is'"))  # fmt: skip
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    i = s.add_parser("index", help="build (or resume) a memory index")
+    i = s.add_parser("index", help="build (or resume) a memory index", **helped(
+        "Stream a corpus through the model and keep each memory's top trigger examples and value tokens "
+        "(resumable: rerun with the same settings).",
+        "interp memories index --model smollm2-135m --layers 20-29 --tokens 200000 --out runs/mem"))
     i.add_argument("--model", required=True, help="model spec (see `interp models`)")
     i.add_argument("--corpus", default=None, help="corpus spec: kjv (default), pydocs, synthetic, a folder, hf:NAME")
     i.add_argument("--layers", default=None, help=f"{LAYERS_HELP} (default all)")
@@ -40,7 +48,9 @@ def add_parser(sub) -> None:
     i.add_argument("--out", required=True, help="index folder (rerun with the same settings to resume)")
     i.set_defaults(func=run_index)
 
-    sh = s.add_parser("show", help="one memory's trigger examples and value tokens")
+    sh = s.add_parser("show", help="one memory's trigger examples and value tokens", **helped(
+        "Print one memory of an index: the contexts that trigger it most and the tokens its value promotes.",
+        "interp memories show --index runs/mem --layer 21 --neuron 1298 --sign -"))
     sh.add_argument("--index", required=True)
     sh.add_argument("--layer", type=int, required=True)
     sh.add_argument("--neuron", type=int, required=True)
@@ -48,19 +58,26 @@ def add_parser(sub) -> None:
     sh.add_argument("--triggers", type=int, default=10, help="trigger examples to print (default 10)")
     sh.set_defaults(func=run_show)
 
-    a = s.add_parser("agreement", help="key-value agreement by layer vs a random baseline, with p-values")
+    a = s.add_parser("agreement", help="key-value agreement by layer vs a random baseline, with p-values", **helped(
+        "How often a memory's value promotes the tokens that follow its triggers, per layer, against shuffled pairs.",
+        "interp memories agreement --index runs/mem --sign +"))
     a.add_argument("--index", required=True)
     a.add_argument("--sign", default="all", help="all (both signs' memories, default), + or -")
     a.add_argument("--html", default=None, help="plot file (default INDEX/agreement.html)")
     a.set_defaults(func=run_agreement)
 
-    se = s.add_parser("search", help="memories whose values promote a token")
+    se = s.add_parser("search", help="memories whose values promote a token", **helped(
+        "List the memories of an index whose values promote a token most.",
+        "interp memories search --index runs/mem --token ' Paris' --top 10"))
     se.add_argument("--index", required=True)
     se.add_argument("--token", required=True)
     se.add_argument("--top", type=int, default=20, help="memories to list (default 20)")
     se.set_defaults(func=run_search)
 
-    iv = s.add_parser("intervene", help="switch a memory off/on for a prompt")
+    iv = s.add_parser("intervene", help="switch a memory off/on for a prompt", **helped(
+        "Switch one memory off (or on, at a coefficient) on a prompt and show the prediction and generation change.",
+        "interp memories intervene --model smollm2-135m --prompt 'The capital of France is' --layer 21 --neuron 1298",
+        "interp memories intervene --model smollm2-135m --prompt 'I like' --layer 3 --neuron 7 --mode on --value 5"))
     iv.add_argument("--model", required=True)
     iv.add_argument("--prompt", required=True)
     iv.add_argument("--layer", type=int, required=True)
@@ -73,7 +90,11 @@ def add_parser(sub) -> None:
     iv.add_argument("--device", default=None)
     iv.set_defaults(func=run_intervene)
 
-    tr = s.add_parser("trace", help="the memories behind a prompt's next-token prediction (LM-Debugger's view)")
+    tr = s.add_parser("trace", help="the memories behind a prompt's next-token prediction (LM-Debugger's view)", **helped(
+        "Rank the memories behind a prompt's next-token prediction (direct effect, or LM-Debugger's ranking), "
+        "with the first ones' total effect.",
+        "interp memories trace --model smollm2-135m --prompt 'The capital of France is' --index runs/mem",
+        "interp memories trace --model smollm2-135m --prompt 'The capital of France is' --off 21:1298:+"))
     tr.add_argument("--model", required=True)
     tr.add_argument("--prompt", required=True)
     tr.add_argument("--index", default=None, help="a memory index of the same model, for trigger examples")

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+from interp.commands import helped
 from interp.models.availability import availability
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("models", help="list model specs and whether each is available on this machine")
+    p = sub.add_parser("models", help="list model specs and whether each is available on this machine", **helped(
+        "List the model specs every command's --model takes, and whether each can be loaded here (offline).",
+        "interp models", "interp models --format json"))
     p.add_argument("--format", choices=["table", "json"], default="table")
     p.set_defaults(func=run)
 

@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     from interp.train.args import TrainingArguments
 
     p = sub.add_parser("train", help="train a small in-house model (presets: attn-only-2l, ...) with checkpoints",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="e.g.\n  interp train --preset attn-only-2l --output_dir runs/a2 --max_steps 600")
     p.add_argument("--preset", default="attn-only-2l", help="preset name (see --list-presets)")
     p.add_argument("--list-presets", "--list_presets", action="store_true", help="list presets and exit")
     p.add_argument("--corpus", default=None, help="corpus spec: kjv (default), pydocs, synthetic, a folder, hf:NAME")
