@@ -1,6 +1,7 @@
 """A real browser against a real server: `streamlit run` on a free port, Debian's Chromium driven
 headless by Playwright, over Streamlit's websocket. Types a prompt, checks the predictions
-update, and saves a screenshot of every view under test-artifacts/."""
+update, and saves a screenshot of every view under test-artifacts/; reloads and finds a saved
+result; clicks a node of an edge circuit's graph and reads its edges, then pins it."""
 
 from __future__ import annotations
 
@@ -61,7 +62,7 @@ def test_browser_prompt_updates_predictions_and_every_view_renders(page, dashboa
     )
     wait_idle(page)
     assert "Paris" in top_prediction(page)
-    assert page.locator('[data-testid="stPlotlyChart"]').count() == 2  # predictions + logit lens
+    assert page.locator('[data-testid="stPlotlyChart"]').count() == 3  # predictions, logit lens, a token followed
     page.screenshot(path=str(ARTIFACTS / "dashboard-model.png"))
 
     for title, slug in [("Attention", "attention"), ("Heads", "heads"), ("IOI circuit", "ioi"),
@@ -131,3 +132,71 @@ def test_browser_reload_finds_a_saved_result(page, dashboard, tiny_run, tiny_cir
         page.screenshot(path=str(ARTIFACTS / "dashboard-saved-run.png"))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def smol_edges(tmp_path_factory) -> Path:
+    """An edges.json for SmolLM2-135M's graph as `interp circuit --out` writes it, with made-up scores
+    (seeded, heavy-tailed) and curve: the graph view's input without minutes of EAP-IG."""
+    import torch
+
+    from interp.circuits.faithfulness import MIB_PERCENTS
+    from interp.circuits.io import circuit_json, write_edges
+    from interp.circuits.types import Curve, EdgeScores, Graph
+
+    g = Graph(n_layers=30, n_heads=9, n_kv=3, has_mlp=True)  # SmolLM2-135M's
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(g.n_edges, generator=gen) * torch.rand(g.n_edges, generator=gen) ** 6
+    p = [float(x) for x in MIB_PERCENTS]
+    f = [min(1.0, 0.2 + x / 20) for x in p]
+    curve = Curve(p, [int(x / 100 * g.n_edges) for x in p], [int(x / 100 * g.n_edges) for x in p], f,
+                  [x - 0.05 for x in f], [x + 0.05 for x in f], 0.8, 0.2, (0.7, 0.9), (0.1, 0.3), 3.0, -0.5,
+                  [-0.5 + 3.5 * x for x in f], "abs", True, "counterfactual", 16)  # fmt: skip
+    s = EdgeScores(g, scores, "eap-ig", "ioi", "logit-diff", 16, 3.0, -0.5, steps=5)
+    folder = tmp_path_factory.mktemp("edges")
+    write_edges(folder, circuit_json(s, {"abs": curve, "signed": curve}, [], {"model": "smollm2-135m", "seed": 0}))
+    return folder
+
+
+NODE_XY = """([name, title]) => {
+    const gd = [...document.querySelectorAll('.js-plotly-plot')].find(d => (d.layout.title.text || '').includes(title));
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, box = gd.getBoundingClientRect();
+    for (const t of gd._fullData) {
+        const i = t.mode === 'markers+text' && t.customdata ? [...t.customdata].indexOf(name) : -1;
+        if (i >= 0) return [box.left + xa._offset + xa.l2p(t.x[i]), box.top + ya._offset + ya.l2p(t.y[i])];
+    }
+    return null;
+}"""
+
+
+def test_browser_circuit_graph_click_shows_a_nodes_edges(page, dashboard, smol_edges):
+    """Issue 27: the Circuit view's graph is explorable like circuit-tracer's: a click on a node shows
+    its incoming and outgoing edges with their scores; pinning keeps the edges around it."""
+    page.goto(dashboard)
+    page.get_by_text(re.compile("^Top prediction")).wait_for()
+    page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name="Circuit", exact=True).click()
+    page.get_by_role("heading", name="Circuit", level=1, exact=True).wait_for()
+    wait_idle(page)
+    page.get_by_text("open a saved run").click()
+    fill(page, "…or a path to edges.json (or its folder)", str(smol_edges))
+    page.get_by_text(re.compile("^Opened ")).wait_for()
+    wait_idle(page)
+    page.locator(".js-plotly-plot").filter(has_text="Circuit at 5% of edges").wait_for()
+    assert "f = 0.45" in page.locator(".js-plotly-plot").filter(has_text="Circuit at 5% of edges").inner_text()
+    xy = page.evaluate(NODE_XY, ["logits", "Circuit at"])
+    assert xy, "no logits node drawn"
+    page.mouse.click(*xy)
+    page.get_by_text(re.compile(r"^logits: \d+ edges in \(scores sum to")).wait_for()
+    wait_idle(page)
+    table = page.get_by_test_id("stDataFrame").filter(has_text="direction")
+    assert table.count() == 1 and "logits" in table.text_content()  # the grid is a canvas: its cells are in the DOM, hidden
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(ARTIFACTS / "dashboard-circuit-node.png"))
+    page.get_by_test_id("stMultiSelect").filter(has_text="Pin nodes").click()
+    page.keyboard.type("logits")  # the list of nodes is long: filter it
+    page.get_by_role("option", name="logits", exact=True).click()
+    page.keyboard.press("Escape")
+    page.locator(".js-plotly-plot").filter(has_text="pinned: logits").wait_for()
+    wait_idle(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    page.screenshot(path=str(ARTIFACTS / "dashboard-circuit-pinned.png"))
