@@ -181,7 +181,9 @@ class Ablator:
         differences, a layer's rebuilt inputs and MLP activations per row); 4 GiB on the CPU."""
         info, g = self.model.info, self.graph
         T = self.task.clean.shape[1]
-        per_row = T * 4 * (info.d_model * (len(g.writers) + 2 * (g.n_heads + 2 * g.n_kv) + 8) + 4 * (info.d_mlp or 0))
+        # a layer's rebuilt inputs are counted twice: the weighted sum and its sum with the base (interp.circuits.
+        # ablate.edges._summed) are alive together; MIB's ungrouped graph (3 inputs per head) ran out without it
+        per_row = T * 4 * (info.d_model * (len(g.writers) + 4 * (g.n_heads + 2 * g.n_kv) + 8) + 4 * (info.d_mlp or 0))
         dev = torch.device(self.model.device)
         free = torch.cuda.mem_get_info(dev)[0] // 2 if dev.type == "cuda" else 4 * 2**30
         return max(1, int(free // per_row))
