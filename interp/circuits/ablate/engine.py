@@ -106,7 +106,7 @@ class Ablator:
 
     # -- running plans ------------------------------------------------------------------------------------
     @torch.no_grad()
-    def run(self, plan: AblationPlan | Tensor) -> Float[Tensor, "batch"]:
+    def run(self, plan: AblationPlan | Tensor) -> Float[Tensor, " batch"]:
         """The metric per prompt of one plan (or kept-edge mask)."""
         return self.run_many([plan])[0]
 
