@@ -22,15 +22,18 @@ import torch
 from interp.circuits import exact_check as check
 from interp.circuits import methods, mib
 from interp.circuits.ablate import Ablator
-from interp.circuits.faithfulness import MIB_PERCENTS, RandomBaseline, faithfulness_curve, random_baseline
+from interp.circuits.draws import Pooled, check_draws, pooled, scoring_resamples
+from interp.circuits.faithfulness import MIB_PERCENTS, RandomBaseline, circuits_at, faithfulness_curve, random_baseline
 from interp.circuits.io import HEADLINE, circuit_json, read_edges, write_edges
 from interp.circuits.types import Curve, EdgeScores, Graph, Interval, check_mode
+from interp.circuits.ungroup import GRAPH_HELP
 from interp.data.task import TaskSplit
 from interp.errors import WorkbenchError
 from interp.types import Progress
 
 if TYPE_CHECKING:
     from interp.models import Model
+
 
 @dataclass
 class CircuitReport:
@@ -44,6 +47,8 @@ class CircuitReport:
     exact: list[dict] = field(default_factory=list)  # checked edges: src, dst, estimate, exact, group, rank
     seed: int = 0
     random: RandomBaseline | None = None  # MIB's Random row beside the curves (None: not measured)
+    pooled: Pooled | None = None  # f per size with intervals over scoring draws and held-out prompts (draws > 1)
+    graph_name: str = "grouped"  # which graph the edges are on (interp.circuits.ungroup.GRAPHS)
 
     @property
     def exact_summary(self) -> dict:
@@ -69,14 +74,21 @@ class CircuitReport:
 
     def to_json(self) -> dict:
         """edges.json's content (interp.circuits.io)."""
+        g = self.scores.graph
         meta = {"model": self.model, "corruption": self.split.score.corruption,  # how the corrupted prompts were made (IOI)
-                "heldout_corruption": self.split.heldout.corruption, "seed": self.seed}  # fmt: skip
-        return circuit_json(self.scores, {"abs": self.curve, "signed": self.curve_signed}, self.exact, meta, self.random)
+                "heldout_corruption": self.split.heldout.corruption, "seed": self.seed,
+                "graph": {"name": self.graph_name, "about": GRAPH_HELP[self.graph_name], "n_nodes": g.n_nodes,
+                          "n_edges": g.n_edges}}  # fmt: skip
+        out = circuit_json(self.scores, {"abs": self.curve, "signed": self.curve_signed}, self.exact, meta, self.random)
+        if self.pooled is not None:
+            out["pooled"] = {"percents": self.curve.percents, **self.pooled.to_dict()}
+        return out
 
 
 def check_settings(method: str | None, steps: int, ablation: str, exact_top: int, batch_size: int = 80,
-                   random_draws: int = 0) -> None:  # fmt: skip
+                   random_draws: int = 0, scoring_draws: int = 1) -> None:  # fmt: skip
     """Refuse bad settings before any model work (`method` None: the scores come from a file)."""
+    check_draws(scoring_draws)
     if method is not None:
         methods.check(method, methods.Options(steps=steps, batch_size=batch_size))
     check_mode("ablation", ablation)
@@ -123,10 +135,21 @@ def find_circuit(
     progress: Progress | None = None,
     random_draws: int = 3,
     scores: EdgeScores | None = None,
+    scoring_draws: int = 1,
+    graph_name: str = "grouped",
 ) -> CircuitReport:
     """Score, measure and check a circuit for one task (see the module docstring). `scores` given
-    (read from a file) skip the scoring; `random_draws` 0 skips the random baseline."""
-    check_settings(method if scores is None else None, steps, ablation, exact_top, batch_size, random_draws)
+    (read from a file) skip the scoring; `random_draws` 0 skips the random baseline; `scoring_draws`
+    > 1 rescores that many - 1 bootstrap resamples of the scoring prompts and pools them with the
+    held-out prompts into the intervals of `pooled` (interp.circuits.draws; not with scores from a file).
+    `graph_name` only labels the report: the model given is already on that graph."""
+    check_settings(
+        method if scores is None else None, steps, ablation, exact_top, batch_size, random_draws, scoring_draws
+    )
+    if scores is not None and scoring_draws > 1:
+        raise WorkbenchError(
+            "scoring draws rescore the scoring prompts; scores read from a file cannot be: drop --scoring-draws"
+        )
     if HEADLINE not in [float(p) for p in percents]:
         percents = sorted({*map(float, percents), HEADLINE})
 
@@ -144,8 +167,22 @@ def find_circuit(
     if random_draws:
         rand = random_baseline(model, scores.graph, split.heldout, random_draws, percents, pruned, ablation, split.score,
                                seed, ablator=ab, progress=stage(f"random baseline, {random_draws} draws"))  # fmt: skip
+    pool = None
+    if scoring_draws > 1:
+        per = [curve.per_prompt]
+        draws = scoring_resamples(split.score, scoring_draws, seed)[1:]
+        for d, task in enumerate(draws, 2):
+            s = methods.score_edges(model, task, method, steps, batch_size=batch_size,
+                                    progress=stage(f"scoring draw {d} of {scoring_draws}"))  # fmt: skip
+            per.append(ab.run_many([k for _, k in circuits_at(s, curve.percents, "abs", pruned)]).float().cpu())
+        empty = (
+            ab.m_corrupted
+            if ab.m_corrupted is not None
+            else ab.run(torch.zeros(scores.graph.n_edges, dtype=torch.bool))
+        )
+        pool = pooled(per, ab.m_full, empty, n_boot, seed)
     exact = exact_check(model, scores, split, exact_top, seed, stage("exact check"))
-    return CircuitReport(model.info.name, split, scores, curve, signed, exact, seed, rand)
+    return CircuitReport(model.info.name, split, scores, curve, signed, exact, seed, rand, pool, graph_name)
 
 
 def write_circuit(report: CircuitReport, out: str | Path, n_graph_edges: int = 400, d_model: int = 0) -> list[Path]:
@@ -157,7 +194,8 @@ def write_circuit(report: CircuitReport, out: str | Path, n_graph_edges: int = 4
 
     out = Path(out)
     s = report.scores
-    name = f"{s.method}{f' ({s.steps} steps)' if s.steps else ''} on {report.split.name}, {report.model}"
+    name = (f"{s.method}{f' ({s.steps} steps)' if s.steps else ''} on {report.split.name}, {report.model}, "
+            f"{report.graph_name} graph ({s.graph.n_edges:,} edges)")  # fmt: skip
     curves = {"|score| ranking": report.curve, "signed ranking": report.curve_signed}
     written = [write_figure(faithfulness_figure(curves, f"Faithfulness on held-out prompts: {name}", random=report.random),
                             out / "curve.html")]  # fmt: skip

@@ -26,7 +26,14 @@ from interp.circuits import methods
 from interp.commands import helped
 
 MAX_MINUTES = 60.0  # the default time budget of one run
-OUTPUT_FILES = {"edges.json", "mib_edges.json", "curve.html", "graph.html", "exact.html", "plotly.min.js"}  # what a run writes
+OUTPUT_FILES = {
+    "edges.json",
+    "mib_edges.json",
+    "curve.html",
+    "graph.html",
+    "exact.html",
+    "plotly.min.js",
+}  # what a run writes
 MIN_OUTPUT_BYTES = 8 * 10**6  # plotly.min.js (4.8 MB) and the pages; edges.json is added once the graph is known
 
 
@@ -39,28 +46,70 @@ def add_parser(sub) -> None:
     p.add_argument("--model", required=True, help="model spec (see `interp models`), e.g. smollm2-135m or gpt2")
     p.add_argument("--task", required=True, help="ioi, greater-than, induction, or a .jsonl file of "
                    '{"clean", "corrupted", "answer", "distractor"} pairs')  # fmt: skip
-    p.add_argument("--method", default="eap-ig", help="a registered edge-scoring method: " + "; ".join(
-        f"{m}{' (default)' if m == 'eap-ig' else ''}: {methods.get(m).help}" for m in methods.names()).replace("%", "%%"))
+    p.add_argument(
+        "--method",
+        default="eap-ig",
+        help="a registered edge-scoring method: "
+        + "; ".join(
+            f"{m}{' (default)' if m == 'eap-ig' else ''}: {methods.get(m).help}" for m in methods.names()
+        ).replace("%", "%%"),
+    )
     p.add_argument("--steps", type=int, default=5, help="EAP-IG integration steps (default 5)")
     p.add_argument("--corruption", default=None, help="IOI only: s2-io (default; MIB's counterfactual, the second S "
                    "becomes IO), abc (Wang et al.'s: three other names) or new-s (both S become one new name)")  # fmt: skip
     p.add_argument("--metric", default=None, help="logit-diff, logit, prob, prob-diff, prob-diff-year, prob-diff-tens or kl "
                    "(default: the task's own; greater-than on a digit tokenizer: prob-diff-year, the whole year; "
                    "prob-diff-tens scores its tens digit alone)")  # fmt: skip
-    p.add_argument("--n-prompts", type=int, default=None, help="scoring prompts (default 32; a task file: half its rows)")
-    p.add_argument("--n-heldout", type=int, default=None, help="held-out prompts for faithfulness (default: --n-prompts)")
+    p.add_argument(
+        "--n-prompts", type=int, default=None, help="scoring prompts (default 32; a task file: half its rows)"
+    )
+    p.add_argument(
+        "--n-heldout", type=int, default=None, help="held-out prompts for faithfulness (default: --n-prompts)"
+    )
     p.add_argument("--ablation", default="counterfactual", help="counterfactual (default: the corrupted prompt's "
                    "activation) or mean")  # fmt: skip
     p.add_argument("--no-prune", action="store_true", help="keep the raw top-n edges (default: only those on a path "
                    "from the embedding to the logits)")  # fmt: skip
-    p.add_argument("--exact-top", type=int, default=20, help="edges to patch exactly beside their estimate: half the "
-                   "strongest, a quarter drawn at random from the rest, a quarter from the bottom half (default 20; 0: skip)")
-    p.add_argument("--random-draws", type=int, default=3, help="random circuits per size beside the curve, MIB's "
-                   "Random row (default 3; 0: skip)")
-    p.add_argument("--scores", default=None, help="read the edge scores from a file instead of scoring: an edges.json "
-                   "of `interp circuit`, or MIB's edge file (its importances.json / our mib_edges.json)")
-    p.add_argument("--batch-size", type=int, default=80,
-                   help="rows (prompts x EAP-IG steps) per forward+backward of the attribution (default 80)")
+    p.add_argument(
+        "--exact-top",
+        type=int,
+        default=20,
+        help="edges to patch exactly beside their estimate: half the "
+        "strongest, a quarter drawn at random from the rest, a quarter from the bottom half (default 20; 0: skip)",
+    )
+    p.add_argument(
+        "--random-draws",
+        type=int,
+        default=3,
+        help="random circuits per size beside the curve, MIB's Random row (default 3; 0: skip)",
+    )
+    p.add_argument(
+        "--graph",
+        default="grouped",
+        help="grouped (default: ours, one k and one v input per KV head, the "
+        "model as it computes) or mib (MIB's: q, k and v inputs per query head, GQA ungrouped; on a model "
+        "without grouped queries both are the same graph); edges.json records which, with its counts",
+    )
+    p.add_argument(
+        "--scoring-draws",
+        type=int,
+        default=1,
+        help="score the circuit again on this many - 1 bootstrap "
+        "resamples of the scoring prompts and give intervals over them and the held-out prompts together "
+        "(default 1: intervals over the held-out prompts only)",
+    )
+    p.add_argument(
+        "--scores",
+        default=None,
+        help="read the edge scores from a file instead of scoring: an edges.json "
+        "of `interp circuit`, or MIB's edge file (its importances.json / our mib_edges.json)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=80,
+        help="rows (prompts x EAP-IG steps) per forward+backward of the attribution (default 80)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the prompts and the bootstrap (default 0)")
     p.add_argument("--out", default="runs/circuit", help="output folder (default runs/circuit), replaced whole")
     p.add_argument("--max-minutes", type=float, default=MAX_MINUTES, help="refuse a run estimated to take longer "
@@ -73,6 +122,7 @@ def add_parser(sub) -> None:
 def _check_before_loading(args) -> None:
     """Everything that needs no model: settings, the task (a file's rows), the output folder and its disk."""
     from interp.circuits.report import check_settings
+    from interp.circuits.ungroup import check_graph
     from interp.data.ioi import check_corruption
     from interp.data.tasks import BUILTIN, DEFAULT_PROMPTS, METRICS, MIN_HELDOUT, read_rows
     from interp.errors import WorkbenchError
@@ -80,15 +130,25 @@ def _check_before_loading(args) -> None:
 
     if args.batch_size < 1:
         raise WorkbenchError(f"--batch-size must be at least 1 (got {args.batch_size})")
-    check_settings(args.method, args.steps, args.ablation, args.exact_top, args.batch_size, args.random_draws)
+    check_graph(args.graph)
+    if args.scores is not None and args.scoring_draws > 1:
+        raise WorkbenchError(
+            "--scoring-draws rescores the scoring prompts; scores read with --scores cannot be: drop one"
+        )
+    check_settings(args.method, args.steps, args.ablation, args.exact_top, args.batch_size, args.random_draws,
+                   args.scoring_draws)  # fmt: skip
     if args.scores is not None and not Path(args.scores).is_file():
         raise WorkbenchError(f"--scores {args.scores}: no such file; pass an edges.json or a MIB edge file")
     if args.metric is not None and args.metric not in METRICS:
         raise WorkbenchError(f"unknown metric {args.metric!r}; use --metric with one of {', '.join(METRICS)}")
     if args.task not in BUILTIN and not args.task.endswith(".jsonl") and not Path(args.task).is_file():
-        raise WorkbenchError(f"unknown task {args.task!r}; use --task {', --task '.join(BUILTIN)} or a .jsonl file of pairs")
+        raise WorkbenchError(
+            f"unknown task {args.task!r}; use --task {', --task '.join(BUILTIN)} or a .jsonl file of pairs"
+        )
     if args.corruption is not None and args.task != "ioi":
-        raise WorkbenchError(f"--corruption is an IOI option; task {args.task!r} brings its own corrupted prompts: drop --corruption")
+        raise WorkbenchError(
+            f"--corruption is an IOI option; task {args.task!r} brings its own corrupted prompts: drop --corruption"
+        )
     if args.corruption is not None:
         check_corruption(args.corruption)
     if not args.max_minutes > 0:
@@ -99,7 +159,9 @@ def _check_before_loading(args) -> None:
                 raise WorkbenchError(f"{flag} must be at least 1 (got {n})")
         held = args.n_heldout or args.n_prompts or DEFAULT_PROMPTS
         if held < MIN_HELDOUT:
-            raise WorkbenchError(f"{held} held-out prompt(s) give no 95% interval; use --n-heldout {MIN_HELDOUT} or more")
+            raise WorkbenchError(
+                f"{held} held-out prompt(s) give no 95% interval; use --n-heldout {MIN_HELDOUT} or more"
+            )
     else:
         read_rows(args.task, args.n_prompts, args.n_heldout, MIN_HELDOUT)
     out = check_dir_target(args.out, "--out")
@@ -112,8 +174,9 @@ def _find(args):
     under one progress bar that runs from the first second."""
     from interp.circuits import cost
     from interp.circuits.faithfulness import MIB_PERCENTS
-    from interp.circuits.types import Graph
     from interp.circuits.report import HEADLINE, find_circuit, write_circuit
+    from interp.circuits.types import Graph
+    from interp.circuits.ungroup import GRAPH_HELP, ungrouped
     from interp.data.tasks import load_task
     from interp.io import check_free_space, write_dir
     from interp.models.load import load
@@ -122,11 +185,19 @@ def _find(args):
     try:
         live.stage(f"loading {args.model}")
         model = load(args.model, device=args.device, dtype=args.dtype)
+        if args.graph == "mib" and model.info.n_kv_heads != model.info.n_heads:
+            live.stage("ungrouping the keys and values (MIB's graph)")
+            model = ungrouped(model)
         live.stage(f"building the task {args.task}")
         split = load_task(args.task, model, args.n_prompts, args.n_heldout, args.seed, args.metric, args.corruption)
         graph = Graph.of(model)
-        gqa = f"; k/v inputs belong to the {model.info.n_kv_heads} KV heads of a layer" if graph.n_kv != graph.n_heads else ""
-        live.write(f"{model.info.name}: {graph.n_nodes:,} nodes, {graph.n_edges:,} edges ({len(graph.readers):,} inputs{gqa})")
+        gqa = (
+            f"; k/v inputs belong to the {model.info.n_kv_heads} KV heads of a layer"
+            if graph.n_kv != graph.n_heads
+            else ""
+        )
+        live.write(f"{model.info.name}, {args.graph} graph ({GRAPH_HELP[args.graph]}): {graph.n_nodes:,} nodes, "
+                   f"{graph.n_edges:,} edges ({len(graph.readers):,} inputs{gqa})")  # fmt: skip
         corr = f", corruption {split.score.corruption}" if split.score.corruption else ""
         live.write(f"task {split.name}: {len(split.score)} scoring prompts, {len(split.heldout)} held out, "
                    f"metric {split.score.metric}{corr}")  # fmt: skip
@@ -141,11 +212,14 @@ def _find(args):
                           len({*MIB_PERCENTS, HEADLINE}), graph, args.random_draws)  # fmt: skip
         if scores is not None:
             c.stages.pop("scores")
+        elif args.scoring_draws > 1:  # each draw scores again and runs the |score| curve's sizes once more
+            n_sizes = len({*MIB_PERCENTS, HEADLINE})
+            c.stages["scoring draws"] = (args.scoring_draws - 1) * (c.stages["scores"] + len(split.heldout) * n_sizes)
         live.write(f"estimated: about {cost.duration(c.seconds)} ({c.summary()}); budget {args.max_minutes:g} min")
         cost.check(c, args.max_minutes, f"pass --max-minutes {max(1, round(c.seconds / 60 * 1.5))} to run it")
         report = find_circuit(model, split, args.method, args.steps, args.ablation, not args.no_prune, args.exact_top,
                               args.batch_size, seed=args.seed, progress=live.progress, random_draws=args.random_draws,
-                              scores=scores)  # fmt: skip
+                              scores=scores, scoring_draws=args.scoring_draws, graph_name=args.graph)  # fmt: skip
         live.stage("writing")
         folder = write_dir(args.out, lambda tmp: write_circuit(report, tmp, d_model=model.info.d_model))
     finally:
@@ -185,18 +259,27 @@ def run(args) -> int:
     how = f"{s.method}" + (f" ({s.steps} steps)" if s.steps else "")
     print(f"{how}: clean metric {s.clean_metric:.3f}, corrupted {s.corrupted_metric:.3f} (scoring prompts)")
     print("strongest edges:  " + "   ".join(f"{a}->{b} {v:+.3f}" for a, b, v in s.top(5)))
-    print(f"faithfulness on {c.n_heldout} held-out prompts ({c.ablation} ablation, {'pruned ' if c.pruned else ''}top-n by "
-          f"|score|; m(full) {c.m_full:.3f}, m(empty) {c.m_empty:.3f}):")  # fmt: skip
+    print(f"faithfulness on {c.n_heldout} held-out prompts, {report.graph_name} graph ({s.graph.n_edges:,} edges; "
+          f"{c.ablation} ablation, {'pruned ' if c.pruned else ''}top-n by |score|; m(full) {c.m_full:.3f}, "
+          f"m(empty) {c.m_empty:.3f}):")  # fmt: skip
     print(f"{'% edges':>8}{'edges':>9}{'f':>8}  95% interval    {'f (signed ranking)':>18}")
     for i, p in enumerate(c.percents):
         sg = report.curve_signed
-        print(f"{p:>8g}{c.n_edges[i]:>9,}{c.faithfulness[i]:>8.3f}  [{c.lo[i]:6.3f}, {c.hi[i]:6.3f}]  {sg.faithfulness[i]:>18.3f}")
+        print(
+            f"{p:>8g}{c.n_edges[i]:>9,}{c.faithfulness[i]:>8.3f}  [{c.lo[i]:6.3f}, {c.hi[i]:6.3f}]  {sg.faithfulness[i]:>18.3f}"
+        )
     print(f"CPR {report.cpr:.3f} [{report.curve_signed.cpr_ci[0]:.3f}, {report.curve_signed.cpr_ci[1]:.3f}] (signed ranking)   "
           f"CMD {report.cmd:.3f} [{c.cmd_ci[0]:.3f}, {c.cmd_ci[1]:.3f}] (|score| ranking)")  # fmt: skip
     f, lo, hi = report.headline()
     fs, los, his = report.curve_signed.at(HEADLINE)
     print(f"held-out faithfulness at {HEADLINE:g}% of edges: {f:.3f} (95% interval {lo:.3f} to {hi:.3f}) by |score|; "
           f"{fs:.3f} ({los:.3f} to {his:.3f}) by signed score")  # fmt: skip
+    if report.pooled is not None:
+        pf, plo, phi = report.pooled.at(c.percents.index(HEADLINE))
+        print(f"with the scoring prompts resampled too ({report.pooled.n_draws} scoring draws, interp.circuits.draws): "
+              f"f at {HEADLINE:g}% {pf:.3f} (95% interval {plo:.3f} to {phi:.3f})")  # fmt: skip
+    else:
+        print("(intervals resample the held-out prompts only; --scoring-draws 5 resamples the scoring prompts too)")
     if report.random is not None:
         r = report.random
         rf, rcpr, rcmd = r.at(HEADLINE), r.area("cpr"), r.area("cmd")
