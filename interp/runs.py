@@ -154,7 +154,12 @@ def _settings_of(kind: str, data: dict) -> dict:
             got["threshold"] = data["config"]["threshold"]
         return got
     keys = ("task", "method", "steps", "corruption", "n_prompts", "n_heldout", "ablation", "pruned", "seed")
-    return {k: data[k] for k in keys if k in data}
+    got = {k: data[k] for k in keys if k in data}
+    if isinstance(data.get("graph"), dict):  # files from before the graph and scoring draws were recorded lack them
+        got["graph"] = graph_name(data)
+    if isinstance(data.get("pooled"), dict) and "n_draws" in data["pooled"]:
+        got["scoring_draws"] = data["pooled"]["n_draws"]
+    return got
 
 
 def find_runs(root: str | Path, kinds: Iterable[str] | None = None, max_depth: int = MAX_DEPTH) -> list[SavedRun]:
@@ -185,15 +190,47 @@ def find_runs(root: str | Path, kinds: Iterable[str] | None = None, max_depth: i
 
 def open_edges(path: str | Path, model):
     """An edges.json (`interp circuit --out`, or an edge circuit saved by the dashboard) read back
-    for `model` as (a CircuitReport without its prompts, split=None; the whole file). A file written
-    for another model's graph is refused (interp.circuits.io.read_edges)."""
+    for `model` as (a CircuitReport without its prompts, split=None; the whole file), with the graph
+    it is on (ours or MIB's ungrouped one, edges.json's "graph" block), the random baseline ("random")
+    and the intervals over scoring draws ("pooled") where the file has them: a file written before
+    they were recorded reads as our grouped graph with neither. A file written for another model's
+    graph is refused (interp.circuits.io.read_edges)."""
+    from dataclasses import replace
+
+    from interp.circuits.draws import Pooled
+    from interp.circuits.faithfulness import RandomBaseline
     from interp.circuits.io import read_edges
     from interp.circuits.report import CircuitReport
     from interp.circuits.types import Graph
 
-    scores, curves, data = read_edges(path, Graph.of(model))
+    graph = Graph.of(model)
+    try:
+        scores, curves, data = read_edges(path, graph)
+    except WorkbenchError as first:  # MIB's ungrouped graph has q, k and v per query head: try it before refusing
+        if graph.n_kv == graph.n_heads:
+            raise
+        try:
+            scores, curves, data = read_edges(path, replace(graph, n_kv=graph.n_heads))
+        except WorkbenchError:
+            raise first from None
     if "abs" not in curves:
         raise WorkbenchError(f"{str(path)!r} holds no faithfulness curve; write it again with `interp circuit`")
     report = CircuitReport(str(data.get("model", "")), None, scores, curves["abs"], curves.get("signed", curves["abs"]),
                            list(data.get("exact_check") or []), int(data.get("seed", 0)))  # fmt: skip
+    report.graph_name = graph_name(data)
+    try:
+        if isinstance(data.get("random"), dict):
+            report.random = RandomBaseline.from_json(data["random"])
+        if isinstance(data.get("pooled"), dict):
+            report.pooled = Pooled(**{k: data["pooled"][k] for k in Pooled.__dataclass_fields__})
+    except (KeyError, TypeError) as e:
+        raise WorkbenchError(f"{str(path)!r}: its random or pooled block cannot be read ({type(e).__name__}: {e}); "
+                             "write it again with `interp circuit`") from None  # fmt: skip
     return report, data
+
+
+def graph_name(data: dict) -> str:
+    """Which graph an edges.json is on: its "graph" block's name; a file from before that block was
+    always on our grouped graph."""
+    block = data.get("graph")
+    return str(block.get("name") or "grouped") if isinstance(block, dict) else "grouped"

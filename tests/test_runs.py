@@ -76,3 +76,71 @@ def test_find_runs_reads_cli_folders_and_skips_the_unfinished(tmp_path):
             read_run(bad)
     with pytest.raises(WorkbenchError, match="unknown result kind"):
         find_runs(tmp_path, ["graphs"])
+
+
+def _edges_file(folder, graph, *, blocks: bool) -> dict:
+    """An edges.json for `graph` as `interp circuit` writes it: with today's graph, random and pooled
+    blocks, or (blocks=False) as written before they existed."""
+    import torch
+
+    from interp.circuits.draws import Pooled
+    from interp.circuits.faithfulness import RandomBaseline
+    from interp.circuits.io import circuit_json, write_edges
+    from interp.circuits.types import Curve, EdgeScores
+
+    p = [1.0, 5.0, 100.0]
+    f = [0.2, 0.6, 1.0]
+    curve = Curve(p, [1, 4, graph.n_edges], [1, 3, graph.n_edges], f, [x - 0.1 for x in f], [x + 0.1 for x in f], 0.7,
+                  0.3, (0.6, 0.8), (0.2, 0.4), 2.0, -1.0, [-0.4, 0.8, 2.0], "abs", True, "counterfactual", 6)  # fmt: skip
+    scores = EdgeScores(graph, torch.linspace(-1, 1, graph.n_edges), "eap-ig", "ioi", "logit-diff", 6, 2.0, -1.0, steps=2)
+    meta = {"model": "m", "seed": 0}
+    rand = None
+    if blocks:
+        meta["graph"] = {"name": "mib" if graph.n_kv == graph.n_heads else "grouped", "about": "", "n_nodes": graph.n_nodes,
+                         "n_edges": graph.n_edges}  # fmt: skip
+        rand = RandomBaseline(p, [1, 2], [[1, 2, 9], [1, 3, 9]], [[0.0, 0.1, 1.0], [0.0, 0.3, 1.0]], [0.3, 0.4],
+                              [0.7, 0.6], 2.0, -1.0, True, "counterfactual", 6)  # fmt: skip
+    data = circuit_json(scores, {"abs": curve, "signed": curve}, [], meta, rand)
+    if blocks:
+        pool = Pooled([0.2, 0.55, 1.0], [0.0, 0.4, 1.0], [0.3, 0.7, 1.0], [[0.2, 0.6, 1.0], [0.2, 0.5, 1.0]], 2, 50)
+        data["pooled"] = {"percents": p, **pool.to_dict()}
+    write_edges(folder, data)
+    return data
+
+
+def test_open_edges_reads_the_graph_random_and_pooled_blocks_and_their_absence(tmp_path):
+    """edges.json from today (graph, random, pooled; on either graph) and from before (none of them)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from interp.circuits.types import Graph
+    from interp.models.model import ModelInfo
+    from interp.runs import open_edges
+
+    info = ModelInfo("m", "inhouse", "", 2, 4, 2, 32, 8, 64, 100, 64, "rotary", "RMS", True, False)  # GQA: 4 q, 2 kv
+    model = SimpleNamespace(info=info, bridge=SimpleNamespace(cfg=None))
+    ours = Graph.of(model)
+    mib = replace(ours, n_kv=ours.n_heads)
+    assert mib.n_edges > ours.n_edges
+    for name, graph in (("grouped", ours), ("mib", mib)):
+        (tmp_path / name).mkdir()
+        _edges_file(tmp_path / name, graph, blocks=True)
+        report, data = open_edges(tmp_path / name, model)
+        assert report.graph_name == name and report.scores.graph == graph and data["graph"]["n_edges"] == graph.n_edges
+        assert report.random.draws == 2 and tuple(report.random.at(5.0)) == pytest.approx((0.2, 0.1, 0.3))
+        assert report.random.area("cmd").value == pytest.approx(0.65)
+        assert report.pooled.n_draws == 2 and report.pooled.at(1) == (0.55, 0.4, 0.7)
+        assert read_run(tmp_path / name).settings["graph"] == name and read_run(tmp_path / name).settings["scoring_draws"] == 2
+    (tmp_path / "old").mkdir()
+    _edges_file(tmp_path / "old", ours, blocks=False)  # a CLI folder from before the blocks
+    report, data = open_edges(tmp_path / "old", model)
+    assert report.graph_name == "grouped" and report.random is None and report.pooled is None
+    assert "graph" not in read_run(tmp_path / "old").settings
+    other = SimpleNamespace(info=replace(info, n_layers=3), bridge=SimpleNamespace(cfg=None))
+    with pytest.raises(WorkbenchError, match="this model's graph has"):  # another model's file: the grouped graph's message
+        open_edges(tmp_path / "mib", other)
+    bad = json.loads((tmp_path / "grouped" / "edges.json").read_text())
+    bad["pooled"] = {"faithfulness": [1.0]}
+    (tmp_path / "grouped" / "edges.json").write_text(json.dumps(bad))
+    with pytest.raises(WorkbenchError, match="random or pooled block cannot be read"):
+        open_edges(tmp_path / "grouped", model)
