@@ -375,7 +375,7 @@ def test_long_prompt_is_drawn_capped(smollm2):
     assert n > MAX_DRAWN_TOKENS
     at = open_app("", long, page="views/attention.py")
     assert not errors(at) and not at.exception
-    single, grid = figures(at)
+    single, _grid = figures(at)
     assert len(single["data"][0]["z"]) == MAX_DRAWN_TOKENS == len(single["data"][0]["z"][0])
     assert any(f"The prompt has {n} tokens" in c.value for c in at.caption)
     at.switch_page("views/model.py").run()
