@@ -141,19 +141,30 @@ def _chunk_scores(model: Model, graph: Graph, pull: Pullback, part: Task, alphas
             # activation differences as one [writer, batch*pos*d_model] matrix
             D = (a_clean.float() - a_corr.float()).permute(2, 0, 1, 3).reshape(W, -1)
             del a_clean, a_corr, a_pass, a_plain, sink
-        for key, cols, n, G in pull.pullback(run):
-            if len(plan) == 1:  # contract at once: only one layer's gradients are alive
-                _contract(St, cols, n, G, D)
-            elif key in acc:
-                acc[key] += G
-            else:
-                acc[key] = G
+        _gather(pull, run, acc, St, D, at_once=len(plan) == 1)
         del run
         tick()
+    _flush(pull, acc, St, D)
+    return sums
+
+
+def _gather(pull: Pullback, run: GradientPass, acc: dict, St: Tensor, D: Tensor, at_once: bool) -> None:
+    """One pass's gradients at every input: contracted with D into St at once (a single pass: only one
+    layer's gradients are alive at a time), or summed into `acc` over the passes for `_flush`."""
+    for key, cols, n, G in pull.pullback(run):
+        if at_once:
+            _contract(St, cols, n, G, D)
+        elif key in acc:
+            acc[key] += G
+        else:
+            acc[key] = G
+
+
+def _flush(pull: Pullback, acc: dict, St: Tensor, D: Tensor) -> None:
+    """Contract the gradients summed over several passes with D into St."""
     for key, G in acc.items():
         cols, n = pull.where[key]
         _contract(St, cols, n, G, D)
-    return sums
 
 
 def _stacks(alphas: list[float], per: int) -> list[list[float]]:
@@ -326,18 +337,10 @@ def _activation_chunk(model: Model, graph: Graph, pull: Pullback, part: Task, pl
         x0 = torch.cat([fixed.get(embed, {}).get(g, clean[embed]) for g in range(len(group))])
         extra = [(site, _set_rows(rows, P)) for site, rows in fixed.items() if site != embed]
         run = _gradient_pass(model, part, metric, x0, len(group), n_total, extra=extra)
-        for key, cols, n, G in pull.pullback(run):
-            if len(plan) == 1:
-                _contract(St, cols, n, G, D)
-            elif key in acc:
-                acc[key] += G
-            else:
-                acc[key] = G
+        _gather(pull, run, acc, St, D, at_once=len(plan) == 1)
         del run
         tick()
-    for key, G in acc.items():
-        cols, n = pull.where[key]
-        _contract(St, cols, n, G, D)
+    _flush(pull, acc, St, D)
     return sums
 
 
