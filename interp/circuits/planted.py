@@ -26,6 +26,19 @@ COPY[t] to OUT[successor(t)] (neuron t fires when COPY[t] > copy / 8), so the mo
 (t + 1) of the token it copies, and the circuit ends a1.h0 -> m1 -> logits. The layer-0 MLP is not in it:
 it pushes the current token's logit by `noise` (m0 -> logits, nearly never the answer).
 
+A third shape, `spec.n_kv = 2` (presets "gqa-*"): grouped-query attention, query heads h0 and h1 reading
+KV head kv0, h2 and h3 kv1 (the grouping h // 2 every GQA implementation uses). Layer 0's KV heads both
+key on POS one dim up (value TOK): a0.h0 is the previous-token head, a0.h1 the current-token head (its
+query shifted one dim up as well), a0.h2 uniform, a0.h3 the previous-token decoy, as above. Layer 1's
+kv0 keys on PREV: a1.h0 is the induction head and a1.h1 a decoy sharing its keys and values (query TOK:
+it attends exactly where the induction head does) that writes into JUNK; kv1 keys on POS[0]: a1.h2
+uniform (TOK -> OUT x `noise`), a1.h3 the BOS sink. The circuit has the same edge names on both graphs
+(query head 0 reads kv0 in both) but not the same edges: on our grouped graph a0.h0 -> a1.kv0<k> and
+embed -> a1.kv0<v> feed the decoy too, and embed -> a0.kv0<v> the current-token head too; on MIB's
+ungrouped graph (`interp.circuits.ungroup.ungrouped(model)`, kv h = query head h's own) they feed the
+circuit's heads alone, and the decoy's inputs are edges of their own (a1.kv1<k>, ...), outside the
+circuit. `both_graphs(model, task)` gives the model and ground truth on each graph.
+
 `ground_truth(model, task)` names the circuit's edges in our graph's vocabulary (interp.circuits.graph)
 and which of them the task's counterfactual leaves silent: a0.h0's query and key read only positions,
 the same in clean and corrupted prompts, so no patching method can see those edges (nor, under the
@@ -46,6 +59,7 @@ from jaxtyping import Bool
 from torch import Tensor
 
 from interp.circuits.graph import Graph
+from interp.circuits.ungroup import ungrouped
 from interp.data.task import Task, TaskSplit
 from interp.errors import WorkbenchError
 from interp.io import write_dir
@@ -57,6 +71,7 @@ if TYPE_CHECKING:
 
 BOS = "<bos>"
 N_HEADS = 4  # the roles above, per layer
+N_KV_GQA = 2  # KV heads a layer of the grouped-query shape
 TASK_NAME = "planted-induction"
 SUCCESSOR_TASK = "planted-successor"  # the same prompts, answered by the successor of the copied token
 
@@ -76,6 +91,7 @@ class PlantedSpec:
     copy: float = 4.0  # logit the induction head writes for the token it copies
     noise: float = 0.25  # weight of the writes of heads outside the circuit into blocks the circuit reads
     mlp: bool = False  # the successor model: MLPs, the layer-1 one mapping the copied token to its successor
+    n_kv: int = N_HEADS  # KV heads a layer: 4 (every head its own) or 2 (grouped-query attention, pairs of heads)
 
     def check(self) -> None:
         if self.n_vocab < 8:
@@ -84,6 +100,12 @@ class PlantedSpec:
             raise WorkbenchError(f"a planted model needs a context of at least 4 positions (got n_ctx={self.n_ctx})")
         if self.sharpness <= 0 or self.copy <= 0 or self.noise < 0:
             raise WorkbenchError("sharpness and copy must be positive and noise at least 0")
+        if self.n_kv not in (N_HEADS, N_KV_GQA):
+            raise WorkbenchError(f"a planted model has {N_HEADS} or {N_KV_GQA} KV heads a layer (got n_kv={self.n_kv})")
+
+    def kv_of(self, head: int) -> int:
+        """The KV head query head `head` reads."""
+        return head // (N_HEADS // self.n_kv)
 
     @property
     def d_head(self) -> int:
@@ -102,7 +124,7 @@ class PlantedSpec:
     def native(self) -> NativeSpec:
         return NativeSpec(n_layers=2, d_model=self.d_model, n_heads=N_HEADS, d_head=self.d_head, n_ctx=self.n_ctx,
                           d_vocab=self.n_vocab, attn_only=not self.mlp, d_mlp=self.n_vocab, act_fn="relu",
-                          normalization=None, positional="standard")  # fmt: skip
+                          normalization=None, positional="standard", n_kv_heads=None if self.n_kv == N_HEADS else self.n_kv)  # fmt: skip
 
 
 def successor(tokens: Tensor, n_vocab: int) -> Tensor:
@@ -114,7 +136,8 @@ SHARP = PlantedSpec()
 SOFT = PlantedSpec(sharpness=3.0)  # the circuit heads' attention far from saturated (about 0.6 on the match)
 SATURATED = PlantedSpec(sharpness=16.0)  # attention all but one-hot: gradients through the softmax vanish
 PRESETS = {"sharp": SHARP, "soft": SOFT, "saturated": SATURATED,
-           "successor-sharp": PlantedSpec(mlp=True), "successor-soft": PlantedSpec(sharpness=3.0, mlp=True)}  # fmt: skip
+           "successor-sharp": PlantedSpec(mlp=True), "successor-soft": PlantedSpec(sharpness=3.0, mlp=True),
+           "gqa-sharp": PlantedSpec(n_kv=N_KV_GQA), "gqa-soft": PlantedSpec(sharpness=3.0, n_kv=N_KV_GQA)}  # fmt: skip
 
 
 # -- the tokenizer -------------------------------------------------------------------------------------
@@ -166,29 +189,59 @@ def build_planted(spec: PlantedSpec = SHARP, name: str | None = None) -> Model:
     params["pos.weight"][pos, b["POS"] + pos] = 1.0
     params["head.weight"][tok, b["OUT"] + tok] = 1.0
 
-    def head(layer: int, h: int, query: str | None, key: str | None, src: str, dst: str, weight: float, shift: int = 0):
-        """Head h reads `query`/`key` blocks one-hot into its own dims (the key `shift`ed: a query dim i
-        matches a key dim i - shift), copies block `src` into block `dst` x `weight`."""
-        W = {k: params[f"layers.{layer}.attn.{k}.weight"] for k in "qkvo"}
-        rows = h * dh
-        if query is not None:
-            n = P if query == "POS" else V
-            W["q"][rows + torch.arange(n), b[query] + torch.arange(n)] = 1.0
-            keep = torch.arange(n - shift)
-            W["k"][rows + keep + shift, b[key] + keep] = s
-        W["v"][rows + tok, b[src] + tok] = 1.0
-        W["o"][b[dst] + tok, rows + tok] = weight
+    def keys(layer: int, g: int, key: str | None, src: str, shift: int = 0, weight: float = 1.0):
+        """KV head g: its key dim d reads block `key`'s entry d - `shift` (x s x `weight`); its value
+        dims copy block `src` one-hot."""
+        n = P if key == "POS" else V
+        if key is not None:
+            keep = torch.arange(min(n, dh) - shift)
+            params[f"layers.{layer}.attn.k.weight"][g * dh + keep + shift, b[key] + keep] = s * weight
+        params[f"layers.{layer}.attn.v.weight"][g * dh + tok, b[src] + tok] = 1.0
 
-    head(0, 0, "POS", "POS", "TOK", "PREV", 1.0, shift=1)  # previous-token head
-    head(0, 1, "POS", "POS", "TOK", "PREV", spec.noise)  # current-token head (noise into the induction keys)
-    head(0, 2, None, None, "TOK", "JUNK", 1.0)  # uniform
-    head(0, 3, "POS", "POS", "TOK", "JUNK", 1.0, shift=1)  # previous-token decoy
-    head(1, 0, "TOK", "PREV", "TOK", "COPY" if spec.mlp else "OUT", spec.copy)  # induction head
-    head(1, 1, None, None, "TOK", "OUT", spec.noise)  # uniform, a weak push towards tokens seen before
-    head(1, 2, "TOK", "PREV", "TOK", "JUNK", 1.0)  # induction decoy
-    head(1, 3, None, None, "TOK", "OUT", spec.noise)  # BOS sink: a constant query meets POS[0] in the keys
-    params["layers.1.attn.q.bias"][3 * dh] = 1.0
-    params["layers.1.attn.k.weight"][3 * dh, b["POS"]] = 2 * s
+    def query(layer: int, h: int, block: str | None, dst: str, weight: float, shift: int = 0):
+        """Query head h: its query dim d reads block `block`'s entry d - `shift` (none: uniform attention);
+        its output writes its value dims into block `dst` x `weight`."""
+        if block is not None:
+            n = P if block == "POS" else V
+            keep = torch.arange(min(n, dh) - shift)
+            params[f"layers.{layer}.attn.q.weight"][h * dh + keep + shift, b[block] + keep] = 1.0
+        params[f"layers.{layer}.attn.o.weight"][b[dst] + tok, h * dh + tok] = weight
+
+    # a query at dim i matches a key at dim i: the previous-token heads' keys sit one dim up
+    ind_dst, ind_w = ("COPY" if spec.mlp else "OUT"), spec.copy
+    if spec.n_kv == N_HEADS:  # every head its own keys and values
+        for g, key, shift in ((0, "POS", 1), (1, "POS", 0), (2, None, 0), (3, "POS", 1)):
+            keys(0, g, key, "TOK", shift)
+        for g, key in ((0, "PREV"), (1, None), (2, "PREV"), (3, None)):
+            keys(1, g, key, "TOK")
+        cur, bos_head = 0, 3  # the current-token head's query needs no shift; a1.h3 is the BOS sink
+        roles1 = (
+            (0, "TOK", ind_dst, ind_w),
+            (1, None, "OUT", spec.noise),
+            (2, "TOK", "JUNK", 1.0),
+            (3, None, "OUT", spec.noise),
+        )
+    else:  # 2 KV heads a layer: h0 and h1 share kv0, h2 and h3 kv1 (module docstring)
+        keys(0, 0, "POS", "TOK", 1)
+        keys(0, 1, "POS", "TOK", 1)
+        keys(1, 0, "PREV", "TOK")
+        keys(1, 1, None, "TOK")
+        cur, bos_head = 1, 3  # the current-token head meets the shifted keys with a query shifted as much
+        roles1 = (
+            (0, "TOK", ind_dst, ind_w),
+            (1, "TOK", "JUNK", 1.0),
+            (2, None, "OUT", spec.noise),
+            (3, None, "OUT", spec.noise),
+        )
+    query(0, 0, "POS", "PREV", 1.0)  # previous-token head
+    query(0, 1, "POS", "PREV", spec.noise, shift=cur)  # current-token head (noise into the induction keys)
+    query(0, 2, None, "JUNK", 1.0)  # uniform
+    query(0, 3, "POS", "JUNK", 1.0)  # previous-token decoy
+    for h, block, dst, weight in roles1:
+        query(1, h, block, dst, weight)
+    # the BOS sink: a constant query meets POS[0] in its KV head's keys
+    params["layers.1.attn.q.bias"][bos_head * dh] = 1.0
+    params["layers.1.attn.k.weight"][spec.kv_of(bos_head) * dh, b["POS"]] = 2 * s
     if spec.mlp:
         neuron = torch.arange(V)
         params["layers.0.mlp.fc_in.weight"][neuron, b["TOK"] + tok] = 1.0  # fires for the current token
@@ -245,7 +298,7 @@ class GroundTruth:
         """The edges a method should find: the circuit less its silent edges."""
         return tuple(e for e in self.circuit if e not in self.silent)
 
-    def labels(self) -> tuple[Bool[Tensor, "edge"], Bool[Tensor, "edge"]]:
+    def labels(self) -> tuple[Bool[Tensor, " edge"], Bool[Tensor, " edge"]]:
         """(positive, counted) per edge: planted edges are positive; silent ones are not counted."""
         names = self.graph.edge_names()
         positive = torch.tensor([n in self.planted for n in names])
@@ -257,7 +310,12 @@ def ground_truth(model: Model, task: Task) -> GroundTruth:
     """The planted circuit of `build_planted`'s model in its graph, with what `task` leaves silent
     (`planted_task`'s and the built-in induction task's counterfactuals are known; others are refused)."""
     graph = Graph.of(model)
-    if graph.n_layers != 2 or graph.n_heads != N_HEADS or graph.n_kv != N_HEADS or model.info.positional != "standard":
+    if (
+        graph.n_layers != 2
+        or graph.n_heads != N_HEADS
+        or graph.n_kv not in (N_HEADS, N_KV_GQA)
+        or model.info.positional != "standard"
+    ):
         raise WorkbenchError(f"{model.info.name} is not a planted model (2 layers of {N_HEADS} heads, learned positions); "
                              "build one with interp.circuits.planted.build_planted")  # fmt: skip
     known = (
@@ -269,3 +327,11 @@ def ground_truth(model: Model, task: Task) -> GroundTruth:
     circuit = CIRCUIT_MLP if graph.has_mlp else CIRCUIT
     assert set(circuit) <= set(graph.edge_names()), sorted(set(circuit) - set(graph.edge_names()))
     return GroundTruth(graph, circuit, known[task.name])
+
+
+def both_graphs(model: Model, task: Task) -> dict[str, tuple[Model, GroundTruth]]:
+    """The planted circuit on our graph ("grouped": k/v inputs per KV head) and on MIB's ("mib": the
+    ungrouped copy, q/k/v inputs per query head), each with the model its scores come from (the same
+    model twice when it has no grouped-query attention: the two graphs are one)."""
+    mib = ungrouped(model)
+    return {"grouped": (model, ground_truth(model, task)), "mib": (mib, ground_truth(mib, task))}

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from interp.models import Model
 
 
-def average_ranks(x: Float[Tensor, "edge"]) -> Float[Tensor, "edge"]:
+def average_ranks(x: Float[Tensor, " edge"]) -> Float[Tensor, " edge"]:
     """1-based ranks of x in ascending order, tied values sharing the mean of their ranks."""
     order = torch.argsort(x, stable=True)
     sorted_x = x[order]
@@ -47,7 +47,7 @@ def average_ranks(x: Float[Tensor, "edge"]) -> Float[Tensor, "edge"]:
     return ranks
 
 
-def auroc(scores: Float[Tensor, "edge"], labels: Bool[Tensor, "edge"]) -> float:
+def auroc(scores: Float[Tensor, " edge"], labels: Bool[Tensor, " edge"]) -> float:
     """Area under the ROC curve of `scores` separating labels True from False (see the module docstring)."""
     scores, labels = torch.as_tensor(scores).double().flatten(), torch.as_tensor(labels).bool().flatten()
     if scores.shape != labels.shape:

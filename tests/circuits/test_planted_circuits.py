@@ -1,6 +1,7 @@
 """Planted circuits: the hand-set induction model does induction through exactly the edges it is said to
-(each planted edge's knock-out hurts, no other edge's does), and every registered method's edge ranking
-is scored by an AUROC that matches a hand computation."""
+(each planted edge's knock-out hurts, no other edge's does), on our graph and, for the grouped-query model,
+on MIB's ungrouped one too, and every registered method's edge ranking is scored by an AUROC that matches
+a hand computation."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 from interp import hooks
 from interp.circuits import methods
 from interp.circuits.edges import edge_effects, edge_effects_reference
+from interp.circuits.graph import Graph
 from interp.circuits.planted import (
     CIRCUIT,
     CIRCUIT_MLP,
@@ -20,6 +22,7 @@ from interp.circuits.planted import (
     SAME_END,
     SHARP,
     PlantedSpec,
+    both_graphs,
     build_planted,
     ground_truth,
     planted_task,
@@ -43,16 +46,26 @@ def successor():
 
 
 @pytest.fixture(scope="module")
+def gqa():
+    """The grouped-query model: a1.h0 (induction) shares KV head kv0 with the decoy a1.h1."""
+    return build_planted(PRESETS["gqa-sharp"])
+
+
+@pytest.fixture(scope="module")
 def tasks(planted):
     return {"planted-induction": planted_task(planted, N, 4, seg_len=SEG).score,
             "induction": induction_task(planted, N, 4, seg_len=SEG).score}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
-def cases(planted, successor, tasks):
-    """(model, task) by task name: the induction model on both its tasks, the successor model on its own."""
+def cases(planted, successor, gqa, tasks):
+    """(model, task) by case: the induction model on both its tasks, the successor model on its own, the
+    grouped-query model on our graph (the model) and on MIB's (its ungrouped copy)."""
+    gqa_task = planted_task(gqa, N, 4, seg_len=SEG).score
+    graphs = both_graphs(gqa, gqa_task)
     return {**{name: (planted, task) for name, task in tasks.items()},
-            "planted-successor": (successor, planted_task(successor, N, 4, seg_len=SEG).score)}  # fmt: skip
+            "planted-successor": (successor, planted_task(successor, N, 4, seg_len=SEG).score),
+            "gqa-grouped": (graphs["grouped"][0], gqa_task), "gqa-mib": (graphs["mib"][0], gqa_task)}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +73,7 @@ def exact(cases):
     return {name: edge_effects(model, task) for name, (model, task) in cases.items()}
 
 
-CASES = ["planted-induction", "induction", "planted-successor"]
+CASES = ["planted-induction", "induction", "planted-successor", "gqa-grouped", "gqa-mib"]
 
 
 # -- AUROC ---------------------------------------------------------------------------------------------
@@ -104,6 +117,7 @@ def test_auroc_refuses_what_it_cannot_score():
 @pytest.mark.parametrize("name", CASES)
 def test_the_planted_models_solve_their_tasks(cases, name):
     model, task = cases[name]
+    assert model.info.n_kv_heads == (2 if name == "gqa-grouped" else 4)
     m = metric_fn(task)
     with torch.no_grad():
         clean = end_logits(model(task.clean), task.end)
@@ -144,6 +158,7 @@ def test_each_planted_edge_matters_and_no_other_does(cases, exact, name):
     (model, task), scores = cases[name], exact[name]
     truth = ground_truth(model, task)
     circuit = CIRCUIT_MLP if name == "planted-successor" else CIRCUIT
+    assert truth.circuit == circuit  # the same names on both graphs: query head 0 reads kv0 in both
     gap = scores.clean_metric - scores.corrupted_metric
     assert gap > 0.8 * SHARP.copy
     effect = dict(zip(truth.graph.edge_names(), scores.scores.tolist()))
@@ -180,6 +195,8 @@ def test_ground_truth_refuses_other_models_and_tasks(planted, successor, tasks, 
         planted_task(planted, 2, 2, seg_len=SHARP.n_ctx)
     with pytest.raises(WorkbenchError, match="sharpness"):
         build_planted(PlantedSpec(sharpness=0.0))
+    with pytest.raises(WorkbenchError, match="KV heads"):
+        build_planted(PlantedSpec(n_kv=3))
 
 
 # -- every method's recovery ----------------------------------------------------------------------------
@@ -248,3 +265,72 @@ def test_a_method_that_refuses_is_kept_as_a_row(planted, tasks, monkeypatch):
     (row,) = recover(planted, tasks["planted-induction"], truth, methods=["refuser"])
     assert row == Recovery("refuser", None, None, 5, truth.graph.n_edges - len(CIRCUIT), None, 0.0,
                            "too small to train a mask on; use a larger model")  # fmt: skip
+
+
+# -- the grouped-query model on both graphs ----------------------------------------------------------------
+
+
+def test_the_gqa_model_shares_keys_as_planted(cases):
+    grouped, task = cases["gqa-grouped"]
+    mib, _ = cases["gqa-mib"]
+    with torch.no_grad():
+        assert torch.allclose(grouped(task.clean), mib(task.clean), atol=1e-5)  # one function, two graphs
+    _, cache = grouped.run_with_cache(task.clean)
+    p0, p1 = cache[hooks.name("pattern", 0)], cache[hooks.name("pattern", 1)]  # [batch head dest src]
+    assert float(torch.diagonal(p0[:, 0], offset=-1, dim1=1, dim2=2).min()) > 0.99  # a0.h0: i -> i - 1
+    assert float(torch.diagonal(p0[:, 1], dim1=1, dim2=2)[:, 1:].min()) > 0.99  # a0.h1 (same keys): i -> i
+    assert float(p1[:, 0, -1, SEG].min()) > 0.9  # the induction head at END: the token after the earlier copy
+    assert torch.allclose(p1[:, 1], p1[:, 0])  # the decoy reads the same keys with the same query
+    truth = {name: ground_truth(*cases[name]) for name in ("gqa-grouped", "gqa-mib")}
+    g, m = truth["gqa-grouped"].graph, truth["gqa-mib"].graph
+    assert (g.n_kv, g.n_edges, m.n_kv, m.n_edges) == (2, 57, 4, 81)
+    k_in = g.edge(g.index_by_names("a0.h0", "a1.kv0<k>")).dst
+    assert g.heads_fed(k_in) == [0, 1] and m.heads_fed(m.edge(m.index_by_names("a0.h0", "a1.kv0<k>")).dst) == [0]
+    assert truth["gqa-grouped"].planted == truth["gqa-mib"].planted  # the same names, other edges
+
+
+def test_a_grouped_edge_is_its_groups_mib_edges_knocked_out_together(cases, exact):
+    """Every edge into a k or v input of the grouped graph, ablated, gives the metric that ablating the
+    edges from the same writer into the k or v inputs of every query head of its group gives on MIB's
+    graph (the ablation engine on each model); where the group holds a head that uses it (a0.kv0<v>: the
+    previous-token head and the current-token head), the grouped edge is not any one MIB edge."""
+    from interp.circuits.ablate import Ablator
+
+    (grouped, task), (mib, _) = cases["gqa-grouped"], cases["gqa-mib"]
+    g, m = Graph.of(grouped), Graph.of(mib)
+    ab_g, ab_m = Ablator(grouped, task), Ablator(mib, task)
+    kv = [e for e in range(g.n_edges) if g.edge(e).dst.kind in ("k", "v")]
+    plans_g, plans_m = [], []
+    for e in kv:
+        edge = g.edge(e)
+        keep = torch.ones(g.n_edges, dtype=torch.bool)
+        keep[e] = False
+        plans_g.append(keep)
+        keep = torch.ones(m.n_edges, dtype=torch.bool)
+        for h in g.heads_fed(edge.dst):  # on MIB's graph query head h reads its own kv h
+            keep[m.index_by_names(edge.src.name, f"a{edge.dst.layer}.kv{h}<{edge.dst.kind}>")] = False
+        plans_m.append(keep)
+    got_g, got_m = ab_g.run_many(plans_g).mean(1), ab_m.run_many(plans_m).mean(1)
+    assert torch.allclose(got_g, got_m, atol=1e-4), float((got_g - got_m).abs().max())
+    effect_g = float(ab_g.m_full.mean()) - got_g  # the engine's knock-out is exact patching's effect
+    assert torch.allclose(effect_g, exact["gqa-grouped"].scores[kv].float(), atol=1e-4)
+    # the value edge of a0.h0 on our graph also corrupts the current-token head's values: 2 % more than
+    # MIB's edge into a0.h0's own values
+    name = lambda scores, e: float(scores.scores[scores.graph.index_by_names(*e.split("->"))])
+    v_g, v_m = name(exact["gqa-grouped"], "embed->a0.kv0<v>"), name(exact["gqa-mib"], "embed->a0.kv0<v>")
+    assert v_m - v_g > 0.01 * v_m and abs(name(exact["gqa-mib"], "embed->a0.kv1<v>")) > 0.002 * v_m
+    # the decoy's own inputs on MIB's graph: it writes where nothing reads, so they do nothing
+    for e in ("a0.h0->a1.kv1<k>", "embed->a1.kv1<v>", "embed->a1.h1<q>"):
+        assert abs(name(exact["gqa-mib"], e)) < 1e-6, e
+
+
+def test_every_method_scored_on_both_graphs_of_the_gqa_model(gqa):
+    task = planted_task(gqa, 8, 2, seed=5, seg_len=6).score
+    for graph_name, (model, truth) in both_graphs(gqa, task).items():
+        rows = {r.method: r for r in recover(model, task, truth, ["eap", "eap-ig", "eap-ig-act", "exact"])}
+        n_edges = {"grouped": 57, "mib": 81}[graph_name]
+        for r in rows.values():
+            assert r.error is None and r.n_planted + r.n_other + len(truth.silent) == n_edges
+            assert 0.0 <= r.auroc_signed <= 1.0 and r.worst_rank >= r.n_planted
+        assert rows["exact"].auroc_abs == 1.0 and rows["exact"].worst_rank == 5
+        assert rows["eap-ig"].auroc_abs == 1.0, graph_name  # sharp attention: EAP-IG ranks the planted edges first
