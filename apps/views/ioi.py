@@ -22,6 +22,28 @@ DISCOVER, OPEN = "discover on this model", "open a saved run"
 IOI_EXAMPLE = "When Mary and John went to the store, John gave a drink to"  # Wang et al.'s example
 
 
+def effects_json(effects: dict) -> dict:
+    """Discovery's path-patching effects (step -> layer x head tensor) as JSON lists, NaN as null: kept in
+    a dashboard save's run.json so an opened discovery's graph weighs its edges as a fresh one does."""
+    import math
+
+    return {name: [[None if math.isnan(v) else float(v) for v in row] for row in grid.tolist()]
+            for name, grid in effects.items()}  # fmt: skip
+
+
+def saved_effects(path) -> dict | None:
+    """The effects a dashboard save kept (run.json's extra), or None (a CLI folder keeps none)."""
+    import json
+
+    folder = Path(path)
+    folder = folder.parent if folder.is_file() else folder
+    try:
+        got = json.loads((folder / "run.json").read_text()).get("extra", {}).get("effects")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return got if isinstance(got, dict) else None
+
+
 st.title("IOI circuit")
 spec = state.current_spec()
 with state.shows_errors():
@@ -32,6 +54,7 @@ with state.shows_errors():
                "effect clears the threshold, and sorts them into classes.")
     mode = st.radio("Circuit", [DISCOVER, OPEN], key="ioi_mode", horizontal=True)
     circuit: dict | None = None
+    effects: dict | None = None  # discovery's path-patching effects, for the graph's edge widths
     if mode == DISCOVER:
         c1, c2, c3 = st.columns(3)
         n_prompts = int(c1.number_input("Prompts", 1, 256, 16, key="ioi_prompts",
@@ -58,12 +81,15 @@ with state.shows_errors():
                 model, n_prompts, seed=seed, checks=checks, progress=progress, corruption=corruption,
                 config=DiscoveryConfig(threshold=threshold)))
             state.save_result(key, "ioi", spec, settings, lambda tmp: write_report(report, tmp, model.info.n_layers,
-                                                                                   model.info.n_heads))  # fmt: skip
+                                                                                   model.info.n_heads),
+                              {"effects": effects_json(report.discovery.effects)})  # fmt: skip
         if report is not None:
             circuit = {**report.to_json(), "classes": report.discovery.classes}
+            effects = report.discovery.effects
             state.saved_note(key)
         elif saved is not None:  # discovered with these settings before (any session): opened, not recomputed
             circuit = read_circuit(saved.folder, model)
+            effects = saved_effects(saved.folder)
             state.opened_note(saved)
             st.caption("Its path-patching heatmaps are the path_*.html pages in that folder.")
         else:
@@ -76,6 +102,7 @@ with state.shows_errors():
         if typed or picked:
             path = state.user_path(typed, "circuit file") if typed else picked.folder
             circuit = read_circuit(path, model)
+            effects = saved_effects(path)
             run = read_run(path) if typed else picked
             if run.kind == "ioi":
                 state.opened_note(run)
@@ -104,7 +131,14 @@ with state.shows_errors():
                        f"{circuit['faithfulness']:.2f} [{lo:.2f}, {hi:.2f}] with each class kept at its positions, "
                        f"{circuit['faithfulness_all_positions']:.2f} [{alo:.2f}, {ahi:.2f}] with every circuit head kept "
                        "at every position (95% bootstrap intervals over the prompts).")
-        st.plotly_chart(circuit_graph(classes, model.info.n_layers, f"IOI circuit in {model.info.name}"), key="ioi_graph")
+        from interp.circuits.evaluate import CLASS_POSITIONS
+
+        positions = circuit.get("class_positions") or {c: CLASS_POSITIONS.get(c, "all positions") for c in classes}
+        st.plotly_chart(circuit_graph(classes, model.info.n_layers, f"IOI circuit in {model.info.name}", effects,
+                                      positions), key="ioi_graph")  # fmt: skip
+        if effects is None:
+            st.caption("Edges unweighted: this circuit.json keeps no path-patching effects (a discovery saved here "
+                       "keeps them; the CLI's path_*.html pages show them).")  # fmt: skip
         if circuit.get("faithfulness_curve"):
             st.plotly_chart(faithfulness_by_heads(circuit["faithfulness_curve"], "Faithfulness against heads kept, held "
                                                   "out (heads added in the order discovery admitted them)"),

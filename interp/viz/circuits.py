@@ -44,41 +44,131 @@ def patching_heatmap(effect: Float[Tensor, "layer head"], title: str, label: str
     return fig
 
 
-def circuit_graph(classes: dict[str, list[tuple[int, int]]], n_layers: int, title: str = "IOI circuit") -> go.Figure:
-    """Heads as nodes (x = layer, one row per class), edges between classes that feed each other."""
-    rows = {c: i for i, c in enumerate(FLOW)}
-    nodes: dict[str, list[tuple[float, float, str]]] = {}
-    for c, heads in classes.items():
-        y = rows.get(c, len(FLOW))
-        for k, (layer, head) in enumerate(sorted(heads)):
-            nodes.setdefault(c, []).append((layer + 0.12 * (k % 3), y + 0.15 * (k // 3), f"{layer}.{head}"))
-    nodes["logits"] = [(n_layers, (len(FLOW) - 1) / 2, "logits")]
-    fig = go.Figure()
-    ex, ey = [], []
+# which path-patching step admitted each class (interp.circuits.discover: Discovery.effects' names), and
+# which classes were that step's receivers: an edge sender -> receiver is weighted by the sender's effect
+# in the step that admitted it, when the receiver's class was among that step's receivers
+ADMITTED_BY: dict[str, str] = {
+    "name mover": "logits", "s suppression": "logits", "negative name mover": "logits", "other direct": "logits",
+    "backup name mover": "backup compensation", "s-inhibition": "mover queries",
+    "induction": "s-inhibition keys/values", "duplicate token": "s-inhibition keys/values",
+    "previous token": "induction keys",
+}  # fmt: skip
+STEP_RECEIVERS: dict[str, tuple[str, ...]] = {
+    "logits": ("logits",), "backup compensation": ("logits",), "mover queries": ("name mover", "s suppression"),
+    "s-inhibition keys/values": ("s-inhibition",), "induction keys": ("induction",),
+}  # fmt: skip
+STEP_WORDS = {
+    "logits": "path patching to the logits", "mover queries": "path patching to the movers' queries at END",
+    "s-inhibition keys/values": "path patching to the S-inhibition heads' keys and values at S2",
+    "induction keys": "path patching to the induction heads' keys at S1+1",
+    "backup compensation": "rise of its direct effect with the name movers knocked out",
+}  # fmt: skip
+LANE = 0.35  # vertical offset between heads of one class row that would otherwise collide
+MAX_WIDTH = 8.0  # px, the strongest edge
+
+
+def _effect(effects: dict | None, step: str | None, head: tuple[int, int]) -> float | None:
+    """A head's effect in one step's layer x head grid (a tensor or nested lists), None where unmeasured."""
+    import math
+
+    if not effects or step not in effects:
+        return None
+    layer, h = head
+    try:
+        v = effects[step][layer][h]
+        v = None if v is None else float(v)
+    except (IndexError, TypeError, ValueError):
+        return None
+    return None if v is None or math.isnan(v) else v
+
+
+def class_layout(classes: dict[str, list[tuple[int, int]]], n_layers: int) -> dict[str, list[tuple[float, float, tuple[int, int]]]]:
+    """Where each head is drawn: x = its layer, one band per class (FLOW order, then any other class); in
+    a band, heads closer than a label's width (heads of one layer, or of neighbouring layers) take lanes
+    one below the other, so no two labels (drawn right of their markers) overlap."""
+    gap = max(1.0, 0.06 * n_layers)  # a label's width, in layers
+    order = [c for c in FLOW if c in classes] + [c for c in classes if c not in FLOW]
+    out, y = {}, 0.0
+    for c in order:
+        lanes: list[float] = []  # the last x taken in each lane
+        placed = []
+        for head in sorted(set(map(tuple, classes[c]))):
+            x = float(head[0])
+            lane = next((i for i, last in enumerate(lanes) if x - last >= gap), len(lanes))
+            if lane == len(lanes):
+                lanes.append(x)
+            else:
+                lanes[lane] = x
+            placed.append((x, y + LANE * lane, head))
+        out[c] = placed
+        y += max(1.0, LANE * len(lanes) + 0.6)
+    return out
+
+
+def circuit_graph(classes: dict[str, list[tuple[int, int]]], n_layers: int, title: str = "IOI circuit",
+                  effects: dict | None = None, positions: dict[str, str] | None = None) -> go.Figure:  # fmt: skip
+    """The IOI circuit by class: heads as nodes (x = layer, one band per class, heads that would collide
+    stacked in lanes: `class_layout`), edges between classes that feed each other. `effects` (step name ->
+    layer x head path-patching effect, Discovery.effects) weights each edge by the sender's effect in the
+    step that admitted it when the receiver was among that step's receivers (width by |effect|, blue where
+    patching the path lowers the logit diff, red where it raises it; dotted grey: not measured). Hover:
+    the head, its class, the position it is kept at (`positions`, class -> position) and its effect."""
+    placed = class_layout(classes, n_layers)
+    nodes = {c: [(x, y, f"{h[0]}.{h[1]}", h) for x, y, h in pts] for c, pts in placed.items()}
+    ys = [y for pts in placed.values() for _, y, _ in pts] or [0.0]
+    nodes["logits"] = [(float(n_layers), (min(ys) + max(ys)) / 2, "logits", None)]
+    measured = {}
     for a, b in EDGES:
-        for xa, ya, _ in nodes.get(a, []):
-            for xb, yb, _ in nodes.get(b, []):
-                ex += [xa, xb, None]
-                ey += [ya, yb, None]
-    fig.add_trace(
-        go.Scatter(x=ex, y=ey, mode="lines", line=dict(color="#bbbbbb", width=1), hoverinfo="skip", showlegend=False)
-    )
+        step = ADMITTED_BY.get(a)
+        for *_, h in nodes.get(a, []):
+            if b in STEP_RECEIVERS.get(step, ()):
+                measured[(a, h, b)] = _effect(effects, step, h)
+    top = max((abs(v) for v in measured.values() if v is not None), default=0.0)
+    fig = go.Figure()
+    mid_x, mid_y, mid_text = [], [], []
+    for a, b in EDGES:
+        for xa, ya, la, ha in nodes.get(a, []):
+            for xb, yb, lb, _ in nodes.get(b, []):
+                e = measured.get((a, ha, b))
+                if e is None:
+                    line = dict(color="#bbbbbb", width=1, dash="dot")
+                    words = "not measured by path patching" if effects else "no path-patching effects at hand"
+                else:
+                    line = dict(color="#1f77b4" if e < 0 else "#d62728", width=1 + (MAX_WIDTH - 1) * abs(e) / (top or 1))
+                    words = f"{STEP_WORDS.get(ADMITTED_BY[a], ADMITTED_BY[a])}: effect {e:+.3f}"
+                fig.add_trace(go.Scatter(x=[xa, xb], y=[ya, yb], mode="lines", line=line, hoverinfo="skip", opacity=0.55,
+                                         showlegend=False, customdata=[e, e], name=f"{la} -> {lb}"))  # fmt: skip
+                mid_x.append((xa + xb) / 2)
+                mid_y.append((ya + yb) / 2)
+                mid_text.append(f"{la} ({a}) -> {lb}<br>{words}")
+    fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", marker=dict(size=10, color="rgba(0,0,0,0)"),
+                             hovertext=mid_text, hoverinfo="text", showlegend=False, name="edges"))  # fmt: skip
     for c, pts in nodes.items():
-        fig.add_trace(
-            go.Scatter(
-                x=[p[0] for p in pts],
-                y=[p[1] for p in pts],
-                text=[p[2] for p in pts],
-                mode="markers+text",
-                textposition="top center",
-                name=c,
-                marker=dict(size=14, color=COLORS.get(c, "#7f7f7f")),
-                hovertemplate=f"{c} %{{text}}<extra></extra>",
-            )  # fmt: skip
-        )
+        step = ADMITTED_BY.get(c)
+        info = []
+        for *_, h in pts:
+            if h is None:
+                info.append(["output", "-", "the logit difference IO - S"])
+                continue
+            e = _effect(effects, step, h)
+            words = (f"{STEP_WORDS.get(step, step)}: {e:+.3f}" if e is not None else
+                     "effect not at hand" if not effects else f"not measured in {step or 'any step'}")  # fmt: skip
+            info.append([c, (positions or {}).get(c, "all positions" if positions else "not recorded"), words])
+        fig.add_trace(go.Scatter(
+            x=[p[0] for p in pts], y=[p[1] for p in pts], text=[p[2] for p in pts], customdata=info,
+            mode="markers+text", textposition="middle right", textfont=dict(size=11), name=c,
+            marker=dict(size=12, color=COLORS.get(c, "#7f7f7f"), line=dict(color="white", width=1)),
+            hovertemplate="<b>%{text}</b>: %{customdata[0]}<br>kept at %{customdata[1]}<br>%{customdata[2]}<extra></extra>",
+        ))  # fmt: skip
+    rows = list(placed)
+    note = (f"edge width: |effect| of the sender (widest {top:.3f}, shares of the IOI gap); blue: patching the path "
+            "lowers the logit diff" if top else "edges unweighted: no path-patching effects at hand")  # fmt: skip
     fig.update_layout(
-        title=title, xaxis=dict(title="layer", range=[-1, n_layers + 1]),
-        yaxis=dict(tickvals=list(rows.values()), ticktext=list(rows), autorange="reversed"),
+        title=title, xaxis=dict(title="layer", range=[-1, n_layers + 1.5]),
+        yaxis=dict(tickvals=[min(y for _, y, _ in placed[c]) for c in rows], ticktext=rows, autorange="reversed"),
+        annotations=[dict(text=note, xref="paper", yref="paper", x=0, y=-0.15, showarrow=False, font=dict(size=11),
+                          xanchor="left")],
+        height=max(380, 70 * len(rows) + 160),
     )  # fmt: skip
     return fig
 

@@ -3,6 +3,8 @@ bad input becomes an st.error and the app keeps working."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from dashboard_helpers import VIEWS, errors, figures, open_app, set_prompt, shown
 
@@ -317,7 +319,7 @@ def test_every_view_on_smollm2(tiny_run, tmp_path):
     _follows_prompt(at)
 
 
-def test_ioi_view_draws_a_discovery_report(tiny_llama_dir, monkeypatch):
+def test_ioi_view_draws_a_discovery_report(tiny_llama_dir, monkeypatch, runs_folder):
     """The discovery branch end to end with a stand-in for run_ioi (a 2-layer random model holds no
     circuit): progress is reported, and the graph, heatmaps and completeness table are drawn."""
     import torch
@@ -334,7 +336,9 @@ def test_ioi_view_draws_a_discovery_report(tiny_llama_dir, monkeypatch):
         calls.append((n_prompts, seed, checks, corruption, config.threshold))
         effect = torch.zeros(2, 4)
         effect[1, 2], effect[0, 0] = -0.4, float("nan")
-        disc = Discovery({"name mover": [(1, 2)], "s-inhibition": [(0, 3)]}, [((1, 2), "name mover"), ((0, 3), "s-inhibition")], {"logits": effect, "name mover queries": -effect},
+        movers = torch.zeros(2, 4)
+        movers[0, 3] = -0.2  # half the name mover's effect: half as wide above the thinnest
+        disc = Discovery({"name mover": [(1, 2)], "s-inhibition": [(0, 3)]}, [((1, 2), "name mover"), ((0, 3), "s-inhibition")], {"logits": effect, "mover queries": movers},
                          {}, 2.5, -0.5)
         ev = Evaluation(2.4, 1.9, 1.9 / 2.4, n_prompts, completeness=[{"removed": "nothing", "gap": 0.1}],
                         curve=[{"k": 1, "head": [1, 2], "class": "name mover", "value": 0.5, "lo": 0.4, "hi": 0.6},
@@ -362,6 +366,20 @@ def test_ioi_view_draws_a_discovery_report(tiny_llama_dir, monkeypatch):
     at.text_input(key="ioi_text").set_value("After John and Anna went to the park, Anna gave a ball to").run()
     assert not errors(at) and shown(at) != before  # the report is kept; only the prompt panel changes
     assert calls == [(6, 0, False, "s2-io", 0.25)]
+    # issue 27: the class graph's edges are weighted by the effect that admitted them, hover says more
+    graph = figures(at)[0]
+    lines = {t["name"]: t["line"] for t in graph["data"] if t.get("mode") == "lines"}
+    assert lines["1.2 -> logits"]["width"] == 8.0 and lines["0.3 -> 1.2"]["width"] == 4.5  # 1 + 7 |e| / max |e|
+    assert "dash" not in lines["1.2 -> logits"] or lines["1.2 -> logits"]["dash"] != "dot"
+    mover = next(t for t in graph["data"] if t.get("name") == "name mover")
+    assert list(mover["customdata"][0]) == ["name mover", "END", "path patching to the logits: -0.400"]
+    # a fresh session opens the save with the same weighted graph (the effects kept in run.json)
+    (folder,) = runs_folder.glob("ioi-*")
+    assert json.loads((folder / "run.json").read_text())["extra"]["effects"]["logits"][0][0] is None  # NaN kept as null
+    fresh = open_app(str(tiny_llama_dir), PROMPT_A, page="views/ioi.py", ioi_prompts=6, ioi_corruption="s2-io",
+                     ioi_threshold=0.25)  # fmt: skip
+    assert not errors(fresh) and any("Opened" in c.value for c in fresh.caption)
+    assert figures(fresh)[0]["data"] == graph["data"] and calls == [(6, 0, False, "s2-io", 0.25)]
 
 
 @pytest.mark.slow

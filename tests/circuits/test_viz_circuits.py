@@ -16,6 +16,17 @@ def test_patching_heatmap_keeps_the_grid():
     assert fig.layout.yaxis.autorange != "reversed"  # layer 0 at the bottom, as in the Heads view
 
 
+def _nodes(fig) -> dict:
+    """The graph's heads: label -> (x, y, hover customdata)."""
+    return {t: (x, y, c) for tr in fig.data if tr.mode == "markers+text"
+            for t, x, y, c in zip(tr.text, tr.x, tr.y, tr.customdata)}  # fmt: skip
+
+
+def _edge_lines(fig) -> dict:
+    """The graph's edges: 'sender -> receiver' -> (line width, dash)."""
+    return {tr.name: (tr.line.width, tr.line.dash) for tr in fig.data if tr.mode == "lines"}
+
+
 def test_circuit_graph_has_every_head_and_the_flow():
     classes = {
         "name mover": [(9, 9), (9, 6)],
@@ -24,11 +35,47 @@ def test_circuit_graph_has_every_head_and_the_flow():
         "previous token": [(2, 2)],
     }
     fig = circuit_graph(classes, n_layers=12)
-    labels = {t for trace in fig.data if trace.text is not None for t in trace.text}
-    assert {"9.9", "9.6", "7.3", "5.5", "2.2", "logits"} <= labels
-    edges = fig.data[0]
-    # previous token -> induction -> s-inhibition -> name movers (2) -> logits: 1 + 1 + 2 + 2 segments
-    assert len([x for x in edges.x if x is None]) == 6
+    assert {"9.9", "9.6", "7.3", "5.5", "2.2", "logits"} <= set(_nodes(fig))
+    # previous token -> induction -> s-inhibition -> name movers (2) -> logits: 1 + 1 + 2 + 2 edges
+    assert len(_edge_lines(fig)) == 6
+    assert all(dash == "dot" for _, dash in _edge_lines(fig).values())  # no effects given: unweighted, and says so
+    assert "unweighted" in fig.layout.annotations[0].text
+
+
+def test_circuit_graph_labels_apart_widths_by_effect_and_hover():
+    """Issue 27: heads of one layer (16.0, 16.1) and of neighbouring layers in one class no longer share a
+    label position; an edge's width follows the sender's path-patching effect in the step that admitted it;
+    hover names the class, the position the head is kept at and its effect."""
+    import math
+
+    classes = {"name mover": [(16, 0), (16, 1), (17, 4), (25, 2)], "s-inhibition": [(12, 3), (13, 1)],
+               "induction": [(8, 2)], "backup name mover": [(20, 5)]}  # fmt: skip
+    logits = torch.zeros(30, 9)
+    logits[16, 0], logits[16, 1], logits[17, 4], logits[25, 2] = -0.4, -0.1, -0.2, float("nan")
+    movers = torch.zeros(30, 9)
+    movers[12, 3], movers[13, 1] = -0.3, -0.06
+    effects = {"logits": logits, "mover queries": movers.tolist(), "backup compensation": torch.full((30, 9), 0.05),
+               "s-inhibition keys/values": torch.full((30, 9), -0.2)}  # fmt: skip
+    positions = {"name mover": "END", "s-inhibition": "END", "induction": "S2", "backup name mover": "END"}
+    fig = circuit_graph(classes, 30, effects=effects, positions=positions)
+    nodes = _nodes(fig)
+    spots = [(x, y) for x, y, _ in nodes.values()]
+    assert len(set(spots)) == len(spots)  # every label at its own place
+    for a, b in (("16.0", "16.1"), ("16.1", "17.4"), ("12.3", "13.1")):  # near in x: stacked apart in y
+        assert abs(nodes[a][1] - nodes[b][1]) >= 0.35 - 1e-9
+    assert nodes["16.0"][0] == 16 and nodes["25.2"][0] == 25  # x stays the layer
+    lines = _edge_lines(fig)
+    w = {k: width for k, (width, dash) in lines.items() if dash != "dot"}
+    assert w["16.0 -> logits"] > w["17.4 -> logits"] > w["16.1 -> logits"]  # |-0.4| > |-0.2| > |-0.1|
+    assert math.isclose(w["16.0 -> logits"], 8.0)  # the strongest edge is the widest
+    assert w["12.3 -> 16.0"] > w["13.1 -> 16.0"] and w["12.3 -> 16.0"] == w["12.3 -> 17.4"]  # by the sender's effect
+    assert lines["25.2 -> logits"][1] == "dot"  # nan: not measured, drawn dotted
+    assert lines["12.3 -> 20.5"][1] == "dot"  # backups were not receivers of the movers' step
+    assert list(nodes["16.0"][2]) == ["name mover", "END", "path patching to the logits: -0.400"]
+    assert list(nodes["8.2"][2][:2]) == ["induction", "S2"]
+    assert "rise of its direct effect" in nodes["20.5"][2][2]
+    hovers = next(t for t in fig.data if t.name == "edges").hovertext
+    assert any(h.startswith("16.0 (name mover) -> logits") and "-0.400" in h for h in hovers)
 
 
 def _curve(f):
