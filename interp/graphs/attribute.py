@@ -1,0 +1,172 @@
+"""The attribution graph of one prompt: direct effects through the frozen replacement model.
+
+Edge (source -> target) = the source's output vector contracted with the gradient of the target's
+input at the place the source writes, the gradient taken through the frozen linear model
+(interp.graphs.replacement: residual stream, attention's frozen OV paths, frozen norms, the
+transcoders' skip connections; never through another feature). A feature writes a_f W_dec[f] at its
+layer's MLP output, an error node its error vector there, a token node its embedding at r_0. A
+feature target reads its encoder pre-activation x2 . W_enc[:, f]; a logit target reads the logit
+minus the mean logit over the vocabulary (circuit-tracer's demeaned unembedding column).
+
+`attribute` computes the rows with `LocalReplacement.backward`: one vector-Jacobian product per
+target row, `batch_size` rows per pass. Every target's value is its row sum plus a constant (what the
+biases and the writes that are not nodes add), which `check_rows` verifies; interp.graphs.reference
+rebuilds the adjacency one source at a time by perturbing the real model.
+"""
+
+from __future__ import annotations
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from interp.errors import WorkbenchError
+from interp.graphs.graph import Graph
+from interp.graphs.replacement import LocalReplacement, build
+
+
+@torch.no_grad()
+def salient_logits(logits: Float[Tensor, " vocab"], max_n_logits: int = 10, desired_logit_prob: float = 0.95
+                   ) -> tuple[Int[Tensor, " k"], Float[Tensor, " k"]]:  # fmt: skip
+    """The most likely tokens, fewest first whose probabilities sum to `desired_logit_prob`, at most
+    `max_n_logits` (circuit-tracer's choice): (ids, probabilities)."""
+    if max_n_logits < 1 or not 0 < desired_logit_prob <= 1:
+        raise WorkbenchError(
+            f"need max_n_logits >= 1 and 0 < desired_logit_prob <= 1, got {max_n_logits}, {desired_logit_prob}"
+        )
+    probs = logits.float().softmax(-1)
+    top_p, top_i = probs.topk(min(max_n_logits, probs.shape[-1]))
+    keep = int(torch.searchsorted(top_p.cumsum(0), torch.tensor(desired_logit_prob))) + 1
+    return top_i[:keep], top_p[:keep]
+
+
+def demeaned_unembed(R: LocalReplacement, ids: Int[Tensor, " k"]) -> Float[Tensor, "k d_model"]:
+    """W_U's columns of `ids` minus the mean column: the gradient of a centred logit at x_final."""
+    W_U = R.weights.W_U
+    return (W_U[:, ids] - W_U.mean(1, keepdim=True)).T
+
+
+def bos_position(tokens: Tensor, bos_token_id: int | None) -> bool:
+    return bos_token_id is not None and int(tokens[0]) == int(bos_token_id)
+
+
+def feature_nodes(R: LocalReplacement, zero_bos: bool) -> tuple[Int[Tensor, "n 3"], Float[Tensor, " n"]]:
+    """(layer, pos, feature) of every active latent, sorted, and their activations; with `zero_bos`
+    the first position's are left out (circuit-tracer's default for a BOS token)."""
+    acts = R.acts.clone()
+    if zero_bos:
+        acts[:, 0] = 0
+    idx = acts.nonzero()  # row-major: sorted by layer, pos, feature
+    return idx, acts[idx[:, 0], idx[:, 1], idx[:, 2]]
+
+
+@torch.no_grad()
+def attribute(model, transcoders, prompt: str | Tensor, max_n_logits: int = 10, desired_logit_prob: float = 0.95,
+              batch_size: int = 256, zero_bos: bool = True, replacement: LocalReplacement | None = None,
+              progress=None) -> Graph:  # fmt: skip
+    """The attribution graph of `prompt` (text, or token ids with BOS as the model reads them).
+    `progress(done, total, message)` is told of each batch of rows."""
+    tokens = model.to_tokens(prompt)[0] if isinstance(prompt, str) else prompt.reshape(-1)
+    if tokens.numel() > model.info.n_ctx:
+        raise WorkbenchError(
+            f"the prompt is {tokens.numel()} tokens but {model.info.name} reads at most {model.info.n_ctx}; shorten it"
+        )
+    R = replacement or build(model, transcoders, tokens)
+    zero_bos = zero_bos and bos_position(R.tokens, model.bos_token_id)
+    feats, acts = feature_nodes(R, zero_bos)
+    ids, probs = salient_logits(R.logits[-1], max_n_logits, desired_logit_prob)
+    text = prompt if isinstance(prompt, str) else model.tokenizer.decode(tokens.tolist())
+    g = Graph(text, R.tokens.tolist(), [model.tokenizer.decode([t]) for t in R.tokens.tolist()], R.n_layers, feats, acts,
+              ids.cpu(), probs.cpu(), [model.tokenizer.decode([int(t)]) for t in ids], torch.zeros(0, 0),
+              torch.zeros(0), torch.zeros(0),
+              {"name": model.info.name, "n_layers": model.info.n_layers, "d_model": model.info.d_model},
+              {"max_n_logits": max_n_logits, "desired_logit_prob": desired_logit_prob, "zero_bos": zero_bos,
+               "d_sae": R.transcoders.cfg.d_sae, "skip": R.transcoders.cfg.skip})  # fmt: skip
+    errors = R.errors.clone()
+    if zero_bos:
+        errors[:, 0] = 0
+    fill(g, R, errors, batch_size, progress)
+    return g
+
+
+def fill(
+    g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model"], batch_size: int, progress=None
+) -> None:
+    """Compute g's adjacency, values and constants from the replacement model."""
+    P, n_f = R.n_pos, g.n_features
+    W_enc, W_dec = R.transcoders.W_enc.float(), R.transcoders.W_dec.float()
+    fl, fp, ff = g.features.T
+    out_vecs = W_dec[fl, ff] * g.activations[:, None]  # a_f W_dec[f]: what each feature node writes
+    logit_vecs = demeaned_unembed(R, g.logit_tokens)
+    rows = g.target_rows()
+    A = torch.zeros(g.n_nodes, g.n_nodes)
+    done = 0
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        B = len(batch)
+        is_feat = batch < n_f
+        fb = batch[is_feat]
+        final = torch.zeros(B, P, R.inputs.shape[-1])
+        lb = torch.nonzero(~is_feat)[:, 0]
+        final[lb, P - 1] = logit_vecs[batch[~is_feat] - g.logit_start]
+        block = torch.zeros(B, g.n_nodes)
+        fb_rows = torch.nonzero(is_feat)[:, 0]
+
+        def inject(layer: int, fb=fb, fb_rows=fb_rows, B=B):
+            here = fl[fb] == layer
+            if not here.any():
+                return None
+            gx2 = torch.zeros(B, P, W_enc.shape[1])
+            gx2[fb_rows[here], fp[fb][here]] = W_enc[layer][:, ff[fb][here]].T
+            return gx2
+
+        def read(layer: int, G: Tensor, block=block):
+            src = torch.nonzero(fl == layer)[:, 0]
+            if len(src):
+                block[:, src] = torch.einsum("bsd,sd->bs", G[:, fp[src]], out_vecs[src])
+            e0 = g.error_index(layer, 0)
+            block[:, e0 : e0 + P] = torch.einsum("bpd,pd->bp", G, errors[layer])
+
+        G0 = R.backward(final, inject, read)
+        block[:, g.token_start : g.token_start + P] = torch.einsum("bpd,pd->bp", G0, R.inputs)
+        A[batch] = block
+        done += B
+        if progress:
+            progress(done, len(rows), "attribution rows")
+    g.adjacency = A
+    g.values, g.constants = target_values(g, R, errors)
+
+
+def target_values(g: Graph, R: LocalReplacement, errors: Tensor) -> tuple[Tensor, Tensor]:
+    """(each target's value in the real run, the constant part of it: every bias and every write that
+    is not a node, through the frozen model), zeros outside the target rows."""
+    fl, fp, ff = g.features.T
+    values, constants = torch.zeros(g.n_nodes), torch.zeros(g.n_nodes)
+    values[: g.n_features] = R.pre[fl, fp, ff]
+    centred = R.logits[-1] - R.logits[-1].mean()
+    values[g.logit_start :] = centred[g.logit_tokens]
+    node_writes = torch.zeros_like(R.decoded)  # what the feature and error nodes write
+    node_writes.index_put_((fl, fp), R.transcoders.W_dec.float()[fl, ff] * g.activations[:, None], accumulate=True)
+    rest = R.decoded + R.errors - node_writes - errors  # BOS's writes (zero_bos) and anything else not a node
+    x2, xf = R.forward(torch.zeros_like(R.inputs)[None], rest[None], bias=True)
+    pre = R.transcoders.pre_acts(x2[0].to(R.transcoders.W_enc.dtype)).float()
+    constants[: g.n_features] = pre[fl, fp, ff]
+    lg = R.unembed(xf[0, -1])
+    constants[g.logit_start :] = (lg - lg.mean())[g.logit_tokens]
+    return values, constants
+
+
+def check_rows(g: Graph, atol: float = 1e-4, rtol: float = 1e-4) -> float:
+    """The largest |row sum + constant - value| over the target rows, relative to the value's scale;
+    raises when it exceeds the tolerance (a linear model's rows must add up)."""
+    rows = g.target_rows()
+    got = g.adjacency[rows].sum(1) + g.constants[rows]
+    want = g.values[rows]
+    err = (got - want).abs()
+    bad = err > atol + rtol * want.abs()
+    if bad.any():
+        i = int(rows[bad.nonzero()[0, 0]])
+        raise AssertionError(
+            f"row {i} ({g.describe(i)['id']}) sums to {float(got[bad][0]):.6g}, its value is {float(want[bad][0]):.6g}"
+        )
+    return float(err.max()) if len(err) else 0.0
