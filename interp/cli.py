@@ -11,7 +11,7 @@ import sys
 
 from interp.errors import WorkbenchError
 
-COMMANDS = ["models", "heads", "ioi", "circuit", "memories", "train", "features"]
+COMMANDS = ["models", "heads", "ioi", "circuit", "memories", "train", "features", "graph"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -62,8 +62,8 @@ def feature_nodes(R: LocalReplacement, zero_bos: bool) -> tuple[Int[Tensor, "n 3
 
 @torch.no_grad()
 def attribute(model, transcoders, prompt: str | Tensor, max_n_logits: int = 10, desired_logit_prob: float = 0.95,
-              batch_size: int = 256, zero_bos: bool = True, replacement: LocalReplacement | None = None,
-              progress=None) -> Graph:  # fmt: skip
+              batch_size: int = 256, zero_bos: bool = True, max_feature_nodes: int | None = None,
+              replacement: LocalReplacement | None = None, progress=None) -> Graph:  # fmt: skip
     """The attribution graph of `prompt` (text, or token ids with BOS as the model reads them).
     `progress(done, total, message)` is told of each batch of rows."""
     tokens = model.to_tokens(prompt)[0] if isinstance(prompt, str) else prompt.reshape(-1)
@@ -85,56 +85,110 @@ def attribute(model, transcoders, prompt: str | Tensor, max_n_logits: int = 10, 
     errors = R.errors.clone()
     if zero_bos:
         errors[:, 0] = 0
-    fill(g, R, errors, batch_size, progress)
+    fill(g, R, errors, batch_size, max_feature_nodes, progress=progress)
     return g
 
 
-def fill(
-    g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model"], batch_size: int, progress=None
-) -> None:
-    """Compute g's adjacency, values and constants from the replacement model."""
-    P, n_f = R.n_pos, g.n_features
-    W_enc, W_dec = R.transcoders.W_enc.float(), R.transcoders.W_dec.float()
-    fl, fp, ff = g.features.T
-    out_vecs = W_dec[fl, ff] * g.activations[:, None]  # a_f W_dec[f]: what each feature node writes
-    logit_vecs = demeaned_unembed(R, g.logit_tokens)
-    rows = g.target_rows()
-    A = torch.zeros(g.n_nodes, g.n_nodes)
-    done = 0
-    for start in range(0, len(rows), batch_size):
-        batch = rows[start : start + batch_size]
-        B = len(batch)
-        is_feat = batch < n_f
-        fb = batch[is_feat]
-        final = torch.zeros(B, P, R.inputs.shape[-1])
-        lb = torch.nonzero(~is_feat)[:, 0]
-        final[lb, P - 1] = logit_vecs[batch[~is_feat] - g.logit_start]
-        block = torch.zeros(B, g.n_nodes)
-        fb_rows = torch.nonzero(is_feat)[:, 0]
+def fill(g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model"], batch_size: int,
+         max_feature_nodes: int | None = None, update_interval: int = 4, progress=None) -> None:  # fmt: skip
+    """Compute g's adjacency, values and constants from the replacement model. With
+    `max_feature_nodes`, only that many features get rows, chosen as circuit-tracer chooses them (the
+    logit rows first, then in rounds the unvisited features of the largest influence on the logits
+    through the rows computed so far); the others are dropped from the graph and what they write is
+    counted in the targets' constants."""
+    n_f, N = g.n_features, g.n_nodes
+    cap = n_f if max_feature_nodes is None else max(0, min(max_feature_nodes, n_f))
+    rows_of: list[Tensor] = []  # node index of each computed row
+    blocks: list[Tensor] = []
+    todo = cap + g.n_logits
 
-        def inject(layer: int, fb=fb, fb_rows=fb_rows, B=B):
-            here = fl[fb] == layer
-            if not here.any():
-                return None
-            gx2 = torch.zeros(B, P, W_enc.shape[1])
-            gx2[fb_rows[here], fp[fb][here]] = W_enc[layer][:, ff[fb][here]].T
-            return gx2
+    def run(batch: Tensor) -> None:
+        for start in range(0, len(batch), batch_size):
+            part = batch[start : start + batch_size]
+            blocks.append(_rows(g, R, errors, part))
+            rows_of.append(part)
+            if progress:
+                progress(sum(len(r) for r in rows_of), todo, "attribution rows")
 
-        def read(layer: int, G: Tensor, block=block):
-            src = torch.nonzero(fl == layer)[:, 0]
-            if len(src):
-                block[:, src] = torch.einsum("bsd,sd->bs", G[:, fp[src]], out_vecs[src])
-            e0 = g.error_index(layer, 0)
-            block[:, e0 : e0 + P] = torch.einsum("bpd,pd->bp", G, errors[layer])
-
-        G0 = R.backward(final, inject, read)
-        block[:, g.token_start : g.token_start + P] = torch.einsum("bpd,pd->bp", G0, R.inputs)
-        A[batch] = block
-        done += B
-        if progress:
-            progress(done, len(rows), "attribution rows")
-    g.adjacency = A
+    run(torch.arange(g.logit_start, N))
+    visited = torch.zeros(n_f, dtype=torch.bool)
+    while int(visited.sum()) < cap:
+        if cap == n_f:
+            pending = torch.arange(n_f)
+        else:
+            infl = partial_influence(torch.cat(blocks), torch.cat(rows_of), g)
+            rank = infl[:n_f].argsort(descending=True)
+            pending = rank[~visited[rank]][: min(update_interval * batch_size, cap - int(visited.sum()))]
+        run(pending)
+        visited[pending] = True
+    rows, mat = torch.cat(rows_of), torch.cat(blocks)
     g.values, g.constants = target_values(g, R, errors)
+    if cap == n_f:
+        g.adjacency = torch.zeros(N, N)
+        g.adjacency[rows] = mat
+        return
+    keep, drop = torch.nonzero(visited)[:, 0], torch.nonzero(~visited)[:, 0]
+    g.constants[rows] += mat[:, drop].sum(1)  # what the dropped features write, as constants
+    nodes = torch.cat([keep, torch.arange(n_f, N)])
+    new = torch.full((N,), -1, dtype=torch.long)
+    new[nodes] = torch.arange(len(nodes))
+    g.adjacency = torch.zeros(len(nodes), len(nodes))
+    g.adjacency[new[rows]] = mat[:, nodes]
+    g.values, g.constants = g.values[nodes], g.constants[nodes]
+    g.features, g.activations = g.features[keep], g.activations[keep]
+    g.settings.update(max_feature_nodes=max_feature_nodes, active_features=n_f)
+
+
+def partial_influence(rows: Float[Tensor, "row node"], row_nodes: Int[Tensor, " row"], g: Graph,
+                      max_iter: int = 1000) -> Float[Tensor, " node"]:  # fmt: skip
+    """Influence on the logits through the rows computed so far (circuit-tracer's partial influence:
+    rows not yet computed count as nodes without inputs)."""
+    a = rows.abs()
+    a = a / a.sum(1, keepdim=True).clamp(min=1e-10)
+    prod = torch.zeros(g.n_nodes)
+    prod[g.logit_start :] = g.logit_probs
+    total = torch.zeros(g.n_nodes)
+    for _ in range(max_iter):
+        prod = prod[row_nodes] @ a
+        if not prod.any():
+            return total
+        total += prod
+    raise WorkbenchError("partial influence did not converge; the adjacency is not acyclic")
+
+
+def _rows(g: Graph, R: LocalReplacement, errors: Tensor, batch: Int[Tensor, " row"]) -> Float[Tensor, "row node"]:
+    """The adjacency rows of the target nodes `batch` (features and logits), by one backward pass."""
+    P, n_f, B = R.n_pos, g.n_features, len(batch)
+    W_enc, W_dec = R.transcoders.W_enc, R.transcoders.W_dec
+    fl, fp, ff = g.features.T
+    is_feat = batch < n_f
+    fb, fb_rows = batch[is_feat], torch.nonzero(is_feat)[:, 0]
+    final = torch.zeros(B, P, R.inputs.shape[-1])
+    if (~is_feat).any():
+        final[torch.nonzero(~is_feat)[:, 0], P - 1] = demeaned_unembed(
+            R, g.logit_tokens[batch[~is_feat] - g.logit_start]
+        )
+    block = torch.zeros(B, g.n_nodes)
+
+    def inject(layer: int):
+        here = fl[fb] == layer
+        if not here.any():
+            return None
+        gx2 = torch.zeros(B, P, W_enc.shape[1])
+        gx2[fb_rows[here], fp[fb][here]] = W_enc[layer][:, ff[fb][here]].T.float()
+        return gx2
+
+    def read(layer: int, G: Tensor):
+        src = torch.nonzero(fl == layer)[:, 0]
+        if len(src):  # a_f W_dec[f]: what each feature node writes
+            out = W_dec[layer][ff[src]].float() * g.activations[src, None]
+            block[:, src] = torch.einsum("bsd,sd->bs", G[:, fp[src]], out)
+        e0 = g.error_index(layer, 0)
+        block[:, e0 : e0 + P] = torch.einsum("bpd,pd->bp", G, errors[layer])
+
+    G0 = R.backward(final, inject, read)
+    block[:, g.token_start : g.token_start + P] = torch.einsum("bpd,pd->bp", G0, R.inputs)
+    return block
 
 
 def target_values(g: Graph, R: LocalReplacement, errors: Tensor) -> tuple[Tensor, Tensor]:

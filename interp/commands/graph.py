@@ -1,0 +1,120 @@
+"""`interp graph`: the attribution graph of one prompt over transcoder features (interp.graphs).
+
+Writes into --out (atomically, as a whole): graph.json (the pruned graph's nodes and edges, its
+scores and thresholds, and the whole adjacency for a reload), circuit-tracer/<slug>.json with
+graph-metadata.json (the graph as circuit-tracer's and Neuronpedia's frontends open it), and with
+--check N, checks.json (N sampled features switched off in the real model beside the graph's
+prediction, in each intervention mode).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from interp.commands import helped, step_bar
+from interp.errors import WorkbenchError
+
+OUR_FILES = {"graph.json", "circuit-tracer", "checks.json"}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("graph", help="attribution graph of a prompt over transcoder features", **helped(
+        "Build the attribution graph of one prompt (transcoders replace every MLP, attention and norms frozen), "
+        "prune it by influence on the top logits and write graph.json plus circuit-tracer's frontend JSON.",
+        "interp graph --model smollm2-135m --prompt 'The capital of France is' --transcoders runs/tc --out runs/graph",
+        "interp graph --model smollm2-135m --prompt 'one two three' --transcoders runs/tc --out runs/g --check 32"))  # fmt: skip
+    p.add_argument("--model", required=True, help="model spec (interp models lists them)")
+    p.add_argument("--prompt", required=True, help="the text (BOS is prepended)")
+    p.add_argument(
+        "--transcoders", required=True, help="transcoder folder with every layer (ours, SAELens or sparsify)"
+    )
+    p.add_argument("--out", required=True, help="output folder (replaced as a whole)")
+    p.add_argument("--max-logits", type=int, default=10, help="most logit nodes (default 10)")
+    p.add_argument(
+        "--logit-prob", type=float, default=0.95, help="logits kept until their probability sums to this (0.95)"
+    )
+    p.add_argument("--node-threshold", type=float, default=0.8, help="share of influence the kept nodes hold (0.8)")
+    p.add_argument("--edge-threshold", type=float, default=0.98, help="share of influence the kept edges hold (0.98)")
+    p.add_argument(
+        "--max-feature-nodes", type=int, default=None, help="rows for at most this many features (default all)"
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="target rows per backward pass (default 256)")
+    p.add_argument(
+        "--check", type=int, default=0, help="switch off N sampled features and compare (default 0: no check)"
+    )
+    p.add_argument(
+        "--slug", default=None, help="the graph's name in circuit-tracer's frontend (default: from the prompt)"
+    )
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=run)
+
+
+def _slug(prompt: str) -> str:
+    words = "".join(c if c.isalnum() else "-" for c in prompt.lower()).split("-")
+    return "-".join(w for w in words if w)[:40] or "graph"
+
+
+def run(args) -> int:
+    from interp import load
+    from interp.features import load as load_dict
+    from interp.graphs import export, intervene, prune
+    from interp.graphs.attribute import attribute, check_rows
+    from interp.graphs.replacement import build
+    from interp.io import check_dir_target, check_replaceable, write_dir
+
+    if args.check < 0 or args.batch_size < 1 or (args.max_feature_nodes is not None and args.max_feature_nodes < 0):
+        raise WorkbenchError("--check and --max-feature-nodes must be >= 0 and --batch-size >= 1")
+    for name, t in (("--node-threshold", args.node_threshold), ("--edge-threshold", args.edge_threshold)):
+        if not 0 <= t <= 1:
+            raise WorkbenchError(f"{name} must be between 0 and 1, got {t}")
+    out = check_dir_target(args.out)
+    check_replaceable(out, OUR_FILES)
+    tc_dir = Path(args.transcoders).expanduser()
+    if not tc_dir.is_dir():
+        raise WorkbenchError(
+            f"no transcoder folder at {str(tc_dir)!r}; train them with `interp features train --site mlp`"
+        )
+    model = load(args.model, device=args.device)
+    tokens = model.to_tokens(args.prompt)[0]  # refuses an empty prompt or one over the context
+    tc = load_dict(tc_dir, model, device=model.device)
+    t0 = time.perf_counter()
+    R = build(model, tc, tokens)
+    bar, progress = step_bar("attribution")
+    try:
+        g = attribute(model, tc, args.prompt, args.max_logits, args.logit_prob, args.batch_size,
+                      max_feature_nodes=args.max_feature_nodes, replacement=R, progress=progress)  # fmt: skip
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - t0
+    worst = check_rows(g, atol=1e-3, rtol=1e-3)
+    pruned = prune.prune(g, args.node_threshold, args.edge_threshold)
+    scores = prune.scores(g)
+    checks = intervene.check(model, R, g, n=args.check) if args.check else None
+    slug = args.slug or _slug(args.prompt)
+
+    def fill(tmp: Path) -> None:
+        export.write_graph(g, tmp / "graph.json", pruned, scores)
+        tracer = tmp / "circuit-tracer"
+        tracer.mkdir()
+        data = export.tracer_dict(g, pruned, slug)
+        (tracer / f"{slug}.json").write_text(json.dumps(data, indent=1))
+        (tracer / "graph-metadata.json").write_text(json.dumps({"graphs": [data["metadata"]]}, indent=1))
+        if checks is not None:
+            (tmp / "checks.json").write_text(json.dumps(checks, indent=1))
+
+    write_dir(out, fill)
+    top = ", ".join(f"{t!r} {p:.3f}" for t, p in zip(g.logit_strs, g.logit_probs.tolist()))
+    print(f"{len(g.tokens)} tokens, {g.n_features} feature nodes, {g.n_nodes} nodes; logits: {top}")
+    print(f"attribution {seconds:.1f} s; rows add up to their values within {worst:.2g}")
+    print(f"pruned (nodes {args.node_threshold}, edges {args.edge_threshold}): {int(pruned.nodes.sum())} nodes, "
+          f"{int(pruned.edges.sum())} edges; replacement score {scores[0]:.3f}, completeness {scores[1]:.3f}")  # fmt: skip
+    if checks is not None:
+        for mode, r in checks["modes"].items():
+            corr = "n/a" if r["pearson"] is None else f"{r['pearson']:.3f}"
+            print(
+                f"check ({len(checks['nodes'])} features off, mode {mode}): correlation {corr}, largest gap {r['max_gap']:.3g}"
+            )
+    print(f"wrote {out}/graph.json and {out}/circuit-tracer/{slug}.json")
+    return 0
