@@ -140,9 +140,10 @@ def smol_edges(tmp_path_factory) -> Path:
     (seeded, heavy-tailed) and curve: the graph view's input without minutes of EAP-IG."""
     import torch
 
-    from interp.circuits.faithfulness import MIB_PERCENTS
+    from interp.circuits.faithfulness import MIB_PERCENTS, RandomBaseline
     from interp.circuits.io import circuit_json, write_edges
     from interp.circuits.types import Curve, EdgeScores, Graph
+    from interp.circuits.ungroup import GRAPH_HELP
 
     g = Graph(n_layers=30, n_heads=9, n_kv=3, has_mlp=True)  # SmolLM2-135M's
     gen = torch.Generator().manual_seed(0)
@@ -153,8 +154,13 @@ def smol_edges(tmp_path_factory) -> Path:
                   [x - 0.05 for x in f], [x + 0.05 for x in f], 0.8, 0.2, (0.7, 0.9), (0.1, 0.3), 3.0, -0.5,
                   [-0.5 + 3.5 * x for x in f], "abs", True, "counterfactual", 16)  # fmt: skip
     s = EdgeScores(g, scores, "eap-ig", "ioi", "logit-diff", 16, 3.0, -0.5, steps=5)
+    rand = RandomBaseline(p, [1, 2, 3], [[int(x / 100 * g.n_edges) for x in p]] * 3,
+                          [[min(1.0, x / 100 + d / 100) for x in p] for d in range(3)], [0.27, 0.28, 0.29],
+                          [0.72, 0.71, 0.70], 3.0, -0.5, True, "counterfactual", 16)  # fmt: skip
+    graph = {"name": "grouped", "about": GRAPH_HELP["grouped"], "n_nodes": g.n_nodes, "n_edges": g.n_edges}
     folder = tmp_path_factory.mktemp("edges")
-    write_edges(folder, circuit_json(s, {"abs": curve, "signed": curve}, [], {"model": "smollm2-135m", "seed": 0}))
+    write_edges(folder, circuit_json(s, {"abs": curve, "signed": curve}, [], {"model": "smollm2-135m", "seed": 0,
+                                                                               "graph": graph}, rand))  # fmt: skip
     return folder
 
 
@@ -183,6 +189,12 @@ def test_browser_circuit_graph_click_shows_a_nodes_edges(page, dashboard, smol_e
     wait_idle(page)
     page.locator(".js-plotly-plot").filter(has_text="Circuit at 5% of edges").wait_for()
     assert "f = 0.45" in page.locator(".js-plotly-plot").filter(has_text="Circuit at 5% of edges").inner_text()
+    # issue 29: the graph each figure is on, and MIB's Random row beside the curve and in the tiles
+    curve = page.locator(".js-plotly-plot").filter(has_text="Faithfulness on 16 held-out prompts")
+    assert "grouped graph, 70,651 edges" in curve.inner_text() and "random circuits, 3 draws" in curve.inner_text()
+    assert page.get_by_text("Edges in the graph (grouped)").count() == 1
+    tile = page.get_by_test_id("stMetric").filter(has_text="Random: CPR")
+    assert tile.count() == 1 and "0.28" in tile.inner_text()
     xy = page.evaluate(NODE_XY, ["logits", "Circuit at"])
     assert xy, "no logits node drawn"
     page.mouse.click(*xy)
