@@ -137,7 +137,8 @@ SOFT = PlantedSpec(sharpness=3.0)  # the circuit heads' attention far from satur
 SATURATED = PlantedSpec(sharpness=16.0)  # attention all but one-hot: gradients through the softmax vanish
 PRESETS = {"sharp": SHARP, "soft": SOFT, "saturated": SATURATED,
            "successor-sharp": PlantedSpec(mlp=True), "successor-soft": PlantedSpec(sharpness=3.0, mlp=True),
-           "gqa-sharp": PlantedSpec(n_kv=N_KV_GQA), "gqa-soft": PlantedSpec(sharpness=3.0, n_kv=N_KV_GQA)}  # fmt: skip
+           "gqa-sharp": PlantedSpec(n_kv=N_KV_GQA), "gqa-soft": PlantedSpec(sharpness=3.0, n_kv=N_KV_GQA),
+           "gqa-saturated": PlantedSpec(sharpness=16.0, n_kv=N_KV_GQA)}  # fmt: skip
 
 
 # -- the tokenizer -------------------------------------------------------------------------------------
