@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 
 from apps import state
-from interp.circuits.pipeline import read_circuit, write_report
+from interp.circuits.pipeline import effects_json, read_circuit, write_report
 from interp.runs import read_run
 from interp.types import CORRUPTIONS
 from interp.viz.attention import attention_rows_figure
@@ -22,26 +22,23 @@ DISCOVER, OPEN = "discover on this model", "open a saved run"
 IOI_EXAMPLE = "When Mary and John went to the store, John gave a drink to"  # Wang et al.'s example
 
 
-def effects_json(effects: dict) -> dict:
-    """Discovery's path-patching effects (step -> layer x head tensor) as JSON lists, NaN as null: kept in
-    a dashboard save's run.json so an opened discovery's graph weighs its edges as a fresh one does."""
-    import math
-
-    return {name: [[None if math.isnan(v) else float(v) for v in row] for row in grid.tolist()]
-            for name, grid in effects.items()}  # fmt: skip
-
-
 def saved_effects(path) -> dict | None:
-    """The effects a dashboard save kept (run.json's extra), or None (a CLI folder keeps none)."""
+    """The effects a save kept: circuit.json's own (interp ioi since 2026-12-07), else a dashboard save's
+    run.json extra; None where neither has them (an older CLI folder)."""
     import json
 
     folder = Path(path)
     folder = folder.parent if folder.is_file() else folder
-    try:
-        got = json.loads((folder / "run.json").read_text()).get("extra", {}).get("effects")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return got if isinstance(got, dict) else None
+    for name, keys in (("circuit.json", ("effects",)), ("run.json", ("extra", "effects"))):
+        try:
+            got = json.loads((folder / name).read_text())
+            for k in keys:
+                got = got.get(k)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(got, dict):
+            return got
+    return None
 
 
 st.title("IOI circuit")

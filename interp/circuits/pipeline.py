@@ -79,7 +79,17 @@ class IOIReport:
             "min_minimality": e.min_minimality,
             "minimality_noise": e.noise,  # the same measure for heads outside the circuit
             "config": asdict(d.config),
+            "effects": effects_json(d.effects),  # step -> layer x head normalized path effect (null: not patched)
         }
+
+
+def effects_json(effects: dict) -> dict:
+    """Discovery's path-patching effects (step -> layer x head tensor) as JSON lists, NaN (a head the
+    step did not patch) as null: circuit.json keeps them, so its graph can weigh its edges when read back."""
+    import math
+
+    return {name: [[None if math.isnan(v) else float(v) for v in row] for row in grid.tolist()]
+            for name, grid in effects.items()}  # fmt: skip
 
 
 def check_sizes(n_prompts: int, n_heldout: int | None) -> int:
@@ -184,7 +194,8 @@ def write_report(report: IOIReport, out: Path, n_layers: int, n_heads: int) -> l
         path = out / f"path_{name.replace(' ', '_').replace('/', '_')}.html"
         write_figure(fig, path)
         written.append(path)
-    fig = circuit_graph(report.discovery.classes, n_layers, f"IOI circuit in {report.model}")
+    fig = circuit_graph(report.discovery.classes, n_layers, f"IOI circuit in {report.model}",
+                        effects=report.discovery.effects, positions=CLASS_POSITIONS)  # fmt: skip
     write_figure(fig, out / "circuit.html")
     written.append(out / "circuit.html")
     if report.evaluation.curve:

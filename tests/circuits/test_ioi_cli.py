@@ -113,6 +113,9 @@ def test_interp_ioi_runs_on_one_and_two_prompts(smollm2, tmp_path, capsys):
         assert rc == 0, capsys.readouterr().err
         j = json.loads((out / "circuit.json").read_text())
         assert j["n_prompts"] == int(n) and (out / "circuit.html").is_file() and (out / "path_logits.html").is_file()
+        # the path-patching effects travel in circuit.json (the graph's edge widths when it is read back)
+        assert "logits" in j["effects"] and len(j["effects"]["logits"]) == smollm2.info.n_layers
+        assert all(len(row) == smollm2.info.n_heads for row in j["effects"]["logits"])
         printed = capsys.readouterr().out
         assert "faithfulness" in printed and "other names" in printed
 
