@@ -124,6 +124,12 @@ def tracer_dict(g: Graph, pruned: Pruned, slug: str, scan: str = "interp-workben
     """circuit-tracer's frontend graph of the pruned graph: kept nodes that a kept edge touches, plus
     every token and logit (as its create_graph_files keeps them)."""
     nodes = {i: tracer_node(g, i, float(pruned.cumulative[i])) for i in torch.nonzero(pruned.nodes)[:, 0].tolist()}
+    # circuit-tracer spells a layer-0 feature f at pos p "0_f_p" and the error of layer f at pos p "0_f_p"
+    # too; its frontend keys nodes by id, so such an error is renamed "0_f_p_error" (only then)
+    features = {n["node_id"] for n in nodes.values() if n["feature_type"] == "cross layer transcoder"}
+    for n in nodes.values():
+        if n["feature_type"] == "mlp reconstruction error" and n["node_id"] in features:
+            n["node_id"] += "_error"
     t, s = torch.nonzero(pruned.edges, as_tuple=True)
     links = [{"source": nodes[a]["node_id"], "target": nodes[b]["node_id"], "weight": float(g.adjacency[b, a])}
              for a, b in zip(s.tolist(), t.tolist()) if a in nodes and b in nodes]  # fmt: skip

@@ -30,7 +30,7 @@ from torch import Tensor
 from interp import hooks
 from interp.errors import WorkbenchError
 from interp.graphs.graph import Graph
-from interp.graphs.reference import frozen_hooks
+from interp.graphs.reference import frozen_hooks, quiet
 from interp.graphs.replacement import LocalReplacement
 
 MODES = ("linear", "norms", "frozen", "live")
@@ -110,7 +110,8 @@ def _spliced(model, R: LocalReplacement, edits: list[tuple[tuple[int, int, int],
             return (out.reshape(B, R.n_pos, -1) + R.errors[layer]).to(x.dtype)
 
         fwd += [(hooks.name("mlp_normed", layer), keep), (hooks.name("mlp_out", layer), replace)]
-    logits = model.run_with_hooks(R.tokens[None].expand(B, -1), fwd_hooks=fwd)[:, -1].float()
+    with quiet():
+        logits = model.run_with_hooks(R.tokens[None].expand(B, -1), fwd_hooks=fwd)[:, -1].float()
     return logits - logits.mean(-1, keepdim=True)
 
 

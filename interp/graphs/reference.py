@@ -12,12 +12,24 @@ clean values it recorded; sources are run `batch` at a time on the batch axis.
 
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
 from interp import hooks
 from interp.graphs.graph import Graph
 from interp.graphs.replacement import LocalReplacement
+
+
+@contextmanager
+def quiet():
+    """TransformerLens warns that a hooked norm scale rebuilds the norm's output from the hooked
+    values; that is what freezing it means here."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="A forward hook edited hook_scale")
+        yield
 
 
 def frozen_hooks(R: LocalReplacement, batch: int) -> list:
@@ -74,7 +86,8 @@ def reference_adjacency(model, R: LocalReplacement, g: Graph, errors: Tensor, ba
                 return out.to(x.dtype)
 
             hk += [(hooks.name("mlp_normed", layer), keep), (hooks.name("mlp_out", layer), replace)]
-        logits = model.run_with_hooks(R.tokens[None].expand(B, -1), fwd_hooks=hk)[:, -1].float()
+        with quiet():
+            logits = model.run_with_hooks(R.tokens[None].expand(B, -1), fwd_hooks=hk)[:, -1].float()
         centred = logits - logits.mean(-1, keepdim=True)
         base = R.logits[-1] - R.logits[-1].mean()
         x2 = torch.stack([seen[layer] for layer in range(L)])  # [layer batch pos d]
