@@ -101,11 +101,13 @@ def fill(g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model
     rows_of: list[Tensor] = []  # node index of each computed row
     blocks: list[Tensor] = []
     todo = cap + g.n_logits
+    fl, _, ff = g.features.T
+    by_place = _places(g, R.transcoders.W_dec[fl, ff].float() * g.activations[:, None])  # a_f W_dec[f]
 
     def run(batch: Tensor) -> None:
         for start in range(0, len(batch), batch_size):
             part = batch[start : start + batch_size]
-            blocks.append(_rows(g, R, errors, part))
+            blocks.append(_rows(g, R, errors, part, by_place))
             rows_of.append(part)
             if progress:
                 progress(sum(len(r) for r in rows_of), todo, "attribution rows")
@@ -156,10 +158,31 @@ def partial_influence(rows: Float[Tensor, "row node"], row_nodes: Int[Tensor, " 
     raise WorkbenchError("partial influence did not converge; the adjacency is not acyclic")
 
 
-def _rows(g: Graph, R: LocalReplacement, errors: Tensor, batch: Int[Tensor, " row"]) -> Float[Tensor, "row node"]:
-    """The adjacency rows of the target nodes `batch` (features and logits), by one backward pass."""
+def _places(g: Graph, writes: Float[Tensor, "feature d_model"]) -> dict[int, tuple]:
+    """Per layer, its feature nodes' writes padded by position for one batched product:
+    {layer: (first node, end, positions [p], writes [p slot d_model], flat index [n])}, the flat index
+    picking each node (in node order: by position, then feature) out of the [p slot] grid. The
+    features are sorted by layer and position, so a layer's nodes are a contiguous run."""
+    out: dict[int, tuple] = {}
+    for layer in g.features[:, 0].unique().tolist():
+        nodes = torch.nonzero(g.features[:, 0] == layer)[:, 0]
+        pos = g.features[nodes, 1]
+        places, counts = torch.unique_consecutive(pos, return_counts=True)
+        width = int(counts.max())
+        slot = torch.arange(len(nodes)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+        row = torch.repeat_interleave(torch.arange(len(places)), counts)
+        padded = torch.zeros(len(places), width, writes.shape[1])
+        padded[row, slot] = writes[nodes]
+        out[layer] = (int(nodes[0]), int(nodes[-1]) + 1, places, padded, row * width + slot)
+    return out
+
+
+def _rows(g: Graph, R: LocalReplacement, errors: Tensor, batch: Int[Tensor, " row"], by_place: dict
+          ) -> Float[Tensor, "row node"]:  # fmt: skip
+    """The adjacency rows of the target nodes `batch` (features and logits), by one backward pass;
+    `by_place`: `_places` of the feature nodes' writes."""
     P, n_f, B = R.n_pos, g.n_features, len(batch)
-    W_enc, W_dec = R.transcoders.W_enc, R.transcoders.W_dec
+    W_enc = R.transcoders.W_enc
     fl, fp, ff = g.features.T
     is_feat = batch < n_f
     fb, fb_rows = batch[is_feat], torch.nonzero(is_feat)[:, 0]
@@ -179,10 +202,10 @@ def _rows(g: Graph, R: LocalReplacement, errors: Tensor, batch: Int[Tensor, " ro
         return gx2
 
     def read(layer: int, G: Tensor):
-        src = torch.nonzero(fl == layer)[:, 0]
-        if len(src):  # a_f W_dec[f]: what each feature node writes
-            out = W_dec[layer][ff[src]].float() * g.activations[src, None]
-            block[:, src] = torch.einsum("bsd,sd->bs", G[:, fp[src]], out)
+        if layer in by_place:  # contract G at each position with what that position's feature nodes write
+            a, b, places, padded, flat = by_place[layer]
+            out = torch.bmm(G[:, places].transpose(0, 1), padded.transpose(1, 2))  # [place batch slot]
+            block[:, a:b] = out.transpose(0, 1).reshape(B, -1)[:, flat]
         e0 = g.error_index(layer, 0)
         block[:, e0 : e0 + P] = torch.einsum("bpd,pd->bp", G, errors[layer])
 
