@@ -31,6 +31,7 @@ _BLOCK_EXTRA = {
     "q_input": "attn.hook_q_input", "k_input": "attn.hook_k_input", "v_input": "attn.hook_v_input",
     "mlp_in": "hook_mlp_in",  # the MLP's own residual copy (split inputs)
     "mlp_normed": "mlp.hook_in",  # what the MLP module receives: ln2 of its input
+    "ln1_scale": "ln1.hook_scale", "ln2_scale": "ln2.hook_scale",  # the norms' denominators
 }  # fmt: skip
 _MODEL_EXTRA = {"final_in": "ln_final.hook_in", "final_scale": "ln_final.hook_scale"}
 
@@ -38,7 +39,7 @@ _MODEL_EXTRA = {"final_in": "ln_final.hook_in", "final_scale": "ln_final.hook_sc
 def name(kind: str, layer: int | None = None) -> str:
     """The hook name of `kind` ("z", "pattern", "q", "k", "v", "rot_q", "rot_k", "cos", "sin",
     "resid_pre", "resid_mid", "resid_post", "mlp_out", "attn_out", "post", "q_input", "k_input",
-    "v_input", "mlp_in", "mlp_normed", ...) at `layer`; model-level: "embed", "pos_embed",
+    "v_input", "mlp_in", "mlp_normed", "ln1_scale", "ln2_scale", ...) at `layer`; model-level: "embed", "pos_embed",
     "final_in" (the final norm's input), "final_scale"."""
     if kind in _BLOCK_EXTRA:
         return f"blocks.{layer}.{_BLOCK_EXTRA[kind]}"

@@ -40,9 +40,9 @@ def frozen_hooks(R: LocalReplacement, batch: int) -> list:
         out.append((hooks.name("pattern", layer), lambda x, hook, p=pat: p.to(x.dtype)))
         for i, ln in enumerate(("ln1", "ln2")):
             s = R.scales[i, layer][None, :, None].expand(batch, -1, -1)
-            out.append((f"blocks.{layer}.{ln}.hook_scale", lambda x, hook, s=s: s.to(x.dtype)))
+            out.append((hooks.name(f"{ln}_scale", layer), lambda x, hook, s=s: s.to(x.dtype)))
     s = R.final_scale[None, :, None].expand(batch, -1, -1)
-    out.append(("ln_final.hook_scale", lambda x, hook, s=s: s.to(x.dtype)))
+    out.append((hooks.name("final_scale"), lambda x, hook, s=s: s.to(x.dtype)))
     return out
 
 

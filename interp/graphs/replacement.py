@@ -241,8 +241,8 @@ def capture_names(n_layers: int) -> list[str]:
     """The real-run hooks a replacement reads."""
     per = ("resid_pre", "pattern", "mlp_normed", "mlp_out")
     names = [hooks.name(k, la) for la in range(n_layers) for k in per]
-    names += [f"blocks.{la}.{ln}.hook_scale" for la in range(n_layers) for ln in ("ln1", "ln2")]
-    return names + ["ln_final.hook_scale"]
+    names += [hooks.name(f"{ln}_scale", la) for la in range(n_layers) for ln in ("ln1", "ln2")]
+    return names + [hooks.name("final_scale")]
 
 
 @torch.no_grad()
@@ -263,8 +263,8 @@ def build(model, transcoders: Dictionary, tokens: Int[Tensor, " pos"]) -> LocalR
 
     logits = model.run_with_hooks(tokens[None], fwd_hooks=[(n, keeper(n)) for n in names])[0].float()
     stack = lambda kind: torch.stack([got[hooks.name(kind, la)] for la in range(L)])
-    scale = lambda ln: torch.stack([got[f"blocks.{la}.{ln}.hook_scale"][:, 0] for la in range(L)])
-    final = got["ln_final.hook_scale"][:, 0]
+    scale = lambda ln: torch.stack([got[hooks.name(f"{ln}_scale", la)][:, 0] for la in range(L)])
+    final = got[hooks.name("final_scale")][:, 0]
     scales = torch.stack([scale("ln1"), scale("ln2"), final.expand(L, -1)])
     mlp_in, mlp_out = stack("mlp_normed"), stack("mlp_out")
     tcf = tc.rows(0, L, detach=True)

@@ -189,7 +189,7 @@ def test_out_is_replaced_whole_and_a_killed_write_keeps_the_old_run(tiny_llama_d
     (tmp_path / ".run.tmp-killed").mkdir()  # what a kill -9 leaves
     second = _ioi_edges(tiny_llama_dir, out, "--steps", "2", "--n-prompts", "3", "--exact-top", "0")
     assert second["steps"] == 2 and second["exact_check"] == []
-    assert sorted(p.name for p in out.iterdir()) == ["curve.html", "edges.json", "graph.html", "plotly.min.js"]
+    assert sorted(p.name for p in out.iterdir()) == ["curve.html", "edges.json", "graph.html", "mib_edges.json", "plotly.min.js"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 

@@ -33,7 +33,7 @@ def test_memory_figures():
 
 
 def test_trace_figure():
-    m = TracedMemory(2, 5, "+", 3.0, 1.5, [(" unto", 0.4)])
+    m = TracedMemory(2, 5, "+", 3.0, 1.5, value_tokens=[(" unto", 0.4)])
     t = Trace("p", ["<s>", "p"], " unto", 9, 0.4, 12.0, 2.0, [LayerTrace(0, -0.5, []), LayerTrace(1, 2.0, [m])], [m], [])
     fig = trace_figure(t)
     assert list(fig.data[0].y) == [-0.5, 2.0] and list(fig.data[0].x) == ["L0", "L1"]
