@@ -38,8 +38,8 @@ def test_circuit_writes_edges_curve_and_graph(tiny_llama_dir, tmp_path, capsys):
     assert "corruption s2-io" in printed
     # the scores read back in the graph's edge order, the same numbers the file lists strongest first
     from interp import load
-    from interp.circuits.types import Graph
     from interp.circuits.report import read_scores
+    from interp.circuits.types import Graph
 
     graph = Graph.of(load(str(tiny_llama_dir), device="cpu"))
     back = read_scores(out, graph)
