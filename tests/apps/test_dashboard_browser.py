@@ -201,6 +201,7 @@ def test_browser_circuit_graph_click_shows_a_nodes_edges(page, dashboard, smol_e
     page.get_by_text(re.compile(r"^logits: \d+ edges in \(scores sum to")).wait_for()
     wait_idle(page)
     table = page.get_by_test_id("stDataFrame").filter(has_text="direction")
+    table.first.wait_for(state="attached")  # the table draws after the line above it
     assert table.count() == 1 and "logits" in table.text_content()  # the grid is a canvas: its cells are in the DOM, hidden
     assert page.locator('[data-testid="stException"]').count() == 0
     page.screenshot(path=str(ARTIFACTS / "dashboard-circuit-node.png"))
