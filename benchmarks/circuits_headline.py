@@ -22,9 +22,7 @@ import torch
 
 from interp import load
 from interp.circuits import methods
-from interp.circuits.ablate import Ablator
-from interp.circuits.draws import pooled, scoring_resamples
-from interp.circuits.faithfulness import MIB_PERCENTS, circuits_at
+from interp.circuits.faithfulness import MIB_PERCENTS
 from interp.circuits.io import HEADLINE
 from interp.circuits.report import find_circuit
 from interp.circuits.ungroup import ungrouped
@@ -41,30 +39,21 @@ def row(model, graph: str, corruption: str, method: str, args) -> dict:
     split = load_task("ioi", model, args.n_prompts, args.n_heldout, args.seed, None, corruption)
     sync(args.device)
     t = time.time()
-    scores = methods.score_edges(model, split.score, method, args.steps, batch_size=args.batch_size)
+    methods.score_edges(model, split.score, method, args.steps, batch_size=args.batch_size)  # timed alone
     sync(args.device)
     t_score = time.time() - t
-    report = find_circuit(model, split, method, args.steps, exact_top=0, batch_size=args.batch_size,
-                          seed=args.seed, random_draws=args.random_draws, scores=scores)  # fmt: skip
-    c = report.curve
-    percents = c.percents
-    i5 = percents.index(HEADLINE)
-    ab = Ablator(model, split.heldout, "counterfactual", split.score, scores.graph)
-    per = [c.per_prompt]
-    for d in scoring_resamples(split.score, args.scoring_draws, args.seed)[1:]:
-        s = methods.score_edges(model, d, method, args.steps, batch_size=args.batch_size)
-        per.append(ab.run_many([k for _, k in circuits_at(s, percents, "abs", c.pruned)]).float().cpu())
-    full = ab.m_full.float().cpu()
-    empty = (ab.m_corrupted if ab.m_corrupted is not None else ab.run(torch.zeros(scores.graph.n_edges, dtype=torch.bool)))
-    pool = pooled(per, full, empty.float().cpu(), seed=args.seed)
+    report = find_circuit(model, split, method, args.steps, exact_top=0, batch_size=args.batch_size, seed=args.seed,
+                          random_draws=args.random_draws, scoring_draws=args.scoring_draws, graph_name=graph)  # fmt: skip
+    c, pool, scores = report.curve, report.pooled, report.scores
+    i5 = c.percents.index(HEADLINE)
     r = report.random
     f, lo, hi = c.at(HEADLINE)
     out = {
         "graph": graph, "corruption": corruption, "method": method,
         "n_nodes": scores.graph.n_nodes, "n_edges": scores.graph.n_edges,
         "n_scoring": len(split.score), "n_heldout": len(split.heldout), "seed": args.seed,
-        "f_5": f, "f_5_ci_heldout": [lo, hi], "f_5_pooled": pool.faithfulness[i5],
-        "f_5_ci_pooled": [pool.lo[i5], pool.hi[i5]], "f_5_per_draw": [d[i5] for d in pool.per_draw],
+        "f_5": f, "f_5_ci_heldout": [lo, hi], **({"f_5_pooled": pool.faithfulness[i5], "f_5_ci_pooled": [pool.lo[i5], pool.hi[i5]],
+           "f_5_per_draw": [d[i5] for d in pool.per_draw]} if pool is not None else {}),
         "cpr": report.cpr, "cpr_ci": list(report.curve_signed.cpr_ci), "cmd": report.cmd, "cmd_ci": list(c.cmd_ci),
         "m_full": c.m_full, "m_empty": c.m_empty, "m_circuit_5": c.m_circuit[i5],
         "edges_5": c.n_edges[i5], "score_seconds": t_score,
