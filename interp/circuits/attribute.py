@@ -86,6 +86,18 @@ def eap(model: Model, task: Task, at: str = "clean", batch_size: int = 80, progr
 
 def _gradient_scores(model: Model, task: Task, method: str, alphas: list[float], batch_size: int,
                      progress: Progress | None, steps: int | None = None, at: str = "clean") -> EdgeScores:  # fmt: skip
+    def chunk(graph, pull, part, plan, St, n_total, tick):
+        return _chunk_scores(model, graph, pull, part, alphas, plan, St, n_total, tick)
+
+    return _scores_by_chunks(model, task, method, alphas, chunk, batch_size, progress, steps, at)
+
+
+def _scores_by_chunks(model: Model, task: Task, method: str, jobs: list, chunk, batch_size: int,
+                      progress: Progress | None, steps: int | None, at: str = "clean") -> EdgeScores:  # fmt: skip
+    """The gradient methods' one driver: the prompts in chunks of at most `batch_size`, each chunk's `jobs`
+    (EAP-IG's alphas, eap-ig-act's (component, alpha) pairs) stacked into passes of at most `batch_size`
+    rows; `chunk(graph, pull, part, plan, St, n_total, tick)` adds a chunk's scores into St [reader,
+    writer] and returns its clean and corrupted metric sums; the scores are St's edges over len(jobs)."""
     if batch_size < 1:
         raise WorkbenchError(f"a batch of {batch_size} rows: choose at least 1")
     task.check(model)
@@ -94,7 +106,7 @@ def _gradient_scores(model: Model, task: Task, method: str, alphas: list[float],
     pull = Pullback(model, graph)
     St = torch.zeros(len(graph.readers), len(graph.writers), dtype=torch.float32, device=dev)  # [reader, writer]
     chunks = [part.on(dev) for part in task.chunks(min(batch_size, len(task)))]
-    plans = [_stacks(alphas, max(1, batch_size // len(part))) for part in chunks]
+    plans = [_stacks(jobs, max(1, batch_size // len(part))) for part in chunks]
     total, done = sum(len(p) for p in plans), [0]
 
     def tick() -> None:
@@ -102,8 +114,8 @@ def _gradient_scores(model: Model, task: Task, method: str, alphas: list[float],
         if progress:
             progress(done[0], total, f"{method} gradients")
 
-    sums = sum(_chunk_scores(model, graph, pull, part, alphas, plan, St, len(task), tick) for part, plan in zip(chunks, plans))
-    scores = (St[graph.dst.to(dev), graph.src.to(dev)] / len(alphas)).cpu()
+    sums = sum(chunk(graph, pull, part, plan, St, len(task), tick) for part, plan in zip(chunks, plans))
+    scores = (St[graph.dst.to(dev), graph.src.to(dev)] / len(jobs)).cpu()
     sums = sums.cpu()
     return EdgeScores(graph, scores, method, task.name, task.metric, len(task), float(sums[0] / len(task)),
                       float(sums[1] / len(task)), steps, at)  # fmt: skip
@@ -265,28 +277,12 @@ def eap_ig_activations(model: Model, task: Task, steps: int = 5, batch_size: int
     worth of rows, stacked along the batch as EAP-IG's steps are (at most `batch_size` rows a pass)."""
     if steps < 1:
         raise WorkbenchError(f"EAP-IG over activations needs at least 1 step (got {steps})")
-    if batch_size < 1:
-        raise WorkbenchError(f"a batch of {batch_size} rows: choose at least 1")
-    task.check(model)
-    graph = Graph.of(model)
-    dev = model.device
-    pull = Pullback(model, graph)
-    jobs = [(c, k / steps) for c in components(graph) for k in range(1, steps + 1)]
-    St = torch.zeros(len(graph.readers), len(graph.writers), dtype=torch.float32, device=dev)  # [reader, writer]
-    chunks = [part.on(dev) for part in task.chunks(min(batch_size, len(task)))]
-    plans = [_stacks(jobs, max(1, batch_size // len(part))) for part in chunks]
-    total, done = sum(len(p) for p in plans), [0]
+    jobs = [(c, k / steps) for c in components(Graph.of(model)) for k in range(1, steps + 1)]
 
-    def tick() -> None:
-        done[0] += 1
-        if progress:
-            progress(done[0], total, "eap-ig-act gradients")
+    def chunk(graph, pull, part, plan, St, n_total, tick):
+        return _activation_chunk(model, graph, pull, part, plan, St, n_total, tick)
 
-    sums = sum(_activation_chunk(model, graph, pull, part, plan, St, len(task), tick) for part, plan in zip(chunks, plans))
-    scores = (St[graph.dst.to(dev), graph.src.to(dev)] / len(jobs)).cpu()
-    sums = sums.cpu()
-    return EdgeScores(graph, scores, "eap-ig-act", task.name, task.metric, len(task), float(sums[0] / len(task)),
-                      float(sums[1] / len(task)), steps)  # fmt: skip
+    return _scores_by_chunks(model, task, "eap-ig-act", jobs, chunk, batch_size, progress, steps)
 
 
 def components(graph: Graph) -> list[tuple[str, int | None]]:
