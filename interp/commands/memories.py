@@ -32,6 +32,15 @@ def add_parser(sub) -> None:
                                 "interp memories trace --model smollm2-135m --prompt 'The capital of France is'"))  # fmt: skip
     s = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
+    _add_index(s)
+    _add_show(s)
+    _add_agreement(s)
+    _add_search(s)
+    _add_intervene(s)
+    _add_trace(s)
+
+
+def _add_index(s) -> None:
     i = s.add_parser("index", help="build (or resume) a memory index", **helped(
         "Stream a corpus through the model and keep each memory's top trigger examples and value tokens "
         "(resumable: rerun with the same settings).",
@@ -48,6 +57,8 @@ def add_parser(sub) -> None:
     i.add_argument("--out", required=True, help="index folder (rerun with the same settings to resume)")
     i.set_defaults(func=run_index)
 
+
+def _add_show(s) -> None:
     sh = s.add_parser("show", help="one memory's trigger examples and value tokens", **helped(
         "Print one memory of an index: the contexts that trigger it most and the tokens its value promotes.",
         "interp memories show --index runs/mem --layer 21 --neuron 1298 --sign -"))
@@ -58,6 +69,8 @@ def add_parser(sub) -> None:
     sh.add_argument("--triggers", type=int, default=10, help="trigger examples to print (default 10)")
     sh.set_defaults(func=run_show)
 
+
+def _add_agreement(s) -> None:
     a = s.add_parser("agreement", help="key-value agreement by layer vs a random baseline, with p-values", **helped(
         "How often a memory's value promotes the tokens that follow its triggers, per layer, against shuffled pairs.",
         "interp memories agreement --index runs/mem --sign +"))
@@ -66,6 +79,8 @@ def add_parser(sub) -> None:
     a.add_argument("--html", default=None, help="plot file (default INDEX/agreement.html)")
     a.set_defaults(func=run_agreement)
 
+
+def _add_search(s) -> None:
     se = s.add_parser("search", help="memories whose values promote a token", **helped(
         "List the memories of an index whose values promote a token most.",
         "interp memories search --index runs/mem --token ' Paris' --top 10"))
@@ -74,6 +89,8 @@ def add_parser(sub) -> None:
     se.add_argument("--top", type=int, default=20, help="memories to list (default 20)")
     se.set_defaults(func=run_search)
 
+
+def _add_intervene(s) -> None:
     iv = s.add_parser("intervene", help="switch a memory off/on for a prompt", **helped(
         "Switch one memory off (or on, at a coefficient) on a prompt and show the prediction and generation change.",
         "interp memories intervene --model smollm2-135m --prompt 'The capital of France is' --layer 21 --neuron 1298",
@@ -90,6 +107,8 @@ def add_parser(sub) -> None:
     iv.add_argument("--device", default=None)
     iv.set_defaults(func=run_intervene)
 
+
+def _add_trace(s) -> None:
     tr = s.add_parser("trace", help="the memories behind a prompt's next-token prediction (LM-Debugger's view)", **helped(
         "Rank the memories behind a prompt's next-token prediction (direct effect, or LM-Debugger's ranking), "
         "with the first ones' total effect.",
