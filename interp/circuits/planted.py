@@ -183,12 +183,21 @@ def build_planted(spec: PlantedSpec = SHARP, name: str | None = None) -> Model:
     bias = native_head_bias(model.bridge)
     if bias is not None:
         bias.zero_()
-    b, V, P, dh = spec.blocks, spec.n_vocab, spec.n_ctx, spec.d_head
-    s = spec.sharpness / native_attention_scale(model.bridge)  # the key's weight, so that a match scores `sharpness`
+    b, V, P = spec.blocks, spec.n_vocab, spec.n_ctx
     tok, pos = torch.arange(V), torch.arange(P)
     params["tok_embed.weight"][tok, b["TOK"] + tok] = 1.0
     params["pos.weight"][pos, b["POS"] + pos] = 1.0
     params["head.weight"][tok, b["OUT"] + tok] = 1.0
+    _plant_attention(params, spec, spec.sharpness / native_attention_scale(model.bridge))
+    if spec.mlp:
+        _plant_mlps(params, spec)
+    return model
+
+
+def _plant_attention(params: dict, spec: PlantedSpec, s: float) -> None:
+    """Both layers' heads (module docstring); `s` is the key's weight, so that a match scores `sharpness`."""
+    b, V, P, dh = spec.blocks, spec.n_vocab, spec.n_ctx, spec.d_head
+    tok = torch.arange(V)
 
     def keys(layer: int, g: int, key: str | None, src: str, shift: int = 0, weight: float = 1.0):
         """KV head g: its key dim d reads block `key`'s entry d - `shift` (x s x `weight`); its value
@@ -243,14 +252,17 @@ def build_planted(spec: PlantedSpec = SHARP, name: str | None = None) -> Model:
     # the BOS sink: a constant query meets POS[0] in its KV head's keys
     params["layers.1.attn.q.bias"][bos_head * dh] = 1.0
     params["layers.1.attn.k.weight"][spec.kv_of(bos_head) * dh, b["POS"]] = 2 * s
-    if spec.mlp:
-        neuron = torch.arange(V)
-        params["layers.0.mlp.fc_in.weight"][neuron, b["TOK"] + tok] = 1.0  # fires for the current token
-        params["layers.0.mlp.fc_out.weight"][b["OUT"] + tok, neuron] = spec.noise
-        params["layers.1.mlp.fc_in.weight"][neuron, b["COPY"] + tok] = 1.0  # fires for the copied token
-        params["layers.1.mlp.fc_in.bias"][:] = -spec.copy / 8
-        params["layers.1.mlp.fc_out.weight"][b["OUT"] + successor(tok, V), neuron] = 2.0
-    return model
+
+
+def _plant_mlps(params: dict, spec: PlantedSpec) -> None:
+    """The successor model's MLPs: m0 a decoy echoing the current token, m1 the copied token's successor."""
+    b, V = spec.blocks, spec.n_vocab
+    tok = neuron = torch.arange(V)
+    params["layers.0.mlp.fc_in.weight"][neuron, b["TOK"] + tok] = 1.0  # fires for the current token
+    params["layers.0.mlp.fc_out.weight"][b["OUT"] + tok, neuron] = spec.noise
+    params["layers.1.mlp.fc_in.weight"][neuron, b["COPY"] + tok] = 1.0  # fires for the copied token
+    params["layers.1.mlp.fc_in.bias"][:] = -spec.copy / 8
+    params["layers.1.mlp.fc_out.weight"][b["OUT"] + successor(tok, V), neuron] = 2.0
 
 
 # -- the task and the ground truth ---------------------------------------------------------------------
