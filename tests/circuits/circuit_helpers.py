@@ -47,3 +47,19 @@ def logit_diff(logits, task):
     from interp.data.task import end_logits, metric_fn
 
     return metric_fn(task.with_metric("logit-diff"))(end_logits(logits, task.end))
+
+
+def assert_eap_is_a_finite_difference(model, task, eap, edges, eps: float = 1e-2) -> None:
+    """EAP(e) = -d/d(eps) m(clean, input v shifted by eps (a_corr(u) - a_clean(u))) at eps = 0 for each edge
+    index in `edges`: central differences of the exact engine (interp.circuits.edges.EdgePatcher)."""
+    from interp.circuits.edges import EdgePatcher
+
+    patcher = EdgePatcher(model, task)
+    g = patcher.graph
+    for e in edges:
+        reader, w = g.readers[int(g.dst[e])], int(g.src[e])
+        d = patcher.delta[:, :, [w]].permute(2, 0, 1, 3)
+        with torch.no_grad():
+            up, down = patcher.reader_pass(reader, eps * d).mean(1), patcher.reader_pass(reader, -eps * d).mean(1)
+        fd = float(-(up - down) / (2 * eps))
+        assert abs(fd - float(eap.scores[e])) <= 0.02 * abs(fd) + 3e-5, (g.edge(e).name, fd, float(eap.scores[e]))

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from circuit_helpers import scrambled_task
+from circuit_helpers import assert_eap_is_a_finite_difference, scrambled_task
 
 from interp.circuits.methods import score_edges as attribute
-from interp.circuits.edges import EdgePatcher
 from interp.circuits.types import READER_KINDS, Graph
 from interp.errors import WorkbenchError
 
@@ -29,16 +28,7 @@ def test_eap_is_the_derivative_of_exact_edge_patching(fixture, sharp):
     model = sharp(fixture)
     task = scrambled_task(model, 4, seed=2)
     eap = attribute(model, task, "eap")
-    patcher = EdgePatcher(model, task)
-    g = patcher.graph
-    eps = 1e-2
-    for e in _strongest_per_kind(g, eap.scores):
-        reader, w = g.readers[int(g.dst[e])], int(g.src[e])
-        d = patcher.delta[:, :, [w]].permute(2, 0, 1, 3)
-        with torch.no_grad():
-            up, down = patcher.reader_pass(reader, eps * d).mean(1), patcher.reader_pass(reader, -eps * d).mean(1)
-        fd = float(-(up - down) / (2 * eps))
-        assert abs(fd - float(eap.scores[e])) <= 0.02 * abs(fd) + 3e-5, (g.edge(e).name, fd, float(eap.scores[e]))
+    assert_eap_is_a_finite_difference(model, task, eap, _strongest_per_kind(eap.graph, eap.scores))
     assert float(eap.scores.abs().max()) > 1e-3
 
 
@@ -51,7 +41,7 @@ def test_eap_at_the_corrupted_run_equals_transformer_lens(tiny_gpt2, sharp):
     task = scrambled_task(model, 3, seed=1)
     ours = attribute(model, task, "eap", at="corrupted")
     tl: dict[str, float] = {}
-    writer = lambda n: {"embed": "embed", "attn_head_out": f"a{n.layer}.h{n.head}", "mlp_out": f"m{n.layer}"}[n.kind]  # noqa: E731
+    writer = lambda n: {"embed": "embed", "attn_head_out": f"a{n.layer}.h{n.head}", "mlp_out": f"m{n.layer}"}[n.kind]
 
     def reader(n) -> str:
         if n.kind == "q_input":
@@ -224,5 +214,5 @@ def test_stacked_steps_in_bfloat16(fixture, sharp, request, tiny_gpt2_dir):
     assert scale > 1e-3
     assert err_stacked <= 0.05 * scale and err_one <= 0.05 * scale, (err_stacked, err_one, scale)
     assert float((stacked - one).abs().max()) <= 0.05 * scale
-    top = lambda s: set(torch.argsort(s.abs(), descending=True)[:10].tolist())  # noqa: E731
+    top = lambda s: set(torch.argsort(s.abs(), descending=True)[:10].tolist())
     assert len(top(stacked) & top(ref)) >= 7

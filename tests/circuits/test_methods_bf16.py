@@ -32,25 +32,6 @@ ENGINES = 0.03  # of the float32 gap: bf16 engine against bf16 gated forward
 TO_FLOAT32 = 0.05  # of the float32 gap: either bf16 figure against the float32 one
 
 
-@pytest.fixture(scope="module")
-def pair(tiny_llama_dir):
-    """The tiny Llama in bf16 and in float32 with the bf16-rounded weights, queries sharpened 16x."""
-    from interp import load
-
-    models = {}
-    for dtype in ("bfloat16", "float32"):
-        model = load(str(tiny_llama_dir), device="cpu", dtype=dtype)
-        with torch.no_grad():
-            for p in model.bridge.parameters():
-                p.copy_(p.to(torch.bfloat16))
-            for block in model.bridge.blocks:
-                block.attn.q.original_component.weight.mul_(16.0)
-        models[dtype] = model
-    assert models["bfloat16"].dtype == torch.bfloat16 and models["float32"].dtype == torch.float32
-    assert models["float32"].info.n_kv_heads < models["float32"].info.n_heads  # grouped-query attention
-    return models["bfloat16"], models["float32"]
-
-
 def _top(s: torch.Tensor, k: int = 10) -> set[int]:
     return set(torch.argsort(s.abs(), descending=True)[:k].tolist())
 

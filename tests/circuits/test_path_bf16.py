@@ -21,24 +21,6 @@ from interp.errors import WorkbenchError
 TOLERANCE = 0.02  # of the largest |effect| of the float32 reference
 
 
-@pytest.fixture(scope="module")
-def pair(tiny_llama_dir):
-    """The tiny Llama in bf16 and in float32 with the bf16-rounded weights, queries sharpened 16x
-    (exact in bf16) so that patching moves the logits well above bf16's rounding."""
-    from interp import load
-
-    models = {}
-    for dtype in ("bfloat16", "float32"):
-        model = load(str(tiny_llama_dir), device="cpu", dtype=dtype)
-        with torch.no_grad():
-            for p in model.bridge.parameters():
-                p.copy_(p.to(torch.bfloat16))
-            for layer in range(model.info.n_layers):
-                model.bridge.blocks[layer].attn.q.original_component.weight.mul_(16.0)
-        models[dtype] = model
-    return models["bfloat16"], models["float32"]
-
-
 def _max(x: torch.Tensor) -> float:
     return float(x.abs().max())
 
