@@ -80,7 +80,7 @@ def _check_percents(percents) -> list[float]:
     return percents
 
 
-def _ends(ab: Ablator, graph: Graph) -> tuple[Float[Tensor, " batch"], Float[Tensor, " batch"]]:
+def heldout_ends(ab: Ablator, graph: Graph) -> tuple[Float[Tensor, " batch"], Float[Tensor, " batch"]]:
     """m(full) and m(empty) per held-out prompt, on the CPU; refused when they coincide (f undefined)."""
     full = ab.m_full.float().cpu()
     empty = ab.m_corrupted if ab.m_corrupted is not None else ab.run(torch.zeros(graph.n_edges, dtype=torch.bool))
@@ -127,7 +127,7 @@ def faithfulness_curve(
     ab = ablator or Ablator(model, heldout, ablation, mean_task, scores.graph)
     sizes = circuits_at(scores, percents, ranking, pruned)
     per_t = ab.run_many([k for _, k in sizes], stacked, max_rows, progress).float().cpu()  # [size batch]
-    full, empty = _ends(ab, scores.graph)
+    full, empty = heldout_ends(ab, scores.graph)
     f = normalized_faithfulness(per_t.mean(1), empty.mean(), full.mean()).tolist()
     cpr, cmd = areas(percents, f)
     B = per_t.shape[1]
@@ -244,7 +244,7 @@ def random_baseline(
     seeds = [1000 * seed + d for d in range(draws)]
     sizes = [circuits_at(random_scores(graph, s), percents, "abs", pruned) for s in seeds]
     per = ab.run_many([k for draw in sizes for _, k in draw], stacked, max_rows, progress).float().cpu()
-    full, empty = _ends(ab, graph)
+    full, empty = heldout_ends(ab, graph)
     f = normalized_faithfulness(per.mean(1).view(draws, len(percents)), empty.mean(), full.mean())  # [draw size]
     cpr_cmd = [areas(percents, row) for row in f.tolist()]
     return RandomBaseline(percents, seeds, [[int(k.sum()) for _, k in draw] for draw in sizes], f.tolist(),

@@ -23,7 +23,14 @@ from interp.circuits import exact_check as check
 from interp.circuits import methods, mib
 from interp.circuits.ablate import Ablator
 from interp.circuits.draws import Pooled, check_draws, pooled, scoring_resamples
-from interp.circuits.faithfulness import MIB_PERCENTS, RandomBaseline, circuits_at, faithfulness_curve, random_baseline
+from interp.circuits.faithfulness import (
+    MIB_PERCENTS,
+    RandomBaseline,
+    circuits_at,
+    faithfulness_curve,
+    heldout_ends,
+    random_baseline,
+)
 from interp.circuits.io import HEADLINE, circuit_json, read_edges, write_edges
 from interp.circuits.types import Curve, EdgeScores, Graph, Interval, check_mode
 from interp.circuits.ungroup import GRAPH_HELP
@@ -175,12 +182,7 @@ def find_circuit(
             s = methods.score_edges(model, task, method, steps, batch_size=batch_size,
                                     progress=stage(f"scoring draw {d} of {scoring_draws}"))  # fmt: skip
             per.append(ab.run_many([k for _, k in circuits_at(s, curve.percents, "abs", pruned)]).float().cpu())
-        empty = (
-            ab.m_corrupted
-            if ab.m_corrupted is not None
-            else ab.run(torch.zeros(scores.graph.n_edges, dtype=torch.bool))
-        )
-        pool = pooled(per, ab.m_full, empty, n_boot, seed)
+        pool = pooled(per, *heldout_ends(ab, scores.graph), n_boot, seed)
     exact = exact_check(model, scores, split, exact_top, seed, stage("exact check"))
     return CircuitReport(model.info.name, split, scores, curve, signed, exact, seed, rand, pool, graph_name)
 
