@@ -93,9 +93,13 @@ class CircuitReport:
 
 
 def check_settings(method: str | None, steps: int, ablation: str, exact_top: int, batch_size: int = 80,
-                   random_draws: int = 0, scoring_draws: int = 1) -> None:  # fmt: skip
-    """Refuse bad settings before any model work (`method` None: the scores come from a file)."""
+                   random_draws: int = 0, scoring_draws: int = 1, from_file: bool = False) -> None:  # fmt: skip
+    """Refuse bad settings before any model work (`method` None: not checked; `from_file`: the scores are
+    read from a file, so nothing can be rescored)."""
     check_draws(scoring_draws)
+    if from_file and scoring_draws > 1:
+        raise WorkbenchError("scoring draws rescore the scoring prompts; scores read from a file cannot be: "
+                             "drop --scoring-draws or --scores")  # fmt: skip
     if method is not None:
         methods.check(method, methods.Options(steps=steps, batch_size=batch_size))
     check_mode("ablation", ablation)
@@ -150,13 +154,8 @@ def find_circuit(
     > 1 rescores that many - 1 bootstrap resamples of the scoring prompts and pools them with the
     held-out prompts into the intervals of `pooled` (interp.circuits.draws; not with scores from a file).
     `graph_name` only labels the report: the model given is already on that graph."""
-    check_settings(
-        method if scores is None else None, steps, ablation, exact_top, batch_size, random_draws, scoring_draws
-    )
-    if scores is not None and scoring_draws > 1:
-        raise WorkbenchError(
-            "scoring draws rescore the scoring prompts; scores read from a file cannot be: drop --scoring-draws"
-        )
+    check_settings(method if scores is None else None, steps, ablation, exact_top, batch_size, random_draws,
+                   scoring_draws, from_file=scores is not None)  # fmt: skip
     if HEADLINE not in [float(p) for p in percents]:
         percents = sorted({*map(float, percents), HEADLINE})
 

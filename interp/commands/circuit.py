@@ -131,12 +131,8 @@ def _check_before_loading(args) -> None:
     if args.batch_size < 1:
         raise WorkbenchError(f"--batch-size must be at least 1 (got {args.batch_size})")
     check_graph(args.graph)
-    if args.scores is not None and args.scoring_draws > 1:
-        raise WorkbenchError(
-            "--scoring-draws rescores the scoring prompts; scores read with --scores cannot be: drop one"
-        )
     check_settings(args.method, args.steps, args.ablation, args.exact_top, args.batch_size, args.random_draws,
-                   args.scoring_draws)  # fmt: skip
+                   args.scoring_draws, from_file=args.scores is not None)  # fmt: skip
     if args.scores is not None and not Path(args.scores).is_file():
         raise WorkbenchError(f"--scores {args.scores}: no such file; pass an edges.json or a MIB edge file")
     if args.metric is not None and args.metric not in METRICS:

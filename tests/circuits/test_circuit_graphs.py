@@ -43,7 +43,8 @@ def test_mib_graph_and_scoring_draws_end_to_end(tiny_llama_dir, tmp_path, capsys
 
 @pytest.mark.parametrize(
     "flags, message",
-    [(["--graph", "ungrouped"], "choose grouped or mib"), (["--scoring-draws", "0"], "at least 1")],
+    [(["--graph", "ungrouped"], "choose grouped or mib"), (["--scoring-draws", "0"], "at least 1"),
+     (["--scoring-draws", "2", "--scores", "edges.json"], "scores read from a file cannot be")],
 )
 def test_bad_graph_or_draws_one_line(tiny_llama_dir, tmp_path, capsys, flags, message):
     args = ["circuit", "--model", str(tiny_llama_dir), "--task", "ioi", "--out", str(tmp_path / "x"), *flags]
