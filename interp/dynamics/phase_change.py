@@ -38,6 +38,27 @@ def induction_window(records: list[dict], min_score: float = INDUCTION_FORMED,
     return jump_window([r["step"] for r in evals], [r[key] for r in evals])
 
 
+def window_rule(lo: float = 0.1, hi: float = 0.9, min_score: float = INDUCTION_FORMED) -> str:
+    """The rule `induction_window` follows, in words, for a figure's caption."""
+    return (f"the steps where the best induction score (the log's, at each evaluation) first covers {lo:.0%} and then "
+            f"{hi:.0%} of its change from its first evaluation to its peak; a run whose score never reaches "
+            f"{min_score:g} formed no induction head and gets no window")
+
+
+def describe_window(records: list[dict], name: str, key: str = "induction_score") -> str:
+    """One caption line: where `name`'s phase change is (`induction_window` of its records) and the
+    rule that found it, or why there is none."""
+    evals = [r for r in records if key in r]
+    if not evals:
+        return f"No phase change shaded: {name}'s log has no {key} evaluations yet."
+    window = induction_window(records, key=key)
+    if window is None:
+        peak = max(r[key] for r in evals)
+        return (f"No phase change shaded: {name}'s best induction score peaks at {peak:.3f}, below "
+                f"{INDUCTION_FORMED:g} ({window_rule()}).")
+    return f"Shaded: steps {window[0]}-{window[1]}, {name}'s induction phase change: {window_rule()}."
+
+
 def change_across(records: list[dict], key: str, window: tuple[int, int], span: int) -> tuple[float, float]:
     """(before, after): the mean of `key` over the evaluations in the `span` steps before
     window[0] and in the `span` steps after window[1]. Used to ask whether a metric changes across
