@@ -1,7 +1,8 @@
 """`interp graph`: the attribution graph of one prompt over transcoder features (interp.graphs).
 
 Writes into --out (atomically, as a whole): graph.json (the pruned graph's nodes and edges, its
-scores and thresholds, and the whole adjacency for a reload), circuit-tracer/<slug>.json with
+scores and thresholds, the supernodes of --supernodes, and the whole adjacency for a reload),
+graph.html (the graph to explore offline: interp.viz.graph_html), circuit-tracer/<slug>.json with
 graph-metadata.json (the graph as circuit-tracer's and Neuronpedia's frontends open it), and with
 --check N, checks.json (N sampled features switched off in the real model beside the graph's
 prediction, in each intervention mode).
@@ -16,7 +17,7 @@ from pathlib import Path
 from interp.commands import helped, step_bar
 from interp.errors import WorkbenchError
 
-OUR_FILES = {"graph.json", "circuit-tracer", "checks.json"}
+OUR_FILES = {"graph.json", "graph.html", "circuit-tracer", "checks.json"}
 
 
 def add_parser(sub) -> None:
@@ -47,6 +48,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--slug", default=None, help="the graph's name in circuit-tracer's frontend (default: from the prompt)"
     )
+    p.add_argument("--supernodes", default=None, metavar="FILE.json",
+                   help="group nodes: a JSON object of name -> list of node ids (F<layer>.<feature>@<pos>, "
+                        "err<layer>@<pos>); each is drawn as one node whose edges are its members' summed")  # fmt: skip
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)
 
@@ -62,7 +66,10 @@ def run(args) -> int:
     from interp.graphs import export, intervene, prune
     from interp.graphs.attribute import attribute, check_rows
     from interp.graphs.replacement import build
-    from interp.io import check_dir_target, check_replaceable, write_dir
+    from interp.graphs.supernodes import check_supernodes, read_supernodes
+    from interp.graphs.view import graph_view
+    from interp.io import check_dir_target, check_replaceable, write_dir, write_json
+    from interp.viz.graph_html import write_graph_html
 
     if args.check < 0 or args.batch_size < 1 or (args.max_feature_nodes is not None and args.max_feature_nodes < 0):
         raise WorkbenchError("--check and --max-feature-nodes must be >= 0 and --batch-size >= 1")
@@ -71,6 +78,9 @@ def run(args) -> int:
             raise WorkbenchError(f"{name} must be between 0 and 1, got {t}")
     out = check_dir_target(args.out)
     check_replaceable(out, OUR_FILES)
+    groups = None
+    if args.supernodes is not None:  # its shape now, its node ids once the graph exists (before anything is written)
+        groups = check_supernodes(read_supernodes(args.supernodes), None, f"--supernodes {args.supernodes}")
     tc_dir = Path(args.transcoders).expanduser()
     if not tc_dir.is_dir():
         raise WorkbenchError(
@@ -93,12 +103,20 @@ def run(args) -> int:
     scores = prune.scores(g)
     checks = intervene.check(model, R, g, n=args.check) if args.check else None
     slug = args.slug or _slug(args.prompt)
+    if groups is not None:
+        kinds = {g.describe(i)["id"]: g.kind(i) for i in range(g.n_nodes)}
+        groups = check_supernodes(groups, kinds, f"--supernodes {args.supernodes}")
+    kept = pruned.nodes.nonzero()[:, 0].tolist()
+    graph = export.graph_dict(g, pruned, scores, supernodes=groups, extra=export.feature_tokens(model, tc, g, kept))
+    view = graph_view(graph)
+    title = f"Attribution graph of {args.prompt[:80]!r} ({model.info.name})"
 
     def fill(tmp: Path) -> None:
-        export.write_graph(g, tmp / "graph.json", pruned, scores)
+        write_json(tmp / "graph.json", graph)
+        write_graph_html(view, tmp / "graph.html", title)
         tracer = tmp / "circuit-tracer"
         tracer.mkdir()
-        data = export.tracer_dict(g, pruned, slug)
+        data = export.tracer_dict(g, pruned, slug, supernodes=groups)
         (tracer / f"{slug}.json").write_text(json.dumps(data, indent=1))
         (tracer / "graph-metadata.json").write_text(json.dumps({"graphs": [data["metadata"]]}, indent=1))
         if checks is not None:
@@ -116,5 +134,7 @@ def run(args) -> int:
             print(
                 f"check ({len(checks['nodes'])} features off, mode {mode}): correlation {corr}, largest gap {r['max_gap']:.3g}"
             )
-    print(f"wrote {out}/graph.json and {out}/circuit-tracer/{slug}.json")
+    if groups:
+        print(f"{len(groups)} supernodes: {', '.join(groups)} (drawn as one node each, edges summed over members)")
+    print(f"wrote {out}/graph.json, {out}/graph.html and {out}/circuit-tracer/{slug}.json")
     return 0

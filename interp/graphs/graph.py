@@ -22,6 +22,11 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 
+def visual(text: str) -> str:
+    """A token as shown (circuit-tracer's process_token): control characters as arrows."""
+    return text.replace("\n", "⏎").replace("\t", "→").replace("\r", "↵")
+
+
 @dataclass
 class Graph:
     prompt: str

@@ -29,15 +29,18 @@ class Link:
     """One edge of the circuit as drawn: writer node -> reading node (a k or v input links to every
     query head of its KV group, once per head; grouped by layer, once per layer)."""
 
-    src: Node
-    dst: Node
+    src: Node | str  # a string: a node of another graph (an attribution graph's node id)
+    dst: Node | str
     edge: str  # the circuit's edge, e.g. 'a0.h1->a1.kv0<k>'
-    input: str  # the input it enters: q, k, v, mlp or logits
+    input: str  # the input it enters: q, k, v, mlp or logits (an attribution graph: how many edges it sums)
     score: float
 
 
-def node_name(node: Node) -> str:
-    """'a3.h1', 'm3', 'embed', 'logits'; a layer's heads grouped: 'a3'."""
+def node_name(node: Node | str) -> str:
+    """'a3.h1', 'm3', 'embed', 'logits'; a layer's heads grouped: 'a3'; a node named by a string (an
+    attribution graph's): that string."""
+    if isinstance(node, str):
+        return node
     return f"a{node.layer}" if node.kind == "head" and node.head is None else node.name
 
 
@@ -121,7 +124,7 @@ def _pairs(ls: list[Link]) -> list[tuple[Node, Node, float, list[Link]]]:
     return sorted(pairs, key=lambda p: -abs(p[2]))
 
 
-def _line(positive: bool, level: int) -> dict:
+def line_style(positive: bool, level: int) -> dict:
     return {"color": POSITIVE if positive else NEGATIVE, "width": 0.75 + 1.25 * (len(BINS) - 1 - level)}
 
 
@@ -143,6 +146,59 @@ def _arc(a: tuple[float, float], b: tuple[float, float], span: float, n: int = 8
     return xs, ys
 
 
+def level(v: float, top: float) -> int:
+    """The width class of a line of value `v` when the strongest drawn is `top` (0 the widest)."""
+    return next(k for k, share in enumerate(BINS) if abs(v) >= share * top)
+
+
+def draw_lines(fig: go.Figure, lines: list[tuple[str, str, float, list, list, str]], top: float, anchor: tuple[float, float],
+               selected: str | None = None, measure: str = "score") -> None:  # fmt: skip
+    """Lines joining drawn nodes, one trace per (selected or not, sign, width class): each line is
+    (its two nodes' names, value, xs, ys, hover text); width = |value| against `top`, colour = sign;
+    a line touching the `selected` node is drawn over the rest, which fade. A legend entry per sign
+    and width (a short line at `anchor`) and a hover point at each line's middle (trace "edges")."""
+    traces: dict[tuple, tuple[list, list]] = {}  # (focus, sign, bin) -> x, y
+    mid_x, mid_y, mid_text = [], [], []
+    for a, b, v, cx, cy, hover in lines:
+        lvl = level(v, top)
+        focus = selected is not None and selected in (a, b)
+        tx, ty = traces.setdefault((focus, v >= 0, lvl), ([], []))
+        tx += [*cx, None]
+        ty += [*cy, None]
+        mid_x.append(cx[len(cx) // 2])
+        mid_y.append(cy[len(cy) // 2])
+        mid_text.append(hover)
+    for (focus, positive, lvl), (tx, ty) in sorted(traces.items()):
+        opacity = (0.95 if focus else 0.12) if selected is not None else 0.9 - 0.15 * lvl
+        fig.add_trace(go.Scatter(x=tx, y=ty, mode="lines", hoverinfo="skip", showlegend=False, opacity=opacity,
+                                 legendgroup=f"{positive}{lvl}", line=line_style(positive, lvl), meta="edges"))  # fmt: skip
+    for rank, (positive, lvl) in enumerate((p, k) for p in (True, False) for k in range(len(BINS))):
+        if any(t[1] == positive and t[2] == lvl for t in traces):  # the legend: one entry per sign and width
+            lo, hi = BINS[lvl] * top, (BINS[lvl - 1] * top if lvl else top)
+            fig.add_trace(go.Scatter(x=[anchor[0]] * 2, y=[anchor[1]] * 2, mode="lines", name=f"{'+' if positive else '−'} |{measure}| {lo:.3g} to {hi:.3g}",
+                                     legendgroup=f"{positive}{lvl}", legendrank=rank, line=line_style(positive, lvl), meta="legend"))  # fmt: skip
+    fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", hovertext=mid_text, hoverinfo="text", showlegend=False,
+                             marker=dict(size=7, color="#777777", opacity=0.0), name="edges", meta="edge-hover"))  # fmt: skip
+
+
+def draw_nodes(fig: go.Figure, name: str, xy: list[tuple[float, float]], names: list[str], text: list[str],
+               marker: dict, hover: list[str] | None = None) -> None:  # fmt: skip
+    """One kind of node as a trace of markers named by `names` (customdata: a click on one selects it)."""
+    fig.add_trace(go.Scatter(
+        x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", name=name, text=text,
+        customdata=names, textposition="top center", textfont=dict(size=9), marker=marker, meta="nodes",
+        **({"hovertext": hover, "hovertemplate": "%{hovertext}<extra></extra>"} if hover is not None else
+           {"hovertemplate": "%{customdata} (click: its edges)<extra></extra>"}),
+    ))  # fmt: skip
+
+
+def draw_ring(fig: go.Figure, x: float, y: float, name: str) -> None:
+    """The selected node, ringed."""
+    ring = dict(size=22, symbol="circle-open", color="#ff7f0e", line=dict(width=3))
+    fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=f"selected: {name}", hoverinfo="skip", marker=ring,
+                             meta="ring"))  # fmt: skip
+
+
 def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int | None = None, *, group: str = "head",
                pin=(), hide=(), selected: str | None = None, faithfulness=None) -> go.Figure:  # fmt: skip
     """The circuit `keep` (a boolean mask over `graph`'s edges) as a graph: see the module docstring.
@@ -157,30 +213,12 @@ def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int | Non
     top = max((abs(p[2]) for p in pairs), default=1.0) or 1.0
     span = 1.0 if group == "layer" else graph.n_heads + 0.5  # the MLPs' row; the heads' rows lie below it
     fig = go.Figure()
-    traces: dict[tuple, tuple[list, list]] = {}  # (focus, sign, bin) -> x, y
-    mid_x, mid_y, mid_text = [], [], []
+    lines = []
     for a, b, v, xs in pairs:
-        level = next(k for k, share in enumerate(BINS) if abs(v) >= share * top)
-        focus = selected is not None and selected in (node_name(a), node_name(b))
         cx, cy = _arc(where(a), where(b), span)
-        tx, ty = traces.setdefault((focus, v >= 0, level), ([], []))
-        tx += [*cx, None]
-        ty += [*cy, None]
-        mid_x.append(cx[len(cx) // 2])
-        mid_y.append(cy[len(cy) // 2])
         parts = ", ".join(f"{x.input} {x.score:+.3g}" for x in xs) if len(xs) > 1 else xs[0].input
-        mid_text.append(f"{node_name(a)} → {node_name(b)}: {v:+.4g} ({parts})")
-    for (focus, positive, level), (tx, ty) in sorted(traces.items()):
-        opacity = (0.95 if focus else 0.12) if selected is not None else 0.9 - 0.15 * level
-        fig.add_trace(go.Scatter(x=tx, y=ty, mode="lines", hoverinfo="skip", showlegend=False, opacity=opacity,
-                                 legendgroup=f"{positive}{level}", line=_line(positive, level)))  # fmt: skip
-    for rank, (positive, level) in enumerate((p, k) for p in (True, False) for k in range(len(BINS))):
-        if any(t[1] == positive and t[2] == level for t in traces):  # the legend: one entry per sign and width
-            lo, hi = BINS[level] * top, (BINS[level - 1] * top if level else top)
-            fig.add_trace(go.Scatter(x=[-1, -1], y=[span / 2] * 2, mode="lines", name=f"{'+' if positive else '−'} |score| {lo:.3g} to {hi:.3g}",
-                                     legendgroup=f"{positive}{level}", legendrank=rank, line=_line(positive, level)))  # fmt: skip
-    fig.add_trace(go.Scatter(x=mid_x, y=mid_y, mode="markers", hovertext=mid_text, hoverinfo="text", showlegend=False,
-                             marker=dict(size=7, color="#777777", opacity=0.0), name="edges"))  # fmt: skip
+        lines.append((node_name(a), node_name(b), v, cx, cy, f"{node_name(a)} → {node_name(b)}: {v:+.4g} ({parts})"))
+    draw_lines(fig, lines, top, (-1, span / 2), selected)
     drawn = {n for a, b, _, _ in pairs for n in (a, b)}
     label = len(drawn) <= LABEL_NODES
     legend = {"head": "heads" if group == "head" else "a layer's heads", "mlp": "MLPs"}
@@ -188,19 +226,11 @@ def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int | Non
         pts = sorted(n for n in drawn if n.kind == kind)
         if not pts:
             continue
-        xy = [where(n) for n in pts]
         names = [node_name(n) for n in pts]
-        fig.add_trace(go.Scatter(
-            x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", name=legend.get(kind, kind),
-            text=names if label else [""] * len(names),
-            customdata=names, textposition="top center", textfont=dict(size=9),
-            marker=dict(size=11, color=color, line=dict(width=1, color="white")),
-            hovertemplate="%{customdata} (click: its edges)<extra></extra>",
-        ))  # fmt: skip
+        draw_nodes(fig, legend.get(kind, kind), [where(n) for n in pts], names, names if label else [""] * len(names),
+                   dict(size=11, color=color, line=dict(width=1, color="white")))  # fmt: skip
     if selected is not None and any(node_name(n) == selected for n in drawn):
-        x, y = where(next(n for n in drawn if node_name(n) == selected))
-        ring = dict(size=22, symbol="circle-open", color="#ff7f0e", line=dict(width=3))
-        fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=f"selected: {selected}", hoverinfo="skip", marker=ring))
+        draw_ring(fig, *where(next(n for n in drawn if node_name(n) == selected)), selected)
     n_keep = int(keep.sum())
     what = f"{len(pairs)} of {n_pairs} node pairs drawn" if len(pairs) < n_pairs else f"{n_pairs} node pairs"
     sub = f"{n_keep:,} edges, {what}"

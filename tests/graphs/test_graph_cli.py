@@ -27,7 +27,7 @@ def test_writes_the_graph_files(folders, capsys):
     rc = main(["graph", "--model", model, "--prompt", "The cat sat on the mat", "--transcoders", str(root / "tc"),
                "--out", str(out), "--check", "4", "--slug", "cat"])  # fmt: skip
     assert rc == 0
-    assert sorted(p.name for p in out.iterdir()) == ["checks.json", "circuit-tracer", "graph.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["checks.json", "circuit-tracer", "graph.html", "graph.json"]
     graph = json.loads((out / "graph.json").read_text())
     tracer = json.loads((out / "circuit-tracer" / "cat.json").read_text())
     assert graph["thresholds"] == {"node": 0.8, "edge": 0.98} and tracer["metadata"]["slug"] == "cat"
