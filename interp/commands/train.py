@@ -7,6 +7,9 @@ Every TrainingArguments field is a flag, spelled with underscores or dashes (--m
 --max-steps); flags left out take the preset's defaults. --arch KEY=VALUE changes the
 architecture (d_model=64, n_ctx=128, vocab_size=1024, ...), --mix KEY=VALUE the data mix
 (corpus=0.7, repeated=0.3, ioi=0).
+
+Runs written under the runs folder (./runs, or $INTERP_RUNS_DIR) are listed, newest first, in the
+dashboard's Training runs view; a run elsewhere is opened there by typing its folder.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import argparse
 import json
 import typing
 from dataclasses import fields
+from pathlib import Path
 
 from interp.errors import WorkbenchError
 
@@ -68,6 +72,7 @@ def run(args) -> int:
     from interp.train import PRESETS, get_preset, train, training_arguments
     from interp.train.args import TrainingArguments
     from interp.train.checkpoints import OutputDirInUse
+    from interp.train.folders import RUNS_ENV, runs_dir
 
     if args.list_presets:
         for name, preset in PRESETS.items():
@@ -77,7 +82,8 @@ def run(args) -> int:
     knobs = {f.name: getattr(args, f.name) for f in fields(TrainingArguments) if getattr(args, f.name) is not None}
     targs = training_arguments(preset, **knobs)
     if targs.output_dir is None:
-        raise WorkbenchError("--output_dir is required: where checkpoints and metrics.jsonl go")
+        raise WorkbenchError(f"--output_dir is required: where checkpoints and metrics.jsonl go, e.g. --output_dir "
+                             f"{runs_dir() / preset.name} (the dashboard lists the runs under {runs_dir()}/)")
     mix = _pairs(args.mix, "mix")
     data = preset.data.with_overrides(**mix) if mix else None
     try:
@@ -96,4 +102,12 @@ def run(args) -> int:
                       "induction_head", "prev_token_score")}
     print(f"trained {preset.name} for {result.global_step} steps -> {result.output_dir}")
     print("final: " + ", ".join(f"{k} {v}" for k, v in shown.items()))
+    if result.output_dir is not None and not _under(Path(result.output_dir), runs_dir()):
+        print(f"note: the dashboard's Training runs view lists the runs under {runs_dir()}/ (set {RUNS_ENV} to change "
+              f"it); type {result.output_dir} in its run folder box to open this one")
     return 0
+
+
+def _under(folder: Path, root: Path) -> bool:
+    folder, root = folder.expanduser().resolve(), root.expanduser().resolve()
+    return root == folder or root in folder.parents
