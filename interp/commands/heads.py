@@ -13,7 +13,8 @@ from interp.commands import helped
 from interp.errors import WorkbenchError
 
 FIELDS = ["kind", "layer", "head", "score", "copying", "ov_copying", "causal_effect", "causal_effect_lo",
-          "causal_effect_hi", "zero_effect", "zero_effect_lo", "zero_effect_hi", "induction_drop", "flagged", "confirmed"]
+          "causal_effect_hi", "zero_effect", "zero_effect_lo", "zero_effect_hi", "induction_drop", "flagged", "confirmed", "verdict", "why"]
+WIDTH = 99  # the table's lines, the reasons below it wrapped to this width
 
 
 def add_parser(sub) -> None:
@@ -88,16 +89,16 @@ def table(report) -> str:
     validated = any(f.causal_effect is not None for f in findings)
     head = f"{'kind':<16} {'head':>7} {'score':>6} {'copy z':>6} {'OV':>5}"
     if validated:
-        head += f" {'Δloss mean [95%]':>22} {'Δloss zero':>10} {'Δind':>6}  verdict"
+        head += f" {'Δloss mean [95%]':>21} {'Δloss zero':>10} {'Δind':>6} verdict"
     lines = [head, "-" * len(head)]
     for f in findings:
         line = (f"{f.kind:<16} {f'L{f.layer}H{f.head}':>7} {f.score:>6.3f} {'' if f.copying is None else f'{f.copying:.2f}':>6}"
                 f" {'' if f.ov_copying is None else f'{f.ov_copying:.2f}':>5}")
         if validated:
-            verdict = "flagged: no effect" if f.flagged else ("confirmed" if f.confirmed else "-")
+            verdict = f.verdict or "-"
             drop = "" if f.induction_drop is None else f"{-f.induction_drop:+.3f}"
             effect = f"{f.causal_effect:+.3f} [{f.causal_effect_lo:+.2f},{f.causal_effect_hi:+.2f}]"
-            line += f" {effect:>22} {f.zero_effect:>+10.3f} {drop:>6}  {verdict}"
+            line += f" {effect:>21} {f.zero_effect:>+10.3f} {drop:>6} {verdict}"
         lines.append(line)
     lines.append(f"{report.describe_measure()}; rows with a target: "
                  + ", ".join(f"{k} {n}" for k, n in report.target_rows.items()))
@@ -105,10 +106,23 @@ def table(report) -> str:
         lines.append("copy z: direct-logit lift of the attended token (std devs; what confirms a head); "
                      f"OV: eigenvalue score sum(l)/sum(|l|) of the OV circuit on {report.ov_tokens} sampled tokens")
     if validated:
+        lines += why_lines(findings)
         lines.append(f"Δloss: change of the repeated-half loss (nats) when the head is ablated (mean, with its 95% "
                      f"bootstrap interval over {report.validate_seqs} probe sequences / zero); Δind: change of later "
                      "induction heads' score when a previous-token head is mean-ablated")
     return "\n".join(lines) + "\n"
+
+
+def why_lines(findings) -> list[str]:
+    """Each verdict's reason, one head per paragraph, wrapped to WIDTH."""
+    import textwrap
+
+    lines = ["why:"]
+    for f in findings:
+        if f.verdict is not None:
+            lines += textwrap.wrap(f"L{f.layer}H{f.head} {f.kind}: {f.verdict}: {f.why}", WIDTH,
+                                   initial_indent="  ", subsequent_indent="      ")
+    return lines
 
 
 def run(args) -> int:

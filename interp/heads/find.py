@@ -19,6 +19,8 @@ What confirms a head (validate=True):
 A head is flagged when its score is high but the intervals of both its mean- and its
 zero-ablation effects lie below `min_effect` (upper ends < min_effect) and it feeds no
 induction head; a head that is neither is inconclusive on this many probe sequences.
+Every verdict comes with its reason (`judge`: HeadFinding.verdict and .why), e.g. "not confirmed:
+score 0.310 < 0.5 although its Δloss +1.263 [...] nats is clear", which the CLI and the dashboard print.
 """
 
 from __future__ import annotations
@@ -92,12 +94,14 @@ class HeadFinding:
     induction_drop: float | None = None  # validated previous-token heads: fall of later induction heads' score
     flagged: bool = False  # validated: high pattern score but both ablations clearly change nothing
     confirmed: bool | None = None  # validated: high score, clear mean-ablation effect (and copying, for induction)
+    verdict: str | None = None  # validated: "confirmed" | "flagged" | "not confirmed" (`judge`)
+    why: str | None = None  # validated: the verdict's reason, with the numbers and thresholds it compared
 
     def to_dict(self) -> dict:
         d = asdict(self)
         if self.causal_effect is None:
             for k in ("causal_effect", "causal_effect_lo", "causal_effect_hi", "zero_effect", "zero_effect_lo",
-                      "zero_effect_hi", "flagged", "confirmed"):
+                      "zero_effect_hi", "flagged", "confirmed", "verdict", "why"):
                 d.pop(k)
         for k in ("copying", "ov_copying", "induction_drop"):
             if d.get(k, 0) is None:
@@ -203,13 +207,46 @@ def _validate(model: Model, findings: list[HeadFinding], cfg: FindConfig, progre
         mean, zero = effects["mean"][i].interval, effects["zero"][i].interval
         f.causal_effect, f.causal_effect_lo, f.causal_effect_hi = mean.value, mean.lo, mean.hi
         f.zero_effect, f.zero_effect_lo, f.zero_effect_hi = zero.value, zero.lo, zero.hi
-        high = f.score >= cfg.min_score
-        copies = f.kind != "induction" or (f.copying or 0.0) >= cfg.min_copying
-        feeds = (f.induction_drop or 0.0) >= cfg.min_induction_drop  # previous-token heads only
-        # confirmed by mean-ablation (zero-ablation also moves the input off-distribution);
-        # flagged only when neither ablation can be told apart from "less than min_effect"
-        f.confirmed = high and copies and (mean.lo >= cfg.min_effect or feeds)
-        f.flagged = high and max(mean.hi, zero.hi) < cfg.min_effect and not feeds
+        f.verdict, f.why = judge(f, cfg)
+        f.confirmed, f.flagged = f.verdict == "confirmed", f.verdict == "flagged"
+
+
+def judge(f: HeadFinding, cfg: FindConfig) -> tuple[str, str]:
+    """(verdict, why) of a finding whose ablation effects are filled in: "confirmed", "flagged" or
+    "not confirmed", and the comparisons that decided it, numbers and thresholds included (the rule
+    of the module docstring). Confirmed by mean-ablation (zero-ablation also moves the input
+    off-distribution); flagged only when neither ablation can be told apart from "less than min_effect"."""
+    if f.causal_effect is None or f.causal_effect_lo is None or f.zero_effect_hi is None:
+        raise WorkbenchError(f"L{f.layer}H{f.head} has no ablation effect to judge; run the causal check (validate=True)")
+    high = f.score >= cfg.min_score
+    copies = f.kind != "induction" or (f.copying is not None and f.copying >= cfg.min_copying)
+    feeds = (f.induction_drop or 0.0) >= cfg.min_induction_drop  # previous-token heads only
+    clear = f.causal_effect_lo >= cfg.min_effect
+    effect = f"Δloss {f.causal_effect:+.3f} [{f.causal_effect_lo:+.3f}, {f.causal_effect_hi:+.3f}] nats"
+    score = f"score {f.score:.3f}"
+    drop = "" if f.induction_drop is None else f"later induction scores drop {f.induction_drop:+.3f}"
+    if high and copies and (clear or feeds):
+        parts = [f"{score} ≥ {cfg.min_score:g}"]
+        if f.kind == "induction":
+            parts.append(f"copy z {f.copying:.2f} ≥ {cfg.min_copying:g}")
+        parts.append(f"{effect}, lower end ≥ {cfg.min_effect:g}" if clear else f"{drop} ≥ {cfg.min_induction_drop:g}")
+        return "confirmed", "; ".join(parts)
+    if high and max(f.causal_effect_hi, f.zero_effect_hi) < cfg.min_effect and not feeds:
+        why = (f"{score} ≥ {cfg.min_score:g} but no effect: {effect} (mean) and {f.zero_effect:+.3f} "
+               f"[{f.zero_effect_lo:+.3f}, {f.zero_effect_hi:+.3f}] (zero), both upper ends < {cfg.min_effect:g}")
+        return "flagged", why + (f"; {drop} < {cfg.min_induction_drop:g}" if drop else "")
+    fails = []
+    if not high:
+        fails.append(f"{score} < {cfg.min_score:g}"
+                     + (f" although its {effect} is clear (lower end ≥ {cfg.min_effect:g}): the head matters, "
+                        f"but its {f.kind} pattern is too weak" if clear else ""))  # fmt: skip
+    if not copies:
+        fails.append("no copying score" if f.copying is None else f"copy z {f.copying:.2f} < {cfg.min_copying:g}")
+    if not (clear or feeds):
+        fails.append(f"{effect}: lower end < {cfg.min_effect:g}" + (f" and {drop} < {cfg.min_induction_drop:g}" if drop else "")
+                     + (f" (inconclusive: an effect ≥ {cfg.min_effect:g} is not ruled out either)"
+                        if max(f.causal_effect_hi, f.zero_effect_hi) >= cfg.min_effect else ""))
+    return "not confirmed", "; ".join(fails)
 
 
 def _downstream(model: Model, probes, prev: list[HeadFinding], cfg: FindConfig, n_watch: int = 5) -> None:
