@@ -60,7 +60,7 @@ def _settings(args, n_tokens: int):
     return TrainSettings(site="mlp", d_sae=args.d_sae, k=args.k, corpus=args.corpus, n_tokens=n_tokens, seq_len=args.seq_len,
                       batch_tokens=args.batch_tokens, lr=args.lr, dtype=args.dtype, dead_tokens=args.dead_tokens,
                       auxk_alpha=args.auxk_alpha, layer_chunk=args.layer_chunk, warmup_steps=args.warmup,
-                      epochs=args.epochs, layers=args.layers)  # fmt: skip
+                      epochs=args.epochs, layers=args.layers, skip=args.skip)  # fmt: skip
 
 
 def probe_rate(model, args) -> float:
@@ -150,7 +150,7 @@ def run_sparsify(model, args, out: Path) -> dict:
     times: dict = {}
     data = _Windows(table, {args.skip_steps * per: "start", (steps - 1) * per: "end"}, times)
     hf = AutoModelForCausalLM.from_pretrained(hf_folder(model), dtype=model.dtype).to(model.device)
-    cfg = TrainConfig(SparseCoderConfig(num_latents=args.d_sae, k=args.k, transcode=True),
+    cfg = TrainConfig(SparseCoderConfig(num_latents=args.d_sae, k=args.k, transcode=True, skip_connection=args.skip),
                       batch_size=per, optimizer="adam", lr=args.lr or 2e-4 / math.sqrt(args.d_sae / 2**14),
                       lr_warmup_steps=args.warmup, auxk_alpha=args.auxk_alpha, dead_feature_threshold=args.dead_tokens,
                       hookpoints=[f"layers.{la}.mlp" for la in (args.layers or range(model.info.n_layers))],
@@ -205,6 +205,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--d-sae", type=int, default=9216)
     p.add_argument("--k", type=int, default=64)
+    p.add_argument("--skip", action="store_true", help="skip transcoders (a linear skip connection beside the latents)")
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--warmup", type=int, default=100)
     p.add_argument("--auxk-alpha", type=float, default=1 / 32)
