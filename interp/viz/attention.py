@@ -158,7 +158,7 @@ def head_grid_figure(
                       line=dict(color="#e6550d", width=3), row=selected // cols + 1, col=selected % cols + 1)
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False)
     fig.update_yaxes(showticklabels=False, showgrid=False, zeroline=False, autorange="reversed")
-    fig.update_layout(height=200 * rows + 60, margin=dict(l=10, r=10, t=40, b=10), hoverdistance=-1)
+    fig.update_layout(height=200 * rows + 80, margin=dict(l=10, r=10, t=60, b=10), hoverdistance=-1)  # t: the modebar above the labels
     return fig
 
 
