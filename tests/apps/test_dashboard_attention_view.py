@@ -18,7 +18,7 @@ def _token_view(at) -> dict:
     """The data block of the page's token view (its iframe's document)."""
     (frame,) = at.get("iframe")
     doc = frame.proto.srcdoc
-    block = re.search(r'<script type="application/json" id="token-view-data">(.*?)</script>', doc, re.S)
+    block = re.search(r'<script type="application/json" id="token-view-data">(.*?)</script>', doc, re.DOTALL)
     return json.loads(block.group(1))
 
 
