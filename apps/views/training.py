@@ -13,7 +13,7 @@ import streamlit as st
 
 from apps import state
 from interp import WorkbenchError, dynamics, load
-from interp.dynamics.pinned import HEAD_FORMS, head_name, spread
+from interp.dynamics.pinned import HEAD_FORMS, N_PROBE, head_name, spread
 from interp.train import list_checkpoints, read_metrics
 from interp.train.folders import RUNS_ENV, find_training_runs, is_training_run
 from interp.train.tokens import readable_tokens
@@ -134,9 +134,10 @@ def pinned_head(checkpoints: list[Path], steps: list[int], window: tuple[int, in
     rows = dynamics.pinned_rows([(s, summaries[s].scores) for s in scored], head)
     st.plotly_chart(pinned_head_figure(rows, name, window), key="train_pinned_fig")
     note = f" ({len(scored)} of the run's {len(steps)} checkpoints, evenly spread)" if len(scored) < len(steps) else ""
-    st.caption(f"{name}'s induction and previous-token scores at each checkpoint{note}, on the probe the trainer "
-               f"scores heads on (8 sequences of BOS + random tokens + the same tokens again); dotted: the best "
-               f"induction head's score, which the log's curve follows. Best induction head: {best_head_spans(rows)}."
+    st.caption(f"{name}'s induction and previous-token scores at each checkpoint{note}, on the probe the trainer's "
+               f"evaluations score heads on ({N_PROBE} sequences of BOS + random tokens + the same tokens again); "
+               f"dotted: the best induction head's score, the log's curve at those steps, whichever head that is. "
+               f"Best induction head: {best_head_spans(rows)}."
                + (" Shaded: the run's phase change (as in the curves above)." if window else ""))
     st.dataframe([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
                  hide_index=True, key="train_pinned_table")

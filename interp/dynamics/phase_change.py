@@ -4,6 +4,8 @@ over the same steps. Pure functions over metrics.jsonl records (`interp.train.re
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 INDUCTION_FORMED = 0.2
 """The best induction score a run must reach for its rise to count as a phase change. Below it no
 induction head formed and the "jump" is noise: attn-only-1l stays at 0.007-0.009 over 3,000 steps,
@@ -82,7 +84,7 @@ def compare_across(runs: dict[str, list[dict]], window: tuple[int, int], span: i
     (or logs without the key) get None."""
     if span is None:
         evals = sorted({r["step"] for records in runs.values() for r in records if "eval_loss" in r})
-        interval = min((b - a for a, b in zip(evals, evals[1:])), default=0)
+        interval = min((b - a for a, b in pairwise(evals)), default=0)
         span = max(100, window[1] - window[0], 5 * interval)
     rows = []
     for name, records in runs.items():

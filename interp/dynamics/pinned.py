@@ -3,8 +3,8 @@ each evaluation, and the best head can change (L1H3, then L1H2 from step 800 in 
 that curve follows different heads; pinning a head scores that same head at every checkpoint.
 
 `checkpoint_heads(model)` reads one checkpoint: every head's induction and previous-token score on
-the probe the trainer's evaluations use (`best_induction_head`'s), and every head's pattern on a
-short repeated sequence with readable token labels. `pinned_rows` lines the checkpoints up for
+the very probe the trainer's evaluations score heads on (so its best head and score are the log's
+at that step), and every head's pattern on a short repeated sequence with readable token labels. `pinned_rows` lines the checkpoints up for
 one head; `parse_head` reads what a user types to name it.
 """
 
@@ -20,6 +20,7 @@ from interp.models import Model
 from interp.types import Head
 
 KINDS = ("induction", "previous-token")
+N_PROBE = 16  # sequences scored, as the trainer's evaluations (interp.train.metrics.make_eval_data's n_repeated)
 PROBE_SEGMENT = 12  # tokens per copy in the drawn probe (BOS + 12 + the same 12): readable axes
 HEAD_FORMS = "L1H3, 1.3 or 1,3"
 _HEAD = re.compile(r"\s*[Ll]?\s*(\d+)\s*(?:[Hh.,:/ ]|\s)\s*[Hh]?\s*(\d+)\s*")
@@ -38,10 +39,10 @@ class CheckpointHeads:
         return self.scores[KINDS[0]].shape  # (n_layers, n_heads)
 
 
-def checkpoint_heads(model: Model, n_seqs: int = 8, seg_len: int = PROBE_SEGMENT, seed: int = 0) -> CheckpointHeads:
-    """Scores of every head (`n_seqs` sequences of BOS + a random segment of the trainer's probe
-    length + the same segment, seed `seed`: the probe of `best_induction_head`, so the best head
-    here is the one it names) and patterns of every head on one such sequence of `seg_len`."""
+def checkpoint_heads(model: Model, n_seqs: int = N_PROBE, seg_len: int = PROBE_SEGMENT, seed: int = 0) -> CheckpointHeads:
+    """Scores of every head on `n_seqs` sequences of BOS + a random segment of the trainer's probe
+    length + the same segment (seed `seed`; the defaults give the trainer's own probe), and patterns
+    of every head on one such sequence with a segment of `seg_len`."""
     import torch
 
     from interp.data.synthetic import repeated_tokens
@@ -83,9 +84,13 @@ def parse_head(text: str, n_layers: int, n_heads: int) -> Head:
 
 
 def best_head(scores: np.ndarray) -> tuple[int, int, float]:
-    """(layer, head, score) of the highest score in a [layer, head] grid (the first one on ties)."""
-    layer, head = np.unravel_index(int(np.argmax(scores)), scores.shape)
-    return int(layer), int(head), float(scores[layer, head])
+    """(layer, head, score) of the highest score in a [layer, head] grid, ties broken as the
+    trainer's evaluations break them (`interp.heads.top_heads`), so it names the log's head."""
+    import torch
+
+    from interp.heads import top_heads
+
+    return top_heads(torch.as_tensor(np.asarray(scores, dtype=np.float32)), 1)[0]
 
 
 def pinned_rows(checkpoints: list[tuple[int, dict[str, np.ndarray]]], head: Head) -> list[dict]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from interp import WorkbenchError
-from interp.dynamics import best_head, best_induction_head, checkpoint_heads, describe_window, parse_head, pinned_rows
+from interp.dynamics import best_head, checkpoint_heads, describe_window, parse_head, pinned_rows
 from interp.dynamics.pinned import spread
 from interp.viz.train import pinned_head_figure, probe_grid, training_curves
 
@@ -72,8 +72,13 @@ def test_checkpoint_heads_on_the_planted_model():
     assert got.shape == (2, 4)
     assert got.scores["induction"][1, 0] > 0.9 and got.scores["previous-token"][0, 0] > 0.9
     assert got.scores["induction"][0, 1] < 0.1 and got.scores["previous-token"][1, 3] < 0.1
-    # the same probe as best_induction_head: the same best score
-    assert best_head(got.scores["induction"])[2] == pytest.approx(best_induction_head(model)[2])
+    # the trainer's own probe and tie-break (a1.h0 and the decoy a1.h2 tie): the log's head and score
+    from interp.data.synthetic import repeated_tokens
+    from interp.train.metrics import evaluate, make_eval_data
+
+    logged = evaluate(model, model, make_eval_data(model, repeated_tokens(model, 2, 15).cpu()))
+    assert best_head(got.scores["induction"]) == (*logged["induction_head"], pytest.approx(logged["induction_score"]))
+    assert best_head(got.scores["previous-token"])[:2] == tuple(logged["prev_token_head"])
     assert got.patterns.shape == (2, 4, 13, 13) and len(got.labels) == 13
     assert got.labels[0] == "<bos>" and got.labels[1:7] == got.labels[7:]  # BOS + segment + segment
     induction = got.patterns[1, 0]
