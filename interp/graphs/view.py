@@ -5,7 +5,8 @@ the offline HTML (interp.viz.graph_html) and the dashboard's Graph view.
     y   the layer: token embeddings at -1 (the bottom), features and error nodes at their layer, the
         logits at n_layers (the top)
     x   the token position; the nodes sharing one (layer, position) spread across it, the most
-        influential first, the error node last
+        influential first, the error node last; the logits, alone on the top row, spread leftwards from
+        the last position
 
 A supernode (interp.graphs.supernodes) replaces its members: it sits at their mean place, and its edge
 to any other node is the SUM of its members' edges to that node (edges between two members lie inside
@@ -21,6 +22,7 @@ from interp.graphs.graph import visual
 from interp.graphs.supernodes import check_supernodes, owners
 
 SPREAD = 0.8  # the share of a position's width its nodes spread over
+LOGIT_SPREAD = 0.6  # the width each logit gets on the top row (ending at the last position)
 
 
 @dataclass
@@ -119,6 +121,10 @@ def graph_view(data: Mapping, supernodes: Mapping | None = None) -> GraphView:
         k = len(members)
         for i, n in enumerate(members):
             place[n["id"]] = (pos + (SPREAD * ((i + 0.5) / k - 0.5) if k > 1 else 0.0), float(row))
+        if row == n_layers and k > 1:  # the logits have the top row to themselves: spread leftwards from the last position
+            width = min(LOGIT_SPREAD * k, len(tokens) - 1 + SPREAD)
+            for i, n in enumerate(members):
+                place[n["id"]] = (pos + SPREAD / 2 - width + width * (i + 0.5) / k, float(row))
     nodes, kept = [], set()
     for n in data["nodes"]:
         if n["id"] in owner:

@@ -58,8 +58,8 @@ header { padding: 8px 16px; border-bottom: 1px solid #ddd; }
 header h1 { font-size: 18px; margin: 4px 0; }
 header p { margin: 2px 0; font-size: 13px; }
 #main { display: flex; align-items: flex-start; }
-#plot { flex: 1 1 auto; min-width: 0; }
-aside { flex: 0 0 360px; padding: 8px 12px; border-left: 1px solid #ddd; font-size: 13px; max-height: 100vh;
+#plot { flex: 1 1 auto; min-width: 0; order: 1; }
+aside { order: 2;  flex: 0 0 360px; padding: 8px 12px; border-left: 1px solid #ddd; font-size: 13px; max-height: 100vh;
         overflow-y: auto; }
 aside h2 { font-size: 15px; margin: 10px 0 4px; }
 aside pre { white-space: pre-wrap; font-size: 12px; background: #f6f6f6; padding: 6px; }
@@ -74,6 +74,10 @@ button { margin: 2px 4px 2px 0; }
 
 SCRIPT = r"""
 function graphExplorer(gd) {
+  if (document.readyState === "loading") {  // the figure can draw before the panel below it is parsed
+    document.addEventListener("DOMContentLoaded", () => graphExplorer(gd));
+    return;
+  }
   const data = JSON.parse(document.getElementById("graph-data").textContent);
   const S = data.style;
   const byId = new Map(data.nodes.map(n => [n.id, n]));
@@ -222,6 +226,7 @@ function graphExplorer(gd) {
     const p = ev && ev.points && ev.points[0];
     if (p && typeof p.customdata === "string" && byId.has(p.customdata)) select(p.customdata);
   });
+  Plotly.Plots.resize(gd);
   window.graphExplorer.state = {pinned, hidden, get selected() { return selected; }, select, render};
   details();
 }
@@ -252,7 +257,7 @@ def graph_html(view: GraphView, title: str = "Attribution graph", max_edges: int
 </header>
 <script type="application/json" id="{DATA_ID}">{embedded(payload(view, max_edges))}</script>
 <script>{SCRIPT}</script>
-<div id="main"><div id="plot">{plot}</div>
+<div id="main">
 <aside>
 <h2>Explore</h2>
 <p><select id="pick"><option value="">pick a node…</option></select></p>
@@ -260,7 +265,7 @@ def graph_html(view: GraphView, title: str = "Attribution graph", max_edges: int
 <p>Hidden: <span id="hidden">none</span> <button id="show-hidden">show all</button></p>
 <div id="node"></div>
 <h2>Legend</h2>{_legend()}
-</aside></div>
+</aside><div id="plot">{plot}</div></div>
 </body></html>
 """
 
