@@ -122,8 +122,7 @@ def probe_grid(patterns: list[tuple[int, np.ndarray]], labels: list[str], head: 
     """Small multiples: one head's pattern [dest, src] on the same probe at each (step, pattern),
     one colour scale; hover names the destination and source tokens (`labels`, readable)."""
     n = len(patterns)
-    cols = max(1, min(cols, n))
-    n_rows = -(-n // cols)
+    n_rows = -(-n // cols)  # `cols` kept with fewer panels: each stays about square
     fig = make_subplots(rows=n_rows, cols=cols, subplot_titles=[f"step {s}" for s, _ in patterns],
                         horizontal_spacing=0.03, vertical_spacing=0.08)
     size = len(labels)
@@ -140,5 +139,5 @@ def probe_grid(patterns: list[tuple[int, np.ndarray]], labels: list[str], head: 
         fig.update_yaxes(autorange="reversed", showticklabels=False, row=row, col=col)
         fig.update_xaxes(showticklabels=False, row=row, col=col)
     fig.update_layout(title=f"{head}'s pattern on the probe at each checkpoint (rows: destination, columns: source)",
-                      height=60 + 230 * n_rows, template="plotly_white", margin={"t": 90})
+                      height=110 + 230 * n_rows, template="plotly_white", margin={"t": 90, "b": 20})
     return fig
