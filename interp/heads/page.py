@@ -41,7 +41,7 @@ from torch import Tensor
 from interp import hooks
 from interp.errors import WorkbenchError
 from interp.heads.copying import normed_embeddings, token_sample
-from interp.heads.validate import MODES, ablation_hooks, prepare_ablation
+from interp.heads.validate import MODES
 from interp.lens import direction_logits, final_norm
 from interp.types import Head, check_choice
 
@@ -279,19 +279,25 @@ def token_losses(logits: Float[Tensor, "pos vocab"], tokens: Int[Tensor, " pos"]
 
 @torch.no_grad()
 def prompt_ablation(model: Model, tokens, head: Head, modes=MODES) -> dict[str, PromptAblation]:
-    """Ablate the head alone on one prompt (text or token ids), per mode."""
-    head = check_head(model, head)
-    for mode in modes:
-        check_choice(mode, MODES, "ablation")
+    """Ablate the head alone on one prompt (text or token ids), per mode: two forward passes, the
+    clean one (which also gives the head's mean z) and one with a row per mode."""
+    layer, h = check_head(model, head)
+    modes = [check_choice(mode, MODES, "ablation") for mode in modes]
     tokens = _prompt_tokens(model, tokens)
-    clean = model(tokens)[0].float()
-    out = {}
-    for mode in modes:
-        toks, means = prepare_ablation(model, tokens, [[head]], mode)
-        logits = model.run_with_hooks(toks, fwd_hooks=ablation_hooks([[head]], 1, mode, means))[0].float()
-        out[mode] = PromptAblation(head, mode, token_losses(clean, tokens[0]).cpu(), token_losses(logits, tokens[0]).cpu(),
-                                   clean[-1].softmax(-1).cpu(), logits[-1].softmax(-1).cpu())
-    return out
+    z_name = hooks.name("z", layer)
+    clean, cache = model.run_with_cache(tokens, names_filter=lambda name: name == z_name)
+    clean = clean[0].float()
+    mean = cache[z_name][0, :, h].float().mean(0)  # [d_head], over the prompt's positions
+
+    def ablate(z: Tensor, hook) -> Tensor:
+        for row, mode in enumerate(modes):
+            z[row, :, h] = 0.0 if mode == "zero" else mean.to(z.dtype)
+        return z
+
+    logits = model.run_with_hooks(tokens.repeat(len(modes), 1), fwd_hooks=[(z_name, ablate)]).float()
+    clean_loss, clean_probs = token_losses(clean, tokens[0]).cpu(), clean[-1].softmax(-1).cpu()
+    return {mode: PromptAblation((layer, h), mode, clean_loss, token_losses(logits[row], tokens[0]).cpu(), clean_probs,
+                                 logits[row, -1].softmax(-1).cpu()) for row, mode in enumerate(modes)}  # fmt: skip
 
 
 @torch.no_grad()
