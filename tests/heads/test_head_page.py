@@ -159,3 +159,21 @@ def test_bad_input_is_one_line(tiny_llama, call, message):
     with pytest.raises(WorkbenchError, match=message) as err:
         call(tiny_llama)
     assert "\n" not in str(err.value)
+
+
+def test_every_heatmap_cell_is_a_clickable_point_and_a_click_reads_back():
+    from interp.heads.find import HeadFinding
+    from interp.viz.heads import clicked_head, score_heatmaps
+
+    scores = {"induction": torch.arange(12.0).reshape(3, 4), "previous-token": torch.zeros(3, 4)}
+    fig = score_heatmaps(scores, [HeadFinding(2, 1, "induction", 9.0)], picked=(1, 3))
+    cells = [t for t in fig.data if t.name == "induction cells"]
+    assert len(cells) == 1 and len(cells[0].x) == 12
+    for x, y, (layer, head, score) in zip(cells[0].x, cells[0].y, cells[0].customdata):
+        assert (x, y) == (head, layer) and score == float(scores["induction"][layer, head])
+    assert all(t.hoverinfo == "skip" for t in fig.data if t.type == "heatmap")  # the cells carry the hover
+    rings = [t for t in fig.data if t.name == "picked head"]
+    assert len(rings) == 2 and all((list(t.x), list(t.y)) == ([3], [1]) for t in rings)
+    assert clicked_head([{"x": 3, "y": 2, "curve_number": 1}], 3, 4) == (2, 3)
+    assert clicked_head([{"x": 7, "y": 0}, {"x": 1.0, "y": 1.0}], 3, 4) == (1, 1)  # out of range skipped
+    assert clicked_head([{"lasso": []}], 3, 4) is None and clicked_head([], 3, 4) is None
