@@ -245,7 +245,7 @@ def test_attention_view_shows_any_head(tiny_gpt2_dir):
     charts = figures(at)
     single, grid = charts
     assert single["layout"]["title"]["text"] == "L1H3"
-    assert len(grid["data"]) == 4  # small multiples: every head of the layer
+    assert sum(t["type"] == "heatmap" for t in grid["data"]) == 4  # small multiples: every head of the layer
     z = single["data"][0]["z"]
     assert len(z) == 7 and all(abs(sum(row) - 1) < 1e-4 for row in z)  # BOS + 6 tokens, rows sum to 1
     assert "destination" in single["data"][0]["hovertemplate"] and "source" in single["data"][0]["hovertemplate"]
@@ -288,7 +288,7 @@ def test_every_view_on_smollm2(tiny_run, tmp_path):
     at.switch_page("views/attention.py").run()
     at.number_input(key="attn_layer").set_value(9).run()
     single, grid = figures(at)
-    assert single["layout"]["title"]["text"] == "L9H0" and len(grid["data"]) == 9
+    assert single["layout"]["title"]["text"] == "L9H0" and sum(t["type"] == "heatmap" for t in grid["data"]) == 9
     _follows_prompt(at)
 
     at.switch_page("views/heads.py").run()
