@@ -22,6 +22,7 @@ VIEWS = [  # (file under apps/, title, icon)
     ("views/circuit.py", "Circuit", ":material/share:"),
     ("views/memories.py", "FFN memories", ":material/memory:"),
     ("views/features.py", "Features", ":material/scatter_plot:"),
+    ("views/graph.py", "Attribution graph", ":material/polyline:"),
     ("views/training.py", "Training runs", ":material/monitoring:"),
 ]
 

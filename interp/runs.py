@@ -6,6 +6,7 @@
       ioi-smollm2-135m-1f0c2a9e/       a discovery saved by the dashboard: the same files + run.json
       circuit-smollm2-135m-8b1d40c3/   an edge circuit saved by the dashboard: the same files + run.json
       memories-smollm2-135m/           a memory index (manifest.json, ...), resumable by itself
+      graph/                           `interp graph --out runs/graph`: graph.json, graph.html, ...
 
 A result folder is known by its main file (`KINDS`); run.json, where present, records who made it
 and with which settings (a CLI folder's settings are read from its main file). `save_run` writes
@@ -29,8 +30,8 @@ from pathlib import Path
 from interp.errors import WorkbenchError
 from interp.io import remove_temporaries, write_dir, write_json, writer_lock
 
-KINDS = {"ioi": "circuit.json", "circuit": "edges.json", "memories": "manifest.json"}  # kind -> its main file
-TITLES = {"ioi": "IOI discovery", "circuit": "edge circuit", "memories": "memory index"}
+KINDS = {"ioi": "circuit.json", "circuit": "edges.json", "memories": "manifest.json", "graph": "graph.json"}  # kind -> its main file
+TITLES = {"ioi": "IOI discovery", "circuit": "edge circuit", "memories": "memory index", "graph": "attribution graph"}
 RUN_FILE = "run.json"  # who made a saved folder, from which model, with which settings
 MAX_DEPTH = 3  # folders below the runs folder searched for results (runs/a/b/c)
 
@@ -140,6 +141,8 @@ def read_run(path: str | Path) -> SavedRun:
 def _model_of(kind: str, data: dict) -> str:
     if kind == "memories":
         return str((data.get("model_info") or {}).get("name", ""))
+    if kind == "graph" and isinstance(data.get("model"), dict):
+        return str(data["model"].get("name", ""))
     return str(data.get("model", ""))
 
 
@@ -147,6 +150,11 @@ def _settings_of(kind: str, data: dict) -> dict:
     """The settings a CLI folder's main file records."""
     if kind == "memories":
         return dict(data.get("settings") or {})
+    if kind == "graph":
+        got = {"prompt": data.get("prompt")}
+        if isinstance(data.get("thresholds"), dict):
+            got |= {f"{k} threshold": v for k, v in data["thresholds"].items()}
+        return got
     if kind == "ioi":
         keys = ("n_prompts", "n_heldout", "seed", "corruption")
         got = {k: data[k] for k in keys if k in data}
