@@ -23,9 +23,12 @@ OUR_FILES = {"graph.json", "graph.html", "circuit-tracer", "checks.json"}
 def add_parser(sub) -> None:
     p = sub.add_parser("graph", help="attribution graph of a prompt over transcoder features", **helped(
         "Build the attribution graph of one prompt (transcoders replace every MLP, attention and norms frozen), "
-        "prune it by influence on the top logits and write graph.json plus circuit-tracer's frontend JSON.",
+        "prune it by influence on the top logits and write graph.json, an explorable offline graph.html and "
+        "circuit-tracer's frontend JSON.",
         "interp graph --model smollm2-135m --prompt 'The capital of France is' --transcoders runs/tc --out runs/graph",
-        "interp graph --model smollm2-135m --prompt 'one two three' --transcoders runs/tc --out runs/g --check 32"))  # fmt: skip
+        "interp graph --model smollm2-135m --prompt 'one two three' --transcoders runs/tc --out runs/g --check 32",
+        "interp graph --model smollm2-135m --prompt 'The capital of France is' --transcoders runs/tc --out runs/g2 "
+        "--supernodes groups.json"))  # fmt: skip
     p.add_argument("--model", required=True, help="model spec (interp models lists them)")
     p.add_argument("--prompt", required=True, help="the text (BOS is prepended)")
     p.add_argument(

@@ -6,7 +6,9 @@ node's incoming and outgoing edges as a table; pinning (only the edges that touc
 hiding nodes.
 
 The data (`links`, `subgraph`, `node_table`, `nodes_of`) is pure and apart from the figure (`edge_graph`),
-so a front end can offer the nodes to pick and show the table without drawing.
+so a front end can offer the nodes to pick and show the table without drawing. The drawing pieces
+(`draw_lines`: width classes and sign colours with their legend, `draw_nodes`, `draw_ring`) and the
+Link helpers (a Link's ends may be plain node ids) serve attribution graphs too (interp.viz.attribution).
 """
 
 from __future__ import annotations
