@@ -368,9 +368,13 @@ def ablation_table(model: Model, ablations: dict[str, PromptAblation]) -> list[d
     rows = []
     for mode, a in ablations.items():
         (before, p0), (after, p1) = a.top(), a.top(ablated=True)
-        rows.append({"ablation": mode, "top before": decode(model, before), "p before": round(p0, 4),
-                     "top after": decode(model, after), "p after": round(p1, 4),
-                     "p of the top before, after": round(float(a.ablated_probs[before]), 4),
-                     "KL (nats)": round(a.kl, 4), "Δ mean loss (nats)": round(a.mean_delta, 4),
-                     "Δ loss, last token (nats)": round(float(a.delta_loss[-1]), 4)})  # fmt: skip
+        rows.append({"ablation": mode, "top before": decode(model, before), "p before": _sig(p0),
+                     "top after": decode(model, after), "p after": _sig(p1),
+                     "p of the top before, after": _sig(float(a.ablated_probs[before])), "KL (nats)": _sig(a.kl),
+                     "Δ mean loss (nats)": _sig(a.mean_delta), "Δ loss, last token (nats)": _sig(float(a.delta_loss[-1]))})  # fmt: skip
     return rows
+
+
+def _sig(x: float) -> float:
+    """x to 4 significant digits (a tiny probability stays readable, not 0)."""
+    return float(f"{x:.4g}")

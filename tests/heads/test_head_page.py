@@ -67,8 +67,8 @@ def test_ov_rows_are_what_a_layer0_head_writes_for_a_lone_token(tiny_llama):
 def test_planted_induction_head_copies_every_source(planted):
     """The planted L1H0 writes the token it reads into the output slot, which W_U reads x20: every
     source's top output is itself (rank 0), at logit 20; the zeroed L1H1 promotes nothing."""
-    from conftest import INDUCTION, UNEMBED, V
-
+    INDUCTION, UNEMBED, V = (1, 0), 20.0, 24  # tests/heads/conftest.py's planted model (not importable by name
+    # when another conftest.py is collected first)
     ov = ov_top_tokens(planted, INDUCTION, range(V), k=3)
     assert torch.equal(ov.top_ids[:, 0], torch.arange(V)) and (ov.self_rank == 0).all()
     torch.testing.assert_close(ov.top_values[:, 0], torch.full((V,), UNEMBED))
