@@ -34,6 +34,7 @@ from interp.circuits.faithfulness import (
 from interp.circuits.io import HEADLINE, circuit_json, read_edges, write_edges
 from interp.circuits.types import Curve, EdgeScores, Graph, Interval, check_mode
 from interp.circuits.ungroup import GRAPH_HELP
+from interp.circuits.verdict import circuit_verdict
 from interp.data.task import TaskSplit
 from interp.errors import WorkbenchError
 from interp.types import Progress
@@ -89,6 +90,8 @@ class CircuitReport:
         out = circuit_json(self.scores, {"abs": self.curve, "signed": self.curve_signed}, self.exact, meta, self.random)
         if self.pooled is not None:
             out["pooled"] = {"percents": self.curve.percents, **self.pooled.to_dict()}
+        if HEADLINE in self.curve.percents:  # the verdict `interp circuit` prints, with its rule
+            out["verdict"] = {"percent": HEADLINE, **circuit_verdict(self, HEADLINE).to_dict()}
         return out
 
 

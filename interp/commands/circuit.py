@@ -7,7 +7,8 @@ Scores every edge of the model's graph on the task's scoring prompts (EAP-IG by 
 faithfulness on held-out prompts at MIB's circuit sizes (CPR, CMD, and f at 5 % of the edges with
 a bootstrap interval) beside random circuits of the same sizes (MIB's Random row), patches some edges
 exactly beside their estimates (the strongest, some drawn at random, some from the bottom half, with
-the rank correlation over them), and writes edges.json, MIB's edge file mib_edges.json (to score the
+the rank correlation over them), says whether the circuit is faithful and why (interp.circuits.verdict:
+the rule with its numbers, recorded in edges.json too), and writes edges.json, MIB's edge file mib_edges.json (to score the
 circuit with MIB's own evaluation code), curve.html, graph.html and exact.html into --out. --scores
 reads the scores from a file instead (an edges.json, or MIB's edge file: MIB's own circuits measured
 here).
@@ -243,6 +244,7 @@ def _read_scores(path: str, graph):
 
 def run(args) -> int:
     from interp.circuits.report import HEADLINE
+    from interp.circuits.verdict import circuit_verdict
     from interp.io import remove_temporaries, writer_lock
 
     _check_before_loading(args)  # bad input fails before the model loads
@@ -282,6 +284,9 @@ def run(args) -> int:
         print(f"random circuits ({r.draws} draws, same sizes and pruning; mean, min to max over draws): f at {HEADLINE:g}% "
               f"{rf.value:.3f} ({rf.lo:.3f} to {rf.hi:.3f}), CPR {rcpr.value:.3f} ({rcpr.lo:.3f} to {rcpr.hi:.3f}), "
               f"CMD {rcmd.value:.3f} ({rcmd.lo:.3f} to {rcmd.hi:.3f})")  # fmt: skip
+    v = circuit_verdict(report, HEADLINE)
+    print(f"verdict: {v.line()}")
+    print(f"  rule: {v.rule} (recorded in edges.json)")
     if report.exact:
         agree = report.exact_summary
         n = agree["groups"]

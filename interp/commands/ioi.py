@@ -5,7 +5,9 @@
 writes circuit.json, path-patching heatmaps and the circuit graph (HTML) into --out and prints
 a table of the classes found with the held-out faithfulness (each class kept at its positions,
 and at every position), completeness and minimality, each with its 95% bootstrap interval over
-the held-out prompts, which come from templates and names discovery never saw. --out is built
+the held-out prompts, which come from templates and names discovery never saw, each followed by its
+verdict (faithful, complete, minimal or not) with the rule and the numbers that decided it
+(interp.circuits.verdict; every head failing minimality is named with its interval). --out is built
 beside and renamed into place whole (a rerun or a kill never mixes two runs' files)."""
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def run(args) -> int:
 
 def _run(args) -> int:
     from interp.circuits.pipeline import run_ioi, write_report
+    from interp.circuits.verdict import head_minimality, ioi_verdicts
     from interp.commands import step_bar
     from interp.io import remove_temporaries, write_dir
     from interp.models.load import load
@@ -91,8 +94,10 @@ def _run(args) -> int:
     print(f"clean logit diff {j['clean_logit_diff']:.3f}   corrupted ({report.corruption}) {j['corrupted_logit_diff']:.3f}"
           f"  (discovery prompts; threshold {report.discovery.config.threshold} of each step's largest effect)")
     print(f"held out [95% interval]: model F(M) {e.model_logit_diff:.3f}   circuit F(C) {e.circuit_logit_diff:.3f}")
+    verdicts = ioi_verdicts(j)
     print(f"faithfulness F(C)/F(M) {e.faithfulness:.3f} (each class at its positions; {e.n_abc} ABC prompts per "
           f"template for the means); every circuit head at every position {e.faithfulness_all_positions:.3f}")
+    _print_verdict(verdicts["faithfulness"])
     if e.curve:
         marks = [p for p in e.curve if p["k"] in {1, 2, 5, 10, 20, 30, 40, 54} or p["k"] == len(e.curve)]
         print("faithfulness of the first k heads: " + "  ".join(f"{p['k']}: {p['value']:.2f}" for p in marks))
@@ -100,9 +105,23 @@ def _run(args) -> int:
         passed = sum(m["passes"] for m in e.minimality.values())
         greedy = next((c for c in e.completeness if c["removed"] == "greedy"), None)
         print(f"incompleteness {e.incompleteness:.3f} (worst K; greedy K "
-              f"{' '.join(f'{a}.{b}' for a, b in greedy['heads']) if greedy else '-'})   minimality: {passed} of "
-              f"{len(e.minimality)} heads change F(C) by at least {e.min_minimality:.0%} (lower end of their interval); "
-              f"noise (a head outside the circuit) {e.noise.get('mean', float('nan')):.3f} mean, "
-              f"{e.noise.get('max', float('nan')):.3f} max")
+              f"{' '.join(f'{a}.{b}' for a, b in greedy['heads']) if greedy else 'not searched'})")
+        _print_verdict(verdicts["completeness"])
+        print(f"minimality: {passed} of {len(e.minimality)} heads change F(C) by at least {e.min_minimality:.0%} (lower "
+              f"end of their interval); noise (a head outside the circuit) {e.noise.get('mean', float('nan')):.3f} "
+              f"mean, {e.noise.get('max', float('nan')):.3f} max")  # fmt: skip
+        if "minimality" in verdicts:
+            _print_verdict(verdicts["minimality"])
+        failing = [(h, row) for h, row in e.minimality.items() if not row["passes"]]
+        if failing:
+            print("  each head that fails, why:")
+        for head, row in failing:
+            print(f"    {head:<7} {head_minimality(row, e.min_minimality)}")
     print(f"wrote {len(written)} files to {args.out} in {time.time() - start:.1f}s")
     return 0
+
+
+def _print_verdict(v) -> None:
+    """A verdict under the figure it judges: the word and why, then its rule (interp.circuits.verdict)."""
+    print(f"  verdict: {v.line()}")
+    print(f"  rule: {v.rule}")
