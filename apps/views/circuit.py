@@ -3,7 +3,8 @@ EAP or exact patching, with progress, on our graph or MIB's ungrouped one (inter
 every figure names the graph and its edge count), with scoring draws (the pooled interval) and MIB's
 Random row beside the curve and in the tiles; a size slider over MIB's circuit sizes shows the circuit's
 graph (click a node for its edges; pin, hide, group by head or layer) and marks it on the held-out
-faithfulness curve; the checked edges' estimates beside their exact patched effects. For IOI, the
+faithfulness curve, with the verdict at that size (faithful or not, and why: interp.circuits.verdict, the
+rule `interp circuit` prints); the checked edges' estimates beside their exact patched effects. For IOI, the
 circuit under both counterfactuals (MIB's S2 -> IO, Wang et al.'s ABC) side by side. Every circuit
 found is saved to the runs folder (edges.json and the figures, as `interp circuit --out` writes them,
 with its settings) and can be opened again, as can what the CLI wrote."""
@@ -18,6 +19,7 @@ from interp.circuits import cost, methods
 from interp.circuits.faithfulness import MIB_PERCENTS
 from interp.circuits.report import HEADLINE, circuit_heads, find_circuit, write_circuit
 from interp.circuits.ungroup import GRAPH_HELP, GRAPHS
+from interp.circuits.verdict import circuit_verdict
 from interp.data.tasks import BUILTIN, IOI_CORRUPTION, MIN_HELDOUT, load_task, read_rows
 from interp.runs import TITLES, open_edges, read_run
 from interp.types import CORRUPTIONS
@@ -185,6 +187,7 @@ def counterfactual_row(corruption: str, report) -> dict:
     if report.random is not None:
         rf = report.random.at(HEADLINE)
         row["random at 5%"] = f"{rf.value:.3f} ({rf.lo:.3f} to {rf.hi:.3f})"
+    row["verdict at 5%"] = circuit_verdict(report, HEADLINE).line()
     return row
 
 
@@ -314,10 +317,11 @@ def draw(report, pairs: list) -> None:
             r[i].metric(f"Random: f at {percent:g}%", f"{rf.value:.2f}", help=f"{spread} {rf.lo:.2f} to {rf.hi:.2f}")
             r[i + 1].metric("Random: CPR", f"{rcpr.value:.2f}", help=f"{spread} {rcpr.lo:.2f} to {rcpr.hi:.2f}")
             r[i + 2].metric("Random: CMD", f"{rcmd.value:.2f}", help=f"{spread} {rcmd.lo:.2f} to {rcmd.hi:.2f}")
-    verdict = ("faithful at this size (f >= 0.8)" if lo >= 0.8 else "not shown faithful at this size (f's interval "
-               "reaches below 0.8)" if f >= 0.8 else "**not faithful** at this size (f < 0.8)")  # fmt: skip
+    verdict = circuit_verdict(report, percent)  # the rule `interp circuit` prints and edges.json records
+    (st.success if verdict.passed else st.warning)(f"**{verdict.word.capitalize()}** at {percent:g}% of edges: "
+                                                   f"{verdict.why}.", icon="✅" if verdict.passed else "⚠️")  # fmt: skip
     st.caption(f"On the {c.n_heldout} held-out prompts, {graph_words(report)}: m(full) {c.m_full:.3f}, m(∅) "
-               f"{c.m_empty:.3f} (f = 0 is the empty circuit, 1 the full model); {verdict}."
+               f"{c.m_empty:.3f} (f = 0 is the empty circuit, 1 the full model). Verdict's rule: {verdict.rule}."
                + ("" if report.random is not None else " No random row: this file was written before it was measured."))  # fmt: skip
     if pairs:
         with st.expander("The task's prompts (the first 5 held out)"):

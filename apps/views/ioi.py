@@ -1,5 +1,7 @@
 """IOI circuit view: discover the circuit (with a progress bar) or open a saved one; show it as a
-graph by class, the path-patching heatmaps, the faithfulness, and the prompt through its heads.
+graph by class, the path-patching heatmaps, the faithfulness, and the prompt through its heads; the
+verdicts `interp ioi` prints (faithful, complete, minimal: interp.circuits.verdict), each with its rule
+and numbers, and each head's reason for passing or failing minimality.
 Every discovery is saved to the runs folder (circuit.json and the figures, as `interp ioi --out`
 writes them, with its settings); a saved discovery, the dashboard's or the CLI's, opens again in
 any session, and discovery with settings saved before opens that result instead of recomputing."""
@@ -13,6 +15,7 @@ import streamlit as st
 
 from apps import state
 from interp.circuits.pipeline import effects_json, read_circuit, write_report
+from interp.circuits.verdict import head_minimality, ioi_verdicts
 from interp.runs import read_run
 from interp.types import CORRUPTIONS
 from interp.viz.attention import attention_rows_figure
@@ -39,6 +42,24 @@ def saved_effects(path) -> dict | None:
         if isinstance(got, dict):
             return got
     return None
+
+
+def verdicts(circuit: dict) -> None:
+    """Each verdict `interp ioi` prints (faithful, complete, minimal), with its rule; the completeness and
+    minimality tables where they were measured, each head with why it passes or fails."""
+    got = ioi_verdicts(circuit)
+    for name, v in got.items():
+        (st.success if v.passed else st.warning)(f"**{name.capitalize()}: {v.word}**. {v.why[0].upper()}{v.why[1:]}.",
+                                                 icon="✅" if v.passed else "⚠️")  # fmt: skip
+        st.caption(f"{name.capitalize()} rule: {v.rule}.")
+    if isinstance(circuit.get("completeness"), list) and circuit["completeness"]:
+        st.dataframe(circuit["completeness"], hide_index=True, key="ioi_completeness")
+    if "minimality" in got:
+        from interp.circuits.evaluate import MIN_MINIMALITY
+
+        threshold = circuit.get("min_minimality", MIN_MINIMALITY)
+        st.dataframe([{"head": h, **{k: r.get(k) for k in ("value", "lo", "hi", "passes")}, "why": head_minimality(r, threshold)}
+                      for h, r in circuit["minimality"].items()], hide_index=True, key="ioi_minimality")  # fmt: skip
 
 
 st.title("IOI circuit")
@@ -128,6 +149,7 @@ with state.shows_errors():
                        f"{circuit['faithfulness']:.2f} [{lo:.2f}, {hi:.2f}] with each class kept at its positions, "
                        f"{circuit['faithfulness_all_positions']:.2f} [{alo:.2f}, {ahi:.2f}] with every circuit head kept "
                        "at every position (95% bootstrap intervals over the prompts).")
+        verdicts(circuit)
         from interp.circuits.evaluate import CLASS_POSITIONS
 
         positions = circuit.get("class_positions") or {c: CLASS_POSITIONS.get(c, "all positions") for c in classes}
@@ -147,12 +169,6 @@ with state.shows_errors():
                 with tab:
                     effect = report.discovery.effects[name].nan_to_num(0.0)
                     st.plotly_chart(patching_heatmap(effect, f"Path patching to {name}"), key=f"ioi_path_{name}")
-            if report.evaluation.completeness:
-                st.dataframe(report.evaluation.completeness, hide_index=True, key="ioi_completeness")
-                e = report.evaluation
-                st.caption(f"Minimality: a head passes when the lower end of its 95% interval is at least "
-                           f"{e.min_minimality:.0%} of F(C).")
-                st.dataframe([{"head": h, **v} for h, v in e.minimality.items()], hide_index=True, key="ioi_minimality")
 
         st.subheader("The prompt through the circuit")
         ioi_prompt = st.text_input("IOI prompt", IOI_EXAMPLE, key="ioi_text",
