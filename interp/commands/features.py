@@ -17,6 +17,7 @@ trace     the features behind a prompt's prediction; --off LAYER:FEATURE switche
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 from interp.commands import helped
@@ -239,7 +240,12 @@ def run_eval(args) -> int:
     write_json(out, ev.to_dict())
     print(f"{'layer':>5} {'FVU':>7} {'L0':>6} {'dead':>6} {'dense':>6} {'CE rec.':>8} {'KL':>8}")
     for r in ev.layers:
-        print(f"{r.layer:>5} {r.fvu:>7.3f} {r.l0:>6.1f} {r.dead:>6.1%} {r.dense:>6.1%} {r.ce_recovered:>8.3f} {r.kl:>8.4f}")
+        print(f"{r.layer:>5} {r.fvu:>7.3f} {r.l0:>6.1f} {r.dead:>6.1%} {r.dense:>6.1%} {_num(r.ce_recovered, '8.3f')} "
+              f"{_num(r.kl, '8.4f')}")  # fmt: skip
+    if any(not math.isfinite(r.ce_spliced) for r in ev.layers):
+        print("  -: not spliced alone (--splice names the layers spliced; this run left these out)")
+    if any(math.isfinite(r.ce_spliced) and not math.isfinite(r.ce_recovered) for r in ev.layers):
+        print("  - in CE rec. beside a KL: undefined, zero-ablating that layer leaves the loss as it is (nothing to recover)")
     if ev.all_spliced:
         a = ev.all_spliced
         print(f"all layers spliced at once: CE {a['ce_clean']:.3f} -> {a['ce_spliced']:.3f} (zero-ablated {a['ce_zero']:.3f}), "
@@ -324,12 +330,14 @@ def run_compare(args) -> int:
     print(f"{'layer':>5} | {'agreement feat [95%]':>24} {'base':>6} {'p':>6} | {'neuron':>24} {'base':>6} {'p':>6} | "
           f"{'same-last feat':>15} {'neuron':>15}")  # fmt: skip
     for r in rows:
-        f = lambda pre, k: r[f"{pre}_{k}"] or 0.0
-        print(f"{r['layer']:>5} | {f('feature', 'agreement'):.3f} [{f('feature', 'agreement_lo'):.3f},{f('feature', 'agreement_hi'):.3f}]"
-              f"{'':>4} {f('feature', 'agreement_baseline'):>6.3f} {f('feature', 'agreement_p'):>6.3f} | "
-              f"{f('neuron', 'agreement'):.3f} [{f('neuron', 'agreement_lo'):.3f},{f('neuron', 'agreement_hi'):.3f}]"
-              f"{'':>4} {f('neuron', 'agreement_baseline'):>6.3f} {f('neuron', 'agreement_p'):>6.3f} | "
-              f"{f('feature', 'same_last'):>15.3f} {f('neuron', 'same_last'):>15.3f}")  # fmt: skip
+        f = {k: _num(v, "6.3f") for k, v in r.items()}
+        a = {pre: f"{_num(r.get(pre + '_agreement'), '5.3f')} [{_num(r.get(pre + '_agreement_lo'), '5.3f')},"
+                  f"{_num(r.get(pre + '_agreement_hi'), '5.3f')}]" for pre in ("feature", "neuron")}  # fmt: skip
+        print(f"{r['layer']:>5} | {a['feature']:>24} {f['feature_agreement_baseline']} {f['feature_agreement_p']} | "
+              f"{a['neuron']:>24} {f['neuron_agreement_baseline']} {f['neuron_agreement_p']} | "
+              f"{_num(r.get('feature_same_last'), '15.3f')} {_num(r.get('neuron_same_last'), '15.3f')}")  # fmt: skip
+    if any(not _finite(v) for r in rows for k, v in r.items() if k != "layer"):
+        print("  -: not in that index: it was built before the figure was recorded (build it again to compare)")
     if args.json:
         write_json(args.json, rows)
     return 0
@@ -359,3 +367,16 @@ def run_trace(args) -> int:
         print("  before: " + "  ".join(f"{t!r} {p:.3f}" for t, p in got["before"]))
         print("  after:  " + "  ".join(f"{t!r} {p:.3f}" for t, p in got["after"]))
     return 0
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def _num(x, spec: str) -> str:
+    """`x` formatted by `spec`, or "-" (as wide) where it is missing or not a number; a legend under the
+    table says why."""
+    if _finite(x):
+        return format(x, spec)
+    width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+    return "-".rjust(int(width or 1))

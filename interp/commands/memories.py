@@ -363,6 +363,10 @@ def run_trace(args) -> int:
         print(f"memories lowering {t.token!r} most (direct effect):")
         for m in t.against:
             _print_memory(m)
+    if any(m.total_effect is None for m in [*t.top, *t.against]):
+        first = f"the first {args.total} raising it" if args.total else "none (--total 0)"
+        print(f"  -: total effect not measured: it is measured for {first}, each switched off in a forward pass of "
+              "its own (--total N for more)" + (f"; the memories lowering {t.token!r} never" if t.against else ""))  # fmt: skip
     if args.per_layer:
         print(f"by layer: the MLP's direct effect, then its first memories (ranked by {t.ranking}) with their direct effects")
         for layer in t.layers:

@@ -76,3 +76,33 @@ def test_bad_input_is_one_line_exit_2_nothing_written(argv, needle, trained, tin
     assert main(["features", *[fill.get(a, a) for a in argv]]) == 2
     assert needle in error_line(capsys)
     assert not new.exists() and not (tmp_path / "new2").exists()
+
+
+def test_eval_says_why_a_layer_has_no_spliced_figures(trained, tiny_llama_dir, tmp_path, capsys):
+    """Issue 27: a layer left out of --splice shows "-" for CE recovered and KL, and a legend says why."""
+    assert main(["features", "eval", "--model", str(tiny_llama_dir), "--dict", str(trained), "--corpus", "kjv",
+                 "--tokens", "300", "--seq-len", "32", "--splice", "1", "--no-all", "--out", str(tmp_path / "ev.json")]) == 0
+    out = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.strip()[:1].isdigit()}
+    assert rows["0"][-2:] == ["-", "-"] and "-" not in rows["1"] and "nan" not in out
+    assert "  -: not spliced alone (--splice names the layers spliced; this run left these out)" in out
+
+
+def test_compare_marks_missing_figures_and_says_why(monkeypatch, capsys):
+    """A figure an index does not hold prints "-" (not 0.000), with the legend; a full table has no legend."""
+    import interp.memories as mi
+    from interp.features import memories as fm
+
+    full = {f"{side}_{k}": 0.25 for side in ("feature", "neuron") for k in fm.COMPARED}
+    rows = [{"layer": 0, **full}, {"layer": 1, **full, "neuron_same_last": None, "feature_agreement_p": None}]
+    monkeypatch.setattr(fm, "open_feature_index", lambda path: None)
+    monkeypatch.setattr(mi, "open_index", lambda path: None)
+    monkeypatch.setattr(fm, "compare", lambda f, n: rows)
+    assert main(["features", "compare", "--features", "f", "--neurons", "n"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    layer1 = next(line for line in lines if line.split()[0] == "1")
+    assert layer1.split()[-1] == "-" and layer1.split("|")[1].split()[-1] == "-" and "0.000" not in layer1
+    assert lines[-1] == "  -: not in that index: it was built before the figure was recorded (build it again to compare)"
+    rows.pop()
+    assert main(["features", "compare", "--features", "f", "--neurons", "n"]) == 0
+    assert "-: not in that index" not in capsys.readouterr().out

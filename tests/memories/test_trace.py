@@ -180,8 +180,16 @@ def test_trace_cli_names_the_ranking_and_prints_total_effects(tiny_llama_dir, ca
     assert "ranked by direct effect on the predicted token" in out and "memories raising" in out
     rows = [line for line in out.splitlines() if "rank " in line and " coef " in line]
     assert len(rows) >= 3 and sum("(p off " in r for r in rows[:3]) == 2  # the first two of the ranking
+    assert rows[2].split()[1] == "-"  # the third has none, and the legend under the lists says why
+    assert "  -: total effect not measured: it is measured for the first 2 raising it, each switched off" in out
     assert main(argv + ["--rank", "lm-debugger", "--total", "0"]) == 0
     out = capsys.readouterr().out
     assert "ranked by LM-Debugger's ranking: |coefficient| × the value's norm" in out and "(p off" not in out
+    assert "  -: total effect not measured: it is measured for none (--total 0)" in out
+    assert main(argv + ["--total", "3"]) == 0
+    out = capsys.readouterr().out  # every memory raising it measured: a "-" only where one lowers it
+    lowering = "memories lowering" in out
+    legend = [line for line in out.splitlines() if line.startswith("  -: total effect not measured")]
+    assert len(legend) == int(lowering) and all("; the memories lowering" in line for line in legend)
     assert main(argv + ["--rank", "loud"]) == 2
     assert "unknown ranking 'loud'; use --rank direct or --rank lm-debugger" in capsys.readouterr().err
