@@ -14,7 +14,8 @@ against the TransformerLens release range in `SUPPORTED`:
 - `native_parameters(bridge)`, `native_attention_scale(bridge)`, `native_head_bias(bridge)`: the
   native model's weights under their plain names, as the fast training forward reads them;
 - `native_rotary(bridge)`: the native model's RoPE tables (it shows no hook_cos/hook_sin/hook_rot_k);
-- `unwrapped(component)`: the module a bridge component wraps (a norm's weight and eps).
+- `unwrapped(component)`: the module a bridge component wraps (a norm's weight and eps);
+- `fast_norm(norm)`: a norm's own module where the bridge's output is that module's, bit for bit.
 """
 
 from __future__ import annotations
@@ -172,3 +173,15 @@ def native_rotary(bridge) -> tuple[torch.Tensor, torch.Tensor, int] | None:
 def unwrapped(component):
     """The module a bridge component wraps (itself when it wraps none)."""
     return getattr(component, "original_component", component)
+
+
+def fast_norm(norm):
+    """The module to call for `norm`'s output when no hook edits it: the wrapped module itself where the
+    bridge returns that module's own output (its native-autograd path: RMSNorm bridges), which skips
+    the bridge's hook_scale computed on the side (several times the norm's cost on small tensors);
+    the bridge's wrapper elsewhere (e.g. GPT-2's LayerNorm bridge recomputes the norm itself, which
+    differs from the wrapped module's at float rounding)."""
+    inner = getattr(norm, "original_component", None)
+    native = getattr(norm, "use_native_layernorm_autograd", False) or getattr(getattr(norm, "config", None),
+                                                                           "layer_norm_folding", False)
+    return inner if inner is not None and native else norm

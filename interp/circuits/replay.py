@@ -118,13 +118,17 @@ class Replay:
         if getattr(cfg, "attn_scores_soft_cap", -1) not in (-1, -1.0, None, 0):
             raise WorkbenchError(f"{model.info.name} soft-caps attention scores; the replay does not support it")
         scale = cfg.attn_scale if cfg.attn_scale and cfg.attn_scale > 0 else cfg.d_head**0.5
-        from interp.bridge import native_rotary
+        from interp.bridge import fast_norm, native_rotary
 
         rotary = model.info.positional == "rotary"
         out = cls(b, cfg.n_layers, cfg.n_heads, model.info.n_kv_heads, 1.0 / scale if cfg.use_attn_scale else 1.0,
                   rotary, model.info.positional == "alibi", native_rotary(b) if rotary else None, not model.info.attn_only,
                   next(b.parameters()).dtype)  # fmt: skip
         out._devices, out._stacked = None, {}
+        # the norms' own modules: the bridge's wrapper computes the same output (bit for bit, tested) but also
+        # its hook_scale on the side, several times the cost of the norm on the small tensors the replay runs
+        out._ln1 = [fast_norm(blk.ln1) for blk in b.blocks]
+        out._ln2 = [fast_norm(blk.ln2) if hasattr(blk, "ln2") else None for blk in b.blocks]
         return out
 
     # -- weights and placement -----------------------------------------------------------------------
@@ -188,13 +192,12 @@ class Replay:
 
     # -- the pieces -------------------------------------------------------------------------------------
     def ln1(self, layer: int, resid_pre: Tensor) -> Tensor:
-        return self.bridge.blocks[layer].ln1(resid_pre)
+        return self._ln1[layer](resid_pre)
 
     def mlp(self, layer: int, resid_mid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
         """The block's MLP output on an input stream (its norm reads the stream as given, the MLP runs
         in the model's dtype), in float32."""
-        block = self.bridge.blocks[layer]
-        return block.mlp(block.ln2(resid_mid).to(self.dtype)).to(ACC)
+        return self.bridge.blocks[layer].mlp(self._ln2[layer](resid_mid).to(self.dtype)).to(ACC)
 
     def head_out(self, layer: int, heads: Int[Tensor, "n"], z: Float[Tensor, "n ... d_head"]) -> Float[Tensor, "n ... d_model"]:
         """Each row's head output z @ W_O[head] in z's dtype (no bias: a difference of two outputs needs none)."""
