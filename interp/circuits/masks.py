@@ -174,15 +174,27 @@ class EdgeForward:
         g, rp, dev = self.graph, self.rp, self.X0.device
         M = torch.zeros(len(g.writers), len(g.readers), dtype=ACC, device=dev).index_put((self.src, self.dst), z.to(ACC))
         groups: list[tuple[int, Tensor]] = [(0, self.embed_diff)]  # (first writer, differences [B W n d])
+        stacked: list = [None, 0]  # every group so far along the writer axis, and how many groups it holds
+
+        def writers_so_far() -> Tensor:  # every group so far, stacked along the writer axis [B W n d]
+            if stacked[1] < len(groups):
+                new = [d for _, d in groups[stacked[1] :]]
+                stacked[0] = torch.cat(new if stacked[0] is None else [stacked[0], *new], dim=2)
+                stacked[1] = len(groups)
+            return stacked[0]
 
         def read(base: Tensor, readers: Tensor, pattern: str) -> Tensor:
-            out = base
-            for lo, d in groups:
-                out = out + torch.einsum(pattern, d, M[lo : lo + d.shape[2], readers])
-            return out
+            """base + each earlier writer's difference weighted by its edge's gate, as one product over
+            the writers so far (one kernel a read, not one a writer group: the step was launch-bound)."""
+            D = writers_so_far()
+            return base + torch.einsum(pattern, D, M[: D.shape[2], readers])
+
+        def add(lo: int, d: Tensor) -> None:  # writers come in order, so the stack's axis is the writer index
+            assert lo == sum(x.shape[2] for _, x in groups), "writer groups out of order"
+            groups.append((lo, d))
 
         def keep_heads(lo: int):
-            return lambda per: groups.append((lo, per[0]))
+            return lambda per: add(lo, per[0])
 
         X = self.X0
         for layer in range(g.n_layers):
@@ -194,13 +206,13 @@ class EdgeForward:
             if g.has_mlp:
                 r = g.layer_readers(layer, "mlp").to(dev)
                 edit.mlp_input = lambda mid, layer=layer, r=r: read(self.base_mlp[layer][:, :, None], r, "bwnd,nc->bwcd")[:, :, 0][None]
-                edit.mlp_seen = lambda out, layer=layer: groups.append((g.mlp_writer(layer), (out[0] - self.r_mlp[layer])[:, :, None]))
+                edit.mlp_seen = lambda out, layer=layer: add(g.mlp_writer(layer), (out[0] - self.r_mlp[layer])[:, :, None])
             X = rp.block(layer, X, self.span, cache=self.ab.clean.cache,
                          keys=self.ab.clean.keys(rp, layer) if self.keys else None, edit=edit)  # fmt: skip
         at = (torch.arange(len(self.task), device=dev)[:, None], self.span.rows.to(dev))
-        groups = [(lo, d[at[0], at[1]]) for lo, d in groups]  # at the reads only (END; [B read n d])
         logits_reader = torch.tensor([len(g.readers) - 1], device=dev)
-        out = read(self.base_final[:, :, None], logits_reader, "bwnd,nc->bwcd")[:, :, 0]  # [B read d]
+        D = writers_so_far()[at[0], at[1]]  # at the reads only (END; [B read n d])
+        out = (self.base_final[:, :, None] + torch.einsum("bwnd,nc->bwcd", D, M[: D.shape[2], logits_reader]))[:, :, 0]
         return self.span.readout(out[None])[0]
 
 
