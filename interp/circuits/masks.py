@@ -258,7 +258,7 @@ def learn(model: Model, task: Task, config: MaskConfig | None = None, warm: Edge
             opt.zero_grad(set_to_none=True)
             (loss + reg).backward()
             opt.step()
-            config.history.append((float(loss), float(share)))
+            config.history.append((float(loss.detach()), float(share.detach())))
             if progress:
                 progress(step + 1, config.steps, "mask training")
     learned = log_alpha.detach().float().cpu()
