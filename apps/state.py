@@ -452,3 +452,12 @@ def pick_head(model, prefix: str, default: tuple[int, int] = (0, 0)) -> tuple[in
     layer = left.number_input("Layer", 0, info.n_layers - 1, key=f"{prefix}_layer")
     head = right.number_input("Head", 0, info.n_heads - 1, key=f"{prefix}_head")
     return int(layer), int(head)
+
+
+def keep_options(key: str, options: list[str]) -> None:
+    """Drop a widget's remembered choices that are no longer offered (another graph, size or grouping)."""
+    value = st.session_state.get(key)
+    if isinstance(value, list):
+        st.session_state[key] = [v for v in value if v in options]
+    elif value is not None and value not in options:
+        st.session_state[key] = None

@@ -233,15 +233,6 @@ def _clicked_node(options: list[str]) -> None:
     st.session_state["_circ_last_click"] = names[0] if names else None
 
 
-def _keep_options(key: str, options: list[str]) -> None:
-    """Drop a widget's remembered choices that are no longer offered (another size or grouping)."""
-    value = st.session_state.get(key)
-    if isinstance(value, list):
-        st.session_state[key] = [v for v in value if v in options]
-    elif value is not None and value not in options:
-        st.session_state[key] = None
-
-
 def graph_panel(report, percent: float, keep, faithfulness) -> None:
     """The circuit as a graph to explore: group by head or layer, pin or hide nodes, click a node (or
     pick it) for its incoming and outgoing edges with their scores."""
@@ -252,7 +243,7 @@ def graph_panel(report, percent: float, keep, faithfulness) -> None:
     every = links(g, s.scores, keep, group)
     options = nodes_of(every)
     for key in ("circ_pin", "circ_hide", "circ_node"):
-        _keep_options(key, options)
+        state.keep_options(key, options)
     pin = c2.multiselect("Pin nodes", options, key="circ_pin",
                          help="keep only the edges into and out of these nodes")  # fmt: skip
     hide = c3.multiselect("Hide nodes", options, key="circ_hide", help="leave these nodes and their edges out")

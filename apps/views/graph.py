@@ -134,15 +134,6 @@ def open_panel() -> str | None:
 # -- supernodes, pins and the drawing ---------------------------------------------------------------
 
 
-def _keep_options(key: str, options: list[str]) -> None:
-    """Drop a widget's remembered choices that are no longer offered (another graph or threshold)."""
-    value = st.session_state.get(key)
-    if isinstance(value, list):
-        st.session_state[key] = [v for v in value if v in options]
-    elif value is not None and value not in options:
-        st.session_state[key] = None
-
-
 def supernode_panel(data: dict, path: str) -> dict[str, list[str]]:
     """The grouping: graph.json's own, then the ones made here (name + members, Add; remove); checked."""
     groups = st.session_state.setdefault("graph_groups", {}).setdefault(path, dict(data.get("supernodes") or {}))
@@ -211,7 +202,7 @@ def draw(path: str) -> None:
                "nodes (what a transcoder misses), purple diamonds supernodes.")  # fmt: skip
     options = [n.id for n in view.nodes]
     for key in ("graph_pin", "graph_hide", "graph_node"):
-        _keep_options(key, options)
+        state.keep_options(key, options)
     c1, c2 = st.columns(2)
     pin = c1.multiselect("Pin nodes", options, key="graph_pin", help="keep only the edges into and out of these nodes")
     hide = c2.multiselect("Hide nodes", options, key="graph_hide", help="leave these nodes and their edges out")
