@@ -5,7 +5,9 @@ scores and thresholds, the supernodes of --supernodes, and the whole adjacency f
 graph.html (the graph to explore offline: interp.viz.graph_html), circuit-tracer/<slug>.json with
 graph-metadata.json (the graph as circuit-tracer's and Neuronpedia's frontends open it), and with
 --check N, checks.json (N sampled features switched off in the real model beside the graph's
-prediction, in each intervention mode).
+prediction, in each intervention mode). With --qk N and --qk-at, graph.json carries a "qk" section:
+attention explained (interp.graphs.qk), the N strongest attention-mediated kept edges' head scores and
+the scores named by --qk-at, each split into (query node, key node) terms.
 """
 
 from __future__ import annotations
@@ -54,8 +56,24 @@ def add_parser(sub) -> None:
     p.add_argument("--supernodes", default=None, metavar="FILE.json",
                    help="group nodes: a JSON object of name -> list of node ids (F<layer>.<feature>@<pos>, "
                         "err<layer>@<pos>); each is drawn as one node whose edges are its members' summed")  # fmt: skip
+    p.add_argument("--qk", type=int, default=0, metavar="N",
+                   help="explain the attention of the N strongest attention-mediated kept edges (QK attribution)")  # fmt: skip
+    p.add_argument("--qk-at", action="append", default=[], metavar="LAYER,HEAD,QUERY,KEY",
+                   help="explain this head's score between two positions (QK attribution); repeatable")  # fmt: skip
+    p.add_argument("--qk-top", type=int, default=10, help="pairs and nodes per side listed per QK entry (10)")
     p.add_argument("--device", default=None)
     p.set_defaults(func=run)
+
+
+def _qk_places(specs: list[str]) -> list[tuple[int, int, int, int]]:
+    out = []
+    for spec in specs:
+        try:
+            layer, head, query, key = (int(x) for x in spec.split(","))
+        except ValueError:
+            raise WorkbenchError(f"--qk-at {spec!r}: give LAYER,HEAD,QUERY,KEY as integers, e.g. 1,0,5,2") from None
+        out.append((layer, head, query, key))
+    return out
 
 
 def _slug(prompt: str) -> str:
@@ -74,6 +92,9 @@ def run(args) -> int:
     from interp.io import check_dir_target, check_replaceable, write_dir, write_json
     from interp.viz.graph_html import write_graph_html
 
+    if args.qk < 0 or args.qk_top < 1:
+        raise WorkbenchError("--qk must be >= 0 and --qk-top >= 1")
+    qk_places = _qk_places(args.qk_at)
     if args.check < 0 or args.batch_size < 1 or (args.max_feature_nodes is not None and args.max_feature_nodes < 0):
         raise WorkbenchError("--check and --max-feature-nodes must be >= 0 and --batch-size >= 1")
     for name, t in (("--node-threshold", args.node_threshold), ("--edge-threshold", args.edge_threshold)):
@@ -91,6 +112,11 @@ def run(args) -> int:
         )
     model = load(args.model, device=args.device)
     tokens = model.to_tokens(args.prompt)[0]  # refuses an empty prompt or one over the context
+    if qk_places:
+        from interp.graphs.qk import check_place
+
+        for place in qk_places:
+            check_place(model, len(tokens), *place)
     tc = load_dict(tc_dir, model, device=model.device)
     t0 = time.perf_counter()
     R = build(model, tc, tokens)
@@ -109,8 +135,15 @@ def run(args) -> int:
     if groups is not None:
         kinds = {g.describe(i)["id"]: g.kind(i) for i in range(g.n_nodes)}
         groups = check_supernodes(groups, kinds, f"--supernodes {args.supernodes}")
+    qk = None
+    if args.qk or qk_places:
+        from interp.graphs import qk as qkmod
+
+        qk = {"edges": qkmod.edge_qk(model, R, g, pruned.edges, args.qk, args.qk_top),
+              "scores": [qkmod.explain(model, R, g, *place).to_dict(g, args.qk_top) for place in qk_places]}  # fmt: skip
     kept = pruned.nodes.nonzero()[:, 0].tolist()
-    graph = export.graph_dict(g, pruned, scores, supernodes=groups, extra=export.feature_tokens(model, tc, g, kept))
+    graph = export.graph_dict(g, pruned, scores, supernodes=groups, extra=export.feature_tokens(model, tc, g, kept),
+                              qk=qk)  # fmt: skip
     view = graph_view(graph)
     title = f"Attribution graph of {args.prompt[:80]!r} ({model.info.name})"
 
@@ -139,5 +172,11 @@ def run(args) -> int:
             )
     if groups:
         print(f"{len(groups)} supernodes: {', '.join(groups)} (drawn as one node each, edges summed over members)")
+    if qk is not None:
+        for x in [*qk["edges"], *qk["scores"]]:
+            top = x["top_pairs"][0] if x["top_pairs"] else None
+            lead = f"; largest term {top['query_node']} x {top['key_node']} {top['term']:.3g}" if top else ""
+            print(f"QK layer {x['layer']} head {x['head']} ({x['query']} -> {x['key']}): score {x['score']:.4g} "
+                  f"(real {x['real_score']:.4g}){lead}")  # fmt: skip
     print(f"wrote {out}/graph.json, {out}/graph.html and {out}/circuit-tracer/{slug}.json")
     return 0

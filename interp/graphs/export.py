@@ -6,8 +6,9 @@ graph.json (FORMAT)   {"format", "prompt", "tokens", "str_tokens", "model", "set
                       nonzero ones), "thresholds": {"node", "edge"}, "scores": {"replacement",
                       "completeness"}, "pruned": bool, "supernodes": {name: [node ids]} (drawn as
                       one node each, interp.graphs.view), "graph": the whole graph with its dense
-                      adjacency (optional, for a reload)}; a node may carry "top_tokens" (features) and
-                      "label"
+                      adjacency (optional, for a reload), "qk": {"edges": [...], "scores": [...]}
+                      (optional: attention explained, interp.graphs.qk's QK.to_dict per entry, an
+                      edge's with its "edge")}; a node may carry "top_tokens" (features) and "label"
 circuit-tracer        the frontend's JSON (circuit_tracer/frontend/graph_models.py, read 2026-12-07):
                       {"metadata": {slug, scan, transcoder_list, prompt_tokens, prompt, node_threshold,
                       schema_version}, "qParams": {pinnedIds, supernodes, linkType, clickedId, sg_pos},
@@ -33,10 +34,12 @@ FORMAT = "interp-graph/1"
 
 
 def graph_dict(g: Graph, pruned: Pruned | None = None, scores: tuple[float, float] | None = None,
-               with_adjacency: bool = True, supernodes: dict | None = None, extra: dict | None = None) -> dict:  # fmt: skip
+               with_adjacency: bool = True, supernodes: dict | None = None, extra: dict | None = None,
+               qk: dict | None = None) -> dict:  # fmt: skip
     """Our JSON form of `g` (the pruned graph's nodes and edges when `pruned` is given), with
     `supernodes` (name -> node ids, checked: interp.graphs.supernodes) and `extra` fields per node
-    index (e.g. a feature's top_tokens, from `feature_tokens`, or a label)."""
+    index (e.g. a feature's top_tokens, from `feature_tokens`, or a label), and `qk` (attention
+    explained: interp.graphs.qk) as its "qk" section when given."""
     from interp.graphs.supernodes import check_supernodes
 
     groups = check_supernodes(supernodes or {}, {g.describe(i)["id"]: g.kind(i) for i in range(g.n_nodes)})
@@ -59,6 +62,8 @@ def graph_dict(g: Graph, pruned: Pruned | None = None, scores: tuple[float, floa
         "thresholds": {"node": pruned.node_threshold, "edge": pruned.edge_threshold} if pruned is not None else None,
         "scores": {"replacement": scores[0], "completeness": scores[1]} if scores is not None else None,
     }  # fmt: skip
+    if qk is not None:
+        out["qk"] = qk
     if with_adjacency:
         out["graph"] = {"features": g.features.tolist(), "activations": g.activations.tolist(),
                         "logit_tokens": g.logit_tokens.tolist(), "logit_probs": g.logit_probs.tolist(),

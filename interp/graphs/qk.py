@@ -98,7 +98,9 @@ def check_place(model, n_pos: int, layer: int, head: int, query: int, key: int) 
     if not 0 <= query < n_pos:
         raise WorkbenchError(f"query position {query} is outside the prompt's positions 0..{n_pos - 1}")
     if not 0 <= key <= query:
-        raise WorkbenchError(f"key position {key} must be between 0 and the query position {query} (attention is causal)")
+        raise WorkbenchError(
+            f"key position {key} must be between 0 and the query position {query} (attention is causal)"
+        )
 
 
 @torch.no_grad()
@@ -109,7 +111,9 @@ def head_of(model, layer: int, head: int, n_pos: int, tokens: Tensor | None = No
 
     rep = Replay.of(model)
     if rep.alibi:
-        raise WorkbenchError(f"{model.info.name} uses ALiBi; its scores carry a position bias QK attribution does not split")
+        raise WorkbenchError(
+            f"{model.info.name} uses ALiBi; its scores carry a position bias QK attribution does not split"
+        )
     W, b = stacked_qkv(model.bridge.blocks[layer].attn)
     W, b = W.detach().float(), None if b is None else b.detach().float()
     cols = columns(rep.n_heads, rep.n_kv)
