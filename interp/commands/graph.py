@@ -20,6 +20,7 @@ from interp.commands import helped, step_bar
 from interp.errors import WorkbenchError
 
 OUR_FILES = {"graph.json", "graph.html", "circuit-tracer", "checks.json"}
+OUR_FILES |= {"supernodes.json", "supernodes-faithfulness.json"}  # --auto-supernodes
 
 
 def add_parser(sub) -> None:
@@ -56,6 +57,15 @@ def add_parser(sub) -> None:
     p.add_argument("--supernodes", default=None, metavar="FILE.json",
                    help="group nodes: a JSON object of name -> list of node ids (F<layer>.<feature>@<pos>, "
                         "err<layer>@<pos>); each is drawn as one node whose edges are its members' summed")  # fmt: skip
+    p.add_argument("--auto-supernodes", type=float, nargs="?", const=0.5, default=None, metavar="THRESHOLD",
+                   help="group the kept features automatically (decoder cosine, co-activation, shared edges; "
+                        "average linkage merging while the mean similarity >= THRESHOLD in (0, 1], default 0.5), "
+                        "write supernodes.json and switch each group off to measure its faithfulness "
+                        "(supernodes-faithfulness.json); not with --supernodes")  # fmt: skip
+    p.add_argument("--auto-layer-band", type=int, default=None, metavar="N",
+                   help="an automatic supernode spans at most N layers beyond its first (default: any layers)")  # fmt: skip
+    p.add_argument("--auto-texts", default=None, metavar="FILE",
+                   help="co-activation over these texts (one a line) instead of the prompt's positions")  # fmt: skip
     p.add_argument("--qk", type=int, default=0, metavar="N",
                    help="explain the attention of the N strongest attention-mediated kept edges (QK attribution)")  # fmt: skip
     p.add_argument("--qk-at", action="append", default=[], metavar="LAYER,HEAD,QUERY,KEY",
@@ -79,6 +89,51 @@ def _qk_places(specs: list[str]) -> list[tuple[int, int, int, int]]:
 def _slug(prompt: str) -> str:
     words = "".join(c if c.isalnum() else "-" for c in prompt.lower()).split("-")
     return "-".join(w for w in words if w)[:40] or "graph"
+
+
+def _auto_inputs(args) -> list[str] | None:
+    """--auto-supernodes' options checked (one-line errors before anything is loaded); the texts of --auto-texts."""
+    if args.auto_supernodes is None:
+        if args.auto_layer_band is not None or args.auto_texts is not None:
+            raise WorkbenchError("--auto-layer-band and --auto-texts go with --auto-supernodes")
+        return None
+    from interp.graphs.autogroup import check_threshold
+
+    check_threshold(args.auto_supernodes, "--auto-supernodes' threshold")
+    if args.supernodes is not None:
+        raise WorkbenchError(
+            "give --supernodes or --auto-supernodes, not both (the automatic grouping replaces a hand one)"
+        )
+    if args.auto_layer_band is not None and args.auto_layer_band < 0:
+        raise WorkbenchError(f"--auto-layer-band must be >= 0, got {args.auto_layer_band}")
+    if args.auto_texts is None:
+        return None
+    path = Path(args.auto_texts).expanduser()
+    try:
+        texts = [line for line in path.read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise WorkbenchError(f"cannot read --auto-texts {str(path)!r} ({type(e).__name__})") from None
+    if not texts:
+        raise WorkbenchError(f"--auto-texts {str(path)!r} holds no text (one text a line)")
+    return texts
+
+
+def _auto_supernodes(args, texts, model, tc, R, g, pruned) -> tuple[dict, dict]:
+    """(the proposed grouping, what supernodes-faithfulness.json holds: the proposal's settings and
+    the grouping's faithfulness report) (interp.graphs.autogroup)."""
+    from interp.graphs import autogroup
+
+    profiles = None
+    if texts is not None:
+        nodes = autogroup.candidates(g, pruned.nodes, pruned.influence)
+        profiles = autogroup.text_profiles(model, tc, g, nodes, texts)
+    proposal = autogroup.propose(g, R, pruned, args.auto_supernodes, layer_band=args.auto_layer_band,
+                                 profiles=profiles, top_token=autogroup.model_top_token(model))  # fmt: skip
+    groups = proposal["supernodes"]
+    report = autogroup.faithfulness(model, R, g, groups)
+    keep = ("threshold", "weights", "layer_band", "features")
+    extra = {"coactivation": "texts" if texts is not None else "prompt positions", "n_texts": len(texts or [])}
+    return groups, {**{k: proposal[k] for k in keep}, **extra, "supernodes": groups, "faithfulness": report}
 
 
 def run(args) -> int:
@@ -105,6 +160,7 @@ def run(args) -> int:
     groups = None
     if args.supernodes is not None:  # its shape now, its node ids once the graph exists (before anything is written)
         groups = check_supernodes(read_supernodes(args.supernodes), None, f"--supernodes {args.supernodes}")
+    texts, faith = _auto_inputs(args), None  # --auto-supernodes checked before anything is loaded
     tc_dir = Path(args.transcoders).expanduser()
     if not tc_dir.is_dir():
         raise WorkbenchError(
@@ -135,6 +191,8 @@ def run(args) -> int:
     if groups is not None:
         kinds = {g.describe(i)["id"]: g.kind(i) for i in range(g.n_nodes)}
         groups = check_supernodes(groups, kinds, f"--supernodes {args.supernodes}")
+    if args.auto_supernodes is not None:
+        groups, faith = _auto_supernodes(args, texts, model, tc, R, g, pruned)
     qk = None
     if args.qk or qk_places:
         from interp.graphs import qk as qkmod
@@ -157,6 +215,9 @@ def run(args) -> int:
         (tracer / "graph-metadata.json").write_text(json.dumps({"graphs": [data["metadata"]]}, indent=1))
         if checks is not None:
             (tmp / "checks.json").write_text(json.dumps(checks, indent=1))
+        if faith is not None:
+            (tmp / "supernodes.json").write_text(json.dumps(groups, indent=1))
+            (tmp / "supernodes-faithfulness.json").write_text(json.dumps(faith, indent=1))
 
     write_dir(out, fill)
     top = ", ".join(f"{t!r} {p:.3f}" for t, p in zip(g.logit_strs, g.logit_probs.tolist()))
@@ -172,6 +233,12 @@ def run(args) -> int:
             )
     if groups:
         print(f"{len(groups)} supernodes: {', '.join(groups)} (drawn as one node each, edges summed over members)")
+    if faith is not None:
+        from interp.graphs.autogroup import table
+
+        print(f"automatic supernodes (threshold {faith['threshold']}): {len(groups)} over {len(faith['features'])} "
+              f"kept features; wrote {out}/supernodes.json and {out}/supernodes-faithfulness.json")  # fmt: skip
+        print(table(faith["faithfulness"]))
     if qk is not None:
         for x in [*qk["edges"], *qk["scores"]]:
             top = x["top_pairs"][0] if x["top_pairs"] else None

@@ -176,3 +176,68 @@ def test_faithfulness_report(built):
     assert len(rep["features"]["nodes"]) == len(rep["features"]["predicted"]) == len(set(ids(pair)) | set(ids(range(1, g.n_features, 7))) | set(ids([0, 2])))  # fmt: skip
     text = ag.table(rep)
     assert "pair" in text and "mode frozen: correlation over supernodes" in text
+
+
+# -- interp graph --auto-supernodes ---------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli(tiny_llama, tiny_llama_dir, tmp_path_factory):
+    from graph_helpers import random_transcoders
+
+    from interp.features import save
+
+    root = tmp_path_factory.mktemp("graph_autogroup")
+    save(random_transcoders(tiny_llama), root / "tc")
+    return ["graph", "--model", str(tiny_llama_dir), "--prompt", "The cat sat on the mat and", "--transcoders",
+            str(root / "tc")]  # fmt: skip
+
+
+def test_cli_writes_the_grouping_and_its_faithfulness(cli, tmp_path, capsys):
+    import json
+
+    from interp.cli import main
+
+    out = tmp_path / "out"
+    assert main([*cli, "--out", str(out), "--auto-supernodes", "0.3"]) == 0
+    printed = capsys.readouterr().out
+    graph = json.loads((out / "graph.json").read_text())
+    groups = json.loads((out / "supernodes.json").read_text())
+    faith = json.loads((out / "supernodes-faithfulness.json").read_text())
+    assert groups and graph["supernodes"] == groups == faith["supernodes"]
+    assert faith["threshold"] == 0.3 and faith["coactivation"] == "prompt positions"
+    kept = {n["id"] for n in graph["nodes"] if n["kind"] == "feature"}
+    assert set(faith["features"]) == kept and {m for ms in groups.values() for m in ms} <= kept
+    rep = faith["faithfulness"]
+    assert [r["name"] for r in rep["supernodes"]] == list(groups)
+    assert set(rep["modes"]) == {"linear", "frozen"} and rep["modes"]["linear"]["max_gap_supernodes_joint"] < 1e-3
+    assert "switching off each supernode" in printed and "mode frozen: correlation over supernodes" in printed
+    assert all(name in printed for name in groups)
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a dog ran home\n\nthe mat was red\n")
+    out2 = tmp_path / "out2"
+    assert (
+        main([*cli, "--out", str(out2), "--auto-supernodes", "--auto-texts", str(texts), "--auto-layer-band", "0"]) == 0
+    )
+    faith2 = json.loads((out2 / "supernodes-faithfulness.json").read_text())
+    assert faith2["threshold"] == 0.5 and faith2["coactivation"] == "texts" and faith2["n_texts"] == 2
+    assert all(len({m.split(".")[0] for m in ms}) == 1 for ms in faith2["supernodes"].values())  # one layer each
+
+
+@pytest.mark.parametrize("extra, expect", [
+    (["--auto-supernodes", "0"], "must be in (0, 1], got 0.0"),
+    (["--auto-supernodes", "1.5"], "must be in (0, 1], got 1.5"),
+    (["--auto-supernodes", "-0.2"], "must be in (0, 1], got -0.2"),
+    (["--auto-supernodes", "--supernodes", "s.json"], "not both"),
+    (["--auto-layer-band", "1"], "go with --auto-supernodes"),
+    (["--auto-supernodes", "--auto-texts", "missing.txt"], "cannot read --auto-texts"),
+])  # fmt: skip
+def test_cli_bad_auto_input_is_one_line(cli, tmp_path, capsys, extra, expect):
+    from cli_helpers import error_line
+
+    from interp.cli import main
+
+    (tmp_path / "s.json").write_text('{"x": ["F0.1@1"]}')
+    extra = [str(tmp_path / x) if x.endswith((".json", ".txt")) else x for x in extra]
+    out = tmp_path / "out"
+    assert main([*cli, "--out", str(out), *extra]) == 2
+    assert expect in error_line(capsys)
+    assert not out.exists()
