@@ -8,6 +8,10 @@ graph-metadata.json (the graph as circuit-tracer's and Neuronpedia's frontends o
 prediction, in each intervention mode). With --qk N and --qk-at, graph.json carries a "qk" section:
 attention explained (interp.graphs.qk), the N strongest attention-mediated kept edges' head scores and
 the scores named by --qk-at, each split into (query node, key node) terms.
+With --auto-supernodes [THRESHOLD] (instead of --supernodes), the kept features are grouped
+automatically (interp.graphs.autogroup): the grouping goes into graph.json's supernodes and
+supernodes.json, and supernodes-faithfulness.json sets each group switched off together in the real
+model (attention frozen; and in the graph's own linear model) beside the graph's predictions.
 """
 
 from __future__ import annotations
