@@ -54,8 +54,7 @@ from torch import Tensor
 from interp import hooks
 from interp.errors import WorkbenchError
 from interp.graphs.graph import Graph
-from interp.graphs.intervene import MODES, _pearson, predicted_effects
-from interp.graphs.reference import frozen_hooks, quiet
+from interp.graphs.intervene import MODES, _pearson, predicted_effects, spliced_sets
 from interp.graphs.replacement import LocalReplacement
 
 THRESHOLD = 0.5  # average combined similarity at which clusters still merge
@@ -314,45 +313,13 @@ def measured_group_effects(model, R: LocalReplacement, g: Graph, groups: Sequenc
                 f"a supernode to switch off must hold feature nodes (0..{g.n_features - 1}); got {list(S)}"
             )
     token = int(g.logit_tokens[logit])
-    base = _spliced_sets(model, R, [[]], mode)[0]
+    base = spliced_sets(model, R, [[]], mode)[0]
     out = [torch.zeros(0)]
     for start in range(0, len(groups), batch):
         chunk = groups[start : start + batch]
         edits = [[(tuple(int(x) for x in g.features[s]), scale) for s in S] for S in chunk]
-        out.append((_spliced_sets(model, R, edits, mode) - base)[:, token].cpu())
+        out.append((spliced_sets(model, R, edits, mode) - base)[:, token].cpu())
     return torch.cat(out)
-
-
-def _spliced_sets(
-    model, R: LocalReplacement, edits: list[list[tuple[tuple[int, int, int], float]]], mode: str
-) -> Tensor:
-    """intervene._spliced with a set of edits per batch row: centred last-position logits [row vocab]."""
-    B = len(edits)
-    fwd = frozen_hooks(R, B) if mode in ("linear", "norms") else []
-    if mode == "frozen":
-        fwd = [h for h in frozen_hooks(R, B) if h[0].endswith("hook_pattern")]
-    seen: dict[int, Tensor] = {}
-    for layer in range(R.n_layers):
-        one = R.transcoders.layer_view(layer)
-        mask = (R.acts[layer] != 0).float()
-        here = [(b, pos, f, c) for b, row in enumerate(edits) for (la, pos, f), c in row if la == layer]
-
-        def keep(x, hook, layer=layer):
-            seen[layer] = x
-
-        def replace(x, hook, layer=layer, one=one, mask=mask, here=here):
-            x2 = seen[layer].to(one.W_enc.dtype)
-            pre = one.pre_acts(x2.reshape(1, -1, x2.shape[-1]))[0].reshape(B, R.n_pos, -1)
-            acts = pre * mask.to(pre.device) if mode == "linear" else one.activate(pre[None])[0]
-            for b, pos, f, c in here:
-                acts[b, pos, f] = acts[b, pos, f] * c
-            out = one.decode(acts.reshape(1, -1, acts.shape[-1]), x2.reshape(1, -1, x2.shape[-1]))[0]
-            return (out.reshape(B, R.n_pos, -1) + R.errors[layer].to(out.device)).to(x.dtype)
-
-        fwd += [(hooks.name("mlp_normed", layer), keep), (hooks.name("mlp_out", layer), replace)]
-    with quiet():
-        logits = model.run_with_hooks(R.tokens[None].expand(B, -1).to(model.device), fwd_hooks=fwd)[:, -1].float()
-    return logits - logits.mean(-1, keepdim=True)
 
 
 def faithfulness(model, R: LocalReplacement, g: Graph, supernodes: dict[str, list[str]],

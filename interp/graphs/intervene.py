@@ -83,36 +83,40 @@ def measured_effects(model, R: LocalReplacement, g: Graph, sources: list[int], m
     return torch.cat(out)[:, token]
 
 
-def _spliced(model, R: LocalReplacement, edits: list[tuple[tuple[int, int, int], float]], mode: str) -> Tensor:
-    """Centred last-position logits [batch vocab] of the spliced model, one batch row per edit (one
-    row, unedited, for no edits)."""
-    B = max(len(edits), 1)
-    tc = R.transcoders
+def spliced_sets(model, R: LocalReplacement, edits: list[list[tuple[tuple[int, int, int], float]]], mode: str) -> Tensor:
+    """Centred last-position logits [row vocab] of the spliced model, one batch row per set of edits
+    ((layer, position, feature), scale) applied together (an empty set: the model unedited)."""
+    B = len(edits)
     fwd = frozen_hooks(R, B) if mode in ("linear", "norms") else []
     if mode == "frozen":
         fwd = [h for h in frozen_hooks(R, B) if h[0].endswith("hook_pattern")]
     seen: dict[int, Tensor] = {}
     for layer in range(R.n_layers):
-        one = tc.layer_view(layer)
+        one = R.transcoders.layer_view(layer)
         mask = (R.acts[layer] != 0).float()
+        here = [(b, pos, f, c) for b, row in enumerate(edits) for (la, pos, f), c in row if la == layer]
 
         def keep(x, hook, layer=layer):
             seen[layer] = x
 
-        def replace(x, hook, layer=layer, one=one, mask=mask):
+        def replace(x, hook, layer=layer, one=one, mask=mask, here=here):
             x2 = seen[layer].to(one.W_enc.dtype)
             pre = one.pre_acts(x2.reshape(1, -1, x2.shape[-1]))[0].reshape(B, R.n_pos, -1)
-            acts = pre * mask if mode == "linear" else one.activate(pre[None])[0]
-            for b, ((la, pos, f), c) in enumerate(edits):
-                if la == layer:
-                    acts[b, pos, f] = acts[b, pos, f] * c
+            acts = pre * mask.to(pre.device) if mode == "linear" else one.activate(pre[None])[0]
+            for b, pos, f, c in here:
+                acts[b, pos, f] = acts[b, pos, f] * c
             out = one.decode(acts.reshape(1, -1, acts.shape[-1]), x2.reshape(1, -1, x2.shape[-1]))[0]
-            return (out.reshape(B, R.n_pos, -1) + R.errors[layer]).to(x.dtype)
+            return (out.reshape(B, R.n_pos, -1) + R.errors[layer].to(out.device)).to(x.dtype)
 
         fwd += [(hooks.name("mlp_normed", layer), keep), (hooks.name("mlp_out", layer), replace)]
     with quiet():
-        logits = model.run_with_hooks(R.tokens[None].expand(B, -1), fwd_hooks=fwd)[:, -1].float()
+        logits = model.run_with_hooks(R.tokens[None].expand(B, -1).to(model.device), fwd_hooks=fwd)[:, -1].float()
     return logits - logits.mean(-1, keepdim=True)
+
+
+def _spliced(model, R: LocalReplacement, edits: list[tuple[tuple[int, int, int], float]], mode: str) -> Tensor:
+    """`spliced_sets` with one edit a row (one row, unedited, for no edits)."""
+    return spliced_sets(model, R, [[e] for e in edits] or [[]], mode)
 
 
 def check(model, R: LocalReplacement, g: Graph, n: int = 32, modes=MODES, logit: int = 0, scale: float = 0.0,
