@@ -5,7 +5,7 @@ Parts of one step of interp.features.train (batch of --batch-tokens tokens, all 
   forward      capture_sites: one pass of the model to the deepest site, every layer's MLP input and output
   encode       pre-activations (x @ W_enc + b_enc) of every layer, under the step's autocast
   topk         TopK over the d_sae pre-activations of every token
-  decode       the sparse decode (embedding bag over the k decoder rows) and the FVU
+  decode       the decode (--decodes: sparse, an embedding bag over the k decoder rows; dense, a product) and the FVU
   backward     the loss's backward pass
   adam         the optimizer step
   step         interp.features.train.train_step end to end (AuxK idle: no latent dead yet)
@@ -47,7 +47,7 @@ def profile(model, args) -> dict:
     dev = model.device
     s = TrainSettings(site="mlp", d_sae=args.d_sae, k=args.k, corpus=args.corpus, n_tokens=args.batch_tokens * 40,
                       seq_len=args.seq_len, batch_tokens=args.batch_tokens, dtype=args.dtype, skip=args.skip,
-                      layer_chunk=args.layer_chunk, dead_tokens=10**12).resolved(model)  # fmt: skip
+                      layer_chunk=args.layer_chunk, dead_tokens=10**12, decode=args.decode).resolved(model)  # fmt: skip
     t = build(model, s)
     for _ in range(3):  # initialise and warm up
         train_step(t)
@@ -67,10 +67,13 @@ def profile(model, args) -> dict:
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cdt == torch.bfloat16):
             te, pre = timed(lambda: part.pre_acts(xc), dev, args.repeats)
             tk, (acts, idx) = timed(lambda: part.select(pre), dev, args.repeats)
-            td, _ = timed(lambda: part.decode_sparse(acts, idx, xc), dev, args.repeats)
+            if s.decode == "dense":
+                td, _ = timed(lambda: part.decode(torch.zeros_like(pre).scatter(-1, idx, acts), xc), dev, args.repeats)
+            else:
+                td, _ = timed(lambda: part.decode_sparse(acts, idx, xc), dev, args.repeats)
 
             def fwd_bwd():
-                out = step_loss(part, xc, yc)
+                out = step_loss(part, xc, yc, decode=s.decode)
                 out.loss.backward()
 
             tb, _ = timed(fwd_bwd, dev, args.repeats)
@@ -81,7 +84,7 @@ def profile(model, args) -> dict:
         parts["backward"] += tb - te - tk - td  # the forward parts taken out again
     res.update(parts)
     for lo in range(0, len(t.d.layers), chunk):
-        step_loss(t.d.rows(lo, lo + chunk), x[lo : lo + chunk].to(cdt), y[lo : lo + chunk]).loss.backward()
+        step_loss(t.d.rows(lo, lo + chunk), x[lo : lo + chunk].to(cdt), y[lo : lo + chunk], decode=s.decode).loss.backward()
     res["adam"], _ = timed(lambda: t.opt.step(), dev, args.repeats)
     t.opt.zero_grad(set_to_none=True)
     res["step"], _ = timed(lambda: train_step(t), dev, args.repeats)
@@ -103,6 +106,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-tokens", type=int, default=16384)
     p.add_argument("--layer-chunks", default="10,30")
+    p.add_argument("--decodes", default="sparse,dense", help="the training decodes to compare (loss.step_loss)")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--out", default="features_profile.json")
     args = p.parse_args(argv)
@@ -113,14 +117,14 @@ def main(argv=None) -> int:
     rows = []
     for mdt in args.model_dtypes.split(","):
         model = load(args.model, device=args.device, dtype=mdt)
-        for chunk in map(int, args.layer_chunks.split(",")):
-            args.layer_chunk = chunk
+        for chunk, decode in [(c, dec) for c in map(int, args.layer_chunks.split(",")) for dec in args.decodes.split(",")]:
+            args.layer_chunk, args.decode = chunk, decode
             if model.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(model.device)
             try:
-                row = {"model_dtype": mdt, "layer_chunk": chunk, **profile(model, args)}
+                row = {"model_dtype": mdt, "layer_chunk": chunk, "decode_kind": decode, **profile(model, args)}
             except torch.OutOfMemoryError as e:
-                row = {"model_dtype": mdt, "layer_chunk": chunk, "error": f"out of memory: {str(e)[:200]}"}
+                row = {"model_dtype": mdt, "layer_chunk": chunk, "decode_kind": decode, "error": f"out of memory: {str(e)[:200]}"}
             rows.append(row)
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
             if model.device.type == "cuda":

@@ -57,6 +57,9 @@ def _making_actions(s) -> None:
     t.add_argument("--d-sae", type=int, default=4096, help="latents per layer (default 4096)")
     t.add_argument("--k", type=int, default=32, help="active latents per token (default 32)")
     t.add_argument("--skip", action="store_true", help="a linear skip connection (transcoders)")
+    t.add_argument("--decode", choices=("sparse", "dense"), default="sparse",
+                   help="the training decode: an embedding bag over the k active rows (sparse) or a dense product "
+                        "(same loss and gradients; which is faster depends on the device: benchmarks/features_profile.py)")
     t.add_argument("--corpus", default="mix", help="corpus spec: mix (default; build it first), kjv, pydocs, a folder")
     t.add_argument("--tokens", type=int, default=1_000_000)
     t.add_argument("--epochs", type=int, default=1)
@@ -206,7 +209,8 @@ def run_train(args) -> int:
     s = TrainSettings(site=args.site, layers=parse_layers(args.layers), d_sae=args.d_sae, k=args.k, skip=args.skip,
                       corpus=args.corpus, n_tokens=args.tokens, seq_len=args.seq_len, batch_tokens=args.batch_tokens,
                       lr=args.lr, auxk_alpha=args.auxk_alpha, dead_tokens=args.dead_tokens, dtype=args.dtype,
-                      checkpoint_every=args.checkpoint_every, epochs=args.epochs, cache=args.cache).check_sizes()  # fmt: skip
+                      checkpoint_every=args.checkpoint_every, epochs=args.epochs, cache=args.cache,
+                      decode=args.decode).check_sizes()  # fmt: skip
     check_dir_target(args.out, "--out")
     model = load(args.model, device=args.device)
     progress, close = _bar("training", "tok")

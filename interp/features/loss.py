@@ -68,12 +68,24 @@ def auxk_loss(d: Dictionary, pre: Float[Tensor, "layer pos d_sae"], e: Float[Ten
     return scale * err / var
 
 
+DECODES = ("sparse", "dense")
+
+
 def step_loss(d: Dictionary, x: Float[Tensor, "layer pos d_in"], y: Float[Tensor, "layer pos d_out"],
-              dead: Bool[Tensor, "layer d_sae"] | None = None, auxk_alpha: float = 0.0) -> StepOutput:  # fmt: skip
-    """The objective on one batch of every layer's activations (module doc)."""
+              dead: Bool[Tensor, "layer d_sae"] | None = None, auxk_alpha: float = 0.0,
+              decode: str = "sparse") -> StepOutput:  # fmt: skip
+    """The objective on one batch of every layer's activations (module doc). `decode`: "sparse" (an
+    embedding bag over the k chosen decoder rows: k rows a token, but its backward scatters k rows a
+    token into W_dec's gradient one by one) or "dense" (the activations scattered into a dense
+    [layer, pos, d_sae] matrix and multiplied by W_dec: d_sae rows a token on matrix units, and a
+    backward that is two more products); the same loss and gradients either way."""
     pre = d.pre_acts(x)
     acts, idx = d.select(pre)
-    y_hat = d.decode_sparse(acts, idx, x)
+    if decode == "dense":
+        dense = torch.zeros_like(pre).scatter(-1, idx, acts)
+        y_hat = d.decode(dense, x)
+    else:
+        y_hat = d.decode_sparse(acts, idx, x)
     e = y.float() - y_hat.float()
     var = variance(y)
     fvu = e.pow(2).sum((1, 2)) / var

@@ -45,7 +45,7 @@ from interp.errors import WorkbenchError
 from interp.features import formats
 from interp.features.activations import capture_sites, token_table, valid_positions
 from interp.features.dictionary import Dictionary, DictionaryConfig
-from interp.features.loss import fold_scales, initialize, normalize_decoder, remove_parallel_grad, rms_scale, step_loss
+from interp.features.loss import DECODES, fold_scales, initialize, normalize_decoder, remove_parallel_grad, rms_scale, step_loss
 from interp.features.sites import get_site
 from interp.io import check_dir_target, write_dir
 from interp.types import Progress
@@ -76,6 +76,7 @@ class TrainSettings:
     layer_chunk: int = 0  # layers per backward pass (0: all at once; fewer = less memory)
     epochs: int = 1  # passes over the n_tokens, each in its own seeded order
     cache: bool = False  # keep every window's activations in memory after its first pass (epochs > 1 on a CPU)
+    decode: str = "sparse"  # the training decode: sparse (embedding bag) or dense (matrix product); loss.step_loss
 
     def check_sizes(self) -> TrainSettings:
         for name in ("d_sae", "k", "n_tokens", "seq_len", "batch_tokens", "epochs"):
@@ -85,6 +86,8 @@ class TrainSettings:
             raise WorkbenchError(f"k {self.k} exceeds the dictionary size {self.d_sae}; use a k of at most {self.d_sae}")
         if self.batch_tokens < self.seq_len:
             raise WorkbenchError(f"batch_tokens {self.batch_tokens} is less than one window of seq_len {self.seq_len}")
+        if self.decode not in DECODES:
+            raise WorkbenchError(f"decode must be one of {', '.join(DECODES)}, got {self.decode!r}")
         if self.dtype not in ("float32", "bfloat16"):
             raise WorkbenchError(f"dtype must be float32 or bfloat16, got {self.dtype!r}")
         if not 0 <= self.decay_fraction <= 1 or self.warmup_steps < 0 or self.auxk_alpha < 0:
@@ -190,7 +193,8 @@ def train_step(t: Trainer) -> dict:
     for lo in range(0, len(d.layers), chunk):
         part = d.rows(lo, lo + chunk)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=cdt == torch.bfloat16):
-            out = step_loss(part, x[lo : lo + chunk].to(cdt), y[lo : lo + chunk], dead[lo : lo + chunk], s.auxk_alpha)
+            out = step_loss(part, x[lo : lo + chunk].to(cdt), y[lo : lo + chunk], dead[lo : lo + chunk], s.auxk_alpha,
+                            s.decode)
         out.loss.backward()
         fvu.append(out.fvu), aux.append(out.auxk), fired.append(out.fired)
     if not d.site.is_transcoder:

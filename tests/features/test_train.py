@@ -167,3 +167,32 @@ def test_auxk_decodes_in_the_decoders_dtype_under_bf16_autocast():
         got = auxk_loss(d, pre, y, dead, torch.ones(1))
     got.sum().backward()
     assert got.dtype == torch.float32 and d.W_dec.grad is not None and d.W_dec.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_dense_decode_gives_the_sparse_decodes_loss_and_gradients(skip):
+    d = random_dictionary(layers=(0, 1), d_sae=48, k=4, skip=skip)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.randn(2, 20, 32, generator=gen), torch.randn(2, 20, 32, generator=gen)
+    dead = torch.zeros(2, 48, dtype=torch.bool)
+    dead[:, :20] = True
+    got = {}
+    for decode in ("sparse", "dense"):
+        d.zero_grad()
+        out = step_loss(d, x, y, dead, auxk_alpha=0.5, decode=decode)
+        out.loss.backward()
+        got[decode] = (out.loss.detach(), {n: p.grad.clone() for n, p in d.named_parameters() if p.grad is not None})
+    assert torch.allclose(got["sparse"][0], got["dense"][0], rtol=1e-6)
+    assert got["sparse"][1].keys() == got["dense"][1].keys() and "W_dec" in got["dense"][1]
+    for n, g in got["sparse"][1].items():
+        assert torch.allclose(g, got["dense"][1][n], atol=1e-6), n
+
+
+def test_dense_decode_trains_and_a_bad_decode_is_refused(tmp_path, tiny_llama):
+    s = TrainSettings(site="mlp", layers=[1], d_sae=64, k=4, corpus="kjv", n_tokens=600, batch_tokens=256, seq_len=32,
+                      decode="dense")  # fmt: skip
+    d = train(tiny_llama, s, tmp_path / "dense")
+    assert formats.read_meta(tmp_path / "dense")["training"]["settings"]["decode"] == "dense"
+    assert d.W_dec.abs().sum() > 0
+    with pytest.raises(WorkbenchError, match="decode must be one of sparse, dense"):
+        TrainSettings(decode="bag").check_sizes()
