@@ -184,21 +184,78 @@ def draw_lines(fig: go.Figure, lines: list[tuple[str, str, float, list, list, st
 
 
 def draw_nodes(fig: go.Figure, name: str, xy: list[tuple[float, float]], names: list[str], text: list[str],
-               marker: dict, hover: list[str] | None = None) -> None:  # fmt: skip
-    """One kind of node as a trace of markers named by `names` (customdata: a click on one selects it)."""
+               marker: dict, hover: list[str] | None = None, textposition: str | list[str] = "top center") -> None:  # fmt: skip
+    """One kind of node as a trace of markers named by `names` (customdata: a click on one selects it);
+    `textposition` one for all or one a node (see `place_labels`)."""
     fig.add_trace(go.Scatter(
         x=[p[0] for p in xy], y=[p[1] for p in xy], mode="markers+text", name=name, text=text,
-        customdata=names, textposition="top center", textfont=dict(size=9), marker=marker, meta="nodes",
+        customdata=names, textposition=textposition, textfont=dict(size=LABEL_FONT), marker=marker, meta="nodes",
         **({"hovertext": hover, "hovertemplate": "%{hovertext}<extra></extra>"} if hover is not None else
            {"hovertemplate": "%{customdata} (click: its edges)<extra></extra>"}),
     ))  # fmt: skip
 
 
-def draw_ring(fig: go.Figure, x: float, y: float, name: str) -> None:
-    """The selected node, ringed."""
-    ring = dict(size=22, symbol="circle-open", color="#ff7f0e", line=dict(width=3))
+def draw_ring(fig: go.Figure, x: float, y: float, name: str, label: str | None = None) -> None:
+    """The selected node, ringed; `label` ("top" or "bottom") also writes its name outside the ring
+    there (the node's own label, which the ring would cover, is then left blank by the caller)."""
+    ring = dict(size=RING_SIZE, symbol="circle-open", color="#ff7f0e", line=dict(width=3))
     fig.add_trace(go.Scatter(x=[x], y=[y], mode="markers", name=f"selected: {name}", hoverinfo="skip", marker=ring,
                              meta="ring"))  # fmt: skip
+    if label is not None:
+        shift = RING_SIZE / 2 + 3
+        fig.add_annotation(x=x, y=y, text=f"<b>{name}</b>", showarrow=False, font=dict(size=LABEL_FONT + 1, color="#ff7f0e"),
+                           yshift=shift if label == "top" else -shift, yanchor="bottom" if label == "top" else "top",
+                           name="selected label")  # fmt: skip
+
+
+# Label placement. A node's name goes above or below it (layers alternate, so neighbours on one row
+# part), whichever overlaps no label placed before it, else it shows on hover only. Boxes are estimated
+# in pixels at NOMINAL_WIDTH: ~0.6 font size a character, 1.2 font size tall.
+LABEL_FONT = 9
+RING_SIZE = 22
+NODE_SIZE = 11
+NOMINAL_WIDTH = 900
+LEGEND_WIDTH = 170  # px the vertical legend takes from the plot at the right
+MARGIN = dict(l=80, r=80, t=100, b=80)  # plotly's defaults, set explicitly so the estimate holds
+
+
+def plot_box(layout_height: float, width: float = NOMINAL_WIDTH, legend: float = LEGEND_WIDTH) -> tuple[float, float]:
+    """The plot area's width and height in px."""
+    return width - MARGIN["l"] - MARGIN["r"] - legend, layout_height - MARGIN["t"] - MARGIN["b"]
+
+
+def label_box(x: float, y: float, text: str, position: str, scale: tuple[float, float], offset: float = NODE_SIZE / 2,
+              font: float = LABEL_FONT) -> tuple[float, float, float, float]:  # fmt: skip
+    """(left, bottom, right, top) in px (y up) of `text` written above ("top ...") or below a point."""
+    w, h = 0.6 * font * len(text), 1.2 * font
+    cx, cy = x * scale[0], y * scale[1]
+    bottom = cy + offset if position.startswith("top") else cy - offset - h
+    return cx - w / 2, bottom, cx + w / 2, bottom + h
+
+
+def overlaps(a: tuple, b: tuple) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def place_labels(points: list[tuple[float, float, str, int]], scale: tuple[float, float],
+                 selected: str | None = None) -> dict[str, str | None]:  # fmt: skip
+    """Each point (x, y, name, layer)'s text position: "top center" or "bottom center" (even layers try
+    the top first, odd ones the bottom), or None (hover only) where both overlap a label already
+    placed; the `selected` point is placed first, outside its ring. `scale`: px per unit of x and y."""
+    placed: list[tuple] = []
+    out: dict[str, str | None] = {}
+    order = sorted(points, key=lambda p: (p[2] != selected, p[0], p[1]))
+    for x, y, name, layer in order:
+        offset = RING_SIZE / 2 + 3 if name == selected else NODE_SIZE / 2
+        tries = ("top center", "bottom center") if layer % 2 == 0 else ("bottom center", "top center")
+        out[name] = None
+        for position in tries:
+            box = label_box(x, y, name, position, scale, offset)
+            if not any(overlaps(box, other) for other in placed):
+                placed.append(box)
+                out[name] = position
+                break
+    return out
 
 
 def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int | None = None, *, group: str = "head",
@@ -223,16 +280,29 @@ def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int | Non
     draw_lines(fig, lines, top, (-1, span / 2), selected)
     drawn = {n for a, b, _, _ in pairs for n in (a, b)}
     label = len(drawn) <= LABEL_NODES
+    height = max(460, 60 * (graph.n_heads + 3)) if group == "head" else 460
+    x_range = [-1.8, graph.n_layers + 0.8]
+    y_range = [-0.5 - _bend(span), span + _bend(span) + 0.5]
+    plot_w, plot_h = plot_box(height)
+    scale = (plot_w / (x_range[1] - x_range[0]), plot_h / (y_range[1] - y_range[0]))
+    is_selected = selected is not None and any(node_name(n) == selected for n in drawn)
+    layer_of = lambda n: -1 if n.kind == "embed" else (n.layer or 0)  # noqa: E731
+    positions = place_labels([(*where(n), node_name(n), layer_of(n)) for n in drawn], scale,
+                             selected if is_selected else None) if label else {}  # fmt: skip
     legend = {"head": "heads" if group == "head" else "a layer's heads", "mlp": "MLPs"}
     for kind, color in NODE_COLORS.items():
         pts = sorted(n for n in drawn if n.kind == kind)
         if not pts:
             continue
         names = [node_name(n) for n in pts]
-        draw_nodes(fig, legend.get(kind, kind), [where(n) for n in pts], names, names if label else [""] * len(names),
-                   dict(size=11, color=color, line=dict(width=1, color="white")))  # fmt: skip
-    if selected is not None and any(node_name(n) == selected for n in drawn):
-        draw_ring(fig, *where(next(n for n in drawn if node_name(n) == selected)), selected)
+        text = [nm if positions.get(nm) and nm != selected else "" for nm in names]
+        draw_nodes(fig, legend.get(kind, kind), [where(n) for n in pts], names, text,
+                   dict(size=NODE_SIZE, color=color, line=dict(width=1, color="white")),
+                   textposition=[positions.get(nm) or "top center" for nm in names])  # fmt: skip
+    if is_selected:
+        where_selected = where(next(n for n in drawn if node_name(n) == selected))
+        position = positions.get(selected)
+        draw_ring(fig, *where_selected, selected, label=position.split()[0] if position else None)
     n_keep = int(keep.sum())
     what = f"{len(pairs)} of {n_pairs} node pairs drawn" if len(pairs) < n_pairs else f"{n_pairs} node pairs"
     sub = f"{n_keep:,} edges, {what}"
@@ -246,12 +316,12 @@ def edge_graph(graph, scores, keep, title: str = "Circuit", max_edges: int | Non
     fig.update_layout(
         title=dict(text=f"{title}<br><sup>{sub}; line width = |score|, colour = sign (blue +, red −), "
                         "summed over the inputs joining two nodes</sup>"),
-        xaxis=dict(title="layer", tickvals=[-1, *range(graph.n_layers), graph.n_layers],
+        xaxis=dict(title="layer", tickvals=[-1, *range(graph.n_layers), graph.n_layers], range=x_range,
                    ticktext=["embed", *map(str, range(graph.n_layers)), "logits"], zeroline=False, showgrid=False),
         yaxis=dict(tickvals=rows[0] + ([mlp_row] if graph.has_mlp else []),
                    ticktext=rows[1] + (["MLP"] if graph.has_mlp else []), zeroline=False,
-                   range=[-0.5 - _bend(span), mlp_row + _bend(span) + 0.5]),
+                   range=y_range),
         hovermode="closest", clickmode="event+select", legend=dict(title="edges and nodes"),
-        height=max(460, 60 * (graph.n_heads + 3)) if group == "head" else 460,
+        height=height, margin=MARGIN,
     )  # fmt: skip
     return fig

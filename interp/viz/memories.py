@@ -43,15 +43,26 @@ def agreement_figure(rows: list[dict], title: str = "FFN memories by layer") -> 
     return fig
 
 
+NOMINAL_WIDTH = 900  # px: the width a figure's spacing is computed for (plotly's default margins, 80 px a side)
+TICK_FONT = 12  # px: plotly's default tick label size
+
+
+def label_spacing(labels: list[str], width: int = NOMINAL_WIDTH, font: int = TICK_FONT) -> float:
+    """The `horizontal_spacing` (a fraction of the plot area) that leaves room, between two panels,
+    for the right panel's y tick labels: ~0.6 font size a character, plus the tick gap and a little air."""
+    longest = max((len(label) for label in labels), default=0)
+    return min(0.5, max(0.1, (0.6 * font * longest + 24) / (width - 160)))
+
+
 def trace_figure(t, n: int = 10) -> go.Figure:
     """A `Trace`: left, each layer's MLP direct effect on the predicted token's logit; right, the
     `n` memories (all layers) that raise it most, each labelled with its value's top token."""
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45],
+    top = t.top[:n][::-1]
+    labels = [f"{m.name} → {m.value_tokens[0][0]!r}" if m.value_tokens else m.name for m in top]
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.55, 0.45], horizontal_spacing=label_spacing(labels),
                         subplot_titles=("MLP direct effect by layer", "top memories"))  # fmt: skip
     fig.add_trace(go.Bar(x=[f"L{la.layer}" for la in t.layers], y=[la.mlp_effect for la in t.layers],
                          name="MLP", marker_color="#1f77b4"), row=1, col=1)  # fmt: skip
-    top = t.top[:n][::-1]
-    labels = [f"{m.name} → {m.value_tokens[0][0]!r}" if m.value_tokens else m.name for m in top]
     fig.add_trace(go.Bar(x=[m.contribution for m in top], y=labels, orientation="h", name="memory",
                          marker_color="#ff7f0e"), row=1, col=2)  # fmt: skip
     fig.update_yaxes(title_text=f"logit of {t.token!r}", row=1, col=1)

@@ -77,10 +77,12 @@ def phase_change(runs: dict[str, list[dict] | list[list[dict]]], window: tuple[i
     """ICL score, repeated-bigram gap and best induction score of several runs side by side.
     A value of `runs` is one run's records or a list of runs (seeds), drawn in one colour;
     `window` shades the steps where the phase change happens."""
-    keys = [("icl_score", "in-context-learning score (lower = more ICL)"),
-            ("repeat_bigram_gap", "repeated-bigram gap (lower = more copying)"),
-            ("induction_score", "best induction head score")]
-    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[label for _, label in keys])
+    # titles wrapped short enough that three fit side by side at 900 px (tests/test_viz_layout.py)
+    keys = [("icl_score", "in-context-learning score<br>(lower = more ICL)"),
+            ("repeat_bigram_gap", "repeated-bigram gap<br>(lower = more copying)"),
+            ("induction_score", "best induction<br>head score")]
+    fig = make_subplots(rows=1, cols=len(keys), subplot_titles=[label for _, label in keys],
+                        horizontal_spacing=0.08)
     for i, (name, value) in enumerate(runs.items()):
         color = PALETTE[i % len(PALETTE)]
         seeds = value if value and isinstance(value[0], list) else [value]
@@ -94,7 +96,9 @@ def phase_change(runs: dict[str, list[dict] | list[list[dict]]], window: tuple[i
                                          legendgroup=name), row=1, col=col)
     shade_window(fig, window, cols=len(keys))
     fig.update_xaxes(title_text="step")
-    fig.update_layout(title=title, height=420, template="plotly_white")
+    # the legend below the panels, so it takes no width from them
+    fig.update_layout(title=title, height=460, template="plotly_white", margin={"t": 120},
+                      legend={"orientation": "h", "y": -0.2, "x": 0})
     return fig
 
 
