@@ -82,23 +82,49 @@ def _effect(effects: dict | None, step: str | None, head: tuple[int, int]) -> fl
     return None if v is None or math.isnan(v) else v
 
 
+NOMINAL_WIDTH = 900  # px: the width label sizes are estimated at (plotly's default margins, 80 px a side)
+LABEL_FONT, MARKER_SIZE = 11, 12  # px: a head's label and marker
+LANE_PX = 1.2 * LABEL_FONT + 4  # px: the least height of a lane, so stacked labels part
+
+
+def _x_range(n_layers: int) -> list[float]:
+    return [-1.0, n_layers + 3.0]  # room right of the logits node for its label
+
+
+def _legend_px(names) -> float:
+    """The vertical legend's width (a marker, then the class name at 12 px)."""
+    return 0.6 * 12 * max((len(n) for n in names), default=0) + 50
+
+
+def _label_px(text: str) -> float:
+    """A label's width, ~0.6 font size a character."""
+    return 0.6 * LABEL_FONT * len(text)
+
+
+def _px_per_layer(classes, n_layers: int, width: float = NOMINAL_WIDTH) -> float:
+    lo, hi = _x_range(n_layers)
+    return (width - 160 - _legend_px([*classes, "logits"])) / (hi - lo)
+
+
 def class_layout(classes: dict[str, list[tuple[int, int]]], n_layers: int) -> dict[str, list[tuple[float, float, tuple[int, int]]]]:
     """Where each head is drawn: x = its layer, one band per class (FLOW order, then any other class); in
     a band, heads closer than a label's width (heads of one layer, or of neighbouring layers) take lanes
-    one below the other, so no two labels (drawn right of their markers) overlap."""
-    gap = max(1.0, 0.06 * n_layers)  # a label's width, in layers
+    one below the other, so no label (drawn right of its marker) overlaps another, nor the next head's
+    marker. Widths are estimated at NOMINAL_WIDTH."""
+    per_layer = _px_per_layer(classes, n_layers)
     order = [c for c in FLOW if c in classes] + [c for c in classes if c not in FLOW]
     out, y = {}, 0.0
     for c in order:
-        lanes: list[float] = []  # the last x taken in each lane
+        lanes: list[tuple[float, float]] = []  # the last head's x and the px its label reaches past it, per lane
         placed = []
         for head in sorted(set(map(tuple, classes[c]))):
             x = float(head[0])
-            lane = next((i for i, last in enumerate(lanes) if x - last >= gap), len(lanes))
+            need = MARKER_SIZE + 6 + _label_px(f"{head[0]}.{head[1]}")  # marker, gap, label, gap, next marker
+            lane = next((i for i, (last, reach) in enumerate(lanes) if (x - last) * per_layer >= reach), len(lanes))
             if lane == len(lanes):
-                lanes.append(x)
+                lanes.append((x, need))
             else:
-                lanes[lane] = x
+                lanes[lane] = (x, need)
             placed.append((x, y + LANE * lane, head))
         out[c] = placed
         y += max(1.0, LANE * len(lanes) + 0.6)
@@ -117,6 +143,9 @@ def circuit_graph(classes: dict[str, list[tuple[int, int]]], n_layers: int, titl
     nodes = {c: [(x, y, f"{h[0]}.{h[1]}", h) for x, y, h in pts] for c, pts in placed.items()}
     ys = [y for pts in placed.values() for _, y, _ in pts] or [0.0]
     nodes["logits"] = [(float(n_layers), (min(ys) + max(ys)) / 2, "logits", None)]
+    y_range = [max(ys) + 0.5, min(ys) - 0.5]  # reversed: the flow's first class at the top
+    # tall enough that a lane (LANE apart) parts its labels: LANE_PX at least
+    height = max(380, 70 * len(placed) + 160, int(LANE_PX / LANE * (y_range[0] - y_range[1])) + 180)
     measured = {}
     for a, b in EDGES:
         step = ADMITTED_BY.get(a)
@@ -156,19 +185,19 @@ def circuit_graph(classes: dict[str, list[tuple[int, int]]], n_layers: int, titl
             info.append([c, (positions or {}).get(c, "all positions" if positions else "not recorded"), words])
         fig.add_trace(go.Scatter(
             x=[p[0] for p in pts], y=[p[1] for p in pts], text=[p[2] for p in pts], customdata=info,
-            mode="markers+text", textposition="middle right", textfont=dict(size=11), name=c,
-            marker=dict(size=12, color=COLORS.get(c, "#7f7f7f"), line=dict(color="white", width=1)),
+            mode="markers+text", textposition="middle right", textfont=dict(size=LABEL_FONT), name=c,
+            marker=dict(size=MARKER_SIZE, color=COLORS.get(c, "#7f7f7f"), line=dict(color="white", width=1)),
             hovertemplate="<b>%{text}</b>: %{customdata[0]}<br>kept at %{customdata[1]}<br>%{customdata[2]}<extra></extra>",
         ))  # fmt: skip
     rows = list(placed)
     note = (f"edge width: |effect| of the sender (widest {top:.3f}, shares of the IOI gap); blue: patching the path "
             "lowers the logit diff" if top else "edges unweighted: no path-patching effects at hand")  # fmt: skip
     fig.update_layout(
-        title=title, xaxis=dict(title="layer", range=[-1, n_layers + 1.5]),
-        yaxis=dict(tickvals=[min(y for _, y, _ in placed[c]) for c in rows], ticktext=rows, autorange="reversed"),
+        title=title, xaxis=dict(title="layer", range=_x_range(n_layers)),
+        yaxis=dict(tickvals=[min(y for _, y, _ in placed[c]) for c in rows], ticktext=rows, range=y_range),
         annotations=[dict(text=note, xref="paper", yref="paper", x=0, y=-0.15, showarrow=False, font=dict(size=11),
                           xanchor="left")],
-        height=max(380, 70 * len(rows) + 160),
+        height=height, margin=dict(l=80, r=80, t=100, b=80),
     )  # fmt: skip
     return fig
 
@@ -187,6 +216,20 @@ def log_ticks(lo: float, hi: float) -> tuple[list[float], list[str]]:
     values = [m * 10.0**e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1) for m in (1, 2, 5)]
     values = [round(v, 10) for v in values if lo / 1.0001 <= v <= hi * 1.0001]
     return values, [f"{v:g}" for v in values]
+
+
+def area_words(c) -> str:
+    """A curve's CPR and CMD for its legend entry, each named by the ranking it comes from unless it
+    is the one quoted (interp.circuits.report, as MIB: CPR from the signed ranking's curve, CMD from
+    the |score| ranking's), so the |score| curve's CPR is not read as CircuitReport.cpr."""
+    ranking = getattr(c, "ranking", None)
+    cpr = f"CPR {c.cpr:.2f}" if ranking == "signed" else f"CPR of the {RANKING_WORDS.get(ranking, ranking)} ranking {c.cpr:.2f}"
+    cmd = f"CMD {c.cmd:.2f}" if ranking == "abs" else f"CMD of the {RANKING_WORDS.get(ranking, ranking)} ranking {c.cmd:.2f}"
+    return f"{cpr}, {cmd}" if ranking == "signed" else f"{cmd}, {cpr}"
+
+
+RANKING_WORDS = {"abs": "|score|", "signed": "signed"}
+QUOTED = "CPR quoted: the signed ranking's; CMD: the |score| ranking's"
 
 
 def faithfulness_figure(curves: dict, title: str = "Faithfulness", highlight: float | None = None,
@@ -214,7 +257,7 @@ def faithfulness_figure(curves: dict, title: str = "Faithfulness", highlight: fl
                                  fill="toself", fillcolor=color, opacity=0.15, line=dict(width=0), hoverinfo="skip",
                                  showlegend=False))  # fmt: skip
         fig.add_trace(go.Scatter(
-            x=list(c.percents), y=list(c.faithfulness), mode="lines+markers", name=f"{name} (CPR {c.cpr:.2f}, CMD {c.cmd:.2f})",
+            x=list(c.percents), y=list(c.faithfulness), mode="lines+markers", name=f"{name} ({area_words(c)})",
             line=dict(color=color), customdata=list(c.n_edges),
             hovertemplate="%{x}% of edges (%{customdata} after pruning)<br>f = %{y:.3f}<extra>" + name + "</extra>",
         ))  # fmt: skip
@@ -226,7 +269,8 @@ def faithfulness_figure(curves: dict, title: str = "Faithfulness", highlight: fl
     ticks, labels = log_ticks(min(sizes), max(sizes)) if sizes else ([], [])
     fig.update_layout(title=title, xaxis=dict(title="circuit size (% of edges)", type="log", tickvals=ticks,
                                               ticktext=labels),
-                      yaxis=dict(title="faithfulness f = (m(C) - m(∅)) / (m(M) - m(∅))"), legend=dict(x=0.01, y=0.99))  # fmt: skip
+                      yaxis=dict(title="faithfulness f = (m(C) - m(∅)) / (m(M) - m(∅))"),
+                      legend=dict(x=0.01, y=0.99, title=dict(text=QUOTED if curves else None, font=dict(size=11))))  # fmt: skip
     return fig
 
 
@@ -245,12 +289,21 @@ def faithfulness_by_heads(curve: list[dict], title: str = "Faithfulness against 
         hovertemplate="%{x} heads (adds %{customdata[0]}, %{customdata[1]})<br>F(C)/F(M) = %{y:.3f} "
                       "[%{customdata[2]:.3f}, %{customdata[3]:.3f}]<extra></extra>",
     ))  # fmt: skip
+    for c in dict.fromkeys(p["class"] for p in curve):  # the markers' colours, one legend entry a class
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=c, hoverinfo="skip",
+                                 marker=dict(size=9, color=COLORS.get(c, "#333333"))))  # fmt: skip
     for y in (0.0, 1.0):
         fig.add_hline(y=y, line=dict(color="#999999", width=1, dash="dot"))
     if goal is not None:
         fig.add_hline(y=goal, line=dict(color="#2ca02c", width=1, dash="dash"))
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=f"goal {goal:g}", hoverinfo="skip",
+                                 line=dict(color="#2ca02c", width=1, dash="dash")))  # fmt: skip
+    # the legend below the plot, left-aligned: a horizontal legend wraps instead of running past the right edge
     fig.update_layout(title=title, xaxis=dict(title="heads kept (in the order discovery admitted them)"),
-                      yaxis=dict(title="F(C) / F(M), held out"))  # fmt: skip
+                      yaxis=dict(title="F(C) / F(M), held out"), showlegend=True,
+                      legend=dict(orientation="h", x=0, xanchor="left", y=-0.2, yanchor="top",
+                                  title=dict(text="marker: the class of the head added")),
+                      margin=dict(b=140))  # fmt: skip
     return fig
 
 

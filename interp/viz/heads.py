@@ -82,8 +82,12 @@ def score_heatmaps(
                 row=1, col=col,
             )
             shown.add(verdict)
-        fig.update_xaxes(title_text="head", dtick=1, row=1, col=col)
-        fig.update_yaxes(title_text="layer" if col == 1 else None, row=1, col=col)
+        # the axes span the grid exactly: the click points and rings would otherwise pad them past it,
+        # leaving a grey frame around the heatmap
+        n_layers, n_heads = z.shape
+        fig.update_xaxes(title_text="head", dtick=1, range=[-0.5, n_heads - 0.5], autorange=False, row=1, col=col)
+        fig.update_yaxes(title_text="layer" if col == 1 else None, range=[-0.5, n_layers - 0.5], autorange=False,
+                         row=1, col=col)  # fmt: skip
     fig.update_layout(title=title, height=max(350, 18 * next(iter(scores.values())).shape[0] + 150),
                       legend={"orientation": "h", "y": -0.15}, hovermode="closest", hoverdistance=-1,
                       clickmode="event+select")
