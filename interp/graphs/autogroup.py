@@ -54,7 +54,7 @@ from torch import Tensor
 from interp import hooks
 from interp.errors import WorkbenchError
 from interp.graphs.graph import Graph
-from interp.graphs.intervene import MODES, _pearson, predicted_effects, spliced_sets
+from interp.graphs.intervene import MODES, correlation, predicted_effects, spliced_sets
 from interp.graphs.replacement import LocalReplacement
 
 THRESHOLD = 0.5  # average combined similarity at which clusters still merge
@@ -350,8 +350,8 @@ def faithfulness(model, R: LocalReplacement, g: Graph, supernodes: dict[str, lis
         report["features"]["measured"][mode] = single.tolist()
         gap = lambda a, b: float((a - b).abs().max()) if len(a) else 0.0
         report["modes"][mode] = {
-            "pearson_supernodes": _pearson(p_sum, together), "pearson_supernodes_joint": _pearson(p_joint, together),
-            "pearson_features": _pearson(p_single, single), "max_gap_supernodes": gap(p_sum, together),
+            "pearson_supernodes": correlation(p_sum, together), "pearson_supernodes_joint": correlation(p_joint, together),
+            "pearson_features": correlation(p_single, single), "max_gap_supernodes": gap(p_sum, together),
             "max_gap_supernodes_joint": gap(p_joint, together), "max_gap_features": gap(p_single, single),
             "max_interaction": gap(together, alone_sum)}  # fmt: skip
     return report

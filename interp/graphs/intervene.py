@@ -129,12 +129,13 @@ def check(model, R: LocalReplacement, g: Graph, n: int = 32, modes=MODES, logit:
               "scale": scale, "modes": {}}  # fmt: skip
     for mode in modes:
         measured = measured_effects(model, R, g, sources, mode, logit, scale)
-        report["modes"][mode] = {"measured": measured.tolist(), "pearson": _pearson(predicted, measured),
+        report["modes"][mode] = {"measured": measured.tolist(), "pearson": correlation(predicted, measured),
                                  "max_gap": float((predicted - measured).abs().max()) if sources else 0.0}  # fmt: skip
     return report
 
 
-def _pearson(a: Tensor, b: Tensor) -> float | None:
+def correlation(a: Tensor, b: Tensor) -> float | None:
+    """Pearson's correlation of two series, None (JSON null) where it is undefined: fewer than 2 pairs or a constant side."""
     if len(a) < 2 or float(a.std()) == 0 or float(b.std()) == 0:
         return None
     return float(torch.corrcoef(torch.stack([a.double(), b.double()]))[0, 1])
