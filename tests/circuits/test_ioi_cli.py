@@ -85,7 +85,7 @@ def test_backup_name_movers_are_the_heads_that_compensate(smol_report, smollm2):
     r = clean[final][rows, end]
     scale = (r.pow(2).mean(-1, keepdim=True) + model.bridge.cfg.eps).sqrt()  # SmolLM2: RMSNorm
     u = (model.bridge.W_U[:, ds.answers] - model.bridge.W_U[:, ds.distractors]).T * model.bridge.ln_final.weight / scale
-    gap = float((logit_diff(clean_logits, ds) - logit_diff(corr_logits, ds)).mean())
+    gap = float((logit_diff(clean_logits, ds) - logit_diff(corr_logits, ds)).mean().detach())
     rise = torch.zeros(L, model.info.n_heads)
     for layer in range(L):
         W_O = model.bridge.blocks[layer].attn.W_O
