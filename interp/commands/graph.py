@@ -140,16 +140,11 @@ def _auto_supernodes(args, texts, model, tc, R, g, pruned) -> tuple[dict, dict]:
     return groups, {**{k: proposal[k] for k in keep}, **extra, "supernodes": groups, "faithfulness": report}
 
 
-def run(args) -> int:
-    from interp import load
-    from interp.features import load as load_dict
-    from interp.graphs import export, intervene, prune
-    from interp.graphs.attribute import attribute, check_rows
-    from interp.graphs.replacement import build
+def _checked_inputs(args):
+    """Every argument checked before any model work: (output folder, --qk-at places, the --supernodes
+    grouping's shape, --auto-supernodes' texts, the transcoder folder)."""
     from interp.graphs.supernodes import check_supernodes, read_supernodes
-    from interp.graphs.view import graph_view
-    from interp.io import check_dir_target, check_replaceable, write_dir, write_json
-    from interp.viz.graph_html import write_graph_html
+    from interp.io import check_dir_target, check_replaceable
 
     if args.qk < 0 or args.qk_top < 1:
         raise WorkbenchError("--qk must be >= 0 and --qk-top >= 1")
@@ -164,12 +159,79 @@ def run(args) -> int:
     groups = None
     if args.supernodes is not None:  # its shape now, its node ids once the graph exists (before anything is written)
         groups = check_supernodes(read_supernodes(args.supernodes), None, f"--supernodes {args.supernodes}")
-    texts, faith = _auto_inputs(args), None  # --auto-supernodes checked before anything is loaded
+    texts = _auto_inputs(args)  # --auto-supernodes checked before anything is loaded
     tc_dir = Path(args.transcoders).expanduser()
     if not tc_dir.is_dir():
         raise WorkbenchError(
             f"no transcoder folder at {str(tc_dir)!r}; train them with `interp features train --site mlp`"
         )
+    return out, qk_places, groups, texts, tc_dir
+
+
+def _write(out: Path, graph: dict, view, title: str, g, pruned, slug: str, groups, checks, faith) -> None:
+    """graph.json, graph.html, circuit-tracer's files and the optional checks / supernodes, atomically."""
+    from interp.graphs import export
+    from interp.io import write_dir, write_json
+    from interp.viz.graph_html import write_graph_html
+
+    def fill(tmp: Path) -> None:
+        write_json(tmp / "graph.json", graph)
+        write_graph_html(view, tmp / "graph.html", title)
+        tracer = tmp / "circuit-tracer"
+        tracer.mkdir()
+        data = export.tracer_dict(g, pruned, slug, supernodes=groups)
+        (tracer / f"{slug}.json").write_text(json.dumps(data, indent=1))
+        (tracer / "graph-metadata.json").write_text(json.dumps({"graphs": [data["metadata"]]}, indent=1))
+        if checks is not None:
+            (tmp / "checks.json").write_text(json.dumps(checks, indent=1))
+        if faith is not None:
+            (tmp / "supernodes.json").write_text(json.dumps(groups, indent=1))
+            (tmp / "supernodes-faithfulness.json").write_text(json.dumps(faith, indent=1))
+
+    write_dir(out, fill)
+
+
+def _report(args, out: Path, g, pruned, scores, seconds: float, worst: float, checks, groups, faith, qk, slug: str) -> None:
+    """What the run printed: the graph's size, its checks, the supernodes and the QK attributions."""
+    top = ", ".join(f"{t!r} {p:.3f}" for t, p in zip(g.logit_strs, g.logit_probs.tolist()))
+    print(f"{len(g.tokens)} tokens, {g.n_features} feature nodes, {g.n_nodes} nodes; logits: {top}")
+    print(f"attribution {seconds:.1f} s; rows add up to their values within {worst:.2g}")
+    print(f"pruned (nodes {args.node_threshold}, edges {args.edge_threshold}): {int(pruned.nodes.sum())} nodes, "
+          f"{int(pruned.edges.sum())} edges; replacement score {scores[0]:.3f}, completeness {scores[1]:.3f}")  # fmt: skip
+    if checks is not None:
+        for mode, r in checks["modes"].items():
+            corr = "n/a" if r["pearson"] is None else f"{r['pearson']:.3f}"
+            print(
+                f"check ({len(checks['nodes'])} features off, mode {mode}): correlation {corr}, largest gap {r['max_gap']:.3g}"
+            )
+    if groups:
+        print(f"{len(groups)} supernodes: {', '.join(groups)} (drawn as one node each, edges summed over members)")
+    if faith is not None:
+        from interp.graphs.autogroup import table
+
+        print(f"automatic supernodes (threshold {faith['threshold']}): {len(groups)} over {len(faith['features'])} "
+              f"kept features; wrote {out}/supernodes.json and {out}/supernodes-faithfulness.json")  # fmt: skip
+        print(table(faith["faithfulness"]))
+    if qk is not None:
+        for x in [*qk["edges"], *qk["scores"]]:
+            top = x["top_pairs"][0] if x["top_pairs"] else None
+            lead = f"; largest term {top['query_node']} x {top['key_node']} {top['term']:.3g}" if top else ""
+            print(f"QK layer {x['layer']} head {x['head']} ({x['query']} -> {x['key']}): score {x['score']:.4g} "
+                  f"(real {x['real_score']:.4g}){lead}")  # fmt: skip
+    print(f"wrote {out}/graph.json, {out}/graph.html and {out}/circuit-tracer/{slug}.json")
+
+
+def run(args) -> int:
+    from interp import load
+    from interp.features import load as load_dict
+    from interp.graphs import export, intervene, prune
+    from interp.graphs.attribute import attribute, check_rows
+    from interp.graphs.replacement import build
+    from interp.graphs.supernodes import check_supernodes
+    from interp.graphs.view import graph_view
+
+    out, qk_places, groups, texts, tc_dir = _checked_inputs(args)
+    faith = None
     model = load(args.model, device=args.device)
     tokens = model.to_tokens(args.prompt)[0]  # refuses an empty prompt or one over the context
     if qk_places:
@@ -206,48 +268,7 @@ def run(args) -> int:
     kept = pruned.nodes.nonzero()[:, 0].tolist()
     graph = export.graph_dict(g, pruned, scores, supernodes=groups, extra=export.feature_tokens(model, tc, g, kept),
                               qk=qk)  # fmt: skip
-    view = graph_view(graph)
     title = f"Attribution graph of {args.prompt[:80]!r} ({model.info.name})"
-
-    def fill(tmp: Path) -> None:
-        write_json(tmp / "graph.json", graph)
-        write_graph_html(view, tmp / "graph.html", title)
-        tracer = tmp / "circuit-tracer"
-        tracer.mkdir()
-        data = export.tracer_dict(g, pruned, slug, supernodes=groups)
-        (tracer / f"{slug}.json").write_text(json.dumps(data, indent=1))
-        (tracer / "graph-metadata.json").write_text(json.dumps({"graphs": [data["metadata"]]}, indent=1))
-        if checks is not None:
-            (tmp / "checks.json").write_text(json.dumps(checks, indent=1))
-        if faith is not None:
-            (tmp / "supernodes.json").write_text(json.dumps(groups, indent=1))
-            (tmp / "supernodes-faithfulness.json").write_text(json.dumps(faith, indent=1))
-
-    write_dir(out, fill)
-    top = ", ".join(f"{t!r} {p:.3f}" for t, p in zip(g.logit_strs, g.logit_probs.tolist()))
-    print(f"{len(g.tokens)} tokens, {g.n_features} feature nodes, {g.n_nodes} nodes; logits: {top}")
-    print(f"attribution {seconds:.1f} s; rows add up to their values within {worst:.2g}")
-    print(f"pruned (nodes {args.node_threshold}, edges {args.edge_threshold}): {int(pruned.nodes.sum())} nodes, "
-          f"{int(pruned.edges.sum())} edges; replacement score {scores[0]:.3f}, completeness {scores[1]:.3f}")  # fmt: skip
-    if checks is not None:
-        for mode, r in checks["modes"].items():
-            corr = "n/a" if r["pearson"] is None else f"{r['pearson']:.3f}"
-            print(
-                f"check ({len(checks['nodes'])} features off, mode {mode}): correlation {corr}, largest gap {r['max_gap']:.3g}"
-            )
-    if groups:
-        print(f"{len(groups)} supernodes: {', '.join(groups)} (drawn as one node each, edges summed over members)")
-    if faith is not None:
-        from interp.graphs.autogroup import table
-
-        print(f"automatic supernodes (threshold {faith['threshold']}): {len(groups)} over {len(faith['features'])} "
-              f"kept features; wrote {out}/supernodes.json and {out}/supernodes-faithfulness.json")  # fmt: skip
-        print(table(faith["faithfulness"]))
-    if qk is not None:
-        for x in [*qk["edges"], *qk["scores"]]:
-            top = x["top_pairs"][0] if x["top_pairs"] else None
-            lead = f"; largest term {top['query_node']} x {top['key_node']} {top['term']:.3g}" if top else ""
-            print(f"QK layer {x['layer']} head {x['head']} ({x['query']} -> {x['key']}): score {x['score']:.4g} "
-                  f"(real {x['real_score']:.4g}){lead}")  # fmt: skip
-    print(f"wrote {out}/graph.json, {out}/graph.html and {out}/circuit-tracer/{slug}.json")
+    _write(out, graph, graph_view(graph), title, g, pruned, slug, groups, checks, faith)
+    _report(args, out, g, pruned, scores, seconds, worst, checks, groups, faith, qk, slug)
     return 0
