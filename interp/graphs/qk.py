@@ -160,18 +160,10 @@ def attn_input(R: LocalReplacement, embed: Float[Tensor, "batch pos d_model"],
                writes: Float[Tensor, "batch layer pos d_model"], layer: int, bias: bool) -> Tensor:  # fmt: skip
     """x = ln1(r) entering `layer` of the frozen model fed `embed` at r_0 and `writes` at the MLP
     outputs (the loop of `LocalReplacement.forward`, stopped at `layer`'s attention input)."""
-    w, r = R.weights, embed.float()
+    r = embed.float()
     for la in range(layer):
-        x1 = w.ln1[la].apply(r, R.scales[0, la], bias)
-        r = r + R._attention(la, x1, bias)
-        x2 = w.ln2[la].apply(r, R.scales[1, la], bias)
-        r = r + writes[:, la].float()
-        S = R.skip(la)
-        if S is not None:
-            r = r + x2 @ S.T
-        if bias:
-            r = r + R.transcoders.b_dec[la].detach().float()
-    return w.ln1[layer].apply(r, R.scales[0, layer], bias)
+        r, _ = R.block(la, r, writes[:, la], bias)
+    return R.weights.ln1[layer].apply(r, R.scales[0, layer], bias)
 
 
 def constant(g: Graph, R: LocalReplacement, layer: int) -> Float[Tensor, "pos d_model"]:

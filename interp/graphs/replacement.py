@@ -169,20 +169,27 @@ class LocalReplacement:
         norm's output) of the frozen model fed `embed` at r_0 and `writes` at each MLP's output (beside
         the skip connection, which the model computes). `bias`: include every bias (norms', b_V, b_O,
         b_dec); without, the map is linear."""
-        w, r = self.weights, embed.float()
-        seen = []
+        r, seen = embed.float(), []
         for layer in range(self.n_layers):
-            x1 = w.ln1[layer].apply(r, self.scales[0, layer], bias)
-            r = r + self._attention(layer, x1, bias)
-            x2 = w.ln2[layer].apply(r, self.scales[1, layer], bias)
+            r, x2 = self.block(layer, r, writes[:, layer], bias)
             seen.append(x2)
-            r = r + writes[:, layer].float()
-            S = self.skip(layer)
-            if S is not None:
-                r = r + x2 @ S.T
-            if bias:
-                r = r + self.transcoders.b_dec[layer].detach().float()
-        return torch.stack(seen, 1), w.ln_final.apply(r, self.final_scale, bias)
+        return torch.stack(seen, 1), self.weights.ln_final.apply(r, self.final_scale, bias)
+
+    def block(self, layer: int, r: Float[Tensor, "batch pos d_model"], write: Float[Tensor, "batch pos d_model"],
+              bias: bool = True) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """One frozen block: (the residual stream after `layer`, x2: what its transcoder read), with `write`
+        at the MLP's output (beside the skip connection and, with `bias`, b_dec)."""
+        w = self.weights
+        x1 = w.ln1[layer].apply(r, self.scales[0, layer], bias)
+        r = r + self._attention(layer, x1, bias)
+        x2 = w.ln2[layer].apply(r, self.scales[1, layer], bias)
+        r = r + write.float()
+        S = self.skip(layer)
+        if S is not None:
+            r = r + x2 @ S.T
+        if bias:
+            r = r + self.transcoders.b_dec[layer].detach().float()
+        return r, x2
 
     def unembed(self, x_final: Float[Tensor, "... d_model"], bias: bool = True) -> Float[Tensor, "... vocab"]:
         out = x_final @ self.weights.W_U
