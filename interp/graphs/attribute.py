@@ -8,8 +8,10 @@ layer's MLP output, an error node its error vector there, a token node its embed
 feature target reads its encoder pre-activation x2 . W_enc[:, f]; a logit target reads the logit
 minus the mean logit over the vocabulary (circuit-tracer's demeaned unembedding column).
 
-`attribute` computes the rows with `LocalReplacement.backward`: one vector-Jacobian product per
-target row, `batch_size` rows per pass. Every target's value is its row sum plus a constant (what the
+`attribute` computes the rows with `LocalReplacement.transposed` (the transpose of
+`LocalReplacement.backward` with the norms folded into the weights): one vector-Jacobian product per
+target row, up to `batch_size` rows per pass, each row entering the pass at its own layer and, the
+patterns being causal, a pass stopping at its last target's position. Every target's value is its row sum plus a constant (what the
 biases and the writes that are not nodes add), which `check_rows` verifies; interp.graphs.reference
 rebuilds the adjacency one source at a time by perturbing the real model.
 """
@@ -102,15 +104,17 @@ def fill(g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model
     blocks: list[Tensor] = []
     todo = cap + g.n_logits
     fl, _, ff = g.features.T
-    by_place = _places(g, R.transcoders.W_dec[fl, ff].float() * g.activations[:, None])  # a_f W_dec[f]
+    reads = _reads(g, R, errors, R.transcoders.W_dec[fl, ff].float() * g.activations[:, None])  # a_f W_dec[f]
 
-    def run(batch: Tensor) -> None:
+    def run(batch: Tensor) -> None:  # batches of nearby target positions (a batch stops at its last one)
+        order = torch.argsort(_targets(g, R, batch)[1], stable=True)
+        parts = []
         for start in range(0, len(batch), batch_size):
-            part = batch[start : start + batch_size]
-            blocks.append(_rows(g, R, errors, part, by_place))
-            rows_of.append(part)
+            parts.append(_rows(g, R, batch[order[start : start + batch_size]], reads))
             if progress:
-                progress(sum(len(r) for r in rows_of), todo, "attribution rows")
+                progress(sum(len(r) for r in rows_of) + start + len(parts[-1]), todo, "attribution rows")
+        blocks.append(torch.cat(parts)[torch.argsort(order)])  # back in the order of `batch`
+        rows_of.append(batch)
 
     run(torch.arange(g.logit_start, N))
     visited = torch.zeros(n_f, dtype=torch.bool)
@@ -158,60 +162,80 @@ def partial_influence(rows: Float[Tensor, "row node"], row_nodes: Int[Tensor, " 
     raise WorkbenchError("partial influence did not converge; the adjacency is not acyclic")
 
 
-def _places(g: Graph, writes: Float[Tensor, "feature d_model"]) -> dict[int, tuple]:
-    """Per layer, its feature nodes' writes padded by position for one batched product:
-    {layer: (first node, end, positions [p], writes [p slot d_model], flat index [n])}, the flat index
-    picking each node (in node order: by position, then feature) out of the [p slot] grid. The
-    features are sorted by layer and position, so a layer's nodes are a contiguous run."""
-    out: dict[int, tuple] = {}
-    for layer in g.features[:, 0].unique().tolist():
+def _targets(g: Graph, R: LocalReplacement, batch: Int[Tensor, " row"]) -> tuple[Tensor, Tensor]:
+    """(layer, position) of each target node in `batch`; a logit's layer is n_layers, its position the last."""
+    is_feat = batch < g.n_features
+    f = g.features[batch.clamp(max=max(g.n_features - 1, 0))] if g.n_features else torch.zeros(len(batch), 3).long()
+    return torch.where(is_feat, f[:, 0], R.n_layers), torch.where(is_feat, f[:, 1], R.n_pos - 1)
+
+
+def _reads(g: Graph, R: LocalReplacement, errors: Tensor, writes: Float[Tensor, "feature d_model"]) -> list[tuple]:
+    """Per layer, what the gradient at its MLP output is contracted with, as one batched product over
+    positions: (first feature node, positions [n], slots [n], M [pos, d_model, slot + 1]) with
+    M[p, :, s] the write of the s-th feature node at position p and the last column the error node's
+    (errors[layer, p]). A layer's feature nodes are a contiguous run sorted by position."""
+    out = []
+    for layer in range(R.n_layers):
         nodes = torch.nonzero(g.features[:, 0] == layer)[:, 0]
         pos = g.features[nodes, 1]
-        places, counts = torch.unique_consecutive(pos, return_counts=True)
+        counts = torch.bincount(pos, minlength=R.n_pos)
         width = int(counts.max())
         slot = torch.arange(len(nodes)) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
-        row = torch.repeat_interleave(torch.arange(len(places)), counts)
-        padded = torch.zeros(len(places), width, writes.shape[1])
-        padded[row, slot] = writes[nodes]
-        out[layer] = (int(nodes[0]), int(nodes[-1]) + 1, places, padded, row * width + slot)
+        M = torch.zeros(R.n_pos, width + 1, errors.shape[-1])
+        M[pos, slot] = writes[nodes]
+        M[:, width] = errors[layer]
+        out.append((int(nodes[0]) if len(nodes) else 0, pos, slot, M.transpose(1, 2).contiguous()))
     return out
 
 
-def _rows(g: Graph, R: LocalReplacement, errors: Tensor, batch: Int[Tensor, " row"], by_place: dict
-          ) -> Float[Tensor, "row node"]:  # fmt: skip
-    """The adjacency rows of the target nodes `batch` (features and logits), by one backward pass;
-    `by_place`: `_places` of the feature nodes' writes."""
-    P, n_f, B = R.n_pos, g.n_features, len(batch)
-    W_enc = R.transcoders.W_enc
-    fl, fp, ff = g.features.T
-    is_feat = batch < n_f
-    fb, fb_rows = batch[is_feat], torch.nonzero(is_feat)[:, 0]
-    final = torch.zeros(B, P, R.inputs.shape[-1])
-    if (~is_feat).any():
-        final[torch.nonzero(~is_feat)[:, 0], P - 1] = demeaned_unembed(
-            R, g.logit_tokens[batch[~is_feat] - g.logit_start]
-        )
-    block = torch.zeros(B, g.n_nodes)
+def _read(block: Tensor, G: Float[Tensor, "pos row d_model"], read: tuple, e0: int) -> None:
+    """Write the rows' edges from one layer's feature and error nodes (`_reads`) into `block`."""
+    p, n, _ = G.shape
+    if n == 0:
+        return
+    a, pos, slot, M = read
+    out = torch.bmm(G, M[:p])  # [pos row slot+1]
+    c = int(torch.searchsorted(pos, p))  # the nodes at positions < p
+    block[:n, a : a + c] = out[pos[:c], :, slot[:c]].T
+    block[:n, e0 : e0 + p] = out[:, :, -1].T
 
-    def inject(layer: int):
-        here = fl[fb] == layer
-        if not here.any():
-            return None
-        gx2 = torch.zeros(B, P, W_enc.shape[1])
-        gx2[fb_rows[here], fp[fb][here]] = W_enc[layer][:, ff[fb][here]].T.float()
-        return gx2
 
-    def read(layer: int, G: Tensor):
-        if layer in by_place:  # contract G at each position with what that position's feature nodes write
-            a, b, places, padded, flat = by_place[layer]
-            out = torch.bmm(G[:, places].transpose(0, 1), padded.transpose(1, 2))  # [place batch slot]
-            block[:, a:b] = out.transpose(0, 1).reshape(B, -1)[:, flat]
-        e0 = g.error_index(layer, 0)
-        block[:, e0 : e0 + P] = torch.einsum("bpd,pd->bp", G, errors[layer])
-
-    G0 = R.backward(final, inject, read)
-    block[:, g.token_start : g.token_start + P] = torch.einsum("bpd,pd->bp", G0, R.inputs)
-    return block
+def _rows(g: Graph, R: LocalReplacement, batch: Int[Tensor, " row"], reads: list[tuple]) -> Float[Tensor, "row node"]:
+    """The adjacency rows of the target nodes `batch` (features and logits), in batch order, by one
+    backward pass through `R.transposed`. Rows enter the pass at their own layer (sorted by layer, the
+    live rows are a prefix) and, with causal patterns, positions after the batch's last target are
+    left out (their gradients are zero)."""
+    T, P, L, d = R.transposed, R.n_pos, R.n_layers, R.inputs.shape[-1]
+    layer, pos = _targets(g, R, batch)
+    order = torch.argsort(layer, descending=True, stable=True)
+    batch, layer, pos = batch[order], layer[order], pos[order]
+    B, p = len(batch), int(pos.max()) + 1 if T.causal else P
+    H, e = T.W_O[0].shape[0], T.W_O[0].shape[2]
+    bufs, gz, gv = [torch.empty(p * B * d) for _ in range(3)], torch.empty(H * p * B * e), torch.empty(H * p * B * e)
+    A, block = T.truncated(p), torch.zeros(B, g.n_nodes)
+    n = int((layer == L).sum())
+    G = bufs[0][: p * n * d].view(p, n, d).zero_()
+    if n:
+        u = demeaned_unembed(R, g.logit_tokens[batch[:n] - g.logit_start])
+        G[P - 1] = R.weights.ln_final.transpose(u, R.final_scale[P - 1].expand(n))
+    for la in reversed(range(L)):
+        _read(block, G, reads[la], g.error_index(la, 0))
+        m = int((layer >= la).sum())
+        if m > n:  # the rows of this layer's features enter, with zero gradient until their injection
+            new = bufs[1 if G.data_ptr() == bufs[0].data_ptr() else 0][: p * m * d].view(p, m, d)
+            new[:, :n] = G
+            new[:, n:] = 0
+            G = new
+        T.skip_(la, G, bufs[2])
+        if m > n:  # each entering row: the gradient of its feature's pre-activation at x2
+            f = g.features[batch[n:m], 2]
+            v = R.transcoders.W_enc[la][:, f].T.float()
+            G[pos[n:m], torch.arange(n, m)] = R.weights.ln2[la].transpose(v, R.scales[1, la][pos[n:m]])
+            n = m
+        T.attention_(la, G, A[la], gz, gv)
+    if n:
+        block[:n, g.token_start : g.token_start + p] = torch.bmm(G, R.inputs[:p, :, None])[..., 0].T
+    return block[torch.argsort(order)]
 
 
 def target_values(g: Graph, R: LocalReplacement, errors: Tensor) -> tuple[Tensor, Tensor]:

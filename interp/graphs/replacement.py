@@ -19,12 +19,15 @@ and the logits are N_final(r_L) W_U + b_U. Run on the real inputs it reproduces 
 (`forward`); its transpose (`backward`) carries gradients from targets to sources, one
 vector-Jacobian product per target row, batched. GQA is served natively: query heads are grouped by
 the kv head they read (an einsum over [kv, member] axes), the kv weights are never copied per head.
+`Transposed` is the same transpose for speed: the frozen norms folded into the weights and patterns,
+gradients laid out [pos, row, d_model] so that every step is one in-place matrix product.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from jaxtyping import Float, Int
@@ -195,6 +198,10 @@ class LocalReplacement:
         out = x_final @ self.weights.W_U
         return out + self.weights.b_U if bias and self.weights.b_U is not None else out
 
+    @cached_property
+    def transposed(self) -> Transposed:
+        return Transposed.of(self)
+
     def backward(self, final: Float[Tensor, "batch pos d_model"], inject: Callable[[int], Tensor | None],
                  read: Callable[[int, Tensor], None]) -> Float[Tensor, "batch pos d_model"]:  # fmt: skip
         """The transpose of the linear part of `forward`, for a batch of target rows at once.
@@ -215,6 +222,69 @@ class LocalReplacement:
                 G = G + w.ln2[layer].transpose(gx2, self.scales[1, layer])
             G = G + w.ln1[layer].transpose(self._attention_transpose(layer, G), self.scales[0, layer])
         return G
+
+
+@dataclass
+class Transposed:
+    """`LocalReplacement.backward`'s linear maps with the frozen norms folded in, for gradients G
+    [pos, row, d_model] (position-major: a layer's work is a few big matrix products on G viewed
+    [pos * row, d_model], in place, with no copy of G). With C the centring of a LayerNorm (identity
+    for RMSNorm), ln^T(g) = C (w * g) / s: w and C go into the matrices, 1/s into the patterns (ln1)
+    or one multiply per position (ln2)."""
+
+    W_O: list[Float[Tensor, "head d_model d_head"]]  # W_O[h]^T
+    W_V: list[Float[Tensor, "kv d_head d_model"]]  # (W_V[g] w1)^T C
+    patterns: Float[Tensor, "layer kv key member query"]  # A[g*m, q, k] / s1[k]
+    skip: list[Float[Tensor, "d_model d_model"]] | None  # W_skip w2 C
+    inv_s2: Float[Tensor, "layer pos"]
+    causal: bool  # every pattern is lower-triangular: rows of target position p need positions <= p only
+
+    @classmethod
+    def of(cls, R: LocalReplacement) -> Transposed:
+        w, L = R.weights, R.n_layers
+        kv, H = w.W_V[0].shape[0], w.W_O[0].shape[0]
+
+        def fold(M: Tensor, norm: Norm) -> Tensor:  # M [..., d_model] -> C (w * M) along the last axis
+            M = M * norm.weight if norm.weight is not None else M.clone()
+            return M - M.mean(-1, keepdim=True) if norm.centre else M
+
+        W_V = [fold(w.W_V[la].transpose(1, 2), w.ln1[la]).contiguous() for la in range(L)]
+        A = R.patterns / R.scales[0][:, None, None, :]  # [layer head query key], divided by s1[key]
+        A = A.view(L, kv, H // kv, R.n_pos, R.n_pos).permute(0, 1, 4, 2, 3).contiguous()
+        skip = None if R.transcoders.W_skip is None else [fold(R.skip(la), w.ln2[la]).contiguous() for la in range(L)]
+        causal = not R.patterns.triu(1).any()
+        return cls([W.transpose(1, 2).contiguous() for W in w.W_O], W_V, A, skip, 1 / R.scales[1], causal)
+
+    def truncated(self, p: int) -> Float[Tensor, "layer kv key member_query"]:
+        """The patterns of the first p positions, [layer, kv, key, (member, query)] for one batched product."""
+        A = self.patterns[:, :, :p, :, :p]
+        return A.reshape(*A.shape[:3], -1)
+
+    def skip_(self, layer: int, G: Float[Tensor, "pos row d_model"], tmp: Tensor) -> None:
+        """G += ln2^T(G W_skip), in place (G: the gradient at the MLP's output; after: at r_mid)."""
+        if self.skip is None or G.numel() == 0:
+            return
+        p, n, d = G.shape
+        out = tmp[: G.numel()].view(p, n, d)
+        torch.mm(G.view(-1, d), self.skip[layer], out=out.view(-1, d))
+        G.addcmul_(out, self.inv_s2[layer, :p, None, None])
+
+    def attention_(self, layer: int, G: Float[Tensor, "pos row d_model"], A: Tensor, gz: Tensor, gv: Tensor) -> None:
+        """G += ln1^T(attention^T G), in place (G: the gradient at r_mid; after: at the block's input r).
+        `A`: `truncated(p)[layer]`; gz, gv: scratch of at least head * pos * row * d_head floats."""
+        if G.numel() == 0:
+            return
+        p, n, d = G.shape
+        W_O, W_V = self.W_O[layer], self.W_V[layer]
+        (H, _, e), kv = W_O.shape, W_V.shape[0]
+        Gf = G.view(-1, d)
+        z = gz[: H * p * n * e].view(H, p * n, e)  # [kv, member, query, row, d_head]
+        for h in range(H):
+            torch.mm(Gf, W_O[h], out=z[h])
+        v = gv[: kv * p * n * e].view(kv, p, n * e)  # [kv, key, row, d_head]
+        torch.bmm(A, z.view(kv, (H // kv) * p, n * e), out=v)
+        for g in range(kv):
+            Gf.addmm_(v[g].view(p * n, e), W_V[g])
 
 
 def check_transcoders(model, transcoders: Dictionary) -> None:
