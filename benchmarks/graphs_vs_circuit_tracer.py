@@ -33,8 +33,8 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from circuit_tracer_run import PeakRSS  # noqa: E402
-from graphs import TEXT  # noqa: E402
+from circuit_tracer_run import PeakRSS
+from graphs import TEXT
 
 CT_PYTHON = "/work/ctvenv/bin/python"
 
@@ -153,7 +153,7 @@ def run_ct(work: Path, model_dir: Path, tc_dir: Path, tokens: torch.Tensor, s: d
     t0 = time.perf_counter()
     proc = subprocess.run([python, str(HERE / "circuit_tracer_run.py"), "--model", str(model_dir), "--transcoders",
                            str(tc_dir), "--tokens", str(work / "tokens.npy"), "--settings", str(work / "settings.json"),
-                           "--out", str(out)], capture_output=True, text=True,
+                           "--out", str(out)], capture_output=True, text=True, check=False,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})  # fmt: skip
     if proc.returncode != 0:
         raise SystemExit(f"circuit-tracer's run failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
@@ -198,6 +198,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not Path(args.ct_python).is_file():
+        raise SystemExit(f"no circuit-tracer venv at {args.ct_python}: run bash benchmarks/circuit_tracer_env.sh first")
     torch.set_num_threads(args.threads)
 
     from interp import load
@@ -230,7 +232,6 @@ def main(argv=None) -> int:
             ct, ct_meta = run_ct(work, model_dir, tmp / "transcoders", tokens, settings, args.repeats, args.ct_python)
             assert [int(t) for t in ct["tokens"]] == tokens.tolist(), "circuit-tracer read other tokens"
             cmp = compare(ours, ct, args.n_layers)
-            best = lambda runs: min(runs, key=lambda r: r["attribute_s"])  # noqa: E731
             row = {"tokens": n, "compare": cmp, "topk_rows_with_nonpositive": topk_nonpositive(model, tc, tokens),
                    "ours": {**ours_meta, "attribute_s": best(ours_meta["runs"])["attribute_s"],
                             "rss_peak_mib": max(r["rss_peak"] for r in ours_meta["runs"]) / 2**20,
@@ -239,12 +240,19 @@ def main(argv=None) -> int:
                                       "rss_peak_mib": max(r["rss_peak"] for r in ct_meta["runs"]) / 2**20,
                                       "rss_increase_mib": max(r["rss_peak"] - r["rss_before"] for r in ct_meta["runs"]) / 2**20}}  # fmt: skip
             res["runs"].append(row)
-            print(f"[{n} tokens] rel_err {cmp['rel_err']:.2e}  max_abs {cmp['max_abs']:.2e}  "
-                  f"ours {row['ours']['attribute_s']:.2f}s  ct {row['circuit_tracer']['attribute_s']:.2f}s", file=sys.stderr)
+            print(
+                f"[{n} tokens] rel_err {cmp['rel_err']:.2e}  max_abs {cmp['max_abs']:.2e}  "
+                f"ours {row['ours']['attribute_s']:.2f}s  ct {row['circuit_tracer']['attribute_s']:.2f}s",
+                file=sys.stderr,
+            )
     print(table(res))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
     return 0
+
+
+def best(runs: list[dict]) -> dict:
+    return min(runs, key=lambda run: run["attribute_s"])
 
 
 def table(res: dict) -> str:
