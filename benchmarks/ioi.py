@@ -97,7 +97,7 @@ def bench_evaluation(model, args) -> None:
     t_fast = time.perf_counter() - t
     n = len(configs)
     sub = list(range(n)) if args.reference_configs >= n else sorted(random.Random(0).sample(range(n), args.reference_configs))
-    subset = type(configs)(configs.keep_all[sub], configs.keep_at[sub], configs.head_pos)
+    subset = type(configs)(configs.keep_all[sub], configs.keep_at[sub], configs.head_at)
     t = time.perf_counter()
     ref = ablated_logit_diffs_reference(model, heldout, means, subset)
     _sync(args.device)

@@ -266,6 +266,8 @@ CASES.update({
                         "--triggers must be at least 1"),
     "show-triggers-neg": (["memories", "show", "--index", "{index}", "--layer", "0", "--neuron", "0", "--triggers", "-1"],
                           "--triggers must be at least 1"),
+    "ioi-position-threshold-word": (IOI + ["--out", "{new}", "--position-threshold", "lots"], "or 'none'"),
+    "ioi-position-threshold-2": (IOI + ["--out", "{new}", "--position-threshold", "2"], "choose one in (0, 1]"),
     # runaways
     "ioi-million": (["ioi", "--model", "{model}", "--n-prompts", "1000000", "--device", "cpu", "--out", "{new}"],
                     "use at most about"),

@@ -66,12 +66,20 @@ class DiscoveryConfig:
     # the name movers are knocked out is a backup name mover
     io_attention: float = 0.2  # END -> IO (or S) attention that makes a direct head a name mover (S suppression)
     max_heads: int | None = None  # keep at most this many heads in all (the first admitted); None: all
+    position_threshold: float | None = None  # keep a head also at each segment where its gain reaches this share
+    # of F(M) (interp.circuits.positions); None: each head only at its class's position
+    position_rounds: int = 1  # rounds of that search
     chunk: int = 64  # senders per batch in path patching
 
     def __post_init__(self):
         if not 0 < self.threshold <= 1:
             raise WorkbenchError(f"a discovery threshold is a share of a step's largest path effect: choose one in (0, 1] "
                                  f"(got {self.threshold})")  # fmt: skip
+        if self.position_threshold is not None and not 0 < self.position_threshold <= 1:
+            raise WorkbenchError(f"a position threshold is a share of the model's logit diff: choose one in (0, 1] "
+                                 f"(got {self.position_threshold}), or none")  # fmt: skip
+        if self.position_rounds < 1:
+            raise WorkbenchError(f"the position search needs at least 1 round (got {self.position_rounds})")
         if self.max_heads is not None and self.max_heads < 1:
             raise WorkbenchError(f"keep at least 1 head (got max_heads {self.max_heads}), or no limit")
 
@@ -89,6 +97,8 @@ class Discovery:
     config: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     templates: list[str] = field(default_factory=list)  # base templates the discovery prompts use
     names: list[str] = field(default_factory=list)  # the names they draw from
+    places: dict[Head, list[str]] | None = None  # head -> segments it works at (None: its class's position)
+    position_gains: Float[Tensor, "layer head segment"] | None = None  # the position search's last gains
 
     def heads(self) -> list[Head]:
         return sorted({h for hs in self.classes.values() for h in hs})
@@ -286,7 +296,15 @@ def discover(
     if progress:
         progress(5, 5, "discovery done")
     ranked = st.ranked[: cfg.max_heads] if cfg.max_heads else st.ranked
-    classes = {c: [h for h, k in ranked if k == c] for c in CLASSES}
-    return Discovery({c: hs for c, hs in classes.items() if hs}, ranked, st.effects, st.att,
-                     float(st.cached.clean_metric.mean()), float(st.cached.corrupted_metric.mean()), cfg,
-                     templates_used(ds), list(ds.source.get("names", [])))  # fmt: skip
+    classes = {c: hs for c, hs in ((c, [h for h, k in ranked if k == c]) for c in CLASSES) if hs}
+    clean, corrupted = float(st.cached.clean_metric.mean()), float(st.cached.corrupted_metric.mean())
+    places, gains = None, None
+    if cfg.position_threshold is not None and classes:
+        from interp.circuits.evaluate import CLASS_POSITIONS, abc_means
+        from interp.circuits.positions import POSITION_ABC, find_places
+
+        del st.cached  # the path-patching caches are done with
+        means = abc_means(model, ds, POSITION_ABC)
+        places, gains = find_places(model, ds, classes, CLASS_POSITIONS, cfg.position_threshold, means, cfg.position_rounds)
+    return Discovery(classes, ranked, st.effects, st.att, clean, corrupted, cfg, templates_used(ds),
+                     list(ds.source.get("names", [])), places, gains)  # fmt: skip

@@ -123,12 +123,12 @@ def abc_means(
 @dataclass
 class Configs:
     """A stack of configurations. In configuration c, head (l, h) keeps its clean output at every
-    position where keep_all[c, l, h], only at its own position head_pos[l, h] (per prompt) where
-    keep_at[c, l, h], and is mean-ablated everywhere else."""
+    position where keep_all[c, l, h], only at its own places head_at[l, h] (per prompt and position)
+    where keep_at[c, l, h], and is mean-ablated everywhere else."""
 
     keep_all: Bool[Tensor, "config layer head"]
     keep_at: Bool[Tensor, "config layer head"]
-    head_pos: Int[Tensor, "layer head batch"]  # each head's working position per prompt (-1: none)
+    head_at: Bool[Tensor, "layer head batch pos"]  # where each head works (its class's position, places found)
 
     def __len__(self) -> int:
         return self.keep_all.shape[0]
@@ -136,9 +136,10 @@ class Configs:
     def plan(self, c: int, graph: Graph, n_pos: int) -> AblationPlan:
         """Configuration c as an ablation plan: each head replaced at the source (by its ABC mean)
         wherever c ablates it."""
-        L, H, B = self.head_pos.shape
-        here = self.head_pos[..., None] == torch.arange(n_pos)  # [layer head batch pos]
-        kept = self.keep_all[c][..., None, None] | (self.keep_at[c][..., None, None] & here)
+        L, H, B, P = self.head_at.shape
+        if P != n_pos:
+            raise ValueError(f"head_at covers {P} positions, the prompts have {n_pos}")
+        kept = self.keep_all[c][..., None, None] | (self.keep_at[c][..., None, None] & self.head_at)
         writers = torch.zeros(len(graph.writers), B, n_pos, dtype=torch.bool)
         for layer in range(L):
             writers[graph.first_head(layer) : graph.first_head(layer) + H] = ~kept[layer]
@@ -148,14 +149,17 @@ class Configs:
         return [self.plan(c, graph, n_pos) for c in range(len(self))]
 
 
-def head_positions(model: Model, ds: Task, classes: dict[str, list[Head]]) -> Int[Tensor, "layer head batch"]:
-    """Each circuit head's working position per prompt (its class's `CLASS_POSITIONS`), -1 elsewhere."""
-    out = torch.full((model.info.n_layers, model.info.n_heads, len(ds)), -1, dtype=torch.long)
-    for c, heads in classes.items():
-        if c in CLASS_POSITIONS:
-            for layer, h in heads:
-                out[layer, h] = ds.positions[CLASS_POSITIONS[c]]
-    return out
+def head_positions(model: Model, ds: Task, classes: dict[str, list[Head]],
+                   places: dict[Head, list[str]] | None = None) -> Bool[Tensor, "layer head batch pos"]:  # fmt: skip
+    """Where each circuit head works, per prompt and position: its class's `CLASS_POSITIONS`, or with
+    `places` (interp.circuits.positions.find_places) the segments found for it (which include its
+    class's position). Heads of a class outside `CLASS_POSITIONS` are kept everywhere by the
+    configurations themselves."""
+    from interp.circuits.positions import places_mask
+
+    if places is None:
+        places = {h: [CLASS_POSITIONS[c]] for c, hs in classes.items() if c in CLASS_POSITIONS for h in hs}
+    return places_mask(model, ds, places)
 
 
 def head_mask(model: Model, heads: list[Head]) -> Bool[Tensor, "layer head"]:
@@ -216,7 +220,7 @@ def ablated_logit_diff(
 
 def greedy_subset(model: Model, ds: Task, means: dict[int, Tensor], classes: dict[str, list[Head]], size: int,
                   idx: Tensor, progress: Progress | None = None, pool: int = GREEDY_POOL,
-                  alone: dict[Head, Tensor] | None = None):  # fmt: skip
+                  alone: dict[Head, Tensor] | None = None, places: dict[Head, list[str]] | None = None):  # fmt: skip
     """Wang et al.'s greedy search for the subset K that completeness fails worst on: K starts empty
     and, up to `size` times, takes the head whose removal (with K's) makes |F(C \\ K) - F(M \\ K)|
     largest on the mean over `ds`. The first step tries every circuit head; the later ones only the
@@ -224,11 +228,12 @@ def greedy_subset(model: Model, ds: Task, means: dict[int, Tensor], classes: dic
     candidate; pool >= the circuit's size is the unbounded search). `alone` may hold the first step's
     per-prompt rows [F(C \\ v), F(M \\ v)] per head v, when the caller already ran them.
     (K, (F(C \\ K), its resamples), (F(M \\ K), its resamples)), resampled with the bootstrap rows
-    `idx` (K itself is chosen once, on all prompts)."""
+    `idx` (K itself is chosen once, on all prompts). Heads work at their classes' positions, or at
+    `places` where given."""
     circuit = sorted({h for hs in classes.values() for h in hs})
     positioned = head_mask(model, [h for c, hs in classes.items() if c in CLASS_POSITIONS for h in hs])
     C, everywhere = head_mask(model, circuit), torch.ones(model.info.n_layers, model.info.n_heads, dtype=torch.bool)
-    pos = head_positions(model, ds, classes)
+    pos = head_positions(model, ds, classes, places)
 
     def run(K: list[Head], cand: list[Head]) -> Tensor:  # [candidate 2 batch]: F(C \ K+v), F(M \ K+v)
         keep_all, keep_at = [everywhere, C & ~positioned], [torch.zeros_like(C), positioned]  # the two bases
@@ -287,6 +292,9 @@ class Evaluation:
     min_minimality: float = MIN_MINIMALITY  # the threshold a head's lower end must reach
     curve: list[dict] = field(default_factory=list)  # k, head, class, faithfulness (+ lo, hi) of the first k ranked heads
     noise: dict = field(default_factory=dict)  # minimality's noise level: |F(C + r) - F(C)| / |F(C)| for heads r outside C
+    places: dict[str, list[str]] | None = None  # "layer.head" -> segments it was kept at (None: its class's position)
+    faithfulness_class_positions: Interval | None = None  # with places: the same circuit at its classes' positions
+    by_template: list[dict] = field(default_factory=list)  # per base template: prompts, F(M), F(C), F(C)/F(M)
 
 
 def noise_heads(model: Model, circuit: list[Head], n: int, seed: int) -> list[Head]:
@@ -297,8 +305,10 @@ def noise_heads(model: Model, circuit: list[Head], n: int, seed: int) -> list[He
 
 
 def configurations(model: Model, ds: Task, classes: dict[str, list[Head]], checks: bool, n_random: int, seed: int,
-                   ranked: list[Head] | None = None, noise: list[Head] = (), greedy: bool = False):  # fmt: skip
-    """(names, Configs): model, circuit (per position), circuit at every position, the first k heads
+                   ranked: list[Head] | None = None, noise: list[Head] = (), greedy: bool = False,
+                   places: dict[Head, list[str]] | None = None):  # fmt: skip
+    """(names, Configs): model, circuit (per position: at its heads' `places` where given, else at their
+    classes' positions), circuit at every position, the first k heads
     of `ranked` for every k ("first k"), and the checks': completeness's subsets, minimality's
     removals, the circuit plus each `noise` head (kept at every position: "C+r") and, with `greedy`,
     the model without each circuit head ("M-v": the greedy search's first step)."""
@@ -340,7 +350,7 @@ def configurations(model: Model, ds: Task, classes: dict[str, list[Head]], check
             keep_all.append(a)
             keep_at.append(b)
         index[name] = unique[key]
-    configs = Configs(torch.stack(keep_all), torch.stack(keep_at), head_positions(model, ds, classes))
+    configs = Configs(torch.stack(keep_all), torch.stack(keep_at), head_positions(model, ds, classes, places))
     return index, configs, subsets
 
 
@@ -359,10 +369,13 @@ def evaluate(
     ranked: list[tuple[Head, str]] | None = None,
     n_noise: int = N_NOISE,
     greedy_size: int = GREEDY_SIZE,
+    places: dict[Head, list[str]] | None = None,
 ) -> Evaluation:
     """Faithfulness (and, with checks=True, completeness and minimality) of a circuit on `ds`,
-    each class kept at its positions (see the module docstring), with bootstrap intervals; with
-    `ranked` (heads in discovery's order) the faithfulness of the first k heads for every k."""
+    each class kept at its positions (see the module docstring) or, with `places`, each head at the
+    segments found for it (interp.circuits.positions; then the class-positions figure is given
+    beside it), with bootstrap intervals; with `ranked` (heads in discovery's order) the
+    faithfulness of the first k heads for every k."""
     circuit = sorted({h for hs in classes.values() for h in hs})
     if not circuit:
         raise WorkbenchError(
@@ -371,9 +384,14 @@ def evaluate(
     means = abc_means(model, ds, n_abc, progress=progress)
     order = [h for h, _ in ranked or [] if h in set(circuit)]
     noise = noise_heads(model, circuit, n_noise, seed) if checks else []
-    index, configs, subsets = configurations(model, ds, classes, checks, n_random, seed, order, noise, greedy_size > 0)
+    index, configs, subsets = configurations(model, ds, classes, checks, n_random, seed, order, noise, greedy_size > 0,
+                                             places)  # fmt: skip
     per_prompt = ablated_logit_diffs(model, ds, means, configs, bases=[index["model"], index["circuit"]],
                                      progress=progress)  # [config batch]
+    if places is not None:  # the circuit at its classes' positions, beside
+        by_class = configurations(model, ds, classes, False, 0, seed)[1]
+        index["circuit, class positions"] = len(per_prompt)
+        per_prompt = torch.cat([per_prompt, ablated_logit_diffs(model, ds, means, by_class)[1:2]])
     idx = resample_indices(len(ds), n_boot, seed)
     boot = resampled_means(per_prompt, idx)  # [config boot]
     mean = per_prompt.double().mean(1)
@@ -385,6 +403,11 @@ def evaluate(
     ev = Evaluation(interval(m, mb), interval(c, cb), interval(logit_diff_ratio(c, m), logit_diff_ratio(cb, mb)),
                     len(ds), interval(a, ab), interval(logit_diff_ratio(a, m), logit_diff_ratio(ab, mb)), n_abc,
                     templates_used(ds), list(ds.source.get("names", [])), min_minimality=min_minimality)  # fmt: skip
+    ev.by_template = _by_template(ds, per_prompt[index["model"]], per_prompt[index["circuit"]])
+    if places is not None:
+        k, kb = F("circuit, class positions")
+        ev.places = {f"{h[0]}.{h[1]}": list(v) for h, v in sorted(places.items())}
+        ev.faithfulness_class_positions = interval(logit_diff_ratio(k, m), logit_diff_ratio(kb, mb))
     kind = dict(ranked or [])
     for k, head in enumerate(order, 1):
         fk, fkb = F(f"first {k}")
@@ -399,13 +422,26 @@ def evaluate(
     gaps = [_gap_row(name, K, F(f"C-{name}"), F(f"M-{name}")) for name, K in subsets]
     if greedy_size > 0:
         alone = {v: per_prompt[[index[f"C-v {v}"], index[f"M-v {v}"]]] for v in circuit}
-        K, in_circuit, in_model = greedy_subset(model, ds, means, classes, greedy_size, idx, progress, alone=alone)
+        K, in_circuit, in_model = greedy_subset(model, ds, means, classes, greedy_size, idx, progress, alone=alone,
+                                                places=places)  # fmt: skip
         gaps.append(_gap_row("greedy", K, in_circuit, in_model, heads=True))
     ev.completeness = [row for row, _, _ in gaps]
     ev.incompleteness = interval(torch.stack([g for _, g, _ in gaps]).max() / m.abs(),
                                  torch.stack([gb for _, _, gb in gaps]).max(0).values / mb.abs())  # fmt: skip
     ev.minimality = _minimality(F, classes, (c, cb), min_minimality)
     return ev
+
+
+def _by_template(ds: Task, model_rows: Tensor, circuit_rows: Tensor) -> list[dict]:
+    """F(M), F(C) and their ratio over each base template's prompts (no interval: a handful of prompts each)."""
+    base, names = ds.groups // 2, ds.source.get("templates") or []
+    out = []
+    for b in sorted(set(base.tolist())):
+        sel = base == b
+        m, c = float(model_rows[sel].double().mean()), float(circuit_rows[sel].double().mean())
+        out.append({"template": names[b] if b < len(names) else str(b), "n": int(sel.sum()), "model": m, "circuit": c,
+                    "faithfulness": logit_diff_ratio(c, m) if m else float("nan")})  # fmt: skip
+    return out
 
 
 def _gap_row(name: str, K: list[Head], in_circuit: tuple[Tensor, Tensor], in_model: tuple[Tensor, Tensor],

@@ -56,6 +56,10 @@ class IOIReport:
             "faithfulness_formula": "F(C) / F(M)",  # interp.circuits.types.logit_diff_ratio
             "faithfulness_ci": ci(e.faithfulness),  # 95% bootstrap interval over the held-out prompts
             "faithfulness_all_positions": value(e.faithfulness_all_positions),
+            "places": e.places,  # "layer.head" -> segments it is kept at (interp.circuits.positions); null: class positions
+            "faithfulness_class_positions": value(e.faithfulness_class_positions),  # with places: at class positions only
+            "faithfulness_class_positions_ci": ci(e.faithfulness_class_positions),
+            "by_template": e.by_template,  # F(M), F(C), F(C)/F(M) per held-out base template
             "faithfulness_all_positions_ci": ci(e.faithfulness_all_positions),
             "clean_logit_diff": d.clean_logit_diff,
             "corrupted_logit_diff": d.corrupted_logit_diff,
@@ -178,7 +182,7 @@ def run_ioi(
             f"the model may not do IOI, or lower --threshold (now {disc.config.threshold})"
         )
     ev = evaluate(model, heldout, disc.classes, checks=checks, n_abc=n_abc, seed=seed, progress=progress,
-                  ranked=disc.ranked)  # fmt: skip
+                  ranked=disc.ranked, places=disc.places)  # fmt: skip
     return IOIReport(model.info.name, seed, n_prompts, n_heldout, disc, ev, corruption)
 
 

@@ -38,6 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--threshold", type=float, default=None, help="share of a step's largest path effect a head "
                    "needs to be admitted, in (0, 1] (default: the value chosen on validation, see RESULTS.md)")
     p.add_argument("--max-heads", type=int, default=None, help="keep at most this many heads, the first admitted")
+    p.add_argument("--position-threshold", default=None, help="keep each circuit head also at the segments where "
+                   "keeping it raises F(C) by this share of F(M) on the discovery prompts, in (0, 1], or 'none' for "
+                   "its class's position only (default: the value chosen on validation, see RESULTS.md)")
     p.add_argument("--n-abc", type=int, default=64,
                    help="ABC prompts per template behind the mean-ablation values (default 64)")
     p.set_defaults(func=run)
@@ -54,14 +57,24 @@ def run(args) -> int:
 
     check_sizes(args.n_prompts, args.n_heldout)  # bad input fails before the model loads
     check_corruption(args.corruption)
+    places = {} if args.position_threshold is None else {"position_threshold": _position_threshold(args.position_threshold)}
     args.config = DiscoveryConfig(**({} if args.threshold is None else {"threshold": args.threshold}),
-                                  max_heads=args.max_heads)  # fmt: skip
+                                  max_heads=args.max_heads, **places)  # fmt: skip
     if args.n_abc < 1:
         raise WorkbenchError(f"--n-abc must be at least 1 (got {args.n_abc})")
     check_dir_target(args.out, "--out")
     check_replaceable(args.out, OUTPUT_FILES, "--out")
     with writer_lock(args.out, "--out"):  # a second run into the same --out is refused, not interleaved
         return _run(args)
+
+
+def _position_threshold(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise WorkbenchError(f"--position-threshold takes a number in (0, 1] or 'none' (got {text!r})") from None
 
 
 def _run(args) -> int:
@@ -95,8 +108,18 @@ def _run(args) -> int:
           f"  (discovery prompts; threshold {report.discovery.config.threshold} of each step's largest effect)")
     print(f"held out [95% interval]: model F(M) {e.model_logit_diff:.3f}   circuit F(C) {e.circuit_logit_diff:.3f}")
     verdicts = ioi_verdicts(j)
-    print(f"faithfulness F(C)/F(M) {e.faithfulness:.3f} (each class at its positions; {e.n_abc} ABC prompts per "
-          f"template for the means); every circuit head at every position {e.faithfulness_all_positions:.3f}")
+    where = "each class at its positions" if e.places is None else "each head at its places"
+    print(f"faithfulness F(C)/F(M) {e.faithfulness:.3f} ({where}; {e.n_abc} ABC prompts per template for the means); "
+          f"every circuit head at every position {e.faithfulness_all_positions:.3f}")
+    if e.places is not None:
+        added = {h: [s for s in v if s != j["class_positions"][c]] for c, hs in j["classes"].items()
+                 for h, v in e.places.items() if [int(x) for x in h.split(".")] in hs}  # fmt: skip
+        print(f"places (position threshold {report.discovery.config.position_threshold} of F(M) on the discovery "
+              f"prompts): {sum(map(len, added.values()))} segments added to {sum(1 for v in added.values() if v)} heads; "
+              f"at the classes' positions alone {e.faithfulness_class_positions:.3f}")
+        for h, v in added.items():
+            if v:
+                print(f"    {h:<6} also at {', '.join(v)}")
     _print_verdict(verdicts["faithfulness"])
     if e.curve:
         marks = [p for p in e.curve if p["k"] in {1, 2, 5, 10, 20, 30, 40, 54} or p["k"] == len(e.curve)]
