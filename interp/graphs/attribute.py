@@ -108,12 +108,13 @@ def fill(g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model
 
     def run(batch: Tensor) -> None:  # batches of nearby target positions (a batch stops at its last one)
         order = torch.argsort(_targets(g, R, batch)[1], stable=True)
-        parts = []
+        block = torch.empty(len(batch), N)  # rows in the order of `batch`
         for start in range(0, len(batch), batch_size):
-            parts.append(_rows(g, R, batch[order[start : start + batch_size]], reads))
+            part = order[start : start + batch_size]
+            block[part] = _rows(g, R, batch[part], reads)
             if progress:
-                progress(sum(len(r) for r in rows_of) + start + len(parts[-1]), todo, "attribution rows")
-        blocks.append(torch.cat(parts)[torch.argsort(order)])  # back in the order of `batch`
+                progress(sum(len(r) for r in rows_of) + start + len(part), todo, "attribution rows")
+        blocks.append(block)
         rows_of.append(batch)
 
     run(torch.arange(g.logit_start, N))
@@ -122,44 +123,57 @@ def fill(g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model
         if cap == n_f:
             pending = torch.arange(n_f)
         else:
-            infl = partial_influence(torch.cat(blocks), torch.cat(rows_of), g)
+            infl = partial_influence(blocks, torch.cat(rows_of), g)
             rank = infl[:n_f].argsort(descending=True)
             pending = rank[~visited[rank]][: min(update_interval * batch_size, cap - int(visited.sum()))]
         run(pending)
         visited[pending] = True
-    rows, mat = torch.cat(rows_of), torch.cat(blocks)
     g.values, g.constants = target_values(g, R, errors)
     if cap == n_f:
         g.adjacency = torch.zeros(N, N)
-        g.adjacency[rows] = mat
+        for rows, block in zip(rows_of, blocks):
+            g.adjacency[rows] = block
         return
     keep, drop = torch.nonzero(visited)[:, 0], torch.nonzero(~visited)[:, 0]
-    g.constants[rows] += mat[:, drop].sum(1)  # what the dropped features write, as constants
     nodes = torch.cat([keep, torch.arange(n_f, N)])
     new = torch.full((N,), -1, dtype=torch.long)
     new[nodes] = torch.arange(len(nodes))
     g.adjacency = torch.zeros(len(nodes), len(nodes))
-    g.adjacency[new[rows]] = mat[:, nodes]
+    for rows, block in zip(rows_of, blocks):
+        g.constants[rows] += block[:, drop].sum(1)  # what the dropped features write, as constants
+        g.adjacency[new[rows]] = block[:, nodes]
     g.values, g.constants = g.values[nodes], g.constants[nodes]
     g.features, g.activations = g.features[keep], g.activations[keep]
     g.settings.update(max_feature_nodes=max_feature_nodes, active_features=n_f)
 
 
-def partial_influence(rows: Float[Tensor, "row node"], row_nodes: Int[Tensor, " row"], g: Graph,
-                      max_iter: int = 1000) -> Float[Tensor, " node"]:  # fmt: skip
+def partial_influence(blocks: list[Float[Tensor, "row node"]], row_nodes: Int[Tensor, " row"], g: Graph,
+                      max_iter: int = 1000, chunk: int = 256) -> Float[Tensor, " node"]:  # fmt: skip
     """Influence on the logits through the rows computed so far (circuit-tracer's partial influence:
-    rows not yet computed count as nodes without inputs)."""
-    a = rows.abs()
-    a = a / a.sum(1, keepdim=True).clamp(min=1e-10)
-    prod = torch.zeros(g.n_nodes)
-    prod[g.logit_start :] = g.logit_probs
-    total = torch.zeros(g.n_nodes)
+    rows not yet computed count as nodes without inputs). `blocks`: the rows, in the order of
+    `row_nodes`. With A the rows' |edges| normalised to sum 1 and x_0 the logit probabilities on the
+    rows, x_{t+1} = x_t A[:, row_nodes] is the influence reaching the rows in t + 1 steps and the
+    influence on every node is (sum_t x_t) A: the walk reads only A's square part, the whole of A once."""
+    sums = torch.cat([torch.linalg.vector_norm(b, 1, dim=1) for b in blocks]).clamp(min=1e-10)
+    square = torch.cat([b[:, row_nodes].abs() for b in blocks]).div_(sums[:, None])
+    x = torch.zeros(len(row_nodes))
+    is_logit = row_nodes >= g.logit_start
+    x[is_logit] = g.logit_probs[row_nodes[is_logit] - g.logit_start].float()
+    reached = torch.zeros_like(x)
     for _ in range(max_iter):
-        prod = prod[row_nodes] @ a
-        if not prod.any():
-            return total
-        total += prod
-    raise WorkbenchError("partial influence did not converge; the adjacency is not acyclic")
+        if not x.any():
+            break
+        reached += x
+        x = x @ square
+    else:
+        raise WorkbenchError("partial influence did not converge; the adjacency is not acyclic")
+    total, weights, start = torch.zeros(g.n_nodes), reached / sums, 0
+    for b in blocks:
+        for i in range(0, len(b), chunk):  # |rows| `chunk` rows at a time
+            part = b[i : i + chunk]
+            total += weights[start + i : start + i + len(part)] @ part.abs()
+        start += len(b)
+    return total
 
 
 def _targets(g: Graph, R: LocalReplacement, batch: Int[Tensor, " row"]) -> tuple[Tensor, Tensor]:
