@@ -102,20 +102,20 @@ def fill(g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model
     cap = n_f if max_feature_nodes is None else max(0, min(max_feature_nodes, n_f))
     rows_of: list[Tensor] = []  # node index of each computed row
     blocks: list[Tensor] = []
+    sums: list[Tensor] = []  # each row's sum of |edges|
     todo = cap + g.n_logits
     fl, _, ff = g.features.T
     reads = _reads(g, R, errors, R.transcoders.W_dec[fl, ff].float() * g.activations[:, None])  # a_f W_dec[f]
 
     def run(batch: Tensor) -> None:  # batches of nearby target positions (a batch stops at its last one)
-        order = torch.argsort(_targets(g, R, batch)[1], stable=True)
-        block = torch.empty(len(batch), N)  # rows in the order of `batch`
+        batch = batch[torch.argsort(_targets(g, R, batch)[1], stable=True)]
         for start in range(0, len(batch), batch_size):
-            part = order[start : start + batch_size]
-            block[part] = _rows(g, R, batch[part], reads)
+            rows, block = _rows(g, R, batch[start : start + batch_size], reads)
+            rows_of.append(rows)
+            blocks.append(block)
+            sums.append(torch.linalg.vector_norm(block, 1, dim=1))
             if progress:
-                progress(sum(len(r) for r in rows_of) + start + len(part), todo, "attribution rows")
-        blocks.append(block)
-        rows_of.append(batch)
+                progress(sum(len(r) for r in rows_of), todo, "attribution rows")
 
     run(torch.arange(g.logit_start, N))
     visited = torch.zeros(n_f, dtype=torch.bool)
@@ -123,7 +123,7 @@ def fill(g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model
         if cap == n_f:
             pending = torch.arange(n_f)
         else:
-            infl = partial_influence(blocks, torch.cat(rows_of), g)
+            infl = partial_influence(blocks, torch.cat(rows_of), g, torch.cat(sums))
             rank = infl[:n_f].argsort(descending=True)
             pending = rank[~visited[rank]][: min(update_interval * batch_size, cap - int(visited.sum()))]
         run(pending)
@@ -148,13 +148,16 @@ def fill(g: Graph, R: LocalReplacement, errors: Float[Tensor, "layer pos d_model
 
 
 def partial_influence(blocks: list[Float[Tensor, "row node"]], row_nodes: Int[Tensor, " row"], g: Graph,
-                      max_iter: int = 1000, chunk: int = 256) -> Float[Tensor, " node"]:  # fmt: skip
+                      sums: Float[Tensor, " row"] | None = None, max_iter: int = 1000, chunk: int = 256
+                      ) -> Float[Tensor, " node"]:  # fmt: skip
     """Influence on the logits through the rows computed so far (circuit-tracer's partial influence:
     rows not yet computed count as nodes without inputs). `blocks`: the rows, in the order of
-    `row_nodes`. With A the rows' |edges| normalised to sum 1 and x_0 the logit probabilities on the
+    `row_nodes`; `sums`: each row's sum of |edges|, if known. With A the rows' |edges| normalised to sum 1 and x_0 the logit probabilities on the
     rows, x_{t+1} = x_t A[:, row_nodes] is the influence reaching the rows in t + 1 steps and the
     influence on every node is (sum_t x_t) A: the walk reads only A's square part, the whole of A once."""
-    sums = torch.cat([torch.linalg.vector_norm(b, 1, dim=1) for b in blocks]).clamp(min=1e-10)
+    if sums is None:
+        sums = torch.cat([torch.linalg.vector_norm(b, 1, dim=1) for b in blocks])
+    sums = sums.clamp(min=1e-10)
     square = torch.cat([b[:, row_nodes].abs() for b in blocks]).div_(sums[:, None])
     x = torch.zeros(len(row_nodes))
     is_logit = row_nodes >= g.logit_start
@@ -214,8 +217,9 @@ def _read(block: Tensor, G: Float[Tensor, "pos row d_model"], read: tuple, e0: i
     block[:n, e0 : e0 + p] = out[:, :, -1].T
 
 
-def _rows(g: Graph, R: LocalReplacement, batch: Int[Tensor, " row"], reads: list[tuple]) -> Float[Tensor, "row node"]:
-    """The adjacency rows of the target nodes `batch` (features and logits), in batch order, by one
+def _rows(g: Graph, R: LocalReplacement, batch: Int[Tensor, " row"], reads: list[tuple]
+          ) -> tuple[Int[Tensor, " row"], Float[Tensor, "row node"]]:  # fmt: skip
+    """(the target nodes `batch` (features and logits) reordered, their adjacency rows) by one
     backward pass through `R.transposed`. Rows enter the pass at their own layer (sorted by layer, the
     live rows are a prefix) and, with causal patterns, positions after the batch's last target are
     left out (their gradients are zero)."""
@@ -249,7 +253,7 @@ def _rows(g: Graph, R: LocalReplacement, batch: Int[Tensor, " row"], reads: list
         T.attention_(la, G, A[la], gz, gv)
     if n:
         block[:n, g.token_start : g.token_start + p] = torch.bmm(G, R.inputs[:p, :, None])[..., 0].T
-    return block[torch.argsort(order)]
+    return batch, block
 
 
 def target_values(g: Graph, R: LocalReplacement, errors: Tensor) -> tuple[Tensor, Tensor]:
