@@ -238,19 +238,16 @@ def _rows(g: Graph, R: LocalReplacement, batch: Int[Tensor, " row"], reads: list
         G[P - 1] = R.weights.ln_final.transpose(u, R.final_scale[P - 1].expand(n))
     for la in reversed(range(L)):
         _read(block, G, reads[la], g.error_index(la, 0))
+        T.skip_(la, G, bufs[2])
+        T.attention_(la, G, A[la], gz, gv)
         m = int((layer >= la).sum())
-        if m > n:  # the rows of this layer's features enter, with zero gradient until their injection
+        if m > n:  # this layer's feature rows enter: their gradient at x2 is W_enc[:, f] at their position
+            f = g.features[batch[n:m], 2]
+            v = R.weights.ln2[la].transpose(R.transcoders.W_enc[la][:, f].T.float(), R.scales[1, la][pos[n:m]])
             new = bufs[1 if G.data_ptr() == bufs[0].data_ptr() else 0][: p * m * d].view(p, m, d)
             new[:, :n] = G
-            new[:, n:] = 0
-            G = new
-        T.skip_(la, G, bufs[2])
-        if m > n:  # each entering row: the gradient of its feature's pre-activation at x2
-            f = g.features[batch[n:m], 2]
-            v = R.transcoders.W_enc[la][:, f].T.float()
-            G[pos[n:m], torch.arange(n, m)] = R.weights.ln2[la].transpose(v, R.scales[1, la][pos[n:m]])
-            n = m
-        T.attention_(la, G, A[la], gz, gv)
+            new[:, n:] = T.entering(la, v, pos[n:m], A[la]).transpose(0, 1)
+            G, n = new, m
     if n:
         block[:n, g.token_start : g.token_start + p] = torch.bmm(G, R.inputs[:p, :, None])[..., 0].T
     return batch, block

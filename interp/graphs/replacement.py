@@ -286,6 +286,21 @@ class Transposed:
         for g in range(kv):
             Gf.addmm_(v[g].view(p * n, e), W_V[g])
 
+    def entering(self, layer: int, v: Float[Tensor, "row d_model"], pos: Int[Tensor, " row"], A: Tensor
+                 ) -> Float[Tensor, "row pos d_model"]:  # fmt: skip
+        """The gradient at the block's input r of rows whose gradient at r_mid is `v` at position `pos`
+        alone (rows entering at this layer): v + ln1^T(attention^T v). Each head's OV image of v is
+        computed at the row's one position, then spread over the keys by the head's pattern column.
+        `A`: `truncated(p)[layer]`."""
+        W_O, W_V = self.W_O[layer], self.W_V[layer]
+        (H, d, e), kv, p, r = W_O.shape, W_V.shape[0], A.shape[1], len(pos)
+        z = torch.einsum("rd,hde->rhe", v, W_O).view(r, kv, H // kv, e)
+        u = torch.einsum("rgme,ged->rgmd", z, W_V).reshape(r, H, d)  # [row head d_model]
+        a = A.view(kv, p, H // kv, p)[..., pos].permute(3, 1, 0, 2).reshape(r, p, H)  # [row key head]
+        out = torch.bmm(a, u)
+        out[torch.arange(r), pos] += v
+        return out
+
 
 def check_transcoders(model, transcoders: Dictionary) -> None:
     """One-line errors unless `transcoders` are MLP transcoders of `model` covering every layer."""
