@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ def main(argv=None) -> int:
     ap.add_argument("--check", type=int, default=16)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--save-graph", default=None, help="torch.save the graph's nodes, adjacency, values, constants")
     args = ap.parse_args(argv)
 
     from interp import load
@@ -68,12 +70,16 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     R = build(model, tc, tokens)
     res["build_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    t0, c0, res["load_avg_1m_before"] = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     g = attribute(model, tc, tokens, batch_size=args.batch_size, max_feature_nodes=args.max_feature_nodes, replacement=R)
-    res["attribute_s"] = time.perf_counter() - t0
+    res["attribute_s"], res["attribute_cpu_s"] = time.perf_counter() - t0, time.process_time() - c0
+    res["load_avg_1m_after"] = os.getloadavg()[0]
     res |= {"active_features": g.settings.get("active_features", g.n_features), "feature_nodes": g.n_features,
             "nodes": g.n_nodes, "logits": g.n_logits, "nonzero_edges": int((g.adjacency != 0).sum())}  # fmt: skip
     res["row_sum_max_abs_err"] = check_rows(g, atol=1e-2, rtol=1e-3)
+    if args.save_graph:
+        keep = ("features", "activations", "adjacency", "values", "constants", "logit_tokens")
+        torch.save({k: getattr(g, k) for k in keep}, args.save_graph)
     t0 = time.perf_counter()
     p = prune.prune(g)
     res["replacement_score"], res["completeness_score"] = prune.scores(g)
