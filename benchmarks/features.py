@@ -60,7 +60,7 @@ def _settings(args, n_tokens: int):
     return TrainSettings(site="mlp", d_sae=args.d_sae, k=args.k, corpus=args.corpus, n_tokens=n_tokens, seq_len=args.seq_len,
                       batch_tokens=args.batch_tokens, lr=args.lr, dtype=args.dtype, dead_tokens=args.dead_tokens,
                       auxk_alpha=args.auxk_alpha, layer_chunk=args.layer_chunk, warmup_steps=args.warmup,
-                      epochs=args.epochs, layers=args.layers, skip=args.skip)  # fmt: skip
+                      epochs=args.epochs, layers=args.layers, skip=args.skip, decode=args.decode)  # fmt: skip
 
 
 def probe_rate(model, args) -> float:
@@ -213,6 +213,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-tokens", type=int, default=16384)
     p.add_argument("--layer-chunk", type=int, default=10)
+    p.add_argument("--decode", default="sparse", help="the training decode: sparse (embedding bag) or dense (a product)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--skip-steps", type=int, default=20)
     p.add_argument("--sparsify-steps", type=int, default=0, help="0: skip sparsify's loop")

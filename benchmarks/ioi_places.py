@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import platform
 import time
 
@@ -83,7 +84,7 @@ def choose(rows: list[dict], goal: float) -> dict:
     per: dict = {}
     for r in rows:
         per.setdefault(r["threshold"], []).append(r["worst"])
-    real = lambda v: [x if x == x else float("-inf") for x in v]  # noqa: E731  (no template the model does: -inf)
+    real = lambda v: [float("-inf") if math.isnan(x) else x for x in v]  # noqa: E731  (no template the model does: -inf)
     table = [{"threshold": t, "worst": min(real(v)), "mean": sum(real(v)) / len(v), "values": v} for t, v in per.items()]
     good = [t for t in table if t["worst"] >= goal]
     if good:

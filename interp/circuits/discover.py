@@ -268,7 +268,6 @@ def discover(
     and name heads (see the module docstring)."""
     cfg = config or DiscoveryConfig()
     check_depth(model)
-    L = model.info.n_layers
     if progress:
         progress(0, 5, "running clean and corrupted prompts")
     st = _Steps(model, ds, cfg, progress)

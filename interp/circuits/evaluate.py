@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float
 from torch import Tensor
 
 from interp import hooks
@@ -232,11 +232,12 @@ def greedy_subset(model: Model, ds: Task, means: dict[int, Tensor], classes: dic
     `places` where given."""
     circuit = sorted({h for hs in classes.values() for h in hs})
     positioned = head_mask(model, [h for c, hs in classes.items() if c in CLASS_POSITIONS for h in hs])
-    C, everywhere = head_mask(model, circuit), torch.ones(model.info.n_layers, model.info.n_heads, dtype=torch.bool)
+    C = head_mask(model, circuit)
     pos = head_positions(model, ds, classes, places)
 
     def run(K: list[Head], cand: list[Head]) -> Tensor:  # [candidate 2 batch]: F(C \ K+v), F(M \ K+v)
-        keep_all, keep_at = [everywhere, C & ~positioned], [torch.zeros_like(C), positioned]  # the two bases
+        gone = head_mask(model, K)  # the bases are C \ K and M \ K: each candidate differs from one by v alone
+        keep_all, keep_at = [~gone, C & ~positioned & ~gone], [torch.zeros_like(C), positioned & ~gone]
         for v in cand:
             k = head_mask(model, K + [v])
             keep_all += [C & ~positioned & ~k, ~k]

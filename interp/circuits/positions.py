@@ -48,8 +48,7 @@ POSITION_ABC = 16  # ABC prompts per template behind the means the gains are tak
 
 def segment_masks(ds: Task) -> dict[str, Bool[Tensor, "batch pos"]]:
     """Each segment's positions per prompt (module docstring); positions after END are in none."""
-    B, P = ds.clean.shape
-    ar = torch.arange(P)[None]
+    ar = torch.arange(ds.clean.shape[1])[None]
     pos = {k: ds.positions[k].cpu()[:, None] for k in NAMED}
     named = {k: pos[k] == ar for k in NAMED}
     is_named = torch.stack(list(named.values())).any(0)
