@@ -21,6 +21,14 @@ from interp.types import CORRUPTIONS
 from interp.viz.attention import attention_rows_figure
 from interp.viz.circuits import FLOW, circuit_graph, faithfulness_by_heads, patching_heatmap
 
+
+def positions_of(circuit: dict, head: str) -> set[str]:
+    """The class position of a head ("layer.head") in a circuit.json."""
+    layer, h = (int(x) for x in head.split("."))
+    return {circuit.get("class_positions", {}).get(c) for c, hs in circuit["classes"].items()
+            if (layer, h) in {tuple(x) for x in hs}}  # fmt: skip
+
+
 DISCOVER, OPEN = "discover on this model", "open a saved run"
 IOI_EXAMPLE = "When Mary and John went to the store, John gave a drink to"  # Wang et al.'s example
 
@@ -146,9 +154,20 @@ with state.shows_errors():
             alo, ahi = circuit["faithfulness_all_positions_ci"]
             st.caption(f"Held out ({circuit.get('n_heldout')} prompts from templates and names discovery never saw; "
                        f"ABC means from {circuit.get('n_abc')} prompts per template): faithfulness "
-                       f"{circuit['faithfulness']:.2f} [{lo:.2f}, {hi:.2f}] with each class kept at its positions, "
-                       f"{circuit['faithfulness_all_positions']:.2f} [{alo:.2f}, {ahi:.2f}] with every circuit head kept "
-                       "at every position (95% bootstrap intervals over the prompts).")
+                       f"{circuit['faithfulness']:.2f} [{lo:.2f}, {hi:.2f}] with "
+                       + ("each head kept at its places" if circuit.get("places") else "each class kept at its positions")
+                       + f", {circuit['faithfulness_all_positions']:.2f} [{alo:.2f}, {ahi:.2f}] with every circuit head "
+                       "kept at every position (95% bootstrap intervals over the prompts).")
+            if circuit.get("places") and circuit.get("faithfulness_class_positions") is not None:
+                klo, khi = circuit["faithfulness_class_positions_ci"]
+                st.caption(f"Places: each head is also kept at the segments where discovery found it working (position "
+                           f"threshold {circuit.get('config', {}).get('position_threshold')} of F(M) on the discovery "
+                           f"prompts); at its class's position alone the same circuit keeps "
+                           f"{circuit['faithfulness_class_positions']:.2f} [{klo:.2f}, {khi:.2f}].")
+                added = {h: [s for s in v if s not in positions_of(circuit, h)] for h, v in circuit["places"].items()}
+                rows = [{"head": h, "also kept at": ", ".join(v)} for h, v in added.items() if v]
+                if rows:
+                    st.dataframe(rows, hide_index=True)
         verdicts(circuit)
         from interp.circuits.evaluate import CLASS_POSITIONS
 

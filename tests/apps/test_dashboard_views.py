@@ -102,6 +102,27 @@ def test_ioi_view_tiny(tiny_llama_dir, tiny_circuit):
     assert any("no circuit file" in e for e in errors(at))
 
 
+def test_ioi_view_shows_places(tiny_llama_dir, tmp_path):
+    """A circuit.json with places: the caption names them and the class-positions figure; a table lists
+    each head's added segments."""
+    path = tmp_path / "circuit.json"
+    path.write_text(json.dumps({
+        "model": "tiny", "classes": {"name mover": [[1, 2]], "induction": [[0, 3]]}, "faithfulness": 0.81,
+        "faithfulness_ci": [0.7, 0.9], "faithfulness_all_positions": 0.85, "faithfulness_all_positions_ci": [0.75, 0.95],
+        "faithfulness_class_positions": 0.74, "faithfulness_class_positions_ci": [0.6, 0.88], "n_heldout": 24, "n_abc": 64,
+        "class_positions": {"name mover": "END", "induction": "S2"}, "config": {"position_threshold": 0.01},
+        "places": {"1.2": ["S2", "after S2", "END"], "0.3": ["S2"]}, "clean_logit_diff": 3.0,
+        "corrupted_logit_diff": -0.5}))  # fmt: skip
+    at = open_app(str(tiny_llama_dir), PROMPT_A, page="views/ioi.py")
+    at.radio(key="ioi_mode").set_value("open a saved run").run()
+    at.text_input(key="ioi_json").input(str(path)).run()
+    assert not at.exception
+    text = " ".join(c.value for c in at.caption)
+    assert "each head kept at its places" in text and "position threshold 0.01" in text and "0.74 [0.60, 0.88]" in text
+    table = at.dataframe[0].value
+    assert list(table["head"]) == ["1.2"] and list(table["also kept at"]) == ["S2, after S2"]
+
+
 def _titles(at) -> list[str]:
     return [f.get("layout", {}).get("title", {}).get("text", "") for f in figures(at)]
 
