@@ -27,6 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def entry() -> int:
+    """The `interp` command: the C library's allocator set for array work (interp.allocator), then main()."""
+    from interp.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    return main()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -59,4 +67,4 @@ def _close_progress_bars() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())
