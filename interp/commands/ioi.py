@@ -3,8 +3,9 @@
     interp ioi --model smollm2-135m --n-prompts 24 --seed 0 --out runs/ioi
 
 writes circuit.json, path-patching heatmaps and the circuit graph (HTML) into --out and prints
-a table of the classes found with the held-out faithfulness (each class kept at its positions,
-and at every position), completeness and minimality, each with its 95% bootstrap interval over
+a table of the classes found with the held-out faithfulness (each class kept at its positions, or with
+--position-threshold each head also at the segments where discovery found it working, then the class
+figure beside it; and at every position), completeness and minimality, each with its 95% bootstrap interval over
 the held-out prompts, which come from templates and names discovery never saw, each followed by its
 verdict (faithful, complete, minimal or not) with the rule and the numbers that decided it
 (interp.circuits.verdict; every head failing minimality is named with its interval). --out is built

@@ -97,6 +97,11 @@ def test_evaluation_at_places(ioi):
     same = evaluate(model, ds, CLASSES, checks=False, n_abc=2, n_boot=50, places=CLASS_PLACES)
     assert same.faithfulness.value == pytest.approx(plain.faithfulness.value, abs=1e-6)
     assert same.faithfulness_class_positions.value == pytest.approx(plain.faithfulness.value, abs=1e-6)
+    rows = plain.by_template  # per base template: its prompts' means, which pool back to the whole figures
+    assert sum(r["n"] for r in rows) == len(ds) and {r["template"] for r in rows} <= set(ds.source["templates"])
+    pooled = lambda key: sum(r["n"] * r[key] for r in rows) / len(ds)  # noqa: E731
+    assert pooled("circuit") / pooled("model") == pytest.approx(plain.faithfulness.value, abs=1e-6)
+    assert all(r["faithfulness"] == pytest.approx(r["circuit"] / r["model"]) for r in rows)
     every = evaluate(model, ds, CLASSES, checks=True, n_abc=2, n_boot=50, n_random=1, greedy_size=1,
                      places={h: list(SEGMENTS) for h in CLASS_PLACES})  # fmt: skip
     assert every.faithfulness.value == pytest.approx(plain.faithfulness_all_positions.value, abs=1e-5)
