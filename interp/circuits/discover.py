@@ -53,6 +53,7 @@ CLASSES = (
 )  # fmt: skip
 
 
+POSITION_THRESHOLD = 0.001  # the default position threshold: chosen on validation (benchmarks/ioi_places.py, RESULTS.md)
 THRESHOLD = 0.05  # the default share of a step's largest path effect a head needs: chosen on validation (benchmarks/ioi_threshold.py, RESULTS.md)
 
 
@@ -66,8 +67,8 @@ class DiscoveryConfig:
     # the name movers are knocked out is a backup name mover
     io_attention: float = 0.2  # END -> IO (or S) attention that makes a direct head a name mover (S suppression)
     max_heads: int | None = None  # keep at most this many heads in all (the first admitted); None: all
-    position_threshold: float | None = None  # keep a head also at each segment where its gain reaches this share
-    # of F(M) (interp.circuits.positions); None: each head only at its class's position
+    position_threshold: float | None = POSITION_THRESHOLD  # keep a head also at each segment where its gain reaches
+    # this share of F(M) (interp.circuits.positions); None: each head only at its class's position
     position_rounds: int = 1  # rounds of that search
     chunk: int = 64  # senders per batch in path patching
 
