@@ -20,8 +20,8 @@ The choice is then run as `run_ioi` would run it, on held-out prompts of the eva
 half for --confirm-seeds (seed 0 is the CLI's default draw; the others are fresh draws), at
 --confirm-heldout sizes, beside the same circuit at its classes' positions.
 
-    python benchmarks/ioi_places.py [--device cuda] [--seeds 0,1,2] [--grid 0.001,0.002,0.005,0.01,0.02,0.05,none]
-        [--n-prompts 24] [--n-validation 64] [--confirm-seeds 0,3,4] [--confirm-heldout 24,256] [--out JSON]
+    python benchmarks/ioi_places.py [--device cuda] [--seeds 0,1,2] [--grid 0.001,0.002,0.005,0.01,0.02,none]
+        [--n-prompts 24] [--n-validation 64] [--confirm-seeds 0,3,4] [--confirm-heldout 24] [--out JSON]
 """
 
 from __future__ import annotations
@@ -98,14 +98,17 @@ def main() -> None:
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--grid", default="0.001,0.002,0.005,0.01,0.02,0.05,none")
+    p.add_argument("--grid", default="0.001,0.002,0.005,0.01,0.02,none")
     p.add_argument("--n-prompts", type=int, default=24)
     p.add_argument("--n-validation", type=int, default=64)
     p.add_argument("--goal", type=float, default=0.8)
     p.add_argument("--confirm-seeds", default="0,3,4")
-    p.add_argument("--confirm-heldout", default="24,256")
+    p.add_argument("--confirm-heldout", default="24")
     p.add_argument("--out", default="benchmarks/results/ioi_places.json")
     a = p.parse_args()
+    from interp.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the interp command does
     model = load(a.model, device=a.device)
     grid = [None if g == "none" else float(g) for g in a.grid.split(",")]
     rows = validation_rows(model, [int(s) for s in a.seeds.split(",")], grid, a.n_prompts, a.n_validation)
