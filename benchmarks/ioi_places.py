@@ -59,7 +59,7 @@ def validation_rows(model, seeds: list[int], grid: list[float | None], n_prompts
     for seed in seeds:
         t0 = time.time()
         split = ioi_split(model, n_prompts, n_validation, seed, validation=True)
-        disc = discover(model, split.score)
+        disc = discover(model, split.score, DiscoveryConfig(position_threshold=None))  # places are taken below
         means = abc_means(model, split.score, POSITION_ABC)  # as discovery takes them
         _, gain = find_places(model, split.score, disc.classes, CLASS_POSITIONS, 1.0, means)
         for t in grid:

@@ -102,7 +102,8 @@ def main() -> None:
         for threshold in [float(x) for x in args.grid.split(",")]:
             start = time.perf_counter()
             r = run_ioi(model, args.n_prompts, seed, n_heldout=args.n_validation,
-                        config=DiscoveryConfig(threshold=threshold), checks=False, validation=True)  # fmt: skip
+                        config=DiscoveryConfig(threshold=threshold, position_threshold=None), checks=False,
+                        validation=True)  # fmt: skip  (its history is at class positions: no places)
             rows.append(row(r, threshold, seed, time.perf_counter() - start))
             print(f"seed {seed} threshold {threshold:<5} {rows[-1]['heads']:3d} heads   validation faithfulness "
                   f"{r.evaluation.faithfulness:.3f}   all positions {rows[-1]['faithfulness_all_positions']:.3f}   "
@@ -113,7 +114,8 @@ def main() -> None:
     confirm = []
     for seed in [int(x) for x in args.confirm_seeds.split(",") if x]:
         start = time.perf_counter()
-        r = run_ioi(model, args.n_prompts, seed, config=DiscoveryConfig(threshold=best["threshold"]), checks=False)
+        r = run_ioi(model, args.n_prompts, seed, config=DiscoveryConfig(threshold=best["threshold"], position_threshold=None),
+                    checks=False)  # fmt: skip
         confirm.append(row(r, best["threshold"], seed, time.perf_counter() - start))
         print(f"held out, seed {seed}: {confirm[-1]['heads']} heads, faithfulness {r.evaluation.faithfulness:.3f}", flush=True)
     write_json(args.out, {

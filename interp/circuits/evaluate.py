@@ -214,7 +214,7 @@ def ablated_logit_diff(
     """Mean logit diff for each configuration, mean-ablating the heads marked True in it at every
     position (the others kept everywhere)."""
     L, H = ablate.shape[1:]
-    configs = Configs(~ablate.cpu(), torch.zeros_like(ablate.cpu()), torch.full((L, H, len(ds)), -1))
+    configs = Configs(~ablate.cpu(), torch.zeros_like(ablate.cpu()), torch.zeros(L, H, *ds.clean.shape, dtype=torch.bool))
     return ablated_logit_diffs(model, ds, means, configs, progress=progress).mean(1)
 
 
