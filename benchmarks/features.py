@@ -191,7 +191,7 @@ def run_memories(model, d, args, out: Path) -> dict:
             "rows_plus": compare(features, neurons, neuron_group="+")}  # fmt: skip
 
 
-def main(argv=None) -> int:
+def parse(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--device", default=None)
@@ -213,7 +213,7 @@ def main(argv=None) -> int:
     p.add_argument("--seq-len", type=int, default=128)
     p.add_argument("--batch-tokens", type=int, default=16384)
     p.add_argument("--layer-chunk", type=int, default=10)
-    p.add_argument("--decode", default="sparse", help="the training decode: sparse (embedding bag) or dense (a product)")
+    p.add_argument("--decode", default="sparse", help="training decode: sparse (embedding bag) | dense (a product)")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--skip-steps", type=int, default=20)
     p.add_argument("--sparsify-steps", type=int, default=0, help="0: skip sparsify's loop")
@@ -225,8 +225,11 @@ def main(argv=None) -> int:
     p.add_argument("--phases", default="ours,sparsify,eval,memories")
     p.add_argument("--work", default="/tmp/features-bench")
     p.add_argument("--out", default="features.json")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    args = parse(argv)
     from interp import load
     from interp.parse import parse_layers
 

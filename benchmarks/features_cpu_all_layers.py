@@ -36,7 +36,7 @@ def rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
-def main(argv=None) -> int:
+def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
     ap.add_argument("--d-sae", type=int, default=2048)
@@ -57,8 +57,11 @@ def main(argv=None) -> int:
     ap.add_argument("--deadline-s", type=float, default=None, help="stop after this many seconds and save")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    args = parse(argv)
     from interp import load
     from interp.features import formats
     from interp.features.loss import fold_scales
