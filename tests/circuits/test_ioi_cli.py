@@ -92,7 +92,7 @@ def test_backup_name_movers_are_the_heads_that_compensate(smol_report, smollm2):
         for h in range(model.info.n_heads):
             before = ((clean[f"blocks.{layer}.attn.hook_z"][rows, end, h] @ W_O[h]) * u).sum(-1)
             after = ((knocked[f"blocks.{layer}.attn.hook_z"][rows, end, h] @ W_O[h]) * u).sum(-1)
-            rise[layer, h] = float((after - before).mean()) / gap
+            rise[layer, h] = float((after - before).mean().detach()) / gap
     torch.testing.assert_close(d.effects["backup compensation"], rise, atol=2e-3, rtol=0)
     direct = ("name mover", "s suppression", "negative name mover", "other direct")
     earlier = {h for h, c in d.ranked if c in direct}  # step one's heads keep their class
