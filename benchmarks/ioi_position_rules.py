@@ -24,7 +24,7 @@ D = importlib.import_module("interp.circuits.discover")
 t0 = time.time()
 model = load("smollm2-135m", device=os.environ.get("DEV", "cuda"))
 split = ioi_split(model, 24, int(os.environ.get("NH", "256")), 0)
-disc = D.discover(model, split.score)
+disc = D.discover(model, split.score, D.DiscoveryConfig(position_threshold=None))  # class positions, as recorded
 circuit = sorted({h for hs in disc.classes.values() for h in hs})
 cls_of = {h: c for c, hs in disc.classes.items() for h in hs}
 print("heads", len(circuit), time.time() - t0, flush=True)

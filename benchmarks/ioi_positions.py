@@ -30,7 +30,7 @@ def main() -> None:
     args = p.parse_args()
     model = load(args.model, device=args.device)
     split = ioi_split(model, args.n_prompts, args.n_heldout, args.seed)
-    disc = discover_mod.discover(model, split.score)
+    disc = discover_mod.discover(model, split.score, discover_mod.DiscoveryConfig(position_threshold=None))
     out = {}
     for name, ds in (("discovery (in sample)", split.score), (f"held out, {args.n_heldout}", split.heldout)):
         base = evaluate_mod.evaluate(model, ds, disc.classes, checks=False)

@@ -43,7 +43,7 @@ def main() -> None:
     out = {}
     for n in [int(x) for x in args.n_heldout.split(",")]:
         split = ioi_split(model, args.n_prompts, n, args.seed)
-        disc = discover_mod.discover(model, split.score)
+        disc = discover_mod.discover(model, split.score, discover_mod.DiscoveryConfig(position_threshold=None))
         found = evaluate_mod.evaluate(model, split.heldout, disc.classes, checks=False).faithfulness
         rng = random.Random(args.seed + 1)
         draws = [evaluate_mod.evaluate(model, split.heldout, random_like(disc.classes, model.info.n_layers,
