@@ -31,7 +31,8 @@ import torch
 
 from interp import load
 from interp.circuits.discover import discover
-from interp.circuits.evaluate import abc_means, ablated_logit_diffs, ablated_logit_diffs_reference, configurations
+from interp.circuits.evaluate import abc_means, configurations
+from interp.circuits.head_configs import ablated_logit_diffs, ablated_logit_diffs_reference
 from interp.circuits.path import Receivers, all_heads, path_patch
 from interp.circuits.path_reference import path_patch_reference
 from interp.cli import main as cli

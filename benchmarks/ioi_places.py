@@ -36,7 +36,8 @@ import torch
 
 from interp import load
 from interp.circuits.discover import DiscoveryConfig, discover
-from interp.circuits.evaluate import CLASS_POSITIONS, abc_means, evaluate
+from interp.circuits.evaluate import abc_means, evaluate
+from interp.circuits.head_configs import CLASS_POSITIONS
 from interp.circuits.pipeline import run_ioi
 from interp.circuits.positions import POSITION_ABC, SEGMENTS, find_places
 from interp.data.ioi import ioi_split

@@ -62,7 +62,7 @@ def rows_for(ds, means):
         "class+after S2": lambda c: cls(c) | after("S2"),
     }
     full = AblationPlan(writers=torch.zeros(len(g.writers), B, P, dtype=torch.bool))
-    ab = Ablator(model, ds, graph=g, replacement=E._replacement(means))
+    ab = Ablator(model, ds, graph=g, replacement=importlib.import_module("interp.circuits.head_configs").mean_replacement(means))
     rows = ab.run_many([full] + [plan(r) for r in rules.values()], stacked=True).float().cpu()
     tmpl = (ds.groups // 2).tolist()
     res = {}

@@ -169,7 +169,7 @@ with state.shows_errors():
                 if rows:
                     st.dataframe(rows, hide_index=True)
         verdicts(circuit)
-        from interp.circuits.evaluate import CLASS_POSITIONS
+        from interp.circuits.head_configs import CLASS_POSITIONS
 
         positions = circuit.get("class_positions") or {c: CLASS_POSITIONS.get(c, "all positions") for c in classes}
         st.plotly_chart(circuit_graph(classes, model.info.n_layers, f"IOI circuit in {model.info.name}", effects,

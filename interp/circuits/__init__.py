@@ -12,8 +12,9 @@ from interp.circuits.ablate import AblationPlan, Ablator, Replacement, ablated_r
 from interp.circuits.activation import patch_head_set, patch_heads, patch_resid
 from interp.circuits.discover import CLASSES, Discovery, DiscoveryConfig, discover
 from interp.circuits.edges import edge_effects, edge_effects_reference
-from interp.circuits.evaluate import Evaluation, abc_means, ablated_logit_diff, evaluate
+from interp.circuits.evaluate import Evaluation, abc_means, evaluate
 from interp.circuits.faithfulness import MIB_PERCENTS, faithfulness, faithfulness_curve
+from interp.circuits.head_configs import ablated_logit_diff
 from interp.circuits.io import read_edges, write_edges
 from interp.circuits.methods import register, score_edges
 from interp.circuits.path import PatchCaches, PathResult, Receivers, all_heads, path_patch

@@ -300,7 +300,8 @@ def discover(
     clean, corrupted = float(st.cached.clean_metric.mean()), float(st.cached.corrupted_metric.mean())
     places, gains = None, None
     if cfg.position_threshold is not None and classes:
-        from interp.circuits.evaluate import CLASS_POSITIONS, abc_means
+        from interp.circuits.evaluate import abc_means
+        from interp.circuits.head_configs import CLASS_POSITIONS
         from interp.circuits.positions import POSITION_ABC, find_places
 
         del st.cached  # the path-patching caches are done with

@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from interp.circuits.discover import Discovery, DiscoveryConfig, check_depth, discover
-from interp.circuits.evaluate import CLASS_POSITIONS, N_ABC, Evaluation, evaluate
+from interp.circuits.evaluate import N_ABC, Evaluation, evaluate
+from interp.circuits.head_configs import CLASS_POSITIONS
 from interp.data.ioi import BASE_TEMPLATES, NAMES, OBJECTS, PLACES, ioi_split, single_token_words
 from interp.errors import WorkbenchError
 from interp.io import write_json

@@ -1,6 +1,6 @@
 """Where each IOI circuit head works: positions found on the discovery prompts, beside its class's.
 
-Wang et al. keep each class at the positions they chose by hand (interp.circuits.evaluate.CLASS_POSITIONS:
+Wang et al. keep each class at the positions they chose by hand (interp.circuits.head_configs.CLASS_POSITIONS:
 name movers at END, induction heads at S2, ...). On SmolLM2 a diagnostic (RESULTS.md, "By position rule
 and template") found the circuit's heads also carrying the signal at tokens no class names, above all
 between S2 and END, so a circuit held to its classes' positions loses what they do there. This module

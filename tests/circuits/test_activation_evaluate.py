@@ -7,7 +7,8 @@ import torch
 from circuit_helpers import logit_diff, sharpen_queries
 
 from interp.circuits.activation import patch_heads, patch_resid
-from interp.circuits.evaluate import abc_means, ablated_logit_diff, evaluate
+from interp.circuits.evaluate import abc_means, evaluate
+from interp.circuits.head_configs import ablated_logit_diff, ablated_logit_diffs_reference
 from interp.circuits.path import all_heads
 from interp.circuits.types import Graph
 from interp.data.ioi import NAMES, POSITION_NAMES, make_ioi
@@ -152,7 +153,7 @@ def test_replayed_configurations_match_one_pass_each(fixture, dtype, sharp_model
     plans = configs.plans(graph, T)
     windowed = torch.tensor([bool((p.first_difference(plans[base], graph, B, T)[1] > 0).all()) for p in plans])
     assert windowed.any() and not windowed.all()  # windowed replays and whole-sequence ones
-    reference = module.ablated_logit_diffs_reference(model, ds, means, configs)
+    reference = ablated_logit_diffs_reference(model, ds, means, configs)
     monkeypatch.setattr(sys.modules["interp.circuits.ablate.reference"], "plan_reference",
                         lambda *a: pytest.fail("fell back to the reference"))  # fmt: skip
     fast = module.ablated_logit_diffs(model, ds, means, configs, bases=[index["model"], base], max_rows=12)

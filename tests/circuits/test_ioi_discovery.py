@@ -8,15 +8,8 @@ import pytest
 import torch
 
 from interp.circuits.discover import DiscoveryConfig, admitted, direct_class
-from interp.circuits.evaluate import (
-    Configs,
-    abc_means,
-    ablated_logit_diffs_reference,
-    evaluate,
-    greedy_subset,
-    head_mask,
-    head_positions,
-)  # fmt: skip
+from interp.circuits.evaluate import abc_means, evaluate, greedy_subset
+from interp.circuits.head_configs import Configs, ablated_logit_diffs_reference, head_mask, head_positions
 from interp.cli import main
 from interp.data.ioi import BASE_TEMPLATES, NAMES, ioi_split, make_ioi, part_of
 from interp.errors import WorkbenchError

@@ -8,7 +8,8 @@ import torch
 
 from interp import hooks
 from interp.circuits.discover import DiscoveryConfig
-from interp.circuits.evaluate import CLASS_POSITIONS, abc_means, evaluate
+from interp.circuits.evaluate import abc_means, evaluate
+from interp.circuits.head_configs import CLASS_POSITIONS
 from interp.circuits.positions import SEGMENTS, find_places, gains, places_mask, segment_masks
 from interp.data.ioi import make_ioi
 from interp.errors import WorkbenchError
