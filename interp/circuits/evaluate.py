@@ -289,10 +289,12 @@ def evaluate(
                                              places)  # fmt: skip
     per_prompt = ablated_logit_diffs(model, ds, means, configs, bases=[index["model"], index["circuit"]],
                                      progress=progress)  # [config batch]
-    if places is not None:  # the circuit at its classes' positions, beside
-        by_class = configurations(model, ds, classes, False, 0, seed)[1]
+    if places is not None:  # the circuit at its classes' positions, beside: that one configuration alone
+        at, by_class, _ = configurations(model, ds, classes, False, 0, seed)
+        row = slice(at["circuit"], at["circuit"] + 1)
         index["circuit, class positions"] = len(per_prompt)
-        per_prompt = torch.cat([per_prompt, ablated_logit_diffs(model, ds, means, by_class)[1:2]])
+        one = Configs(by_class.keep_all[row], by_class.keep_at[row], by_class.head_at)
+        per_prompt = torch.cat([per_prompt, ablated_logit_diffs(model, ds, means, one)])
     idx = resample_indices(len(ds), n_boot, seed)
     boot = resampled_means(per_prompt, idx)  # [config boot]
     mean = per_prompt.double().mean(1)
