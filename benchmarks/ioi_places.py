@@ -39,20 +39,15 @@ from interp.circuits.discover import DiscoveryConfig, discover
 from interp.circuits.evaluate import abc_means, evaluate
 from interp.circuits.head_configs import CLASS_POSITIONS
 from interp.circuits.pipeline import run_ioi
-from interp.circuits.positions import POSITION_ABC, SEGMENTS, find_places
+from interp.circuits.positions import POSITION_ABC, class_places, find_places, widened
 from interp.data.ioi import ioi_split
 from interp.io import write_json
 
 
 def places_at(gain: torch.Tensor, classes: dict, threshold: float | None) -> dict:
     """Each circuit head's class position plus the segments whose (first-round) gain reaches `threshold`."""
-    out = {}
-    for c, hs in classes.items():
-        for h in hs:
-            own = CLASS_POSITIONS[c]
-            out[h] = [s for i, s in enumerate(SEGMENTS)
-                      if s == own or (threshold is not None and float(gain[h[0], h[1], i]) >= threshold)]  # fmt: skip
-    return out
+    own = class_places(classes, CLASS_POSITIONS)
+    return own if threshold is None else widened(own, gain, threshold)
 
 
 def validation_rows(model, seeds: list[int], grid: list[float | None], n_prompts: int, n_validation: int) -> list[dict]:

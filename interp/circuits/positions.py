@@ -104,16 +104,23 @@ def find_places(model: Model, ds: Task, classes: dict[str, list[Head]], class_po
     template by default). (places, the last round's gains [layer head segment])."""
     with torch.no_grad():
         f_model = float(_logit_diff(model, ds, []))
-    places = {h: [class_positions[c]] if c in class_positions else list(SEGMENTS) for c, hs in classes.items() for h in hs}
+    places = class_places(classes, class_positions)
     g = torch.zeros(model.info.n_layers, model.info.n_heads, len(SEGMENTS))
     for _ in range(rounds):
         g = gains(model, ds, means, places_mask(model, ds, places), f_model)
-        added = False
-        for h, names in places.items():
-            for i, s in enumerate(SEGMENTS):
-                if s not in names and float(g[h[0], h[1], i]) >= threshold:
-                    names.append(s)
-                    added = True
-        if not added:
+        wider = widened(places, g, threshold)
+        if wider == places:
             break
-    return {h: [s for s in SEGMENTS if s in names] for h, names in places.items()}, g
+        places = wider
+    return places, g
+
+
+def class_places(classes: dict[str, list[Head]], class_positions: dict[str, str]) -> dict[Head, list[str]]:
+    """Each circuit head at its class's position (every segment for a class not in `class_positions`)."""
+    return {h: [class_positions[c]] if c in class_positions else list(SEGMENTS) for c, hs in classes.items() for h in hs}
+
+
+def widened(places: dict[Head, list[str]], g: Float[Tensor, "layer head segment"], threshold: float) -> dict[Head, list[str]]:
+    """`places` with every segment added where a head's gain `g` reaches `threshold`, in `SEGMENTS` order."""
+    return {h: [s for i, s in enumerate(SEGMENTS) if s in names or float(g[h[0], h[1], i]) >= threshold]
+            for h, names in places.items()}  # fmt: skip
