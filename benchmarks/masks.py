@@ -9,6 +9,10 @@ forward+backward of --mask-batch prompts each), on top of the EAP-IG warm start.
 
     .venv/bin/python benchmarks/masks.py [--device cuda] [--dtype float32] [--n-prompts 64] [--n-heldout 64]
         [--steps 5] [--mask-steps 300] [--mask-batch 16] [--mask-lr 0.1] [--mask-loss kl] [--methods eap-ig,eap-ig-act,edge-pruning]
+        [--seed 0] [--graph grouped|mib] [--out masks.json]
+
+The headline's draw is --seed 11 with 1,000 + 1,000 prompts (benchmarks/circuits_headline.py); --graph mib
+scores MIB's ungrouped graph (q/k/v per query head) instead of ours (k/v per KV head).
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from interp.circuits import masks, methods
 from interp.circuits.attribute import eap_ig
 from interp.circuits.faithfulness import faithfulness_curve
 from interp.circuits.types import Graph
+from interp.circuits.ungroup import ungrouped
 from interp.data.tasks import load_task
+from interp.io import write_json
 
 
 def sync(device: str) -> None:
@@ -60,15 +66,20 @@ def main() -> None:
     p.add_argument("--mask-target", type=float, default=0.05)
     p.add_argument("--methods", default="eap-ig,eap-ig-act,edge-pruning")
     p.add_argument("--n-boot", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0, help="the prompts' draw (the headline's: 11)")
+    p.add_argument("--graph", default="grouped", choices=["grouped", "mib"])
+    p.add_argument("--out", default=None, help="also write the rows here (JSON)")
     args = p.parse_args()
 
     model = load(args.model, device=args.device, dtype=args.dtype)
-    split = load_task("ioi", model, args.n_prompts, args.n_heldout, seed=0, corruption=args.corruption)
+    model = ungrouped(model) if args.graph == "mib" else model
+    split = load_task("ioi", model, args.n_prompts, args.n_heldout, seed=args.seed, corruption=args.corruption)
     task, held = split.score, split.heldout
     graph = Graph.of(model)
     print(f"{model.info.name} on {args.device} ({args.dtype}); {graph.n_edges:,} edges; IOI ({args.corruption or 'default'} "
           f"counterfactual), {len(task)} scoring x {task.clean.shape[1]} tokens, {len(held)} held out")  # fmt: skip
     warm, warm_s = None, 0.0
+    rows = []
     for name in args.methods.split(","):
         opts = methods.Options(steps=args.steps, batch_size=args.batch_size)
         sync(args.device)
@@ -100,6 +111,13 @@ def main() -> None:
         print(f"{name:>13}: {seconds:7.1f} s, {passes:,.0f} prompt-forwards ({passes / len(task):,.0f} a prompt), {mem}; "
               f"f at 5% = {f:.3f} [{lo:.3f}, {hi:.3f}], CPR {signed.cpr:.3f}, CMD {absolute.cmd:.3f} "
               f"(m full {absolute.m_full:.2f}, m empty {absolute.m_empty:.2f}) {note}")  # fmt: skip
+        rows.append({"method": name, "seconds": seconds, "prompt_forwards": passes, "memory": mem, "f_at_5": [f, lo, hi],
+                     "cpr": signed.cpr, "cmd": absolute.cmd, "m_full": absolute.m_full, "m_empty": absolute.m_empty,
+                     "note": note})  # fmt: skip
+        if args.out:
+            write_json(args.out, {"model": args.model, "device": args.device, "dtype": args.dtype, "graph": args.graph,
+                                  "corruption": args.corruption or "s2-io", "seed": args.seed, "n_scoring": len(task),
+                                  "n_heldout": len(held), "edges": graph.n_edges, "rows": rows}, indent=1)  # fmt: skip
 
 
 if __name__ == "__main__":
