@@ -3,7 +3,8 @@ head whose path effect clears a threshold (not the top head per class).
 
 A step path-patches every head below its receivers and admits each head whose effect's magnitude is at
 least `threshold` of the step's largest (and at least `floor` of the IOI gap): the threshold is a share,
-so one value serves steps whose effects differ in scale; it is chosen on validation prompts carved from
+so one value serves steps whose effects differ in scale (threshold None: the floor alone, an absolute
+rule, so one dominant head does not raise the bar for the rest of its step); it is chosen on validation prompts carved from
 the discovery side (benchmarks/ioi_threshold.py; RESULTS.md says when and on what). A head joins the
 first step that admits it; where it attends names its class.
 
@@ -61,7 +62,8 @@ THRESHOLD = 0.05  # the default share of a step's largest path effect a head nee
 class DiscoveryConfig:
     """How heads are admitted (path effects are normalized: shares of the IOI gap) and named."""
 
-    threshold: float = THRESHOLD  # a head joins a step when |its effect| >= this share of the step's largest
+    threshold: float | None = THRESHOLD  # a head joins a step when |its effect| >= this share of the step's largest
+    # (None: no share of the largest; the floor alone admits, an absolute rule)
     floor: float = 0.005  # ... and >= this share of the IOI gap (a step of tiny effects admits nothing)
     backup_effect: float = 0.02  # a later head whose direct effect rises by this share of the IOI gap when
     # the name movers are knocked out is a backup name mover
@@ -73,9 +75,11 @@ class DiscoveryConfig:
     chunk: int = 64  # senders per batch in path patching
 
     def __post_init__(self):
-        if not 0 < self.threshold <= 1:
+        if self.threshold is not None and not 0 < self.threshold <= 1:
             raise WorkbenchError(f"a discovery threshold is a share of a step's largest path effect: choose one in (0, 1] "
                                  f"(got {self.threshold})")  # fmt: skip
+        if not 0 <= self.floor < 1 or (self.threshold is None and self.floor == 0):
+            raise WorkbenchError(f"a discovery floor is a share of the IOI gap: choose one in (0, 1) (got {self.floor})")
         if self.position_threshold is not None and not 0 < self.position_threshold <= 1:
             raise WorkbenchError(f"a position threshold is a share of the model's logit diff: choose one in (0, 1] "
                                  f"(got {self.position_threshold}), or none")  # fmt: skip
@@ -201,7 +205,7 @@ def admitted(effect: Float[Tensor, "layer head"], cfg: DiscoveryConfig, taken: s
     if not bool(ok.any()):
         return []
     mag = effect.abs().nan_to_num(0.0)
-    cut = max(cfg.threshold * float(mag.max()), cfg.floor)
+    cut = max(cfg.threshold * float(mag.max()) if cfg.threshold is not None else 0.0, cfg.floor)
     cand = [(float(mag[layer, h]), (layer, h)) for layer, h in ((mag >= cut) & ok).nonzero().tolist()]
     return [head for _, head in sorted(cand, reverse=True) if head not in taken]
 

@@ -30,6 +30,25 @@ def test_admission_is_a_share_of_the_steps_largest_effect():
     assert admitted(torch.full((2, 3), float("nan")), cfg, set()) == []
 
 
+def test_absolute_admission_ignores_the_steps_largest_effect():
+    # threshold None: |e| >= floor of the IOI gap, however large the step's strongest head
+    e = torch.tensor([[-0.90, 0.04, float("nan")], [0.02, -0.006, 0.003]])
+    assert admitted(e, DiscoveryConfig(threshold=None, floor=0.005), set()) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert admitted(e, DiscoveryConfig(threshold=None, floor=0.03), set()) == [(0, 0), (0, 1)]
+    assert admitted(e, DiscoveryConfig(threshold=0.1, floor=0.005), set()) == [(0, 0)]  # the relative rule: 0.09
+
+
+@pytest.mark.parametrize("floor", [-0.1, 1.0, float("nan")])
+def test_a_floor_outside_0_1_is_refused(floor):
+    with pytest.raises(WorkbenchError, match=r"choose one in \(0, 1\)"):
+        DiscoveryConfig(floor=floor)
+
+
+def test_absolute_admission_needs_a_floor():
+    with pytest.raises(WorkbenchError, match="floor"):
+        DiscoveryConfig(threshold=None, floor=0.0)
+
+
 def test_direct_heads_are_named_by_sign_and_attention():
     e = torch.tensor([[-0.4, 0.3, -0.2, 0.1]])
     att = {"END->IO": torch.tensor([[0.6, 0.5, 0.0, 0.0]]), "END->S1": torch.tensor([[0.1, 0.0, 0.7, 0.0]]),
