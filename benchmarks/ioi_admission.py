@@ -18,6 +18,13 @@ fewest heads (largest over seeds) whose w reaches --goal in every seed; if none 
 The choice is then run as `run_ioi` runs it on held-out prompts for --confirm-seeds (fresh draws never
 looked at), beside the shipped rule on the same draws.
 
+A candidate may name its discovery sample: "rel:0.05@48" discovers on 48 search prompts (the default
+--n-prompts otherwise). Second study (2026-12-07, after the first kept rel:0.05): on the discovery prompts
+alone, 24-prompt discoveries admitted 19-42 heads by seed while 48-prompt ones admitted 28-31 with nearly
+the same classes, so "rel:0.05" and "rel:0.05@48" are compared by the same rule; as that idea came after
+held-out figures of 24-prompt circuits had been seen, its choice is confirmed on fresh draws (--confirm-seeds
+7,8,9), the held-out prompts as many as the discovery ones (as `interp ioi --n-prompts N` runs).
+
     python benchmarks/ioi_admission.py [--device cpu] [--seeds 0,1,2] [--grid rel:0.05,abs:0.005,abs:0.01,abs:0.02]
         [--n-prompts 24] [--n-validation 64] [--confirm-seeds 5,6] [--out JSON]
 """
@@ -39,8 +46,13 @@ from interp.io import write_json
 
 
 def config(candidate: str) -> DiscoveryConfig:
-    kind, value = candidate.split(":")
+    kind, value = candidate.split("@")[0].split(":")
     return DiscoveryConfig(threshold=float(value)) if kind == "rel" else DiscoveryConfig(threshold=None, floor=float(value))
+
+
+def n_of(candidate: str, default: int) -> int:
+    """The discovery sample a candidate names ("rel:0.05@48"), else `default`."""
+    return int(candidate.split("@")[1]) if "@" in candidate else default
 
 
 def summary(r) -> dict:
@@ -97,7 +109,7 @@ def main() -> None:
     for seed in [int(s) for s in a.seeds.split(",")]:
         for cand in a.grid.split(","):
             t0 = time.time()
-            r = run_ioi(model, a.n_prompts, seed, a.n_validation, config(cand), checks=False, validation=True)
+            r = run_ioi(model, n_of(cand, a.n_prompts), seed, a.n_validation, config(cand), checks=False, validation=True)
             rows.append({"seed": seed, "candidate": cand, **summary(r), "seconds": time.time() - t0})
             print(f"seed {seed} {cand}: {rows[-1]['heads']} heads, validation {r.evaluation.faithfulness}, worst template "
                   f"{rows[-1]['worst']:.3f} ({rows[-1]['seconds']:.0f} s)", flush=True)  # fmt: skip
@@ -105,11 +117,11 @@ def main() -> None:
     chosen = choose(rows, a.goal, a.max_heads)
     print(f"chosen: {chosen}", flush=True)
     save(chosen)
-    shipped = "rel:0.05"
+    shipped = a.grid.split(",")[0]  # the shipped setting comes first in the grid
     for seed in [int(s) for s in a.confirm_seeds.split(",") if s]:
         for cand in dict.fromkeys([c for c in (chosen["candidate"], shipped) if c]):
             t0 = time.time()
-            r = run_ioi(model, a.n_prompts, seed, config=config(cand), checks=False)
+            r = run_ioi(model, n_of(cand, a.n_prompts), seed, config=config(cand), checks=False)
             confirm.append({"seed": seed, "candidate": cand, **summary(r), "seconds": time.time() - t0})
             print(f"held out, seed {seed}, {cand}: {confirm[-1]['heads']} heads, {r.evaluation.faithfulness} (class "
                   f"positions {r.evaluation.faithfulness_class_positions})", flush=True)  # fmt: skip
