@@ -10,7 +10,7 @@
    agree to 1e-4;
 3. the whole `interp ioi --n-prompts N` with its checks (completeness and minimality) on.
 
-    python benchmarks/ioi.py [--device cpu|cuda] [--model SPEC] [--dtype float32] [--n-prompts 24]
+    python benchmarks/ioi.py [--device cpu|cuda] [--model SPEC] [--dtype float32] [--n-prompts 48]
         [--reference-senders N] [--reference-configs N] [--skip-path] [--skip-cli]
 
 The evaluation circuit is the one discovery finds on the discovery prompts (discovery is timed
@@ -115,7 +115,7 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default="smollm2-135m", help="any spec interp.load accepts")
     p.add_argument("--dtype", default=None, help="float32 (default), bfloat16, float16")
-    p.add_argument("--n-prompts", type=int, default=24, help="discovery prompts (as many held out)")
+    p.add_argument("--n-prompts", type=int, default=48, help="discovery prompts (as many held out; the CLI's default)")
     p.add_argument("--n-abc", type=int, default=64, help="ABC prompts per template for the means")
     p.add_argument("--reference-senders", type=int, default=270, help="senders the slow path-patching loop runs")
     p.add_argument("--reference-configs", type=int, default=1000, help="configurations the slow evaluation loop runs")

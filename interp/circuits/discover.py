@@ -55,6 +55,7 @@ CLASSES = (
 
 
 POSITION_THRESHOLD = 0.001  # the default position threshold: chosen on validation (benchmarks/ioi_places.py, RESULTS.md)
+N_DISCOVERY = 48  # the default discovery sample (and as many held-out prompts): chosen on validation (benchmarks/ioi_admission.py, RESULTS.md)
 THRESHOLD = 0.05  # the default share of a step's largest path effect a head needs: chosen on validation (benchmarks/ioi_threshold.py, RESULTS.md)
 
 

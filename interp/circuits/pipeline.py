@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from interp.circuits.discover import Discovery, DiscoveryConfig, check_depth, discover
+from interp.circuits.discover import N_DISCOVERY, Discovery, DiscoveryConfig, check_depth, discover
 from interp.circuits.evaluate import N_ABC, Evaluation, evaluate
 from interp.circuits.head_configs import CLASS_POSITIONS
 from interp.data.ioi import BASE_TEMPLATES, NAMES, OBJECTS, PLACES, ioi_split, single_token_words
@@ -156,7 +156,7 @@ def check_memory(model: Model, n_prompts: int, n_heldout: int) -> None:
 
 def run_ioi(
     model: Model,
-    n_prompts: int = 24,
+    n_prompts: int = N_DISCOVERY,
     seed: int = 0,
     n_heldout: int | None = None,
     config: DiscoveryConfig | None = None,

@@ -1,6 +1,6 @@
 """`interp ioi`: find the Indirect Object Identification circuit in a model and measure it.
 
-    interp ioi --model smollm2-135m --n-prompts 24 --seed 0 --out runs/ioi
+    interp ioi --model smollm2-135m --n-prompts 48 --seed 0 --out runs/ioi
 
 writes circuit.json, path-patching heatmaps and the circuit graph (HTML) into --out and prints
 a table of the classes found with the held-out faithfulness (each class kept at its positions, or with
@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
                                 "interp ioi --model smollm2-135m --out runs/ioi",
                                 "interp ioi --model gpt2 --corruption abc --n-prompts 32 --no-checks"))  # fmt: skip
     p.add_argument("--model", required=True, help="model spec (see `interp models`), e.g. smollm2-135m or gpt2")
-    p.add_argument("--n-prompts", type=int, default=24, help="prompts for discovery (default 24)")
+    p.add_argument("--n-prompts", type=int, default=None, help="prompts for discovery (default 48, chosen on "
+                   "validation: see RESULTS.md)")
     p.add_argument("--n-heldout", type=int, default=None, help="held-out prompts for evaluation (default: --n-prompts)")
     p.add_argument("--seed", type=int, default=0, help="seed for the prompts (default 0)")
     p.add_argument("--out", default="runs/ioi", help="output folder (default runs/ioi)")
@@ -51,11 +52,12 @@ OUTPUT_FILES = {"circuit.json", "circuit.html", "faithfulness_curve.html", "path
 
 
 def run(args) -> int:
-    from interp.circuits.discover import DiscoveryConfig
+    from interp.circuits.discover import N_DISCOVERY, DiscoveryConfig
     from interp.circuits.pipeline import check_sizes
     from interp.data.ioi import check_corruption
     from interp.io import check_dir_target, check_replaceable, writer_lock
 
+    args.n_prompts = N_DISCOVERY if args.n_prompts is None else args.n_prompts
     check_sizes(args.n_prompts, args.n_heldout)  # bad input fails before the model loads
     check_corruption(args.corruption)
     places = {} if args.position_threshold is None else {"position_threshold": _position_threshold(args.position_threshold)}

@@ -170,3 +170,20 @@ def test_memory_estimate_refuses_what_cannot_fit(tiny_llama, monkeypatch):
     pipeline.check_memory(tiny_llama, 10, 10)  # fits
     with pytest.raises(WorkbenchError, match=r"1,000,000 discovery prompts need at least .* GiB .* use at most about"):
         pipeline.check_memory(tiny_llama, 1_000_000, 10)
+
+
+def test_the_default_discovery_sample_is_the_validated_one(tmp_path, monkeypatch):
+    """Without --n-prompts the command discovers on N_DISCOVERY prompts (chosen on validation:
+    benchmarks/ioi_admission.py), as run_ioi does, and holds out as many."""
+    import inspect
+
+    from interp.circuits import pipeline
+    from interp.circuits.discover import N_DISCOVERY
+    from interp.commands import ioi
+
+    seen = {}
+    monkeypatch.setattr(ioi, "_run", lambda args: seen.update(n=args.n_prompts, held=args.n_heldout) or 0)
+    assert main(["ioi", "--model", "smollm2-135m", "--out", str(tmp_path / "run")]) == 0
+    assert seen == {"n": N_DISCOVERY, "held": None} and N_DISCOVERY == 48
+    assert inspect.signature(pipeline.run_ioi).parameters["n_prompts"].default == N_DISCOVERY
+    assert pipeline.check_sizes(N_DISCOVERY, None) == N_DISCOVERY
