@@ -56,6 +56,7 @@ def main(argv=None) -> int:
     ap.add_argument("--check", type=int, default=16)
     ap.add_argument("--check-modes", default="linear,live", help="comma list: linear, norms, frozen, live")
     ap.add_argument("--check-seed", type=int, default=0)
+    ap.add_argument("--check-scale", type=float, default=0.0, help="each sampled feature's activation times this (0: off)")
     ap.add_argument("--check-out", default=None, help="JSON: every sampled node's predicted and measured effects")
     ap.add_argument("--text", default=None, help="the prompt (default: --prompt's); cut to --tokens tokens")
     ap.add_argument("--prompt", default="genesis", choices=sorted(PROMPTS), help="a named prompt (default genesis)")
@@ -106,7 +107,7 @@ def main(argv=None) -> int:
             print("note: a capped graph's prediction leaves out the dropped features' paths", file=sys.stderr)
         t0 = time.perf_counter()
         modes = tuple(m.strip() for m in args.check_modes.split(",") if m.strip())
-        rep = intervene.check(model, R, g, n=args.check, modes=modes, seed=args.check_seed)
+        rep = intervene.check(model, R, g, n=args.check, modes=modes, seed=args.check_seed, scale=args.check_scale)
         res["check_s"] = time.perf_counter() - t0
         res["check"] = {m: {"pearson": r["pearson"], "max_gap": r["max_gap"]} for m, r in rep["modes"].items()}
         res["check_predicted_max_abs"] = max(abs(x) for x in rep["predicted"])
