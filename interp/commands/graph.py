@@ -4,8 +4,8 @@ Writes into --out (atomically, as a whole): graph.json (the pruned graph's nodes
 scores and thresholds, the supernodes of --supernodes, and the whole adjacency for a reload),
 graph.html (the graph to explore offline: interp.viz.graph_html), circuit-tracer/<slug>.json with
 graph-metadata.json (the graph as circuit-tracer's and Neuronpedia's frontends open it), and with
---check N, checks.json (N sampled features switched off in the real model beside the graph's
-prediction, in each intervention mode). With --qk N and --qk-at, graph.json carries a "qk" section:
+--check N, checks.json (N sampled features switched off in the real model, or scaled by --check-scale,
+beside the graph's prediction, in each intervention mode). With --qk N and --qk-at, graph.json carries a "qk" section:
 attention explained (interp.graphs.qk), the N strongest attention-mediated kept edges' head scores and
 the scores named by --qk-at, each split into (query node, key node) terms.
 With --auto-supernodes [THRESHOLD] (instead of --supernodes), the kept features are grouped
@@ -15,6 +15,8 @@ model (attention frozen; and in the graph's own linear model) beside the graph's
 """
 
 from __future__ import annotations
+
+import math
 
 import json
 import time
@@ -55,6 +57,8 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--check", type=int, default=0, help="switch off N sampled features and compare (default 0: no check)"
     )
+    p.add_argument("--check-scale", type=float, default=0.0, metavar="S",
+                   help="--check scales each feature's activation by S instead (default 0: off; e.g. 0.5)")
     p.add_argument(
         "--slug", default=None, help="the graph's name in circuit-tracer's frontend (default: from the prompt)"
     )
@@ -151,6 +155,8 @@ def _checked_inputs(args):
     qk_places = _qk_places(args.qk_at)
     if args.check < 0 or args.batch_size < 1 or (args.max_feature_nodes is not None and args.max_feature_nodes < 0):
         raise WorkbenchError("--check and --max-feature-nodes must be >= 0 and --batch-size >= 1")
+    if not math.isfinite(args.check_scale) or args.check_scale == 1.0:
+        raise WorkbenchError(f"--check-scale must be a finite number other than 1 (1 changes nothing), got {args.check_scale}")
     for name, t in (("--node-threshold", args.node_threshold), ("--edge-threshold", args.edge_threshold)):
         if not 0 <= t <= 1:
             raise WorkbenchError(f"{name} must be between 0 and 1, got {t}")
@@ -252,7 +258,7 @@ def run(args) -> int:
     worst = check_rows(g, atol=1e-3, rtol=1e-3)
     pruned = prune.prune(g, args.node_threshold, args.edge_threshold)
     scores = prune.scores(g)
-    checks = intervene.check(model, R, g, n=args.check) if args.check else None
+    checks = intervene.check(model, R, g, n=args.check, scale=args.check_scale) if args.check else None
     slug = args.slug or _slug(args.prompt)
     if groups is not None:
         kinds = {g.describe(i)["id"]: g.kind(i) for i in range(g.n_nodes)}

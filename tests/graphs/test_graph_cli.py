@@ -39,6 +39,21 @@ def test_writes_the_graph_files(folders, capsys):
     assert "replacement score" in printed and "mode linear" in printed
 
 
+def test_check_scale_scales_the_sampled_features(folders):
+    root, model = folders
+    got = {}
+    for name, scale in (("off", "0"), ("half", "0.5")):
+        rc = main(["graph", "--model", model, "--prompt", "The cat sat on the mat", "--transcoders", str(root / "tc"),
+                   "--out", str(root / name), "--check", "4", "--check-scale", scale])  # fmt: skip
+        assert rc == 0
+        got[name] = json.loads((root / name / "checks.json").read_text())
+    half, off = got["half"], got["off"]
+    assert half["scale"] == 0.5 and off["scale"] == 0.0 and half["nodes"] == off["nodes"]
+    # the prediction is linear in (scale - 1): halving a feature predicts half of switching it off
+    assert half["predicted"] == pytest.approx([0.5 * x for x in off["predicted"]], rel=1e-4, abs=1e-7)
+    assert half["modes"]["linear"]["max_gap"] < 1e-4  # the linear mode is exact at any scale
+
+
 @pytest.mark.parametrize("case, expect", [
     ("no_folder", "no transcoder folder"),
     ("other_model", "made for"),
@@ -46,6 +61,7 @@ def test_writes_the_graph_files(folders, capsys):
     ("empty", "empty prompt"),
     ("too_long", "reads at most"),
     ("threshold", "between 0 and 1"),
+    ("scale", "--check-scale must be a finite number other than 1"),
 ])  # fmt: skip
 def test_bad_input_is_one_line(folders, tmp_path, capsys, case, expect):
     root, model = folders
@@ -60,6 +76,8 @@ def test_bad_input_is_one_line(folders, tmp_path, capsys, case, expect):
         prompt = "   "
     elif case == "too_long":
         prompt = "x " * 100
+    elif case == "scale":
+        extra = ["--check", "2", "--check-scale", "1"]
     else:
         extra = ["--edge-threshold", "1.5"]
     rc = main(
