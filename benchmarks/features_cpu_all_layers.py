@@ -57,7 +57,12 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--deadline-s", type=float, default=None, help="stop after this many seconds and save")
     ap.add_argument("--log-every", type=int, default=10)
     ap.add_argument("--out", default=None)
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if not args.probe and not args.out:
+        ap.error("--out is needed for a run")
+    if not args.probe and Path(args.out).exists() and any(Path(args.out).iterdir()):
+        ap.error(f"{args.out} is not empty")
+    return args
 
 
 def main(argv=None) -> int:
@@ -93,11 +98,7 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in out.items() if k != "settings"}, indent=1))
         return 0
 
-    if not args.out:
-        ap.error("--out is needed for a run")
     out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        ap.error(f"{out} is not empty")
     t0, stopped = time.perf_counter(), False
     while t.state.step < t.total_steps:
         got = train_step(t)
