@@ -16,6 +16,7 @@ import torch
 
 from interp import load
 from interp.circuits.ablate import AblationPlan, Ablator
+from interp.circuits.head_configs import CLASS_POSITIONS, mean_replacement
 from interp.circuits.types import Graph
 from interp.data.ioi import ioi_split
 
@@ -50,7 +51,7 @@ def rows_for(ds, means):
                 w[g.first_head(layer) + h] = ~rule(cls_of[(layer, h)]) if (layer, h) in cls_of else True
         return AblationPlan(writers=w)
 
-    cls = lambda c: mask_at([E.CLASS_POSITIONS[c]])
+    cls = lambda c: mask_at([CLASS_POSITIONS[c]])
     after = lambda name: ar[None] > pos[name][:, None]
     rules = {
         "class": cls,
@@ -62,7 +63,7 @@ def rows_for(ds, means):
         "class+after S2": lambda c: cls(c) | after("S2"),
     }
     full = AblationPlan(writers=torch.zeros(len(g.writers), B, P, dtype=torch.bool))
-    ab = Ablator(model, ds, graph=g, replacement=importlib.import_module("interp.circuits.head_configs").mean_replacement(means))
+    ab = Ablator(model, ds, graph=g, replacement=mean_replacement(means))
     rows = ab.run_many([full] + [plan(r) for r in rules.values()], stacked=True).float().cpu()
     tmpl = (ds.groups // 2).tolist()
     res = {}

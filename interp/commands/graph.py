@@ -16,9 +16,8 @@ model (attention frozen; and in the graph's own linear model) beside the graph's
 
 from __future__ import annotations
 
-import math
-
 import json
+import math
 import time
 from pathlib import Path
 
