@@ -2,7 +2,7 @@
 
 The circuit discovered on 24 prompts (seed 0) is evaluated on the discovery prompts and on NH held-out
 prompts (default 256) with its heads kept at other sets of positions than their classes'
-(interp.circuits.evaluate.CLASS_POSITIONS), per base template of each part: [F(C)/F(M), F(M)].
+(interp.circuits.head_configs.CLASS_POSITIONS), per base template of each part: [F(C)/F(M), F(M)].
 
     DEV=cuda NH=256 OUT=benchmarks/results python benchmarks/ioi_position_rules.py
 """

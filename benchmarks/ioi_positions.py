@@ -1,5 +1,5 @@
 """Where IOI faithfulness is lost to positions: each class of the discovered circuit in turn kept at
-every position (the others at their classes' positions, interp.circuits.evaluate.CLASS_POSITIONS), on
+every position (the others at their classes' positions, interp.circuits.head_configs.CLASS_POSITIONS), on
 the discovery prompts themselves and on held-out prompts. A diagnostic: nothing is chosen by it.
 
     python benchmarks/ioi_positions.py [--device cuda] [--n-prompts 24] [--n-heldout 256] [--seed 0]

@@ -1,5 +1,5 @@
 """The IOI circuit beside random circuits of its shape: the same number of heads per class (so each
-random head is kept at its class's positions, interp.circuits.evaluate.CLASS_POSITIONS), drawn from
+random head is kept at its class's positions, interp.circuits.head_configs.CLASS_POSITIONS), drawn from
 all heads, evaluated on the same held-out prompts with the same ABC means.
 
     python benchmarks/ioi_random.py [--device cuda] [--n-prompts 24] [--n-heldout 24,256] [--draws 10]
