@@ -35,7 +35,9 @@ import argparse
 import datetime
 import math
 import platform
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -43,6 +45,9 @@ from interp import load
 from interp.circuits.discover import DiscoveryConfig
 from interp.circuits.pipeline import run_ioi
 from interp.io import write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling study whose rule this one reuses
+from ioi_places import worst_template  # noqa: E402
 
 
 def config(candidate: str) -> DiscoveryConfig:
@@ -57,8 +62,7 @@ def n_of(candidate: str, default: int) -> int:
 
 def summary(r) -> dict:
     e = r.evaluation
-    worst = min((t["faithfulness"] for t in e.by_template if t["model"] >= 1.0), default=float("nan"))
-    return {"heads": len(r.discovery.ranked), "worst": worst, "faithfulness": e.faithfulness.to_dict(),
+    return {"heads": len(r.discovery.ranked), "worst": worst_template(e.by_template), "faithfulness": e.faithfulness.to_dict(),
             "class_positions": e.faithfulness_class_positions.to_dict(),
             "all_positions": e.faithfulness_all_positions.to_dict(), "by_template": e.by_template,
             "classes": {c: [f"{a}.{b}" for a, b in hs] for c, hs in r.discovery.classes.items()}}  # fmt: skip

@@ -50,6 +50,11 @@ def places_at(gain: torch.Tensor, classes: dict, threshold: float | None) -> dic
     return own if threshold is None else widened(own, gain, threshold)
 
 
+def worst_template(by_template: list[dict]) -> float:
+    """The rule's w: the lowest F_t(C)/F_t(M) over the templates the model does (F_t(M) >= 1 logit); NaN if none."""
+    return min((r["faithfulness"] for r in by_template if r["model"] >= 1.0), default=float("nan"))
+
+
 def validation_rows(model, seeds: list[int], grid: list[float | None], n_prompts: int, n_validation: int) -> list[dict]:
     rows = []
     for seed in seeds:
@@ -62,7 +67,7 @@ def validation_rows(model, seeds: list[int], grid: list[float | None], n_prompts
             places = places_at(gain, disc.classes, t)
             ev = evaluate(model, split.heldout, disc.classes, checks=False, seed=seed, places=places)
             added = sum(len(v) - 1 for v in places.values())
-            worst = min((r["faithfulness"] for r in ev.by_template if r["model"] >= 1.0), default=float("nan"))
+            worst = worst_template(ev.by_template)
             rows.append({"seed": seed, "threshold": t, "heads": len(disc.ranked), "segments_added": added, "worst": worst,
                          "by_template": ev.by_template,
                          "faithfulness": ev.faithfulness.value, "lo": ev.faithfulness.lo, "hi": ev.faithfulness.hi,

@@ -33,3 +33,9 @@ def test_when_none_reaches_the_goal_the_highest_mean_wins_and_nan_counts_as_wors
     got = study.choose(rows, goal=0.8, max_heads=54)
     assert got["candidate"] == "rel:0.05" and got["by"].startswith("highest mean")
     assert study.choose(rows, goal=0.8, max_heads=20)["candidate"] is None
+
+
+def test_w_reads_only_the_templates_the_model_does():
+    rows = [{"faithfulness": 0.6, "model": 0.5}, {"faithfulness": 0.9, "model": 3.0}, {"faithfulness": 0.8, "model": 1.0}]
+    assert study.worst_template(rows) == 0.8  # the first template's model fails the task: not read
+    assert math.isnan(study.worst_template(rows[:1]))
