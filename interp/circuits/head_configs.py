@@ -124,7 +124,6 @@ def ablated_logit_diff(
     ds: Task,
     means: dict[int, Tensor],
     ablate: Bool[Tensor, "config layer head"],
-    chunk: int = 8,
     progress: Progress | None = None,
 ) -> Float[Tensor, "config"]:
     """Mean logit diff for each configuration, mean-ablating the heads marked True in it at every

@@ -70,7 +70,7 @@ def test_mean_ablation_matches_plain_hooks_and_full_circuit_is_faithful(tiny_gpt
     cfgs = torch.zeros(3, 2, 4, dtype=torch.bool)
     cfgs[1, 0, 1] = cfgs[1, 1, 3] = True
     cfgs[2] = True
-    got = ablated_logit_diff(model, ds, means, cfgs, chunk=2)
+    got = ablated_logit_diff(model, ds, means, cfgs)
     assert torch.allclose(got[0], logit_diff(model(ds.clean), ds).mean(), atol=1e-5)
 
     def ablate(layer, heads):
