@@ -7,7 +7,8 @@ blocks over a span of positions, against the clean run's keys and values before 
 
 - plans that replace writers only (node plans: the IOI evaluation) are replayed from the first layer
   and the first position, per prompt, where they differ from a base run: the clean run or a plan run
-  earlier and recorded (`run_many(bases=...)`); each picks the base it shares most of its work with.
+  earlier and recorded (`run_many(bases=...)`, and those interp.circuits.ablate.bases finds worth
+  recording); each picks the base it shares most of its work with.
   Head outputs are replaced in z (`Edit.z`), nothing is rebuilt;
 - plans that ablate edges are replayed from the first block, over the positions from the first one
   where a writer's output differs from its replacement (under counterfactual ablation: where some clean
@@ -40,6 +41,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from interp.circuits.ablate import reference, runs
+from interp.circuits.ablate.bases import extra_bases
 from interp.circuits.ablate.edges import edge_pass
 from interp.circuits.ablate.plan import AblationPlan, Replacement
 from interp.circuits.replay import ACC, Edit, Keys, Replay, Span, gather_pos
@@ -205,6 +207,11 @@ class Ablator:
                 known.append(base)
                 tick([ids], base.metric[None])
                 groups = [g for g in groups if g is not ids]
+        extra = extra_bases([plans[ids[0]] for ids in groups], self.graph, end, T, [b.plan for b in known])
+        for k in extra:  # plans that save the others more replay than their own recording costs
+            known.append(self._record(plans[groups[k][0]], known))
+            tick([groups[k]], known[-1].metric[None])
+        groups = [g for k, g in enumerate(groups) if k not in set(extra)]
         starts: dict[tuple, list[list[int]]] = {}
         for ids in groups:
             best = None
