@@ -1,8 +1,12 @@
 """Pack a token store (tok-.../ with {train,heldout}.{tokens,docs} + manifest.json) for travel:
 uint32 tokens -> uint16 -> xz, split over carry folders of at most MAX_MB each.
 usage: python pack_corpus.py STORE_DIR OUT_ROOT [MAX_MB=45] [--subset-train-tokens N --seed S]"""
-import hashlib, json, lzma, sys, os
+import hashlib
+import json
+import lzma
+import sys
 from pathlib import Path
+
 import numpy as np
 
 store, out_root = Path(sys.argv[1]), Path(sys.argv[2])

@@ -1,7 +1,12 @@
 """Rebuild the token store from the pieces in PARTS_DIR (copied there from .carry-c*/) into
 CACHE/corpora/<corpus>/<store>/ once every piece is present. Prints one status word:
 'ready' (store in place), 'waiting' (pieces missing), 'none' (no index.json)."""
-import hashlib, json, lzma, os, shutil, sys
+import hashlib
+import json
+import lzma
+import os
+import shutil
+import sys
 from pathlib import Path
 
 parts, cache = Path(sys.argv[1]), Path(sys.argv[2])
