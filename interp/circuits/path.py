@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import combinations
 from typing import TYPE_CHECKING
 
 import einops
@@ -116,6 +117,19 @@ class PatchCaches:
         clean_end = end_logits(clean_logits, task.reads)
         m = metric_fn(task, clean_end)
         return cls(dict(clean.items()), dict(corr.items()), m(clean_end), m(end_logits(corr_logits, task.reads)))
+
+    def subset(self, idx: Int[Tensor, "n"], n_pos: int, names: list[str]) -> PatchCaches:
+        """The caches of prompts `idx` over their first `n_pos` positions (as `Task.subset` cuts them):
+        the clean hooks `names` and every corrupted one (batch first, positions second; a tensor
+        shared by every prompt, batch 1, is kept whole)."""
+        B = len(self.clean_metric)
+
+        def cut(x: Tensor) -> Tensor:
+            return (x[idx.to(x.device)] if x.shape[0] == B else x)[:, :n_pos]
+
+        return PatchCaches({n: cut(self.clean[n]) for n in names}, {n: cut(x) for n, x in self.corrupted.items()},
+                           self.clean_metric[idx.to(self.clean_metric.device)],
+                           self.corrupted_metric[idx.to(self.corrupted_metric.device)])  # fmt: skip
 
 
 def all_heads(model: Model) -> list[Head]:
@@ -273,15 +287,27 @@ def path_patch(
     chunk: int = 64,
     progress: Progress | None = None,
     caches: PatchCaches | None = None,
+    grouped: bool = True,
 ) -> PathResult:
     """Path-patch every sender (default: every head) to the logits, or to `receivers`, on a task.
-    `caches` (from `PatchCaches.collect`) lets several calls on the same prompts share one pair of runs."""
+    `caches` (from `PatchCaches.collect`) lets several calls on the same prompts share one pair of runs.
+    `grouped`: replay prompts in groups of similar window widths where that saves enough (`width_groups`)."""
     rp = Replay.of(model)
     senders = list(senders) if senders is not None else all_heads(model)
     _check_heads(model, senders, "sender")
     if receivers is not None:
         _check_heads(model, receivers.heads, "receiver")
     cache = caches or PatchCaches.collect(model, task)
+    groups = width_groups(task, receivers.position) if receivers is not None and grouped else None
+    if groups is not None:  # prompts of similar windows together: less padding replayed (see width_groups)
+        out = torch.empty(len(senders), len(task))
+        names = rp.all_cache_names()
+        for g, idx in enumerate(groups):
+            sub = task.subset(idx)
+            part = path_patch(model, sub, senders, receivers, chunk, progress, cache.subset(idx, sub.clean.shape[1], names),
+                              grouped=False)  # fmt: skip
+            out[:, idx] = part.patched
+        return PathResult(senders, out, cache.clean_metric.float().cpu(), cache.corrupted_metric.float().cpu())
     dev = task.clean.device
     end = task.reads.to(dev)  # where the metric reads: END ([batch]), or several positions ([batch read])
     one = (lambda x: x[:, :, 0]) if end.dim() == 1 else (lambda x: x)  # noqa: E731  (what the metric takes)
@@ -324,6 +350,34 @@ def path_patch(
         if progress:
             progress(done, len(senders), "path patching")
     return PathResult(senders, out.cpu(), clean_metric.cpu(), cache.corrupted_metric.float().cpu())
+
+
+GROUP_SAVING = 0.15  # prompts are replayed in groups only when that cuts the padded window by this share
+
+
+def width_groups(task: Task, position: str | None, most: int = 3, min_prompts: int = 8) -> list[Tensor] | None:
+    """Prompts in up to `most` groups of similar window widths (from the receivers' `position` to the
+    last position the metric reads), when replaying the groups apart pads at least GROUP_SAVING less
+    than one batch padded to the widest window; else None. Each group's prompts are replayed exactly
+    as in one batch (a prompt's result depends on its own positions only), over a narrower window."""
+    if position is None or len(task) < 2 * min_prompts:
+        return None
+    width = reads_2d(task.reads).amax(1).cpu() - task.position(position).cpu() + 1
+    order = torch.argsort(width, stable=True)
+    w = width[order].tolist()
+    n = len(w)
+
+    def cost(cuts: tuple[int, ...]) -> int:  # padded positions when groups end (exclusive) at cuts
+        bounds = (0, *cuts, n)
+        return sum((b - a) * w[b - 1] for a, b in zip(bounds, bounds[1:]))
+
+    options = [()] + [c for k in range(1, most) for c in combinations(range(min_prompts, n - min_prompts + 1), k)
+                      if all(b - a >= min_prompts for a, b in zip(c, c[1:]))]  # fmt: skip
+    best = min(options, key=cost)
+    if not best or cost(best) > (1 - GROUP_SAVING) * cost(()):
+        return None
+    bounds = (0, *best, n)
+    return [order[a:b].sort().values for a, b in zip(bounds, bounds[1:])]
 
 
 def _batches(senders: list[Head], targets: list[int], chunk: int) -> list[list[int]]:
