@@ -287,17 +287,20 @@ def path_patch(
     chunk: int = 64,
     progress: Progress | None = None,
     caches: PatchCaches | None = None,
-    grouped: bool = True,
+    grouped: bool | None = None,
 ) -> PathResult:
     """Path-patch every sender (default: every head) to the logits, or to `receivers`, on a task.
     `caches` (from `PatchCaches.collect`) lets several calls on the same prompts share one pair of runs.
-    `grouped`: replay prompts in groups of similar window widths where that saves enough (`width_groups`)."""
+    `grouped`: replay prompts in groups of similar window widths where that saves enough (`width_groups`;
+    default: on the CPU, which is bound by arithmetic)."""
     rp = Replay.of(model)
     senders = list(senders) if senders is not None else all_heads(model)
     _check_heads(model, senders, "sender")
     if receivers is not None:
         _check_heads(model, receivers.heads, "receiver")
     cache = caches or PatchCaches.collect(model, task)
+    if grouped is None:  # on an accelerator a replay costs its kernel count more than its padding
+        grouped = task.clean.device.type == "cpu"
     groups = width_groups(task, receivers.position) if receivers is not None and grouped else None
     if groups is not None:  # prompts of similar windows together: less padding replayed (see width_groups)
         out = torch.empty(len(senders), len(task))
