@@ -29,6 +29,7 @@ name and change nothing else; the weights then come from the folder with AutoMod
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -125,41 +126,47 @@ def timed_attribute(attribute, model, tokens, settings: dict, device) -> tuple[o
     return graph, run
 
 
-def longest(attribute, model, ids, lengths: list[int], settings: dict, device, cap_s: float, jsonl: Path) -> None:
-    """Increasing prompt lengths until the first failure (OOM first of all) or attempt over cap_s."""
+def probe_lengths(label: str, attempt, n_ids: int, lengths: list[int], device, cap_s: float, jsonl: Path) -> None:
+    """The longest-prompt probe of either side: an untimed warm-up (CUDA context, kernels), then `attempt(n)`
+    (the record of one timed call on the first n token ids: attribute_s, ...) for increasing lengths, until
+    the first failure (out of memory first of all) or a call over cap_s; one JSON line per attempt."""
     import torch
 
-    warm = min(64, lengths[0], len(ids))
+    warm = min(64, lengths[0], n_ids)
     t0 = time.perf_counter()
-    timed_attribute(attribute, model, ids[:warm], settings, device)  # untimed warm-up (CUDA context, kernels)
-    print(f"[circuit-tracer] warm-up ({warm} tokens) {time.perf_counter() - t0:.2f}s", flush=True)
+    attempt(warm)
+    print(f"[{label}] warm-up ({warm} tokens) {time.perf_counter() - t0:.2f}s", flush=True)
     for n in lengths:
-        if n > len(ids):
-            rec = {"tokens": n, "status": "skipped", "error": f"only {len(ids)} token ids given"}
+        if n > n_ids:
+            rec = {"tokens": n, "status": "skipped", "error": f"only {n_ids} token ids given"}
         else:
-            print(f"[circuit-tracer] {n} tokens ...", flush=True)
+            print(f"[{label}] {n} tokens ...", flush=True)
             try:
-                graph, run = timed_attribute(attribute, model, ids[:n], settings, device)
-                rec = {"tokens": n, "status": "ok", **run, "active_features": int(graph.active_features.shape[0]),
-                       "nodes": int(graph.adjacency_matrix.shape[0])}  # fmt: skip
-                del graph
+                rec = {"tokens": n, "status": "ok", **attempt(n)}
             except Exception as e:  # noqa: BLE001 - recorded, then the probe stops
-                rec = {
-                    "tokens": n,
-                    "status": "oom" if is_oom(e) else "error",
-                    "error": f"{type(e).__name__}: {str(e)[:400]}",
-                }
+                rec = {"tokens": n, "status": "oom" if is_oom(e) else "error", "error": f"{type(e).__name__}: {str(e)[:400]}"}
             if rec["status"] == "ok" and rec["attribute_s"] > cap_s:
                 rec["status"] = "time_cap"  # it completed, but the next length would take longer still
         with jsonl.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         gb = f", peak GPU {rec['gpu_peak'] / 2**30:.2f} GiB" if "gpu_peak" in rec else ""
         secs = f" {rec['attribute_s']:.2f}s" if "attribute_s" in rec else ""
-        print(f"[circuit-tracer] {n} tokens: {rec['status']}{secs}{gb}", flush=True)
+        print(f"[{label}] {n} tokens: {rec['status']}{secs}{gb}", flush=True)
         if rec["status"] != "ok":
             break
+        gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def longest(attribute, model, ids, lengths: list[int], settings: dict, device, cap_s: float, jsonl: Path) -> None:
+    """circuit-tracer's side of the probe."""
+
+    def attempt(n: int) -> dict:
+        graph, run = timed_attribute(attribute, model, ids[:n], settings, device)
+        return {**run, "active_features": int(graph.active_features.shape[0]), "nodes": int(graph.adjacency_matrix.shape[0])}
+
+    probe_lengths("circuit-tracer", attempt, len(ids), lengths, device, cap_s, jsonl)
 
 
 def main(argv=None) -> int:

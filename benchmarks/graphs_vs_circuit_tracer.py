@@ -50,7 +50,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from circuit_tracer_run import PeakRSS
+from circuit_tracer_run import PeakRSS, probe_lengths
 from graphs import TEXT
 
 CT_PYTHON = "/work/ctvenv/bin/python"
@@ -226,14 +226,9 @@ def topk_nonpositive(model, tc, tokens: torch.Tensor) -> int:
     return int((top <= 0).any(-1).sum())
 
 
-def is_oom(e: BaseException) -> bool:
-    text = str(e)
-    return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text
-
-
 def worker_ours(folder: Path, lengths: list[int], cap_s: float, device: torch.device, jsonl: Path) -> int:
     """Our side of --longest, in a subprocess: the same model folder, transcoders, token ids and
-    settings as circuit-tracer's; one JSON line per attempt; stops like circuit_tracer_run.longest.
+    settings as circuit-tracer's; one JSON line per attempt; stops as circuit_tracer_run.probe_lengths does.
     Progress goes to stdout (the parent shows it), warnings and tracebacks to stderr (a log)."""
     from interp import load
     from interp.features import Dictionary, DictionaryConfig
@@ -245,38 +240,12 @@ def worker_ours(folder: Path, lengths: list[int], cap_s: float, device: torch.de
     tc = Dictionary(DictionaryConfig(**blob["cfg"])).load_tensors(blob["tensors"]).to(device)
     ids = torch.tensor(np.load(folder / "ids.npy"), dtype=torch.long)
     print(f"[ours] loaded in {time.perf_counter() - t0:.1f}s", flush=True)
-    warm = min(64, lengths[0], len(ids))
-    t0 = time.perf_counter()
-    timed_ours(model, tc, ids[:warm], settings, device)
-    print(f"[ours] warm-up ({warm} tokens) {time.perf_counter() - t0:.2f}s", flush=True)
-    for n in lengths:
-        if n > len(ids):
-            rec = {"tokens": n, "status": "skipped", "error": f"only {len(ids)} token ids given"}
-        else:
-            print(f"[ours] {n} tokens ...", flush=True)
-            try:
-                g, run = timed_ours(model, tc, ids[:n], settings, device)
-                rec = {"tokens": n, "status": "ok", **run, "active_features": int(g.settings.get("active_features", g.n_features)),
-                       "nodes": int(g.n_nodes)}  # fmt: skip
-                del g
-            except Exception as e:  # noqa: BLE001 - recorded, then the probe stops
-                rec = {
-                    "tokens": n,
-                    "status": "oom" if is_oom(e) else "error",
-                    "error": f"{type(e).__name__}: {str(e)[:400]}",
-                }
-            if rec["status"] == "ok" and rec["attribute_s"] > cap_s:
-                rec["status"] = "time_cap"
-        with jsonl.open("a") as f:
-            f.write(json.dumps(rec) + "\n")
-        gb = f", peak GPU {rec['gpu_peak'] / 2**30:.2f} GiB" if "gpu_peak" in rec else ""
-        secs = f" {rec['attribute_s']:.2f}s" if "attribute_s" in rec else ""
-        print(f"[ours] {n} tokens: {rec['status']}{secs}{gb}", flush=True)
-        if rec["status"] != "ok":
-            break
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+
+    def attempt(n: int) -> dict:
+        g, run = timed_ours(model, tc, ids[:n], settings, device)
+        return {**run, "active_features": int(g.settings.get("active_features", g.n_features)), "nodes": int(g.n_nodes)}
+
+    probe_lengths("ours", attempt, len(ids), lengths, device, cap_s, jsonl)
     return 0
 
 
