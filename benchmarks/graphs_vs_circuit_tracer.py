@@ -283,7 +283,7 @@ def ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def main(argv=None) -> int:
+def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tokens", default="16,64", help="prompt lengths (BOS included) to compare graphs at, "
                     "comma-separated ('' for none)")  # fmt: skip
@@ -314,7 +314,11 @@ def main(argv=None) -> int:
     ap.add_argument("--worker-ours", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--jsonl", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None)
-    args = ap.parse_args(argv)
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -329,10 +333,10 @@ def main(argv=None) -> int:
     from interp.graphs.tracer_format import write_tracer_transcoders
 
     lengths = ints(args.tokens)
-    probe_lengths = ints(args.lengths) if args.longest else []
-    if probe_lengths != sorted(probe_lengths):
+    probe_ns = ints(args.lengths) if args.longest else []
+    if probe_ns != sorted(probe_ns):
         raise SystemExit("--lengths must increase")
-    n_ctx = args.n_ctx or max(lengths + probe_lengths)
+    n_ctx = args.n_ctx or max(lengths + probe_ns)
     settings = {"max_n_logits": args.max_n_logits, "desired_logit_prob": args.desired_logit_prob,
                 "batch_size": args.batch_size, "max_feature_nodes": args.max_feature_nodes, "dtype": "float32",
                 "threads": args.threads, "device": args.device,
@@ -359,77 +363,17 @@ def main(argv=None) -> int:
         tc = make_transcoders(model, args.d_sae, args.k, args.skip)
         write_tracer_transcoders(tc, tmp / "transcoders", scan="tiny-random")
         text_ids = model.tokenizer(TEXT + " ")["input_ids"]
-        longest_n = max(lengths + probe_lengths)
+        longest_n = max(lengths + probe_ns)
         ids = [model.bos_token_id] + (text_ids * (longest_n // len(text_ids) + 2))[: longest_n - 1]
         print(f"[setup] model and transcoders written in {time.perf_counter() - t0:.1f}s", file=sys.stderr, flush=True)
-        if lengths:
-            mdev, tdev = (
-                (model, tc)
-                if device.type == "cpu"
-                else (load(str(model_dir), device=args.device), copy.deepcopy(tc).to(device))
-            )
-        for n in lengths:
-            tokens = torch.tensor(ids[:n])
-            work = tmp / f"len{n}"
-            work.mkdir()
-            ours, ours_meta = run_ours(mdev, tdev, tokens, settings, args.repeats, device)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            ct, ct_meta = run_ct(work, model_dir, tmp / "transcoders", tokens, settings, args.repeats, args.ct_python,
-                                 args.ct_pythonpath)  # fmt: skip
-            assert [int(t) for t in ct["tokens"]] == tokens.tolist(), "circuit-tracer read other tokens"
-            cmp = compare(ours, ct, args.n_layers)
-            del ours, ct
-            row = {"tokens": n, "compare": cmp, "topk_rows_with_nonpositive": topk_nonpositive(mdev, tdev, tokens),
-                   "ours": summary(ours_meta), "circuit_tracer": summary(ct_meta)}  # fmt: skip
-            res["runs"].append(row)
-            gpu = lambda side: f" ({row[side]['gpu_peak_mib']:.0f} MiB GPU)" if "gpu_peak_mib" in row[side] else ""
-            print(
-                f"[{n} tokens] rel_err {cmp['rel_err']:.2e}  max_abs {cmp['max_abs']:.2e}  nodes shared "
-                f"{cmp['nodes_shared']} of {cmp['nodes_ours']} / {cmp['nodes_ct']}  ours {row['ours']['attribute_s']:.2f}s"
-                f"{gpu('ours')}  ct {row['circuit_tracer']['attribute_s']:.2f}s{gpu('circuit_tracer')}",
-                file=sys.stderr,
-                flush=True,
-            )
-            if args.out:  # what is done so far survives a later failure
-                Path(args.out).write_text(json.dumps(res, indent=1))
-        if lengths:
-            del mdev, tdev
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        if probe_lengths:
+        compare_at(args, res, model, tc, model_dir, tmp, ids, lengths, settings, device)
+        if probe_ns:
             (tmp / "settings.json").write_text(json.dumps({**settings, "repeats": 1}))
             torch.save({"cfg": tc.cfg.to_dict(), "tensors": tc.tensors()}, tmp / "transcoders.pt")
-            np.save(tmp / "ids.npy", np.array(ids[: max(probe_lengths)], dtype=np.int64))
+            np.save(tmp / "ids.npy", np.array(ids[: max(probe_ns)], dtype=np.int64))
             del model, tc
             gc.collect()
-            common = ["--lengths", args.lengths, "--cap-s", str(args.cap_s)]
-            res["longest"] = {"lengths": probe_lengths, "cap_s": args.cap_s, "side_timeout_s": args.side_timeout_s,
-                              "note": "one call per length after an untimed warm-up; stops at the first failure or "
-                                      "call over cap_s; each side in its own process (peak GPU memory is that "
-                                      "process's max_memory_allocated, model and transcoders included); "
-                                      + ("this process kept a CUDA context open meanwhile (the comparison ran here)"
-                                         if lengths and device.type == "cuda" else "no other process of ours on the GPU")}  # fmt: skip
-            for side in [x.strip() for x in args.sides.split(",") if x.strip()]:
-                jsonl = tmp / f"longest_{side}.jsonl"
-                if side == "ours":
-                    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker-ours", str(tmp), "--device",
-                           args.device, "--threads", str(args.threads), "--jsonl", str(jsonl), *common]  # fmt: skip
-                    env = os.environ.copy()
-                elif side == "ct":
-                    cmd = [args.ct_python, str(HERE / "circuit_tracer_run.py"), "--model", str(model_dir),
-                           "--transcoders", str(tmp / "transcoders"), "--tokens", str(tmp / "ids.npy"), "--settings",
-                           str(tmp / "settings.json"), "--jsonl", str(jsonl), *common]  # fmt: skip
-                    env = ct_env(args.ct_pythonpath)
-                else:
-                    raise SystemExit(f"unknown side {side!r} in --sides (ours, ct)")
-                key = "ours" if side == "ours" else "circuit_tracer"
-                res["longest"][key] = probe(
-                    side, cmd, env, jsonl, probe_lengths, args.side_timeout_s, tmp / f"{side}.log"
-                )
-                if args.out:
-                    Path(args.out).write_text(json.dumps(res, indent=1))
+            probe_sides(args, res, tmp, model_dir, probe_ns, lengths, device)
     if res["runs"]:
         print(table(res))
     if "longest" in res:
@@ -437,6 +381,78 @@ def main(argv=None) -> int:
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
     return 0
+
+
+def compare_at(args, res: dict, model, tc, model_dir: Path, tmp: Path, ids: list[int], lengths: list[int],
+               settings: dict, device: torch.device) -> None:  # fmt: skip
+    """Both sides' graphs at each of `lengths`, compared (appended to res["runs"]; --out rewritten after each)."""
+    from interp import load
+
+    if lengths:
+        mdev, tdev = (
+            (model, tc)
+            if device.type == "cpu"
+            else (load(str(model_dir), device=args.device), copy.deepcopy(tc).to(device))
+        )
+    for n in lengths:
+        tokens = torch.tensor(ids[:n])
+        work = tmp / f"len{n}"
+        work.mkdir()
+        ours, ours_meta = run_ours(mdev, tdev, tokens, settings, args.repeats, device)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        ct, ct_meta = run_ct(work, model_dir, tmp / "transcoders", tokens, settings, args.repeats, args.ct_python,
+                             args.ct_pythonpath)  # fmt: skip
+        assert [int(t) for t in ct["tokens"]] == tokens.tolist(), "circuit-tracer read other tokens"
+        cmp = compare(ours, ct, args.n_layers)
+        del ours, ct
+        row = {"tokens": n, "compare": cmp, "topk_rows_with_nonpositive": topk_nonpositive(mdev, tdev, tokens),
+               "ours": summary(ours_meta), "circuit_tracer": summary(ct_meta)}  # fmt: skip
+        res["runs"].append(row)
+        gpu = lambda side: f" ({row[side]['gpu_peak_mib']:.0f} MiB GPU)" if "gpu_peak_mib" in row[side] else ""
+        print(
+            f"[{n} tokens] rel_err {cmp['rel_err']:.2e}  max_abs {cmp['max_abs']:.2e}  nodes shared "
+            f"{cmp['nodes_shared']} of {cmp['nodes_ours']} / {cmp['nodes_ct']}  ours {row['ours']['attribute_s']:.2f}s"
+            f"{gpu('ours')}  ct {row['circuit_tracer']['attribute_s']:.2f}s{gpu('circuit_tracer')}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if args.out:  # what is done so far survives a later failure
+            Path(args.out).write_text(json.dumps(res, indent=1))
+    if lengths:
+        del mdev, tdev
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def probe_sides(args, res: dict, tmp: Path, model_dir: Path, probe_ns: list[int], lengths: list[int],
+                device: torch.device) -> None:  # fmt: skip
+    """--longest: each side's probe in its own subprocess, over the files written to `tmp` (res["longest"])."""
+    common = ["--lengths", args.lengths, "--cap-s", str(args.cap_s)]
+    res["longest"] = {"lengths": probe_ns, "cap_s": args.cap_s, "side_timeout_s": args.side_timeout_s,
+                      "note": "one call per length after an untimed warm-up; stops at the first failure or "
+                              "call over cap_s; each side in its own process (peak GPU memory is that "
+                              "process's max_memory_allocated, model and transcoders included); "
+                              + ("this process kept a CUDA context open meanwhile (the comparison ran here)"
+                                 if lengths and device.type == "cuda" else "no other process of ours on the GPU")}  # fmt: skip
+    for side in [x.strip() for x in args.sides.split(",") if x.strip()]:
+        jsonl = tmp / f"longest_{side}.jsonl"
+        if side == "ours":
+            cmd = [sys.executable, str(Path(__file__).resolve()), "--worker-ours", str(tmp), "--device",
+                   args.device, "--threads", str(args.threads), "--jsonl", str(jsonl), *common]  # fmt: skip
+            env = os.environ.copy()
+        elif side == "ct":
+            cmd = [args.ct_python, str(HERE / "circuit_tracer_run.py"), "--model", str(model_dir),
+                   "--transcoders", str(tmp / "transcoders"), "--tokens", str(tmp / "ids.npy"), "--settings",
+                   str(tmp / "settings.json"), "--jsonl", str(jsonl), *common]  # fmt: skip
+            env = ct_env(args.ct_pythonpath)
+        else:
+            raise SystemExit(f"unknown side {side!r} in --sides (ours, ct)")
+        key = "ours" if side == "ours" else "circuit_tracer"
+        res["longest"][key] = probe(side, cmd, env, jsonl, probe_ns, args.side_timeout_s, tmp / f"{side}.log")
+        if args.out:
+            Path(args.out).write_text(json.dumps(res, indent=1))
 
 
 def summary(meta: dict) -> dict:
