@@ -102,8 +102,9 @@ def is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or "out of memory" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text
 
 
-def timed_attribute(attribute, model, tokens, settings: dict, device) -> tuple[object, dict]:
-    """One `attribute` call: wall seconds (CUDA-synchronised on a GPU), RSS and peak GPU memory."""
+def timed(call, device) -> tuple[object, dict]:
+    """One call of `call()` on either side: wall seconds (CUDA-synchronised on a GPU), RSS and, on a GPU,
+    the memory allocated before it and its peak."""
     import torch
 
     cuda = device.type == "cuda"
@@ -114,16 +115,21 @@ def timed_attribute(attribute, model, tokens, settings: dict, device) -> tuple[o
     gpu_before = torch.cuda.memory_allocated(device) if cuda else 0
     with PeakRSS() as mem:
         t0 = time.perf_counter()
-        graph = attribute(tokens, model, max_n_logits=settings["max_n_logits"],
-                          desired_logit_prob=settings["desired_logit_prob"], batch_size=settings["batch_size"],
-                          max_feature_nodes=settings.get("max_feature_nodes"))  # fmt: skip
+        result = call()
         if cuda:
             torch.cuda.synchronize(device)
         wall = time.perf_counter() - t0
     run = {"attribute_s": wall, "rss_before": mem.start, "rss_peak": mem.peak}
     if cuda:
         run |= {"gpu_before": gpu_before, "gpu_peak": torch.cuda.max_memory_allocated(device)}
-    return graph, run
+    return result, run
+
+
+def timed_attribute(attribute, model, tokens, settings: dict, device) -> tuple[object, dict]:
+    """One of circuit-tracer's `attribute` calls, `timed`."""
+    return timed(lambda: attribute(tokens, model, max_n_logits=settings["max_n_logits"],
+                                   desired_logit_prob=settings["desired_logit_prob"], batch_size=settings["batch_size"],
+                                   max_feature_nodes=settings.get("max_feature_nodes")), device)  # fmt: skip
 
 
 def probe_lengths(label: str, attempt, n_ids: int, lengths: list[int], device, cap_s: float, jsonl: Path) -> None:

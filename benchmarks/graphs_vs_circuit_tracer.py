@@ -50,7 +50,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from circuit_tracer_run import PeakRSS, probe_lengths
+from circuit_tracer_run import probe_lengths, timed
 from graphs import TEXT
 
 CT_PYTHON = "/work/ctvenv/bin/python"
@@ -144,31 +144,12 @@ def compare(ours: dict, ct: dict, n_layers: int) -> dict:
     return out
 
 
-def cuda_sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def timed_ours(model, tc, tokens: torch.Tensor, s: dict, device: torch.device):
-    """One of our `attribute` calls: wall seconds (CUDA-synchronised), RSS and, on a GPU, peak memory."""
+    """One of our `attribute` calls, timed as circuit-tracer's are (circuit_tracer_run.timed)."""
     from interp.graphs.attribute import attribute
 
-    cuda = device.type == "cuda"
-    if cuda:
-        cuda_sync(device)
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    gpu_before = torch.cuda.memory_allocated(device) if cuda else 0
-    with PeakRSS() as mem:
-        t0 = time.perf_counter()
-        g = attribute(model, tc, tokens, max_n_logits=s["max_n_logits"], desired_logit_prob=s["desired_logit_prob"],
-                      batch_size=s["batch_size"], max_feature_nodes=s["max_feature_nodes"])  # fmt: skip
-        cuda_sync(device)
-        wall = time.perf_counter() - t0
-    run = {"attribute_s": wall, "rss_before": mem.start, "rss_peak": mem.peak}
-    if cuda:
-        run |= {"gpu_before": gpu_before, "gpu_peak": torch.cuda.max_memory_allocated(device)}
-    return g, run
+    return timed(lambda: attribute(model, tc, tokens, max_n_logits=s["max_n_logits"], desired_logit_prob=s["desired_logit_prob"],
+                                   batch_size=s["batch_size"], max_feature_nodes=s["max_feature_nodes"]), device)  # fmt: skip
 
 
 def run_ours(model, tc, tokens: torch.Tensor, s: dict, repeats: int, device: torch.device) -> tuple[dict, dict]:
