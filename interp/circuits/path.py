@@ -305,7 +305,7 @@ def path_patch(
     if groups is not None:  # prompts of similar windows together: less padding replayed (see width_groups)
         out = torch.empty(len(senders), len(task))
         names = rp.all_cache_names()
-        for g, idx in enumerate(groups):
+        for idx in groups:
             sub = task.subset(idx)
             part = path_patch(model, sub, senders, receivers, chunk, progress, cache.subset(idx, sub.clean.shape[1], names),
                               grouped=False)  # fmt: skip

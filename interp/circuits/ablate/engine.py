@@ -211,7 +211,7 @@ class Ablator:
         for k in extra:  # plans that save the others more replay than their own recording costs
             known.append(self._record(plans[groups[k][0]], known))
             tick([groups[k]], known[-1].metric[None])
-        groups = [g for k, g in enumerate(groups) if k not in set(extra)]
+        groups = [g for k, g in enumerate(groups) if k not in extra]
         starts: dict[tuple, list[list[int]]] = {}
         for ids in groups:
             best = None
