@@ -92,12 +92,13 @@ with state.shows_errors():
                               key="ioi_corruption", help="what path patching runs the senders on: abc (Wang et al.: "
                               "three other names), s2-io (MIB's: the second S becomes IO), new-s (both S become a new "
                               "name); evaluation mean-ablates with ABC means either way")  # fmt: skip
-        from interp.circuits.discover import THRESHOLD, DiscoveryConfig
+        from interp.circuits.discover import NAMED_AT_FLOOR, THRESHOLD, DiscoveryConfig
 
         threshold = float(c5.number_input("Threshold", 0.01, 1.0, THRESHOLD, 0.01, key="ioi_threshold",
                                           help="share of a step's largest path effect a head needs to be admitted"))
-        key = ("ioi", spec, n_prompts, seed, checks, corruption, threshold)
-        settings = {"n_prompts": n_prompts, "seed": seed, "checks": checks, "corruption": corruption, "threshold": threshold}
+        key = ("ioi", spec, n_prompts, seed, checks, corruption, threshold, NAMED_AT_FLOOR)
+        settings = {"n_prompts": n_prompts, "seed": seed, "checks": checks, "corruption": corruption, "threshold": threshold,
+                    "named_at_floor": NAMED_AT_FLOOR}  # a result saved under another admission rule is not this one
         report = state.remembered(key)
         saved = state.saved_match("ioi", spec, settings) if report is None else None
         if report is None and st.button("Run discovery again" if saved else "Run discovery", type="primary", key="ioi_run"):

@@ -8,6 +8,17 @@ rule, so one dominant head does not raise the bar for the rest of its step); it 
 the discovery side (benchmarks/ioi_threshold.py; RESULTS.md says when and on what). A head joins the
 first step that admits it; where it attends names its class.
 
+Two options of 2026-12-08 (`DiscoveryConfig`; benchmarks/ioi_admission.py compared them on validation):
+`named_at_floor` (on by default: chosen on validation, confirmed on fresh draws, RESULTS.md) admits at the
+logits step every head whose attention names a direct class (below) once its effect reaches the floor, the
+share not needed (the share alone left a head on its bar, 20.0 at -0.036 against 0.045, to be admitted a
+step later as a receiver); `paths="each"` measures a step with several receivers
+also through each receiver alone and keeps, per sender, its strongest effect (signed) among those and the
+all-at-once one. Wang et al. patch all receivers at once; then a sender's paths of opposite signs through
+different receivers cancel (on one SmolLM2 draw 8.1's paths through S suppression head 20.0 and through the
+S-inhibition heads were -0.037 and +0.037, so the duplicate-token head was left out). "each" costs one
+more path-patching run per receiver.
+
 1. To the logits: the direct heads. Those attending from END to IO are *name movers* (their path lowers
    the logit diff when corrupted) or *negative name movers* (raises it); those attending to S rather
    than IO are *S suppression* heads (a class the paper does not name: GPT-2 small lacks it, SmolLM2
@@ -56,6 +67,9 @@ CLASSES = (
 
 POSITION_THRESHOLD = 0.001  # the default position threshold: chosen on validation (benchmarks/ioi_places.py, RESULTS.md)
 N_DISCOVERY = 48  # the default discovery sample (and as many held-out prompts): chosen on validation (benchmarks/ioi_admission.py, RESULTS.md)
+NAMED_AT_FLOOR = True  # the default admission of direct heads named by attention: chosen on validation and confirmed on
+# fresh draws (benchmarks/ioi_admission.py, results/ioi_paths_cpu.json, RESULTS.md)
+PATHS = ("joint", "each")  # how senders' paths to several receivers are measured (DiscoveryConfig.paths)
 THRESHOLD = 0.05  # the default share of a step's largest path effect a head needs: chosen on validation (benchmarks/ioi_threshold.py, RESULTS.md)
 
 
@@ -73,6 +87,11 @@ class DiscoveryConfig:
     position_threshold: float | None = POSITION_THRESHOLD  # keep a head also at each segment where its gain reaches
     # this share of F(M) (interp.circuits.positions); None: each head only at its class's position
     position_rounds: int = 1  # rounds of that search
+    named_at_floor: bool = NAMED_AT_FLOOR  # at the logits step, also admit each head whose attention names a direct class
+    # (name mover, negative name mover, S suppression) once |its effect| reaches the floor (the share is then not needed)
+    paths: str = "joint"  # to receiver heads: "joint" patches all receivers at once (Wang et al.); "each" also
+    # patches each receiver alone and keeps, per sender, the strongest of those effects (paths of opposite signs
+    # through different receivers can no longer cancel)
     chunk: int = 64  # senders per batch in path patching
 
     def __post_init__(self):
@@ -86,6 +105,8 @@ class DiscoveryConfig:
                                  f"(got {self.position_threshold}), or none")  # fmt: skip
         if self.position_rounds < 1:
             raise WorkbenchError(f"the position search needs at least 1 round (got {self.position_rounds})")
+        if self.paths not in PATHS:
+            raise WorkbenchError(f"discovery paths {self.paths!r}: choose one of {', '.join(PATHS)}")
         if self.max_heads is not None and self.max_heads < 1:
             raise WorkbenchError(f"keep at least 1 head (got max_heads {self.max_heads}), or no limit")
 
@@ -199,16 +220,28 @@ def compensation(model: Model, ds: Task, cached: PatchCaches, knocked_out: list[
     return (after - before).mean(-1) / gap
 
 
-def admitted(effect: Float[Tensor, "layer head"], cfg: DiscoveryConfig, taken: set[Head]) -> list[Head]:
+def admitted(effect: Float[Tensor, "layer head"], cfg: DiscoveryConfig, taken: set[Head],
+             at_floor: Tensor | None = None) -> list[Head]:  # fmt: skip
     """The heads a step admits (see the module docstring), strongest first; heads already taken, and
-    heads the step did not patch (NaN), left out."""
+    heads the step did not patch (NaN), left out. `at_floor` [layer head] marks heads that need only
+    the floor, not the share of the step's largest."""
     ok = ~effect.isnan()
     if not bool(ok.any()):
         return []
     mag = effect.abs().nan_to_num(0.0)
     cut = max(cfg.threshold * float(mag.max()) if cfg.threshold is not None else 0.0, cfg.floor)
-    cand = [(float(mag[layer, h]), (layer, h)) for layer, h in ((mag >= cut) & ok).nonzero().tolist()]
+    keep = mag >= cut
+    if at_floor is not None:
+        keep |= at_floor & (mag >= cfg.floor)
+    cand = [(float(mag[layer, h]), (layer, h)) for layer, h in (keep & ok).nonzero().tolist()]
     return [head for _, head in sorted(cand, reverse=True) if head not in taken]
+
+
+def strongest(grids: list[Float[Tensor, "layer head"]]) -> Float[Tensor, "layer head"]:
+    """Per head, the effect of largest magnitude among `grids` (signed; NaN where every grid is NaN)."""
+    G = torch.stack(grids)
+    pick = G.abs().nan_to_num(-1.0).argmax(0, keepdim=True)
+    return G.gather(0, pick)[0]
 
 
 def direct_class(head: Head, e: Tensor, att: dict[str, Tensor], cfg: DiscoveryConfig) -> str:
@@ -222,7 +255,14 @@ def direct_class(head: Head, e: Tensor, att: dict[str, Tensor], cfg: DiscoveryCo
     return "other direct"
 
 
-class _Steps:
+def named_heads(e: Tensor, att: dict[str, Tensor], cfg: DiscoveryConfig) -> Tensor:
+    """[layer head] True where a head's attention (and the sign of its logits effect `e`) names a direct
+    class other than "other direct": the heads `named_at_floor` admits at the floor."""
+    L, H = e.shape
+    return torch.tensor([[direct_class((layer, h), e, att, cfg) != "other direct" for h in range(H)] for layer in range(L)])
+
+
+class DiscoverySteps:
     """The path-patching steps of one discovery, sharing one pair of cached runs."""
 
     def __init__(self, model: Model, ds: Task, cfg: DiscoveryConfig, progress: Progress | None):
@@ -247,12 +287,23 @@ class _Steps:
         else:
             res: PathResult = path_patch(model, self.ds, senders, receivers, chunk=self.cfg.chunk, caches=self.cached)
             self.effects[name] = res.grid(L, H).detach()
+            if receivers is not None and self.cfg.paths == "each" and len(receivers.heads) > 1:
+                self.effects[name] = strongest([self.effects[name]] + [self.alone(r, receivers) for r in receivers.heads])
         return self.effects[name]
 
-    def admit(self, effect: Tensor, name_of) -> list[Head]:
+    def alone(self, r: Head, receivers: Receivers) -> Tensor:
+        """Every head below receiver `r` path-patched to `r` alone (as `receivers` names its inputs)."""
+        L, H = self.model.info.n_layers, self.model.info.n_heads
+        senders = [(layer, h) for layer, h in all_heads(self.model) if layer < r[0]]
+        if not senders:
+            return torch.full((L, H), float("nan"))
+        one = Receivers([r], receivers.components, receivers.position)
+        return path_patch(self.model, self.ds, senders, one, chunk=self.cfg.chunk, caches=self.cached).grid(L, H).detach()
+
+    def admit(self, effect: Tensor, name_of, at_floor: Tensor | None = None) -> list[Head]:
         """Admit a step's heads (each named by `name_of(head)`), in order; what was admitted."""
         taken = {h for h, _ in self.ranked}
-        out = admitted(effect, self.cfg, taken)
+        out = admitted(effect, self.cfg, taken, at_floor)
         self.ranked += [(h, name_of(h)) for h in out]
         return out
 
@@ -276,9 +327,9 @@ def discover(
     check_depth(model)
     if progress:
         progress(0, 5, "running clean and corrupted prompts")
-    st = _Steps(model, ds, cfg, progress)
+    st = DiscoverySteps(model, ds, cfg, progress)
     e = st.patch(1, "logits", None)
-    st.admit(e, lambda h: direct_class(h, e, st.att, cfg))
+    st.admit(e, lambda h: direct_class(h, e, st.att, cfg), named_heads(e, st.att, cfg) if cfg.named_at_floor else None)
     movers = st.of("name mover")
     if movers:
         rise = compensation(model, ds, st.cached, movers)

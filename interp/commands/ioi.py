@@ -13,6 +13,7 @@ beside and renamed into place whole (a rerun or a kill never mixes two runs' fil
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -39,6 +40,15 @@ def add_parser(sub) -> None:
                    "(MIB's) or new-s (default abc; evaluation mean-ablates with ABC means either way)")
     p.add_argument("--threshold", type=float, default=None, help="share of a step's largest path effect a head "
                    "needs to be admitted, in (0, 1] (default: the value chosen on validation, see RESULTS.md)")
+    p.add_argument("--paths", default=None,
+                   help="paths to several receivers: joint patches them all at once (Wang et al.), each also patches "
+                   "each receiver alone and keeps a sender's strongest effect (default: the rule chosen on validation, "
+                   "see RESULTS.md)")
+    p.add_argument("--named-at-floor", default=None, action=argparse.BooleanOptionalAction,
+                   help="at the logits step, admit a head whose attention names a direct class (name mover, negative "
+                   "name mover, S suppression) once its effect reaches the floor, without the share (default: on, "
+                   "chosen on validation, see RESULTS.md; --no-named-at-floor: the share for every head, as before "
+                   "2026-12-08)")
     p.add_argument("--max-heads", type=int, default=None, help="keep at most this many heads, the first admitted")
     p.add_argument("--position-threshold", default=None, help="keep each circuit head also at the segments where "
                    "keeping it raises F(C) by this share of F(M) on the discovery prompts, in (0, 1], or 'none' for "
@@ -61,8 +71,9 @@ def run(args) -> int:
     check_sizes(args.n_prompts, args.n_heldout)  # bad input fails before the model loads
     check_corruption(args.corruption)
     places = {} if args.position_threshold is None else {"position_threshold": _position_threshold(args.position_threshold)}
-    args.config = DiscoveryConfig(**({} if args.threshold is None else {"threshold": args.threshold}),
-                                  max_heads=args.max_heads, **places)  # fmt: skip
+    chosen = {"threshold": args.threshold, "paths": args.paths, "named_at_floor": args.named_at_floor}
+    given = {k: v for k, v in chosen.items() if v is not None}
+    args.config = DiscoveryConfig(**given, max_heads=args.max_heads, **places)
     if args.n_abc < 1:
         raise WorkbenchError(f"--n-abc must be at least 1 (got {args.n_abc})")
     check_dir_target(args.out, "--out")

@@ -155,6 +155,7 @@ def test_greedy_steps_after_the_first_stay_in_the_pool(tiny_llama):
 @pytest.mark.parametrize("args, message", [
     (["--threshold", "0"], "choose one in (0, 1]"), (["--threshold", "2"], "choose one in (0, 1]"),
     (["--corruption", "xyz"], "IOI corruption"), (["--max-heads", "0"], "keep at least 1 head"),
+    (["--paths", "both"], "choose one of joint, each"),
 ])  # fmt: skip
 def test_bad_discovery_settings_are_one_line_exit_2(args, message, tmp_path, capsys):
     assert main(["ioi", "--model", "smollm2-135m", "--out", str(tmp_path / "o"), *args]) == 2
