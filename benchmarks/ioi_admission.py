@@ -18,6 +18,14 @@ fewest heads (largest over seeds) whose w reaches --goal in every seed; if none 
 The choice is then run as `run_ioi` runs it on held-out prompts for --confirm-seeds (fresh draws never
 looked at), beside the shipped rule on the same draws.
 
+Third study (2026-12-08, after ten fresh draws, seeds 10-19, had been seen: 6 of 10 reached 0.8 and seed 19 kept
+0.483): seed 19's discovery admitted 20.0 (an S suppression head in the other nine draws) one step late, as an
+S-inhibition receiver, and 8.1's paths through it (-0.037) and through the other receivers (+0.037) cancelled, so
+the keys/values step left out the duplicate-token heads. Two candidate rules: "+named" (at the logits step a head
+whose attention names a direct class needs only the floor, not the share) and "+each" (to receivers, each sender's
+strongest effect through all receivers at once or any one alone). They are compared with "rel:0.05@48" by the
+same rule on seeds 0, 1, 2, and the choice is confirmed on fresh draws after 19 (benchmarks/ioi_draws.py).
+
 A candidate may name its discovery sample: "rel:0.05@48" discovers on 48 search prompts (the default
 --n-prompts otherwise). Second study (2026-12-07, after the first kept rel:0.05): on the discovery prompts
 alone, 24-prompt discoveries admitted 19-42 heads by seed while 48-prompt ones admitted 28-31 with nearly
@@ -51,8 +59,17 @@ from ioi_places import worst_template  # noqa: E402
 
 
 def config(candidate: str) -> DiscoveryConfig:
-    kind, value = candidate.split("@")[0].split(":")
-    return DiscoveryConfig(threshold=float(value)) if kind == "rel" else DiscoveryConfig(threshold=None, floor=float(value))
+    """"rel:T" / "abs:F", optionally with "+named" (DiscoveryConfig.named_at_floor) and "+each" (paths "each")
+    before any "@N"."""
+    rule, *extras = candidate.split("@")[0].split("+")
+    kind, value = rule.split(":")
+    unknown = set(extras) - {"named", "each"}
+    if unknown:
+        raise SystemExit(f"unknown candidate options {sorted(unknown)}: use +named or +each")
+    opts = {"named_at_floor": "named" in extras, "paths": "each" if "each" in extras else "joint"}
+    if kind == "rel":
+        return DiscoveryConfig(threshold=float(value), **opts)
+    return DiscoveryConfig(threshold=None, floor=float(value), **opts)
 
 
 def n_of(candidate: str, default: int) -> int:
