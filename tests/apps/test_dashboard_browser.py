@@ -106,10 +106,11 @@ def test_browser_reload_finds_a_saved_result(page, dashboard, tiny_run, tiny_cir
     """Issue 27: a result outlives its browser session. A discovery saved by an earlier session (in the
     runs folder the server reads) is opened after a reload, with no run: discovery with the same
     settings opens it, and the saved-runs picker lists it."""
-    from interp.circuits.discover import THRESHOLD
+    from interp.circuits.discover import NAMED_AT_FLOOR, THRESHOLD
     from interp.runs import save_run
 
-    settings = {"n_prompts": 16, "seed": 0, "checks": False, "corruption": "abc", "threshold": THRESHOLD}
+    settings = {"n_prompts": 16, "seed": 0, "checks": False, "corruption": "abc", "threshold": THRESHOLD,
+                "named_at_floor": NAMED_AT_FLOOR}
     folder = save_run(tiny_run.parent, "ioi", "smollm2-135m", settings,
                       lambda tmp: shutil.copy(tiny_circuit, tmp / "circuit.json"))  # fmt: skip
     try:
