@@ -4,14 +4,15 @@ Each seed is one fresh draw of everything: its discovery prompts (N_DISCOVERY of
 templates and names) and as many held-out prompts (other templates, other names), exactly as
 `interp ioi --model M --seed S` runs them (`run_ioi` with its defaults; checks on unless --no-checks).
 Nothing is chosen here: the settings were fixed on validation before (RESULTS.md), and the seeds default
-to 10-29, draws no study looked at before (0-9 were used in choosing and confirming settings).
+to 25-44, draws no study looked at before (0-9 were used in choosing and confirming settings, 10-19 measured the
+share-only rule and then the rule of 2026-12-08, 20-24 confirmed that rule).
 
 Per draw: heads kept, F(C)/F(M) at the heads' places with its 95% bootstrap interval over the held-out
 prompts (and at class positions, and at every position), incompleteness and minimality (with checks),
 seconds. Over draws: the mean, the spread, and how many draws reach the goal (0.8) in value and with
 their interval's lower end. Results go to --out after every draw.
 
-    python benchmarks/ioi_draws.py [--device cuda] [--seeds 10-29] [--no-checks] [--out JSON]
+    python benchmarks/ioi_draws.py [--device cuda] [--seeds 25-44] [--no-checks] [--out JSON]
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--seeds", default="10-29")
+    p.add_argument("--seeds", default="25-44")
     p.add_argument("--goal", type=float, default=0.8)
     p.add_argument("--no-checks", action="store_true")
     p.add_argument("--out", default="benchmarks/results/ioi_draws.json")
