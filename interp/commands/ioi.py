@@ -42,8 +42,8 @@ def add_parser(sub) -> None:
                    "needs to be admitted, in (0, 1] (default: the value chosen on validation, see RESULTS.md)")
     p.add_argument("--paths", default=None,
                    help="paths to several receivers: joint patches them all at once (Wang et al.), each also patches "
-                   "each receiver alone and keeps a sender's strongest effect (default: the rule chosen on validation, "
-                   "see RESULTS.md)")
+                   "each receiver alone and keeps a sender's strongest effect, at one more run per receiver (default "
+                   "joint; each was compared on validation and not chosen, see RESULTS.md)")
     p.add_argument("--named-at-floor", default=None, action=argparse.BooleanOptionalAction,
                    help="at the logits step, admit a head whose attention names a direct class (name mover, negative "
                    "name mover, S suppression) once its effect reaches the floor, without the share (default: on, "
@@ -80,6 +80,15 @@ def run(args) -> int:
     check_replaceable(args.out, OUTPUT_FILES, "--out")
     with writer_lock(args.out, "--out"):  # a second run into the same --out is refused, not interleaved
         return _run(args)
+
+
+def admission(cfg) -> str:
+    """The admission rule of a DiscoveryConfig, in words."""
+    rule = f"threshold {cfg.threshold} of each step's largest effect" if cfg.threshold is not None else "no share"
+    rule += f", floor {cfg.floor} of the IOI gap"
+    if cfg.named_at_floor:
+        rule += "; direct heads named by attention at the floor"
+    return rule + ("; receivers also one at a time" if cfg.paths == "each" else "")
 
 
 def _position_threshold(text: str) -> float | None:
@@ -119,7 +128,7 @@ def _run(args) -> int:
     for c, heads in j["classes"].items():
         print(f"{c:<22}{len(heads):>6}  {j['class_positions'][c]:<8} {' '.join(f'{a}.{b}' for a, b in heads)}")
     print(f"clean logit diff {j['clean_logit_diff']:.3f}   corrupted ({report.corruption}) {j['corrupted_logit_diff']:.3f}"
-          f"  (discovery prompts; threshold {report.discovery.config.threshold} of each step's largest effect)")
+          f"  (discovery prompts; {admission(report.discovery.config)})")
     print(f"held out [95% interval]: model F(M) {e.model_logit_diff:.3f}   circuit F(C) {e.circuit_logit_diff:.3f}")
     verdicts = ioi_verdicts(j)
     where = "each class at its positions" if e.places is None else "each head at its places"

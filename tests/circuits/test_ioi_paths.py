@@ -60,3 +60,12 @@ def test_each_receiver_alone_against_the_reference(sharp, components, position, 
     assert float((want[0].abs() - joint.abs()).max()) > 1e-3
     one = DiscoverySteps(model, ds, DiscoveryConfig(), None).patch(2, "test", receivers)
     assert torch.allclose(one[0], joint, atol=1e-4)  # "joint" (the default) is the all-at-once effect
+
+
+def test_the_printed_rule_names_the_options():
+    from interp.commands.ioi import admission
+
+    assert admission(DiscoveryConfig()) == ("threshold 0.05 of each step's largest effect, floor 0.005 of the IOI gap; "
+                                            "direct heads named by attention at the floor")  # fmt: skip
+    text = admission(DiscoveryConfig(threshold=None, floor=0.01, named_at_floor=False, paths="each"))
+    assert text == "no share, floor 0.01 of the IOI gap; receivers also one at a time"
