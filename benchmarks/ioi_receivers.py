@@ -16,7 +16,7 @@ import argparse
 import torch
 
 from interp import load
-from interp.circuits.discover import N_DISCOVERY, DiscoveryConfig, DiscoverySteps, admitted, direct_class, named_heads
+from interp.circuits.discover import N_DISCOVERY, DiscoveryConfig, DiscoverySteps, admitted
 from interp.circuits.path import Receivers
 from interp.data.ioi import ioi_split
 
@@ -34,8 +34,7 @@ def main() -> None:
     ds = ioi_split(model, N_DISCOVERY, N_DISCOVERY, a.seed).score
     cfg = DiscoveryConfig(named_at_floor=a.named_at_floor)
     st = DiscoverySteps(model, ds, cfg, None)
-    e = st.patch(1, "logits", None)
-    st.admit(e, lambda h: direct_class(h, e, st.att, cfg), named_heads(e, st.att, cfg) if cfg.named_at_floor else None)
+    st.direct()
     print("direct heads:", ", ".join(f"{layer}.{h} ({c})" for (layer, h), c in st.ranked))
     st.admit(st.patch(2, "mover queries", Receivers(st.of("name mover", "s suppression"), "q", "END")), lambda h: "s-inhibition")
     sinh = st.of("s-inhibition")

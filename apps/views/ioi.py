@@ -96,7 +96,7 @@ with state.shows_errors():
 
         threshold = float(c5.number_input("Threshold", 0.01, 1.0, THRESHOLD, 0.01, key="ioi_threshold",
                                           help="share of a step's largest path effect a head needs to be admitted"))
-        key = ("ioi", spec, n_prompts, seed, checks, corruption, threshold, NAMED_AT_FLOOR)
+        key = ("ioi", spec, n_prompts, seed, checks, corruption, threshold)
         settings = {"n_prompts": n_prompts, "seed": seed, "checks": checks, "corruption": corruption, "threshold": threshold,
                     "named_at_floor": NAMED_AT_FLOOR}  # a result saved under another admission rule is not this one
         report = state.remembered(key)

@@ -94,6 +94,14 @@ class DiscoveryConfig:
     # through different receivers can no longer cancel)
     chunk: int = 64  # senders per batch in path patching
 
+    def rule(self) -> str:
+        """The admission rule, in words."""
+        text = f"threshold {self.threshold} of each step's largest effect" if self.threshold is not None else "no share"
+        text += f", floor {self.floor} of the IOI gap"
+        if self.named_at_floor:
+            text += "; direct heads named by attention at the floor"
+        return text + ("; receivers also one at a time" if self.paths == "each" else "")
+
     def __post_init__(self):
         if self.threshold is not None and not 0 < self.threshold <= 1:
             raise WorkbenchError(f"a discovery threshold is a share of a step's largest path effect: choose one in (0, 1] "
@@ -291,6 +299,13 @@ class DiscoverySteps:
                 self.effects[name] = strongest([self.effects[name]] + [self.alone(r, receivers) for r in receivers.heads])
         return self.effects[name]
 
+    def direct(self) -> Tensor:
+        """Step 1: path patching to the logits, the direct heads admitted and named (heads named by their
+        attention at the floor with `named_at_floor`); the effect grid."""
+        e, cfg = self.patch(1, "logits", None), self.cfg
+        self.admit(e, lambda h: direct_class(h, e, self.att, cfg), named_heads(e, self.att, cfg) if cfg.named_at_floor else None)
+        return e
+
     def alone(self, r: Head, receivers: Receivers) -> Tensor:
         """Every head below receiver `r` path-patched to `r` alone (as `receivers` names its inputs)."""
         L, H = self.model.info.n_layers, self.model.info.n_heads
@@ -328,8 +343,7 @@ def discover(
     if progress:
         progress(0, 5, "running clean and corrupted prompts")
     st = DiscoverySteps(model, ds, cfg, progress)
-    e = st.patch(1, "logits", None)
-    st.admit(e, lambda h: direct_class(h, e, st.att, cfg), named_heads(e, st.att, cfg) if cfg.named_at_floor else None)
+    st.direct()
     movers = st.of("name mover")
     if movers:
         rise = compensation(model, ds, st.cached, movers)

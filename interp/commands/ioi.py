@@ -82,15 +82,6 @@ def run(args) -> int:
         return _run(args)
 
 
-def admission(cfg) -> str:
-    """The admission rule of a DiscoveryConfig, in words."""
-    rule = f"threshold {cfg.threshold} of each step's largest effect" if cfg.threshold is not None else "no share"
-    rule += f", floor {cfg.floor} of the IOI gap"
-    if cfg.named_at_floor:
-        rule += "; direct heads named by attention at the floor"
-    return rule + ("; receivers also one at a time" if cfg.paths == "each" else "")
-
-
 def _position_threshold(text: str) -> float | None:
     if text.strip().lower() == "none":
         return None
@@ -128,7 +119,7 @@ def _run(args) -> int:
     for c, heads in j["classes"].items():
         print(f"{c:<22}{len(heads):>6}  {j['class_positions'][c]:<8} {' '.join(f'{a}.{b}' for a, b in heads)}")
     print(f"clean logit diff {j['clean_logit_diff']:.3f}   corrupted ({report.corruption}) {j['corrupted_logit_diff']:.3f}"
-          f"  (discovery prompts; {admission(report.discovery.config)})")
+          f"  (discovery prompts; {report.discovery.config.rule()})")
     print(f"held out [95% interval]: model F(M) {e.model_logit_diff:.3f}   circuit F(C) {e.circuit_logit_diff:.3f}")
     verdicts = ioi_verdicts(j)
     where = "each class at its positions" if e.places is None else "each head at its places"

@@ -63,9 +63,7 @@ def test_each_receiver_alone_against_the_reference(sharp, components, position, 
 
 
 def test_the_printed_rule_names_the_options():
-    from interp.commands.ioi import admission
-
-    assert admission(DiscoveryConfig()) == ("threshold 0.05 of each step's largest effect, floor 0.005 of the IOI gap; "
-                                            "direct heads named by attention at the floor")  # fmt: skip
-    text = admission(DiscoveryConfig(threshold=None, floor=0.01, named_at_floor=False, paths="each"))
+    assert DiscoveryConfig().rule() == ("threshold 0.05 of each step's largest effect, floor 0.005 of the IOI gap; "
+                                        "direct heads named by attention at the floor")  # fmt: skip
+    text = DiscoveryConfig(threshold=None, floor=0.01, named_at_floor=False, paths="each").rule()
     assert text == "no share, floor 0.01 of the IOI gap; receivers also one at a time"
